@@ -1,0 +1,107 @@
+#pragma once
+
+// The cluster file: where the coordinator listens and which node agents exist. Defaults live
+// here and nowhere else. Example: configs/clusters/local.yaml.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/config/schema.h"
+#include "common/ids.h"
+
+namespace tandem::config {
+
+template <>
+struct EnumNames<ActorRole> {
+    static constexpr std::array<std::pair<ActorRole, const char*>, 2> kNames{{
+        {ActorRole::kTrainer, "trainer"},
+        {ActorRole::kRollout, "rollout"},
+    }};
+};
+
+// What a node offers. Absent fields are detected by the agent at start (cpus, memory, CUDA GPUs).
+struct NodeResources {
+    std::optional<double> cpus;
+    std::optional<int64_t> memory_mb;
+    std::optional<int> gpus;
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("cpus", s.cpus, Range{0.0, 4096.0});
+        v.field("memory_mb", s.memory_mb, Range<int64_t>{0, int64_t{1} << 40});
+        v.field("gpus", s.gpus, Range{0, 1024});
+    }
+};
+
+struct NodeSpec {
+    std::string id;
+    ActorRole role = ActorRole::kRollout;
+    std::string host = "127.0.0.1";  // where the agent runs; "127.0.0.1" is started by `tandem up`
+    NodeResources resources;
+    std::map<std::string, std::string> labels;
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("id", s.id, Required{}, NonEmpty{});
+        v.field("role", s.role, Required{});
+        v.field("host", s.host, NonEmpty{});
+        v.field("resources", s.resources);
+        v.field("labels", s.labels);
+        const Status id_ok = validate_node_id(s.id);
+        v.check(s.id.empty() || id_ok.ok(), "id", id_ok.message());
+    }
+};
+
+struct CoordinatorSpec {
+    std::string host = "127.0.0.1";       // address agents and the CLI use to reach it
+    int agent_port = 7601;                // ZeroMQ ROUTER for node agents
+    std::string http_bind = "127.0.0.1";  // HTTP API bind address
+    int http_port = 7680;
+    int64_t heartbeat_ms = 1000;
+    int64_t dead_after_ms = 5000;
+    std::string state_dir;  // SQLite state; empty: <run_dir>/state
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("host", s.host, NonEmpty{});
+        v.field("agent_port", s.agent_port, Range{1, 65535});
+        v.field("http_bind", s.http_bind, NonEmpty{});
+        v.field("http_port", s.http_port, Range{1, 65535});
+        v.field("heartbeat_ms", s.heartbeat_ms, Range<int64_t>{10, 600'000});
+        v.field("dead_after_ms", s.dead_after_ms, Range<int64_t>{20, 3'600'000});
+        v.field("state_dir", s.state_dir);
+        v.check(s.dead_after_ms > s.heartbeat_ms, "dead_after_ms",
+                fmt::format("must be greater than heartbeat_ms ({})", s.heartbeat_ms));
+        v.check(s.agent_port != s.http_port, "http_port",
+                fmt::format("must differ from agent_port ({})", s.agent_port));
+    }
+};
+
+struct ClusterSpec {
+    std::string name = "local";
+    std::string run_dir = ".tandem";  // pids, logs, token, address; relative to the working dir
+    std::string secret_file;          // cluster secret; empty: generated into the run dir
+    CoordinatorSpec coordinator;
+    std::vector<NodeSpec> nodes;
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("name", s.name, NonEmpty{});
+        v.field("run_dir", s.run_dir, NonEmpty{});
+        v.field("secret_file", s.secret_file);
+        v.field("coordinator", s.coordinator);
+        v.field("nodes", s.nodes, Required{}, NonEmpty{});
+        for (size_t i = 0; i < s.nodes.size(); ++i) {
+            for (size_t j = 0; j < i; ++j) {
+                v.check(s.nodes[i].id.empty() || s.nodes[i].id != s.nodes[j].id, "nodes",
+                        fmt::format("node id \"{}\" is used twice (nodes[{}] and nodes[{}])",
+                                    s.nodes[i].id, j, i));
+            }
+        }
+    }
+};
+
+}  // namespace tandem::config

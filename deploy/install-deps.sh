@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Tandem needs to build, test and run, and only those that are
+# missing. Idempotent: a second run installs nothing. Must run as root (or with sudo available).
+#
+#   deploy/install-deps.sh            install what is missing
+#   deploy/install-deps.sh --check    list what is missing, install nothing (exit 1 if any)
+set -euo pipefail
+
+packages=(
+    # toolchain
+    build-essential cmake ninja-build pkg-config git
+    # control plane: ZeroMQ, Boost.Asio/Beast, SQLite, JSON
+    libzmq3-dev cppzmq-dev libboost-dev libsqlite3-dev nlohmann-json3-dev
+    # weight plane: UCX (library and ucx_perftest), xxHash
+    libucx-dev ucx-utils libxxhash-dev
+    # config and logging
+    libyaml-cpp-dev libspdlog-dev libfmt-dev
+    # model maths
+    libopenblas-dev
+    # tests, fuzzing (libFuzzer comes with clang's runtime)
+    libgtest-dev libgmock-dev clang libclang-rt-14-dev
+    # processes and namespaces used by integration tests
+    iproute2 procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all ${#packages[@]} packages present"
+    exit 0
+fi
+
+if [[ "${1:-}" == "--check" ]]; then
+    echo "install-deps: missing: ${missing[*]}"
+    exit 1
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+        sudo="sudo"
+    else
+        echo "install-deps: missing ${missing[*]}; run this script as root" >&2
+        exit 2
+    fi
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${#missing[@]} package(s)"
