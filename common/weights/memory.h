@@ -1,0 +1,84 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+
+namespace tandem::weights {
+
+// Page-aligned anonymous memory, unmapped on destruction. Movable; not thread-safe.
+class HostBuffer {
+public:
+    HostBuffer() = default;
+    // `populate` faults every page in now so first use does not pay for it.
+    static Result<HostBuffer> allocate(size_t bytes, bool populate = false);
+    HostBuffer(HostBuffer&& other) noexcept;
+    HostBuffer& operator=(HostBuffer&& other) noexcept;
+    HostBuffer(const HostBuffer&) = delete;
+    HostBuffer& operator=(const HostBuffer&) = delete;
+    ~HostBuffer();
+
+    std::byte* data() { return data_; }
+    const std::byte* data() const { return data_; }
+    size_t size() const { return size_; }
+    std::span<std::byte> span() { return {data_, size_}; }
+    std::span<const std::byte> span() const { return {data_, size_}; }
+
+private:
+    std::byte* data_ = nullptr;
+    size_t size_ = 0;  // requested size
+    size_t mapped_ = 0;
+};
+
+// A memfd-backed shared memory region mapped read-write by its owner. Other processes of the same
+// user on the same host open it read-only through peer_path() ("/proc/<pid>/fd/<fd>"); it
+// disappears with the last mapping, so a killed owner leaves nothing behind in /dev/shm.
+// Not movable (its address is registered with UCX); not thread-safe.
+class SharedRegion {
+public:
+    static Result<std::unique_ptr<SharedRegion>> create(const std::string& name, size_t bytes,
+                                                        bool populate);
+    SharedRegion(const SharedRegion&) = delete;
+    SharedRegion& operator=(const SharedRegion&) = delete;
+    ~SharedRegion();
+
+    std::byte* data() { return data_; }
+    const std::byte* data() const { return data_; }
+    size_t size() const { return size_; }
+    int fd() const { return fd_; }
+    std::string peer_path() const;
+
+private:
+    SharedRegion(int fd, std::byte* data, size_t size) : fd_(fd), data_(data), size_(size) {}
+    int fd_;
+    std::byte* data_;
+    size_t size_;
+};
+
+// A read-only (PROT_READ) shared mapping of another process's region. Movable; not thread-safe.
+class ReadOnlyMapping {
+public:
+    ReadOnlyMapping() = default;
+    static Result<ReadOnlyMapping> open(const std::string& path);
+    ReadOnlyMapping(ReadOnlyMapping&& other) noexcept;
+    ReadOnlyMapping& operator=(ReadOnlyMapping&& other) noexcept;
+    ReadOnlyMapping(const ReadOnlyMapping&) = delete;
+    ReadOnlyMapping& operator=(const ReadOnlyMapping&) = delete;
+    ~ReadOnlyMapping();
+
+    const std::byte* data() const { return data_; }
+    size_t size() const { return size_; }
+
+private:
+    const std::byte* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+// Identifies this host for same-host decisions: the kernel boot id plus the hostname.
+const std::string& host_identity();
+
+}  // namespace tandem::weights
