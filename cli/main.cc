@@ -15,7 +15,17 @@ constexpr const char* kHelp =
     "usage: tandem COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
+    "  up -f CLUSTER.yaml          start the coordinator and local node agents, wait for them\n"
+    "  down                        stop what `up` started\n"
+    "  status                      the cluster at a glance\n"
+    "  nodes                       node agents, their resources and state\n"
+    "  job submit -f JOB.yaml [KEY=VALUE ...] [--follow] [--dry-run]\n"
+    "  job list | status JOB | events JOB | logs JOB [--follow] | cancel JOB\n"
+    "  versions JOB                the weight versions a job published\n"
     "  config check -f FILE [KEY=VALUE ...]   validate a cluster or job file, print it resolved\n"
+    "\n"
+    "The coordinator's address comes from --address, else TANDEM_ADDRESS, else the run\n"
+    "directory (--run-dir, default .tandem). Read commands accept --output json.\n"
     "\n"
     "options:\n"
     "  --version    print the version\n"
@@ -42,6 +52,12 @@ int main(int argc, char** argv) {
         return tandem::cli::kExitOk;
     }
     if (cmd == "config") return tandem::cli::cmd_config(rest);
+    if (cmd == "up") return tandem::cli::cmd_up(rest);
+    if (cmd == "down") return tandem::cli::cmd_down(rest);
+    if (cmd == "status") return tandem::cli::cmd_status(rest);
+    if (cmd == "nodes") return tandem::cli::cmd_nodes(rest);
+    if (cmd == "job") return tandem::cli::cmd_job(rest);
+    if (cmd == "versions") return tandem::cli::cmd_versions(rest);
     std::cerr << "tandem: unknown command '" << cmd << "'\n\n" << kHelp;
     return tandem::cli::kExitUsage;
 }

@@ -4,7 +4,7 @@
 # validates the embedded cluster and the default job and prints them resolved.
 set -euo pipefail
 build_dir=${1:-build/release}
-tandem="$build_dir/cli/tandem"
+tandem="$build_dir/bin/tandem"
 
 echo "== tandem $("$tandem" --version | cut -d' ' -f2): embedded default cluster"
 "$tandem" config check -f configs/clusters/local.yaml

@@ -17,7 +17,7 @@ struct CliRun {
 };
 
 CliRun run(const std::string& args) {
-    const std::string cmd = std::string(TANDEM_BINARY_DIR) + "/cli/tandem " + args + " 2>&1";
+    const std::string cmd = std::string(TANDEM_BINARY_DIR) + "/bin/tandem " + args + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     std::string out;
     std::array<char, 4096> buf;

@@ -1,0 +1,260 @@
+// `tandem up`, `tandem down`, `tandem status`, `tandem nodes`.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "cli/context.h"
+#include "cli/processes.h"
+#include "common/config/loader.h"
+#include "common/run_dir.h"
+
+namespace tandem::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_local(const std::string& host) {
+    if (host == "127.0.0.1" || host == "localhost" || host == "::1") return true;
+    char name[256] = {};
+    ::gethostname(name, sizeof(name) - 1);
+    return host == name;
+}
+
+constexpr const char* kUpUsage =
+    "usage: tandem up -f CLUSTER.yaml [--run-dir DIR] [--timeout-s S] [KEY.PATH=VALUE ...]\n"
+    "  Starts the coordinator and the cluster's local node agents that are not running, waits\n"
+    "  until every node is registered, and prints the coordinator's HTTP address.\n";
+
+Status ensure_secret_files(const RunDir& run, const config::ClusterSpec& spec) {
+    if (spec.secret_file.empty() && !fs::exists(run.secret_path())) {
+        TANDEM_ASSIGN_OR_RETURN(std::string secret, random_hex(32));
+        TANDEM_RETURN_IF_ERROR(write_file_atomic(run.secret_path(), secret + "\n", 0600));
+    }
+    if (!fs::exists(run.token_path())) {
+        TANDEM_ASSIGN_OR_RETURN(std::string token, random_hex(32));
+        TANDEM_RETURN_IF_ERROR(write_file_atomic(run.token_path(), token + "\n", 0600));
+    }
+    return Status();
+}
+
+Result<pid_t> start(const RunDir& run, const std::string& name,
+                    const std::vector<std::string>& argv) {
+    TANDEM_ASSIGN_OR_RETURN(pid_t pid, spawn_daemon(argv, run.out_path(name)));
+    TANDEM_RETURN_IF_ERROR(write_file_atomic(run.pid_path(name), fmt::format("{}\n", pid)));
+    return pid;
+}
+
+int up(const std::vector<std::string>& argv) {
+    ArgSpec spec{.flags = {"--help"},
+                 .options = {"--file", "--run-dir", "--timeout-s"},
+                 .aliases = {{"-f", "--file"}}};
+    auto args = parse_args(argv, spec);
+    if (!args.ok()) return report(args.status().with_context("tandem up"));
+    if (args->has("--help")) return std::cout << kUpUsage, kExitOk;
+    const auto file = args->get("--file");
+    if (!file)
+        return std::cerr << "tandem up: -f CLUSTER.yaml is required\n" << kUpUsage, kExitUsage;
+    auto overrides = config::parse_overrides(args->positional);
+    if (!overrides.ok()) return report(overrides.status());
+    auto cluster = config::load_cluster_file(*file, *overrides);
+    if (!cluster.ok()) return report(cluster.status());
+    const RunDir run = RunDir::of(*cluster, args->get("--run-dir").value_or(""));
+    if (Status s = run.create(); !s.ok()) return report(s);
+    if (Status s = ensure_secret_files(run, *cluster); !s.ok()) return report(s);
+    const std::string cluster_path = fs::absolute(*file).string();
+    (void)write_file_atomic(run.root() + "/cluster-file", cluster_path + "\n");
+    const double timeout_s = std::stod(args->get("--timeout-s").value_or("20"));
+    const std::string bin = self_dir();
+    std::vector<std::string> common = {"--cluster", cluster_path, "--run-dir", run.root()};
+    for (const auto& o : args->positional) common.push_back(o);
+
+    // The coordinator first.
+    int started = 0;
+    std::optional<pid_t> coordinator_child;
+    if (auto running = running_pid(run.pid_path("coordinator"), "tandem-coordinator")) {
+        std::cout << fmt::format("coordinator already running (pid {})\n", *running);
+    } else {
+        fs::remove(run.address_path());
+        std::vector<std::string> a = {bin + "/tandem-coordinator"};
+        a.insert(a.end(), common.begin(), common.end());
+        auto pid = start(run, "coordinator", a);
+        if (!pid.ok()) return report(pid.status());
+        std::cout << fmt::format("started coordinator (pid {})\n", *pid);
+        coordinator_child = *pid;
+        ++started;
+    }
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    Args ctx_args;
+    ctx_args.options["--run-dir"] = run.root();
+    std::optional<ClusterContext> ctx;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (auto c = cluster_context(ctx_args); c.ok()) {
+            if (c->get("/api/v1/cluster").ok()) {
+                ctx = *c;
+                break;
+            }
+        }
+        if (coordinator_child &&
+            ::waitpid(*coordinator_child, nullptr, WNOHANG) == *coordinator_child) {
+            break;  // it exited
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!ctx) {
+        std::cerr << fmt::format("tandem up: the coordinator did not come up; see {}\n",
+                                 run.out_path("coordinator"));
+        return kExitFailed;
+    }
+    // Then the local node agents.
+    for (const auto& n : cluster->nodes) {
+        const std::string exe = fmt::format("tandem-{}-node", actor_role_name(n.role));
+        if (!is_local(n.host)) {
+            std::cout << fmt::format(
+                "node {} is on {}: start it there with `{} --cluster {} --node {}`\n", n.id, n.host,
+                exe, cluster_path, n.id);
+            continue;
+        }
+        if (running_pid(run.pid_path(n.id), exe)) continue;
+        std::vector<std::string> a = {bin + "/" + exe, "--node", n.id};
+        a.insert(a.end(), common.begin(), common.end());
+        auto pid = start(run, n.id, a);
+        if (!pid.ok()) return report(pid.status());
+        std::cout << fmt::format("started {} {} (pid {})\n", exe, n.id, *pid);
+        ++started;
+    }
+    // Wait until every node of the file is registered and alive.
+    std::string missing;
+    while (true) {
+        missing.clear();
+        auto nodes = ctx->get("/api/v1/nodes");
+        if (nodes.ok()) {
+            for (const auto& n : cluster->nodes) {
+                bool ok = false;
+                for (const auto& j : (*nodes)["nodes"]) {
+                    ok = ok || (j["id"] == n.id && j["state"] == "alive" && j["connected"] == true);
+                }
+                if (!ok) missing += (missing.empty() ? "" : ", ") + n.id;
+            }
+        }
+        if (nodes.ok() && missing.empty()) break;
+        if (std::chrono::steady_clock::now() >= deadline) {
+            std::cerr << fmt::format(
+                "tandem up: nodes not registered after {} s: {} (see {}/logs)\n", timeout_s,
+                missing, run.root());
+            return kExitFailed;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::cout << fmt::format("cluster {} is up: {} nodes registered{}\n", cluster->name,
+                             cluster->nodes.size(), started == 0 ? " (nothing to start)" : "");
+    std::cout << fmt::format("coordinator: {}\n", ctx->address);
+    return kExitOk;
+}
+
+int down(const std::vector<std::string>& argv) {
+    ArgSpec spec{
+        .flags = {"--help"}, .options = {"--file", "--run-dir"}, .aliases = {{"-f", "--file"}}};
+    auto args = parse_args(argv, spec);
+    if (!args.ok()) return report(args.status().with_context("tandem down"));
+    std::string root = args->get("--run-dir").value_or("");
+    if (root.empty() && args->get("--file")) {
+        auto cluster = config::load_cluster_file(*args->get("--file"));
+        if (!cluster.ok()) return report(cluster.status());
+        root = cluster->run_dir;
+    }
+    if (root.empty()) root = ".tandem";
+    const RunDir run(root);
+    if (!fs::exists(run.root() + "/pids")) {
+        std::cout << fmt::format("nothing to stop in {}\n", run.root());
+        return kExitOk;
+    }
+    // Agents first (they stop their actors), the coordinator last.
+    std::vector<fs::path> pid_files;
+    for (const auto& e : fs::directory_iterator(run.root() + "/pids"))
+        pid_files.push_back(e.path());
+    std::stable_partition(pid_files.begin(), pid_files.end(),
+                          [](const fs::path& p) { return p.stem() != "coordinator"; });
+    int stopped = 0;
+    for (const auto& p : pid_files) {
+        const std::string name = p.stem().string();
+        const std::string exe = name == "coordinator" ? "tandem-coordinator" : "tandem-";
+        if (auto pid = running_pid(p.string(), exe)) {
+            const bool gone = stop_process(*pid, std::chrono::seconds(10));
+            std::cout << fmt::format("stopped {} (pid {}){}\n", name, *pid,
+                                     gone ? "" : " with SIGKILL");
+            ++stopped;
+        }
+        fs::remove(p);
+    }
+    fs::remove(run.address_path());
+    std::cout << fmt::format("{} process(es) stopped\n", stopped);
+    return kExitOk;
+}
+
+int status(const std::vector<std::string>& argv) {
+    ArgSpec spec;
+    add_cluster_options(spec);
+    auto args = parse_args(argv, spec);
+    if (!args.ok()) return report(args.status().with_context("tandem status"));
+    auto ctx = cluster_context(*args);
+    if (!ctx.ok()) return report(ctx.status());
+    auto c = ctx->get("/api/v1/cluster");
+    if (!c.ok()) return report(c.status());
+    if (json_output(*args)) return std::cout << c->dump(2) << "\n", kExitOk;
+    std::cout << fmt::format("cluster {} (coordinator {} at {}, epoch {}, up {})\n",
+                             (*c)["name"].get<std::string>(), (*c)["version"].get<std::string>(),
+                             ctx->address, (*c)["epoch"].get<uint64_t>(),
+                             format_duration_s((*c)["uptime_s"].get<double>()));
+    std::cout << fmt::format("nodes: {} alive, {} dead\n", (*c)["nodes"]["alive"].get<int>(),
+                             (*c)["nodes"]["dead"].get<int>());
+    std::string jobs;
+    for (auto it = (*c)["jobs"].begin(); it != (*c)["jobs"].end(); ++it) {
+        jobs += fmt::format("{}{} {}", jobs.empty() ? "" : ", ", it.value().get<int>(), it.key());
+    }
+    std::cout << "jobs: " << (jobs.empty() ? "none" : jobs) << "\n";
+    return kExitOk;
+}
+
+int nodes(const std::vector<std::string>& argv) {
+    ArgSpec spec;
+    add_cluster_options(spec);
+    auto args = parse_args(argv, spec);
+    if (!args.ok()) return report(args.status().with_context("tandem nodes"));
+    auto ctx = cluster_context(*args);
+    if (!ctx.ok()) return report(ctx.status());
+    auto n = ctx->get("/api/v1/nodes");
+    if (!n.ok()) return report(n.status());
+    if (json_output(*args)) return std::cout << n->dump(2) << "\n", kExitOk;
+    std::cout << fmt::format("{:<16} {:<8} {:<6} {:<16} {:>6} {:>9} {:>5} {:>7}  {}\n", "NODE",
+                             "ROLE", "STATE", "HOST", "CPUS", "MEM_MB", "GPUS", "ACTORS",
+                             "LAST SEEN");
+    for (const auto& j : (*n)["nodes"]) {
+        const auto& r = j["resources"];
+        std::string seen = j["state"] == "dead"
+                               ? j["dead_reason"].get<std::string>()
+                               : format_duration_s(j["last_seen_s_ago"].get<double>()) + " ago";
+        std::cout << fmt::format("{:<16} {:<8} {:<6} {:<16} {:>6} {:>9} {:>5} {:>7}  {}\n",
+                                 j["id"].get<std::string>(), j["role"].get<std::string>(),
+                                 j["state"].get<std::string>(), j["host"].get<std::string>(),
+                                 r["cpus"].get<double>(), r["memory_mb"].get<int64_t>(),
+                                 r["gpus"].get<int64_t>(), j["actors"].get<int>(), seen);
+    }
+    return kExitOk;
+}
+
+}  // namespace
+
+int cmd_up(const std::vector<std::string>& a) { return up(a); }
+int cmd_down(const std::vector<std::string>& a) { return down(a); }
+int cmd_status(const std::vector<std::string>& a) { return status(a); }
+int cmd_nodes(const std::vector<std::string>& a) { return nodes(a); }
+
+}  // namespace tandem::cli

@@ -1,0 +1,54 @@
+#pragma once
+
+// ActorProcess: one actor as a child process of its node agent. Starts it with stdout and stderr
+// on pipes, reads them without blocking, and reaps it. The child dies with the agent
+// (PR_SET_PDEATHSIG), so a killed node takes its actors along. Owned by the agent loop; not
+// thread-safe; neither copyable nor movable (owns the pid and fds).
+
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+
+namespace tandem::agent {
+
+class ActorProcess {
+public:
+    // Starts `argv[0]` with `argv`; the child's stdout and stderr come back through the pipes.
+    static Result<std::unique_ptr<ActorProcess>> spawn(const std::vector<std::string>& argv);
+    ~ActorProcess();  // kills and reaps a child still running
+    ActorProcess(const ActorProcess&) = delete;
+    ActorProcess& operator=(const ActorProcess&) = delete;
+
+    pid_t pid() const { return pid_; }
+    int stdout_fd() const { return out_fd_; }
+    int stderr_fd() const { return err_fd_; }
+
+    // Reads what is available on a pipe and returns complete lines (a final partial line is
+    // returned once the pipe closes).
+    std::vector<std::string> read_lines(int fd);
+
+    // Non-blocking reap: the exit code (128+signal for a signal) once the child has exited.
+    std::optional<int> poll_exit();
+    // SIGTERM now; SIGKILL from kill_if_overdue() once `grace` has passed.
+    void terminate(const Clock& clock, Clock::Duration grace);
+    void kill_if_overdue(const Clock& clock);
+    bool terminating() const { return kill_at_.has_value(); }
+
+private:
+    ActorProcess(pid_t pid, int out_fd, int err_fd) : pid_(pid), out_fd_(out_fd), err_fd_(err_fd) {}
+
+    pid_t pid_;
+    int out_fd_;
+    int err_fd_;
+    std::string out_buf_, err_buf_;
+    std::optional<int> exit_code_;
+    std::optional<Clock::TimePoint> kill_at_;
+};
+
+}  // namespace tandem::agent

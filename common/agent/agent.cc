@@ -1,0 +1,348 @@
+#include "common/agent/agent.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "common/agent/actor_context.h"
+#include "common/version.h"
+#include "common/wire/zmq_io.h"
+#include "kernels/device.h"
+
+namespace tandem::agent {
+
+namespace {
+constexpr auto kStopGrace = std::chrono::seconds(5);
+constexpr auto kFinishedKeep = std::chrono::seconds(60);
+constexpr auto kMinBackoff = std::chrono::milliseconds(100);
+constexpr auto kMaxBackoff = std::chrono::seconds(5);
+
+int64_t to_us(Clock::Duration d) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+}  // namespace
+
+wire::Resources detect_resources(const config::NodeResources& overrides) {
+    wire::Resources r;
+    r.cpus = static_cast<double>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
+    r.memory_mb = static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) *
+                  static_cast<int64_t>(::sysconf(_SC_PAGESIZE)) / (1 << 20);
+    r.gpus = static_cast<int64_t>(kernels::cuda_devices().size());
+    if (overrides.cpus) r.cpus = *overrides.cpus;
+    if (overrides.memory_mb) r.memory_mb = *overrides.memory_mb;
+    if (overrides.gpus) r.gpus = *overrides.gpus;
+    return r;
+}
+
+Agent::Agent(const Clock& clock, AgentOptions options)
+    : clock_(clock),
+      opt_(std::move(options)),
+      log_("agent", LogFields{.node = opt_.node.id}),
+      heartbeat_ms_(opt_.cluster.coordinator.heartbeat_ms),
+      backoff_(kMinBackoff) {
+    instance_ = random_hex(8).value_or(fmt::format("{}-{}", ::getpid(), clock_.wall_ns()));
+}
+
+Agent::~Agent() = default;
+
+void Agent::connect() {
+    socket_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::dealer);
+    socket_->set(zmq::sockopt::linger, 0);
+    socket_->set(zmq::sockopt::sndhwm, 10000);
+    socket_->set(zmq::sockopt::reconnect_ivl, 100);
+    socket_->set(zmq::sockopt::reconnect_ivl_max, 2000);
+    const auto& c = opt_.cluster.coordinator;
+    const std::string endpoint = fmt::format("tcp://{}:{}", c.host, c.agent_port);
+    socket_->connect(endpoint);
+    registered_ = false;
+    last_heard_ = clock_.now();
+    log_.debug("connecting to {}", endpoint);
+}
+
+void Agent::send(const wire::Envelope& e) {
+    if (Status s = wire::send_envelope(*socket_, e); !s.ok()) {
+        log_.debug("{} not sent: {}", e.type, s.message());
+    }
+}
+
+std::vector<wire::ActorReport> Agent::reports() const {
+    std::vector<wire::ActorReport> out;
+    for (const auto& [name, a] : actors_) out.push_back(a.report);
+    for (const auto& [name, f] : finished_) out.push_back(f.report);
+    return out;
+}
+
+void Agent::send_register() {
+    wire::Register m;
+    m.node_id = opt_.node.id;
+    m.role = std::string(actor_role_name(opt_.node.role));
+    m.host = opt_.node.host;
+    m.secret = opt_.secret;
+    m.instance = instance_;
+    m.agent_version = kVersion;
+    m.resources = opt_.resources;
+    m.labels = opt_.node.labels;
+    m.actors = reports();
+    send_msg(m);
+}
+
+void Agent::send_heartbeat() {
+    wire::Heartbeat m;
+    m.node_id = opt_.node.id;
+    m.sent_ns = clock_.now().time_since_epoch().count();
+    m.epoch = epoch_;
+    m.last_rtt_us = last_rtt_us_;
+    m.actors = reports();
+    send_msg(m);
+}
+
+void Agent::on_message(const std::vector<std::string>& frames) {
+    auto env = wire::decode(frames);
+    if (!env.ok()) {
+        log_.warn("refused a message from the coordinator: {}", env.status().message());
+        return;
+    }
+    last_heard_ = clock_.now();
+    const auto& e = *env;
+    if (e.type == wire::RegisterAck::kType) {
+        auto m = *wire::body_as<wire::RegisterAck>(e);
+        registered_ = true;
+        backoff_ = kMinBackoff;
+        epoch_ = m.epoch;
+        heartbeat_ms_ = m.heartbeat_ms;
+        next_heartbeat_ = clock_.now();
+        log_.info("registered with the coordinator (epoch {}, {} actors running)", epoch_,
+                  actors_.size());
+        for (const auto& a : m.stop_actors) stop_actor(a, "the coordinator does not know it");
+    } else if (e.type == wire::HeartbeatAck::kType) {
+        auto m = *wire::body_as<wire::HeartbeatAck>(e);
+        last_rtt_us_ = to_us(clock_.now().time_since_epoch() - Clock::Duration(m.sent_ns));
+    } else if (e.type == wire::StartActor::kType) {
+        start_actor(*wire::body_as<wire::StartActor>(e));
+    } else if (e.type == wire::StopActor::kType) {
+        auto m = *wire::body_as<wire::StopActor>(e);
+        stop_actor(m.actor, m.reason);
+    } else if (e.type == wire::Error::kType) {
+        auto m = *wire::body_as<wire::Error>(e);
+        if (m.code == "permission_denied" || m.code == "already_exists") {
+            log_.error("the coordinator refused node {}: {}", opt_.node.id, m.message);
+            refused_ = 2;
+        } else if (m.code == "not_found") {
+            if (registered_)
+                log_.info("the coordinator does not know this node ({}); registering again",
+                          m.message);
+            registered_ = false;
+            next_register_ = clock_.now();
+        } else {
+            log_.warn("coordinator error: {}: {}", m.code, m.message);
+        }
+    }
+}
+
+void Agent::start_actor(const wire::StartActor& m) {
+    auto lf = LogFields{.job = m.job, .actor = m.actor};
+    if (auto it = actors_.find(m.actor); it != actors_.end()) {
+        if (it->second.report.attempt >= m.attempt) return;  // a repeated start
+        stop_actor(m.actor, "superseded by a newer attempt");
+    }
+    finished_.erase(m.actor);
+    auto aid = ActorId::parse(m.actor);
+    if (!aid.ok()) return;
+    ActorContext ctx;
+    ctx.actor = *aid;
+    ctx.attempt = m.attempt;
+    ctx.node = opt_.node.id;
+    ctx.spec_yaml = m.spec_yaml;
+    ctx.placement = m.placement;
+    ctx.coordinator_http = opt_.coordinator_http;
+    ctx.run_dir = opt_.run_dir;
+    const std::string dir = fmt::format("{}/actors/{}", opt_.run_dir, m.job);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    const std::string ctx_path =
+        fmt::format("{}/{}-{}.{}.json", dir, actor_role_name(aid->role), aid->index, m.attempt);
+    Actor a;
+    a.job = m.job;
+    a.report = {m.actor, m.attempt, wire::ActorPhase::kStarting, 0, ""};
+    auto fail_start = [&](const std::string& why) {
+        log_.with(lf).error("cannot start {}: {}", m.actor, why);
+        wire::ActorReport r{m.actor, m.attempt, wire::ActorPhase::kFailed, 127, why};
+        finished_[m.actor] = {r, clock_.now()};
+        send_msg(
+            wire::ActorState{m.actor, m.attempt, wire::ActorPhase::kFailed, 127, why, nullptr});
+    };
+    if (Status s = write_file_atomic(ctx_path, ctx.to_json().dump()); !s.ok())
+        return fail_start(s.message());
+    const std::string exe =
+        fmt::format("{}/tandem-{}-node", opt_.bin_dir, actor_role_name(aid->role));
+    auto proc = ActorProcess::spawn({exe, "actor", "--context", ctx_path});
+    if (!proc.ok()) return fail_start(proc.status().message());
+    a.process = std::move(*proc);
+    a.report.phase = wire::ActorPhase::kRunning;
+    log_.with(lf).info("started {} (attempt {}, pid {})", m.actor, m.attempt, a.process->pid());
+    actors_[m.actor] = std::move(a);
+    send_msg(wire::ActorState{m.actor, m.attempt, wire::ActorPhase::kRunning, 0, "", nullptr});
+}
+
+void Agent::stop_actor(const std::string& actor, const std::string& reason) {
+    auto it = actors_.find(actor);
+    if (it == actors_.end()) return;
+    log_.with({.job = it->second.job, .actor = actor}).info("stopping {}: {}", actor, reason);
+    it->second.process->terminate(clock_, kStopGrace);
+}
+
+void Agent::pump_actor(const std::string& name, Actor& a, int fd) {
+    const bool is_stdout = fd == a.process->stdout_fd();
+    const LogFields lf{.job = a.job, .actor = name};
+    for (auto& line : a.process->read_lines(fd)) {
+        std::string level = "info", msg = line;
+        if (is_stdout) {
+            auto j = nlohmann::json::parse(line, nullptr, false);
+            const std::string type = j.is_object() ? j.value("type", "") : "";
+            if (type == "progress") {
+                send_msg(wire::ActorState{name, a.report.attempt, wire::ActorPhase::kRunning, 0, "",
+                                          j.value("progress", nlohmann::json::object())});
+                continue;
+            } else if (type == "metrics") {
+                send_msg(wire::JobMetrics{a.job, j.value("step", int64_t{0}),
+                                          j.value("values", nlohmann::json::object())});
+                continue;
+            } else if (type == "version") {
+                send_msg(wire::VersionPublished{a.job, j.value("version", uint64_t{0}),
+                                                j.value("descriptor", nlohmann::json::object())});
+                continue;
+            } else if (type == "log") {
+                level = j.value("level", "info");
+                msg = j.value("msg", "");
+            } else if (type == "error") {
+                a.last_error = j.value("msg", "");
+                level = "error";
+                msg = a.last_error;
+            }
+        } else {
+            level = "stderr";
+            if (!line.empty()) a.last_error = line;
+        }
+        log_.with(lf).log(level == "error"  ? LogLevel::kError
+                          : level == "warn" ? LogLevel::kWarn
+                                            : LogLevel::kInfo,
+                          fmt::format("[{}] {}", name, msg));
+        pending_logs_[a.job].push_back({name, clock_.wall_ns(), level, msg});
+    }
+}
+
+void Agent::reap_actors() {
+    for (auto it = actors_.begin(); it != actors_.end();) {
+        Actor& a = it->second;
+        a.process->kill_if_overdue(clock_);
+        auto code = a.process->poll_exit();
+        if (!code) {
+            ++it;
+            continue;
+        }
+        // Drain what is left in the pipes before judging.
+        for (int fd : {a.process->stdout_fd(), a.process->stderr_fd()}) {
+            if (fd >= 0) pump_actor(it->first, a, fd);
+        }
+        wire::ActorReport r = a.report;
+        r.exit_code = *code;
+        if (a.process->terminating()) {
+            r.phase = wire::ActorPhase::kStopped;
+        } else if (*code == 0) {
+            r.phase = wire::ActorPhase::kSucceeded;
+        } else {
+            r.phase = wire::ActorPhase::kFailed;
+            r.error = a.last_error.empty() ? fmt::format("exited with code {}", *code)
+                                           : fmt::format("{} (exit code {})", a.last_error, *code);
+        }
+        log_.with({.job = a.job, .actor = it->first})
+            .info("{} {} (exit code {})", it->first, wire::actor_phase_name(r.phase), *code);
+        send_msg(wire::ActorState{r.actor, r.attempt, r.phase, r.exit_code, r.error, nullptr});
+        finished_[it->first] = {r, clock_.now()};
+        it = actors_.erase(it);
+    }
+    const auto now = clock_.now();
+    for (auto it = finished_.begin(); it != finished_.end();) {
+        it = now - it->second.at > kFinishedKeep ? finished_.erase(it) : std::next(it);
+    }
+}
+
+void Agent::flush_logs() {
+    for (auto& [job, lines] : pending_logs_) {
+        if (lines.empty()) continue;
+        wire::LogLines m;
+        m.job = job;
+        m.lines = std::move(lines);
+        lines.clear();
+        send_msg(m);
+    }
+    pending_logs_.clear();
+}
+
+int Agent::run(const std::atomic<bool>& stop) {
+    connect();
+    next_register_ = clock_.now();
+    std::mt19937_64 rng(std::hash<std::string>()(instance_));
+    while (!stop.load(std::memory_order_relaxed) && !refused_) {  // relaxed: a flag, no data
+        const auto now = clock_.now();
+        if (!registered_ && now >= next_register_) {
+            send_register();
+            next_register_ = now + backoff_ + std::chrono::milliseconds(rng() % 100);
+            backoff_ = std::min<Clock::Duration>(backoff_ * 2, kMaxBackoff);
+        }
+        if (registered_ && now >= next_heartbeat_) {
+            send_heartbeat();
+            next_heartbeat_ = now + std::chrono::milliseconds(heartbeat_ms_);
+        }
+        if (now >= next_log_flush_) {
+            flush_logs();
+            next_log_flush_ = now + std::chrono::milliseconds(200);
+        }
+        // Nothing heard for longer than the coordinator takes to declare us dead: it is gone or
+        // restarting. Start over with a fresh socket and register again.
+        const auto silent = now - last_heard_;
+        if (silent > std::chrono::milliseconds(opt_.cluster.coordinator.dead_after_ms)) {
+            log_.warn("no answer from the coordinator for {:.1f} s; reconnecting",
+                      std::chrono::duration<double>(silent).count());
+            connect();
+            next_register_ = now + backoff_;
+        }
+
+        std::vector<zmq::pollitem_t> items;
+        items.push_back({socket_->handle(), 0, ZMQ_POLLIN, 0});
+        std::vector<std::pair<std::string, int>> fds;
+        for (auto& [name, a] : actors_) {
+            for (int fd : {a.process->stdout_fd(), a.process->stderr_fd()}) {
+                if (fd < 0) continue;
+                items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
+                fds.emplace_back(name, fd);
+            }
+        }
+        zmq::poll(items.data(), items.size(), std::chrono::milliseconds(50));
+        if (items[0].revents & ZMQ_POLLIN) {
+            while (auto frames = wire::try_recv_frames(*socket_)) on_message(*frames);
+        }
+        for (size_t i = 1; i < items.size(); ++i) {
+            if (!(items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) continue;
+            auto it = actors_.find(fds[i - 1].first);
+            if (it != actors_.end()) pump_actor(it->first, it->second, fds[i - 1].second);
+        }
+        reap_actors();
+    }
+    // Shutting down: stop the actors and tell the coordinator.
+    for (auto& [name, a] : actors_) a.process->terminate(clock_, kStopGrace);
+    const auto deadline = clock_.now() + kStopGrace + std::chrono::seconds(1);
+    while (!actors_.empty() && clock_.now() < deadline) {
+        reap_actors();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    flush_logs();
+    return refused_.value_or(0);
+}
+
+}  // namespace tandem::agent

@@ -1,0 +1,101 @@
+#pragma once
+
+// Agent: the node-agent core shared by tandem-trainer-node and tandem-rollout-node. Registers
+// with the coordinator (ZeroMQ DEALER), heartbeats, reconnects with backoff when the coordinator
+// goes away (and re-registers with the actors it still runs), starts and stops actor processes on
+// command, reports their state and exit reasons, and forwards their log lines, metrics and
+// published versions. Runs on one thread (run()); not thread-safe.
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/agent/actor_process.h"
+#include "common/clock.h"
+#include "common/config/cluster_spec.h"
+#include "common/log.h"
+#include "common/run_dir.h"
+#include "common/wire/messages.h"
+
+namespace tandem::agent {
+
+struct AgentOptions {
+    config::ClusterSpec cluster;
+    config::NodeSpec node;
+    std::string secret;
+    std::string run_dir;
+    std::string bin_dir;           // where tandem-trainer-node and tandem-rollout-node live
+    wire::Resources resources;     // detected, with the cluster file's overrides applied
+    std::string coordinator_http;  // passed on to actors
+};
+
+// Detected cpus, memory and CUDA GPUs, overridden by the node's `resources` in the cluster file.
+wire::Resources detect_resources(const config::NodeResources& overrides);
+
+class Agent {
+public:
+    Agent(const Clock& clock, AgentOptions options);
+    ~Agent();
+    Agent(const Agent&) = delete;
+    Agent& operator=(const Agent&) = delete;
+
+    // Runs until `stop` is set or the coordinator refuses this node for good (wrong secret,
+    // duplicate live id). Returns the process exit code (0, or 2 when refused).
+    int run(const std::atomic<bool>& stop);
+
+private:
+    struct Actor {
+        std::unique_ptr<ActorProcess> process;
+        wire::ActorReport report;
+        std::string last_error;  // last stderr line or {"type":"error"} message
+        std::string job;
+    };
+    struct Finished {
+        wire::ActorReport report;
+        Clock::TimePoint at;
+    };
+
+    void connect();
+    void send(const wire::Envelope& e);
+    template <typename M>
+    void send_msg(const M& m) {
+        send(wire::make_envelope(m, ++seq_));
+    }
+    void send_register();
+    void send_heartbeat();
+    void on_message(const std::vector<std::string>& frames);
+    void start_actor(const wire::StartActor& m);
+    void stop_actor(const std::string& actor, const std::string& reason);
+    void pump_actor(const std::string& name, Actor& a, int fd);
+    void reap_actors();
+    void flush_logs();
+    std::vector<wire::ActorReport> reports() const;
+
+    const Clock& clock_;
+    AgentOptions opt_;
+    Logger log_;
+    std::string instance_;
+    zmq::context_t zmq_{1};
+    std::unique_ptr<zmq::socket_t> socket_;
+    uint64_t seq_ = 0;
+    bool registered_ = false;
+    std::optional<int> refused_;  // exit code once refused for good
+    uint64_t epoch_ = 0;
+    int64_t heartbeat_ms_;
+    int64_t last_rtt_us_ = -1;
+    Clock::TimePoint last_heard_{};
+    Clock::TimePoint next_heartbeat_{};
+    Clock::TimePoint next_register_{};
+    Clock::Duration backoff_;
+    std::map<std::string, Actor> actors_;
+    std::map<std::string, Finished> finished_;
+    std::map<std::string, std::vector<wire::LogLine>> pending_logs_;  // by job
+    Clock::TimePoint next_log_flush_{};
+};
+
+}  // namespace tandem::agent

@@ -1,0 +1,309 @@
+#include "common/wire/messages.h"
+
+#include <fmt/format.h>
+
+#include "common/wire/json_fields.h"
+
+namespace tandem::wire {
+
+std::string_view actor_phase_name(ActorPhase p) {
+    switch (p) {
+        case ActorPhase::kStarting:
+            return "starting";
+        case ActorPhase::kRunning:
+            return "running";
+        case ActorPhase::kSucceeded:
+            return "succeeded";
+        case ActorPhase::kFailed:
+            return "failed";
+        case ActorPhase::kStopped:
+            return "stopped";
+    }
+    return "?";
+}
+
+Result<ActorPhase> parse_actor_phase(std::string_view s) {
+    for (auto p : {ActorPhase::kStarting, ActorPhase::kRunning, ActorPhase::kSucceeded,
+                   ActorPhase::kFailed, ActorPhase::kStopped}) {
+        if (actor_phase_name(p) == s) return p;
+    }
+    return invalid_argument(fmt::format("unknown actor phase '{}'", s));
+}
+
+namespace {
+void read_phase(JsonFields& f, const char* key, ActorPhase& out) {
+    std::string s;
+    f.req(key, s);
+    if (s.empty()) return;
+    auto p = parse_actor_phase(s);
+    if (!p.ok()) return f.problem(fmt::format("{}: {}", key, p.status().message()));
+    out = *p;
+}
+template <typename T>
+Json list_json(const std::vector<T>& v) {
+    Json a = Json::array();
+    for (const auto& x : v) a.push_back(x.to_json());
+    return a;
+}
+}  // namespace
+
+Json Resources::to_json() const {
+    return {{"cpus", cpus}, {"memory_mb", memory_mb}, {"gpus", gpus}};
+}
+Result<Resources> Resources::from_json(const Json& j) {
+    Resources r;
+    JsonFields f(j, "resources");
+    f.req("cpus", r.cpus);
+    f.req("memory_mb", r.memory_mb);
+    f.req("gpus", r.gpus);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return r;
+}
+
+Json ActorReport::to_json() const {
+    return {{"actor", actor},
+            {"attempt", attempt},
+            {"phase", actor_phase_name(phase)},
+            {"exit_code", exit_code},
+            {"error", error}};
+}
+Result<ActorReport> ActorReport::from_json(const Json& j) {
+    ActorReport r;
+    JsonFields f(j, "actor report");
+    f.req("actor", r.actor);
+    f.req("attempt", r.attempt);
+    read_phase(f, "phase", r.phase);
+    f.opt("exit_code", r.exit_code);
+    f.opt("error", r.error);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return r;
+}
+
+Json Register::to_json() const {
+    return {{"node_id", node_id},
+            {"role", role},
+            {"host", host},
+            {"secret", secret},
+            {"instance", instance},
+            {"agent_version", agent_version},
+            {"resources", resources.to_json()},
+            {"labels", labels},
+            {"actors", list_json(actors)}};
+}
+Result<Register> Register::from_json(const Json& j) {
+    Register m;
+    JsonFields f(j, kType);
+    f.req("node_id", m.node_id);
+    f.req("role", m.role);
+    f.req("host", m.host);
+    f.req("secret", m.secret);
+    f.req("instance", m.instance);
+    f.req("agent_version", m.agent_version);
+    f.req_object("resources", m.resources);
+    f.opt("labels", m.labels);
+    f.opt_list("actors", m.actors);
+    if (!m.role.empty() && m.role != "trainer" && m.role != "rollout") {
+        f.problem(fmt::format("role: expected trainer or rollout, got '{}'", m.role));
+    }
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json RegisterAck::to_json() const {
+    return {{"node_id", node_id},
+            {"heartbeat_ms", heartbeat_ms},
+            {"epoch", epoch},
+            {"stop_actors", stop_actors}};
+}
+Result<RegisterAck> RegisterAck::from_json(const Json& j) {
+    RegisterAck m;
+    JsonFields f(j, kType);
+    f.req("node_id", m.node_id);
+    f.req("heartbeat_ms", m.heartbeat_ms);
+    f.req("epoch", m.epoch);
+    Json stops;
+    f.opt("stop_actors", stops);
+    if (stops.is_array()) {
+        for (const auto& s : stops) {
+            if (s.is_string()) m.stop_actors.push_back(s.get<std::string>());
+        }
+    }
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json Heartbeat::to_json() const {
+    return {{"node_id", node_id},
+            {"sent_ns", sent_ns},
+            {"epoch", epoch},
+            {"last_rtt_us", last_rtt_us},
+            {"actors", list_json(actors)}};
+}
+Result<Heartbeat> Heartbeat::from_json(const Json& j) {
+    Heartbeat m;
+    JsonFields f(j, kType);
+    f.req("node_id", m.node_id);
+    f.req("sent_ns", m.sent_ns);
+    f.req("epoch", m.epoch);
+    f.opt("last_rtt_us", m.last_rtt_us);
+    f.opt_list("actors", m.actors);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json HeartbeatAck::to_json() const { return {{"sent_ns", sent_ns}, {"epoch", epoch}}; }
+Result<HeartbeatAck> HeartbeatAck::from_json(const Json& j) {
+    HeartbeatAck m;
+    JsonFields f(j, kType);
+    f.req("sent_ns", m.sent_ns);
+    f.req("epoch", m.epoch);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json StartActor::to_json() const {
+    return {{"actor", actor},
+            {"job", job},
+            {"attempt", attempt},
+            {"spec_yaml", spec_yaml},
+            {"placement", placement}};
+}
+Result<StartActor> StartActor::from_json(const Json& j) {
+    StartActor m;
+    JsonFields f(j, kType);
+    f.req("actor", m.actor);
+    f.req("job", m.job);
+    f.req("attempt", m.attempt);
+    f.req("spec_yaml", m.spec_yaml);
+    f.opt("placement", m.placement);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json StopActor::to_json() const { return {{"actor", actor}, {"reason", reason}}; }
+Result<StopActor> StopActor::from_json(const Json& j) {
+    StopActor m;
+    JsonFields f(j, kType);
+    f.req("actor", m.actor);
+    f.opt("reason", m.reason);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json ActorState::to_json() const {
+    Json j = {{"actor", actor},
+              {"attempt", attempt},
+              {"phase", actor_phase_name(phase)},
+              {"exit_code", exit_code},
+              {"error", error}};
+    if (!progress.is_null()) j["progress"] = progress;
+    return j;
+}
+Result<ActorState> ActorState::from_json(const Json& j) {
+    ActorState m;
+    JsonFields f(j, kType);
+    f.req("actor", m.actor);
+    f.req("attempt", m.attempt);
+    read_phase(f, "phase", m.phase);
+    f.opt("exit_code", m.exit_code);
+    f.opt("error", m.error);
+    f.opt("progress", m.progress);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json LogLine::to_json() const {
+    return {{"actor", actor}, {"ts_ns", ts_ns}, {"level", level}, {"msg", msg}};
+}
+Result<LogLine> LogLine::from_json(const Json& j) {
+    LogLine m;
+    JsonFields f(j, "log line");
+    f.req("actor", m.actor);
+    f.req("ts_ns", m.ts_ns);
+    f.req("level", m.level);
+    f.req("msg", m.msg);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json LogLines::to_json() const { return {{"job", job}, {"lines", list_json(lines)}}; }
+Result<LogLines> LogLines::from_json(const Json& j) {
+    LogLines m;
+    JsonFields f(j, kType);
+    f.req("job", m.job);
+    f.req_list("lines", m.lines);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json Error::to_json() const {
+    return {{"code", code}, {"message", message}, {"in_reply_to", in_reply_to}};
+}
+Result<Error> Error::from_json(const Json& j) {
+    Error m;
+    JsonFields f(j, kType);
+    f.req("code", m.code);
+    f.req("message", m.message);
+    f.opt("in_reply_to", m.in_reply_to);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json VersionPublished::to_json() const {
+    return {{"job", job}, {"version", version}, {"descriptor", descriptor}};
+}
+Result<VersionPublished> VersionPublished::from_json(const Json& j) {
+    VersionPublished m;
+    JsonFields f(j, kType);
+    f.req("job", m.job);
+    f.req("version", m.version);
+    f.req("descriptor", m.descriptor);
+    if (!m.descriptor.is_object()) f.problem("descriptor: expected an object");
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json JobMetrics::to_json() const { return {{"job", job}, {"step", step}, {"values", values}}; }
+Result<JobMetrics> JobMetrics::from_json(const Json& j) {
+    JobMetrics m;
+    JsonFields f(j, kType);
+    f.req("job", m.job);
+    f.req("step", m.step);
+    f.req("values", m.values);
+    if (!m.values.is_object()) f.problem("values: expected an object");
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+namespace {
+template <typename M>
+Status check(const Json& body) {
+    return M::from_json(body).status();
+}
+}  // namespace
+
+Status validate_body(std::string_view type, const Json& body) {
+    struct Entry {
+        std::string_view type;
+        Status (*validate)(const Json&);
+    };
+    static constexpr Entry kTable[] = {
+        {Register::kType, &check<Register>},
+        {RegisterAck::kType, &check<RegisterAck>},
+        {Heartbeat::kType, &check<Heartbeat>},
+        {HeartbeatAck::kType, &check<HeartbeatAck>},
+        {StartActor::kType, &check<StartActor>},
+        {StopActor::kType, &check<StopActor>},
+        {ActorState::kType, &check<ActorState>},
+        {LogLines::kType, &check<LogLines>},
+        {Error::kType, &check<Error>},
+        {VersionPublished::kType, &check<VersionPublished>},
+        {JobMetrics::kType, &check<JobMetrics>},
+    };
+    for (const auto& e : kTable) {
+        if (e.type == type) return e.validate(body);
+    }
+    return not_found(fmt::format("unknown message type '{}'", type));
+}
+
+}  // namespace tandem::wire

@@ -1,0 +1,140 @@
+#include "coordinator/agent_dispatcher.h"
+
+#include <fmt/format.h>
+
+namespace tandem::coord {
+
+Status NodeSender::send(const std::string& node_id, const wire::Envelope& e) {
+    const auto* n = nodes_.find(node_id);
+    if (!n || n->routing_id.empty())
+        return unavailable(fmt::format("node {} is not connected", node_id));
+    return server_.send(n->routing_id, e);
+}
+
+AgentDispatcher::AgentDispatcher(const Clock& clock, AgentServer& server, NodeRegistry& nodes,
+                                 JobManager& jobs, VersionTable& versions, Metrics& metrics,
+                                 DispatcherSettings settings)
+    : clock_(clock),
+      server_(server),
+      nodes_(nodes),
+      jobs_(jobs),
+      versions_(versions),
+      metrics_(metrics),
+      settings_(settings),
+      log_("agents"),
+      bad_input_log_(Logger("agents"), std::chrono::seconds(5), clock) {
+    metrics_.describe_counter("tandem_agent_messages_total", "Messages from node agents by type");
+    metrics_.describe_histogram("tandem_heartbeat_rtt_seconds",
+                                "Heartbeat round trip as measured by the agents",
+                                {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1});
+    metrics_.gauge("tandem_nodes", "Node agents by state", [this] {
+        double alive = 0, dead = 0;
+        for (const auto& [id, e] : nodes_.entries()) {
+            (e.record.state == NodeState::kAlive ? alive : dead) += 1;
+        }
+        return std::vector<std::pair<Metrics::Labels, double>>{{{{"state", "alive"}}, alive},
+                                                               {{{"state", "dead"}}, dead}};
+    });
+}
+
+void AgentDispatcher::send(const std::string& routing_id, const wire::Envelope& e) {
+    if (Status s = server_.send(routing_id, e); !s.ok()) {
+        log_.debug("reply {} not sent: {}", e.type, s.message());
+    }
+}
+
+void AgentDispatcher::reply_error(const std::string& routing_id, const Status& s,
+                                  uint64_t in_reply_to) {
+    wire::Error err{std::string(status_code_name(s.code())), s.message(), in_reply_to};
+    send(routing_id, wire::make_envelope(err, ++seq_));
+}
+
+void AgentDispatcher::handle(const std::string& routing_id,
+                             const std::vector<std::string>& frames) {
+    wire::Envelope partial;
+    auto env = wire::decode(frames, &partial);
+    if (!env.ok()) {
+        metrics_.inc("tandem_agent_messages_total", {{"type", "invalid"}});
+        bad_input_log_.warn("refused a message: {}", env.status().message());
+        reply_error(routing_id, env.status(), partial.seq);
+        return;
+    }
+    const wire::Envelope& e = *env;
+    metrics_.inc("tandem_agent_messages_total", {{"type", e.type}});
+    if (e.type == wire::Register::kType) return on_register(routing_id, e);
+    if (e.type == wire::Heartbeat::kType) return on_heartbeat(routing_id, e);
+
+    const auto node = nodes_.node_of(routing_id);
+    if (!node) {
+        reply_error(routing_id, not_found("unknown agent: register first"), e.seq);
+        return;
+    }
+    if (e.type == wire::ActorState::kType) {
+        jobs_.on_actor_state(*node, *wire::body_as<wire::ActorState>(e));
+    } else if (e.type == wire::LogLines::kType) {
+        jobs_.on_log_lines(*node, *wire::body_as<wire::LogLines>(e));
+    } else if (e.type == wire::JobMetrics::kType) {
+        jobs_.on_metrics(*wire::body_as<wire::JobMetrics>(e));
+    } else if (e.type == wire::VersionPublished::kType) {
+        auto m = *wire::body_as<wire::VersionPublished>(e);
+        auto job = JobId::parse(m.job);
+        if (!job.ok() || !jobs_.find(*job)) {
+            reply_error(routing_id, not_found(fmt::format("no job {}", m.job)), e.seq);
+            return;
+        }
+        if (Status s = versions_.publish(*job, m.version, m.descriptor, *node); !s.ok()) {
+            log_.error("recording version {} of {}: {}", m.version, m.job, s.message());
+        }
+    } else if (e.type == wire::Error::kType) {
+        auto m = *wire::body_as<wire::Error>(e);
+        bad_input_log_.warn("node {} reports an error: {}: {}", *node, m.code, m.message);
+    } else {
+        reply_error(routing_id,
+                    invalid_argument(fmt::format("{} is not sent to the coordinator", e.type)),
+                    e.seq);
+    }
+}
+
+void AgentDispatcher::on_register(const std::string& routing_id, const wire::Envelope& e) {
+    auto m = *wire::body_as<wire::Register>(e);
+    auto entry = nodes_.on_register(m, routing_id);
+    if (!entry.ok()) {
+        reply_error(routing_id, entry.status(), e.seq);
+        return;
+    }
+    wire::RegisterAck ack;
+    ack.node_id = m.node_id;
+    ack.epoch = settings_.epoch;
+    ack.stop_actors = jobs_.reconcile(m.node_id, m.actors, /*registering=*/true);
+    ack.heartbeat_ms = settings_.heartbeat_ms;
+    send(routing_id, wire::make_envelope(ack, ++seq_));
+    jobs_.schedule();
+}
+
+void AgentDispatcher::on_heartbeat(const std::string& routing_id, const wire::Envelope& e) {
+    auto m = *wire::body_as<wire::Heartbeat>(e);
+    const auto* entry = nodes_.on_heartbeat(m, routing_id);
+    if (!entry) {
+        reply_error(
+            routing_id,
+            not_found(fmt::format("node {} is not registered here: register again", m.node_id)),
+            e.seq);
+        return;
+    }
+    if (m.last_rtt_us >= 0) metrics_.observe("tandem_heartbeat_rtt_seconds", m.last_rtt_us / 1e6);
+    wire::HeartbeatAck ack{m.sent_ns, m.epoch};
+    send(routing_id, wire::make_envelope(ack, ++seq_));
+    for (const auto& actor : jobs_.reconcile(m.node_id, m.actors)) {
+        send(routing_id,
+             wire::make_envelope(wire::StopActor{actor, "not part of a running job"}, ++seq_));
+    }
+}
+
+void AgentDispatcher::sweep() {
+    for (const auto& [node, reason] : nodes_.sweep()) {
+        versions_.on_node_dead(node);
+        jobs_.on_node_dead(node, reason);
+    }
+}
+
+}  // namespace tandem::coord

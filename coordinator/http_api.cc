@@ -1,0 +1,265 @@
+#include "coordinator/http_api.h"
+
+#include <fmt/format.h>
+
+#include "common/version.h"
+
+namespace tandem::coord {
+
+namespace {
+
+HttpResponse json_response(int status, const Json& j) {
+    return {status, "application/json", j.dump()};
+}
+HttpResponse error_response(int status, const std::string& message) {
+    return json_response(status, {{"error", message}});
+}
+HttpResponse from_status(const Status& s) {
+    switch (s.code()) {
+        case StatusCode::kInvalidArgument:
+            return error_response(400, s.message());
+        case StatusCode::kNotFound:
+            return error_response(404, s.message());
+        case StatusCode::kPermissionDenied:
+            return error_response(403, s.message());
+        case StatusCode::kAlreadyExists:
+            return error_response(409, s.message());
+        default:
+            return error_response(500, s.message());
+    }
+}
+int64_t query_int(const HttpRequest& r, const std::string& key, int64_t fallback) {
+    auto it = r.query.find(key);
+    if (it == r.query.end()) return fallback;
+    try {
+        return std::stoll(it->second);
+    } catch (...) {
+        return fallback;
+    }
+}
+
+}  // namespace
+
+HttpApi::HttpApi(const Clock& clock, JobManager& jobs, const NodeRegistry& nodes,
+                 const VersionTable& versions, StateStore& store, Metrics& metrics,
+                 ApiSettings settings)
+    : clock_(clock),
+      jobs_(jobs),
+      nodes_(nodes),
+      versions_(versions),
+      store_(store),
+      metrics_(metrics),
+      settings_(std::move(settings)),
+      log_("http"),
+      started_(clock.now()) {
+    metrics_.describe_counter("tandem_http_requests_total", "HTTP API requests by status class");
+}
+
+HttpResponse HttpApi::handle(const HttpRequest& r) {
+    HttpResponse out;
+    if (r.method == "POST" && !settings_.token.empty() &&
+        r.authorization != "Bearer " + settings_.token) {
+        log_.warn("{} {} from {} refused: {} API token", r.method, r.path, r.remote,
+                  r.authorization.empty() ? "missing" : "wrong");
+        out = error_response(401,
+                             "missing or wrong API token (Authorization: Bearer TOKEN; the "
+                             "token is in the run directory's api-token file)");
+    } else {
+        out = route(r);
+    }
+    metrics_.inc("tandem_http_requests_total", {{"code", fmt::format("{}xx", out.status / 100)}});
+    return out;
+}
+
+HttpResponse HttpApi::route(const HttpRequest& r) {
+    const std::string& p = r.path;
+    if (p == "/healthz") return {200, "text/plain", "ok\n"};
+    if (p == "/metrics") return {200, "text/plain; version=0.0.4", metrics_.render()};
+    if (p == "/api/v1/cluster" && r.method == "GET") {
+        Json nodes = {{"alive", 0}, {"dead", 0}};
+        for (const auto& [id, e] : nodes_.entries()) {
+            nodes[e.record.state == NodeState::kAlive ? "alive" : "dead"] =
+                nodes[e.record.state == NodeState::kAlive ? "alive" : "dead"].get<int>() + 1;
+        }
+        Json jobs = Json::object();
+        for (const auto& [id, j] : jobs_.jobs()) {
+            const std::string s(job_state_name(j.state));
+            jobs[s] = jobs.value(s, 0) + 1;
+        }
+        return json_response(200, {{"name", settings_.cluster_name},
+                                   {"version", kVersion},
+                                   {"epoch", settings_.epoch},
+                                   {"uptime_s", seconds_between(started_, clock_.now())},
+                                   {"nodes", nodes},
+                                   {"jobs", jobs}});
+    }
+    if (p == "/api/v1/nodes" && r.method == "GET") {
+        const auto caps = jobs_.capacities();
+        Json list = Json::array();
+        for (const auto& [id, e] : nodes_.entries()) list.push_back(node_json(e, caps));
+        return json_response(200, {{"nodes", list}});
+    }
+    if (p == "/api/v1/jobs") {
+        if (r.method == "POST") return submit(r);
+        if (r.method != "GET") return error_response(405, "use GET or POST");
+        Json list = Json::array();
+        for (const auto& [id, j] : jobs_.jobs()) list.push_back(job_json(j, false));
+        return json_response(200, {{"jobs", list}});
+    }
+    constexpr std::string_view kJobs = "/api/v1/jobs/";
+    if (p.starts_with(kJobs)) {
+        std::string rest = p.substr(kJobs.size());
+        const auto slash = rest.find('/');
+        const std::string job = rest.substr(0, slash);
+        return job_route(r, job, slash == std::string::npos ? "" : rest.substr(slash + 1));
+    }
+    return error_response(404, fmt::format("no such endpoint: {} {}", r.method, p));
+}
+
+HttpResponse HttpApi::submit(const HttpRequest& r) {
+    const Json body = Json::parse(r.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object() || !body.contains("spec_yaml") ||
+        !body["spec_yaml"].is_string()) {
+        return error_response(400,
+                              R"(expected a JSON object {"spec_yaml": "...", "dry_run": false})");
+    }
+    const bool dry_run = body.value("dry_run", false);
+    const std::string source = body.value("source", std::string("submitted spec"));
+    auto res = jobs_.submit(body["spec_yaml"].get<std::string>(), source, dry_run);
+    if (!res.ok()) return from_status(res.status());
+    Json out = {{"spec_yaml", res->spec_yaml}, {"pending_reason", res->pending_reason}};
+    if (res->plan) {
+        out["plan"] = *res->plan;
+    } else {
+        out["plan"] = nullptr;
+    }
+    if (dry_run) return json_response(200, out);
+    out["job"] = res->id.str();
+    if (const JobRecord* j = jobs_.find(res->id)) out["state"] = job_state_name(j->state);
+    return json_response(201, out);
+}
+
+HttpResponse HttpApi::job_route(const HttpRequest& r, const std::string& name,
+                                const std::string& rest) {
+    const JobRecord* j = jobs_.find(name);
+    if (!j) return error_response(404, fmt::format("no job {}", name));
+    if (rest.empty() && r.method == "GET") return json_response(200, job_json(*j, true));
+    if (rest == "cancel" && r.method == "POST") {
+        if (Status s = jobs_.cancel(j->id, "cancelled by the user"); !s.ok()) return from_status(s);
+        return json_response(200, job_json(*jobs_.find(j->id), false));
+    }
+    if (r.method != "GET") return error_response(405, "use GET");
+    const int64_t after = query_int(r, "after", 0);
+    const int limit = static_cast<int>(std::clamp<int64_t>(query_int(r, "limit", 1000), 1, 10000));
+    if (rest == "events") {
+        auto ev = store_.events(j->id, after, limit);
+        if (!ev.ok()) return from_status(ev.status());
+        Json list = Json::array();
+        for (const auto& e : *ev) {
+            list.push_back(
+                {{"seq", e.seq}, {"ts_ns", e.ts_ns}, {"kind", e.kind}, {"message", e.message}});
+        }
+        return json_response(200, {{"job", j->id.str()}, {"events", list}});
+    }
+    if (rest == "logs") {
+        auto lines = store_.logs(j->id, after, limit);
+        if (!lines.ok()) return from_status(lines.status());
+        Json list = Json::array();
+        for (const auto& l : *lines) {
+            list.push_back({{"seq", l.seq},
+                            {"ts_ns", l.ts_ns},
+                            {"actor", l.actor},
+                            {"level", l.level},
+                            {"msg", l.msg}});
+        }
+        return json_response(200, {{"job", j->id.str()}, {"logs", list}});
+    }
+    if (rest == "metrics") {
+        auto m = store_.metrics(j->id, after, limit);
+        if (!m.ok()) return from_status(m.status());
+        Json list = Json::array();
+        for (const auto& [step, values] : *m) list.push_back({{"step", step}, {"values", values}});
+        return json_response(200, {{"job", j->id.str()}, {"metrics", list}});
+    }
+    if (rest == "versions") {
+        Json list = Json::array();
+        for (const auto& v : versions_.list(j->id)) {
+            list.push_back({{"version", v.version},
+                            {"published_ns", v.published_ns},
+                            {"available", v.available},
+                            {"descriptor", v.descriptor}});
+        }
+        return json_response(200, {{"job", j->id.str()}, {"versions", list}});
+    }
+    return error_response(404, fmt::format("no such endpoint: {} {}", r.method, r.path));
+}
+
+Json HttpApi::job_json(const JobRecord& j, bool detail) const {
+    Json out = {{"job", j.id.str()},
+                {"name", j.spec.name},
+                {"kind", config::enum_name(j.spec.kind)},
+                {"state", job_state_name(j.state)},
+                {"reason", j.reason},
+                {"priority", j.spec.priority},
+                {"submitted_ns", j.submitted_ns},
+                {"started_ns", j.started_ns},
+                {"finished_ns", j.finished_ns},
+                {"restarts_used", j.restarts_used},
+                {"max_actor_restarts", j.spec.max_actor_restarts},
+                {"step", j.step},
+                {"versions", versions_.count(j.id)}};
+    Json progress = nullptr;
+    double min_fraction = 1.0;
+    bool any = false;
+    for (const auto& a : j.actors) {
+        if (a.progress.is_object() && a.progress.contains("fraction")) {
+            min_fraction = std::min(min_fraction, a.progress["fraction"].get<double>());
+            any = true;
+        }
+    }
+    if (any) progress = min_fraction;
+    out["progress"] = progress;
+    if (const auto latest = versions_.latest(j.id)) out["latest_version"] = latest->version;
+    if (!detail) return out;
+    out["metrics"] = j.last_metrics;
+    out["spec_yaml"] = j.spec_yaml;
+    Json actors = Json::array();
+    for (const auto& a : j.actors) {
+        actors.push_back({{"actor", a.name()},
+                          {"node", a.node},
+                          {"attempt", a.attempt},
+                          {"phase", wire::actor_phase_name(a.phase)},
+                          {"exit_code", a.exit_code},
+                          {"last_error", a.last_error},
+                          {"progress", a.progress}});
+    }
+    out["actors"] = actors;
+    return out;
+}
+
+Json HttpApi::node_json(const NodeRegistry::Entry& e, const std::vector<NodeCapacity>& caps) const {
+    Json free = nullptr;
+    int actors = 0;
+    for (const auto& c : caps) {
+        if (c.id != e.record.id) continue;
+        free = {{"cpus", c.free_cpus}, {"memory_mb", c.free_memory_mb}, {"gpus", c.free_gpus}};
+        actors = c.actors;
+    }
+    const double ago = e.record.last_seen_ns
+                           ? static_cast<double>(clock_.wall_ns() - e.record.last_seen_ns) / 1e9
+                           : -1;
+    return {{"id", e.record.id},
+            {"role", e.record.role},
+            {"host", e.record.host},
+            {"state", node_state_name(e.record.state)},
+            {"connected", !e.routing_id.empty()},
+            {"resources", e.record.resources.to_json()},
+            {"free", free},
+            {"actors", actors},
+            {"labels", e.record.labels},
+            {"agent_version", e.record.agent_version},
+            {"last_seen_s_ago", ago},
+            {"dead_reason", e.record.dead_reason}};
+}
+
+}  // namespace tandem::coord

@@ -1,0 +1,161 @@
+// tandem-coordinator: the control plane. One Boost.Asio loop owns all cluster state; the managers
+// (NodeRegistry, Scheduler, JobManager, VersionTable, StateStore, HttpApi) are wired together here.
+//
+//   tandem-coordinator --cluster configs/clusters/local.yaml [--run-dir DIR] [KEY=VALUE ...]
+#include <csignal>
+#include <iostream>
+
+#include <fmt/format.h>
+#include <unistd.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "common/config/loader.h"
+#include "common/log.h"
+#include "common/run_dir.h"
+#include "common/version.h"
+#include "coordinator/agent_dispatcher.h"
+#include "coordinator/agent_server.h"
+#include "coordinator/http_api.h"
+#include "coordinator/http_server.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/metrics.h"
+#include "coordinator/node_registry.h"
+#include "coordinator/state_store.h"
+#include "coordinator/version_table.h"
+
+namespace {
+
+using namespace tandem;
+
+constexpr const char* kUsage =
+    "usage: tandem-coordinator --cluster FILE [--run-dir DIR] [KEY.PATH=VALUE ...]\n";
+
+int fail(int code, const std::string& message) {
+    std::cerr << "tandem-coordinator: " << message << "\n";
+    return code;
+}
+
+// Re-arms itself every `period`.
+void every(boost::asio::steady_timer& timer, std::chrono::milliseconds period,
+           std::function<void()> fn) {
+    timer.expires_after(period);
+    timer.async_wait([&timer, period, fn = std::move(fn)](const boost::system::error_code& ec) {
+        if (ec) return;
+        fn();
+        every(timer, period, fn);
+    });
+}
+
+int run(int argc, char** argv) {
+    std::string cluster_file, run_dir_override;
+    std::vector<std::string> override_texts;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if ((a == "--cluster" || a == "-f") && i + 1 < argc) {
+            cluster_file = argv[++i];
+        } else if (a == "--run-dir" && i + 1 < argc) {
+            run_dir_override = argv[++i];
+        } else if (a == "--help") {
+            std::cout << kUsage;
+            return 0;
+        } else if (a.find('=') != std::string::npos && a[0] != '-') {
+            override_texts.push_back(a);
+        } else {
+            return fail(2, fmt::format("unknown argument '{}'\n{}", a, kUsage));
+        }
+    }
+    if (cluster_file.empty()) return fail(2, std::string("--cluster FILE is required\n") + kUsage);
+    auto overrides = config::parse_overrides(override_texts);
+    if (!overrides.ok()) return fail(2, overrides.status().message());
+    auto spec = config::load_cluster_file(cluster_file, *overrides);
+    if (!spec.ok()) return fail(2, spec.status().message());
+    const RunDir run_dir = RunDir::of(*spec, run_dir_override);
+    if (Status s = run_dir.create(); !s.ok()) return fail(1, s.message());
+    auto secret = read_cluster_secret(*spec, run_dir);
+    if (!secret.ok()) return fail(2, secret.status().message());
+    auto token = read_file(run_dir.token_path());
+    std::string api_token = token.ok() ? *token : "";
+    while (!api_token.empty() && api_token.back() == '\n') api_token.pop_back();
+
+    LogOptions log_opts;
+    log_opts.json_path = run_dir.log_path("coordinator");
+    log_opts.node = "coordinator";
+    if (Status s = init_logging(log_opts); !s.ok()) return fail(1, s.message());
+    Logger log("coordinator");
+    if (api_token.empty())
+        log.warn("no API token at {}: mutating requests are not checked", run_dir.token_path());
+
+    const Clock& clock = SystemClock::instance();
+    auto store = coord::StateStore::open(run_dir.state_dir(*spec));
+    if (!store.ok()) return fail(1, store.status().message());
+
+    boost::asio::io_context io;
+    zmq::context_t zmq_ctx(1);
+    const auto& cs = spec->coordinator;
+    const std::string agent_endpoint = fmt::format("tcp://{}:{}", cs.host, cs.agent_port);
+    auto server = coord::AgentServer::bind(io, zmq_ctx, agent_endpoint);
+    if (!server.ok()) return fail(1, server.status().message());
+
+    coord::Metrics metrics;
+    coord::NodeRegistry registry(clock, **store, cs, *secret);
+    coord::NodeSender sender(**server, registry);
+    coord::JobManager jobs(clock, **store, registry, sender, metrics);
+    coord::VersionTable versions(clock, **store);
+    coord::AgentDispatcher dispatcher(clock, **server, registry, jobs, versions, metrics,
+                                      {cs.heartbeat_ms, (*store)->epoch()});
+    (*server)->set_handler([&](const std::string& rid, const std::vector<std::string>& frames) {
+        dispatcher.handle(rid, frames);
+    });
+    coord::HttpApi api(clock, jobs, registry, versions, **store, metrics,
+                       {spec->name, api_token, (*store)->epoch()});
+    auto http =
+        coord::HttpServer::listen(io, cs.http_bind, static_cast<uint16_t>(cs.http_port),
+                                  [&](const coord::HttpRequest& r) { return api.handle(r); });
+    if (!http.ok()) return fail(1, http.status().message());
+
+    // Restore what the last incarnation knew.
+    auto nodes = (*store)->load_nodes();
+    auto stored_jobs = (*store)->load_jobs();
+    if (!nodes.ok()) return fail(1, nodes.status().message());
+    if (!stored_jobs.ok()) return fail(1, stored_jobs.status().message());
+    for (const auto& j : *stored_jobs) {
+        auto v = (*store)->versions(j.id);
+        if (v.ok()) versions.restore(j.id, std::move(*v));
+    }
+    registry.restore(std::move(*nodes));
+    jobs.restore(std::move(*stored_jobs));
+
+    const std::string http_url = fmt::format("http://{}:{}", cs.http_bind, (*http)->port());
+    const nlohmann::json address = {{"http", http_url},
+                                    {"agent", agent_endpoint},
+                                    {"pid", ::getpid()},
+                                    {"epoch", (*store)->epoch()}};
+    if (Status s = write_file_atomic(run_dir.address_path(), address.dump() + "\n"); !s.ok()) {
+        return fail(1, s.message());
+    }
+    log.info("tandem-coordinator {} (epoch {}) serving agents on {} and HTTP on {}", kVersion,
+             (*store)->epoch(), agent_endpoint, http_url);
+
+    boost::asio::steady_timer sweep_timer(io);
+    every(sweep_timer, std::chrono::milliseconds(std::max<int64_t>(10, cs.heartbeat_ms / 4)),
+          [&] { dispatcher.sweep(); });
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code&, int sig) {
+        log.info("signal {}: shutting down", sig);
+        io.stop();
+    });
+    jobs.schedule();
+    io.run();
+    log.info("stopped");
+    shutdown_logging();
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN);
+    return run(argc, argv);
+}

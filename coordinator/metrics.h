@@ -1,0 +1,54 @@
+#pragma once
+
+// Metrics: counters, histograms and computed gauges rendered in the Prometheus text format for
+// GET /metrics. Names use the `tandem_` prefix and underscores. Owned by the coordinator loop; not
+// thread-safe.
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace tandem::coord {
+
+class Metrics {
+public:
+    using Labels = std::map<std::string, std::string>;
+
+    void describe_counter(const std::string& name, const std::string& help);
+    void describe_histogram(const std::string& name, const std::string& help,
+                            std::vector<double> bounds);
+    void inc(const std::string& name, const Labels& labels = {}, double by = 1.0);
+    void observe(const std::string& name, double value);
+    // A gauge family computed when rendered: the function returns label sets and values.
+    void gauge(const std::string& name, const std::string& help,
+               std::function<std::vector<std::pair<Labels, double>>()> fn);
+
+    std::string render() const;
+    double counter_value(const std::string& name, const Labels& labels = {}) const;
+    uint64_t histogram_count(const std::string& name) const;
+
+private:
+    struct Counter {
+        std::string help;
+        std::map<std::string, double> values;  // rendered label set -> value
+    };
+    struct Histogram {
+        std::string help;
+        std::vector<double> bounds;
+        std::vector<uint64_t> counts;  // per bound, not cumulative
+        uint64_t count = 0;
+        double sum = 0;
+    };
+    struct Gauge {
+        std::string help;
+        std::function<std::vector<std::pair<Labels, double>>()> fn;
+    };
+    std::map<std::string, Counter> counters_;
+    std::map<std::string, Histogram> histograms_;
+    std::map<std::string, Gauge> gauges_;
+};
+
+std::string render_labels(const Metrics::Labels& labels);
+
+}  // namespace tandem::coord

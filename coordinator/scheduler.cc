@@ -1,0 +1,135 @@
+#include "coordinator/scheduler.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace tandem::coord {
+
+namespace {
+
+bool fits(const NodeCapacity& n, const config::ActorResources& r) {
+    return n.alive && n.free_cpus + 1e-9 >= r.cpus && n.free_memory_mb >= r.memory_mb &&
+           n.free_gpus >= r.gpus;
+}
+
+void take(NodeCapacity& n, const config::ActorResources& r) {
+    n.free_cpus -= r.cpus;
+    n.free_memory_mb -= r.memory_mb;
+    n.free_gpus -= r.gpus;
+    n.actors += 1;
+}
+
+std::string plural(int n, std::string_view word) {
+    return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s");
+}
+
+// What a node lacks for `r`, for the pending reason.
+std::string shortage(const NodeCapacity& n, const config::ActorResources& r) {
+    if (!n.alive) return fmt::format("{} dead", n.id);
+    std::vector<std::string> lacks;
+    if (n.free_gpus < r.gpus) lacks.push_back(fmt::format("{} free gpus", n.free_gpus));
+    if (n.free_cpus + 1e-9 < r.cpus) lacks.push_back(fmt::format("{:g} free cpus", n.free_cpus));
+    if (n.free_memory_mb < r.memory_mb)
+        lacks.push_back(fmt::format("{} MiB free", n.free_memory_mb));
+    std::string s = n.id + ": ";
+    for (size_t i = 0; i < lacks.size(); ++i) s += (i ? ", " : "") + lacks[i];
+    return s;
+}
+
+std::string demand_text(const config::ActorResources& r) {
+    std::string s;
+    if (r.gpus > 0) s += plural(r.gpus, "gpu") + ", ";
+    s += fmt::format("{:g} cpu{}, {} MiB", r.cpus, r.cpus == 1.0 ? "" : "s", r.memory_mb);
+    return s;
+}
+
+}  // namespace
+
+Result<Placement> place(const PlacementRequest& request, std::vector<NodeCapacity> nodes) {
+    Placement out;
+    std::set<std::string> used;     // nodes this job already uses
+    std::set<std::string> anchors;  // colocate: nodes holding this job's trainers
+    for (const auto& [actor, node] : request.fixed) {
+        used.insert(node);
+        if (actor.find("/trainer-") != std::string::npos) anchors.insert(node);
+    }
+    const bool spread = request.placement.strategy == config::PlacementStrategy::kSpread;
+    const bool colocate = request.placement.colocate;
+
+    // Trainers first, so colocated rollouts can follow them.
+    std::vector<ActorDemand> order = request.actors;
+    std::stable_sort(order.begin(), order.end(), [](const ActorDemand& a, const ActorDemand& b) {
+        return a.actor.role == ActorRole::kTrainer && b.actor.role != ActorRole::kTrainer;
+    });
+
+    for (const auto& d : order) {
+        NodeCapacity* best = nullptr;
+        auto better = [&](const NodeCapacity& a, const NodeCapacity& b) {
+            // pack: prefer nodes this job uses, then the fullest (fewest free cpus);
+            // spread: prefer nodes this job does not use, then the emptiest.
+            const bool ua = used.count(a.id) > 0, ub = used.count(b.id) > 0;
+            if (ua != ub) return spread ? !ua : ua;
+            if (a.actors != b.actors) return spread ? a.actors < b.actors : a.actors > b.actors;
+            if (a.free_cpus != b.free_cpus)
+                return spread ? a.free_cpus > b.free_cpus : a.free_cpus < b.free_cpus;
+            return a.id < b.id;
+        };
+        for (auto& n : nodes) {
+            if (request.avoid.count(n.id)) continue;
+            const bool role_ok = colocate && d.actor.role == ActorRole::kRollout && !anchors.empty()
+                                     ? anchors.count(n.id) > 0
+                                     : n.role == d.actor.role;
+            if (!role_ok || !fits(n, d.resources)) continue;
+            if (!best || better(n, *best)) best = &n;
+        }
+        if (!best) {
+            // Explain with the whole demand of this role, as the user thinks of it.
+            int need = 0;
+            for (const auto& x : request.actors) need += x.actor.role == d.actor.role;
+            const std::string role(actor_role_name(d.actor.role));
+            std::vector<std::string> why;
+            int of_role = 0;
+            for (const auto& n : nodes) {
+                const bool candidate =
+                    colocate && d.actor.role == ActorRole::kRollout && !anchors.empty()
+                        ? anchors.count(n.id) > 0
+                        : n.role == d.actor.role;
+                if (!candidate) continue;
+                ++of_role;
+                if (request.avoid.count(n.id)) {
+                    why.push_back(n.id + ": avoided after a failure");
+                } else if (!fits(n, d.resources)) {
+                    why.push_back(shortage(n, d.resources));
+                }
+            }
+            int placed_of_role = 0;
+            for (const auto& [a, node] : out)
+                placed_of_role += a.find("/" + role + "-") != std::string::npos;
+            std::string msg = fmt::format("needs {} with {} each", plural(need, role + " actor"),
+                                          demand_text(d.resources));
+            if (colocate && d.actor.role == ActorRole::kRollout && !anchors.empty()) {
+                msg += fmt::format(" on the trainer's nodes (colocate); they can take {}",
+                                   placed_of_role);
+            } else if (of_role == 0) {
+                msg += fmt::format("; the cluster has no {} nodes", role);
+            } else {
+                msg += fmt::format("; the {} can take {}", plural(of_role, role + " node"),
+                                   placed_of_role);
+            }
+            if (!why.empty()) {
+                msg += " (";
+                for (size_t i = 0; i < why.size(); ++i) msg += (i ? "; " : "") + why[i];
+                msg += ")";
+            }
+            return unavailable(msg);
+        }
+        take(*best, d.resources);
+        used.insert(best->id);
+        if (d.actor.role == ActorRole::kTrainer) anchors.insert(best->id);
+        out[d.actor.str()] = best->id;
+    }
+    return out;
+}
+
+}  // namespace tandem::coord

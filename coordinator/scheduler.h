@@ -1,0 +1,48 @@
+#pragma once
+
+// Scheduler: gang placement of a job's actors onto nodes (all or none), with the `pack` and
+// `spread` strategies and the `colocate` option. Pure: takes the nodes' free capacity, returns a
+// placement or a human-readable reason why there is none. The pending queue's order (priority,
+// then submission) is the JobManager's.
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/config/job_spec.h"
+#include "common/ids.h"
+#include "common/status.h"
+
+namespace tandem::coord {
+
+struct NodeCapacity {
+    std::string id;
+    ActorRole role = ActorRole::kRollout;
+    bool alive = true;
+    double free_cpus = 0;
+    int64_t free_memory_mb = 0;
+    int64_t free_gpus = 0;
+    int actors = 0;  // actors of any job already on the node
+};
+
+struct ActorDemand {
+    ActorId actor;
+    config::ActorResources resources;
+};
+
+struct PlacementRequest {
+    std::vector<ActorDemand> actors;
+    config::PlacementSpec placement;
+    std::set<std::string> avoid;               // nodes not to use (where an actor just failed)
+    std::map<std::string, std::string> fixed;  // actor -> node already placed (colocate anchors)
+};
+
+// actor id string -> node id
+using Placement = std::map<std::string, std::string>;
+
+// Places every actor or none. The error (unavailable) reads like "needs 2 rollout actors with
+// 1 gpu, 1 cpu, 512 MiB each; rollout nodes can take 1 (rollout-0: 0 free gpus; rollout-1 dead)".
+Result<Placement> place(const PlacementRequest& request, std::vector<NodeCapacity> nodes);
+
+}  // namespace tandem::coord
