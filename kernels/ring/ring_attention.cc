@@ -138,19 +138,30 @@ Status RingAttention::backward(const float* q, const float* k, const float* v, c
 }
 
 Status RingAttention::wait(std::optional<RingRequest>& request) {
-    if (!request) return Status();  // absent, or already completed by progress()
+    if (!deferred_error_.ok()) {  // progress() saw a shift fail
+        Status s = deferred_error_;
+        deferred_error_ = Status();
+        request.reset();
+        return s;
+    }
+    if (!request) return Status();  // already completed by progress()
     const RingRequest r = *request;
     request.reset();
     return transport_.wait(r, config_.timeout);
 }
 
 void RingAttention::progress() {
-    // Lets transports that progress only when called (UCX) move data between kernel calls.
-    // Errors are kept for the wait that follows: poll only consumes a completed request.
+    // Lets transports that progress only when called (UCX) move data between kernel calls. A
+    // completed request is consumed here; a failed one is reported by the next wait().
     for (auto* req : {&kv_request_, &grad_request_}) {
         if (!*req) continue;
         Result<bool> done = transport_.poll(**req);
-        if (done.ok() && *done) req->reset();
+        if (!done.ok()) {
+            if (deferred_error_.ok()) deferred_error_ = done.status();
+            req->reset();
+        } else if (*done) {
+            req->reset();
+        }
     }
 }
 

@@ -91,6 +91,7 @@ private:
     int cur_ = 0;
     std::optional<RingRequest> kv_request_;
     std::optional<RingRequest> grad_request_;
+    Status deferred_error_;  // a shift that failed inside progress()
 
     Op op_ = Op::kNone;
     const float* q_ = nullptr;
