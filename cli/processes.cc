@@ -58,17 +58,37 @@ std::optional<pid_t> running_pid(const std::string& pid_file, const std::string&
     return pid;
 }
 
+namespace {
+// Gone, or a zombie waiting for a parent that is not us to reap it.
+bool exited(pid_t pid) {
+    ::waitpid(pid, nullptr, WNOHANG);  // reap if it is our child
+    if (::kill(pid, 0) != 0) return true;
+    std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+    std::string s;
+    std::getline(stat, s);
+    const auto rp = s.rfind(')');
+    return rp != std::string::npos && rp + 2 < s.size() && s[rp + 2] == 'Z';
+}
+}  // namespace
+
 bool stop_process(pid_t pid, std::chrono::milliseconds grace) {
     if (::kill(pid, SIGTERM) != 0) return true;
     const auto deadline = std::chrono::steady_clock::now() + grace;
     while (std::chrono::steady_clock::now() < deadline) {
-        ::waitpid(pid, nullptr, WNOHANG);  // reap if it is our child
-        if (::kill(pid, 0) != 0) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        if (exited(pid)) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, WNOHANG);
-    return ::kill(pid, 0) != 0;
+    return wait_exit(pid, std::chrono::seconds(2));
+}
+
+bool wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!exited(pid)) {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
 }
 
 std::string self_dir() {

@@ -22,6 +22,8 @@ std::optional<pid_t> running_pid(const std::string& pid_file, const std::string&
 
 // SIGTERM, then SIGKILL after `grace`; true if it is gone.
 bool stop_process(pid_t pid, std::chrono::milliseconds grace);
+// Waits until the process has exited (a zombie counts); false on timeout.
+bool wait_exit(pid_t pid, std::chrono::milliseconds timeout);
 
 // The directory holding this executable (and its sibling binaries).
 std::string self_dir();

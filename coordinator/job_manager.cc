@@ -101,9 +101,9 @@ std::vector<NodeCapacity> JobManager::capacities() const {
 }
 
 void JobManager::event(JobRecord& job, const std::string& kind, const std::string& message) {
-    EventRecord e{job.next_event_seq++, clock_.wall_ns(), kind, message};
-    if (Status s = store_.append_event(job.id, e); !s.ok()) {
-        log_.error("saving event of {}: {}", job.id.str(), s.message());
+    EventRecord e{0, clock_.wall_ns(), kind, message};
+    if (auto seq = store_.append_event(job.id, e); !seq.ok()) {
+        log_.error("saving event of {}: {}", job.id.str(), seq.status().message());
     }
     log_.with({.job = job.id.str()}).info("{}: {}", kind, message);
 }
@@ -426,12 +426,11 @@ void JobManager::on_log_lines(const std::string& node, const wire::LogLines& m) 
     if (!job) return;
     std::vector<LogRecord> lines;
     for (const auto& l : m.lines) {
-        lines.push_back({job->next_log_seq++, l.ts_ns, l.actor, l.level, l.msg});
+        lines.push_back({0, l.ts_ns, l.actor, l.level, l.msg});
     }
     if (Status s = store_.append_logs(job->id, lines); !s.ok()) {
         log_.error("saving logs of {} from {}: {}", job->id.str(), node, s.message());
     }
-    persist(*job);
 }
 
 void JobManager::on_metrics(const wire::JobMetrics& m) {

@@ -65,21 +65,19 @@ struct JobRecord {
     int64_t started_ns = 0;
     int64_t finished_ns = 0;
     std::vector<ActorRecord> actors;
-    int64_t next_event_seq = 1;
-    int64_t next_log_seq = 1;
     int64_t step = 0;  // latest metrics step
     Json last_metrics = Json::object();
 };
 
 struct EventRecord {
-    int64_t seq = 0;
+    int64_t seq = 0;  // assigned by the StateStore
     int64_t ts_ns = 0;
     std::string kind;  // submitted, placed, actor_started, actor_exited, ...
     std::string message;
 };
 
 struct LogRecord {
-    int64_t seq = 0;
+    int64_t seq = 0;  // assigned by the StateStore
     int64_t ts_ns = 0;
     std::string actor;
     std::string level;

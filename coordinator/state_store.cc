@@ -19,8 +19,8 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, spec_yaml TEXT NOT NULL, state TEXT NOT NULL,
     reason TEXT NOT NULL, restarts_used INTEGER NOT NULL, submitted_ns INTEGER NOT NULL,
-    started_ns INTEGER NOT NULL, finished_ns INTEGER NOT NULL, next_event_seq INTEGER NOT NULL,
-    next_log_seq INTEGER NOT NULL, step INTEGER NOT NULL, last_metrics TEXT NOT NULL);
+    started_ns INTEGER NOT NULL, finished_ns INTEGER NOT NULL, step INTEGER NOT NULL,
+    last_metrics TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS actors (
     job INTEGER NOT NULL, actor TEXT NOT NULL, node TEXT NOT NULL, attempt INTEGER NOT NULL,
     phase TEXT NOT NULL, exit_code INTEGER NOT NULL, last_error TEXT NOT NULL,
@@ -152,8 +152,7 @@ Status StateStore::save_job(const JobRecord& j) {
     {
         TANDEM_ASSIGN_OR_RETURN(
             Stmt s,
-            db_->prepare(
-                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+            db_->prepare("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
         TANDEM_RETURN_IF_ERROR(s.bind(1, static_cast<int64_t>(j.id.number()))
                                    .bind(2, j.spec.name)
                                    .bind(3, j.spec_yaml)
@@ -163,10 +162,8 @@ Status StateStore::save_job(const JobRecord& j) {
                                    .bind(7, j.submitted_ns)
                                    .bind(8, j.started_ns)
                                    .bind(9, j.finished_ns)
-                                   .bind(10, j.next_event_seq)
-                                   .bind(11, j.next_log_seq)
-                                   .bind(12, j.step)
-                                   .bind(13, j.last_metrics.dump())
+                                   .bind(10, j.step)
+                                   .bind(11, j.last_metrics.dump())
                                    .run());
     }
     for (const auto& a : j.actors) {
@@ -203,10 +200,8 @@ Result<std::vector<JobRecord>> StateStore::load_jobs() {
             j.submitted_ns = s.i64(6);
             j.started_ns = s.i64(7);
             j.finished_ns = s.i64(8);
-            j.next_event_seq = s.i64(9);
-            j.next_log_seq = s.i64(10);
-            j.step = s.i64(11);
-            j.last_metrics = Json::parse(s.text(12), nullptr, false);
+            j.step = s.i64(9);
+            j.last_metrics = Json::parse(s.text(10), nullptr, false);
             out.push_back(std::move(j));
         }
         TANDEM_RETURN_IF_ERROR(s.status());
@@ -237,15 +232,23 @@ Result<std::vector<JobRecord>> StateStore::load_jobs() {
     return out;
 }
 
-Status StateStore::append_event(JobId job, const EventRecord& e) {
-    TANDEM_ASSIGN_OR_RETURN(Stmt s,
-                            db_->prepare("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?)"));
-    return s.bind(1, static_cast<int64_t>(job.number()))
-        .bind(2, e.seq)
-        .bind(3, e.ts_ns)
-        .bind(4, e.kind)
-        .bind(5, e.message)
-        .run();
+Result<int64_t> StateStore::append_event(JobId job, const EventRecord& e) {
+    TANDEM_ASSIGN_OR_RETURN(
+        Stmt s,
+        db_->prepare(
+            "INSERT INTO events SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4 FROM events "
+            "WHERE job = ?1 RETURNING seq"));
+    s.bind(1, static_cast<int64_t>(job.number()))
+        .bind(2, e.ts_ns)
+        .bind(3, e.kind)
+        .bind(4, e.message);
+    if (s.row()) {
+        const int64_t seq = s.i64(0);
+        TANDEM_RETURN_IF_ERROR(s.run());
+        return seq;
+    }
+    TANDEM_RETURN_IF_ERROR(s.status());
+    return internal_error("sqlite: appending an event returned no sequence number");
 }
 
 Result<std::vector<EventRecord>> StateStore::events(JobId job, int64_t after_seq, int limit) {
@@ -262,13 +265,15 @@ Status StateStore::append_logs(JobId job, const std::vector<LogRecord>& lines) {
     Transaction tx(*db_);
     for (const auto& l : lines) {
         TANDEM_ASSIGN_OR_RETURN(
-            Stmt s, db_->prepare("INSERT OR REPLACE INTO logs VALUES (?, ?, ?, ?, ?, ?)"));
+            Stmt s,
+            db_->prepare(
+                "INSERT INTO logs SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM logs "
+                "WHERE job = ?1"));
         TANDEM_RETURN_IF_ERROR(s.bind(1, static_cast<int64_t>(job.number()))
-                                   .bind(2, l.seq)
-                                   .bind(3, l.ts_ns)
-                                   .bind(4, l.actor)
-                                   .bind(5, l.level)
-                                   .bind(6, l.msg)
+                                   .bind(2, l.ts_ns)
+                                   .bind(3, l.actor)
+                                   .bind(4, l.level)
+                                   .bind(5, l.msg)
                                    .run());
     }
     return tx.commit();

@@ -31,9 +31,12 @@ public:
     Status save_job(const JobRecord& j);
     Result<std::vector<JobRecord>> load_jobs();
 
-    Status append_event(JobId job, const EventRecord& e);
+    // Appends with the next sequence number of the job (assigned here, in the same statement, so
+    // a crash between two writes can never reuse one) and returns it.
+    Result<int64_t> append_event(JobId job, const EventRecord& e);
     Result<std::vector<EventRecord>> events(JobId job, int64_t after_seq, int limit);
 
+    // Appends in order with the job's next sequence numbers.
     Status append_logs(JobId job, const std::vector<LogRecord>& lines);
     Result<std::vector<LogRecord>> logs(JobId job, int64_t after_seq, int limit);
 
