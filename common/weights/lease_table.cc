@@ -67,23 +67,29 @@ Result<SlotClaim> LeaseTable::claim_for_write() {
     }
     SlotClaim claim;
     for (uint32_t s = 0; s < slots_.size(); ++s) {
-        if (slots_[s].state == SlotState::kFree) {
+        if (slots_[s].state == SlotState::kFree && slots_[s].pins == 0) {
             slots_[s].state = SlotState::kWriting;
             claim.slot = s;
             stop_draining();
             return claim;
         }
     }
-    // Every slot is published: order them oldest first.
-    std::vector<uint32_t> order(slots_.size());
-    for (uint32_t s = 0; s < slots_.size(); ++s) order[s] = s;
+    // Every slot is published: order the unpinned ones oldest first.
+    std::vector<uint32_t> order;
+    for (uint32_t s = 0; s < slots_.size(); ++s) {
+        if (slots_[s].pins == 0) order.push_back(s);
+    }
+    if (order.empty()) {
+        claim.all_pinned = true;
+        return claim;
+    }
     std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
         return slots_[a].published_seq < slots_[b].published_seq;
     });
     for (uint32_t s : order) {
         if (leases_on(s) == 0) {
             claim.evicted = slots_[s].version;
-            slots_[s] = Slot{SlotState::kWriting, 0, 0, false};
+            slots_[s] = Slot{SlotState::kWriting, 0, 0, false, 0};
             claim.slot = s;
             stop_draining();
             return claim;
@@ -111,11 +117,30 @@ void LeaseTable::stop_draining() {
 }
 
 void LeaseTable::mark_published(uint32_t slot, Version version) {
-    slots_[slot] = Slot{SlotState::kPublished, version, next_publish_seq_++, false};
+    slots_[slot] =
+        Slot{SlotState::kPublished, version, next_publish_seq_++, false, slots_[slot].pins};
 }
 
 void LeaseTable::abort_write(uint32_t slot) {
     if (slots_[slot].state == SlotState::kWriting) slots_[slot] = Slot{};
+}
+
+void LeaseTable::reset(uint32_t slot) {
+    const uint32_t pins = slots_[slot].pins;
+    slots_[slot] = Slot{};
+    slots_[slot].pins = pins;
+}
+
+void LeaseTable::pin(uint32_t slot) { ++slots_[slot].pins; }
+
+void LeaseTable::unpin(uint32_t slot) {
+    if (slots_[slot].pins > 0) --slots_[slot].pins;
+}
+
+std::optional<LeaseGrant> LeaseTable::find(LeaseId id) const {
+    auto it = leases_.find(id);
+    if (it == leases_.end() || it->second.expires_at <= clock_.now()) return std::nullopt;
+    return LeaseGrant{id, it->second.slot, it->second.version, it->second.expires_at};
 }
 
 std::optional<uint32_t> LeaseTable::slot_of(Version version) const {

@@ -28,6 +28,8 @@ struct SlotClaim {
     std::optional<uint32_t> slot;
     // The version that slot held (now no longer readable from it), if any.
     std::optional<Version> evicted;
+    // No slot can be reclaimed however long the caller waits: every slot is pinned or written.
+    bool all_pinned = false;
     // When there is no slot: the time at which the slot being drained is free for sure (the
     // latest expiry of its leases). Never more than one TTL after the claim started draining it.
     Clock::TimePoint retry_at{};
@@ -72,6 +74,15 @@ public:
     void mark_published(uint32_t slot, Version version);
     // Abandons a write: the slot becomes free.
     void abort_write(uint32_t slot);
+    // Frees a slot whatever its state (its content turned out bad); its leases stay until they
+    // expire or are released, and its pins stay.
+    void reset(uint32_t slot);
+
+    // Pinned slots are never reclaimed (a reader's buffer that backs a live view). Counted.
+    void pin(uint32_t slot);
+    void unpin(uint32_t slot);
+    // The lease, if it is live.
+    std::optional<LeaseGrant> find(LeaseId id) const;
 
     // Drops expired leases; returns how many.
     size_t expire();
@@ -89,6 +100,7 @@ private:
         Version version = 0;
         uint64_t published_seq = 0;  // publish order, for "oldest"
         bool draining = false;
+        uint32_t pins = 0;
     };
     struct Lease {
         uint32_t slot = 0;

@@ -1,0 +1,180 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/status.h"
+#include "common/weights/descriptor.h"
+#include "common/weights/layout.h"
+#include "common/weights/memory.h"
+#include "common/weights/source_server.h"
+#include "common/weights/ucx.h"
+
+namespace tandem::weights {
+
+// How chunks move from a source into the reader.
+enum class ReadPath {
+    // One-sided gets where UCX does them natively on the endpoint (shared memory, RDMA), active
+    // message request/response where it would emulate them (TCP): decided per connection from
+    // the lanes UCX reports.
+    kAuto,
+    kGet,            // always ucp_get_nbx
+    kActiveMessage,  // always request/response active messages
+};
+std::string_view read_path_name(ReadPath path);
+
+struct ReaderOptions {
+    JobId job;
+    std::string reader_id = "rollout-0";  // actor id, the lease holder in logs
+    ucx::UcxOptions ucx;
+    ReadPath read_path = ReadPath::kAuto;
+    uint32_t window_chunks = 8;  // chunk reads in flight per shard
+    // A control round trip (hello, lease, renew, header) must answer within this.
+    std::chrono::milliseconds request_timeout_ms{5000};
+    // Reads in flight with no chunk arriving for this long fail the fetch.
+    std::chrono::milliseconds stall_timeout_ms{5000};
+    // Threads that checksum chunks while the loop keeps reading (0: on the loop thread).
+    uint32_t verify_threads = 1;
+    // Smallest chunk size a source may use (sizes the reader's manifest space).
+    uint64_t min_chunk_bytes = 64 << 10;
+    // Serve fetched versions to other readers (relay tree); see relay_source().
+    bool relay = false;
+    std::chrono::milliseconds relay_lease_ttl_ms{5000};
+    SourceServerOptions server;
+};
+
+// A fetched, verified version in one of the reader's two buffers. Immutable and safe to share
+// between threads; the buffer is not reused while any view of it is alive.
+class WeightsView {
+public:
+    Version version() const { return version_; }
+    const Layout& layout() const { return layout_; }
+    // The whole layout's buffer (tensors at their offsets).
+    std::span<const std::byte> bytes() const { return bytes_; }
+    // One tensor's bytes; empty if the layout has no such tensor.
+    std::span<const std::byte> tensor(std::string_view name) const;
+
+    WeightsView(Version version, Layout layout, std::span<const std::byte> bytes,
+                std::shared_ptr<const void> keepalive)
+        : version_(version),
+          layout_(std::move(layout)),
+          bytes_(bytes),
+          keepalive_(std::move(keepalive)) {}
+
+private:
+    Version version_;
+    Layout layout_;
+    std::span<const std::byte> bytes_;
+    std::shared_ptr<const void> keepalive_;
+};
+
+// The result of a partial read: the selected tensors (row ranges cut) in a compact layout.
+struct PartialWeights {
+    Version version = 0;
+    Layout layout;
+    HostBuffer data;
+    std::span<const std::byte> tensor(std::string_view name) const;
+};
+
+// A version used in place from the publisher's shared memory (read-only mapping, zero copies).
+// The reader renews its leases while this object lives and releases them when it is destroyed.
+// Thread-safe.
+class MappedWeights {
+public:
+    Version version() const { return version_; }
+    const Layout& layout() const { return layout_; }
+    // One tensor's bytes in the publisher's slot; empty if the layout has no such tensor.
+    std::span<const std::byte> tensor(std::string_view name) const;
+    // Whole-buffer view when the version has one shard; empty otherwise.
+    std::span<const std::byte> bytes() const;
+    // True while every lease is held and every slot header still shows this version. Check it at
+    // step boundaries: once false, the slot may be rewritten and the weights must be dropped.
+    bool still_valid() const;
+
+    struct Shard {
+        ByteRange range;
+        ReadOnlyMapping mapping;
+        uint64_t data_offset = 0;
+        uint64_t seq = 0;  // header seq when mapped
+    };
+    MappedWeights(Version version, Layout layout, std::vector<Shard> shards,
+                  std::shared_ptr<std::atomic<bool>> lease_lost)
+        : version_(version),
+          layout_(std::move(layout)),
+          shards_(std::move(shards)),
+          lease_lost_(std::move(lease_lost)) {}
+    ~MappedWeights();
+    void set_on_destroy(std::function<void()> fn) { on_destroy_ = std::move(fn); }
+
+private:
+    Version version_;
+    Layout layout_;
+    std::vector<Shard> shards_;
+    std::shared_ptr<std::atomic<bool>> lease_lost_;
+    std::function<void()> on_destroy_;
+};
+
+struct FetchStats {
+    Version version = 0;
+    double seconds = 0;
+    uint64_t bytes = 0;
+    uint64_t chunks = 0;
+    uint64_t rereads = 0;
+    ReadPath path = ReadPath::kAuto;  // the path used (kGet or kActiveMessage)
+    bool via_relay = false;
+};
+
+// The rollout side of the weight plane. fetch() pulls a version into the spare of two registered
+// buffers (pipelined reads, every chunk verified, lease released after a header re-check) while
+// generation keeps using current(); swap() at a step boundary makes it current. map() uses a
+// same-host publisher's slot in place; fetch_partial() reads a subset of tensors and rows. With
+// `relay` on, other readers can read what this one fetched, chunk by chunk as it arrives.
+// Threading: one caller thread at a time for fetch/swap/map (a background fetch thread is fine);
+// current() and the views are thread-safe; UCX work runs on the reader's own loop thread.
+class Reader {
+public:
+    static Result<std::unique_ptr<Reader>> create(ReaderOptions options, Layout layout,
+                                                  const Clock& clock = SystemClock::instance());
+    Reader(const Reader&) = delete;
+    Reader& operator=(const Reader&) = delete;
+    ~Reader();
+
+    // Fetches every shard of `version` (complete, same layout) from its publishers, or from
+    // `relay` when given. Does not change current().
+    Status fetch(const VersionDescriptor& version, const RelaySource* relay = nullptr);
+    std::future<Status> fetch_async(VersionDescriptor version,
+                                    std::optional<RelaySource> relay = std::nullopt);
+    // At a step boundary: makes the last fetched version current; false if there is none new.
+    bool swap();
+    std::shared_ptr<const WeightsView> current() const;
+    std::optional<Version> fetched_version() const;
+
+    Result<PartialWeights> fetch_partial(const VersionDescriptor& version,
+                                         const std::vector<TensorSelection>& selection);
+    // Same host only (the descriptor's host identity must match this host).
+    Result<std::shared_ptr<const MappedWeights>> map(const VersionDescriptor& version);
+
+    // What the coordinator hands to readers that should read from this one.
+    RelaySource relay_source() const;
+    const Layout& layout() const;
+    FetchStats last_fetch() const;
+
+    class Core;
+
+private:
+    explicit Reader(std::shared_ptr<Core> core) : core_(std::move(core)) {}
+    std::shared_ptr<Core> core_;
+};
+
+}  // namespace tandem::weights

@@ -1,0 +1,81 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "common/status.h"
+#include "common/weights/ucx.h"
+
+namespace tandem::weights {
+
+// One thread that owns a UCX worker: it runs tasks posted from other threads, progresses the
+// worker, polls the pollers registered by its owner's state machines, and sleeps on the worker's
+// wakeup fd when nothing is in flight. Everything that touches the worker runs on this thread.
+// post() and call() are thread-safe; the rest is for the loop thread only.
+class UcxLoop {
+public:
+    struct Options {
+        std::string name = "weights";
+        // Longest sleep when idle; pollers with timers are checked at least this often.
+        std::chrono::milliseconds idle_wait_ms{10};
+    };
+
+    static Result<std::unique_ptr<UcxLoop>> start(std::shared_ptr<ucx::Context> context,
+                                                  Options options);
+    UcxLoop(const UcxLoop&) = delete;
+    UcxLoop& operator=(const UcxLoop&) = delete;
+    // Stops and joins the thread. Owners release their UCX objects (with call()) before this.
+    ~UcxLoop();
+
+    // Runs `task` on the loop thread, in posting order.
+    void post(std::function<void()> task);
+    // Runs `fn` on the loop thread and returns its result; runs inline on the loop thread.
+    template <typename F>
+    auto call(F&& fn) -> std::invoke_result_t<F> {
+        using R = std::invoke_result_t<F>;
+        if (on_loop_thread()) return fn();
+        std::packaged_task<R()> task(std::forward<F>(fn));
+        auto future = task.get_future();
+        post([&task] { task(); });
+        return future.get();
+    }
+
+    bool on_loop_thread() const { return std::this_thread::get_id() == thread_.get_id(); }
+    ucx::Worker& worker() { return *worker_; }
+    const std::shared_ptr<ucx::Worker>& shared_worker() const { return worker_; }
+    // The worker's address; immutable, readable from any thread.
+    const std::vector<std::byte>& address() const { return worker_->address(); }
+
+    // A poller returns true while it has operations in flight, which keeps the loop spinning
+    // instead of sleeping. Loop thread only.
+    using Poller = std::function<bool()>;
+    uint64_t add_poller(Poller poller);
+    void remove_poller(uint64_t id);
+
+private:
+    UcxLoop(std::shared_ptr<ucx::Worker> worker, Options options, int event_fd)
+        : worker_(std::move(worker)), options_(std::move(options)), event_fd_(event_fd) {}
+    void run();
+    void wake();
+
+    std::shared_ptr<ucx::Worker> worker_;
+    const Options options_;
+    const int event_fd_;
+    std::mutex mu_;
+    std::vector<std::function<void()>> tasks_;  // guarded by mu_
+    std::atomic<bool> stopping_{false};
+    std::map<uint64_t, Poller> pollers_;  // loop thread only
+    uint64_t next_poller_ = 1;            // loop thread only
+    std::thread thread_;
+};
+
+}  // namespace tandem::weights
