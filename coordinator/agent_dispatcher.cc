@@ -60,7 +60,9 @@ void AgentDispatcher::handle(const std::string& routing_id,
         return;
     }
     const wire::Envelope& e = *env;
-    metrics_.inc("tandem_agent_messages_total", {{"type", e.type}});
+    double*& cell = messages_by_type_[e.type];  // decode() accepted it: a known type
+    if (!cell) cell = metrics_.counter_cell("tandem_agent_messages_total", {{"type", e.type}});
+    *cell += 1;
     if (e.type == wire::Register::kType) return on_register(routing_id, e);
     if (e.type == wire::Heartbeat::kType) return on_heartbeat(routing_id, e);
 

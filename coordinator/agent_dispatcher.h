@@ -5,6 +5,7 @@
 // ones to the NodeRegistry, JobManager and VersionTable. NodeSender is the JobManager's way back to
 // a node. Both owned by the coordinator loop; not thread-safe.
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,7 @@ private:
     const DispatcherSettings settings_;
     Logger log_;
     RateLimitedLogger bad_input_log_;
+    std::map<std::string, double*> messages_by_type_;  // counter cells, by message type
     uint64_t seq_ = 0;
 };
 

@@ -43,6 +43,10 @@ void Metrics::inc(const std::string& name, const Labels& labels, double by) {
     counters_[name].values[render_labels(labels)] += by;
 }
 
+double* Metrics::counter_cell(const std::string& name, const Labels& labels) {
+    return &counters_[name].values[render_labels(labels)];  // std::map nodes never move
+}
+
 void Metrics::observe(const std::string& name, double value) {
     Histogram& h = histograms_[name];
     auto it = std::lower_bound(h.bounds.begin(), h.bounds.end(), value);

@@ -19,6 +19,9 @@ public:
     void describe_histogram(const std::string& name, const std::string& help,
                             std::vector<double> bounds);
     void inc(const std::string& name, const Labels& labels = {}, double by = 1.0);
+    // The cell of one labelled counter, for hot paths that bump it without building labels; stays
+    // valid for the Metrics' lifetime.
+    double* counter_cell(const std::string& name, const Labels& labels = {});
     void observe(const std::string& name, double value);
     // A gauge family computed when rendered: the function returns label sets and values.
     void gauge(const std::string& name, const std::string& help,

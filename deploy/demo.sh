@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# `make demo`: runs the main job on the embedded default cluster (configs/clusters/local.yaml).
-# Until the control plane, weight plane and main job land, it runs the most that exists: it
-# validates the embedded cluster and the default job and prints them resolved.
+# `make demo`: starts the embedded default cluster (configs/clusters/local.yaml: a coordinator, one
+# trainer node and two rollout nodes on loopback), runs a job on it, prints the summary and stops
+# the cluster. Until the GRPO main job lands it runs the built-in diagnostic job, which exercises
+# scheduling, actor processes, progress, events and logs end to end.
 set -euo pipefail
 build_dir=${1:-build/release}
 tandem="$build_dir/bin/tandem"
+run_dir=.tandem
 
-echo "== tandem $("$tandem" --version | cut -d' ' -f2): embedded default cluster"
-"$tandem" config check -f configs/clusters/local.yaml
+cleanup() { "$tandem" down --run-dir "$run_dir" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+echo "== tandem $("$tandem" --version | cut -d' ' -f2): starting the embedded default cluster"
+"$tandem" up -f configs/clusters/local.yaml
+"$tandem" nodes
 echo
-echo "== default job"
-"$tandem" config check -f configs/jobs/grpo-reverse.yaml
+echo "== submitting configs/jobs/diagnostic.yaml"
+"$tandem" job submit -f configs/jobs/diagnostic.yaml --follow
+echo
+echo "== summary"
+"$tandem" job status diagnostic
+echo
+"$tandem" down --run-dir "$run_dir"
+trap - EXIT
