@@ -9,9 +9,10 @@
 // poll() or wait() each request, flush() before tearing down.
 //
 // Contract, checked by the contract suite every backend runs:
-// - Shifts are matched per channel in post order: the k-th shift rank r posts on channel c
-//   receives what rank r - 1 sent in its k-th shift on channel c. All ranks post the same
-//   sequence of shifts with the same byte counts on each channel; channels are independent.
+// - Every rank posts the same sequence of shifts (same channels, same byte counts, same order);
+//   the k-th shift of rank r receives what rank r - 1 sent in its k-th shift. Channels name the
+//   streams of data (K/V, gradients, partials) for backends that tag messages (UCX); a backend
+//   that orders everything on one stream (NCCL) relies on the common order alone.
 // - post_shift never waits for a peer, so posting the receive and the send together in one call
 //   is what makes the ring deadlock-free: no rank can block in a send that its neighbour will
 //   only match after its own send. Backends order the two sides internally (UCX posts the receive

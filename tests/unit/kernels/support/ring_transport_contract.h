@@ -172,7 +172,7 @@ TEST_P(RingTransportContract, ShiftDeliversThePreviousRanksBytes) {
     }
 }
 
-TEST_P(RingTransportContract, ShiftsMatchInPostOrderPerChannel) {
+TEST_P(RingTransportContract, ShiftsMatchInPostOrderAcrossChannels) {
     const int p = std::min(3, GetParam().max_ranks);
     auto w = world(p);
     ASSERT_TRUE(w);
