@@ -47,16 +47,22 @@ void AgentServer::arm() {
 
 void AgentServer::drain() {
     drain_posted_ = false;
-    // The fd is edge-triggered: read until ZMQ_EVENTS says nothing is left.
-    for (int budget = 0; budget < 100000; ++budget) {
-        if (!(socket_.get(zmq::sockopt::events) & ZMQ_POLLIN)) return;
+    in_drain_ = true;
+    // The fd is edge-triggered: read until ZMQ_EVENTS says nothing is left. Checking the events
+    // after each handled message also covers the edges its replies consumed.
+    for (int budget = 0; budget < 10000; ++budget) {
+        if (!(socket_.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+            in_drain_ = false;
+            return;
+        }
         auto frames = wire::try_recv_frames(socket_);
-        if (!frames) return;
+        if (!frames) break;
         if (frames->empty()) continue;
         std::string routing = std::move((*frames)[0]);
         frames->erase(frames->begin());
         if (handler_) handler_(routing, *frames);
     }
+    in_drain_ = false;
     schedule_drain();  // yield to the rest of the loop, then continue
 }
 
@@ -68,8 +74,9 @@ void AgentServer::schedule_drain() {
 
 Status AgentServer::send(const std::string& routing_id, const wire::Envelope& e) {
     Status s = wire::send_envelope(socket_, e, routing_id);
-    // Sending may consume the fd's edge while messages wait to be read.
-    schedule_drain();
+    // Sending may consume the fd's edge while messages wait to be read; inside drain() the loop
+    // re-checks the events itself.
+    if (!in_drain_) schedule_drain();
     return s;
 }
 

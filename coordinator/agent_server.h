@@ -46,6 +46,7 @@ private:
     boost::asio::posix::stream_descriptor fd_;
     Handler handler_;
     bool drain_posted_ = false;
+    bool in_drain_ = false;  // sends from inside drain() need no extra drain
 };
 
 }  // namespace tandem::coord

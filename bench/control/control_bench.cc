@@ -42,6 +42,7 @@ int free_port() {
     return std::stoi(ep.substr(ep.rfind(':') + 1));
 }
 
+// User plus system CPU seconds of a process (all its threads, ZeroMQ's I/O thread included).
 double cpu_seconds(pid_t pid) {
     std::ifstream in(fmt::format("/proc/{}/stat", pid));
     std::string s;
