@@ -3,6 +3,7 @@
 #include <string>
 
 #include "kernels/attention.h"
+#include "kernels/attention_cuda_host.h"
 
 namespace tandem::kernels {
 
@@ -58,6 +59,15 @@ double attention_forward_flops(const AttentionParams& p) {
 Status attention_forward_cuda(const AttentionParams&, DType, const void*, const void*, const void*,
                               float*, float*, void*) {
     return unavailable("attention_forward_cuda: built without CUDA (TANDEM_CUDA=OFF or no nvcc)");
+}
+
+Status attention_forward_cuda_from_host(const AttentionParams&, DType, const float*, const float*,
+                                        const float*, float*, float*) {
+    return unavailable("built without CUDA (TANDEM_CUDA=OFF or no nvcc)");
+}
+
+Result<CudaTiming> time_attention_cuda(const AttentionParams&, DType, int, int) {
+    return unavailable("built without CUDA (TANDEM_CUDA=OFF or no nvcc)");
 }
 #endif
 

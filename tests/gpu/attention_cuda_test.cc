@@ -14,8 +14,8 @@
 
 #include "kernels/attention.h"
 #include "kernels/device.h"
+#include "kernels/half.h"
 #include "tests/unit/kernels/support/attention_reference.h"
-#include "tests/unit/kernels/support/half_convert.h"
 
 namespace tandem::kernels {
 namespace {
@@ -85,8 +85,8 @@ GpuOut run_cuda(const testkit::AttentionInputs& in, DType dtype, size_t offset =
             if (dtype == DType::kF32) {
                 std::memcpy(&bytes[(i + offset) * 4], &x[i], 4);
             } else {
-                const uint16_t b = dtype == DType::kBF16 ? testkit::float_to_bf16_bits(x[i])
-                                                         : testkit::float_to_half_bits(x[i]);
+                const uint16_t b =
+                    dtype == DType::kBF16 ? float_to_bf16_bits(x[i]) : float_to_half_bits(x[i]);
                 std::memcpy(&bytes[(i + offset) * 2], &b, 2);
             }
         }
@@ -137,7 +137,7 @@ AttentionParams params(int64_t tq, int64_t tk, int hq, int hkv, int d, bool caus
 testkit::AttentionInputs rounded_inputs(const AttentionParams& p, DType dtype, uint64_t seed) {
     auto in = make_inputs(p, seed);
     if (dtype != DType::kF32) {
-        for (auto* x : {&in.q, &in.k, &in.v}) testkit::round_to_16bit(*x, dtype == DType::kBF16);
+        for (auto* x : {&in.q, &in.k, &in.v}) round_to_16bit(*x, dtype == DType::kBF16);
         in.qd = to_double(in.q);
         in.kd = to_double(in.k);
         in.vd = to_double(in.v);

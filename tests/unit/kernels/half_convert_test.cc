@@ -1,11 +1,11 @@
 // The host fp16/bf16 conversions the GPU tests rely on.
-#include "tests/unit/kernels/support/half_convert.h"
+#include "kernels/half.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-namespace tandem::kernels::testkit {
+namespace tandem::kernels {
 namespace {
 
 TEST(HalfConvert, EveryHalfRoundTrips) {
@@ -36,4 +36,4 @@ TEST(HalfConvert, RoundsToNearestEven) {
 }
 
 }  // namespace
-}  // namespace tandem::kernels::testkit
+}  // namespace tandem::kernels

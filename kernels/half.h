@@ -1,12 +1,13 @@
 #pragma once
 
-// Host-side fp16 / bf16 conversions (round to nearest even) for tests, without CUDA headers.
+// Host-side fp16 / bf16 conversions (round to nearest even), without CUDA headers: used to
+// stage 16-bit inputs for the CUDA kernels and by tests to round their reference inputs.
 
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-namespace tandem::kernels::testkit {
+namespace tandem::kernels {
 
 inline uint16_t float_to_half_bits(float f) {
     uint32_t x;
@@ -84,4 +85,4 @@ inline std::vector<uint16_t> round_to_16bit(std::vector<float>& values, bool bf1
     return bits;
 }
 
-}  // namespace tandem::kernels::testkit
+}  // namespace tandem::kernels
