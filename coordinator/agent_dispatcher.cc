@@ -75,6 +75,8 @@ void AgentDispatcher::handle(const std::string& routing_id,
         jobs_.on_actor_state(*node, *wire::body_as<wire::ActorState>(e));
     } else if (e.type == wire::LogLines::kType) {
         jobs_.on_log_lines(*node, *wire::body_as<wire::LogLines>(e));
+    } else if (e.type == wire::ActorEndpoint::kType) {
+        jobs_.on_endpoint(*node, *wire::body_as<wire::ActorEndpoint>(e));
     } else if (e.type == wire::JobMetrics::kType) {
         jobs_.on_metrics(*wire::body_as<wire::JobMetrics>(e));
     } else if (e.type == wire::VersionPublished::kType) {

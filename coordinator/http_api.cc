@@ -231,7 +231,8 @@ Json HttpApi::job_json(const JobRecord& j, bool detail) const {
                           {"phase", wire::actor_phase_name(a.phase)},
                           {"exit_code", a.exit_code},
                           {"last_error", a.last_error},
-                          {"progress", a.progress}});
+                          {"progress", a.progress},
+                          {"endpoints", a.endpoints}});
     }
     out["actors"] = actors;
     return out;

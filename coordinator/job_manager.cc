@@ -226,6 +226,7 @@ void JobManager::start_actor(JobRecord& job, ActorRecord& actor) {
     actor.attempt += 1;
     actor.phase = wire::ActorPhase::kStarting;
     actor.exit_code = 0;
+    actor.endpoints = Json::object();
     send_start(job, actor);
 }
 
@@ -431,6 +432,16 @@ void JobManager::on_log_lines(const std::string& node, const wire::LogLines& m) 
     if (Status s = store_.append_logs(job->id, lines); !s.ok()) {
         log_.error("saving logs of {} from {}: {}", job->id.str(), node, s.message());
     }
+}
+
+void JobManager::on_endpoint(const std::string& node, const wire::ActorEndpoint& m) {
+    auto aid = ActorId::parse(m.actor);
+    JobRecord* job = aid.ok() ? mutable_find(aid->job) : nullptr;
+    if (!job || is_final(job->state)) return;
+    ActorRecord* actor = find_actor(*job, m.actor);
+    if (!actor || actor->attempt != m.attempt || actor->node != node) return;
+    actor->endpoints[m.name] = m.address;
+    persist(*job);
 }
 
 void JobManager::on_metrics(const wire::JobMetrics& m) {

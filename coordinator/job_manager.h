@@ -58,6 +58,7 @@ public:
                                        bool registering = false);
     void on_node_dead(const std::string& node, const std::string& reason);
     void on_log_lines(const std::string& node, const wire::LogLines& m);
+    void on_endpoint(const std::string& node, const wire::ActorEndpoint& m);
     void on_metrics(const wire::JobMetrics& m);
 
     // Places what can be placed; called when nodes or jobs change.

@@ -50,6 +50,7 @@ struct ActorRecord {
     int64_t exit_code = 0;
     std::string last_error;
     Json progress = Json::object();
+    Json endpoints = Json::object();  // name -> address, for this attempt
 
     std::string name() const { return id.str(); }
 };

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS actors (
     job INTEGER NOT NULL, actor TEXT NOT NULL, node TEXT NOT NULL, attempt INTEGER NOT NULL,
     phase TEXT NOT NULL, exit_code INTEGER NOT NULL, last_error TEXT NOT NULL,
-    progress TEXT NOT NULL, PRIMARY KEY (job, actor));
+    progress TEXT NOT NULL, endpoints TEXT NOT NULL, PRIMARY KEY (job, actor));
 CREATE TABLE IF NOT EXISTS events (
     job INTEGER NOT NULL, seq INTEGER NOT NULL, ts_ns INTEGER NOT NULL, kind TEXT NOT NULL,
     message TEXT NOT NULL, PRIMARY KEY (job, seq));
@@ -168,7 +168,8 @@ Status StateStore::save_job(const JobRecord& j) {
     }
     for (const auto& a : j.actors) {
         TANDEM_ASSIGN_OR_RETURN(
-            Stmt s, db_->prepare("INSERT OR REPLACE INTO actors VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+            Stmt s,
+            db_->prepare("INSERT OR REPLACE INTO actors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
         TANDEM_RETURN_IF_ERROR(s.bind(1, static_cast<int64_t>(j.id.number()))
                                    .bind(2, a.name())
                                    .bind(3, a.node)
@@ -177,6 +178,7 @@ Status StateStore::save_job(const JobRecord& j) {
                                    .bind(6, a.exit_code)
                                    .bind(7, a.last_error)
                                    .bind(8, a.progress.dump())
+                                   .bind(9, a.endpoints.dump())
                                    .run());
     }
     return tx.commit();
@@ -210,7 +212,8 @@ Result<std::vector<JobRecord>> StateStore::load_jobs() {
         TANDEM_ASSIGN_OR_RETURN(
             Stmt s,
             db_->prepare(
-                "SELECT actor, node, attempt, phase, exit_code, last_error, progress FROM actors "
+                "SELECT actor, node, attempt, phase, exit_code, last_error, progress, endpoints "
+                "FROM actors "
                 "WHERE job = ? ORDER BY actor"));
         s.bind(1, static_cast<int64_t>(j.id.number()));
         while (s.row()) {
@@ -222,6 +225,7 @@ Result<std::vector<JobRecord>> StateStore::load_jobs() {
             a.exit_code = s.i64(4);
             a.last_error = s.text(5);
             a.progress = Json::parse(s.text(6), nullptr, false);
+            a.endpoints = Json::parse(s.text(7), nullptr, false);
             j.actors.push_back(std::move(a));
         }
         TANDEM_RETURN_IF_ERROR(s.status());

@@ -65,6 +65,9 @@ void ActorChannel::metrics(int64_t step, const Json& values) {
 void ActorChannel::version(uint64_t version, const Json& descriptor) {
     write({{"type", "version"}, {"version", version}, {"descriptor", descriptor}});
 }
+void ActorChannel::endpoint(std::string_view name, std::string_view address) {
+    write({{"type", "endpoint"}, {"name", name}, {"address", address}});
+}
 void ActorChannel::error(std::string_view msg) { write({{"type", "error"}, {"msg", msg}}); }
 
 int run_diagnostic_actor(const ActorContext& ctx, ActorChannel& channel) {

@@ -10,6 +10,7 @@
 //   {"type":"log", "level":"info", "msg":"..."}                -> LogLines
 //   {"type":"metrics", "step":N, "values":{...}}               -> JobMetrics
 //   {"type":"version", "version":N, "descriptor":{...}}        -> VersionPublished
+//   {"type":"endpoint", "name":"...", "address":"tcp://..."}   -> ActorEndpoint
 //   {"type":"error", "msg":"..."}                              the failure reason if it exits != 0
 
 #include <mutex>
@@ -48,6 +49,7 @@ public:
     void log(std::string_view level, std::string_view msg);
     void metrics(int64_t step, const Json& values);
     void version(uint64_t version, const Json& descriptor);
+    void endpoint(std::string_view name, std::string_view address);
     void error(std::string_view msg);
 
 private:

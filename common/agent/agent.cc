@@ -216,6 +216,10 @@ void Agent::pump_actor(const std::string& name, Actor& a, int fd) {
                 send_msg(wire::VersionPublished{a.job, j.value("version", uint64_t{0}),
                                                 j.value("descriptor", nlohmann::json::object())});
                 continue;
+            } else if (type == "endpoint") {
+                send_msg(wire::ActorEndpoint{name, a.report.attempt, j.value("name", ""),
+                                             j.value("address", "")});
+                continue;
             } else if (type == "log") {
                 level = j.value("level", "info");
                 msg = j.value("msg", "");

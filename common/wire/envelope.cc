@@ -22,7 +22,9 @@ std::vector<std::string> encode(const Envelope& e) {
     std::vector<std::string> frames;
     frames.reserve(2 + e.frames.size());
     frames.push_back(fmt::format("{}{}.{} {} {}", kMagic, e.major, e.minor, e.type, e.seq));
-    frames.push_back(e.body.dump());
+    // Error replies echo parts of a peer's bad header, which need not be UTF-8: replace such
+    // bytes (U+FFFD) instead of throwing out of the coordinator loop.
+    frames.push_back(e.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     for (const auto& f : e.frames) frames.push_back(f);
     return frames;
 }

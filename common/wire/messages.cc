@@ -31,10 +31,11 @@ Result<ActorPhase> parse_actor_phase(std::string_view s) {
 }
 
 namespace {
-void read_phase(JsonFields& f, const char* key, ActorPhase& out) {
+void read_phase(JsonFields& f, const Json& j, const char* key, ActorPhase& out) {
     std::string s;
     f.req(key, s);
-    if (s.empty()) return;
+    const auto it = j.find(key);
+    if (it == j.end() || !it->is_string()) return;  // missing or not a string: already reported
     auto p = parse_actor_phase(s);
     if (!p.ok()) return f.problem(fmt::format("{}: {}", key, p.status().message()));
     out = *p;
@@ -72,7 +73,7 @@ Result<ActorReport> ActorReport::from_json(const Json& j) {
     JsonFields f(j, "actor report");
     f.req("actor", r.actor);
     f.req("attempt", r.attempt);
-    read_phase(f, "phase", r.phase);
+    read_phase(f, j, "phase", r.phase);
     f.opt("exit_code", r.exit_code);
     f.opt("error", r.error);
     TANDEM_RETURN_IF_ERROR(f.status());
@@ -102,7 +103,8 @@ Result<Register> Register::from_json(const Json& j) {
     f.req_object("resources", m.resources);
     f.opt("labels", m.labels);
     f.opt_list("actors", m.actors);
-    if (!m.role.empty() && m.role != "trainer" && m.role != "rollout") {
+    const auto role = j.find("role");
+    if (role != j.end() && role->is_string() && m.role != "trainer" && m.role != "rollout") {
         f.problem(fmt::format("role: expected trainer or rollout, got '{}'", m.role));
     }
     TANDEM_RETURN_IF_ERROR(f.status());
@@ -123,10 +125,13 @@ Result<RegisterAck> RegisterAck::from_json(const Json& j) {
     f.req("epoch", m.epoch);
     Json stops;
     f.opt("stop_actors", stops);
-    if (stops.is_array()) {
-        for (const auto& s : stops) {
-            if (s.is_string()) m.stop_actors.push_back(s.get<std::string>());
+    if (!stops.is_null() && !stops.is_array()) f.problem("stop_actors: expected a list");
+    for (size_t i = 0; stops.is_array() && i < stops.size(); ++i) {
+        if (!stops[i].is_string()) {
+            f.problem(fmt::format("stop_actors[{}]: expected a string", i));
+            continue;
         }
+        m.stop_actors.push_back(stops[i].get<std::string>());
     }
     TANDEM_RETURN_IF_ERROR(f.status());
     return m;
@@ -204,7 +209,7 @@ Result<ActorState> ActorState::from_json(const Json& j) {
     JsonFields f(j, kType);
     f.req("actor", m.actor);
     f.req("attempt", m.attempt);
-    read_phase(f, "phase", m.phase);
+    read_phase(f, j, "phase", m.phase);
     f.opt("exit_code", m.exit_code);
     f.opt("error", m.error);
     f.opt("progress", m.progress);
@@ -263,6 +268,20 @@ Result<VersionPublished> VersionPublished::from_json(const Json& j) {
     return m;
 }
 
+Json ActorEndpoint::to_json() const {
+    return {{"actor", actor}, {"attempt", attempt}, {"name", name}, {"address", address}};
+}
+Result<ActorEndpoint> ActorEndpoint::from_json(const Json& j) {
+    ActorEndpoint m;
+    JsonFields f(j, kType);
+    f.req("actor", m.actor);
+    f.req("attempt", m.attempt);
+    f.req("name", m.name);
+    f.req("address", m.address);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
 Json JobMetrics::to_json() const { return {{"job", job}, {"step", step}, {"values", values}}; }
 Result<JobMetrics> JobMetrics::from_json(const Json& j) {
     JobMetrics m;
@@ -296,6 +315,7 @@ Status validate_body(std::string_view type, const Json& body) {
         {StopActor::kType, &check<StopActor>},
         {ActorState::kType, &check<ActorState>},
         {LogLines::kType, &check<LogLines>},
+        {ActorEndpoint::kType, &check<ActorEndpoint>},
         {Error::kType, &check<Error>},
         {VersionPublished::kType, &check<VersionPublished>},
         {JobMetrics::kType, &check<JobMetrics>},

@@ -173,6 +173,19 @@ struct VersionPublished {
     static Result<VersionPublished> from_json(const Json& j);
 };
 
+// An actor serves something at an address (the trainer's trajectory socket, say); others of its
+// job find it in the job's actor list.
+struct ActorEndpoint {
+    static constexpr const char* kType = "actor_endpoint";
+    std::string actor;
+    int64_t attempt = 0;
+    std::string name;     // "trajectories"
+    std::string address;  // "tcp://127.0.0.1:40123"
+
+    Json to_json() const;
+    static Result<ActorEndpoint> from_json(const Json& j);
+};
+
 // Per-step metrics of a job (JSON object of name -> number), from its trainer actor.
 struct JobMetrics {
     static constexpr const char* kType = "job_metrics";
