@@ -302,7 +302,14 @@ void JobManager::actor_failed(JobRecord& job, ActorRecord& actor, const std::str
     const auto* node = nodes_.find(failed_node);
     if (!node || node->record.state != NodeState::kAlive) req.avoid.insert(failed_node);
     actor.node.clear();  // its resources are free for the placement below
-    auto plan = place(req, capacities());
+    const auto caps = capacities();
+    const bool in_place = req.avoid.count(failed_node) == 0;
+    PlacementRequest here = req;  // the failed node only (pack would prefer the job's others)
+    for (const auto& c : caps) {
+        if (c.id != failed_node) here.avoid.insert(c.id);
+    }
+    auto plan = place(in_place ? here : req, caps);
+    if (!plan.ok() && in_place) plan = place(req, caps);
     if (!plan.ok()) {
         actor.node = failed_node;
         finish(job, JobState::kFailed,
