@@ -212,7 +212,8 @@ Json HttpApi::job_json(const JobRecord& j, bool detail) const {
     double min_fraction = 1.0;
     bool any = false;
     for (const auto& a : j.actors) {
-        if (a.progress.is_object() && a.progress.contains("fraction")) {
+        if (a.progress.is_object() && a.progress.contains("fraction") &&
+            a.progress["fraction"].is_number()) {
             min_fraction = std::min(min_fraction, a.progress["fraction"].get<double>());
             any = true;
         }
