@@ -9,7 +9,8 @@ namespace tandem::coord {
 namespace {
 
 HttpResponse json_response(int status, const Json& j) {
-    return {status, "application/json", j.dump()};
+    // Error messages quote the request path, which need not be UTF-8: replace such bytes.
+    return {status, "application/json", j.dump(-1, ' ', false, Json::error_handler_t::replace)};
 }
 HttpResponse error_response(int status, const std::string& message) {
     return json_response(status, {{"error", message}});
