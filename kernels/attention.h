@@ -11,10 +11,13 @@
 //   lse [hq, tq]     fp32, natural log of the softmax denominator: lse = log sum_j exp(s_ij),
 //                    s_ij = scale * <q_i, k_j>. Head h's row starts at lse + h * lse_stride.
 // A query row that sees no key (every key masked, or tk == 0) has lse = -inf and o = 0.
-// Causal masking uses global positions: query row i sits at q_pos0 + i, key row j at k_pos0 + j,
-// and key j is visible to query i iff k_pos0 + j <= q_pos0 + i.
+// Causal masking uses global positions: query row i sits at q_pos(i), key row j at k_pos(j), and
+// key j is visible to query i iff k_pos(j) <= q_pos(i). Positions form one run (q_pos(i) =
+// q_pos0 + i) or two runs, as a zigzag ring shard holds: rows from q_split on sit at
+// q_pos1 + (i - q_split). Likewise for keys. Positions never decrease along the rows.
 
 #include <cstdint>
+#include <limits>
 
 #include "common/status.h"
 
@@ -24,6 +27,8 @@ enum class DType { kF32, kF16, kBF16 };
 
 const char* dtype_name(DType dtype);
 size_t dtype_bytes(DType dtype);
+
+inline constexpr int64_t kNoSplit = std::numeric_limits<int64_t>::max();
 
 struct AttentionParams {
     int64_t tq = 0;      // query rows
@@ -35,6 +40,12 @@ struct AttentionParams {
     bool causal = false;
     int64_t q_pos0 = 0;  // global position of query row 0 (causal only)
     int64_t k_pos0 = 0;  // global position of key row 0 (causal only)
+    // Optional second run (causal only): query rows >= q_split sit at q_pos1 + (i - q_split);
+    // key rows >= k_split at k_pos1 + (j - k_split). kNoSplit: a single run.
+    int64_t q_split = kNoSplit;
+    int64_t q_pos1 = 0;
+    int64_t k_split = kNoSplit;
+    int64_t k_pos1 = 0;
     // Distance in floats between consecutive heads of lse; 0 means tq (a dense [hq, tq] array).
     int64_t lse_stride = 0;
     // false: o and lse are outputs only. true: o and lse already hold the normalised result of
@@ -45,7 +56,20 @@ struct AttentionParams {
 
 float default_softmax_scale(int d);
 
-// Checks shapes and values of `p` (positive dims, hq % hkv, d <= 256, finite positive scale).
+// Global position of query row i / key row j (see the conventions above).
+inline int64_t query_position(const AttentionParams& p, int64_t i) {
+    return i < p.q_split ? p.q_pos0 + i : p.q_pos1 + (i - p.q_split);
+}
+inline int64_t key_position(const AttentionParams& p, int64_t j) {
+    return j < p.k_split ? p.k_pos0 + j : p.k_pos1 + (j - p.k_split);
+}
+// Number of keys visible at position `pos` (causal): a prefix, since positions never decrease.
+int64_t keys_visible_at(const AttentionParams& p, int64_t pos);
+// Number of query rows at positions before `pos` (they see no key at position >= pos).
+int64_t queries_before(const AttentionParams& p, int64_t pos);
+
+// Checks shapes and values of `p` (positive dims, hq % hkv, d <= 256, finite positive scale,
+// positions that never decrease).
 Status validate(const AttentionParams& p);
 
 // Multiply-add count of the forward pass (4 * d per attended (query, key, head) entry), counting

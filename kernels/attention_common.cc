@@ -38,16 +38,42 @@ Status validate(const AttentionParams& p) {
         return bad("scale must be finite and > 0, got " + std::to_string(p.scale));
     }
     if (p.lse_stride != 0 && p.lse_stride < p.tq) return bad("lse_stride must be 0 or >= tq");
+    if (p.q_split < 0 || p.k_split < 0) return bad("q_split and k_split must be >= 0");
+    if (p.q_split != kNoSplit && p.q_pos1 < p.q_pos0 + p.q_split) {
+        return bad("query positions decrease at q_split");
+    }
+    if (p.k_split != kNoSplit && p.k_pos1 < p.k_pos0 + p.k_split) {
+        return bad("key positions decrease at k_split");
+    }
     return Status();
+}
+
+namespace {
+// Rows [0, rows) at base + i: how many have a position <= pos.
+int64_t run_prefix(int64_t base, int64_t rows, int64_t pos) {
+    const int64_t n = pos - base + 1;
+    return n <= 0 ? 0 : (n < rows ? n : rows);
+}
+}  // namespace
+
+int64_t keys_visible_at(const AttentionParams& p, int64_t pos) {
+    const int64_t first_rows = p.k_split < p.tk ? p.k_split : p.tk;
+    const int64_t a = run_prefix(p.k_pos0, first_rows, pos);
+    if (a < first_rows || first_rows == p.tk) return a;
+    return a + run_prefix(p.k_pos1, p.tk - first_rows, pos);
+}
+
+int64_t queries_before(const AttentionParams& p, int64_t pos) {
+    const int64_t first_rows = p.q_split < p.tq ? p.q_split : p.tq;
+    const int64_t a = run_prefix(p.q_pos0, first_rows, pos - 1);
+    if (a < first_rows || first_rows == p.tq) return a;
+    return a + run_prefix(p.q_pos1, p.tq - first_rows, pos - 1);
 }
 
 int64_t attended_entries(const AttentionParams& p) {
     if (!p.causal) return p.tq * p.tk;
     int64_t total = 0;
-    for (int64_t i = 0; i < p.tq; ++i) {
-        const int64_t visible = p.q_pos0 + i - p.k_pos0 + 1;
-        total += visible <= 0 ? 0 : (visible > p.tk ? p.tk : visible);
-    }
+    for (int64_t i = 0; i < p.tq; ++i) total += keys_visible_at(p, query_position(p, i));
     return total;
 }
 

@@ -7,8 +7,8 @@
 // by block in a fixed order, so the result is bitwise reproducible.
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
-#include <vector>
 
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/simd.h"
@@ -22,27 +22,27 @@ constexpr int64_t kPad = 16;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Scratch memory for one call, carved from the calling thread's scratch.
 struct BackwardWorkspace {
     explicit BackwardWorkspace(const AttentionParams& p)
-        : dp(round_up(p.d, kPad)),
-          nkb((p.tk + kBk - 1) / kBk),
-          kt(static_cast<size_t>(nkb * p.d * kBk)),
-          vt(static_cast<size_t>(nkb * p.d * kBk)),
-          kp(static_cast<size_t>(nkb * kBk * dp)),
-          qs(static_cast<size_t>(kBq * p.d)),
-          qp(static_cast<size_t>(kBq * dp)),
-          dop(static_cast<size_t>(kBq * dp)),
-          s(static_cast<size_t>(kBq * kBk)),
-          ds(static_cast<size_t>(kBq * kBk)),
-          pt(static_cast<size_t>(kBk * kBq)),
-          dst(static_cast<size_t>(kBk * kBq)),
-          dq_tmp(static_cast<size_t>(kBq * dp)),
-          dk_acc(static_cast<size_t>(kBk * dp)),
-          dv_acc(static_cast<size_t>(kBk * dp)),
-          delta(static_cast<size_t>(p.hq * p.tq)) {}
+        : dp(round_up(p.d, kPad)), nkb((p.tk + kBk - 1) / kBk) {
+        const int64_t sizes[] = {nkb * p.d * kBk, nkb * p.d * kBk, nkb * kBk * dp, kBq * p.d,
+                                 kBq * dp,        kBq * dp,        kBq * kBk,      kBq * kBk,
+                                 kBk * kBq,       kBk * kBq,       kBq * dp,       kBk * dp,
+                                 kBk * dp,        p.hq * p.tq};
+        float** slots[] = {&kt, &vt, &kp,  &qs,     &qp,     &dop,    &s,
+                           &ds, &pt, &dst, &dq_tmp, &dk_acc, &dv_acc, &delta};
+        int64_t total = 0;
+        for (int64_t n : sizes) total += round_up(n, kPad);
+        float* base = ThreadScratch::get(static_cast<size_t>(total));
+        for (size_t i = 0; i < std::size(sizes); ++i) {
+            *slots[i] = base;
+            base += round_up(sizes[i], kPad);
+        }
+    }
     int64_t dp;
     int64_t nkb;
-    std::vector<float> kt, vt, kp, qs, qp, dop, s, ds, pt, dst, dq_tmp, dk_acc, dv_acc, delta;
+    float *kt, *vt, *kp, *qs, *qp, *dop, *s, *ds, *pt, *dst, *dq_tmp, *dk_acc, *dv_acc, *delta;
 };
 
 TANDEM_ALWAYS_INLINE void pack_kv(const AttentionParams& p, int g, const float* k, const float* v,
@@ -51,9 +51,9 @@ TANDEM_ALWAYS_INLINE void pack_kv(const AttentionParams& p, int g, const float* 
     for (int64_t kb = 0; kb < ws.nkb; ++kb) {
         const int64_t j0 = kb * kBk;
         const int64_t kn = p.tk - j0 < kBk ? p.tk - j0 : kBk;
-        float* kt = ws.kt.data() + kb * d * kBk;
-        float* vt = ws.vt.data() + kb * d * kBk;
-        float* kp = ws.kp.data() + kb * kBk * dp;
+        float* kt = ws.kt + kb * d * kBk;
+        float* vt = ws.vt + kb * d * kBk;
+        float* kp = ws.kp + kb * kBk * dp;
         for (int64_t j = 0; j < kBk; ++j) {
             const bool live = j < kn;
             const float* kr = live ? k + (j0 + j) * row + g * d : nullptr;
@@ -80,17 +80,17 @@ TANDEM_ALWAYS_INLINE void backward_impl(const AttentionParams& p, const float* q
     const int64_t q_row = static_cast<int64_t>(p.hq) * d;
     const int64_t kv_row = static_cast<int64_t>(p.hkv) * d;
     const float scale2 = p.scale * kLog2e;
-    float* delta = ws.delta.data();
-    float* s = ws.s.data();
-    float* ds = ws.ds.data();
-    float* pt = ws.pt.data();
-    float* dst = ws.dst.data();
-    float* qs = ws.qs.data();
-    float* qp = ws.qp.data();
-    float* dop = ws.dop.data();
-    float* dq_tmp = ws.dq_tmp.data();
-    float* dk_acc = ws.dk_acc.data();
-    float* dv_acc = ws.dv_acc.data();
+    float* delta = ws.delta;
+    float* s = ws.s;
+    float* ds = ws.ds;
+    float* pt = ws.pt;
+    float* dst = ws.dst;
+    float* qs = ws.qs;
+    float* qp = ws.qp;
+    float* dop = ws.dop;
+    float* dq_tmp = ws.dq_tmp;
+    float* dk_acc = ws.dk_acc;
+    float* dv_acc = ws.dv_acc;
 
     for (int h = 0; h < p.hq; ++h) {
         for (int64_t i = 0; i < p.tq; ++i) {
@@ -110,14 +110,10 @@ TANDEM_ALWAYS_INLINE void backward_impl(const AttentionParams& p, const float* q
             for (int64_t x = 0; x < kBk * dp; ++x) dk_acc[x] = 0.0f;
             for (int64_t x = 0; x < kBk * dp; ++x) dv_acc[x] = 0.0f;
             // Query rows before istart see none of this block's keys.
-            int64_t istart = 0;
-            if (p.causal) {
-                const int64_t first = p.k_pos0 + j0 - p.q_pos0;
-                istart = first < 0 ? 0 : (first < p.tq ? first : p.tq);
-            }
-            const float* ktb = ws.kt.data() + kb * d * kBk;
-            const float* vtb = ws.vt.data() + kb * d * kBk;
-            const float* kpb = ws.kp.data() + kb * kBk * dp;
+            const int64_t istart = p.causal ? queries_before(p, key_position(p, j0)) : 0;
+            const float* ktb = ws.kt + kb * d * kBk;
+            const float* vtb = ws.vt + kb * d * kBk;
+            const float* kpb = ws.kp + kb * kBk * dp;
             for (int r = 0; r < rep; ++r) {
                 const int h = g * rep + r;
                 for (int64_t i0 = istart; i0 < p.tq; i0 += kBq) {
@@ -142,7 +138,7 @@ TANDEM_ALWAYS_INLINE void backward_impl(const AttentionParams& p, const float* q
                         float* dsrow = ds + i * kBk;
                         int64_t limit = kn;
                         if (p.causal) {
-                            const int64_t vis = p.q_pos0 + i0 + i - p.k_pos0 - j0 + 1;
+                            const int64_t vis = keys_visible_at(p, query_position(p, i0 + i)) - j0;
                             limit = vis < 0 ? 0 : (vis < kn ? vis : kn);
                         }
                         const float row_lse = lse[h * ls + i0 + i];

@@ -6,8 +6,8 @@
 // micro-kernel, an online softmax in base 2 (the scale is folded with log2(e) into the packed
 // queries), and O = diag(alpha) O + P V. Causal blocks entirely above the diagonal are skipped.
 #include <cmath>
+#include <iterator>
 #include <limits>
-#include <vector>
 
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/simd.h"
@@ -22,22 +22,25 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Scratch memory for one call, sized once before the per-ISA code runs.
+// Scratch memory for one call, carved from the calling thread's scratch before the per-ISA
+// code runs (the per-ISA code then allocates nothing).
 struct ForwardWorkspace {
     explicit ForwardWorkspace(const AttentionParams& p)
-        : dp(round_up(p.d, kPad)),
-          nkb((p.tk + kBk - 1) / kBk),
-          kt(static_cast<size_t>(nkb * p.d * kBk)),
-          vp(static_cast<size_t>(nkb * kBk * dp)),
-          qs(static_cast<size_t>(kBq * p.d)),
-          s(static_cast<size_t>(kBq * kBk)),
-          ob(static_cast<size_t>(kBq * dp)),
-          m(kBq),
-          l(kBq),
-          alpha(kBq) {}
+        : dp(round_up(p.d, kPad)), nkb((p.tk + kBk - 1) / kBk) {
+        const int64_t sizes[] = {
+            nkb * p.d * kBk, nkb * kBk * dp, kBq * p.d, kBq * kBk, kBq * dp, kBq, kBq, kBq};
+        float** slots[] = {&kt, &vp, &qs, &s, &ob, &m, &l, &alpha};
+        int64_t total = 0;
+        for (int64_t n : sizes) total += round_up(n, kPad);
+        float* base = ThreadScratch::get(static_cast<size_t>(total));
+        for (size_t i = 0; i < std::size(sizes); ++i) {
+            *slots[i] = base;
+            base += round_up(sizes[i], kPad);
+        }
+    }
     int64_t dp;
     int64_t nkb;
-    std::vector<float> kt, vp, qs, s, ob, m, l, alpha;
+    float *kt, *vp, *qs, *s, *ob, *m, *l, *alpha;
 };
 
 // Packs key/value head g into transposed key panels and padded value panels.
@@ -47,8 +50,8 @@ TANDEM_ALWAYS_INLINE void pack_kv(const AttentionParams& p, int g, const float* 
     for (int64_t kb = 0; kb < ws.nkb; ++kb) {
         const int64_t j0 = kb * kBk;
         const int64_t kn = p.tk - j0 < kBk ? p.tk - j0 : kBk;
-        float* kt = ws.kt.data() + kb * d * kBk;
-        float* vp = ws.vp.data() + kb * kBk * dp;
+        float* kt = ws.kt + kb * d * kBk;
+        float* vp = ws.vp + kb * kBk * dp;
         for (int64_t j = 0; j < kBk; ++j) {
             if (j < kn) {
                 const float* kr = k + (j0 + j) * row + g * d;
@@ -100,12 +103,12 @@ TANDEM_ALWAYS_INLINE void forward_impl(const AttentionParams& p, const float* q,
     const int64_t ls = p.lse_stride != 0 ? p.lse_stride : p.tq;
     const int64_t q_row = static_cast<int64_t>(p.hq) * d;
     const float scale2 = p.scale * kLog2e;
-    float* m = ws.m.data();
-    float* l = ws.l.data();
-    float* alpha = ws.alpha.data();
-    float* s = ws.s.data();
-    float* ob = ws.ob.data();
-    float* qs = ws.qs.data();
+    float* m = ws.m;
+    float* l = ws.l;
+    float* alpha = ws.alpha;
+    float* s = ws.s;
+    float* ob = ws.ob;
+    float* qs = ws.qs;
 
     for (int g = 0; g < p.hkv; ++g) {
         pack_kv(p, g, k, v, ws);
@@ -114,11 +117,8 @@ TANDEM_ALWAYS_INLINE void forward_impl(const AttentionParams& p, const float* q,
             for (int64_t i0 = 0; i0 < p.tq; i0 += kBq) {
                 const int64_t bq = p.tq - i0 < kBq ? p.tq - i0 : kBq;
                 // Keys [0, kend) can be visible to some row of this block.
-                int64_t kend = p.tk;
-                if (p.causal) {
-                    const int64_t last = p.q_pos0 + i0 + bq - 1 - p.k_pos0 + 1;
-                    kend = last < 0 ? 0 : (last < p.tk ? last : p.tk);
-                }
+                const int64_t kend =
+                    p.causal ? keys_visible_at(p, query_position(p, i0 + bq - 1)) : p.tk;
                 for (int64_t i = 0; i < bq; ++i) {
                     const float* qr = q + (i0 + i) * q_row + h * d;
                     for (int64_t x = 0; x < d; ++x) qs[i * d + x] = qr[x] * scale2;
@@ -142,15 +142,16 @@ TANDEM_ALWAYS_INLINE void forward_impl(const AttentionParams& p, const float* q,
                 for (int64_t kb = 0; kb < nblocks; ++kb) {
                     const int64_t j0 = kb * kBk;
                     const int64_t kn = p.tk - j0 < kBk ? p.tk - j0 : kBk;
-                    gemm<Isa, GemmMode::kOverwrite>(bq, kBk, d, qs, d, ws.kt.data() + kb * d * kBk,
-                                                    kBk, s, kBk);
-                    const bool diagonal =
-                        p.causal && p.k_pos0 + j0 + kn - 1 > p.q_pos0 + i0;  // some key masked
+                    gemm<Isa, GemmMode::kOverwrite>(bq, kBk, d, qs, d, ws.kt + kb * d * kBk, kBk, s,
+                                                    kBk);
+                    const bool diagonal =  // some key of the block is masked for some row
+                        p.causal && key_position(p, j0 + kn - 1) > query_position(p, i0);
                     if (kn < kBk || diagonal) {
                         for (int64_t i = 0; i < bq; ++i) {
                             int64_t limit = kn;
                             if (p.causal) {
-                                const int64_t vis = p.q_pos0 + i0 + i - p.k_pos0 - j0 + 1;
+                                const int64_t vis =
+                                    keys_visible_at(p, query_position(p, i0 + i)) - j0;
                                 limit = vis < 0 ? 0 : (vis < kn ? vis : kn);
                             }
                             for (int64_t j = limit; j < kBk; ++j) s[i * kBk + j] = kNegInf;
@@ -158,8 +159,8 @@ TANDEM_ALWAYS_INLINE void forward_impl(const AttentionParams& p, const float* q,
                     }
                     for (int64_t i = 0; i < bq; ++i)
                         alpha[i] = softmax_row<W>(s + i * kBk, m[i], l[i]);
-                    gemm<Isa, GemmMode::kScaleAccumulate>(
-                        bq, dp, kn, s, kBk, ws.vp.data() + kb * kBk * dp, dp, ob, dp, alpha);
+                    gemm<Isa, GemmMode::kScaleAccumulate>(bq, dp, kn, s, kBk, ws.vp + kb * kBk * dp,
+                                                          dp, ob, dp, alpha);
                 }
                 for (int64_t i = 0; i < bq; ++i) {
                     float* orow = o + (i0 + i) * q_row + h * d;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 
 #define TANDEM_ALWAYS_INLINE [[gnu::always_inline]] inline
 #define TANDEM_UNROLL _Pragma("GCC unroll 16")
@@ -176,5 +177,24 @@ TANDEM_ALWAYS_INLINE void gemm(int64_t m, int64_t n, int64_t k, const float* a, 
 }
 
 constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Grow-only scratch memory of one thread, reused by the kernels' successive calls on that thread
+// so small calls (ring steps, decode) do not pay for allocating and faulting in fresh pages.
+// Contents are uninitialised; every kernel writes what it reads.
+class ThreadScratch {
+public:
+    static float* get(size_t floats) {
+        thread_local ThreadScratch scratch;  // one per thread, freed at thread exit
+        if (floats > scratch.capacity_) {
+            scratch.buffer_.reset(new float[floats]);
+            scratch.capacity_ = floats;
+        }
+        return scratch.buffer_.get();
+    }
+
+private:
+    std::unique_ptr<float[]> buffer_;
+    size_t capacity_ = 0;
+};
 
 }  // namespace tandem::kernels::cpu

@@ -45,6 +45,10 @@ struct KernelArgs {
     int64_t q_pos0;
     int64_t k_pos0;
     int64_t lse_stride;
+    int64_t q_split;  // see AttentionParams: a second run of positions from this row on
+    int64_t q_pos1;
+    int64_t k_split;
+    int64_t k_pos1;
 };
 
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
@@ -75,16 +79,29 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
     return __float2bfloat16_rn(x);
 }
 
-// Keys [0, kend) can be visible to some query row of the block starting at i0.
+__device__ __forceinline__ int64_t q_position(const KernelArgs& a, int64_t i) {
+    return i < a.q_split ? a.q_pos0 + i : a.q_pos1 + (i - a.q_split);
+}
+__device__ __forceinline__ int64_t k_position(const KernelArgs& a, int64_t j) {
+    return j < a.k_split ? a.k_pos0 + j : a.k_pos1 + (j - a.k_split);
+}
+
+// Keys [0, kend) can be visible to some query row of the block starting at i0: the keys at
+// positions up to the block's last query (positions never decrease along the rows).
 __device__ __forceinline__ int64_t key_end(const KernelArgs& a, int64_t i0) {
     if (!a.causal) return a.tk;
-    const int64_t last_row = (i0 + kBq < a.tq ? i0 + kBq : a.tq) - 1;
-    const int64_t end = a.q_pos0 + last_row - a.k_pos0 + 1;
-    return end < 0 ? 0 : (end < a.tk ? end : a.tk);
+    const int64_t pos = q_position(a, (i0 + kBq < a.tq ? i0 + kBq : a.tq) - 1);
+    const int64_t first_rows = a.k_split < a.tk ? a.k_split : a.tk;
+    int64_t n = pos - a.k_pos0 + 1;
+    n = n <= 0 ? 0 : (n < first_rows ? n : first_rows);
+    if (n < first_rows || first_rows == a.tk) return n;
+    int64_t m = pos - a.k_pos1 + 1;
+    m = m <= 0 ? 0 : (m < a.tk - first_rows ? m : a.tk - first_rows);
+    return n + m;
 }
 
 __device__ __forceinline__ bool visible(const KernelArgs& a, int64_t i, int64_t j) {
-    return j < a.tk && (!a.causal || a.k_pos0 + j <= a.q_pos0 + i);
+    return j < a.tk && (!a.causal || k_position(a, j) <= q_position(a, i));
 }
 
 // Online softmax over 32 scores of one row held by a lane; its partner lane (lane ^ 1) holds the
@@ -420,7 +437,11 @@ Status attention_forward_cuda(const AttentionParams& p, DType dtype, const void*
                     p.accumulate ? 1 : 0,
                     p.q_pos0,
                     p.k_pos0,
-                    p.lse_stride};
+                    p.lse_stride,
+                    p.q_split,
+                    p.q_pos1,
+                    p.k_split,
+                    p.k_pos1};
     const bool aligned = aligned16(q) && aligned16(k) && aligned16(v);
     auto s = static_cast<cudaStream_t>(stream);
     switch (dtype) {

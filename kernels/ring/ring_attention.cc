@@ -10,10 +10,6 @@ namespace {
 constexpr int kForwardPhasesPerStep = 3;   // post K/V shift, compute, wait K/V shift
 constexpr int kBackwardPhasesPerStep = 5;  // post K/V, compute, wait grad, post grad, wait K/V
 
-bool fully_masked(bool causal, const RingSegment& q, const RingSegment& k) {
-    return causal && k.pos0 > q.pos0 + q.rows - 1;
-}
-
 }  // namespace
 
 RingAttention::RingAttention(const RingAttentionConfig& config, RingTransport& transport)
@@ -23,9 +19,8 @@ RingAttention::RingAttention(const RingAttentionConfig& config, RingTransport& t
         max_rows_ = std::max(max_rows_, shards_.back().rows);
     }
     block_floats_ = max_rows_ * config.hkv * config.d;
-    for (auto* buf : {&kv_[0], &kv_[1], &acc_[0], &acc_[1], &acc_in_}) {
-        buf->assign(static_cast<size_t>(2 * block_floats_), 0.0f);
-    }
+    // Gradient accumulators are allocated by the first backward (forward-only users skip them).
+    for (auto* buf : {&kv_[0], &kv_[1]}) buf->assign(static_cast<size_t>(2 * block_floats_), 0.0f);
 }
 
 Result<std::unique_ptr<RingAttention>> RingAttention::create(const RingAttentionConfig& config,
@@ -44,8 +39,7 @@ Result<std::unique_ptr<RingAttention>> RingAttention::create(const RingAttention
     }
     std::unique_ptr<RingAttention> ring(new RingAttention(config, transport));
     const size_t bytes = ring->kv_[0].size() * sizeof(float);
-    for (auto* buf :
-         {&ring->kv_[0], &ring->kv_[1], &ring->acc_[0], &ring->acc_[1], &ring->acc_in_}) {
+    for (auto* buf : {&ring->kv_[0], &ring->kv_[1]}) {
         TANDEM_RETURN_IF_ERROR(transport.prepare(buf->data(), bytes));
     }
     return ring;
@@ -85,6 +79,13 @@ Status RingAttention::prepare_backward(const float* q, const float* k, const flo
         std::memcpy(kv_[0].data(), k, static_cast<size_t>(kv_elems) * sizeof(float));
         std::memcpy(kv_[0].data() + block_floats_, v,
                     static_cast<size_t>(kv_elems) * sizeof(float));
+    }
+    if (acc_in_.empty()) {
+        const size_t n = kv_[0].size();
+        for (auto* buf : {&acc_[0], &acc_[1], &acc_in_}) {
+            buf->assign(n, 0.0f);
+            TANDEM_RETURN_IF_ERROR(transport_.prepare(buf->data(), n * sizeof(float)));
+        }
     }
     std::fill(dq, dq + mine.rows * config_.hq * config_.d, 0.0f);
     q_ = q;
@@ -240,64 +241,51 @@ Status RingAttention::backward_phase(int step, int kind) {
     }
 }
 
-Status RingAttention::attend_block(int owner, const float* kv) {
+AttentionParams RingAttention::block_params(int owner) const {
     const RingShard& mine = shard();
     const RingShard& theirs = shards_[owner];
-    const int64_t q_row = static_cast<int64_t>(config_.hq) * config_.d;
-    const int64_t kv_row = static_cast<int64_t>(config_.hkv) * config_.d;
-    for (const auto& qs : mine.segments) {
-        for (const auto& ks : theirs.segments) {
-            if (fully_masked(config_.causal, qs, ks)) continue;
-            AttentionParams p;
-            p.tq = qs.rows;
-            p.tk = ks.rows;
-            p.hq = config_.hq;
-            p.hkv = config_.hkv;
-            p.d = config_.d;
-            p.scale = config_.scale;
-            p.causal = config_.causal;
-            p.q_pos0 = qs.pos0;
-            p.k_pos0 = ks.pos0;
-            p.lse_stride = mine.rows;
-            p.accumulate = true;
-            const Status s = attention_forward_cpu(
-                p, q_ + qs.local0 * q_row, kv + ks.local0 * kv_row,
-                kv + block_floats_ + ks.local0 * kv_row, o_ + qs.local0 * q_row, lse_ + qs.local0);
-            TANDEM_RETURN_IF_ERROR(s);
-            progress();
-        }
+    AttentionParams p;
+    p.tq = mine.rows;
+    p.tk = theirs.rows;
+    p.hq = config_.hq;
+    p.hkv = config_.hkv;
+    p.d = config_.d;
+    p.scale = config_.scale;
+    p.causal = config_.causal;
+    // A shard is at most two runs of positions (zigzag); the kernel masks both in one call, so
+    // each step is one kernel call over all local queries and the whole block.
+    if (!mine.segments.empty()) p.q_pos0 = mine.segments[0].pos0;
+    if (mine.segments.size() > 1) {
+        p.q_split = mine.segments[1].local0;
+        p.q_pos1 = mine.segments[1].pos0;
     }
+    if (!theirs.segments.empty()) p.k_pos0 = theirs.segments[0].pos0;
+    if (theirs.segments.size() > 1) {
+        p.k_split = theirs.segments[1].local0;
+        p.k_pos1 = theirs.segments[1].pos0;
+    }
+    return p;
+}
+
+bool RingAttention::nothing_visible(const AttentionParams& p) const {
+    return p.tq == 0 || p.tk == 0 || (p.causal && key_position(p, 0) > query_position(p, p.tq - 1));
+}
+
+Status RingAttention::attend_block(int owner, const float* kv) {
+    AttentionParams p = block_params(owner);
+    if (nothing_visible(p)) return Status();
+    p.accumulate = true;
+    TANDEM_RETURN_IF_ERROR(attention_forward_cpu(p, q_, kv, kv + block_floats_, o_, lse_));
+    progress();
     return Status();
 }
 
 Status RingAttention::backward_block(int owner, const float* kv, float* acc) {
-    const RingShard& mine = shard();
-    const RingShard& theirs = shards_[owner];
-    const int64_t q_row = static_cast<int64_t>(config_.hq) * config_.d;
-    const int64_t kv_row = static_cast<int64_t>(config_.hkv) * config_.d;
-    for (const auto& qs : mine.segments) {
-        for (const auto& ks : theirs.segments) {
-            if (fully_masked(config_.causal, qs, ks)) continue;
-            AttentionParams p;
-            p.tq = qs.rows;
-            p.tk = ks.rows;
-            p.hq = config_.hq;
-            p.hkv = config_.hkv;
-            p.d = config_.d;
-            p.scale = config_.scale;
-            p.causal = config_.causal;
-            p.q_pos0 = qs.pos0;
-            p.k_pos0 = ks.pos0;
-            p.lse_stride = mine.rows;
-            const Status s = attention_backward_cpu(
-                p, q_ + qs.local0 * q_row, kv + ks.local0 * kv_row,
-                kv + block_floats_ + ks.local0 * kv_row, o_in_ + qs.local0 * q_row,
-                lse_in_ + qs.local0, dout_ + qs.local0 * q_row, dq_ + qs.local0 * q_row,
-                acc + ks.local0 * kv_row, acc + block_floats_ + ks.local0 * kv_row, true);
-            TANDEM_RETURN_IF_ERROR(s);
-            progress();
-        }
-    }
+    const AttentionParams p = block_params(owner);
+    if (nothing_visible(p)) return Status();
+    TANDEM_RETURN_IF_ERROR(attention_backward_cpu(p, q_, kv, kv + block_floats_, o_in_, lse_in_,
+                                                  dout_, dq_, acc, acc + block_floats_, true));
+    progress();
     return Status();
 }
 

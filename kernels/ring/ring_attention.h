@@ -73,6 +73,8 @@ private:
 
     Status forward_phase(int step, int kind);
     Status backward_phase(int step, int kind);
+    AttentionParams block_params(int owner) const;
+    bool nothing_visible(const AttentionParams& p) const;
     Status attend_block(int owner, const float* kv);
     Status backward_block(int owner, const float* kv, float* acc);
     Status wait(std::optional<RingRequest>& request);

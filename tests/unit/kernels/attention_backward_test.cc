@@ -83,6 +83,13 @@ TEST(AttentionBackwardCpu, MatchesReferenceAcrossShapes) {
     expect_backward_matches(params(100, 100, 4, 1, 128, true), seed + 3);
     expect_backward_matches(params(20, 150, 3, 1, 24, true, 130, 0), seed + 4);
     expect_backward_matches(params(66, 50, 2, 2, 40, true, 0, 30), seed + 5);
+    // Two runs of positions (a zigzag shard against another rank's block).
+    AttentionParams two = params(80, 90, 4, 2, 16, true, 10, 0);
+    two.q_split = 40;
+    two.q_pos1 = 150;
+    two.k_split = 30;
+    two.k_pos1 = 140;
+    expect_backward_matches(two, seed + 6);
 }
 
 // L(q, k, v) = sum(o * g) in double, for finite differences.

@@ -99,6 +99,29 @@ TEST(AttentionCpu, CausalWithGlobalOffsetsMatchesReference) {
     expect_matches_reference(params(70, 70, 2, 2, 16, true, 500, 100), seed + 3);
 }
 
+TEST(AttentionCpu, TwoRunsOfPositionsMatchReference) {
+    // Zigzag-shaped shards: queries at 10..49 then 150..189, keys at 0..29 then 170..219.
+    AttentionParams p = params(80, 80, 4, 2, 32, true, 10, 0);
+    p.q_split = 40;
+    p.q_pos1 = 150;
+    p.k_split = 30;
+    p.k_pos1 = 170;
+    expect_matches_reference(p, test_seed() + 200);
+    p.k_split = 80;  // split at the end: a single run
+    expect_matches_reference(p, test_seed() + 201);
+    p.k_split = 0;  // split at the start: every key at k_pos1 + j
+    expect_matches_reference(p, test_seed() + 202);
+}
+
+TEST(AttentionCpu, RejectsDecreasingPositions) {
+    float buf[64] = {};
+    AttentionParams p = params(4, 4, 1, 1, 4, true, 10, 0);
+    p.q_split = 2;
+    p.q_pos1 = 5;  // 10, 11, then 5: decreasing
+    EXPECT_EQ(attention_forward_cpu(p, buf, buf, buf, buf, buf).code(),
+              StatusCode::kInvalidArgument);
+}
+
 TEST(AttentionCpu, RowsThatSeeNoKeyGiveZeroAndMinusInfinity) {
     AttentionParams p = params(20, 30, 2, 1, 8, true, 0, 10);  // rows 0..9 see nothing
     const auto in = make_inputs(p, test_seed());

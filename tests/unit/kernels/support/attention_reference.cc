@@ -11,7 +11,11 @@ namespace {
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 bool visible(const AttentionParams& p, int64_t i, int64_t j) {
-    return !p.causal || p.k_pos0 + j <= p.q_pos0 + i;
+    // Written out rather than through query_position/key_position, so the reference does not
+    // share the kernels' position code.
+    const int64_t qpos = i < p.q_split ? p.q_pos0 + i : p.q_pos1 + (i - p.q_split);
+    const int64_t kpos = j < p.k_split ? p.k_pos0 + j : p.k_pos1 + (j - p.k_split);
+    return !p.causal || kpos <= qpos;
 }
 
 double dot(const double* a, const double* b, int d) {

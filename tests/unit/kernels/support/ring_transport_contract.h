@@ -16,6 +16,7 @@
 #include <functional>
 #include <latch>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,6 +50,7 @@ public:
     int size() const override { return static_cast<int>(ranks_.size()); }
     RingTransport& rank(int r) override { return *ranks_[r]; }
     void* alloc(int, size_t bytes) override {
+        std::lock_guard<std::mutex> lock(mu_);  // ranks allocate from their own threads
         buffers_.push_back(std::make_unique<char[]>(bytes > 0 ? bytes : 1));
         return buffers_.back().get();
     }
@@ -61,6 +63,7 @@ public:
 
 private:
     // Declared first, so destroyed last: buffers outlive the transports that may reference them.
+    std::mutex mu_;  // guards buffers_
     std::vector<std::unique_ptr<char[]>> buffers_;
     std::vector<std::unique_ptr<RingTransport>> ranks_;
 };
