@@ -1,0 +1,478 @@
+// HttpApi::handle without sockets: JSON shapes of the GET endpoints, the API token on POST,
+// submit (201), dry run (200 with a plan or a pending reason), 400/404/405, and /metrics.
+#include "coordinator/http_api.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <zmq.hpp>
+
+#include "coordinator/agent_dispatcher.h"
+#include "coordinator/agent_server.h"
+#include "coordinator/version_table.h"
+#include "tests/unit/coordinator/coordinator_fixture.h"
+
+namespace tandem::coord::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr const char* kToken = "s3cret-token";
+
+class HttpApiTest : public CoordinatorTest {
+protected:
+    HttpApiTest() {
+        versions_ = std::make_unique<VersionTable>(clock_, *store_);
+        api_ = std::make_unique<HttpApi>(clock_, *jobs_, *registry_, *versions_, *store_, *metrics_,
+                                         ApiSettings{"test-cluster", kToken, store_->epoch()});
+    }
+
+    HttpResponse get(const std::string& path, std::map<std::string, std::string> query = {}) {
+        HttpRequest r;
+        r.method = "GET";
+        r.path = path;
+        r.query = std::move(query);
+        r.remote = "127.0.0.1:5555";
+        return api_->handle(r);
+    }
+    HttpResponse post(const std::string& path, const std::string& body,
+                      const std::string& auth = std::string("Bearer ") + kToken) {
+        HttpRequest r;
+        r.method = "POST";
+        r.path = path;
+        r.body = body;
+        r.authorization = auth;
+        r.remote = "127.0.0.1:5555";
+        return api_->handle(r);
+    }
+    static Json body_of(const HttpResponse& r) {
+        Json j = Json::parse(r.body, nullptr, false);
+        EXPECT_FALSE(j.is_discarded()) << r.body;
+        return j;
+    }
+    static std::string submit_body(const JobYaml& y, bool dry_run = false) {
+        return Json{{"spec_yaml", y.str()}, {"dry_run", dry_run}}.dump();
+    }
+    // Submits through the API; returns the job name.
+    std::string submit_ok(const JobYaml& y) {
+        const HttpResponse r = post("/api/v1/jobs", submit_body(y));
+        EXPECT_EQ(r.status, 201) << r.body;
+        return body_of(r).value("job", "");
+    }
+
+    std::unique_ptr<VersionTable> versions_;
+    std::unique_ptr<HttpApi> api_;
+};
+
+// ---- read endpoints ----
+
+TEST_F(HttpApiTest, HealthzIsOk) {
+    const auto r = get("/healthz");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "ok\n");
+}
+
+TEST_F(HttpApiTest, ClusterSummaryCountsNodesAndJobs) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    submit_ok(JobYaml{});
+    clock_.advance(std::chrono::seconds(3));
+    const auto r = get("/api/v1/cluster");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.content_type, "application/json");
+    const Json j = body_of(r);
+    EXPECT_EQ(j["name"], "test-cluster");
+    EXPECT_TRUE(j["version"].is_string());
+    EXPECT_EQ(j["epoch"], store_->epoch());
+    EXPECT_DOUBLE_EQ(j["uptime_s"].get<double>(), 3.0);
+    EXPECT_EQ(j["nodes"], Json({{"alive", 2}, {"dead", 0}}));
+    EXPECT_EQ(j["jobs"], Json({{"RUNNING", 1}}));
+}
+
+TEST_F(HttpApiTest, NodesListResourcesFreeCapacityAndState) {
+    add_node("t0", "trainer", {4, 8192, 1});
+    add_node("r0", "rollout");
+    submit_ok(JobYaml{});
+    const auto r = get("/api/v1/nodes");
+    ASSERT_EQ(r.status, 200);
+    const Json nodes = body_of(r)["nodes"];
+    ASSERT_EQ(nodes.size(), 2u);
+    const Json& r0 = nodes[0];  // ordered by id
+    EXPECT_EQ(r0["id"], "r0");
+    EXPECT_EQ(r0["role"], "rollout");
+    EXPECT_EQ(r0["host"], "r0.local");
+    EXPECT_EQ(r0["state"], "alive");
+    EXPECT_EQ(r0["connected"], true);
+    EXPECT_EQ(r0["resources"], Json({{"cpus", 4.0}, {"memory_mb", 8192}, {"gpus", 0}}));
+    EXPECT_EQ(r0["free"], Json({{"cpus", 2.0}, {"memory_mb", 8192 - 1024}, {"gpus", 0}}));
+    EXPECT_EQ(r0["actors"], 2);
+    EXPECT_EQ(r0["agent_version"], "test");
+    EXPECT_EQ(r0["dead_reason"], "");
+    EXPECT_EQ(nodes[1]["id"], "t0");
+    EXPECT_EQ(nodes[1]["resources"]["gpus"], 1);
+    for (const char* key : {"labels", "last_seen_s_ago"}) EXPECT_TRUE(r0.contains(key)) << key;
+}
+
+TEST_F(HttpApiTest, JobsListAndJobDetail) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    const std::string name = submit_ok(JobYaml{});
+    ASSERT_EQ(name, "job-000001");
+
+    const Json list = body_of(get("/api/v1/jobs"))["jobs"];
+    ASSERT_EQ(list.size(), 1u);
+    const Json& s = list[0];
+    EXPECT_EQ(s["job"], "job-000001");
+    EXPECT_EQ(s["name"], "diag");
+    EXPECT_EQ(s["kind"], "diagnostic");
+    EXPECT_EQ(s["state"], "RUNNING");
+    for (const char* key :
+         {"reason", "priority", "submitted_ns", "started_ns", "finished_ns", "restarts_used",
+          "max_actor_restarts", "step", "versions", "progress"}) {
+        EXPECT_TRUE(s.contains(key)) << key;
+    }
+    EXPECT_FALSE(s.contains("actors"));  // only in the detail
+
+    for (const char* ref : {"job-000001", "1", "diag"}) {
+        SCOPED_TRACE(ref);
+        const auto r = get(std::string("/api/v1/jobs/") + ref);
+        ASSERT_EQ(r.status, 200);
+        const Json d = body_of(r);
+        EXPECT_EQ(d["job"], "job-000001");
+        EXPECT_THAT(d["spec_yaml"].get<std::string>(), HasSubstr("name: diag"));
+        ASSERT_EQ(d["actors"].size(), 3u);
+        EXPECT_EQ(d["actors"][0]["actor"], "job-000001/trainer-0");
+        EXPECT_EQ(d["actors"][0]["node"], "t0");
+        EXPECT_EQ(d["actors"][0]["attempt"], 1);
+        EXPECT_EQ(d["actors"][0]["phase"], "starting");
+        EXPECT_EQ(d["actors"][0]["endpoints"], Json::object());
+        EXPECT_TRUE(d.contains("metrics"));
+    }
+}
+
+TEST_F(HttpApiTest, JobProgressIsTheSlowestActorsFraction) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    submit_ok(JobYaml{});
+    EXPECT_TRUE(body_of(get("/api/v1/jobs/1"))["progress"].is_null());
+    for (auto [a, f] : {std::pair{"trainer-0", 0.75}, std::pair{"rollout-0", 0.25}}) {
+        wire::ActorState m;
+        m.actor = std::string("job-000001/") + a;
+        m.attempt = 1;
+        m.phase = wire::ActorPhase::kRunning;
+        m.progress = {{"fraction", f}};
+        jobs_->on_actor_state(a[0] == 't' ? "t0" : "r0", m);
+    }
+    EXPECT_EQ(body_of(get("/api/v1/jobs/1"))["progress"], 0.25);
+}
+
+TEST_F(HttpApiTest, MalformedProgressFromAnAgentDoesNotBreakTheJobEndpoints) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    submit_ok(JobYaml{});
+    wire::ActorState m;
+    m.actor = "job-000001/rollout-0";
+    m.attempt = 1;
+    m.phase = wire::ActorPhase::kRunning;
+    m.progress = {{"fraction", "most of it"}};
+    jobs_->on_actor_state("r0", m);
+    EXPECT_EQ(get("/api/v1/jobs").status, 200);
+    EXPECT_EQ(get("/api/v1/jobs/1").status, 200);
+}
+
+TEST_F(HttpApiTest, EventsLogsMetricsAndVersionsOfAJob) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    submit_ok(JobYaml{});
+    jobs_->on_log_lines("r0", {"job-000001",
+                               {{"job-000001/rollout-0", 1, "info", "a"},
+                                {"job-000001/rollout-0", 2, "info", "b"},
+                                {"job-000001/rollout-0", 3, "info", "c"}}});
+    jobs_->on_metrics({"job-000001", 1, {{"loss", 1.0}}});
+    ASSERT_TRUE(versions_->publish(JobId(1), 0, {{"fingerprint", "f"}}, "t0").ok());
+
+    const Json ev = body_of(get("/api/v1/jobs/job-000001/events"));
+    EXPECT_EQ(ev["job"], "job-000001");
+    ASSERT_EQ(ev["events"].size(), 2u);
+    EXPECT_EQ(ev["events"][0]["kind"], "submitted");
+    EXPECT_EQ(ev["events"][1]["kind"], "placed");
+    for (const char* key : {"seq", "ts_ns", "kind", "message"}) {
+        EXPECT_TRUE(ev["events"][0].contains(key)) << key;
+    }
+
+    const Json logs = body_of(get("/api/v1/jobs/1/logs", {{"after", "1"}, {"limit", "1"}}));
+    ASSERT_EQ(logs["logs"].size(), 1u);
+    EXPECT_EQ(logs["logs"][0]["seq"], 2);
+    EXPECT_EQ(logs["logs"][0]["msg"], "b");
+    EXPECT_EQ(logs["logs"][0]["actor"], "job-000001/rollout-0");
+    // A query value that is not a number falls back to the default.
+    EXPECT_EQ(body_of(get("/api/v1/jobs/1/logs", {{"after", "x"}}))["logs"].size(), 3u);
+
+    const Json metrics = body_of(get("/api/v1/jobs/1/metrics"));
+    ASSERT_EQ(metrics["metrics"].size(), 1u);
+    EXPECT_EQ(metrics["metrics"][0], Json({{"step", 1}, {"values", {{"loss", 1.0}}}}));
+
+    const Json versions = body_of(get("/api/v1/jobs/1/versions"));
+    ASSERT_EQ(versions["versions"].size(), 1u);
+    EXPECT_EQ(versions["versions"][0]["version"], 0);
+    EXPECT_EQ(versions["versions"][0]["available"], true);
+    EXPECT_EQ(versions["versions"][0]["descriptor"]["fingerprint"], "f");
+    EXPECT_EQ(body_of(get("/api/v1/jobs/1"))["latest_version"], 0);
+}
+
+TEST_F(HttpApiTest, UnknownJobIsNotFound) {
+    for (const char* path :
+         {"/api/v1/jobs/job-000042", "/api/v1/jobs/nope/events", "/api/v1/jobs/7/logs"}) {
+        SCOPED_TRACE(path);
+        const auto r = get(path);
+        EXPECT_EQ(r.status, 404);
+        EXPECT_THAT(body_of(r)["error"].get<std::string>(), HasSubstr("no job"));
+    }
+    EXPECT_EQ(post("/api/v1/jobs/job-000042/cancel", "").status, 404);
+}
+
+TEST_F(HttpApiTest, UnknownEndpointIsNotFound) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    submit_ok(JobYaml{});
+    EXPECT_EQ(get("/api/v2/jobs").status, 404);
+    EXPECT_EQ(get("/").status, 404);
+    const auto r = get("/api/v1/jobs/1/secrets");
+    EXPECT_EQ(r.status, 404);
+    EXPECT_THAT(body_of(r)["error"].get<std::string>(), HasSubstr("no such endpoint"));
+}
+
+TEST_F(HttpApiTest, PathThatIsNotUtf8IsNotFoundNotAServerError) {
+    // The error message quotes the path; any bytes may arrive there.
+    for (const char* path : {"/api/v1/jobs/\xff\xfe", "/api/\xc3"}) {
+        HttpResponse r;
+        ASSERT_NO_THROW(r = get(path));
+        EXPECT_EQ(r.status, 404);
+        EXPECT_TRUE(body_of(r).contains("error"));
+    }
+}
+
+TEST_F(HttpApiTest, WrongMethodIsRefused) {
+    HttpRequest r;
+    r.method = "DELETE";
+    r.path = "/api/v1/jobs";
+    EXPECT_EQ(api_->handle(r).status, 405);
+}
+
+// ---- the API token ----
+
+TEST_F(HttpApiTest, PostWithoutTokenIsUnauthorizedAndSubmitsNothing) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    const auto r = post("/api/v1/jobs", submit_body(JobYaml{}), "");
+    EXPECT_EQ(r.status, 401);
+    EXPECT_THAT(body_of(r)["error"].get<std::string>(), HasSubstr("missing or wrong API token"));
+    EXPECT_TRUE(jobs_->jobs().empty());
+}
+
+TEST_F(HttpApiTest, PostWithWrongTokenIsUnauthorized) {
+    for (const std::string& auth :
+         {std::string("Bearer wrong"), std::string(kToken), std::string("Basic ") + kToken,
+          std::string("Bearer ") + kToken + "x", std::string("bearer ") + kToken}) {
+        SCOPED_TRACE(auth);
+        EXPECT_EQ(post("/api/v1/jobs", submit_body(JobYaml{}), auth).status, 401);
+    }
+    EXPECT_TRUE(jobs_->jobs().empty());
+    EXPECT_EQ(metrics_->counter_value("tandem_http_requests_total", {{"code", "4xx"}}), 5);
+}
+
+TEST_F(HttpApiTest, CancelNeedsTheTokenToo) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    submit_ok(JobYaml{});
+    EXPECT_EQ(post("/api/v1/jobs/1/cancel", "", "Bearer nope").status, 401);
+    EXPECT_EQ(job(JobId(1)).state, JobState::kRunning);
+
+    const auto r = post("/api/v1/jobs/1/cancel", "");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(body_of(r)["state"], "CANCELLED");
+    EXPECT_EQ(job(JobId(1)).state, JobState::kCancelled);
+    // Twice: the job is already final.
+    EXPECT_EQ(post("/api/v1/jobs/1/cancel", "").status, 400);
+}
+
+TEST_F(HttpApiTest, ReadsNeedNoToken) {
+    EXPECT_EQ(get("/api/v1/jobs").status, 200);
+    EXPECT_EQ(get("/api/v1/nodes").status, 200);
+    EXPECT_EQ(get("/metrics").status, 200);
+}
+
+// ---- submit ----
+
+TEST_F(HttpApiTest, SubmitWithTokenCreatesTheJob) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    const auto r = post("/api/v1/jobs", submit_body(JobYaml{}));
+    ASSERT_EQ(r.status, 201) << r.body;
+    const Json j = body_of(r);
+    EXPECT_EQ(j["job"], "job-000001");
+    EXPECT_EQ(j["state"], "RUNNING");
+    EXPECT_EQ(j["pending_reason"], "");
+    EXPECT_THAT(j["spec_yaml"].get<std::string>(), HasSubstr("name: diag"));
+    EXPECT_EQ(jobs_->jobs().size(), 1u);
+    EXPECT_EQ(link_.starts().size(), 3u);
+}
+
+TEST_F(HttpApiTest, SubmitThatCannotBePlacedIsCreatedPendingWithItsReason) {
+    const auto r = post("/api/v1/jobs", submit_body(JobYaml{}));
+    ASSERT_EQ(r.status, 201) << r.body;
+    const Json j = body_of(r);
+    EXPECT_EQ(j["state"], "PENDING");
+    EXPECT_THAT(j["pending_reason"].get<std::string>(),
+                HasSubstr("needs 1 trainer actor with 1 cpu, 512 MiB each"));
+}
+
+TEST_F(HttpApiTest, DryRunReturnsThePlanAndCreatesNothing) {
+    add_node("t0", "trainer");
+    add_node("r0", "rollout");
+    const auto r = post("/api/v1/jobs", submit_body(JobYaml{}, true));
+    ASSERT_EQ(r.status, 200) << r.body;
+    const Json j = body_of(r);
+    EXPECT_FALSE(j.contains("job"));
+    EXPECT_EQ(j["plan"], Json({{"job-000000/trainer-0", "t0"},
+                               {"job-000000/rollout-0", "r0"},
+                               {"job-000000/rollout-1", "r0"}}));
+    EXPECT_EQ(j["pending_reason"], "");
+    EXPECT_TRUE(jobs_->jobs().empty());
+    EXPECT_TRUE(link_.sent.empty());
+}
+
+TEST_F(HttpApiTest, DryRunThatCannotBePlacedReturnsTheReason) {
+    add_node("t0", "trainer");
+    JobYaml y;
+    y.rollout.gpus = 2;
+    const auto r = post("/api/v1/jobs", submit_body(y, true));
+    ASSERT_EQ(r.status, 200) << r.body;
+    const Json j = body_of(r);
+    EXPECT_TRUE(j["plan"].is_null());
+    EXPECT_EQ(j["pending_reason"],
+              "needs 2 rollout actors with 2 gpus, 1 cpu, 512 MiB each; the cluster has no "
+              "rollout nodes");
+    EXPECT_TRUE(jobs_->jobs().empty());
+}
+
+TEST_F(HttpApiTest, DryRunStillNeedsTheToken) {
+    EXPECT_EQ(post("/api/v1/jobs", submit_body(JobYaml{}, true), "").status, 401);
+}
+
+TEST_F(HttpApiTest, BadSubmitBodyIsBadRequest) {
+    for (const std::string& body :
+         {std::string(""), std::string("not json"), std::string("[]"), std::string("{}"),
+          std::string(R"({"spec_yaml": 5})"), std::string(R"({"spec": "name: x"})")}) {
+        SCOPED_TRACE(body);
+        const auto r = post("/api/v1/jobs", body);
+        EXPECT_EQ(r.status, 400);
+        EXPECT_THAT(body_of(r)["error"].get<std::string>(), HasSubstr("spec_yaml"));
+    }
+    EXPECT_TRUE(jobs_->jobs().empty());
+}
+
+TEST_F(HttpApiTest, InvalidJobSpecIsBadRequestNamingTheProblem) {
+    const auto r =
+        post("/api/v1/jobs", Json{{"spec_yaml", "name: x\nkind: diagnostic\npriority: lots\n"},
+                                  {"source", "my-job.yaml"}}
+                                 .dump());
+    EXPECT_EQ(r.status, 400);
+    const std::string error = body_of(r)["error"].get<std::string>();
+    EXPECT_THAT(error, HasSubstr("my-job.yaml"));
+    EXPECT_THAT(error, HasSubstr("priority"));
+}
+
+// ---- /metrics ----
+
+class HttpApiMetricsTest : public HttpApiTest {
+protected:
+    HttpApiMetricsTest() {
+        static std::atomic<int> n{0};
+        auto server = AgentServer::bind(
+            io_, zmq_, fmt::format("inproc://http-api-test-{}-{}", ::getpid(), n++));
+        EXPECT_TRUE(server.ok()) << server.status().to_string();
+        server_ = std::move(*server);
+        dispatcher_ =
+            std::make_unique<AgentDispatcher>(clock_, *server_, *registry_, *jobs_, *versions_,
+                                              *metrics_, DispatcherSettings{1000, store_->epoch()});
+    }
+    ~HttpApiMetricsTest() override {
+        dispatcher_.reset();
+        server_.reset();
+    }
+
+    boost::asio::io_context io_;
+    zmq::context_t zmq_;
+    std::unique_ptr<AgentServer> server_;
+    std::unique_ptr<AgentDispatcher> dispatcher_;
+};
+
+TEST_F(HttpApiMetricsTest, MetricsAreInPrometheusTextFormat) {
+    // A node registers through the dispatcher, as over the wire; one message is garbage.
+    dispatcher_->handle("agent-1",
+                        wire::encode(wire::make_envelope(register_msg("r0", "rollout"), 1)));
+    dispatcher_->handle("agent-1", {"junk"});
+    submit_ok(JobYaml{});
+
+    const auto r = get("/metrics");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_THAT(r.content_type, HasSubstr("text/plain"));
+    const std::string& text = r.body;
+    EXPECT_THAT(text, HasSubstr("# TYPE tandem_nodes gauge\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_nodes{state=\"alive\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_nodes{state=\"dead\"} 0\n"));
+    EXPECT_THAT(text, HasSubstr("# TYPE tandem_jobs gauge\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_jobs{state=\"PENDING\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("# TYPE tandem_agent_messages_total counter\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_agent_messages_total{type=\"register\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_agent_messages_total{type=\"invalid\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("# TYPE tandem_heartbeat_rtt_seconds histogram\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_http_requests_total{code=\"2xx\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_scheduler_decisions_total{outcome=\"pending\"} 1\n"));
+    // Every sample line is "name{labels} value" or "name value".
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        EXPECT_TRUE(line.starts_with("tandem_")) << line;
+        EXPECT_NE(line.rfind(' '), std::string::npos) << line;
+    }
+}
+
+TEST(Metrics, HistogramBucketsAreCumulative) {
+    Metrics m;
+    m.describe_histogram("tandem_x_seconds", "x", {0.1, 0.01, 1});
+    for (double v : {0.005, 0.05, 0.05, 0.5, 5.0}) m.observe("tandem_x_seconds", v);
+    const std::string text = m.render();
+    EXPECT_THAT(text, HasSubstr("tandem_x_seconds_bucket{le=\"0.01\"} 1\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_x_seconds_bucket{le=\"0.1\"} 3\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_x_seconds_bucket{le=\"1\"} 4\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_x_seconds_bucket{le=\"+Inf\"} 5\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_x_seconds_count 5\n"));
+    EXPECT_EQ(m.histogram_count("tandem_x_seconds"), 5u);
+}
+
+TEST(Metrics, CountersAddUpPerLabelSetAndEscapeLabelValues) {
+    Metrics m;
+    m.describe_counter("tandem_c_total", "c");
+    m.inc("tandem_c_total", {{"type", "a"}});
+    m.inc("tandem_c_total", {{"type", "a"}}, 2);
+    m.inc("tandem_c_total", {{"type", "say \"hi\"\n"}});
+    EXPECT_EQ(m.counter_value("tandem_c_total", {{"type", "a"}}), 3);
+    EXPECT_EQ(m.counter_value("tandem_c_total", {{"type", "b"}}), 0);
+    const std::string text = m.render();
+    EXPECT_THAT(text, HasSubstr("# HELP tandem_c_total c\n# TYPE tandem_c_total counter\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_c_total{type=\"a\"} 3\n"));
+    EXPECT_THAT(text, HasSubstr("tandem_c_total{type=\"say \\\"hi\\\"\\n\"} 1\n"));
+    EXPECT_THAT(text, Not(HasSubstr("\"\n\"")));
+}
+
+}  // namespace
+}  // namespace tandem::coord::testing
