@@ -16,7 +16,7 @@ namespace tandem::coord {
 
 class StateStore {
 public:
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;  // 2: store-assigned event/log seqs, actor endpoints
 
     // Opens (creating if needed) `dir`/state.db and bumps the coordinator epoch.
     static Result<std::unique_ptr<StateStore>> open(const std::string& dir);

@@ -29,7 +29,8 @@ void JsonFields::read(const char* key, T& out, bool required) {
         }
         out = v->get<int64_t>();
     } else if constexpr (std::is_same_v<T, uint64_t>) {
-        if (!v->is_number_unsigned()) {
+        // A signed integer that is not negative counts (JSON built in C++ from an int64).
+        if (!v->is_number_integer() || (!v->is_number_unsigned() && v->get<int64_t>() < 0)) {
             return problem(fmt::format("{}: expected a non-negative integer", key));
         }
         out = v->get<uint64_t>();
