@@ -4,6 +4,7 @@
 #include "coordinator/state_store.h"
 
 #include <gmock/gmock.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -294,8 +295,9 @@ TEST_F(StateStoreTest, DatabaseOfAnotherSchemaVersionIsRefused) {
     auto s = StateStore::open(dir_.str());
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
-    EXPECT_THAT(s.status().message(), HasSubstr("state.db: schema version 99 is not supported "
-                                                "(expected 1)"));
+    EXPECT_THAT(s.status().message(),
+                HasSubstr(fmt::format("state.db: schema version 99 is not supported (expected {})",
+                                      StateStore::kSchemaVersion)));
 }
 
 TEST_F(StateStoreTest, StateDirectoryThatCannotBeCreatedIsUnavailable) {
