@@ -7,8 +7,10 @@
 
 #include <ucp/api/ucp.h>
 
+#include <atomic>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -35,12 +37,19 @@ struct Shift {
     Status error;
 };
 
-// One rank. Every UCX handle is released in the destructor, in dependency order.
+// One rank. Every UCX handle is released in the destructor, in dependency order. The public
+// methods run on the caller's thread; progress_thread_ (optional) only calls ucp_worker_progress,
+// which UCS_THREAD_MODE_MULTI makes safe alongside them.
 class UcxTransport final : public RingTransport {
 public:
     UcxTransport(int rank, int size) : rank_(rank), size_(size) {}
 
     ~UcxTransport() override {
+        if (progress_thread_.joinable()) {
+            // release: the progress thread's acquire load sees the request to stop.
+            stop_.store(true, std::memory_order_release);
+            progress_thread_.join();
+        }
         // Receives are cancelled, then the endpoint is force-closed, which completes every send
         // still in flight with UCS_ERR_CANCELED; no step waits for a peer.
         for (auto& [id, shift] : shifts_) {
@@ -73,9 +82,17 @@ public:
 
         ucp_worker_params_t wparams{};
         wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-        wparams.thread_mode = UCS_THREAD_MODE_SERIALIZED;
+        wparams.thread_mode =
+            options.progress_thread ? UCS_THREAD_MODE_MULTI : UCS_THREAD_MODE_SERIALIZED;
         st = ucp_worker_create(context_, &wparams, &worker_);
         if (st != UCS_OK) return ucx_error("ucp_worker_create", st);
+        bool multi = false;
+        if (options.progress_thread) {
+            ucp_worker_attr_t attr{};
+            attr.field_mask = UCP_WORKER_ATTR_FIELD_THREAD_MODE;
+            multi = ucp_worker_query(worker_, &attr) == UCS_OK &&
+                    attr.thread_mode == UCS_THREAD_MODE_MULTI;  // else: no progress thread
+        }
 
         ucp_address_t* address = nullptr;
         size_t address_len = 0;
@@ -97,8 +114,18 @@ public:
         if (st != UCS_OK)
             return ucx_error("ucp_ep_create to rank " + std::to_string((rank_ + 1) % size_), st);
         // Every endpoint exists before any rank sends.
-        return bootstrap.barrier(options.bootstrap_timeout)
-            .with_context("ucx ring: waiting for every rank's endpoint");
+        TANDEM_RETURN_IF_ERROR(bootstrap.barrier(options.bootstrap_timeout)
+                                   .with_context("ucx ring: waiting for every rank's endpoint"));
+        if (multi) {
+            const auto idle = options.progress_idle_sleep;
+            progress_thread_ = std::thread([this, idle] {
+                // acquire: pairs with the destructor's release store.
+                while (!stop_.load(std::memory_order_acquire)) {
+                    if (ucp_worker_progress(worker_) == 0) std::this_thread::sleep_for(idle);
+                }
+            });
+        }
+        return Status();
     }
 
     RingCaps caps() const override { return RingCaps{"ucx", RingMemory::kHost, 1 << 16, true}; }
@@ -171,6 +198,7 @@ public:
             while (ucp_worker_progress(worker_) != 0) {
             }
             if (check(it->second)) break;
+            if (progress_thread_.joinable()) std::this_thread::yield();
             if (Clock::now() >= deadline) {
                 return deadline_exceeded("ucx ring: rank " + std::to_string(rank_) + " waited " +
                                          std::to_string(timeout.count()) +
@@ -278,6 +306,8 @@ private:
     std::unordered_map<uint32_t, uint64_t> seq_;  // per channel
     std::unordered_map<uint64_t, Shift> shifts_;
     uint64_t next_id_ = 0;
+    std::atomic<bool> stop_{false};
+    std::thread progress_thread_;  // joined first in the destructor
 };
 
 }  // namespace
