@@ -288,7 +288,8 @@ Result<VersionDescriptor> VersionDirectory::wait_for(
                 return it->second;
             }
         }
-        if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) {
+        if (changed_.wait_until(lock, deadline) == std::cv_status::timeout &&
+            std::chrono::steady_clock::now() >= deadline) {
             return deadline_exceeded(
                 fmt::format("no complete version >= {} of {} was announced", at_least, job.str()));
         }
@@ -301,6 +302,27 @@ void VersionDirectory::mark_publisher_gone(const std::string& publisher) {
         return std::any_of(kv.second.shards.begin(), kv.second.shards.end(),
                            [&](const ShardDescriptor& s) { return s.publisher == publisher; });
     });
+}
+
+nlohmann::json to_json(const RelaySource& relay) {
+    return {{"reader", relay.reader},
+            {"worker_address", base64_encode(relay.worker_address)},
+            {"host", relay.host},
+            {"pid", relay.pid}};
+}
+
+Result<RelaySource> relay_source_from_json(const nlohmann::json& json) {
+    try {
+        RelaySource r;
+        r.reader = json.at("reader").get<std::string>();
+        TANDEM_ASSIGN_OR_RETURN(r.worker_address,
+                                base64_decode(json.at("worker_address").get<std::string>()));
+        r.host = json.value("host", "");
+        r.pid = json.value("pid", int64_t{0});
+        return r;
+    } catch (const nlohmann::json::exception& e) {
+        return invalid_argument(std::string("relay source JSON: ") + e.what());
+    }
 }
 
 std::vector<RelayAssignment> plan_relay_tree(const std::vector<std::string>& readers,

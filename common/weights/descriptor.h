@@ -110,6 +110,9 @@ struct RelaySource {
     int64_t pid = 0;
 };
 
+nlohmann::json to_json(const RelaySource& relay);
+Result<RelaySource> relay_source_from_json(const nlohmann::json& json);
+
 // Who reads from whom: readers in a tree under the publishers with `fan_out` children per node.
 // `source` is the index of the parent reader in `readers`, or nullopt for the publishers.
 struct RelayAssignment {

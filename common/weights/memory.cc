@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,6 +92,23 @@ std::string SharedRegion::peer_path() const {
 }
 
 Result<ReadOnlyMapping> ReadOnlyMapping::open(const std::string& path) {
+    if (path.rfind("sysv:", 0) == 0) {
+        // A System V segment (UCX's sysv allocator): attach it read-only.
+        const int id = std::atoi(path.c_str() + 5);
+        struct shmid_ds ds {};
+        if (shmctl(id, IPC_STAT, &ds) != 0) {
+            return unavailable(fmt::format("shared segment {}: {}", path, errno_text()));
+        }
+        void* p = shmat(id, nullptr, SHM_RDONLY);
+        if (p == reinterpret_cast<void*>(-1)) {
+            return unavailable(fmt::format("attaching {} read-only: {}", path, errno_text()));
+        }
+        ReadOnlyMapping m;
+        m.data_ = static_cast<const std::byte*>(p);
+        m.size_ = ds.shm_segsz;
+        m.sysv_ = true;
+        return m;
+    }
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return unavailable(fmt::format("opening shared region {}: {}", path, errno_text()));
@@ -113,19 +131,30 @@ Result<ReadOnlyMapping> ReadOnlyMapping::open(const std::string& path) {
 }
 
 ReadOnlyMapping::ReadOnlyMapping(ReadOnlyMapping&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      sysv_(other.sysv_) {}
 
 ReadOnlyMapping& ReadOnlyMapping::operator=(ReadOnlyMapping&& other) noexcept {
     if (this != &other) {
-        if (data_ != nullptr) munmap(const_cast<std::byte*>(data_), size_);
+        release();
         data_ = std::exchange(other.data_, nullptr);
         size_ = std::exchange(other.size_, 0);
+        sysv_ = other.sysv_;
     }
     return *this;
 }
 
-ReadOnlyMapping::~ReadOnlyMapping() {
-    if (data_ != nullptr) munmap(const_cast<std::byte*>(data_), size_);
+ReadOnlyMapping::~ReadOnlyMapping() { release(); }
+
+void ReadOnlyMapping::release() {
+    if (data_ == nullptr) return;
+    if (sysv_) {
+        shmdt(data_);
+    } else {
+        munmap(const_cast<std::byte*>(data_), size_);
+    }
+    data_ = nullptr;
 }
 
 const std::string& host_identity() {

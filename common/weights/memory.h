@@ -63,6 +63,8 @@ private:
 class ReadOnlyMapping {
 public:
     ReadOnlyMapping() = default;
+    // `path` is a file ("/proc/<pid>/fd/<n>", mapped with PROT_READ) or "sysv:<shmid>" (a System
+    // V segment, attached with SHM_RDONLY).
     static Result<ReadOnlyMapping> open(const std::string& path);
     ReadOnlyMapping(ReadOnlyMapping&& other) noexcept;
     ReadOnlyMapping& operator=(ReadOnlyMapping&& other) noexcept;
@@ -74,8 +76,10 @@ public:
     size_t size() const { return size_; }
 
 private:
+    void release();
     const std::byte* data_ = nullptr;
     size_t size_ = 0;
+    bool sysv_ = false;
 };
 
 // Identifies this host for same-host decisions: the kernel boot id plus the hostname.

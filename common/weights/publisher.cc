@@ -64,42 +64,36 @@ Result<std::unique_ptr<Publisher>> Publisher::create(PublisherOptions options, L
 }
 
 Status Publisher::init() {
+    TANDEM_ASSIGN_OR_RETURN(auto context, ucx::Context::create(options_.ucx));
     for (uint32_t s = 0; s < options_.slots; ++s) {
         TANDEM_ASSIGN_OR_RETURN(
-            auto region,
-            SharedRegion::create(fmt::format("tandem-weights-{}-slot{}", options_.job.str(), s),
-                                 format_.region_bytes, /*populate=*/true));
-        init_header(*reinterpret_cast<SlotHeader*>(region->data()));
-        slots_.push_back({std::move(region), nullptr, 0});
+            auto memory,
+            SlotMemory::create(context, format_.region_bytes,
+                               fmt::format("tandem-weights-{}-slot{}", options_.job.str(), s)));
+        init_header(*reinterpret_cast<SlotHeader*>(memory->data()));
+        slots_.push_back({std::move(memory), 0});
     }
-    TANDEM_ASSIGN_OR_RETURN(auto context, ucx::Context::create(options_.ucx));
     TANDEM_ASSIGN_OR_RETURN(loop_, UcxLoop::start(context, {.name = "weights-publisher"}));
     TANDEM_RETURN_IF_ERROR(loop_->call([&]() -> Status {
-        for (auto& slot : slots_) {
-            TANDEM_ASSIGN_OR_RETURN(slot.registration,
-                                    ucx::MemoryRegion::register_memory(context, slot.region->data(),
-                                                                       slot.region->size()));
-        }
         SlotProvider& provider = *this;  // a private base: convert here, not in make_unique
         server_ = std::make_unique<SourceServer>(*loop_, provider, clock_, options_.server, log_);
         return server_->start();
     }));
     log_.info(
         "publisher ready: layout {} shard {}/{} ({} bytes), {} slots of {} bytes, chunks of "
-        "{} bytes, lease TTL {} ms",
+        "{} bytes, lease TTL {} ms, {} memory",
         layout_.fingerprint_text(), options_.shard_index, options_.shard_count, range_.size(),
-        options_.slots, format_.region_bytes, options_.chunk_bytes, options_.lease_ttl_ms.count());
+        options_.slots, format_.region_bytes, options_.chunk_bytes, options_.lease_ttl_ms.count(),
+        backing_name(slots_.front().memory->backing()));
     return Status();
 }
 
 Publisher::~Publisher() {
     if (loop_) {
-        loop_->call([this] {
-            server_.reset();
-            for (auto& slot : slots_) slot.registration.reset();
-        });
+        loop_->call([this] { server_.reset(); });
         loop_.reset();
     }
+    slots_.clear();  // after the worker is gone, so nothing progresses while memory goes
     std::vector<Version> announced;
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -168,7 +162,7 @@ Result<SlotWriter> Publisher::begin(Version version) {
     }
     if (evicted) announcer_.retire(options_.job, *evicted, options_.shard_index);
     begin_write(header(slot));
-    std::byte* data = slots_[slot].region->data() + format_.data_offset;
+    std::byte* data = slots_[slot].memory->data() + format_.data_offset;
     return SlotWriter(this, slot, version, {data, range_.size()});
 }
 
@@ -201,7 +195,7 @@ Status Publisher::publish_safetensors(const std::string& path, Version version) 
 
 Status Publisher::commit(uint32_t slot, Version version, std::optional<Manifest> manifest) {
     const auto t0 = clock_.now();
-    std::byte* base = slots_[slot].region->data();
+    std::byte* base = slots_[slot].memory->data();
     std::span<const std::byte> data(base + format_.data_offset, range_.size());
     if (!manifest) manifest = Manifest::compute(data, options_.chunk_bytes);
     std::memcpy(base + format_.manifest_offsets[0], manifest->checksums().data(),
@@ -229,14 +223,14 @@ Status Publisher::commit(uint32_t slot, Version version, std::optional<Manifest>
     s.publisher = options_.publisher_id;
     s.worker_address = loop_->address();
     s.remote_address = reinterpret_cast<uint64_t>(base);
-    s.rkey = slots_[slot].registration->packed_rkey();
+    s.rkey = slots_[slot].memory->registration().packed_rkey();
     s.bytes = range_.size();
     s.manifest_digest = digest;
     s.chunk_bytes = options_.chunk_bytes;
     s.slot = slot;
     s.host = host_identity();
     s.pid = static_cast<int64_t>(getpid());
-    s.shm_path = slots_[slot].region->peer_path();
+    s.shm_path = slots_[slot].memory->share_path();
     d.shards.push_back(std::move(s));
     Status announced = announcer_.announce(d);
     {
@@ -279,7 +273,7 @@ Result<std::optional<LeaseOffer>> Publisher::acquire(JobId job, Version version,
     o.grant = grant;
     o.ttl = options_.lease_ttl_ms;
     o.layout_fingerprint = layout_.fingerprint();
-    o.region_address = s.registration->address();
+    o.region_address = s.memory->registration().address();
     o.region_bytes = format_.region_bytes;
     o.manifest_offset = format_.manifest_offsets[0];
     o.chunk_count = format_.chunk_counts[0];
@@ -288,7 +282,7 @@ Result<std::optional<LeaseOffer>> Publisher::acquire(JobId job, Version version,
     o.chunk_bytes = options_.chunk_bytes;
     o.manifest_digest = s.manifest_digest;
     o.chunks_ready = o.chunk_count;
-    o.packed_rkey = &s.registration->packed_rkey();
+    o.packed_rkey = &s.memory->registration().packed_rkey();
     return std::optional<LeaseOffer>(o);
 }
 
@@ -313,7 +307,7 @@ Result<const std::byte*> Publisher::readable(LeaseId id, uint64_t offset, uint64
         return invalid_argument(fmt::format("read of [{}, +{}) leaves slot region of {} bytes",
                                             offset, length, format_.region_bytes));
     }
-    return static_cast<const std::byte*>(slots_[grant->slot].region->data() + offset);
+    return static_cast<const std::byte*>(slots_[grant->slot].memory->data() + offset);
 }
 
 Result<uint64_t> Publisher::chunks_ready(LeaseId id) {

@@ -20,6 +20,7 @@
 #include "common/weights/manifest.h"
 #include "common/weights/memory.h"
 #include "common/weights/slot_format.h"
+#include "common/weights/slot_memory.h"
 #include "common/weights/source_server.h"
 #include "common/weights/ucx.h"
 #include "common/weights/ucx_loop.h"
@@ -119,15 +120,14 @@ public:
 private:
     friend class SlotWriter;
     struct Slot {
-        std::unique_ptr<SharedRegion> region;
-        std::unique_ptr<ucx::MemoryRegion> registration;  // owned by the loop thread
+        std::unique_ptr<SlotMemory> memory;
         uint64_t manifest_digest = 0;
     };
 
     Publisher(PublisherOptions options, Layout layout, Announcer& announcer, const Clock& clock);
     Status init();
     SlotHeader& header(uint32_t slot) {
-        return *reinterpret_cast<SlotHeader*>(slots_[slot].region->data());
+        return *reinterpret_cast<SlotHeader*>(slots_[slot].memory->data());
     }
     Status commit(uint32_t slot, Version version, std::optional<Manifest> manifest);
     void abort(uint32_t slot);

@@ -11,12 +11,13 @@
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <xxhash.h>
 
 #include "common/log.h"
-#include "common/weights/chunk_verifier.h"
 #include "common/weights/lease_table.h"
 #include "common/weights/manifest.h"
 #include "common/weights/slot_format.h"
+#include "common/weights/slot_memory.h"
 #include "common/weights/source_client.h"
 #include "common/weights/ucx_loop.h"
 
@@ -136,12 +137,21 @@ public:
     struct ShardFetch;
     struct InFlight {
         size_t chunk = 0;
-        std::byte* dest = nullptr;
-        size_t scratch = SIZE_MAX;  // partial reads: the scratch slot
+        size_t piece = 0;
         ucx::Request get;
         std::shared_ptr<PendingCall> call;
-        bool transferred = false;
-        uint64_t tag = 0;
+    };
+    // A chunk read piece by piece; its checksum is updated as the pieces land, in order, while
+    // each is still in cache, so verifying costs no second pass over memory.
+    struct ChunkWork {
+        std::byte* dest = nullptr;
+        size_t scratch = SIZE_MAX;  // partial reads: the scratch slot
+        size_t pieces = 0;
+        size_t issued = 0;
+        size_t hashed = 0;
+        std::vector<uint8_t> done;
+        std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state{XXH3_createState(),
+                                                                       &XXH3_freeState};
     };
     enum class State { kClaim, kConnect, kHello, kAcquire, kMeta, kChunks, kHeaderAfter, kDone };
 
@@ -176,8 +186,8 @@ public:
         size_t needed = 0;
         size_t verified = 0;
         std::deque<InFlight> inflight;
-        size_t verifying = 0;
-        uint64_t ready = 0;  // chunks the source says are readable (relays)
+        std::map<size_t, ChunkWork> active;  // chunks being read, by index
+        uint64_t ready = 0;                  // chunks the source says are readable (relays)
         std::shared_ptr<PendingCall> await_call;
 
         // Partial reads.
@@ -190,6 +200,7 @@ public:
         Clock::TimePoint next_liveness{};
         std::shared_ptr<PendingCall> renew_call;
         uint64_t rereads_done = 0;
+        uint64_t piece_bytes = 0;  // one get or one read request
         Clock::TimePoint phase_started{};
     };
 
@@ -215,8 +226,7 @@ public:
 private:
     // One of the two buffers, and what the relay side knows about its content.
     struct Buffer {
-        std::shared_ptr<SharedRegion> region;
-        std::unique_ptr<ucx::MemoryRegion> registration;
+        std::shared_ptr<SlotMemory> memory;
         Version version = 0;
         bool filling = false;
         bool complete = false;
@@ -233,13 +243,6 @@ private:
         };
         std::vector<ShardState> shards;
     };
-    struct ChunkRef {
-        Operation* op = nullptr;
-        ShardFetch* sf = nullptr;
-        size_t chunk = 0;
-        std::byte* dest = nullptr;
-        size_t scratch = SIZE_MAX;
-    };
     struct MapLease {
         std::shared_ptr<SourceConnection> conn;
         LeaseId lease = 0;
@@ -253,14 +256,15 @@ private:
     };
 
     SlotHeader& header(uint32_t slot) {
-        return *reinterpret_cast<SlotHeader*>(buffers_[slot].region->data());
+        return *reinterpret_cast<SlotHeader*>(buffers_[slot].memory->data());
     }
     bool poll();
     void begin(Operation& op);
     void step(Operation& op, ShardFetch& sf);
     void step_chunks(Operation& op, ShardFetch& sf);
-    void issue_read(Operation& op, ShardFetch& sf, size_t chunk);
-    void on_verified(const ChunkVerifier::Outcome& outcome);
+    void issue_read(Operation& op, ShardFetch& sf, size_t chunk, ChunkWork& work);
+    bool start_chunk(Operation& op, ShardFetch& sf);
+    void piece_done(Operation& op, ShardFetch& sf, size_t chunk, size_t piece);
     void chunk_verified(Operation& op, ShardFetch& sf, size_t chunk, size_t scratch);
     Status accept_lease(Operation& op, ShardFetch& sf);
     Status check_meta(Operation& op, ShardFetch& sf);
@@ -291,12 +295,9 @@ private:
     std::unique_ptr<UcxLoop> loop_;
     std::unique_ptr<SourceClient> client_;
     std::unique_ptr<SourceServer> server_;
-    std::unique_ptr<ChunkVerifier> verifier_;
     std::array<Buffer, 2> buffers_;
     LeaseTable table_;
     std::vector<std::shared_ptr<Operation>> ops_;
-    std::unordered_map<uint64_t, ChunkRef> tags_;
-    uint64_t next_tag_ = 1;
     std::map<uint64_t, MapEntry> maps_;
     uint64_t next_map_ = 1;
     std::map<LeaseId, uint32_t> relay_lease_shard_;
@@ -326,28 +327,23 @@ Reader::Core::Core(ReaderOptions options, Layout layout, const Clock& clock)
 Reader::Core::~Core() = default;
 
 Status Reader::Core::init() {
-    if (options_.window_chunks == 0) return invalid_argument("reader: window_chunks must be >= 1");
+    if (options_.window_reads == 0) return invalid_argument("reader: window_reads must be >= 1");
+    if (options_.piece_bytes < 4096 || options_.am_piece_bytes < 4096) {
+        return invalid_argument("reader: piece_bytes and am_piece_bytes must be at least 4096");
+    }
     if (options_.min_chunk_bytes < 4096) {
         return invalid_argument("reader: min_chunk_bytes must be at least 4096");
     }
     const uint64_t region_bytes = meta_bytes_ + align_up(layout_.total_bytes(), kPage);
+    TANDEM_ASSIGN_OR_RETURN(auto context, ucx::Context::create(options_.ucx));
     for (uint32_t b = 0; b < 2; ++b) {
         TANDEM_ASSIGN_OR_RETURN(
-            auto region,
-            SharedRegion::create(fmt::format("tandem-weights-reader{}", b), region_bytes,
-                                 /*populate=*/true));
-        buffers_[b].region = std::move(region);
+            buffers_[b].memory,
+            SlotMemory::create(context, region_bytes, fmt::format("tandem-weights-reader{}", b)));
         init_header(header(b));
     }
-    verifier_ = std::make_unique<ChunkVerifier>(options_.verify_threads);
-    TANDEM_ASSIGN_OR_RETURN(auto context, ucx::Context::create(options_.ucx));
     TANDEM_ASSIGN_OR_RETURN(loop_, UcxLoop::start(context, {.name = "weights-reader"}));
     return loop_->call([&]() -> Status {
-        for (auto& b : buffers_) {
-            TANDEM_ASSIGN_OR_RETURN(
-                b.registration,
-                ucx::MemoryRegion::register_memory(context, b.region->data(), b.region->size()));
-        }
         client_ = std::make_unique<SourceClient>(*loop_, clock_, random_id(), log_);
         TANDEM_RETURN_IF_ERROR(client_->start());
         if (options_.relay) {
@@ -367,7 +363,6 @@ void Reader::Core::shutdown() {
             if (!op->finished) fail(*op, unavailable("the reader is shutting down"));
         }
         ops_.clear();
-        tags_.clear();
         for (auto& [id, entry] : maps_) {
             // Relaxed: the flag only tells holders of mapped weights to stop using them.
             entry.lease_lost->store(true, std::memory_order_relaxed);
@@ -381,14 +376,14 @@ void Reader::Core::shutdown() {
         maps_.clear();
         server_.reset();
         client_.reset();
-        for (auto& b : buffers_) b.registration.reset();
     });
     {
         std::lock_guard<std::mutex> lock(post_mu_);
         open_ = false;
     }
     loop_.reset();
-    verifier_.reset();
+    // Views may still hold a buffer; its memory goes when the last of them does.
+    for (auto& b : buffers_) b.memory.reset();
 }
 
 void Reader::Core::post_if_open(std::function<void()> task) {
@@ -457,18 +452,23 @@ bool Reader::Core::swap() {
             if (!fetched_slot_) return false;
             const uint32_t slot = *fetched_slot_;
             table_.pin(slot);
+            // Unpins the buffer when the last view of it goes (on the loop thread).
             struct Pin {
-                std::shared_ptr<SharedRegion> region;
-                std::weak_ptr<Core> core;
-                uint32_t slot;
+                Pin(std::shared_ptr<SlotMemory> r, std::weak_ptr<Core> c, uint32_t s)
+                    : memory(std::move(r)), core(std::move(c)), slot(s) {}
+                Pin(const Pin&) = delete;
+                Pin& operator=(const Pin&) = delete;
                 ~Pin() {
                     if (auto c = core.lock()) {
                         c->post_if_open([raw = c.get(), s = slot] { raw->table_.unpin(s); });
                     }
                 }
+                std::shared_ptr<SlotMemory> memory;
+                std::weak_ptr<Core> core;
+                uint32_t slot;
             };
-            auto pin = std::make_shared<Pin>(Pin{buffers_[slot].region, weak_from_this(), slot});
-            std::span<const std::byte> bytes(buffers_[slot].region->data() + meta_bytes_,
+            auto pin = std::make_shared<Pin>(buffers_[slot].memory, weak_from_this(), slot);
+            std::span<const std::byte> bytes(buffers_[slot].memory->data() + meta_bytes_,
                                              layout_.total_bytes());
             old = std::move(current_);
             current_ = std::make_shared<WeightsView>(fetched_version_, layout_, bytes, pin);
@@ -550,8 +550,7 @@ Status Reader::Core::control_timeout(ShardFetch& sf, const PendingCall& call) {
 
 bool Reader::Core::poll() {
     const auto now = clock_.now();
-    for (const auto& outcome : verifier_->drain()) on_verified(outcome);
-    bool busy = client_->poll() || verifier_->outstanding() > 0;
+    bool busy = client_->poll();
 
     // Pull operations claim the spare buffer first (possibly waiting for relay leases to end).
     for (auto& op : ops_) {
@@ -592,8 +591,8 @@ bool Reader::Core::poll() {
             st.manifest_offset = manifest_offset;
             manifest_offset += sizeof(uint64_t) *
                                Manifest::count_chunks(st.range.size(), options_.min_chunk_bytes);
-            sf->data_dest = b.region->data() + meta_bytes_ + st.range.begin;
-            sf->manifest_dest = reinterpret_cast<uint64_t*>(b.region->data() + st.manifest_offset);
+            sf->data_dest = b.memory->data() + meta_bytes_ + st.range.begin;
+            sf->manifest_dest = reinterpret_cast<uint64_t*>(b.memory->data() + st.manifest_offset);
             sf->state = State::kConnect;
         }
         begin_write(header(slot));
@@ -616,7 +615,10 @@ bool Reader::Core::poll() {
             if (sf->state != State::kDone) step(op, *sf);
             if (op.finished) break;
             all_done &= sf->state == State::kDone;
-            busy |= !sf->inflight.empty() || sf->verifying > 0;
+            // Gets on shared memory often complete inside the call: keep spinning while chunks
+            // are being moved even if nothing is in flight at this instant.
+            busy |= !sf->inflight.empty() || sf->state == State::kChunks ||
+                    sf->state == State::kMeta || sf->state == State::kHeaderAfter;
         }
         if (!op.finished && all_done) complete(op);
     }
@@ -840,17 +842,23 @@ Status Reader::Core::accept_lease(Operation& op, ShardFetch& sf) {
             "{:016x}",
             sf.source_name, v, sf.shard.index, r.manifest_digest, sf.shard.manifest_digest));
     }
-    const bool native = sf.conn->endpoint->native_rma();
+    // Native one-sided gets: the NIC does them (an RDMA lane carries RMA), or the slot is a
+    // shared-memory segment UCX attached here. Otherwise UCX would emulate them over active
+    // messages, and our own request/response path is faster.
+    TANDEM_ASSIGN_OR_RETURN(sf.rkey, sf.conn->rkey(r.region_address, sf.rkey_bytes));
+    const bool native =
+        sf.conn->endpoint->rdma_rma() || sf.rkey->directly_addressable(r.region_address);
     sf.use_get =
         options_.read_path == ReadPath::kGet || (options_.read_path == ReadPath::kAuto && native);
-    if (sf.use_get) {
-        TANDEM_ASSIGN_OR_RETURN(sf.rkey, sf.conn->rkey(r.region_address, sf.rkey_bytes));
-    }
+    sf.piece_bytes = std::min<uint64_t>(
+        r.chunk_bytes, sf.use_get ? options_.piece_bytes : options_.am_piece_bytes);
     sf.ready = r.chunks_ready;
     if (op.kind == Kind::kPartial) {
-        TANDEM_ASSIGN_OR_RETURN(sf.scratch,
-                                HostBuffer::allocate(options_.window_chunks * r.chunk_bytes));
-        for (size_t i = 0; i < options_.window_chunks; ++i) sf.free_scratch.push_back(i);
+        // Enough chunk-sized slots for the reads in flight, plus one being finished.
+        const size_t pieces = (r.chunk_bytes + sf.piece_bytes - 1) / sf.piece_bytes;
+        const size_t slots = options_.window_reads / std::max<size_t>(pieces, 1) + 2;
+        TANDEM_ASSIGN_OR_RETURN(sf.scratch, HostBuffer::allocate(slots * r.chunk_bytes));
+        for (size_t i = 0; i < slots; ++i) sf.free_scratch.push_back(i);
     }
     return Status();
 }
@@ -908,31 +916,51 @@ Status Reader::Core::check_meta(Operation& op, ShardFetch& sf) {
     return Status();
 }
 
-void Reader::Core::issue_read(Operation& op, ShardFetch& sf, size_t chunk) {
+bool Reader::Core::start_chunk(Operation& op, ShardFetch& sf) {
+    if (sf.todo.empty()) return false;
+    const size_t c = sf.todo.front();
+    if (sf.use_get && sf.via_relay && c >= sf.ready) return false;
+    if (op.kind == Kind::kPartial && sf.free_scratch.empty()) return false;
+    sf.todo.pop_front();
+    const ByteRange r = sf.manifest.chunk_range(c);
+    ChunkWork& work = sf.active[c];
+    work = ChunkWork{};
+    work.pieces = std::max<size_t>(1, (r.size() + sf.piece_bytes - 1) / sf.piece_bytes);
+    work.done.assign(work.pieces, 0);
+    XXH3_64bits_reset(work.state.get());
+    if (op.kind == Kind::kPartial) {
+        work.scratch = sf.free_scratch.back();
+        sf.free_scratch.pop_back();
+        work.dest = sf.scratch.data() + work.scratch * sf.lease.chunk_bytes;
+    } else {
+        work.dest = sf.data_dest + r.begin;
+    }
+    return true;
+}
+
+void Reader::Core::issue_read(Operation& op, ShardFetch& sf, size_t chunk, ChunkWork& work) {
     (void)op;
     const ByteRange r = sf.manifest.chunk_range(chunk);
+    const size_t piece = work.issued++;
+    const uint64_t begin = piece * sf.piece_bytes;
+    const uint64_t length = std::min<uint64_t>(sf.piece_bytes, r.size() - begin);
     InFlight f;
     f.chunk = chunk;
-    if (op.kind == Kind::kPartial) {
-        f.scratch = sf.free_scratch.back();
-        sf.free_scratch.pop_back();
-        f.dest = sf.scratch.data() + f.scratch * sf.lease.chunk_bytes;
-    } else {
-        f.dest = sf.data_dest + r.begin;
-    }
+    f.piece = piece;
+    std::byte* dest = work.dest + begin;
+    const uint64_t offset = sf.lease.data_offset + r.begin + begin;
     if (sf.use_get) {
         ucp_request_param_t p{};
-        f.get = ucx::Request(ucp_get_nbx(sf.conn->endpoint->handle(), f.dest, r.size(),
-                                         sf.lease.region_address + sf.lease.data_offset + r.begin,
-                                         sf.rkey->handle(), &p),
+        f.get = ucx::Request(ucp_get_nbx(sf.conn->endpoint->handle(), dest, length,
+                                         sf.lease.region_address + offset, sf.rkey->handle(), &p),
                              loop_->worker().handle());
     } else {
         wire::Request rq;
         rq.type = wire::RequestType::kRead;
         rq.lease_id = sf.lease.lease_id;
-        rq.offset = sf.lease.data_offset + r.begin;
-        rq.length = r.size();
-        f.call = client_->call(*sf.conn, rq, {}, f.dest, r.size());
+        rq.offset = offset;
+        rq.length = length;
+        f.call = client_->call(*sf.conn, rq, {}, dest, length);
     }
     sf.inflight.push_back(std::move(f));
 }
@@ -954,18 +982,28 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
             wire::Request rq;
             rq.type = wire::RequestType::kAwait;
             rq.lease_id = sf.lease.lease_id;
-            rq.length = std::min<uint64_t>(sf.manifest.chunk_count(),
-                                           sf.todo.front() + options_.window_chunks);
+            rq.length = std::min<uint64_t>(sf.manifest.chunk_count(), sf.todo.front() + 1);
             sf.await_call = client_->call(*sf.conn, rq);
         }
     }
-    while (sf.inflight.size() < options_.window_chunks && !sf.todo.empty()) {
-        const size_t c = sf.todo.front();
-        if (sf.use_get && sf.via_relay && c >= sf.ready) break;
-        if (op.kind == Kind::kPartial && sf.free_scratch.empty()) break;
-        sf.todo.pop_front();
-        issue_read(op, sf, c);
+    // Keep window_reads pieces in flight: finish issuing started chunks first, in order.
+    while (sf.inflight.size() < options_.window_reads) {
+        ChunkWork* next = nullptr;
+        size_t chunk = 0;
+        for (auto& [c, work] : sf.active) {
+            if (work.issued < work.pieces) {
+                next = &work;
+                chunk = c;
+                break;
+            }
+        }
+        if (next == nullptr) {
+            if (!start_chunk(op, sf)) break;
+            continue;
+        }
+        issue_read(op, sf, chunk, *next);
     }
+    // Pieces complete in order for gets; replies may overtake each other, so scan them all.
     for (auto it = sf.inflight.begin(); it != sf.inflight.end();) {
         Status st;
         if (sf.use_get) {
@@ -988,13 +1026,12 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
                                                  sf.source_name)));
             return;
         }
-        const uint64_t tag = next_tag_++;
-        tags_[tag] = {&op, &sf, it->chunk, it->dest, it->scratch};
-        ++sf.verifying;
-        verifier_->submit({tag, it->dest, sf.manifest.chunk_range(it->chunk).size(),
-                           sf.manifest.checksums()[it->chunk]});
-        sf.last_progress = now;
+        const size_t chunk = it->chunk;
+        const size_t piece = it->piece;
         it = sf.inflight.erase(it);
+        sf.last_progress = now;
+        piece_done(op, sf, chunk, piece);
+        if (op.finished) return;
     }
     const bool waiting = !sf.inflight.empty() || (sf.await_call != nullptr);
     if (waiting && now - sf.last_progress >= options_.stall_timeout_ms) {
@@ -1005,7 +1042,7 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
                      sf.shard.index, sf.verified, sf.needed)));
         return;
     }
-    if (sf.verified == sf.needed && sf.todo.empty() && sf.inflight.empty() && sf.verifying == 0) {
+    if (sf.verified == sf.needed && sf.todo.empty() && sf.inflight.empty() && sf.active.empty()) {
         if (sf.use_get) {
             ucp_request_param_t p{};
             sf.meta_get[0] = ucx::Request(
@@ -1026,37 +1063,44 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
     }
 }
 
-void Reader::Core::on_verified(const ChunkVerifier::Outcome& outcome) {
-    auto it = tags_.find(outcome.tag);
-    if (it == tags_.end()) return;
-    const ChunkRef ref = it->second;
-    tags_.erase(it);
-    ShardFetch& sf = *ref.sf;
-    Operation& op = *ref.op;
-    --sf.verifying;
-    if (op.finished) return;
-    if (outcome.ok) {
-        chunk_verified(op, sf, ref.chunk, ref.scratch);
+void Reader::Core::piece_done(Operation& op, ShardFetch& sf, size_t chunk, size_t piece) {
+    auto it = sf.active.find(chunk);
+    if (it == sf.active.end()) return;
+    ChunkWork& work = it->second;
+    work.done[piece] = 1;
+    const ByteRange r = sf.manifest.chunk_range(chunk);
+    while (work.hashed < work.pieces && work.done[work.hashed] != 0) {
+        const uint64_t begin = work.hashed * sf.piece_bytes;
+        const uint64_t length = std::min<uint64_t>(sf.piece_bytes, r.size() - begin);
+        XXH3_64bits_update(work.state.get(), work.dest + begin, length);
+        ++work.hashed;
+    }
+    if (work.hashed < work.pieces) return;
+    const uint64_t actual = XXH3_64bits_digest(work.state.get());
+    const uint64_t expected = sf.manifest.checksums()[chunk];
+    const size_t scratch = work.scratch;
+    sf.active.erase(it);
+    if (actual == expected) {
+        chunk_verified(op, sf, chunk, scratch);
         return;
     }
-    const ByteRange r = sf.manifest.chunk_range(ref.chunk);
-    if (sf.rereads[ref.chunk] == 0) {
-        sf.rereads[ref.chunk] = 1;
+    if (sf.rereads[chunk] == 0) {
+        sf.rereads[chunk] = 1;
         ++sf.rereads_done;
-        if (ref.scratch != SIZE_MAX) sf.free_scratch.push_back(ref.scratch);
-        sf.todo.push_front(ref.chunk);
+        if (scratch != SIZE_MAX) sf.free_scratch.push_back(scratch);
+        sf.todo.push_front(chunk);
         log_.with({.version = op.version.version})
             .warn(
                 "chunk {} of shard {} at offset {} from {} failed its checksum; reading it "
                 "again",
-                ref.chunk, sf.shard.index, sf.shard.range.begin + r.begin, sf.source_name);
+                chunk, sf.shard.index, sf.shard.range.begin + r.begin, sf.source_name);
         return;
     }
     fail(op, data_loss(fmt::format(
                  "version {} refused: chunk {} of shard {} at offset {} ({} bytes) from {} failed "
                  "its checksum twice (got {:016x}, manifest says {:016x})",
-                 op.version.version, ref.chunk, sf.shard.index, sf.shard.range.begin + r.begin,
-                 r.size(), sf.source_name, outcome.actual, sf.manifest.checksums()[ref.chunk])));
+                 op.version.version, chunk, sf.shard.index, sf.shard.range.begin + r.begin,
+                 r.size(), sf.source_name, actual, expected)));
 }
 
 void Reader::Core::chunk_verified(Operation& op, ShardFetch& sf, size_t chunk, size_t scratch) {
@@ -1178,6 +1222,7 @@ void Reader::Core::fail(Operation& op, const Status& status) {
         client_->cancel(sf.renew_call);
         for (auto& f : sf.inflight) client_->cancel(f.call);
         sf.inflight.clear();
+        sf.active.clear();
         sf.todo.clear();
         bool suspect = false;
         if (sf.conn) {
@@ -1329,8 +1374,8 @@ Result<std::optional<LeaseOffer>> Reader::Core::acquire(JobId job, Version versi
     o.grant = grant;
     o.ttl = options_.relay_lease_ttl_ms;
     o.layout_fingerprint = layout_.fingerprint();
-    o.region_address = b.registration->address();
-    o.region_bytes = b.region->size();
+    o.region_address = b.memory->registration().address();
+    o.region_bytes = b.memory->size();
     o.manifest_offset = st.manifest_offset;
     o.chunk_count = st.chunk_count;
     o.data_offset = meta_bytes_ + st.range.begin;
@@ -1338,7 +1383,7 @@ Result<std::optional<LeaseOffer>> Reader::Core::acquire(JobId job, Version versi
     o.chunk_bytes = st.chunk_bytes;
     o.manifest_digest = st.manifest_digest;
     o.chunks_ready = st.prefix;
-    o.packed_rkey = &b.registration->packed_rkey();
+    o.packed_rkey = &b.memory->registration().packed_rkey();
     return std::optional<LeaseOffer>(o);
 }
 
@@ -1363,12 +1408,12 @@ Result<const std::byte*> Reader::Core::readable(LeaseId id, uint64_t offset, uin
     if (b.version != grant->version) {
         return unavailable(fmt::format("relay buffer no longer holds version {}", grant->version));
     }
-    if (offset > b.region->size() || length > b.region->size() - offset) {
+    if (offset > b.memory->size() || length > b.memory->size() - offset) {
         return invalid_argument(
             fmt::format("read of [{}, +{}) leaves the relay buffer", offset, length));
     }
     const auto& st = b.shards[shard->second];
-    const std::byte* p = b.region->data() + offset;
+    const std::byte* p = b.memory->data() + offset;
     if (offset + length <= meta_bytes_) return st.manifest_ready ? p : nullptr;
     const uint64_t begin = meta_bytes_ + st.range.begin;
     if (offset < begin || offset + length > begin + st.range.size() || st.chunk_bytes == 0) {

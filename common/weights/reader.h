@@ -39,13 +39,16 @@ struct ReaderOptions {
     std::string reader_id = "rollout-0";  // actor id, the lease holder in logs
     ucx::UcxOptions ucx;
     ReadPath read_path = ReadPath::kAuto;
-    uint32_t window_chunks = 8;  // chunk reads in flight per shard
+    // Chunks (the manifest's unit) are read in pieces: one get of piece_bytes (small enough to
+    // be checksummed while still in cache) or one request of am_piece_bytes (large, since every
+    // request costs a round of messages). Capped at the chunk size.
+    uint64_t piece_bytes = 1 << 20;
+    uint64_t am_piece_bytes = 4 << 20;
+    uint32_t window_reads = 16;  // pieces in flight per shard
     // A control round trip (hello, lease, renew, header) must answer within this.
     std::chrono::milliseconds request_timeout_ms{5000};
     // Reads in flight with no chunk arriving for this long fail the fetch.
     std::chrono::milliseconds stall_timeout_ms{5000};
-    // Threads that checksum chunks while the loop keeps reading (0: on the loop thread).
-    uint32_t verify_threads = 1;
     // Smallest chunk size a source may use (sizes the reader's manifest space).
     uint64_t min_chunk_bytes = 64 << 10;
     // Serve fetched versions to other readers (relay tree); see relay_source().

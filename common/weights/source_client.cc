@@ -98,7 +98,7 @@ Result<std::shared_ptr<SourceConnection>> SourceClient::connect(std::span<const 
                                                                 const std::string& name,
                                                                 const std::string& host,
                                                                 int64_t pid) {
-    std::vector<std::byte> key(address.begin(), address.end());
+    const std::string key(reinterpret_cast<const char*>(address.data()), address.size());
     auto it = connections_.find(key);
     if (it != connections_.end() && !it->second->endpoint->failed()) return it->second;
     if (it != connections_.end()) forget(it->second, UCS_ERR_CONNECTION_RESET);
@@ -106,14 +106,14 @@ Result<std::shared_ptr<SourceConnection>> SourceClient::connect(std::span<const 
                             ucx::Endpoint::connect(loop_.shared_worker(), address, name));
     auto connection = std::make_shared<SourceConnection>();
     connection->name = name;
-    connection->address = key;
+    connection->address.assign(address.begin(), address.end());
     connection->endpoint = std::move(endpoint);
     connection->same_host = !host.empty() && host == host_identity();
     connection->pid = pid;
-    log_.debug("connected to {}: {} path, peer failure detection {}", name,
-               connection->endpoint->native_rma() ? "native get" : "emulated get",
+    log_.debug("connected to {}: RDMA gets {}, peer failure detection {}", name,
+               connection->endpoint->rdma_rma() ? "yes" : "no",
                connection->endpoint->peer_failure_detection() ? "on" : "off");
-    connections_.emplace(std::move(key), connection);
+    connections_.emplace(key, connection);
     return connection;
 }
 
@@ -121,7 +121,8 @@ void SourceClient::forget(const std::shared_ptr<SourceConnection>& connection, u
     if (!connection) return;
     connection->endpoint->abandon(why);
     connection->rkeys.clear();
-    connections_.erase(connection->address);
+    connections_.erase(std::string(reinterpret_cast<const char*>(connection->address.data()),
+                                   connection->address.size()));
     std::erase_if(orphans_, [&](const Orphan& o) { return o.connection == connection; });
 }
 

@@ -96,7 +96,7 @@ private:
     const Logger log_;
     uint64_t next_id_ = 1;
     std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_;
-    std::map<std::vector<std::byte>, std::shared_ptr<SourceConnection>> connections_;
+    std::map<std::string, std::shared_ptr<SourceConnection>> connections_;  // by address bytes
     struct Orphan {
         std::unique_ptr<wire::Request> header;
         ucx::Request request;

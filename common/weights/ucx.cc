@@ -29,13 +29,24 @@ std::string print_endpoint(ucp_ep_h ep) {
     return report;
 }
 
-bool has_native_rma_lane(const std::string& report) {
+// Whether a lane of an RDMA transport carries RMA ("lane[1]: 3:rc_mlx5/mlx5_0:1.0 md[2] -> ...
+// rma_bw#0"): there gets are done by the NIC. Shared-memory lanes are judged per remote key
+// (RemoteKey::directly_addressable); TCP, self and cma lanes never make ucp_get native in 1.13.
+bool has_rdma_rma_lane(const std::string& report) {
     std::istringstream lines(report);
     std::string line;
     while (std::getline(lines, line)) {
-        if (line.find("lane[") != std::string::npos && line.find("rma_bw#") != std::string::npos) {
-            return true;
-        }
+        const auto lane = line.find("lane[");
+        if (lane == std::string::npos || line.find("rma") == std::string::npos) continue;
+        const auto colon = line.find(':', line.find(']', lane) + 2);
+        const auto slash = line.find('/', colon);
+        if (colon == std::string::npos || slash == std::string::npos) continue;
+        const std::string transport = line.substr(colon + 1, slash - colon - 1);
+        static const char* const kNotRdma[] = {"tcp",  "self",  "posix", "sysv", "cma",
+                                               "knem", "xpmem", "mm",    "sm"};
+        bool rdma = true;
+        for (const char* t : kNotRdma) rdma &= transport != t;
+        if (rdma) return true;
     }
     return false;
 }
@@ -224,7 +235,7 @@ Result<std::shared_ptr<Endpoint>> Endpoint::connect(std::shared_ptr<Worker> work
     }
     ep->peer_mode_ = peer;
     ep->lane_report_ = print_endpoint(ep->handle_);
-    ep->native_rma_ = has_native_rma_lane(ep->lane_report_);
+    ep->rdma_rma_ = has_rdma_rma_lane(ep->lane_report_);
     return ep;
 }
 
@@ -233,7 +244,9 @@ void Endpoint::on_error(void* arg, ucp_ep_h, ucs_status_t status) {
     ep->failure_ = status;
     // Relaxed: failed_ is read on the same (worker) thread; other threads only poll it as a hint.
     ep->failed_.store(true, std::memory_order_relaxed);
-    logger().warn("UCX endpoint to {} failed: {}", ep->peer_name_, ucs_status_string(status));
+    // Logged where the failure is acted on (a fetch fails, a reader is dropped); a peer that
+    // closed is routine.
+    logger().debug("UCX endpoint to {} failed: {}", ep->peer_name_, ucs_status_string(status));
 }
 
 void Endpoint::abandon(ucs_status_t status) {
@@ -294,6 +307,36 @@ Result<std::unique_ptr<MemoryRegion>> MemoryRegion::register_memory(
     return region;
 }
 
+Result<std::unique_ptr<MemoryRegion>> MemoryRegion::allocate(std::shared_ptr<Context> context,
+                                                             size_t bytes) {
+    ucp_mem_map_params_t params{};
+    params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                        UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+    params.address = nullptr;
+    params.length = bytes;
+    params.flags = UCP_MEM_MAP_ALLOCATE;
+    ucp_mem_h handle = nullptr;
+    ucs_status_t st = ucp_mem_map(context->handle(), &params, &handle);
+    if (st != UCS_OK) return ucx_status(st, fmt::format("allocating {} bytes", bytes));
+    ucp_mem_attr_t attr{};
+    attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+    st = ucp_mem_query(handle, &attr);
+    if (st != UCS_OK) {
+        ucp_mem_unmap(context->handle(), handle);
+        return ucx_status(st, "querying allocated memory");
+    }
+    std::unique_ptr<MemoryRegion> region(
+        new MemoryRegion(std::move(context), handle, attr.address, attr.length));
+    void* packed = nullptr;
+    size_t packed_size = 0;
+    st = ucp_rkey_pack(region->context_->handle(), handle, &packed, &packed_size);
+    if (st != UCS_OK) return ucx_status(st, "packing a remote key");
+    const auto* b = static_cast<const std::byte*>(packed);
+    region->rkey_.assign(b, b + packed_size);
+    ucp_rkey_buffer_release(packed);
+    return region;
+}
+
 MemoryRegion::~MemoryRegion() {
     ucs_status_t st = ucp_mem_unmap(context_->handle(), handle_);
     if (st != UCS_OK) logger().warn("UCX unregistering memory: {}", ucs_status_string(st));
@@ -310,6 +353,11 @@ Result<std::unique_ptr<RemoteKey>> RemoteKey::unpack(std::shared_ptr<Endpoint> e
 }
 
 RemoteKey::~RemoteKey() { ucp_rkey_destroy(handle_); }
+
+bool RemoteKey::directly_addressable(uint64_t remote_address) const {
+    void* local = nullptr;
+    return ucp_rkey_ptr(handle_, remote_address, &local) == UCS_OK;
+}
 
 Request::Request(ucs_status_ptr_t ptr, ucp_worker_h worker) : worker_(worker) {
     if (ptr == nullptr) {

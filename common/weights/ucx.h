@@ -128,9 +128,11 @@ public:
     // ok until UCX reports the peer failed.
     Status error() const;
     bool failed() const { return failed_.load(std::memory_order_relaxed); }  // relaxed: a flag
-    // Whether UCX drives one-sided gets natively on this endpoint (a lane that carries rma_bw),
-    // as opposed to emulating them over active messages (TCP in UCX 1.13). From ucp_ep_print_info.
-    bool native_rma() const { return native_rma_; }
+    // Whether an RDMA lane carries RMA on this endpoint, so that the NIC does one-sided gets
+    // (from the lanes ucp_ep_print_info reports). Shared-memory gets are native when the remote
+    // key is directly addressable (RemoteKey::directly_addressable); otherwise (TCP) UCX 1.13
+    // emulates gets over active messages.
+    bool rdma_rma() const { return rdma_rma_; }
     // The lanes UCX chose, as ucp_ep_print_info prints them.
     const std::string& lane_report() const { return lane_report_; }
     bool peer_failure_detection() const { return peer_mode_; }
@@ -147,7 +149,7 @@ private:
     const std::string peer_name_;
     ucp_ep_h handle_ = nullptr;
     bool peer_mode_ = false;
-    bool native_rma_ = false;
+    bool rdma_rma_ = false;
     std::string lane_report_;
     std::atomic<bool> failed_{false};
     ucs_status_t failure_ = UCS_OK;  // written before failed_ is set, on the worker thread
@@ -161,11 +163,16 @@ public:
     static Result<std::unique_ptr<MemoryRegion>> register_memory(std::shared_ptr<Context> context,
                                                                  void* address, size_t bytes,
                                                                  Kind kind = Kind::kHost);
+    // Memory allocated by UCX itself (UCP_MEM_MAP_ALLOCATE): on shared-memory transports it lives
+    // in a segment peers attach, so their gets are plain copies rather than emulated.
+    static Result<std::unique_ptr<MemoryRegion>> allocate(std::shared_ptr<Context> context,
+                                                          size_t bytes);
     MemoryRegion(const MemoryRegion&) = delete;
     MemoryRegion& operator=(const MemoryRegion&) = delete;
     ~MemoryRegion();
 
     ucp_mem_h handle() const { return handle_; }
+    std::byte* data() const { return static_cast<std::byte*>(address_); }
     uint64_t address() const { return reinterpret_cast<uint64_t>(address_); }
     size_t size() const { return bytes_; }
     // The packed remote key peers unpack to read this region.
@@ -190,6 +197,9 @@ public:
     RemoteKey& operator=(const RemoteKey&) = delete;
     ~RemoteKey();
     ucp_rkey_h handle() const { return handle_; }
+    // Whether the remote memory is directly addressable here (a shared-memory segment UCX
+    // attached): then gets through this key are local copies.
+    bool directly_addressable(uint64_t remote_address) const;
 
 private:
     RemoteKey(std::shared_ptr<Endpoint> endpoint, ucp_rkey_h handle)

@@ -1,0 +1,245 @@
+// Weight-plane tests with the publisher(s) and the reader in one process: still real UCX (each has
+// its own context and worker), once with shared memory and once with TCP.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/shm.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "common/weights/publisher.h"
+#include "common/weights/reader.h"
+#include "common/weights/safetensors.h"
+#include "tests/integration/weights/test_support.h"
+
+namespace tandem::weights::testing {
+namespace {
+
+class WeightsInProcess : public ::testing::TestWithParam<std::string> {
+protected:
+    PublisherOptions publisher_options(uint32_t shard = 0, uint32_t shards = 1) {
+        PublisherOptions o;
+        o.job = JobId(1);
+        o.publisher_id = "job-000001/trainer-" + std::to_string(shard);
+        o.chunk_bytes = 256 << 10;
+        o.shard_index = shard;
+        o.shard_count = shards;
+        o.ucx.transports = GetParam();
+        return o;
+    }
+    ReaderOptions reader_options() {
+        ReaderOptions o;
+        o.job = JobId(1);
+        o.ucx.transports = GetParam();
+        o.stall_timeout_ms = std::chrono::milliseconds(3000);
+        o.request_timeout_ms = std::chrono::milliseconds(3000);
+        return o;
+    }
+    HostBuffer contents(const Layout& layout, uint64_t seed, Version v) {
+        auto b = *HostBuffer::allocate(layout.total_bytes());
+        fill_version(b.span(), seed, v);
+        return b;
+    }
+
+    VersionDirectory directory_;
+};
+
+TEST_P(WeightsInProcess, LayoutMismatchIsRefusedNamingBothFingerprints) {
+    const Layout published = random_layout(21, 2 << 20);
+    const Layout expected = random_layout(22, 2 << 20);
+    auto publisher = Publisher::create(publisher_options(), published, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    auto data = contents(published, 21, 1);
+    ASSERT_TRUE((*publisher)->publish(1, data.span()).ok());
+    auto reader = Reader::create(reader_options(), expected);
+    ASSERT_TRUE(reader.ok()) << reader.status().to_string();
+    Status s = (*reader)->fetch(*directory_.newest(JobId(1)));
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find(published.fingerprint_text()), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(expected.fingerprint_text()), std::string::npos) << s.message();
+    EXPECT_FALSE((*reader)->fetched_version().has_value());
+
+    // A safetensors file of the other layout is refused by the publisher the same way.
+    TempDir dir;
+    const std::string path = dir.path() + "/other.safetensors";
+    auto other = contents(expected, 22, 0);
+    ASSERT_TRUE(write_safetensors(path, expected, other.span()).ok());
+    Status p = (*publisher)->publish_safetensors(path, 2);
+    EXPECT_NE(p.message().find(published.fingerprint_text()), std::string::npos) << p.message();
+    EXPECT_NE(p.message().find(expected.fingerprint_text()), std::string::npos) << p.message();
+    EXPECT_EQ(directory_.newest(JobId(1))->version, 1u);
+}
+
+TEST_P(WeightsInProcess, TruncatedSafetensorsPublishesNothing) {
+    const Layout layout = random_layout(23, 1 << 20);
+    TempDir dir;
+    const std::string path = dir.path() + "/model.safetensors";
+    auto data = contents(layout, 23, 0);
+    ASSERT_TRUE(write_safetensors(path, layout, data.span()).ok());
+    std::filesystem::resize_file(path, std::filesystem::file_size(path) - 100);
+    auto publisher = Publisher::create(publisher_options(), layout, directory_);
+    ASSERT_TRUE(publisher.ok());
+    Status s = (*publisher)->publish_safetensors(path);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("truncated"), std::string::npos) << s.message();
+    EXPECT_FALSE(directory_.newest(JobId(1)).has_value());
+    EXPECT_FALSE((*publisher)->newest().has_value());
+}
+
+TEST_P(WeightsInProcess, SafetensorsPublishedAsVersionZeroRoundTrips) {
+    const Layout layout = random_layout(24, 3 << 20);
+    TempDir dir;
+    const std::string in = dir.path() + "/in.safetensors";
+    const std::string out = dir.path() + "/out.safetensors";
+    auto data = contents(layout, 24, 0);
+    ASSERT_TRUE(write_safetensors(in, layout, data.span()).ok());
+    auto publisher = Publisher::create(publisher_options(), layout, directory_);
+    ASSERT_TRUE(publisher.ok());
+    ASSERT_TRUE((*publisher)->publish_safetensors(in).ok());
+    auto reader = Reader::create(reader_options(), layout);
+    ASSERT_TRUE(reader.ok());
+    auto v0 = directory_.get(JobId(1), 0);
+    ASSERT_TRUE(v0.has_value());
+    ASSERT_TRUE((*reader)->fetch(*v0).ok());
+    ASSERT_TRUE((*reader)->swap());
+    auto view = (*reader)->current();
+    ASSERT_EQ(view->version(), 0u);
+    ASSERT_TRUE(write_safetensors(out, view->layout(), view->bytes()).ok());
+    auto back = read_safetensors(out);
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(back->layout.fingerprint(), layout.fingerprint());
+    for (const auto& t : layout.tensors()) {
+        EXPECT_EQ(std::memcmp(back->data.data() + t.offset, data.data() + t.offset, t.bytes), 0)
+            << t.name;
+    }
+}
+
+TEST_P(WeightsInProcess, CorruptChunkIsReadAgainThenRefusedNamingChunkAndOffset) {
+    const Layout layout = random_layout(25, 2 << 20);
+    auto publisher = Publisher::create(publisher_options(), layout, directory_);
+    ASSERT_TRUE(publisher.ok());
+    auto data = contents(layout, 25, 1);
+    ASSERT_TRUE((*publisher)->publish(1, data.span()).ok());
+    auto d = *directory_.newest(JobId(1));
+
+    // Flip a byte of chunk 3 in the published slot, from outside, through its shared memory.
+    const SlotFormat format = SlotFormat::create({{0, layout.total_bytes()}}, 256 << 10);
+    const std::string& share = d.shards[0].shm_path;
+    std::byte* slot = nullptr;
+    if (share.rfind("sysv:", 0) == 0) {  // UCX's System V segment
+        void* p = shmat(std::atoi(share.c_str() + 5), nullptr, 0);
+        ASSERT_NE(p, reinterpret_cast<void*>(-1)) << share;
+        slot = static_cast<std::byte*>(p);
+    } else {  // a memfd or UCX's posix segment, through /proc/<pid>/fd
+        const int fd = ::open(share.c_str(), O_RDWR);
+        ASSERT_GE(fd, 0) << share;
+        void* p = mmap(nullptr, format.region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        ::close(fd);
+        ASSERT_NE(p, MAP_FAILED);
+        slot = static_cast<std::byte*>(p);
+    }
+    const uint64_t corrupt_at = 3 * (256 << 10) + 1000;
+    slot[format.data_offset + corrupt_at] ^= std::byte{0x40};
+
+    auto reader = Reader::create(reader_options(), layout);
+    ASSERT_TRUE(reader.ok());
+    Status s = (*reader)->fetch(d);
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.to_string();
+    EXPECT_NE(s.message().find("chunk 3 of shard 0 at offset 786432"), std::string::npos)
+        << s.message();
+    EXPECT_NE(s.message().find("twice"), std::string::npos) << s.message();
+    EXPECT_FALSE((*reader)->fetched_version().has_value());
+    EXPECT_FALSE((*reader)->swap());
+    EXPECT_EQ((*reader)->current(), nullptr);
+
+    // Repaired, the same version reads fine.
+    slot[format.data_offset + corrupt_at] ^= std::byte{0x40};
+    EXPECT_TRUE((*reader)->fetch(d).ok());
+    if (share.rfind("sysv:", 0) == 0) {
+        shmdt(slot);
+    } else {
+        munmap(slot, format.region_bytes);
+    }
+}
+
+TEST_P(WeightsInProcess, ShardedVersionIsCompleteOnceEveryShardIsCommitted) {
+    const Layout layout = random_layout(26, 6 << 20);
+    auto p0 = Publisher::create(publisher_options(0, 2), layout, directory_);
+    auto p1 = Publisher::create(publisher_options(1, 2), layout, directory_);
+    ASSERT_TRUE(p0.ok() && p1.ok());
+    auto data = contents(layout, 26, 5);
+    const ByteRange r0 = (*p0)->shard_range();
+    const ByteRange r1 = (*p1)->shard_range();
+    EXPECT_EQ(r0.end, r1.begin);
+    EXPECT_EQ(r1.end, layout.total_bytes());
+    ASSERT_TRUE((*p0)->publish(5, data.span().subspan(r0.begin, r0.size())).ok());
+    EXPECT_FALSE(directory_.get(JobId(1), 5).has_value());  // half a version is not a version
+    ASSERT_TRUE((*p1)->publish(5, data.span().subspan(r1.begin, r1.size())).ok());
+    auto d = directory_.get(JobId(1), 5);
+    ASSERT_TRUE(d.has_value());
+    EXPECT_TRUE(d->complete());
+
+    auto reader = Reader::create(reader_options(), layout);
+    ASSERT_TRUE(reader.ok());
+    ASSERT_TRUE((*reader)->fetch(*d).ok());
+    ASSERT_TRUE((*reader)->swap());
+    EXPECT_EQ(std::memcmp((*reader)->current()->bytes().data(), data.data(), layout.total_bytes()),
+              0);
+
+    auto mapped = (*reader)->map(*d);
+    ASSERT_TRUE(mapped.ok()) << mapped.status().to_string();
+    for (const auto& t : layout.tensors()) {
+        auto bytes = (*mapped)->tensor(t.name);
+        ASSERT_EQ(bytes.size(), t.bytes) << t.name;
+        EXPECT_EQ(std::memcmp(bytes.data(), data.data() + t.offset, t.bytes), 0) << t.name;
+    }
+    EXPECT_TRUE((*mapped)->still_valid());
+}
+
+TEST_P(WeightsInProcess, GenerationKeepsTheOldViewUntilTheSwap) {
+    const Layout layout = random_layout(27, 2 << 20);
+    auto publisher = Publisher::create(publisher_options(), layout, directory_);
+    auto reader = Reader::create(reader_options(), layout);
+    ASSERT_TRUE(publisher.ok() && reader.ok());
+    for (Version v = 1; v <= 4; ++v) {
+        auto data = contents(layout, 27, v);
+        ASSERT_TRUE((*publisher)->publish(v, data.span()).ok());
+        auto in_use = (*reader)->current();  // what "generation" holds during the fetch
+        ASSERT_TRUE((*reader)->fetch(*directory_.newest(JobId(1))).ok());
+        if (in_use) {
+            EXPECT_EQ(in_use->version(), v - 1);
+            EXPECT_FALSE(first_mismatch(in_use->bytes(), 27, v - 1).has_value());
+        }
+        ASSERT_TRUE((*reader)->swap());
+        EXPECT_EQ((*reader)->current()->version(), v);
+        EXPECT_FALSE(first_mismatch((*reader)->current()->bytes(), 27, v).has_value());
+    }
+    // Holding two old views pins both buffers: a third copy is refused, not made.
+    auto held = (*reader)->current();
+    auto data = contents(layout, 27, 5);
+    ASSERT_TRUE((*publisher)->publish(5, data.span()).ok());
+    ASSERT_TRUE((*reader)->fetch(*directory_.newest(JobId(1))).ok());
+    ASSERT_TRUE((*reader)->swap());
+    auto also_held = (*reader)->current();
+    data = contents(layout, 27, 6);
+    ASSERT_TRUE((*publisher)->publish(6, data.span()).ok());
+    Status s = (*reader)->fetch(*directory_.newest(JobId(1)));
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.to_string();
+    // Dropping a view unpins its buffer before any later fetch starts (both go through the
+    // reader's loop in order).
+    held.reset();
+    Status again = (*reader)->fetch(*directory_.newest(JobId(1)));
+    EXPECT_TRUE(again.ok()) << again.to_string();
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, WeightsInProcess, ::testing::Values("shm,self", "tcp,self"),
+                         [](const auto& info) {
+                             return info.param.find("shm") != std::string::npos ? "shm" : "tcp";
+                         });
+
+}  // namespace
+}  // namespace tandem::weights::testing

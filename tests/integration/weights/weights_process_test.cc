@@ -1,0 +1,224 @@
+// Multi-process weight-plane tests: publisher and readers are separate processes (the helper
+// program) talking over real UCX, once with shared memory and once with TCP.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/weights/test_support.h"
+
+namespace tandem::weights::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const std::string kHelper =
+    std::string(TANDEM_BINARY_DIR) + "/tests/integration/weights/tandem-weights-helper";
+
+// CI runs the stress test for this long per transport; TANDEM_WEIGHTS_STRESS_MS overrides it
+// (the 20 s run: TANDEM_WEIGHTS_STRESS_MS=20000).
+milliseconds stress_duration() {
+    const char* env = std::getenv("TANDEM_WEIGHTS_STRESS_MS");
+    return milliseconds(env != nullptr ? std::atoll(env) : 10'000);
+}
+
+class WeightsProcesses : public ::testing::TestWithParam<std::string> {
+protected:
+    std::vector<std::string> args(const std::string& command, std::vector<std::string> extra) {
+        std::vector<std::string> a = {kHelper, command, "--dir", dir_.path(), "--tls", GetParam()};
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    }
+    ChildProcess spawn(const std::string& command, std::vector<std::string> extra) {
+        auto p = ChildProcess::spawn(args(command, std::move(extra)));
+        EXPECT_TRUE(p.ok()) << p.status().to_string();
+        return std::move(*p);
+    }
+    // The next JSON line from `p` whose "event" is `event` (skipping others), within `timeout`.
+    static nlohmann::json expect_event(ChildProcess& p, const std::string& event,
+                                       milliseconds timeout) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            const auto left = std::chrono::duration_cast<milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            auto line = p.read_line(std::max(left, milliseconds(0)));
+            if (!line) {
+                ADD_FAILURE() << "no \"" << event << "\" event within " << timeout.count() << " ms";
+                return nlohmann::json::object();
+            }
+            auto j = nlohmann::json::parse(*line, nullptr, false);
+            if (j.is_discarded()) continue;
+            if (j.value("event", "") == "error" && event != "error") {
+                ADD_FAILURE() << "helper reported: " << j.dump();
+                return j;
+            }
+            if (j.value("event", "") == event) return j;
+        }
+    }
+    bool shm() const { return GetParam().find("shm") != std::string::npos; }
+
+    TempDir dir_;
+};
+
+TEST_P(WeightsProcesses, PublishThenFetchGivesIdenticalBytes) {
+    auto publisher = spawn("publish", {"--seed", "7", "--bytes", "24000000", "--versions", "2"});
+    expect_event(publisher, "done", seconds(30));
+    for (const std::string path : {"auto", "get", "am"}) {
+        if (path == "get" && !shm()) continue;  // emulated gets over TCP are slow; auto avoids them
+        auto reader = spawn("read", {"--seed", "7", "--bytes", "24000000", "--path", path});
+        auto fetched = expect_event(reader, "fetched", seconds(30));
+        EXPECT_TRUE(fetched.value("identical", false)) << fetched.dump();
+        EXPECT_EQ(fetched.value("version", 0), 2) << fetched.dump();
+        if (path == "auto") {
+            // The reader picks native gets on shared memory and active messages over TCP.
+            EXPECT_EQ(fetched.value("path", ""), shm() ? "get" : "am") << fetched.dump();
+        } else {
+            EXPECT_EQ(fetched.value("path", ""), path) << fetched.dump();
+        }
+        EXPECT_EQ(reader.wait(seconds(10)), 0);
+    }
+    publisher.close_stdin();
+    EXPECT_EQ(publisher.wait(seconds(10)), 0);
+}
+
+TEST_P(WeightsProcesses, PartialReadReturnsTheRightRows) {
+    auto publisher = spawn("publish", {"--seed", "3", "--bytes", "8000000"});
+    expect_event(publisher, "done", seconds(30));
+    auto reader = spawn("read", {"--seed", "3", "--bytes", "8000000", "--mode", "partial"});
+    auto part = expect_event(reader, "partial", seconds(30));
+    EXPECT_TRUE(part.value("identical", false)) << part.dump();
+    EXPECT_EQ(part.value("tensors", 0), 2) << part.dump();
+    EXPECT_EQ(reader.wait(seconds(10)), 0);
+}
+
+TEST_P(WeightsProcesses, SameHostMapIsReadOnlyAndValid) {
+    auto publisher = spawn("publish", {"--seed", "4", "--bytes", "8000000"});
+    expect_event(publisher, "done", seconds(30));
+    auto reader = spawn("read", {"--seed", "4", "--bytes", "8000000", "--mode", "map"});
+    auto mapped = expect_event(reader, "mapped", seconds(30));
+    EXPECT_TRUE(mapped.value("identical", false)) << mapped.dump();
+    EXPECT_TRUE(mapped.value("valid", false)) << mapped.dump();
+    reader.close_stdin();
+    auto unmapped = expect_event(reader, "unmapped", seconds(10));
+    EXPECT_TRUE(unmapped.value("valid", false));
+    EXPECT_EQ(reader.wait(seconds(10)), 0);
+}
+
+TEST_P(WeightsProcesses, RelayTreeOfFourReadersDeliversIdenticalBytes) {
+    auto publisher =
+        spawn("publish", {"--seed", "5", "--bytes", "16000000", "--chunk-bytes", "262144"});
+    expect_event(publisher, "done", seconds(30));
+    std::vector<ChildProcess> readers;
+    for (int i = 0; i < 4; ++i) {
+        readers.push_back(
+            spawn("read", {"--seed", "5", "--bytes", "16000000", "--relay", "--index",
+                           std::to_string(i), "--readers", "4", "--fan-out", "2", "--serve"}));
+    }
+    for (int i = 0; i < 4; ++i) {
+        auto fetched = expect_event(readers[i], "fetched", seconds(30));
+        EXPECT_TRUE(fetched.value("identical", false)) << "reader " << i << ": " << fetched.dump();
+        // Fan-out 2: readers 0 and 1 read the publisher, 2 and 3 read reader 0.
+        EXPECT_EQ(fetched.value("via_relay", false), i >= 2) << fetched.dump();
+    }
+    for (auto& r : readers) r.close_stdin();
+    for (auto& r : readers) EXPECT_EQ(r.wait(seconds(10)), 0);
+}
+
+// One publisher publishing as fast as it can, three readers fetching the newest version as fast
+// as they can: every completed read must be one consistent version, never a torn one.
+TEST_P(WeightsProcesses, StressEveryCompletedReadIsConsistent) {
+    const milliseconds duration = stress_duration();
+    const std::string ms = std::to_string(duration.count());
+    auto publisher = spawn("publish", {"--seed", "9", "--bytes", "6000000", "--chunk-bytes",
+                                       "262144", "--ttl-ms", "1000", "--duration-ms", ms});
+    expect_event(publisher, "ready", seconds(30));
+    std::vector<ChildProcess> readers;
+    for (int i = 0; i < 3; ++i) {
+        readers.push_back(spawn("read", {"--seed", "9", "--bytes", "6000000", "--index",
+                                         std::to_string(i), "--duration-ms", ms}));
+    }
+    uint64_t total_ok = 0;
+    for (int i = 0; i < 3; ++i) {
+        auto summary = expect_event(readers[i], "summary", duration + seconds(30));
+        EXPECT_EQ(summary.value("torn", 1), 0) << summary.dump();
+        EXPECT_GT(summary.value("ok", 0), 0) << summary.dump();
+        total_ok += summary.value("ok", 0);
+        EXPECT_EQ(readers[i].wait(seconds(10)), 0);
+        std::printf("stress reader %d (%s, %lld ms): %s\n", i, GetParam().c_str(),
+                    static_cast<long long>(duration.count()), summary.dump().c_str());
+    }
+    auto done = expect_event(publisher, "done", seconds(30));
+    std::printf("stress publisher (%s): %s\n", GetParam().c_str(), done.dump().c_str());
+    EXPECT_GT(done.value("published", 0), 3) << done.dump();
+    EXPECT_GT(total_ok, 3u);
+    publisher.close_stdin();
+    EXPECT_EQ(publisher.wait(seconds(10)), 0);
+}
+
+TEST_P(WeightsProcesses, PublisherKilledMidReadFailsTheReaderWithinItsTimeout) {
+    auto publisher =
+        spawn("publish", {"--seed", "11", "--bytes", "48000000", "--duration-ms", "60000"});
+    expect_event(publisher, "ready", seconds(30));
+    auto reader = spawn("read", {"--seed", "11", "--bytes", "48000000", "--duration-ms", "60000",
+                                 "--verbose", "--stall-ms", "1000", "--request-ms", "1000"});
+    // Wait for one good fetch, then kill the publisher while the reader keeps fetching.
+    for (;;) {
+        auto f = expect_event(reader, "fetch", seconds(30));
+        if (f.empty() || f.value("ok", false)) break;
+    }
+    publisher.kill(SIGKILL);
+    ASSERT_TRUE(publisher.wait(seconds(10)).has_value());
+    const auto killed = std::chrono::steady_clock::now();
+    for (;;) {
+        auto f = expect_event(reader, "fetch", seconds(10));
+        if (f.empty()) break;  // expect_event already failed the test
+        if (!f.value("ok", true)) {
+            const double after_ms =
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - killed)
+                    .count();
+            std::printf("reader failed %.0f ms after the kill: %s\n", after_ms,
+                        f.value("message", "").c_str());
+            EXPECT_LT(after_ms, 4000.0);
+            break;
+        }
+    }
+    reader.kill(SIGKILL);
+}
+
+// A reader holds a lease (a mapped version) and dies: the publisher, with a single slot, must
+// reclaim it once the lease runs out, never waiting longer than one TTL.
+TEST_P(WeightsProcesses, ReaderKilledWithALeaseIsReclaimedWithinOneTtl) {
+    auto publisher = spawn(
+        "publish", {"--seed", "12", "--bytes", "4000000", "--slots", "1", "--ttl-ms", "1500"});
+    expect_event(publisher, "done", seconds(30));
+    auto reader = spawn("read", {"--seed", "12", "--bytes", "4000000", "--mode", "map"});
+    auto mapped = expect_event(reader, "mapped", seconds(30));
+    ASSERT_TRUE(mapped.value("identical", false)) << mapped.dump();
+    reader.kill(SIGKILL);
+    ASSERT_TRUE(reader.wait(seconds(10)).has_value());
+    const auto killed = std::chrono::steady_clock::now();
+    ASSERT_TRUE(publisher.write_line("publish"));
+    auto published = expect_event(publisher, "published", seconds(10));
+    const double waited_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - killed)
+            .count();
+    EXPECT_EQ(published.value("version", 0), 2) << published.dump();
+    std::printf("slot reclaimed %.0f ms after the reader died (TTL 1500 ms)\n", waited_ms);
+    EXPECT_LT(waited_ms, 1500.0 + 1000.0);
+    publisher.close_stdin();
+    EXPECT_EQ(publisher.wait(seconds(10)), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, WeightsProcesses, ::testing::Values("shm,self", "tcp,self"),
+                         [](const auto& info) {
+                             return info.param.find("shm") != std::string::npos ? "shm" : "tcp";
+                         });
+
+}  // namespace
+}  // namespace tandem::weights::testing
