@@ -106,10 +106,13 @@ public:
         const std::string& next = (*all)[(rank_ + 1) % size_];
 
         ucp_ep_params_t ep_params{};
-        ep_params.field_mask =
-            UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+        ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
+                               UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                               UCP_EP_PARAM_FIELD_ERR_HANDLER;
         ep_params.address = reinterpret_cast<const ucp_address_t*>(next.data());
         ep_params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+        ep_params.err_handler.cb = &UcxTransport::on_peer_error;
+        ep_params.err_handler.arg = this;
         st = ucp_ep_create(worker_, &ep_params, &ep_);
         if (st != UCS_OK)
             return ucx_error("ucp_ep_create to rank " + std::to_string((rank_ + 1) % size_), st);
@@ -198,6 +201,11 @@ public:
             while (ucp_worker_progress(worker_) != 0) {
             }
             if (check(it->second)) break;
+            // acquire: pairs with the release store in on_peer_error.
+            if (const int err = peer_error_.load(std::memory_order_acquire); err != UCS_OK) {
+                return ucx_error("rank " + std::to_string((rank_ + 1) % size_) + " failed",
+                                 static_cast<ucs_status_t>(err));
+            }
             if (progress_thread_.joinable()) std::this_thread::yield();
             if (Clock::now() >= deadline) {
                 return deadline_exceeded("ucx ring: rank " + std::to_string(rank_) + " waited " +
@@ -222,6 +230,15 @@ public:
     }
 
 private:
+    // UCX calls this (from whichever thread progresses the worker) when the endpoint to the
+    // next rank fails, for example because that process exited. Waits then fail instead of
+    // running into their deadline; at teardown it is expected and ignored.
+    static void on_peer_error(void* arg, ucp_ep_h, ucs_status_t status) {
+        // release: publishes the failure to the waiting thread's acquire load.
+        static_cast<UcxTransport*>(arg)->peer_error_.store(static_cast<int>(status),
+                                                           std::memory_order_release);
+    }
+
     struct Region {
         const char* base;
         size_t bytes;
@@ -307,7 +324,8 @@ private:
     std::unordered_map<uint64_t, Shift> shifts_;
     uint64_t next_id_ = 0;
     std::atomic<bool> stop_{false};
-    std::thread progress_thread_;  // joined first in the destructor
+    std::atomic<int> peer_error_{UCS_OK};  // ucs_status_t of a failed endpoint
+    std::thread progress_thread_;          // joined first in the destructor
 };
 
 }  // namespace
