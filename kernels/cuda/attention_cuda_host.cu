@@ -17,7 +17,7 @@ Status cuda_status(const char* what, cudaError_t err) {
     return unavailable(std::string("cuda: ") + what + ": " + cudaGetErrorString(err));
 }
 
-// Device allocation released on scope exit.
+// Device allocation released on scope exit; used by one thread.
 class DeviceMemory {
 public:
     DeviceMemory() = default;
@@ -36,7 +36,7 @@ private:
     void* ptr_ = nullptr;
 };
 
-// CUDA event pair and stream for timing, released on scope exit.
+// CUDA event pair and stream for timing, released on scope exit; used by one thread.
 class TimingResources {
 public:
     TimingResources(const TimingResources&) = delete;

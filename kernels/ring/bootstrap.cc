@@ -32,6 +32,7 @@ struct Rendezvous {
     std::vector<std::string> result;
 };
 
+// One rank of an in-process group; one thread per rank, the shared Rendezvous is locked.
 class InProcessBootstrap final : public RingBootstrap {
 public:
     InProcessBootstrap(std::shared_ptr<Rendezvous> rv, int rank)
@@ -66,7 +67,7 @@ private:
 
 // ---- TCP ----
 
-// Owns a socket file descriptor.
+// Owns a socket file descriptor (closed on destruction); movable, not copyable, not shared.
 class Fd {
 public:
     Fd() = default;
@@ -181,6 +182,7 @@ Result<sockaddr_storage> resolve(const std::string& host, int port, socklen_t* l
     return out;
 }
 
+// One rank of a TCP bootstrap; driven by one thread, owns its sockets.
 class TcpBootstrap final : public RingBootstrap {
 public:
     TcpBootstrap(int rank, int size, std::vector<Fd> peers)

@@ -23,7 +23,8 @@ Status nccl_error(const std::string& what, ncclResult_t res) {
     return unavailable("nccl ring: " + what + ": " + ncclGetErrorString(res));
 }
 
-// One rank. Owns its communicator, its events and (unless given one) its stream.
+// One rank. Owns its communicator, its events and (unless given one) its stream. Driven by one
+// thread at a time; every call selects the rank's device on that thread first.
 class NcclTransport final : public RingTransport {
 public:
     NcclTransport(int rank, int size, int device) : rank_(rank), size_(size), device_(device) {}
