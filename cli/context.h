@@ -8,12 +8,14 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/args.h"
-#include "cli/http_client.h"
+#include "common/net/http_client.h"
 #include "common/status.h"
 
 namespace tandem::cli {
 
 using Json = nlohmann::json;
+using net::http_call;
+using net::HttpReply;
 
 struct ClusterContext {
     std::string address;  // http://HOST:PORT

@@ -24,7 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
-#include "cli/http_client.h"
+#include "common/net/http_client.h"
 #include "common/wire/messages.h"
 #include "common/wire/zmq_io.h"
 
@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
     }
     const std::string http = fmt::format("http://127.0.0.1:{}", http_port);
     for (int i = 0; i < 500; ++i) {
-        if (cli::http_call(http, "GET", "/healthz").ok()) break;
+        if (net::http_call(http, "GET", "/healthz").ok()) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
 
@@ -235,7 +235,7 @@ int main(int argc, char** argv) {
     const std::string spec = "name: b\nkind: diagnostic\ntrainer: {replicas: 1}\nrollout: {replicas: 2}\n";
     for (int i = 0; i < submits; ++i) {
         const auto s0 = Clock::now();
-        auto r = cli::http_call(http, "POST", "/api/v1/jobs", Json{{"spec_yaml", spec}}.dump(), token);
+        auto r = net::http_call(http, "POST", "/api/v1/jobs", Json{{"spec_yaml", spec}}.dump(), token);
         if (!r.ok() || r->status != 201) {
             std::cerr << "submit failed: " << (r.ok() ? r->body : r.status().message()) << "\n";
             break;
@@ -258,7 +258,7 @@ int main(int argc, char** argv) {
             std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
         lat.push_back(std::chrono::duration<double, std::milli>(placed - s0).count());
-        (void)cli::http_call(http, "POST", "/api/v1/jobs/" + job + "/cancel", "{}", token);
+        (void)net::http_call(http, "POST", "/api/v1/jobs/" + job + "/cancel", "{}", token);
     }
     std::cout << Json{{"case", "submit_to_placed"},
                       {"agents", agents},

@@ -21,7 +21,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cli/http_client.h"
+#include "common/net/http_client.h"
 
 namespace tandem::testing {
 
@@ -110,7 +110,7 @@ public:
         return t;
     }
     nlohmann::json get(const std::string& target) const {
-        auto r = cli::http_call(address(), "GET", target);
+        auto r = net::http_call(address(), "GET", target);
         if (!r.ok() || r->status != 200) return nullptr;
         return nlohmann::json::parse(r->body, nullptr, false);
     }

@@ -51,7 +51,7 @@ TEST(ControlPlane, UpSubmitFollowDiagnosticJobSucceeds) {
     ASSERT_TRUE(j.is_object()) << nodes.out;
     EXPECT_EQ(j["nodes"].size(), 3u);
 
-    auto metrics = cli::http_call(c.address(), "GET", "/metrics");
+    auto metrics = net::http_call(c.address(), "GET", "/metrics");
     ASSERT_TRUE(metrics.ok());
     EXPECT_NE(metrics->body.find("tandem_jobs{state=\"SUCCEEDED\"} 1"), std::string::npos)
         << metrics->body;
@@ -174,13 +174,13 @@ TEST(ControlPlane, WrongApiTokenIsRefused) {
     LocalCluster c("token");
     ASSERT_EQ(c.up().code, 0);
     const std::string spec = nlohmann::json({{"spec_yaml", diagnostic_job(0.1)}}).dump();
-    auto none = cli::http_call(c.address(), "POST", "/api/v1/jobs", spec);
+    auto none = net::http_call(c.address(), "POST", "/api/v1/jobs", spec);
     ASSERT_TRUE(none.ok());
     EXPECT_EQ(none->status, 401);
-    auto wrong = cli::http_call(c.address(), "POST", "/api/v1/jobs", spec, "not-the-token");
+    auto wrong = net::http_call(c.address(), "POST", "/api/v1/jobs", spec, "not-the-token");
     ASSERT_TRUE(wrong.ok());
     EXPECT_EQ(wrong->status, 401);
-    auto right = cli::http_call(c.address(), "POST", "/api/v1/jobs", spec, c.token());
+    auto right = net::http_call(c.address(), "POST", "/api/v1/jobs", spec, c.token());
     ASSERT_TRUE(right.ok());
     EXPECT_EQ(right->status, 201) << right->body;
     auto jobs = c.get("/api/v1/jobs");

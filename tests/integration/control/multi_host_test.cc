@@ -102,7 +102,7 @@ TEST(MultiHost, RolloutNodesInOtherNamespacesRunAJobAndALostHostIsHandled) {
     }
     const std::string http = fmt::format("http://127.0.0.1:{}", http_port);
     auto get = [&](const std::string& target) {
-        auto r = cli::http_call(http, "GET", target);
+        auto r = net::http_call(http, "GET", target);
         return r.ok() ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
     };
     auto alive = [&](const std::string& id) {

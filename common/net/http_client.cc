@@ -1,4 +1,4 @@
-#include "cli/http_client.h"
+#include "common/net/http_client.h"
 
 #include <fmt/format.h>
 #include <boost/asio/connect.hpp>
@@ -6,7 +6,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-namespace tandem::cli {
+namespace tandem::net {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -51,4 +51,4 @@ Result<HttpReply> http_call(const std::string& base, const std::string& method,
     }
 }
 
-}  // namespace tandem::cli
+}  // namespace tandem::net

@@ -1,13 +1,13 @@
 #pragma once
 
-// A blocking HTTP/1.1 client (Boost.Beast) for the coordinator's API.
+// A blocking HTTP/1.1 client (Boost.Beast) for the coordinator's API: the CLI, actors and tests.
 
 #include <chrono>
 #include <string>
 
 #include "common/status.h"
 
-namespace tandem::cli {
+namespace tandem::net {
 
 struct HttpReply {
     int status = 0;
@@ -20,4 +20,4 @@ Result<HttpReply> http_call(const std::string& base, const std::string& method,
                             const std::string& token = "",
                             std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
-}  // namespace tandem::cli
+}  // namespace tandem::net
