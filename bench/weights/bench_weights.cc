@@ -104,7 +104,7 @@ Args parse_args(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         std::string k = argv[i];
         if (k.rfind("--", 0) != 0) continue;
-        k = k.substr(2);
+        k.erase(0, 2);
         if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
             a.values[k] = argv[++i];
         } else {

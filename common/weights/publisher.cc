@@ -65,6 +65,7 @@ Result<std::unique_ptr<Publisher>> Publisher::create(PublisherOptions options, L
 
 Status Publisher::init() {
     TANDEM_ASSIGN_OR_RETURN(auto context, ucx::Context::create(options_.ucx));
+    ucx_cuda_memory_ = context->supports_cuda_memory();
     for (uint32_t s = 0; s < options_.slots; ++s) {
         TANDEM_ASSIGN_OR_RETURN(
             auto memory,
@@ -191,6 +192,26 @@ Status Publisher::publish_safetensors(const std::string& path, Version version) 
             path, loaded.layout.fingerprint_text(), layout_.fingerprint_text()));
     }
     return publish(version, loaded.data.span().subspan(range_.begin, range_.size()));
+}
+
+Status Publisher::publish_from_device(Version version, const void* device_shard,
+                                      DeviceStaging& staging) {
+    if (!device_staging_logged_) {
+        device_staging_logged_ = true;
+        log_.info("publishing from device {} through pinned host slots ({})", staging.device(),
+                  ucx_cuda_memory_ ? "device slots are not implemented yet"
+                                   : "this UCX cannot register CUDA memory");
+    }
+    TANDEM_ASSIGN_OR_RETURN(SlotWriter writer, begin(version));
+    // Pinning once per slot makes the copy a DMA; it is a no-op after the first time.
+    TANDEM_RETURN_IF_ERROR(
+        staging.pin(slots_[writer.slot()].memory->data(), slots_[writer.slot()].memory->size()));
+    TANDEM_RETURN_IF_ERROR(staging.to_host(writer.data().data(), device_shard, range_.size()));
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.device_staged;
+    }
+    return writer.commit();
 }
 
 Status Publisher::commit(uint32_t slot, Version version, std::optional<Manifest> manifest) {

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/weights/descriptor.h"
+#include "common/weights/device_staging.h"
 #include "common/weights/layout.h"
 #include "common/weights/lease_table.h"
 #include "common/weights/manifest.h"
@@ -97,6 +98,9 @@ public:
     // Reads a safetensors file, checks it against the layout (fingerprints named on mismatch)
     // and publishes this publisher's shard of it. Nothing is published if the file is bad.
     Status publish_safetensors(const std::string& path, Version version = 0);
+    // Publishes this shard from device memory: copied into the (pinned) host slot first, since
+    // UCX here cannot serve device memory; logged once and counted in stats().device_staged.
+    Status publish_from_device(Version version, const void* device_shard, DeviceStaging& staging);
 
     const Layout& layout() const { return layout_; }
     ByteRange shard_range() const { return range_; }
@@ -109,6 +113,7 @@ public:
     struct Stats {
         uint64_t published = 0;
         uint64_t reclaim_waits = 0;      // begin() had to wait for leases to end
+        uint64_t device_staged = 0;      // publishes from device memory staged through host
         double last_copy_seconds = 0;    // copy + checksum of the last publish()
         double last_commit_seconds = 0;  // header + announcement
         size_t live_leases = 0;
@@ -150,6 +155,8 @@ private:
     std::vector<Slot> slots_;
     std::unique_ptr<UcxLoop> loop_;
     std::unique_ptr<SourceServer> server_;  // loop thread
+    bool ucx_cuda_memory_ = false;          // set in init()
+    bool device_staging_logged_ = false;    // publishing thread only
 
     mutable std::mutex mu_;
     std::condition_variable lease_released_;

@@ -1501,8 +1501,53 @@ Result<std::shared_ptr<const MappedWeights>> Reader::map(const VersionDescriptor
 
 RelaySource Reader::relay_source() const { return core_->relay_source(); }
 
+Status Reader::copy_current_to_device(DeviceStaging& staging, DeviceBuffer& device) {
+    auto view = current();
+    if (!view) return unavailable("no current version to copy to the device");
+    if (device.size() < view->bytes().size()) {
+        return invalid_argument(
+            fmt::format("device buffer of {} bytes is smaller than the {} "
+                        "bytes of version {}",
+                        device.size(), view->bytes().size(), view->version()));
+    }
+    if (device_staged_.fetch_add(1, std::memory_order_relaxed) == 0) {  // relaxed: a counter
+        Logger("weights").info(
+            "copying weights to device {} through pinned host buffers (this UCX "
+            "cannot fetch into CUDA memory)",
+            staging.device());
+    }
+    // Pin the whole buffer the view lives in (page-aligned), once.
+    const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    auto* base = reinterpret_cast<std::byte*>(reinterpret_cast<uintptr_t>(view->bytes().data()) &
+                                              ~(page - 1));
+    const auto* end = view->bytes().data() + view->bytes().size();
+    TANDEM_RETURN_IF_ERROR(staging.pin(base, static_cast<size_t>(end - base)));
+    return staging.to_device(device.data(), view->bytes().data(), view->bytes().size());
+}
+
+uint64_t Reader::device_staged() const {
+    return device_staged_.load(std::memory_order_relaxed);  // relaxed: a counter
+}
+
 const Layout& Reader::layout() const { return core_->layout(); }
 
 FetchStats Reader::last_fetch() const { return core_->last_fetch(); }
+
+Result<Version> fetch_newest(Reader& reader,
+                             const std::function<std::optional<VersionDescriptor>()>& newest,
+                             Version at_least, int attempts) {
+    Status last = not_found(fmt::format("no version >= {} is published", at_least));
+    for (int i = 0; i < attempts; ++i) {
+        auto d = newest();
+        if (!d || d->version < at_least) return last;
+        last = reader.fetch(*d);
+        if (last.ok()) return d->version;
+        // Gone from its slot or overwritten under us: the next newest may be fine.
+        if (last.code() != StatusCode::kNotFound && last.code() != StatusCode::kUnavailable) {
+            return last;
+        }
+    }
+    return last.with_context(fmt::format("after {} attempts", attempts));
+}
 
 }  // namespace tandem::weights

@@ -16,6 +16,7 @@
 #include "common/ids.h"
 #include "common/status.h"
 #include "common/weights/descriptor.h"
+#include "common/weights/device_staging.h"
 #include "common/weights/layout.h"
 #include "common/weights/memory.h"
 #include "common/weights/source_server.h"
@@ -170,6 +171,11 @@ public:
 
     // What the coordinator hands to readers that should read from this one.
     RelaySource relay_source() const;
+    // GPU rollout: copies current() into `device` (layout().total_bytes() bytes) through the
+    // reader's pinned host buffer, since this UCX cannot fetch into device memory. Logged once and
+    // counted in device_staged(). Call at the step boundary after swap().
+    Status copy_current_to_device(DeviceStaging& staging, DeviceBuffer& device);
+    uint64_t device_staged() const;
     const Layout& layout() const;
     FetchStats last_fetch() const;
 
@@ -178,6 +184,15 @@ public:
 private:
     explicit Reader(std::shared_ptr<Core> core) : core_(std::move(core)) {}
     std::shared_ptr<Core> core_;
+    std::atomic<uint64_t> device_staged_{0};
 };
+
+// Fetches the newest version `newest()` offers (it must be at least `at_least`). When that version
+// is reclaimed or overwritten before the read completes (the reader's lease ran out, or the
+// publisher moved on), tries again with the then-newest one, up to `attempts` times. Returns the
+// version fetched; swap() makes it current.
+Result<Version> fetch_newest(Reader& reader,
+                             const std::function<std::optional<VersionDescriptor>()>& newest,
+                             Version at_least = 0, int attempts = 4);
 
 }  // namespace tandem::weights

@@ -52,7 +52,7 @@ Args parse(int argc, char** argv) {
     for (int i = 2; i < argc; ++i) {
         std::string k = argv[i];
         if (k.rfind("--", 0) != 0) continue;
-        k = k.substr(2);
+        k.erase(0, 2);
         if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
             a.values[k] = argv[++i];
         } else {
@@ -228,7 +228,9 @@ int read(const Args& a) {
                 continue;
             }
             const auto t0 = Clock::now();
-            Status s = r.fetch(*d);
+            auto fetched = fetch_newest(
+                r, [&] { return newest_version(dir, job); }, d->version);
+            Status s = fetched.status();
             if (a.flag("verbose")) {
                 emit(
                     {{"event", "fetch"},
