@@ -1,0 +1,122 @@
+#include "common/model/generate.h"
+
+#include <fmt/format.h>
+
+namespace tandem::model {
+
+Result<GroupGenerator> GroupGenerator::create(const ModelConfig& config, GeneratorOptions options) {
+    TANDEM_ASSIGN_OR_RETURN(auto engine, InferenceEngine::create(config));
+    return GroupGenerator(std::move(engine), PagedKvCache(config, options.block_tokens), options);
+}
+
+Result<std::vector<Completion>> GroupGenerator::generate(
+    const float* params, std::span<const std::vector<int32_t>> prompts, int group_size,
+    const SamplingOptions& o, GenerateStats* stats) {
+    const ModelConfig& c = engine_.config();
+    const int V = c.vocab_size;
+    const int64_t P = static_cast<int64_t>(prompts.size());
+    if (group_size < 1) return invalid_argument("generate: group_size must be >= 1");
+    if (o.max_new_tokens < 1) return invalid_argument("generate: max_new_tokens must be >= 1");
+    for (int64_t p = 0; p < P; ++p) {
+        if (prompts[p].empty())
+            return invalid_argument(fmt::format("generate: prompt {} is empty", p));
+        const int64_t need = static_cast<int64_t>(prompts[p].size()) + o.max_new_tokens;
+        if (need > c.max_seq_len) {
+            return invalid_argument(fmt::format(
+                "generate: prompt {} has {} tokens; with max_new_tokens {} that exceeds "
+                "max_seq_len {}",
+                p, prompts[p].size(), o.max_new_tokens, c.max_seq_len));
+        }
+    }
+    GenerateStats local;
+    const int64_t B = P * group_size;
+    std::vector<Completion> out(static_cast<size_t>(B));
+    rngs_.resize(static_cast<size_t>(B));
+    for (int64_t p = 0; p < P; ++p) {
+        for (int g = 0; g < group_size; ++g) {
+            Completion& cp = out[p * group_size + g];
+            cp.prompt = static_cast<int32_t>(p);
+            cp.sample = g;
+            cp.tokens.reserve(static_cast<size_t>(o.max_new_tokens));
+            cp.logprobs.reserve(static_cast<size_t>(o.max_new_tokens));
+            rngs_[p * group_size + g].reseed(
+                mix_seed(o.seed, static_cast<uint64_t>(p), static_cast<uint64_t>(g)));
+        }
+    }
+    cache_.release_all();
+    seqs_.resize(static_cast<size_t>(B));
+    items_.clear();
+    // Prefill: once per prompt (shared) or once per sample.
+    if (options_.share_prefix) {
+        std::vector<PagedKvCache::SeqId> parents(static_cast<size_t>(P));
+        for (int64_t p = 0; p < P; ++p) {
+            parents[p] = cache_.create();
+            items_.push_back({parents[p], prompts[p]});
+            local.prompt_tokens += static_cast<int64_t>(prompts[p].size());
+        }
+        logits_.resize(static_cast<size_t>(P * V));
+        TANDEM_RETURN_IF_ERROR(engine_.forward(params, cache_, items_, logits_.data()));
+        for (int64_t p = 0; p < P; ++p) {
+            for (int g = 0; g < group_size; ++g) {
+                TANDEM_ASSIGN_OR_RETURN(seqs_[p * group_size + g], cache_.fork(parents[p]));
+            }
+            cache_.release(parents[p]);
+        }
+    } else {
+        for (int64_t b = 0; b < B; ++b) {
+            seqs_[b] = cache_.create();
+            items_.push_back({seqs_[b], prompts[b / group_size]});
+            local.prompt_tokens += static_cast<int64_t>(prompts[b / group_size].size());
+        }
+        logits_.resize(static_cast<size_t>(B * V));
+        TANDEM_RETURN_IF_ERROR(engine_.forward(params, cache_, items_, logits_.data()));
+    }
+    // First token of every sample from its prompt's last logits.
+    active_.clear();
+    last_tok_.resize(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+        const float* lg = logits_.data() + (options_.share_prefix ? b / group_size : b) * V;
+        const SampledToken t = sampler_.sample(lg, V, o, rngs_[b]);
+        out[b].tokens.push_back(t.token);
+        out[b].logprobs.push_back(t.logprob);
+        last_tok_[b] = t.token;
+        if (t.token == options_.eos_token) {
+            out[b].finished = true;
+        } else if (o.max_new_tokens > 1) {
+            active_.push_back(static_cast<int32_t>(b));
+        }
+    }
+    local.peak_blocks = cache_.blocks_in_use();
+    // Decode every live sample one token at a time; finished samples drop out (order is kept, so
+    // the samples of a group stay adjacent and share their prompt blocks' attention calls).
+    while (!active_.empty()) {
+        items_.clear();
+        for (const int32_t b : active_) {
+            items_.push_back({seqs_[b], std::span<const int32_t>(&last_tok_[b], 1)});
+        }
+        logits_.resize(active_.size() * static_cast<size_t>(V));
+        TANDEM_RETURN_IF_ERROR(engine_.forward(params, cache_, items_, logits_.data()));
+        ++local.decode_steps;
+        size_t keep = 0;
+        for (size_t i = 0; i < active_.size(); ++i) {
+            const int32_t b = active_[i];
+            const SampledToken t = sampler_.sample(logits_.data() + i * V, V, o, rngs_[b]);
+            out[b].tokens.push_back(t.token);
+            out[b].logprobs.push_back(t.logprob);
+            last_tok_[b] = t.token;
+            if (t.token == options_.eos_token) {
+                out[b].finished = true;
+            } else if (static_cast<int>(out[b].tokens.size()) < o.max_new_tokens) {
+                active_[keep++] = b;
+            }
+        }
+        active_.resize(keep);
+        local.peak_blocks = std::max(local.peak_blocks, cache_.blocks_in_use());
+    }
+    for (const auto& cp : out) local.generated_tokens += static_cast<int64_t>(cp.tokens.size());
+    cache_.release_all();
+    if (stats) *stats = local;
+    return out;
+}
+
+}  // namespace tandem::model

@@ -1,0 +1,72 @@
+#pragma once
+
+// GRPO rollout generation: G sampled completions per prompt. Each prompt is prefilled once into
+// the paged cache; its G samples fork the prompt's sequence and share its blocks, then decode
+// together, one sgemm per layer for every live sample of every prompt.
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/model/inference.h"
+#include "common/model/kv_cache.h"
+#include "common/model/sampler.h"
+#include "common/status.h"
+
+namespace tandem::model {
+
+struct Completion {
+    int32_t prompt = 0;           // index into the prompts passed to generate()
+    int32_t sample = 0;           // 0 .. group_size - 1
+    std::vector<int32_t> tokens;  // sampled tokens, ending with eos when finished
+    std::vector<float> logprobs;  // behaviour log-prob of each token
+    bool finished = false;        // ended with eos (false: stopped at max_new_tokens)
+};
+
+struct GenerateStats {
+    int64_t prompt_tokens = 0;  // prefilled once per prompt
+    int64_t generated_tokens = 0;
+    int64_t decode_steps = 0;
+    int64_t peak_blocks = 0;
+};
+
+struct GeneratorOptions {
+    int block_tokens = 16;
+    // false: every sample prefills its own copy of the prompt (the reference for tests).
+    bool share_prefix = true;
+    int32_t eos_token = 2;
+};
+
+// Owns the engine, the cache and the sampler; reuse it across batches. Not thread-safe.
+class GroupGenerator {
+public:
+    static Result<GroupGenerator> create(const ModelConfig& config, GeneratorOptions options = {});
+
+    const InferenceEngine& engine() const { return engine_; }
+
+    // Samples `group_size` completions of each prompt with the weights in `params` (the flat fp32
+    // buffer of the model's layout). The random stream of sample g of prompt p depends only on
+    // (options.seed, p, g), so the result does not depend on batching or prefix sharing.
+    // Completions come back ordered by (prompt, sample).
+    Result<std::vector<Completion>> generate(const float* params,
+                                             std::span<const std::vector<int32_t>> prompts,
+                                             int group_size, const SamplingOptions& options,
+                                             GenerateStats* stats = nullptr);
+
+private:
+    GroupGenerator(InferenceEngine engine, PagedKvCache cache, GeneratorOptions options)
+        : engine_(std::move(engine)), cache_(std::move(cache)), options_(options) {}
+
+    InferenceEngine engine_;
+    PagedKvCache cache_;
+    GeneratorOptions options_;
+    Sampler sampler_;
+    std::vector<Rng> rngs_;
+    std::vector<PagedKvCache::SeqId> seqs_;
+    std::vector<int32_t> active_;
+    std::vector<int32_t> last_tok_;
+    std::vector<ForwardItem> items_;
+    std::vector<float> logits_;
+};
+
+}  // namespace tandem::model

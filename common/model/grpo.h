@@ -1,0 +1,43 @@
+#pragma once
+
+// GRPO: group-normalised advantages and the clipped-ratio policy loss with an optional KL
+// penalty to a reference policy.
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/config/job_spec.h"
+
+namespace tandem::model {
+
+// A_i = (r_i - mean(group)) / (std(group) + eps), population std over the trajectories that
+// share groups[i]; 0 for every member of a group whose rewards are all equal (or of size 1).
+std::vector<double> group_advantages(std::span<const double> rewards,
+                                     std::span<const uint64_t> groups, double eps = 1e-6);
+
+struct GrpoOptions {
+    double clip_eps = 0.2;
+    double kl_coef = 0.0;      // weight of the k3 estimator of KL(policy || reference)
+    double temperature = 1.0;  // log-probs are taken at this temperature on both sides
+
+    static GrpoOptions from_spec(const config::AlgorithmSpec& algo,
+                                 const config::SamplingSpec& sampling);
+};
+
+// One completion token's share of the loss. With ratio = exp(logp - behaviour_logp):
+//   loss = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + kl_coef * k3,
+//   k3   = exp(ref - logp) - (ref - logp) - 1,
+// scaled by `scale` (1 / tokens in the batch: token-mean aggregation). `weight` is dloss/dlogp,
+// the per-token weight the model's backward takes.
+struct TokenLoss {
+    double loss = 0;
+    double weight = 0;
+    double ratio = 1;
+    double kl = 0;
+    bool clipped = false;  // the clipped branch was taken (no policy gradient)
+};
+TokenLoss grpo_token_loss(double logp, double behaviour_logp, double ref_logp, double advantage,
+                          const GrpoOptions& options, double scale);
+
+}  // namespace tandem::model

@@ -1,0 +1,217 @@
+#include "common/model/inference.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace tandem::model {
+
+namespace {
+
+float* sized(std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+    return v.data();
+}
+
+size_t common_segments(std::span<const PagedKvCache::Segment> a,
+                       std::span<const PagedKvCache::Segment> b) {
+    size_t i = 0;
+    while (i < a.size() && i < b.size() && a[i].block == b[i].block && a[i].slot0 == b[i].slot0 &&
+           a[i].count == b[i].count) {
+        ++i;
+    }
+    return i;
+}
+
+}  // namespace
+
+Result<InferenceEngine> InferenceEngine::create(const ModelConfig& config) {
+    InferenceEngine e;
+    e.config_ = config;
+    TANDEM_ASSIGN_OR_RETURN(e.layout_, make_param_layout(config));
+    TANDEM_ASSIGN_OR_RETURN(e.index_, ParamIndex::create(config, e.layout_));
+    e.rope_ = RopeTable<float>(config.max_seq_len, config.head_dim(), config.rope_theta);
+    return e;
+}
+
+Status InferenceEngine::attend(const PagedKvCache& cache, int layer,
+                               std::span<const ForwardItem> items) {
+    const ModelConfig& c = config_;
+    const int64_t qd = c.q_dim(), kvd = c.kv_dim();
+    const int hq = c.num_heads;
+    kernels::AttentionParams base;
+    base.hq = hq;
+    base.hkv = c.num_kv_heads;
+    base.d = c.head_dim();
+    base.scale = kernels::default_softmax_scale(base.d);
+    float* q = q_.data();
+    float* o = o_.data();
+
+    auto segment_call = [&](kernels::AttentionParams p, const PagedKvCache::Segment& seg,
+                            const float* qp, float* op, float* lp) {
+        p.tk = seg.count;
+        p.k_pos0 = seg.pos0;
+        const float* kp = cache.key(layer, seg.block) + static_cast<int64_t>(seg.slot0) * kvd;
+        const float* vp = cache.value(layer, seg.block) + static_cast<int64_t>(seg.slot0) * kvd;
+        return attention_forward<float>(p, qp, kp, vp, op, lp);
+    };
+
+    size_t i = 0;
+    while (i < items.size()) {
+        const auto segs_i = cache.segments(items[i].seq);
+        // A run of single-token items sharing their first `shared` segments.
+        size_t j = i + 1;
+        size_t shared = 0;
+        if (group_shared_ && items[i].tokens.size() == 1 && j < items.size() &&
+            items[j].tokens.size() == 1) {
+            shared = common_segments(segs_i, cache.segments(items[j].seq));
+            if (shared > 0) {
+                while (j < items.size() && items[j].tokens.size() == 1 &&
+                       common_segments(segs_i, cache.segments(items[j].seq)) >= shared) {
+                    ++j;
+                }
+            }
+        }
+        if (shared == 0) {
+            const ForwardItem& it = items[i];
+            const int64_t r0 = row0_[i], nt = static_cast<int64_t>(it.tokens.size());
+            float* lse = sized(lse_, hq * nt);
+            kernels::AttentionParams p = base;
+            p.tq = nt;
+            p.causal = true;
+            p.q_pos0 = pos_[r0];
+            bool first = true;
+            for (const auto& seg : segs_i) {
+                p.accumulate = !first;
+                first = false;
+                TANDEM_RETURN_IF_ERROR(segment_call(p, seg, q + r0 * qd, o + r0 * qd, lse));
+            }
+            ++i;
+            continue;
+        }
+        // Group path: the shared blocks see all members' queries at once.
+        const int64_t m = static_cast<int64_t>(j - i);
+        float* qg = sized(qg_, m * qd);
+        float* og = sized(og_, m * qd);
+        float* lg = sized(lseg_, hq * m);
+        for (int64_t r = 0; r < m; ++r) {
+            std::memcpy(qg + r * qd, q + row0_[i + r] * qd, sizeof(float) * qd);
+        }
+        kernels::AttentionParams p = base;
+        p.tq = m;
+        p.causal = false;  // every cached key precedes the new tokens
+        for (size_t s = 0; s < shared; ++s) {
+            p.accumulate = s > 0;
+            TANDEM_RETURN_IF_ERROR(segment_call(p, segs_i[s], qg, og, lg));
+        }
+        for (int64_t r = 0; r < m; ++r) {
+            const auto segs = cache.segments(items[i + r].seq);
+            kernels::AttentionParams pr = base;
+            pr.tq = 1;
+            pr.causal = false;
+            pr.accumulate = true;
+            pr.lse_stride = m;
+            for (size_t s = shared; s < segs.size(); ++s) {
+                TANDEM_RETURN_IF_ERROR(segment_call(pr, segs[s], qg + r * qd, og + r * qd, lg + r));
+            }
+            std::memcpy(o + row0_[i + r] * qd, og + r * qd, sizeof(float) * qd);
+        }
+        i = j;
+    }
+    return Status();
+}
+
+Status InferenceEngine::forward(const float* params, PagedKvCache& cache,
+                                std::span<const ForwardItem> items, float* logits, bool all_rows) {
+    const ModelConfig& c = config_;
+    const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
+    // Rows, positions and cache slots.
+    row0_.resize(items.size());
+    int64_t n = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+        row0_[i] = n;
+        const int64_t len =
+            cache.length(items[i].seq) + static_cast<int64_t>(items[i].tokens.size());
+        if (len > c.max_seq_len) {
+            return invalid_argument(fmt::format(
+                "inference: sequence {} would reach {} positions, more than max_seq_len {}",
+                items[i].seq, len, c.max_seq_len));
+        }
+        if (items[i].tokens.empty()) {
+            return invalid_argument(fmt::format("inference: item {} has no tokens", i));
+        }
+        n += static_cast<int64_t>(items[i].tokens.size());
+    }
+    pos_.resize(static_cast<size_t>(n));
+    slots_.clear();
+    for (size_t i = 0; i < items.size(); ++i) {
+        const int64_t len0 = cache.length(items[i].seq);
+        for (size_t t = 0; t < items[i].tokens.size(); ++t) {
+            pos_[row0_[i] + static_cast<int64_t>(t)] = static_cast<int32_t>(len0 + t);
+        }
+        cache.append(items[i].seq, static_cast<int64_t>(items[i].tokens.size()), slots_);
+    }
+    const ParamPtrs<const float> w(index_, params);
+    float* x = sized(x_, n * h);
+    for (size_t i = 0; i < items.size(); ++i) {
+        for (size_t t = 0; t < items[i].tokens.size(); ++t) {
+            const int32_t tok = items[i].tokens[t];
+            if (tok < 0 || tok >= c.vocab_size) {
+                return invalid_argument(fmt::format(
+                    "inference: token {} is outside the vocabulary ({})", tok, c.vocab_size));
+            }
+            std::memcpy(x + (row0_[i] + static_cast<int64_t>(t)) * h,
+                        w.embed + static_cast<int64_t>(tok) * h, sizeof(float) * h);
+        }
+    }
+    float* a = sized(a_, n * h);
+    float* rstd = sized(rstd_, n);
+    float* q = sized(q_, n * qd);
+    float* k = sized(k_, n * kvd);
+    float* v = sized(v_, n * kvd);
+    sized(o_, n * qd);
+    float* g = sized(g_, n * inter);
+    float* u = sized(u_, n * inter);
+    for (int l = 0; l < c.num_layers; ++l) {
+        const auto& L = w.layers[l];
+        rmsnorm_forward<float>(n, h, x, L.input_norm, c.rms_norm_eps, a, rstd);
+        linear_forward<float>(n, h, qd, a, L.wq, q);
+        linear_forward<float>(n, h, kvd, a, L.wk, k);
+        linear_forward<float>(n, h, kvd, a, L.wv, v);
+        rope_apply<float>(n, c.num_heads, pos_.data(), rope_, q, false);
+        rope_apply<float>(n, c.num_kv_heads, pos_.data(), rope_, k, false);
+        for (int64_t r = 0; r < n; ++r) {
+            const auto s = slots_[static_cast<size_t>(r)];
+            std::memcpy(cache.key(l, s.block) + static_cast<int64_t>(s.slot) * kvd, k + r * kvd,
+                        sizeof(float) * kvd);
+            std::memcpy(cache.value(l, s.block) + static_cast<int64_t>(s.slot) * kvd, v + r * kvd,
+                        sizeof(float) * kvd);
+        }
+        TANDEM_RETURN_IF_ERROR(attend(cache, l, items));
+        linear_forward<float>(n, qd, h, o_.data(), L.wo, x, true);
+        rmsnorm_forward<float>(n, h, x, L.post_norm, c.rms_norm_eps, a, rstd);
+        linear_forward<float>(n, h, inter, a, L.wg, g);
+        linear_forward<float>(n, h, inter, a, L.wu, u);
+        swiglu_forward<float>(n * inter, g, u, g);
+        linear_forward<float>(n, inter, h, g, L.wd, x, true);
+    }
+    // Head on the requested rows.
+    out_rows_.clear();
+    if (all_rows) {
+        for (int64_t r = 0; r < n; ++r) out_rows_.push_back(r);
+    } else {
+        for (size_t i = 0; i < items.size(); ++i) {
+            out_rows_.push_back(row0_[i] + static_cast<int64_t>(items[i].tokens.size()) - 1);
+        }
+    }
+    const int64_t no = static_cast<int64_t>(out_rows_.size());
+    float* xs = sized(xs_, no * h);
+    for (int64_t i = 0; i < no; ++i)
+        std::memcpy(xs + i * h, x + out_rows_[i] * h, sizeof(float) * h);
+    rmsnorm_forward<float>(no, h, xs, w.final_norm, c.rms_norm_eps, a, rstd);
+    linear_forward<float>(no, h, c.vocab_size, a, w.lm_head, logits);
+    return Status();
+}
+
+}  // namespace tandem::model

@@ -1,0 +1,25 @@
+#pragma once
+
+// What every actor of a GRPO job derives from the job file alone, identically: the task (and so
+// the vocabulary), the model shape, and the version-0 policy.
+
+#include <memory>
+
+#include "common/config/job_spec.h"
+#include "common/model/model_weights.h"
+#include "common/model/tasks.h"
+#include "common/status.h"
+
+namespace tandem::model {
+
+struct JobSetup {
+    std::unique_ptr<Task> task;
+    ModelWeights initial;  // version 0: random from model.seed, or loaded from model.init
+};
+
+// model.init "random": ModelWeights::random(config from model + task vocabulary, model.seed).
+// Otherwise a directory with config.json + model.safetensors; its vocabulary (when recorded)
+// must be the task's.
+Result<JobSetup> make_job_setup(const config::JobSpec& job);
+
+}  // namespace tandem::model

@@ -1,0 +1,155 @@
+#include "common/model/model_weights.h"
+
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/model/rng.h"
+#include "common/weights/safetensors.h"
+
+namespace tandem::model {
+
+Result<ModelWeights> ModelWeights::zeros(const ModelConfig& config) {
+    ModelWeights w;
+    w.config_ = config;
+    TANDEM_ASSIGN_OR_RETURN(w.layout_, make_param_layout(config));
+    TANDEM_ASSIGN_OR_RETURN(w.index_, ParamIndex::create(config, w.layout_));
+    w.data_.assign(static_cast<size_t>(w.index_.elements), 0.0f);
+    return w;
+}
+
+Result<ModelWeights> ModelWeights::random(const ModelConfig& config, uint64_t seed, double std) {
+    TANDEM_ASSIGN_OR_RETURN(ModelWeights w, zeros(config));
+    Rng rng(mix_seed(seed, 0x696e6974));
+    for (const auto& t : w.layout_.tensors()) {
+        float* p = w.data_.data() + t.offset / 4;
+        const uint64_t n = t.elements();
+        if (t.shape.size() == 1) {
+            for (uint64_t i = 0; i < n; ++i) p[i] = 1.0f;
+        } else {
+            for (uint64_t i = 0; i < n; ++i) p[i] = static_cast<float>(std * rng.normal());
+        }
+    }
+    return w;
+}
+
+Status ModelWeights::assign(std::span<const std::byte> bytes) {
+    if (bytes.size() != data_.size() * sizeof(float)) {
+        return invalid_argument(fmt::format("model weights: got {} bytes, the layout {} has {}",
+                                            bytes.size(), layout_.fingerprint_text(),
+                                            data_.size() * sizeof(float)));
+    }
+    std::memcpy(data_.data(), bytes.data(), bytes.size());
+    return Status();
+}
+
+namespace {
+
+float half_to_float(uint16_t h) {
+    const uint32_t sign = (h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else {  // subnormal: normalise
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) {
+                mant <<= 1;
+                --exp;
+            }
+            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+        }
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+}  // namespace
+
+Status ModelWeights::set_tensor(const std::string& name, const std::vector<int64_t>& shape,
+                                weights::DType dtype, std::span<const std::byte> src) {
+    const weights::TensorInfo* t = layout_.find(name);
+    if (!t) return invalid_argument(fmt::format("model weights: unknown tensor \"{}\"", name));
+    if (shape != t->shape) {
+        return invalid_argument(fmt::format("model weights: \"{}\" has shape [{}], expected [{}]",
+                                            name, fmt::join(shape, ", "),
+                                            fmt::join(t->shape, ", ")));
+    }
+    const uint64_t n = t->elements();
+    if (src.size() != n * weights::dtype_size(dtype)) {
+        return invalid_argument(fmt::format("model weights: \"{}\": {} bytes for {} elements of {}",
+                                            name, src.size(), n, weights::dtype_name(dtype)));
+    }
+    float* dst = data_.data() + t->offset / 4;
+    switch (dtype) {
+        case weights::DType::kF32:
+            std::memcpy(dst, src.data(), n * 4);
+            return Status();
+        case weights::DType::kBF16:
+            for (uint64_t i = 0; i < n; ++i) {
+                uint16_t v;
+                std::memcpy(&v, src.data() + 2 * i, 2);
+                const uint32_t bits = static_cast<uint32_t>(v) << 16;
+                std::memcpy(dst + i, &bits, 4);
+            }
+            return Status();
+        case weights::DType::kF16:
+            for (uint64_t i = 0; i < n; ++i) {
+                uint16_t v;
+                std::memcpy(&v, src.data() + 2 * i, 2);
+                dst[i] = half_to_float(v);
+            }
+            return Status();
+        default:
+            return invalid_argument(
+                fmt::format("model weights: \"{}\" has dtype {}; F32, BF16 or "
+                            "F16 expected",
+                            name, weights::dtype_name(dtype)));
+    }
+}
+
+Status save_pretrained(const std::string& dir, const ModelWeights& w, const Vocabulary* vocab) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return unavailable(fmt::format("{}: cannot create directory: {}", dir, ec.message()));
+    // The layout without lm_head when tied is exactly the parameter layout, so the bytes are
+    // written as they are.
+    TANDEM_RETURN_IF_ERROR(weights::write_safetensors(dir + "/model.safetensors", w.layout(),
+                                                      w.bytes(), {{"format", "pt"}}));
+    return write_hf_config(dir + "/config.json", w.config(), vocab);
+}
+
+Result<Pretrained> load_pretrained(const std::string& dir) {
+    TANDEM_ASSIGN_OR_RETURN(HfConfig cfg, read_hf_config(dir + "/config.json"));
+    const std::string path = dir + "/model.safetensors";
+    TANDEM_ASSIGN_OR_RETURN(weights::LoadedWeights loaded, weights::read_safetensors(path));
+    TANDEM_ASSIGN_OR_RETURN(ModelWeights w, ModelWeights::zeros(cfg.model));
+    std::set<std::string> filled;
+    for (const auto& t : loaded.layout.tensors()) {
+        if (cfg.model.tie_embeddings && t.name == "lm_head.weight") {
+            continue;  // some writers keep the tied copy; the embedding is authoritative
+        }
+        Status s = w.set_tensor(t.name, t.shape, t.dtype,
+                                std::span<const std::byte>(loaded.data.data() + t.offset, t.bytes));
+        if (!s.ok()) return s.with_context(path);
+        filled.insert(t.name);
+    }
+    for (const auto& t : w.layout().tensors()) {
+        if (!filled.count(t.name)) {
+            return invalid_argument(fmt::format("{}: missing tensor \"{}\"", path, t.name));
+        }
+    }
+    return Pretrained{std::move(w), std::move(cfg.vocab)};
+}
+
+}  // namespace tandem::model

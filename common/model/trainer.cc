@@ -1,0 +1,188 @@
+#include "common/model/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+namespace tandem::model {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+TrainerOptions TrainerOptions::from_job(const config::JobSpec& job) {
+    TrainerOptions o;
+    o.algorithm = job.algorithm;
+    o.temperature = job.rollout.sampling.temperature;
+    o.micro_batch = job.trainer.micro_batch;
+    return o;
+}
+
+GrpoTrainer::GrpoTrainer(ModelWeights weights, Transformer<float> policy,
+                         const TrainerOptions& options)
+    : options_(options),
+      weights_(std::move(weights)),
+      grads_(static_cast<size_t>(weights_.elements()), 0.0f),
+      policy_(std::move(policy)),
+      optimizer_(
+          options.algorithm.optimizer, weights_.index(),
+          static_cast<int64_t>(options.algorithm.steps) * std::max(1, options.mini_batches)) {
+    grpo_.clip_eps = options.algorithm.clip_eps;
+    grpo_.kl_coef = options.algorithm.kl_coef;
+    grpo_.temperature = options.temperature > 0 ? options.temperature : 1.0;
+}
+
+Result<std::unique_ptr<GrpoTrainer>> GrpoTrainer::create(ModelWeights initial,
+                                                         const TrainerOptions& options) {
+    if (options.micro_batch < 1) return invalid_argument("trainer: micro_batch must be >= 1");
+    TANDEM_ASSIGN_OR_RETURN(auto policy, Transformer<float>::create(initial.config()));
+    std::unique_ptr<ModelWeights> reference;
+    std::unique_ptr<Transformer<float>> reference_model;
+    if (options.algorithm.kl_coef > 0) {
+        reference = std::make_unique<ModelWeights>(initial);
+        TANDEM_ASSIGN_OR_RETURN(auto rm, Transformer<float>::create(initial.config()));
+        reference_model = std::make_unique<Transformer<float>>(std::move(rm));
+    }
+    std::unique_ptr<GrpoTrainer> t(new GrpoTrainer(std::move(initial), std::move(policy), options));
+    t->reference_ = std::move(reference);
+    t->reference_model_ = std::move(reference_model);
+    return t;
+}
+
+Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
+    const ModelConfig& c = weights_.config();
+    if (batch.empty()) return invalid_argument("trainer: empty batch");
+    TrainStats st;
+    std::vector<double> rewards(batch.size());
+    std::vector<uint64_t> groups(batch.size());
+    int64_t total_tokens = 0;
+    st.reward_min = std::numeric_limits<double>::infinity();
+    st.reward_max = -std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < batch.size(); ++i) {
+        const Trajectory& t = batch[i];
+        if (t.prompt.empty() || t.completion.empty() ||
+            t.behaviour_logprobs.size() != t.completion.size()) {
+            return invalid_argument(fmt::format(
+                "trainer: trajectory {} (group {}) has {} prompt tokens, {} completion tokens "
+                "and {} behaviour log-probs",
+                i, t.group, t.prompt.size(), t.completion.size(), t.behaviour_logprobs.size()));
+        }
+        if (static_cast<int64_t>(t.prompt.size() + t.completion.size()) > c.max_seq_len) {
+            return invalid_argument(fmt::format(
+                "trainer: trajectory {} is longer than max_seq_len {}", i, c.max_seq_len));
+        }
+        rewards[i] = t.reward;
+        groups[i] = t.group;
+        total_tokens += static_cast<int64_t>(t.completion.size());
+        st.reward_mean += t.reward;
+        st.reward_min = std::min(st.reward_min, t.reward);
+        st.reward_max = std::max(st.reward_max, t.reward);
+    }
+    const std::vector<double> adv = group_advantages(rewards, groups);
+    for (const double a : adv) st.advantage_abs_mean += std::abs(a);
+    int64_t clipped = 0, evaluated = 0;
+    const size_t mb = static_cast<size_t>(std::max(1, options_.mini_batches));
+    for (size_t m = 0; m < mb; ++m) {
+        const size_t m0 = batch.size() * m / mb, m1 = batch.size() * (m + 1) / mb;
+        if (m0 == m1) continue;
+        int64_t mb_tokens = 0;
+        for (size_t i = m0; i < m1; ++i)
+            mb_tokens += static_cast<int64_t>(batch[i].completion.size());
+        const double scale = 1.0 / static_cast<double>(mb_tokens);
+        std::fill(grads_.begin(), grads_.end(), 0.0f);
+        for (size_t b0 = m0; b0 < m1; b0 += static_cast<size_t>(options_.micro_batch)) {
+            const size_t b1 = std::min(m1, b0 + static_cast<size_t>(options_.micro_batch));
+            packed_.clear();
+            for (size_t i = b0; i < b1; ++i) packed_.add(batch[i].prompt, batch[i].completion);
+            const size_t n = static_cast<size_t>(packed_.num_tokens());
+            logp_.resize(n);
+            entropy_.resize(n);
+            weight_.assign(n, 0.0f);
+            auto t0 = std::chrono::steady_clock::now();
+            TANDEM_RETURN_IF_ERROR(policy_.forward(weights_.data(), packed_, grpo_.temperature,
+                                                   logp_.data(), entropy_.data()));
+            if (reference_model_) {
+                ref_logp_.resize(n);
+                TANDEM_RETURN_IF_ERROR(reference_model_->forward(
+                    reference_->data(), packed_, grpo_.temperature, ref_logp_.data(), nullptr));
+            }
+            st.forward_s += seconds_since(t0);
+            for (size_t i = b0; i < b1; ++i) {
+                const Trajectory& t = batch[i];
+                const int64_t base = packed_.begin[i - b0] + static_cast<int64_t>(t.prompt.size());
+                for (size_t j = 0; j < t.completion.size(); ++j) {
+                    const int64_t idx = base + static_cast<int64_t>(j);
+                    const double lp = logp_[idx];
+                    const double ref = reference_model_ ? ref_logp_[idx] : lp;
+                    const TokenLoss tl =
+                        grpo_token_loss(lp, t.behaviour_logprobs[j], ref, adv[i], grpo_, scale);
+                    weight_[idx] = static_cast<float>(tl.weight);
+                    // Loss and KL are token means over the batch: mini-batch means weighted by
+                    // their share of the tokens.
+                    st.loss += tl.loss * static_cast<double>(mb_tokens) / total_tokens;
+                    st.kl += tl.kl;
+                    st.entropy += entropy_[idx];
+                    st.ratio_mean += tl.ratio;
+                    st.ratio_max = std::max(st.ratio_max, tl.ratio);
+                    st.logprob_diff_max =
+                        std::max(st.logprob_diff_max, std::abs(lp - t.behaviour_logprobs[j]));
+                    clipped += tl.clipped;
+                    ++evaluated;
+                }
+            }
+            t0 = std::chrono::steady_clock::now();
+            TANDEM_RETURN_IF_ERROR(
+                policy_.backward(weights_.data(), weight_.data(), grads_.data()));
+            st.backward_s += seconds_since(t0);
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        const AdamW::StepResult r = optimizer_.step(weights_.data(), grads_.data());
+        st.optimizer_s += seconds_since(t0);
+        st.grad_norm += r.grad_norm / static_cast<double>(mb);
+        st.lr = r.lr;
+        ++st.updates;
+    }
+    const double nt = static_cast<double>(total_tokens), ns = static_cast<double>(batch.size());
+    const double ne = static_cast<double>(std::max<int64_t>(evaluated, 1));
+    st.step = ++steps_;
+    st.sequences = static_cast<int64_t>(batch.size());
+    st.tokens = total_tokens;
+    st.kl /= ne;
+    st.entropy /= ne;
+    st.ratio_mean /= ne;
+    st.clip_fraction = static_cast<double>(clipped) / ne;
+    st.advantage_abs_mean /= ns;
+    st.reward_mean /= ns;
+    st.response_length_mean = nt / ns;
+    return st;
+}
+
+Result<std::string> GrpoTrainer::save_checkpoint(const std::string& root, const TrainerState& state,
+                                                 const Vocabulary* vocab) const {
+    return model::save_checkpoint(root, state, weights_, vocab, optimizer_);
+}
+
+Result<TrainerState> GrpoTrainer::restore(const std::string& path) {
+    TANDEM_ASSIGN_OR_RETURN(LoadedCheckpoint ck, load_checkpoint(path));
+    if (!(ck.model.weights.config() == weights_.config())) {
+        return invalid_argument(
+            fmt::format("{}: the checkpoint's model config differs from the "
+                        "job's",
+                        path));
+    }
+    TANDEM_RETURN_IF_ERROR(weights_.assign(ck.model.weights.bytes()));
+    optimizer_.exp_avg() = std::move(ck.exp_avg);
+    optimizer_.exp_avg_sq() = std::move(ck.exp_avg_sq);
+    optimizer_.set_steps_taken(ck.optimizer_steps);
+    steps_ = ck.state.step;
+    return ck.state;
+}
+
+}  // namespace tandem::model

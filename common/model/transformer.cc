@@ -1,0 +1,276 @@
+#include "common/model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace tandem::model {
+
+void PackedBatch::clear() {
+    tokens.clear();
+    begin.assign(1, 0);
+    score_from.clear();
+}
+
+void PackedBatch::add(std::span<const int32_t> prompt, std::span<const int32_t> completion) {
+    tokens.insert(tokens.end(), prompt.begin(), prompt.end());
+    tokens.insert(tokens.end(), completion.begin(), completion.end());
+    begin.push_back(static_cast<int64_t>(tokens.size()));
+    score_from.push_back(static_cast<int32_t>(std::max<size_t>(prompt.size(), 1)));
+}
+
+void PackedBatch::add_sequence(std::span<const int32_t> seq, int32_t from) {
+    tokens.insert(tokens.end(), seq.begin(), seq.end());
+    begin.push_back(static_cast<int64_t>(tokens.size()));
+    score_from.push_back(std::max<int32_t>(from, 1));
+}
+
+template <typename T>
+Result<Transformer<T>> Transformer<T>::create(const ModelConfig& config) {
+    Transformer t;
+    t.config_ = config;
+    TANDEM_ASSIGN_OR_RETURN(t.layout_, make_param_layout(config));
+    TANDEM_ASSIGN_OR_RETURN(t.index_, ParamIndex::create(config, t.layout_));
+    t.rope_ = RopeTable<T>(config.max_seq_len, config.head_dim(), config.rope_theta);
+    t.acts_.resize(static_cast<size_t>(config.num_layers));
+    return t;
+}
+
+namespace {
+
+template <typename T>
+T* sized(std::vector<T>& v, int64_t n) {
+    v.resize(static_cast<size_t>(n));
+    return v.data();
+}
+
+kernels::AttentionParams self_attention(const ModelConfig& c, int64_t len) {
+    kernels::AttentionParams p;
+    p.tq = p.tk = len;
+    p.hq = c.num_heads;
+    p.hkv = c.num_kv_heads;
+    p.d = c.head_dim();
+    p.scale = kernels::default_softmax_scale(p.d);
+    p.causal = true;
+    return p;
+}
+
+}  // namespace
+
+template <typename T>
+Status Transformer<T>::run_layers(const T* params, const PackedBatch& batch) {
+    const ModelConfig& c = config_;
+    const int64_t n = batch.num_tokens(), h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(),
+                  inter = c.intermediate_size;
+    if (batch.begin.size() != batch.score_from.size() + 1 || batch.begin.back() != n) {
+        return invalid_argument(
+            "transformer: malformed PackedBatch (offsets disagree with tokens)");
+    }
+    const ParamPtrs<const T> w(index_, params);
+    tokens_.assign(batch.tokens.begin(), batch.tokens.end());
+    begin_.assign(batch.begin.begin(), batch.begin.end());
+    pos_.resize(static_cast<size_t>(n));
+    for (int64_t s = 0; s < batch.num_sequences(); ++s) {
+        const int64_t len = batch.length(s);
+        if (len > c.max_seq_len) {
+            return invalid_argument(
+                fmt::format("transformer: sequence {} has {} tokens, more than max_seq_len {}", s,
+                            len, c.max_seq_len));
+        }
+        for (int64_t i = 0; i < len; ++i) pos_[batch.begin[s] + i] = static_cast<int32_t>(i);
+    }
+    // Embedding.
+    T* x = sized(x_out_, n * h);
+    for (int64_t r = 0; r < n; ++r) {
+        const int32_t t = tokens_[r];
+        if (t < 0 || t >= c.vocab_size) {
+            return invalid_argument(
+                fmt::format("transformer: token {} at row {} is outside the vocabulary ({})", t, r,
+                            c.vocab_size));
+        }
+        std::memcpy(x + r * h, w.embed + static_cast<int64_t>(t) * h, sizeof(T) * h);
+    }
+    for (int l = 0; l < c.num_layers; ++l) {
+        LayerActs& A = acts_[l];
+        const auto& L = w.layers[l];
+        T* x_in = sized(A.x_in, n * h);
+        std::memcpy(x_in, x, sizeof(T) * n * h);
+        T* a = sized(A.a, n * h);
+        rmsnorm_forward<T>(n, h, x_in, L.input_norm, c.rms_norm_eps, a, sized(A.rstd1, n));
+        T* q = sized(A.q, n * qd);
+        T* k = sized(A.k, n * kvd);
+        T* v = sized(A.v, n * kvd);
+        linear_forward<T>(n, h, qd, a, L.wq, q);
+        linear_forward<T>(n, h, kvd, a, L.wk, k);
+        linear_forward<T>(n, h, kvd, a, L.wv, v);
+        rope_apply<T>(n, c.num_heads, pos_.data(), rope_, q, false);
+        rope_apply<T>(n, c.num_kv_heads, pos_.data(), rope_, k, false);
+        T* o = sized(A.o, n * qd);
+        T* lse = sized(A.lse, n * c.num_heads);
+        for (int64_t s = 0; s < batch.num_sequences(); ++s) {
+            const int64_t b0 = begin_[s], len = batch.length(s);
+            if (len == 0) continue;
+            TANDEM_RETURN_IF_ERROR(attention_forward<T>(self_attention(c, len), q + b0 * qd,
+                                                        k + b0 * kvd, v + b0 * kvd, o + b0 * qd,
+                                                        lse + b0 * c.num_heads));
+        }
+        T* x_mid = sized(A.x_mid, n * h);
+        std::memcpy(x_mid, x_in, sizeof(T) * n * h);
+        linear_forward<T>(n, qd, h, o, L.wo, x_mid, true);
+        T* b = sized(A.b, n * h);
+        rmsnorm_forward<T>(n, h, x_mid, L.post_norm, c.rms_norm_eps, b, sized(A.rstd2, n));
+        T* g = sized(A.g, n * inter);
+        T* u = sized(A.u, n * inter);
+        T* sw = sized(A.s, n * inter);
+        linear_forward<T>(n, h, inter, b, L.wg, g);
+        linear_forward<T>(n, h, inter, b, L.wu, u);
+        swiglu_forward<T>(n * inter, g, u, sw);
+        std::memcpy(x, x_mid, sizeof(T) * n * h);
+        linear_forward<T>(n, inter, h, sw, L.wd, x, true);
+    }
+    return Status();
+}
+
+template <typename T>
+void Transformer<T>::final_head(const T* params) {
+    const ModelConfig& c = config_;
+    const ParamPtrs<const T> w(index_, params);
+    const int64_t ns = static_cast<int64_t>(srow_.size()), h = c.hidden_size;
+    T* xs = sized(xs_, ns * h);
+    for (int64_t i = 0; i < ns; ++i)
+        std::memcpy(xs + i * h, x_out_.data() + srow_[i] * h, sizeof(T) * h);
+    T* f = sized(f_, ns * h);
+    rmsnorm_forward<T>(ns, h, xs, w.final_norm, c.rms_norm_eps, f, sized(rstd_f_, ns));
+    linear_forward<T>(ns, h, c.vocab_size, f, w.lm_head, sized(logits_, ns * c.vocab_size));
+}
+
+template <typename T>
+Status Transformer<T>::forward(const T* params, const PackedBatch& batch, double temperature,
+                               T* logp, T* entropy) {
+    if (!(temperature > 0.0)) {
+        return invalid_argument(
+            fmt::format("transformer: temperature must be > 0, got {}", temperature));
+    }
+    TANDEM_RETURN_IF_ERROR(run_layers(params, batch));
+    inv_temp_ = 1.0 / temperature;
+    srow_.clear();
+    target_.clear();
+    for (int64_t s = 0; s < batch.num_sequences(); ++s) {
+        for (int64_t i = std::max<int64_t>(batch.score_from[s], 1); i < batch.length(s); ++i) {
+            srow_.push_back(batch.begin[s] + i - 1);
+            target_.push_back(batch.tokens[batch.begin[s] + i]);
+        }
+    }
+    final_head(params);
+    const int64_t n = batch.num_tokens(), ns = static_cast<int64_t>(srow_.size());
+    std::fill(logp, logp + n, T(0));
+    if (entropy) std::fill(entropy, entropy + n, T(0));
+    // Scored values are computed into a compact scratch, then spread to their token index.
+    T* lp = sized(dlogits_, 2 * ns);
+    token_logprob_forward<T>(ns, config_.vocab_size, logits_.data(), target_.data(), inv_temp_, lp,
+                             entropy ? lp + ns : nullptr);
+    for (int64_t i = 0; i < ns; ++i) {
+        logp[srow_[i] + 1] = lp[i];
+        if (entropy) entropy[srow_[i] + 1] = lp[ns + i];
+    }
+    return Status();
+}
+
+template <typename T>
+Status Transformer<T>::logits(const T* params, const PackedBatch& batch, T* out) {
+    TANDEM_RETURN_IF_ERROR(run_layers(params, batch));
+    srow_.resize(static_cast<size_t>(batch.num_tokens()));
+    for (int64_t r = 0; r < batch.num_tokens(); ++r) srow_[r] = r;
+    target_.clear();  // no backward from here
+    final_head(params);
+    std::memcpy(out, logits_.data(), sizeof(T) * logits_.size());
+    srow_.clear();
+    return Status();
+}
+
+template <typename T>
+Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
+    const ModelConfig& c = config_;
+    if (target_.size() != srow_.size()) {
+        return internal_error("transformer: backward() without a matching forward()");
+    }
+    const ParamPtrs<const T> w(index_, params);
+    const ParamPtrs<T> gw(index_, grads);
+    const int64_t n = static_cast<int64_t>(tokens_.size()), h = c.hidden_size, qd = c.q_dim(),
+                  kvd = c.kv_dim(), inter = c.intermediate_size, V = c.vocab_size;
+    const int64_t ns = static_cast<int64_t>(srow_.size());
+
+    // Head: logits -> final norm -> scatter into dx.
+    T* ws = sized(w_scored_, ns);
+    for (int64_t i = 0; i < ns; ++i) ws[i] = weight[srow_[i] + 1];
+    T* dlogits = sized(dlogits_, ns * V);
+    token_logprob_backward<T>(ns, V, logits_.data(), target_.data(), inv_temp_, ws, dlogits);
+    T* df = sized(df_, ns * h);
+    linear_backward<T>(ns, h, V, f_.data(), w.lm_head, dlogits, df, false, gw.lm_head);
+    T* dxs = sized(dxs_, ns * h);
+    rmsnorm_backward<T>(ns, h, xs_.data(), w.final_norm, rstd_f_.data(), df, dxs, false,
+                        gw.final_norm);
+    T* dx = sized(dx_, n * h);
+    std::fill(dx, dx + n * h, T(0));
+    for (int64_t i = 0; i < ns; ++i) {
+        T* dst = dx + srow_[i] * h;
+        const T* src = dxs + i * h;
+        for (int64_t j = 0; j < h; ++j) dst[j] += src[j];
+    }
+
+    T* dmid = sized(dmid_, n * h);
+    T* db = sized(db_, n * h);
+    T* da = sized(da_, n * h);
+    T* dO = sized(do_, n * qd);
+    T* dq = sized(dq_, n * qd);
+    T* dk = sized(dk_, n * kvd);
+    T* dv = sized(dv_, n * kvd);
+    T* dg = sized(dg_, n * inter);
+    T* du = sized(du_, n * inter);
+    T* dsw = sized(ds_, n * inter);
+    for (int l = c.num_layers - 1; l >= 0; --l) {
+        const LayerActs& A = acts_[l];
+        const auto& L = w.layers[l];
+        const auto& G = gw.layers[l];
+        // MLP: x_out = x_mid + swiglu(b Wg^T, b Wu^T) Wd^T.
+        linear_backward<T>(n, inter, h, A.s.data(), L.wd, dx, dsw, false, G.wd);
+        swiglu_backward<T>(n * inter, A.g.data(), A.u.data(), dsw, dg, du);
+        linear_backward<T>(n, h, inter, A.b.data(), L.wg, dg, db, false, G.wg);
+        linear_backward<T>(n, h, inter, A.b.data(), L.wu, du, db, true, G.wu);
+        std::memcpy(dmid, dx, sizeof(T) * n * h);
+        rmsnorm_backward<T>(n, h, A.x_mid.data(), L.post_norm, A.rstd2.data(), db, dmid, true,
+                            G.post_norm);
+        // Attention: x_mid = x_in + attn(rope(a Wq^T), rope(a Wk^T), a Wv^T) Wo^T.
+        linear_backward<T>(n, qd, h, A.o.data(), L.wo, dmid, dO, false, G.wo);
+        for (int64_t s = 0; s + 1 < static_cast<int64_t>(begin_.size()); ++s) {
+            const int64_t b0 = begin_[s], len = begin_[s + 1] - b0;
+            if (len == 0) continue;
+            TANDEM_RETURN_IF_ERROR(attention_backward<T>(
+                self_attention(c, len), A.q.data() + b0 * qd, A.k.data() + b0 * kvd,
+                A.v.data() + b0 * kvd, A.o.data() + b0 * qd, A.lse.data() + b0 * c.num_heads,
+                dO + b0 * qd, dq + b0 * qd, dk + b0 * kvd, dv + b0 * kvd));
+        }
+        rope_apply<T>(n, c.num_heads, pos_.data(), rope_, dq, true);
+        rope_apply<T>(n, c.num_kv_heads, pos_.data(), rope_, dk, true);
+        linear_backward<T>(n, h, qd, A.a.data(), L.wq, dq, da, false, G.wq);
+        linear_backward<T>(n, h, kvd, A.a.data(), L.wk, dk, da, true, G.wk);
+        linear_backward<T>(n, h, kvd, A.a.data(), L.wv, dv, da, true, G.wv);
+        std::memcpy(dx, dmid, sizeof(T) * n * h);
+        rmsnorm_backward<T>(n, h, A.x_in.data(), L.input_norm, A.rstd1.data(), da, dx, true,
+                            G.input_norm);
+    }
+    // Embedding rows.
+    for (int64_t r = 0; r < n; ++r) {
+        T* dst = gw.embed + static_cast<int64_t>(tokens_[r]) * h;
+        const T* src = dx + r * h;
+        for (int64_t j = 0; j < h; ++j) dst[j] += src[j];
+    }
+    return Status();
+}
+
+template class Transformer<float>;
+template class Transformer<double>;
+
+}  // namespace tandem::model
