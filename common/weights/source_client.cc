@@ -35,9 +35,11 @@ SourceClient::SourceClient(UcxLoop& loop, const Clock& clock, uint64_t reader_id
 SourceClient::~SourceClient() {
     loop_.worker().clear_am_handler(wire::kReplyAmId);
     pending_.clear();
-    orphans_.clear();
+    // Close the connections first (completing their sends), then drop what the sends used.
     for (auto& [address, connection] : connections_) connection->rkeys.clear();
     connections_.clear();
+    orphans_.clear();
+    sending_.clear();
 }
 
 Status SourceClient::start() {
@@ -123,7 +125,6 @@ void SourceClient::forget(const std::shared_ptr<SourceConnection>& connection, u
     connection->rkeys.clear();
     connections_.erase(std::string(reinterpret_cast<const char*>(connection->address.data()),
                                    connection->address.size()));
-    std::erase_if(orphans_, [&](const Orphan& o) { return o.connection == connection; });
 }
 
 ucs_status_ptr_t SourceClient::post(SourceConnection& connection, const wire::Request* header,
@@ -149,6 +150,7 @@ std::shared_ptr<PendingCall> SourceClient::call(SourceConnection& connection, wi
     call->send =
         ucx::Request(post(connection, &call->request, call->payload), loop_.worker().handle());
     const ucs_status_t st = call->send.poll();
+    if (st == UCS_INPROGRESS) sending_.push_back(call);
     if (st != UCS_OK && st != UCS_INPROGRESS) {
         pending_.erase(call->id);
         call->replied = true;
@@ -166,9 +168,6 @@ void SourceClient::send_only(SourceConnection& connection, wire::Request request
     o.header->reader_id = reader_id_;
     o.request = ucx::Request(post(connection, o.header.get(), {}), loop_.worker().handle());
     if (o.request.poll() != UCS_INPROGRESS) return;
-    for (auto& [address, c] : connections_) {
-        if (c.get() == &connection) o.connection = c;
-    }
     orphans_.push_back(std::move(o));
 }
 
@@ -189,7 +188,9 @@ Status SourceClient::check_alive(SourceConnection& connection) const {
 
 bool SourceClient::poll() {
     std::erase_if(orphans_, [](Orphan& o) { return !o.request.pending(); });
-    return !orphans_.empty();
+    std::erase_if(sending_,
+                  [](const std::shared_ptr<PendingCall>& c) { return !c->send.pending(); });
+    return !orphans_.empty() || !sending_.empty();
 }
 
 }  // namespace tandem::weights

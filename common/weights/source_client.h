@@ -97,12 +97,16 @@ private:
     uint64_t next_id_ = 1;
     std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_;
     std::map<std::string, std::shared_ptr<SourceConnection>> connections_;  // by address bytes
+    // A request that gets no reply, kept until UCX is done sending it. It does not hold its
+    // connection: closing the endpoint is what completes it if the peer is gone.
     struct Orphan {
         std::unique_ptr<wire::Request> header;
         ucx::Request request;
-        std::shared_ptr<SourceConnection> connection;
     };
     std::vector<Orphan> orphans_;  // fire-and-forget sends still in flight
+    // Calls whose request is still being sent: UCX reads their header until the send completes,
+    // so they stay alive here even if their owner lets go.
+    std::vector<std::shared_ptr<PendingCall>> sending_;
 };
 
 }  // namespace tandem::weights

@@ -26,7 +26,9 @@ SourceServer::SourceServer(UcxLoop& loop, SlotProvider& provider, const Clock& c
 SourceServer::~SourceServer() {
     if (poller_ != 0) loop_.remove_poller(poller_);
     loop_.worker().clear_am_handler(wire::kRequestAmId);
-    for (auto& [id, conn] : readers_) conn.sends.clear();  // requests before their endpoint
+    // Close each endpoint first: closing completes the replies in flight, whose headers and
+    // payloads the Send entries keep alive until then.
+    for (auto& [id, conn] : readers_) conn.endpoint.reset();
     readers_.clear();
 }
 
@@ -103,6 +105,7 @@ bool SourceServer::handle(Incoming& in) {
     if (rq.type == wire::RequestType::kHello) {
         ReaderConnection& conn = readers_[rq.reader_id];
         if (!conn.endpoint || conn.endpoint->failed()) {
+            conn.endpoint.reset();  // completes (fails) its sends before they are dropped
             conn.sends.clear();
             auto ep = ucx::Endpoint::connect(loop_.shared_worker(), in.payload,
                                              reader_name(rq.reader_id));
@@ -252,7 +255,8 @@ void SourceServer::drop_reader(uint64_t reader_id, std::string_view why) {
         it->second.endpoint->abandon(UCS_ERR_CONNECTION_RESET);
     }
     ++stats_.readers_dropped;
-    it->second.sends.clear();  // cancel replies before the endpoint closes
+    // Closing the endpoint completes its replies in flight; only then do their buffers go.
+    it->second.endpoint.reset();
     readers_.erase(it);
     std::erase_if(parked_, [&](const Incoming& in) { return in.request.reader_id == reader_id; });
 }

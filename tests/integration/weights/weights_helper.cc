@@ -50,14 +50,11 @@ struct Args {
 Args parse(int argc, char** argv) {
     Args a;
     for (int i = 2; i < argc; ++i) {
-        std::string k = argv[i];
-        if (k.rfind("--", 0) != 0) continue;
-        k.erase(0, 2);
-        if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
-            a.values[k] = argv[++i];
-        } else {
-            a.values[k] = "1";
-        }
+        const std::string_view arg = argv[i];
+        if (arg.size() < 3 || arg.substr(0, 2) != "--") continue;
+        const std::string key(arg.substr(2));
+        const bool has_value = i + 1 < argc && std::string_view(argv[i + 1]).substr(0, 2) != "--";
+        a.values[key] = has_value ? argv[++i] : "1";
     }
     return a;
 }
