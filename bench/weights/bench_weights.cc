@@ -409,8 +409,9 @@ double perftest_gbps(const std::string& perftest, const std::string& test, const
     const auto pos = out.find("Final:");
     if (pos == std::string::npos) return 0;
     std::istringstream in(out.substr(pos + 6));
-    double iters, lat50, lat_avg, lat_all, bw_avg, bw_all;
+    double iters = 0, lat50 = 0, lat_avg = 0, lat_all = 0, bw_avg = 0, bw_all = 0;
     in >> iters >> lat50 >> lat_avg >> lat_all >> bw_avg >> bw_all;
+    if (!in) return 0;
     return bw_all * 1048576.0 / 1e9;
 }
 
@@ -453,7 +454,7 @@ struct Bench {
     std::string self;
     std::string chunk;
     int iterations = 3;
-    uint64_t piece_bytes = 1 << 20;
+    uint64_t piece_bytes = 256 << 10;
     uint32_t window_reads = 16;
 
     std::vector<std::string> role(const std::string& r, const std::string& transport,
@@ -628,20 +629,31 @@ struct Bench {
         auto publisher = Publisher::create(o, layout, directory);
         if (!publisher.ok()) return;
         auto data = *HostBuffer::allocate(layout.total_bytes(), true);
+        auto copy = *HostBuffer::allocate(layout.total_bytes(), true);
         fill(data.span(), 4);
+        // The memcpy ceiling is timed next to each publish, so both see the same machine.
         std::vector<double> times;
+        std::vector<double> copies;
         for (int i = 0; i < 3 + iterations; ++i) {  // the first pass over each slot faults it in
-            const auto t0 = SteadyClock::now();
+            auto t0 = SteadyClock::now();
             Status s = (*publisher)->publish(static_cast<Version>(i + 1), data.span());
             const double t = since(t0);
             if (!s.ok()) return;
-            if (i >= 3) times.push_back(t);
+            t0 = SteadyClock::now();
+            std::memcpy(copy.data(), data.data(), data.size());
+            const double m = since(t0);
+            if (i >= 3) {
+                times.push_back(t);
+                copies.push_back(m);
+            }
         }
+        (void)memcpy_s;
         const double s = median(times);
-        const double ceiling = layout.total_bytes() / memcpy_s / 1e9;
+        const double copy_s = median(copies);
+        const double ceiling = layout.total_bytes() / copy_s / 1e9;
         json j = result("publish", transport, layout.total_bytes(), 0, s,
                         layout.total_bytes() / s / 1e9, c, ceiling);
-        j["memcpy_seconds"] = memcpy_s;
+        j["memcpy_seconds"] = copy_s;
         emit(j);
     }
 };
@@ -671,7 +683,7 @@ int main(int argc, char** argv) {
     bench.self = self_path();
     bench.chunk = a.get("chunk-bytes", "4M");
     bench.iterations = std::stoi(a.get("iterations", "3"));
-    bench.piece_bytes = parse_size(a.get("piece-bytes", "1M"));
+    bench.piece_bytes = parse_size(a.get("piece-bytes", "256K"));
     bench.window_reads = static_cast<uint32_t>(std::stoul(a.get("window", "16")));
     const std::string perftest = a.get("perftest", "ucx_perftest");
 

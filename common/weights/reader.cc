@@ -845,7 +845,8 @@ Status Reader::Core::accept_lease(Operation& op, ShardFetch& sf) {
     // Native one-sided gets: the NIC does them (an RDMA lane carries RMA), or the slot is a
     // shared-memory segment UCX attached here. Otherwise UCX would emulate them over active
     // messages, and our own request/response path is faster.
-    TANDEM_ASSIGN_OR_RETURN(sf.rkey, sf.conn->rkey(r.region_address, sf.rkey_bytes));
+    TANDEM_ASSIGN_OR_RETURN(sf.rkey,
+                            sf.conn->rkey(r.region_address, r.region_bytes, sf.rkey_bytes));
     const bool native =
         sf.conn->endpoint->rdma_rma() || sf.rkey->directly_addressable(r.region_address);
     sf.use_get =
@@ -1002,6 +1003,23 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
             continue;
         }
         issue_read(op, sf, chunk, *next);
+        // A get from an attached shared-memory segment is a copy done inside the call:
+        // checksum the piece now, while it is still in cache.
+        InFlight& last = sf.inflight.back();
+        if (sf.use_get && last.get.poll() != UCS_INPROGRESS) {
+            const ucs_status_t u = last.get.poll();
+            const size_t piece = last.piece;
+            sf.inflight.pop_back();
+            if (u != UCS_OK) {
+                fail(op, ucx::ucx_status(u, "get").with_context(
+                             fmt::format("reading chunk {} of version {} shard {} from {}", chunk,
+                                         op.version.version, sf.shard.index, sf.source_name)));
+                return;
+            }
+            sf.last_progress = now;
+            piece_done(op, sf, chunk, piece);
+            if (op.finished) return;
+        }
     }
     // Pieces complete in order for gets; replies may overtake each other, so scan them all.
     for (auto it = sf.inflight.begin(); it != sf.inflight.end();) {

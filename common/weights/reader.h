@@ -43,7 +43,7 @@ struct ReaderOptions {
     // Chunks (the manifest's unit) are read in pieces: one get of piece_bytes (small enough to
     // be checksummed while still in cache) or one request of am_piece_bytes (large, since every
     // request costs a round of messages). Capped at the chunk size.
-    uint64_t piece_bytes = 1 << 20;
+    uint64_t piece_bytes = 256 << 10;
     uint64_t am_piece_bytes = 4 << 20;
     uint32_t window_reads = 16;  // pieces in flight per shard
     // A control round trip (hello, lease, renew, header) must answer within this.

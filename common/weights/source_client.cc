@@ -1,6 +1,8 @@
 #include "common/weights/source_client.h"
 
 #include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -11,6 +13,14 @@
 
 namespace tandem::weights {
 
+namespace {
+#ifdef MADV_POPULATE_READ
+constexpr int kMadvPopulateRead = MADV_POPULATE_READ;
+#else
+constexpr int kMadvPopulateRead = 22;  // Linux 5.14
+#endif
+}  // namespace
+
 bool PendingCall::done() {
     if (!replied) return false;
     const ucs_status_t st = recv.poll();
@@ -19,11 +29,18 @@ bool PendingCall::done() {
     return true;
 }
 
-Result<ucx::RemoteKey*> SourceConnection::rkey(uint64_t region_address,
+Result<ucx::RemoteKey*> SourceConnection::rkey(uint64_t region_address, uint64_t region_bytes,
                                                std::span<const std::byte> packed) {
     auto it = rkeys.find(region_address);
     if (it != rkeys.end()) return it->second.get();
     TANDEM_ASSIGN_OR_RETURN(auto key, ucx::RemoteKey::unpack(endpoint, packed));
+    if (const std::byte* local = key->local_pointer(region_address)) {
+        const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+        const auto begin = reinterpret_cast<uintptr_t>(local) & ~(page - 1);
+        const auto end = reinterpret_cast<uintptr_t>(local) + region_bytes;
+        // Best effort (Linux 5.14+); without it pages fault in on first use.
+        madvise(reinterpret_cast<void*>(begin), end - begin, kMadvPopulateRead);
+    }
     ucx::RemoteKey* raw = key.get();
     rkeys.emplace(region_address, std::move(key));
     return raw;

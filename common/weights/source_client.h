@@ -48,7 +48,11 @@ struct SourceConnection {
     int64_t pid = 0;
     std::map<uint64_t, std::unique_ptr<ucx::RemoteKey>> rkeys;  // by region address
 
-    Result<ucx::RemoteKey*> rkey(uint64_t region_address, std::span<const std::byte> packed);
+    // The unpacked key for a region, cached. A region UCX maps here (shared memory) has its page
+    // tables populated once, up front: faulting them in page by page on the first read costs far
+    // more (tens of microseconds per 4 KiB page in a VM).
+    Result<ucx::RemoteKey*> rkey(uint64_t region_address, uint64_t region_bytes,
+                                 std::span<const std::byte> packed);
 };
 
 // The reader side of the protocol: connections to sources, requests, and the reply handler that

@@ -355,8 +355,13 @@ Result<std::unique_ptr<RemoteKey>> RemoteKey::unpack(std::shared_ptr<Endpoint> e
 RemoteKey::~RemoteKey() { ucp_rkey_destroy(handle_); }
 
 bool RemoteKey::directly_addressable(uint64_t remote_address) const {
+    return local_pointer(remote_address) != nullptr;
+}
+
+const std::byte* RemoteKey::local_pointer(uint64_t remote_address) const {
     void* local = nullptr;
-    return ucp_rkey_ptr(handle_, remote_address, &local) == UCS_OK;
+    if (ucp_rkey_ptr(handle_, remote_address, &local) != UCS_OK) return nullptr;
+    return static_cast<const std::byte*>(local);
 }
 
 Request::Request(ucs_status_ptr_t ptr, ucp_worker_h worker) : worker_(worker) {

@@ -200,6 +200,8 @@ public:
     // Whether the remote memory is directly addressable here (a shared-memory segment UCX
     // attached): then gets through this key are local copies.
     bool directly_addressable(uint64_t remote_address) const;
+    // Where a directly addressable remote range is mapped here, or nullptr.
+    const std::byte* local_pointer(uint64_t remote_address) const;
 
 private:
     RemoteKey(std::shared_ptr<Endpoint> endpoint, ucp_rkey_h handle)
