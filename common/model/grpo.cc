@@ -7,7 +7,8 @@
 namespace tandem::model {
 
 std::vector<double> group_advantages(std::span<const double> rewards,
-                                     std::span<const uint64_t> groups, double eps) {
+                                     std::span<const uint64_t> groups, double eps,
+                                     bool scale_by_std) {
     struct Acc {
         double sum = 0, sq = 0, min = 0, max = 0;
         int64_t n = 0;
@@ -31,7 +32,7 @@ std::vector<double> group_advantages(std::span<const double> rewards,
         if (a.n < 2 || a.max == a.min) continue;
         const double mean = a.sum / static_cast<double>(a.n);
         const double std = std::sqrt(a.sq / static_cast<double>(a.n));
-        out[i] = (rewards[i] - mean) / (std + eps);
+        out[i] = scale_by_std ? (rewards[i] - mean) / (std + eps) : rewards[i] - mean;
     }
     return out;
 }

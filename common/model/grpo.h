@@ -13,8 +13,10 @@ namespace tandem::model {
 
 // A_i = (r_i - mean(group)) / (std(group) + eps), population std over the trajectories that
 // share groups[i]; 0 for every member of a group whose rewards are all equal (or of size 1).
+// With scale_by_std false the advantage is only centred: r_i - mean(group) ("Dr. GRPO").
 std::vector<double> group_advantages(std::span<const double> rewards,
-                                     std::span<const uint64_t> groups, double eps = 1e-6);
+                                     std::span<const uint64_t> groups, double eps = 1e-6,
+                                     bool scale_by_std = true);
 
 struct GrpoOptions {
     double clip_eps = 0.2;

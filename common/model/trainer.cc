@@ -56,13 +56,11 @@ Result<std::unique_ptr<GrpoTrainer>> GrpoTrainer::create(ModelWeights initial,
     return t;
 }
 
-Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
+Status GrpoTrainer::validate(std::span<const Trajectory> batch, TrainStats& st,
+                             int64_t& total_tokens) const {
     const ModelConfig& c = weights_.config();
     if (batch.empty()) return invalid_argument("trainer: empty batch");
-    TrainStats st;
-    std::vector<double> rewards(batch.size());
-    std::vector<uint64_t> groups(batch.size());
-    int64_t total_tokens = 0;
+    total_tokens = 0;
     st.reward_min = std::numeric_limits<double>::infinity();
     st.reward_max = -std::numeric_limits<double>::infinity();
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -78,14 +76,72 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
             return invalid_argument(fmt::format(
                 "trainer: trajectory {} is longer than max_seq_len {}", i, c.max_seq_len));
         }
-        rewards[i] = t.reward;
-        groups[i] = t.group;
         total_tokens += static_cast<int64_t>(t.completion.size());
         st.reward_mean += t.reward;
         st.reward_min = std::min(st.reward_min, t.reward);
         st.reward_max = std::max(st.reward_max, t.reward);
     }
-    const std::vector<double> adv = group_advantages(rewards, groups);
+    st.reward_mean /= static_cast<double>(batch.size());
+    st.sequences = static_cast<int64_t>(batch.size());
+    st.tokens = total_tokens;
+    st.response_length_mean = static_cast<double>(total_tokens) / static_cast<double>(batch.size());
+    return Status();
+}
+
+Result<TrainStats> GrpoTrainer::supervised_step(std::span<const Trajectory> batch) {
+    TrainStats st;
+    int64_t total_tokens = 0;
+    TANDEM_RETURN_IF_ERROR(validate(batch, st, total_tokens));
+    const float w = -1.0f / static_cast<float>(total_tokens);
+    std::fill(grads_.begin(), grads_.end(), 0.0f);
+    for (size_t b0 = 0; b0 < batch.size(); b0 += static_cast<size_t>(options_.micro_batch)) {
+        const size_t b1 = std::min(batch.size(), b0 + static_cast<size_t>(options_.micro_batch));
+        packed_.clear();
+        for (size_t i = b0; i < b1; ++i) packed_.add(batch[i].prompt, batch[i].completion);
+        const size_t n = static_cast<size_t>(packed_.num_tokens());
+        logp_.resize(n);
+        entropy_.resize(n);
+        weight_.assign(n, 0.0f);
+        auto t0 = std::chrono::steady_clock::now();
+        TANDEM_RETURN_IF_ERROR(policy_.forward(weights_.data(), packed_, grpo_.temperature,
+                                               logp_.data(), entropy_.data()));
+        st.forward_s += seconds_since(t0);
+        for (size_t i = b0; i < b1; ++i) {
+            const int64_t base =
+                packed_.begin[i - b0] + static_cast<int64_t>(batch[i].prompt.size());
+            for (size_t j = 0; j < batch[i].completion.size(); ++j) {
+                const int64_t idx = base + static_cast<int64_t>(j);
+                weight_[idx] = w;
+                st.loss -= logp_[idx] / static_cast<double>(total_tokens);
+                st.entropy += entropy_[idx] / static_cast<double>(total_tokens);
+            }
+        }
+        t0 = std::chrono::steady_clock::now();
+        TANDEM_RETURN_IF_ERROR(policy_.backward(weights_.data(), weight_.data(), grads_.data()));
+        st.backward_s += seconds_since(t0);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const AdamW::StepResult r = optimizer_.step(weights_.data(), grads_.data());
+    st.optimizer_s = seconds_since(t0);
+    st.grad_norm = r.grad_norm;
+    st.lr = r.lr;
+    st.updates = 1;
+    st.step = ++steps_;
+    return st;
+}
+
+Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
+    TrainStats st;
+    int64_t total_tokens = 0;
+    TANDEM_RETURN_IF_ERROR(validate(batch, st, total_tokens));
+    std::vector<double> rewards(batch.size());
+    std::vector<uint64_t> groups(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+        rewards[i] = batch[i].reward;
+        groups[i] = batch[i].group;
+    }
+    const std::vector<double> adv =
+        group_advantages(rewards, groups, 1e-6, options_.scale_advantages_by_std);
     for (const double a : adv) st.advantage_abs_mean += std::abs(a);
     int64_t clipped = 0, evaluated = 0;
     const size_t mb = static_cast<size_t>(std::max(1, options_.mini_batches));
@@ -149,18 +205,14 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
         st.lr = r.lr;
         ++st.updates;
     }
-    const double nt = static_cast<double>(total_tokens), ns = static_cast<double>(batch.size());
+    const double ns = static_cast<double>(batch.size());
     const double ne = static_cast<double>(std::max<int64_t>(evaluated, 1));
     st.step = ++steps_;
-    st.sequences = static_cast<int64_t>(batch.size());
-    st.tokens = total_tokens;
     st.kl /= ne;
     st.entropy /= ne;
     st.ratio_mean /= ne;
     st.clip_fraction = static_cast<double>(clipped) / ne;
     st.advantage_abs_mean /= ns;
-    st.reward_mean /= ns;
-    st.response_length_mean = nt / ns;
     return st;
 }
 

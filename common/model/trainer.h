@@ -27,6 +27,7 @@ struct TrainerOptions {
     // trajectories, in order) and each takes one AdamW update, PPO-style; later mini-batches see
     // importance ratios != 1 and the clip matters. 1: one update on the whole batch.
     int mini_batches = 1;
+    bool scale_advantages_by_std = true;  // false: centred advantages only ("Dr. GRPO")
 
     static TrainerOptions from_job(const config::JobSpec& job);
 };
@@ -62,6 +63,11 @@ public:
     // One optimizer step on `batch` (whole groups; advantages are normalised per group).
     Result<TrainStats> step(std::span<const Trajectory> batch);
 
+    // One supervised update (warm start): minimises the token-mean negative log-likelihood of the
+    // completions (behaviour log-probs, rewards and groups are ignored). Counts as a training
+    // step. stats.loss is the mean NLL.
+    Result<TrainStats> supervised_step(std::span<const Trajectory> batch);
+
     const ModelWeights& weights() const { return weights_; }
     // Training steps taken (one per step() call; the weight version the trainer publishes).
     int64_t steps_taken() const { return steps_; }
@@ -74,6 +80,7 @@ public:
     Result<TrainerState> restore(const std::string& path);
 
 private:
+    Status validate(std::span<const Trajectory> batch, TrainStats& st, int64_t& total_tokens) const;
     GrpoTrainer(ModelWeights weights, Transformer<float> policy, const TrainerOptions& options);
 
     TrainerOptions options_;

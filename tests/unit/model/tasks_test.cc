@@ -1,11 +1,15 @@
 // Vocabulary, task generators and verifiers.
 #include "common/model/tasks.h"
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 
 #include <gtest/gtest.h>
+
+#include "common/model/job_setup.h"
+#include "common/model/trajectory.h"
 
 namespace tandem::model {
 namespace {
@@ -161,6 +165,49 @@ TEST_F(JsonlTask, ErrorsNameTheFileAndLine) {
     EXPECT_FALSE(make_task(s).ok());
     s.dataset = "/nonexistent/tandem.jsonl";
     EXPECT_EQ(make_task(s).status().code(), StatusCode::kNotFound);
+}
+
+TEST(ScoreCompletions, ScoresGroupsAndKeepsBehaviourLogprobs) {
+    auto task = make_task(spec(TaskName::kReverse, 3, 3));
+    ASSERT_TRUE(task.ok());
+    const std::vector<Example> ex{(*task)->example(0), (*task)->example(1)};
+    std::vector<std::vector<int32_t>> prompts;
+    for (const auto& e : ex) prompts.push_back(*(*task)->prompt_tokens(e));
+    std::vector<Completion> cs(3);
+    cs[0].prompt = 0;
+    cs[0].tokens = *(*task)->vocab().encode(ex[0].answer);
+    cs[0].tokens.push_back(Vocabulary::kEos);
+    cs[0].logprobs = {-0.1f, -0.2f, -0.3f, -0.4f};
+    cs[1].prompt = 1;
+    cs[1].tokens = {Vocabulary::kEos};
+    cs[1].logprobs = {-1.0f};
+    cs[2].prompt = 1;
+    cs[2].tokens = *(*task)->vocab().encode(ex[1].answer.substr(0, 2));
+    cs[2].logprobs.assign(cs[2].tokens.size(), -0.5f);
+    const auto ts = score_completions(**task, ex, prompts, std::move(cs), 40, 7);
+    ASSERT_EQ(ts.size(), 3u);
+    EXPECT_EQ(ts[0].reward, 1.0);
+    EXPECT_EQ(ts[1].reward, 0.0);
+    EXPECT_NEAR(ts[2].reward, 2.0 / 3.0, 1e-12);
+    EXPECT_EQ(ts[0].group, 40u);
+    EXPECT_EQ(ts[2].group, 41u);
+    EXPECT_EQ(ts[1].version, 7);
+    EXPECT_EQ(ts[0].behaviour_logprobs.size(), 4u);
+    EXPECT_EQ(ts[2].prompt, prompts[1]);
+}
+
+TEST(JobSetup, DefaultJobGivesTheSameVersionZeroEverywhere) {
+    config::JobSpec job;
+    job.name = "x";
+    auto a = make_job_setup(job);
+    auto b = make_job_setup(job);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status().to_string();
+    EXPECT_EQ(a->initial.config().vocab_size, 15);
+    EXPECT_EQ(std::memcmp(a->initial.data(), b->initial.data(), a->initial.bytes().size()), 0);
+    job.model.max_seq_len = 12;  // 10 prompt tokens + 12 new tokens do not fit
+    auto short_ctx = make_job_setup(job);
+    EXPECT_EQ(short_ctx.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(short_ctx.status().message().find("max_seq_len"), std::string::npos);
 }
 
 }  // namespace
