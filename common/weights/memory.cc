@@ -61,36 +61,6 @@ HostBuffer::~HostBuffer() {
     if (data_ != nullptr) munmap(data_, mapped_);
 }
 
-Result<std::unique_ptr<SharedRegion>> SharedRegion::create(const std::string& name, size_t bytes,
-                                                           bool populate) {
-    const size_t mapped = page_round(bytes == 0 ? 1 : bytes);
-    const int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
-    if (fd < 0) return unavailable(fmt::format("memfd_create {}: {}", name, errno_text()));
-    if (ftruncate(fd, static_cast<off_t>(mapped)) != 0) {
-        Status s = unavailable(
-            fmt::format("sizing shared region {} to {} bytes: {}", name, mapped, errno_text()));
-        close(fd);
-        return s;
-    }
-    void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
-    if (p == MAP_FAILED) {
-        Status s = unavailable(fmt::format("mapping shared region {}: {}", name, errno_text()));
-        close(fd);
-        return s;
-    }
-    return std::unique_ptr<SharedRegion>(new SharedRegion(fd, static_cast<std::byte*>(p), mapped));
-}
-
-SharedRegion::~SharedRegion() {
-    munmap(data_, size_);
-    close(fd_);
-}
-
-std::string SharedRegion::peer_path() const {
-    return fmt::format("/proc/{}/fd/{}", static_cast<long>(getpid()), fd_);
-}
-
 Result<ReadOnlyMapping> ReadOnlyMapping::open(const std::string& path) {
     if (path.rfind("sysv:", 0) == 0) {
         // A System V segment (UCX's sysv allocator): attach it read-only.

@@ -34,31 +34,6 @@ private:
     size_t mapped_ = 0;
 };
 
-// A memfd-backed shared memory region mapped read-write by its owner. Other processes of the same
-// user on the same host open it read-only through peer_path() ("/proc/<pid>/fd/<fd>"); it
-// disappears with the last mapping, so a killed owner leaves nothing behind in /dev/shm.
-// Not movable (its address is registered with UCX); not thread-safe.
-class SharedRegion {
-public:
-    static Result<std::unique_ptr<SharedRegion>> create(const std::string& name, size_t bytes,
-                                                        bool populate);
-    SharedRegion(const SharedRegion&) = delete;
-    SharedRegion& operator=(const SharedRegion&) = delete;
-    ~SharedRegion();
-
-    std::byte* data() { return data_; }
-    const std::byte* data() const { return data_; }
-    size_t size() const { return size_; }
-    int fd() const { return fd_; }
-    std::string peer_path() const;
-
-private:
-    SharedRegion(int fd, std::byte* data, size_t size) : fd_(fd), data_(data), size_(size) {}
-    int fd_;
-    std::byte* data_;
-    size_t size_;
-};
-
 // A read-only (PROT_READ) shared mapping of another process's region. Movable; not thread-safe.
 class ReadOnlyMapping {
 public:

@@ -1,0 +1,250 @@
+#pragma once
+
+// Internal to the reader (reader.cc, reader_fetch.cc, reader_map.cc, reader_relay.cc): the state
+// behind Reader, owned by its UCX loop thread.
+
+#include <xxhash.h>
+
+#include <array>
+#include <atomic>
+#include <deque>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "common/weights/reader.h"
+
+#include "common/log.h"
+#include "common/weights/lease_table.h"
+#include "common/weights/manifest.h"
+#include "common/weights/slot_format.h"
+#include "common/weights/slot_memory.h"
+#include "common/weights/source_client.h"
+#include "common/weights/ucx_loop.h"
+namespace tandem::weights {
+
+// ---------------------------------------------------------------------------------------------
+// The reader's state, owned by its loop thread except where a member says otherwise.
+
+class Reader::Core : public SlotProvider, public std::enable_shared_from_this<Reader::Core> {
+public:
+    static constexpr auto kLivenessInterval = std::chrono::milliseconds(100);
+    static constexpr uint64_t kPage = 4096;
+    static constexpr uint64_t kMaxShards = 256;
+
+    Core(ReaderOptions options, Layout layout, const Clock& clock);
+    ~Core() override;
+
+    Status init();
+    void shutdown();
+
+    enum class Kind { kPull, kPartial, kMap };
+    struct Operation;
+
+    // Caller-thread entry points.
+    std::future<Status> start(std::shared_ptr<Operation> op);
+    Status validate(const VersionDescriptor& version) const;
+    bool swap();
+    std::shared_ptr<const WeightsView> current() const {
+        std::lock_guard<std::mutex> lock(mu_);
+        return current_;
+    }
+    std::optional<Version> fetched_version() const {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!fetched_slot_) return std::nullopt;
+        return fetched_version_;
+    }
+    FetchStats last_fetch() const {
+        std::lock_guard<std::mutex> lock(mu_);
+        return last_;
+    }
+    RelaySource relay_source() const {
+        return {options_.reader_id, loop_->address(), host_identity(),
+                static_cast<int64_t>(getpid())};
+    }
+    const Layout& layout() const { return layout_; }
+    void post_if_open(std::function<void()> task);
+
+    struct ShardFetch;
+    struct InFlight {
+        size_t chunk = 0;
+        size_t piece = 0;
+        ucx::Request get;
+        std::shared_ptr<PendingCall> call;
+    };
+    // A chunk read piece by piece; its checksum is updated as the pieces land, in order, while
+    // each is still in cache, so verifying costs no second pass over memory.
+    struct ChunkWork {
+        std::byte* dest = nullptr;
+        size_t scratch = SIZE_MAX;  // partial reads: the scratch slot
+        size_t pieces = 0;
+        size_t issued = 0;
+        size_t hashed = 0;
+        std::vector<uint8_t> done;
+        std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state{XXH3_createState(),
+                                                                       &XXH3_freeState};
+    };
+    enum class State { kClaim, kConnect, kHello, kAcquire, kMeta, kChunks, kHeaderAfter, kDone };
+
+    struct ShardFetch {
+        ShardDescriptor shard;
+        std::string source_name;
+        std::vector<std::byte> source_address;
+        std::string source_host;
+        int64_t source_pid = 0;
+        bool via_relay = false;
+
+        State state = State::kConnect;
+        std::shared_ptr<SourceConnection> conn;
+        std::shared_ptr<PendingCall> call;  // control call in flight
+        wire::Reply lease;
+        bool lease_held = false;
+        std::vector<std::byte> rkey_bytes;
+        ucx::RemoteKey* rkey = nullptr;
+        bool use_get = false;
+
+        std::array<std::byte, kSlotHeaderBytes> header_before{};
+        std::array<std::byte, kSlotHeaderBytes> header_after{};
+        ucx::Request meta_get[2];
+        std::shared_ptr<PendingCall> meta_call[2];
+        uint64_t* manifest_dest = nullptr;
+        std::vector<uint64_t> manifest_storage;
+        Manifest manifest;
+        std::byte* data_dest = nullptr;  // pull: chunk i lands at data_dest + i * chunk_bytes
+
+        std::deque<size_t> todo;  // chunks to read, in order (re-reads go first)
+        std::vector<uint8_t> rereads;
+        size_t needed = 0;
+        size_t verified = 0;
+        std::deque<InFlight> inflight;
+        std::map<size_t, ChunkWork> active;  // chunks being read, by index
+        uint64_t ready = 0;                  // chunks the source says are readable (relays)
+        std::shared_ptr<PendingCall> await_call;
+
+        // Partial reads.
+        HostBuffer scratch;
+        std::vector<size_t> free_scratch;
+        std::vector<CopyRange> copies;  // in shard-local source offsets
+
+        Clock::TimePoint last_progress{};
+        Clock::TimePoint next_renew{};
+        Clock::TimePoint next_liveness{};
+        std::shared_ptr<PendingCall> renew_call;
+        uint64_t rereads_done = 0;
+        uint64_t piece_bytes = 0;  // one get or one read request
+        Clock::TimePoint phase_started{};
+    };
+
+    struct Operation {
+        Kind kind = Kind::kPull;
+        VersionDescriptor version;
+        std::optional<RelaySource> relay;
+        std::vector<TensorSelection> selection;
+        std::promise<Status> promise;
+        Clock::TimePoint started{};
+        std::vector<std::unique_ptr<ShardFetch>> shards;
+        bool finished = false;
+        // kPull: the buffer being filled.
+        uint32_t slot = 0;
+        Clock::TimePoint claim_retry{};
+        // kPartial: the result.
+        PartialPlan plan;
+        HostBuffer partial;
+        // kMap: the result.
+        std::shared_ptr<const MappedWeights> mapped;
+    };
+
+private:
+    // One of the two buffers, and what the relay side knows about its content.
+    struct Buffer {
+        std::shared_ptr<SlotMemory> memory;
+        Version version = 0;
+        bool filling = false;
+        bool complete = false;
+        Status failed;
+        struct ShardState {
+            bool manifest_ready = false;
+            uint64_t manifest_offset = 0;
+            uint64_t chunk_count = 0;
+            uint64_t chunk_bytes = 0;
+            uint64_t manifest_digest = 0;
+            ByteRange range;
+            std::vector<uint8_t> verified;
+            uint64_t prefix = 0;
+        };
+        std::vector<ShardState> shards;
+    };
+    struct MapLease {
+        std::shared_ptr<SourceConnection> conn;
+        LeaseId lease = 0;
+        std::shared_ptr<PendingCall> renew_call;
+    };
+    struct MapEntry {
+        std::vector<MapLease> leases;
+        std::chrono::milliseconds ttl{0};
+        Clock::TimePoint next_renew{};
+        std::shared_ptr<std::atomic<bool>> lease_lost;
+    };
+
+    SlotHeader& header(uint32_t slot) {
+        return *reinterpret_cast<SlotHeader*>(buffers_[slot].memory->data());
+    }
+    bool poll();
+    void begin(Operation& op);
+    void step(Operation& op, ShardFetch& sf);
+    void step_chunks(Operation& op, ShardFetch& sf);
+    void issue_read(Operation& op, ShardFetch& sf, size_t chunk, ChunkWork& work);
+    bool start_chunk(Operation& op, ShardFetch& sf);
+    void piece_done(Operation& op, ShardFetch& sf, size_t chunk, size_t piece);
+    void chunk_verified(Operation& op, ShardFetch& sf, size_t chunk, size_t scratch);
+    Status accept_lease(Operation& op, ShardFetch& sf);
+    Status check_meta(Operation& op, ShardFetch& sf);
+    Status finish_map(Operation& op);
+    void complete(Operation& op);
+    void fail(Operation& op, const Status& status);
+    void release_lease(ShardFetch& sf);
+    Status control_timeout(ShardFetch& sf, const PendingCall& call);
+    void renew_leases(Operation& op, ShardFetch& sf);
+    void renew_maps();
+    void drop_map(uint64_t id);
+    uint32_t shard_index_of(const Operation& op, const ShardFetch& sf) const;
+
+    // SlotProvider (relay), loop thread.
+    Result<std::optional<LeaseOffer>> acquire(JobId job, Version version, uint32_t shard,
+                                              const std::string& holder) override;
+    Result<LeaseGrant> renew(LeaseId id) override;
+    void release(LeaseId id) override;
+    Result<const std::byte*> readable(LeaseId id, uint64_t offset, uint64_t length) override;
+    Result<uint64_t> chunks_ready(LeaseId id) override;
+
+    const ReaderOptions options_;
+    const Layout layout_;
+    const Clock& clock_;
+    const Logger log_;
+    uint64_t meta_bytes_ = 0;  // header + manifests; data starts here in each buffer
+
+    std::unique_ptr<UcxLoop> loop_;
+    std::unique_ptr<SourceClient> client_;
+    std::unique_ptr<SourceServer> server_;
+    std::array<Buffer, 2> buffers_;
+    LeaseTable table_;
+    std::vector<std::shared_ptr<Operation>> ops_;
+    std::map<uint64_t, MapEntry> maps_;
+    uint64_t next_map_ = 1;
+    std::map<LeaseId, uint32_t> relay_lease_shard_;
+    std::optional<Version> newest_started_;
+    uint64_t poller_ = 0;
+
+    std::mutex post_mu_;
+    bool open_ = true;  // guarded by post_mu_: the loop still accepts tasks
+
+    mutable std::mutex mu_;
+    std::shared_ptr<const WeightsView> current_;  // guarded by mu_
+    std::optional<uint32_t> fetched_slot_;        // guarded by mu_
+    Version fetched_version_ = 0;                 // guarded by mu_
+    FetchStats last_;                             // guarded by mu_
+};
+
+}  // namespace tandem::weights
