@@ -1,6 +1,8 @@
 // tandem-trainer-node: the node agent for trainer actors.
 #include "common/agent/node_main.h"
+#include "trainer_node/grpo_trainer_actor.h"
 
 int main(int argc, char** argv) {
-    return tandem::agent::node_main(tandem::ActorRole::kTrainer, argc, argv, /*grpo=*/nullptr);
+    return tandem::agent::node_main(tandem::ActorRole::kTrainer, argc, argv,
+                                    &tandem::trainer::run_grpo_trainer);
 }

@@ -1,0 +1,112 @@
+#include "common/rl/grpo_protocol.h"
+
+#include <fmt/format.h>
+
+#include "common/net/http_client.h"
+
+namespace tandem::rl {
+
+using Json = nlohmann::json;
+
+std::string TrajectoryBatch::encode() const {
+    Json trajs = Json::array();
+    for (const auto& t : trajectories) {
+        trajs.push_back({{"p", t.prompt},
+                         {"c", t.completion},
+                         {"lp", t.behaviour_logprobs},
+                         {"r", t.reward},
+                         {"g", t.group},
+                         {"v", t.version}});
+    }
+    const Json j = {{"rollout", rollout},
+                    {"batch", batch},
+                    {"version", version},
+                    {"rollout_s", rollout_s},
+                    {"weight_sync_wait_s", weight_sync_wait_s},
+                    {"fetch_s", fetch_s},
+                    {"generated_tokens", generated_tokens},
+                    {"trajectories", trajs}};
+    const std::vector<uint8_t> bytes = Json::to_msgpack(j);
+    return std::string(bytes.begin(), bytes.end());
+}
+
+Result<TrajectoryBatch> TrajectoryBatch::decode(const std::string& bytes) {
+    try {
+        const Json j = Json::from_msgpack(bytes);
+        TrajectoryBatch b;
+        b.rollout = j.at("rollout").get<int64_t>();
+        b.batch = j.at("batch").get<int64_t>();
+        b.version = j.at("version").get<int64_t>();
+        b.rollout_s = j.at("rollout_s").get<double>();
+        b.weight_sync_wait_s = j.at("weight_sync_wait_s").get<double>();
+        b.fetch_s = j.at("fetch_s").get<double>();
+        b.generated_tokens = j.at("generated_tokens").get<int64_t>();
+        for (const auto& t : j.at("trajectories")) {
+            model::Trajectory tr;
+            tr.prompt = t.at("p").get<std::vector<int32_t>>();
+            tr.completion = t.at("c").get<std::vector<int32_t>>();
+            tr.behaviour_logprobs = t.at("lp").get<std::vector<float>>();
+            tr.reward = t.at("r").get<double>();
+            tr.group = t.at("g").get<uint64_t>();
+            tr.version = t.at("v").get<int64_t>();
+            if (tr.behaviour_logprobs.size() != tr.completion.size()) {
+                return invalid_argument("trajectory batch: log-probs and tokens differ in length");
+            }
+            b.trajectories.push_back(std::move(tr));
+        }
+        return b;
+    } catch (const Json::exception& e) {
+        return invalid_argument(fmt::format("trajectory batch: {}", e.what()));
+    }
+}
+
+Status ChannelAnnouncer::announce(const weights::VersionDescriptor& shard_version) {
+    channel_.version(shard_version.version, weights::to_json(shard_version));
+    return Status();
+}
+
+void ChannelAnnouncer::retire(JobId job, Version version, uint32_t shard) {
+    channel_.log("debug",
+                 fmt::format("{} version {} shard {}: slot reclaimed", job.str(), version, shard));
+}
+
+namespace {
+Result<Json> get_json(const std::string& http, const std::string& target) {
+    TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(http, "GET", target));
+    if (reply.status != 200) {
+        return unavailable(fmt::format("GET {}: HTTP {}: {}", target, reply.status, reply.body));
+    }
+    Json j = Json::parse(reply.body, nullptr, false);
+    if (j.is_discarded()) return internal_error(fmt::format("GET {}: not JSON", target));
+    return j;
+}
+}  // namespace
+
+Result<std::optional<std::string>> JobClient::endpoint(const std::string& actor,
+                                                       const std::string& name) const {
+    TANDEM_ASSIGN_OR_RETURN(Json j, get_json(http_, "/api/v1/jobs/" + job_.str()));
+    for (const auto& a : j.value("actors", Json::array())) {
+        if (a.value("actor", "") != actor) continue;
+        const Json eps = a.value("endpoints", Json::object());
+        if (eps.contains(name) && eps[name].is_string())
+            return std::optional<std::string>(eps[name].get<std::string>());
+    }
+    return std::optional<std::string>();
+}
+
+Result<std::optional<weights::VersionDescriptor>> JobClient::latest_version() const {
+    TANDEM_ASSIGN_OR_RETURN(Json j, get_json(http_, "/api/v1/jobs/" + job_.str() + "/versions"));
+    const Json versions = j.value("versions", Json::array());
+    for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
+        if (!it->value("available", false)) continue;
+        Json d = it->value("descriptor", Json::object());
+        d.erase("publisher_nodes");
+        auto desc = weights::descriptor_from_json(d);
+        if (!desc.ok()) return desc.status();
+        if (!desc->complete()) continue;
+        return std::optional<weights::VersionDescriptor>(std::move(*desc));
+    }
+    return std::optional<weights::VersionDescriptor>();
+}
+
+}  // namespace tandem::rl

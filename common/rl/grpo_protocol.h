@@ -1,0 +1,69 @@
+#pragma once
+
+// What the GRPO actors of a job say to each other and how they find each other.
+//
+// Trajectory plane: each rollout actor PUSHes batches of scored trajectories to the trainer
+// actor's PULL socket (ZeroMQ, msgpack-encoded); the trainer announces that socket as its
+// `trajectories` endpoint and rollouts find it in the coordinator's job detail. Weight plane: the
+// trainer announces every published version to the coordinator's version table (through its
+// agent); rollouts read the newest descriptor there and fetch the bytes from the trainer.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/agent/actor_context.h"
+#include "common/model/trainer.h"
+#include "common/status.h"
+#include "common/weights/descriptor.h"
+
+namespace tandem::rl {
+
+// One rollout actor's contribution to one training step.
+struct TrajectoryBatch {
+    int64_t rollout = 0;            // rollout actor index
+    int64_t batch = 0;              // the rollout's batch counter (the step it was generated for)
+    int64_t version = 0;            // weight version used
+    double rollout_s = 0;           // generation and scoring
+    double weight_sync_wait_s = 0;  // waiting for a version the staleness bound required
+    double fetch_s = 0;             // last weight fetch (in the background unless waited for)
+    int64_t generated_tokens = 0;
+    std::vector<model::Trajectory> trajectories;
+
+    std::string encode() const;  // msgpack
+    static Result<TrajectoryBatch> decode(const std::string& bytes);
+};
+
+// Publishes weight-plane announcements as actor protocol lines (the agent forwards them to the
+// coordinator's version table).
+class ChannelAnnouncer final : public weights::Announcer {
+public:
+    explicit ChannelAnnouncer(agent::ActorChannel& channel) : channel_(channel) {}
+    Status announce(const weights::VersionDescriptor& shard_version) override;
+    void retire(JobId job, Version version, uint32_t shard) override;
+
+private:
+    agent::ActorChannel& channel_;
+};
+
+// The coordinator's view of a job, as an actor sees it over HTTP.
+class JobClient {
+public:
+    JobClient(std::string coordinator_http, JobId job)
+        : http_(std::move(coordinator_http)), job_(job) {}
+
+    // The address an actor of this job announced under `name`, if it has yet.
+    Result<std::optional<std::string>> endpoint(const std::string& actor,
+                                                const std::string& name) const;
+    // The newest available complete version, if any.
+    Result<std::optional<weights::VersionDescriptor>> latest_version() const;
+
+private:
+    std::string http_;
+    JobId job_;
+};
+
+}  // namespace tandem::rl

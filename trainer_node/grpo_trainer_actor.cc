@@ -1,0 +1,263 @@
+#include "trainer_node/grpo_trainer_actor.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <fmt/format.h>
+#include <zmq.hpp>
+
+#include "common/log.h"
+#include "common/model/checkpoint.h"
+#include "common/model/model_weights.h"
+#include "common/model/tasks.h"
+#include "common/model/trainer.h"
+#include "common/rl/grpo_protocol.h"
+#include "common/weights/publisher.h"
+
+namespace tandem::trainer {
+
+namespace {
+
+using Json = nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+
+double since(SteadyClock::time_point t0) {
+    return std::chrono::duration<double>(SteadyClock::now() - t0).count();
+}
+
+Result<model::ModelWeights> initial_weights(const config::JobSpec& job,
+                                            const model::Vocabulary& vocab) {
+    if (job.model.init == "random") {
+        TANDEM_ASSIGN_OR_RETURN(auto cfg, model::ModelConfig::from_spec(job.model, vocab.size()));
+        return model::ModelWeights::random(cfg, job.model.seed);
+    }
+    TANDEM_ASSIGN_OR_RETURN(model::Pretrained p, model::load_pretrained(job.model.init));
+    if (p.vocab && !(*p.vocab == vocab)) {
+        return invalid_argument(
+            fmt::format("{}: the checkpoint's vocabulary differs from the task's", job.model.init));
+    }
+    return std::move(p.weights);
+}
+
+class TrainerActor {
+public:
+    TrainerActor(const agent::ActorContext& ctx, agent::ActorChannel& channel)
+        : ctx_(ctx), job_(ctx.spec), channel_(channel), announcer_(channel) {}
+
+    Status run();
+
+private:
+    Status setup();
+    Status collect(int64_t step, std::vector<model::Trajectory>& batch, Json& rollout_stats);
+    Status publish(int64_t version, double* seconds);
+    void report(int64_t step, const model::TrainStats& ts, const Json& rollout_stats, double step_s,
+                double train_s, double publish_s, double wait_s);
+
+    const agent::ActorContext& ctx_;
+    const config::JobSpec& job_;
+    agent::ActorChannel& channel_;
+    rl::ChannelAnnouncer announcer_;
+    std::unique_ptr<model::Task> task_;
+    std::unique_ptr<model::GrpoTrainer> trainer_;
+    std::unique_ptr<weights::Publisher> publisher_;
+    zmq::context_t zmq_{1};
+    std::unique_ptr<zmq::socket_t> pull_;
+    std::string checkpoint_root_;
+    std::ofstream metrics_file_;
+    int64_t start_step_ = 0;
+    int64_t dropped_ = 0;
+    std::vector<model::Trajectory> carry_;  // accepted trajectories beyond the last batch
+};
+
+Status TrainerActor::setup() {
+    TANDEM_ASSIGN_OR_RETURN(task_, model::make_task(job_.task));
+    TANDEM_ASSIGN_OR_RETURN(model::ModelWeights w, initial_weights(job_, task_->vocab()));
+    TANDEM_ASSIGN_OR_RETURN(
+        trainer_, model::GrpoTrainer::create(std::move(w), model::TrainerOptions::from_job(job_)));
+
+    const std::string job_dir = fmt::format("{}/jobs/{}", ctx_.run_dir, ctx_.actor.job.str());
+    std::filesystem::create_directories(job_dir);
+    checkpoint_root_ = job_.checkpoint.dir.empty() ? job_dir + "/checkpoints" : job_.checkpoint.dir;
+    if (job_.checkpoint.resume == config::ResumeMode::kAuto) {
+        if (auto latest = model::latest_checkpoint(checkpoint_root_); latest.ok()) {
+            TANDEM_ASSIGN_OR_RETURN(model::TrainerState st, trainer_->restore(*latest));
+            start_step_ = st.step;
+            channel_.log("info", fmt::format("resumed from {} at step {} (data cursor {})", *latest,
+                                             st.step, st.data_cursor));
+        }
+    }
+    metrics_file_.open(job_dir + "/metrics.jsonl", std::ios::app);
+
+    weights::PublisherOptions po;
+    po.job = ctx_.actor.job;
+    po.publisher_id = ctx_.actor.str();
+    po.slots = static_cast<uint32_t>(job_.trainer.weight_slots);
+    po.chunk_bytes = static_cast<uint64_t>(job_.trainer.chunk_bytes);
+    po.lease_ttl_ms = std::chrono::milliseconds(job_.trainer.lease_ttl_ms);
+    TANDEM_ASSIGN_OR_RETURN(
+        publisher_, weights::Publisher::create(po, trainer_->weights().layout(), announcer_));
+
+    pull_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::pull);
+    pull_->set(zmq::sockopt::linger, 0);
+    pull_->set(zmq::sockopt::rcvhwm, 1000);
+    std::string host = "127.0.0.1";
+    const Json& actors = ctx_.placement.value("actors", Json::object());
+    if (actors.contains(ctx_.actor.str())) host = actors[ctx_.actor.str()].value("host", host);
+    pull_->bind(fmt::format("tcp://{}:*", host));
+    channel_.endpoint("trajectories", pull_->get(zmq::sockopt::last_endpoint));
+    return Status();
+}
+
+Status TrainerActor::publish(int64_t version, double* seconds) {
+    const auto t0 = SteadyClock::now();
+    TANDEM_RETURN_IF_ERROR(
+        publisher_->publish(static_cast<Version>(version), trainer_->weights().bytes()));
+    if (seconds) *seconds = since(t0);
+    return Status();
+}
+
+// Takes prompts_per_step whole groups whose version is within the staleness bound of `step`.
+Status TrainerActor::collect(int64_t step, std::vector<model::Trajectory>& batch,
+                             Json& rollout_stats) {
+    const size_t want = static_cast<size_t>(job_.algorithm.prompts_per_step) *
+                        static_cast<size_t>(job_.algorithm.group_size);
+    const int64_t bound = job_.async.max_staleness;
+    batch.clear();
+    std::map<int64_t, int64_t> staleness;
+    double rollout_s = 0, wait_s = 0, fetch_s = 0;
+    int64_t tokens = 0, batches = 0;
+    auto take = [&](model::Trajectory&& t) {
+        const int64_t stale = step - t.version;
+        if (stale > bound || stale < 0) {
+            ++dropped_;
+            return;
+        }
+        staleness[stale] += 1;
+        if (batch.size() < want) {
+            batch.push_back(std::move(t));
+        } else {
+            carry_.push_back(std::move(t));
+        }
+    };
+    std::vector<model::Trajectory> carried = std::move(carry_);
+    carry_.clear();
+    for (auto& t : carried) take(std::move(t));
+    while (batch.size() < want) {
+        zmq::message_t msg;
+        auto r = pull_->recv(msg, zmq::recv_flags::none);
+        if (!r) continue;
+        auto b = rl::TrajectoryBatch::decode(msg.to_string());
+        if (!b.ok()) {
+            channel_.log("warn", b.status().message());
+            continue;
+        }
+        rollout_s = std::max(rollout_s, b->rollout_s);
+        wait_s = std::max(wait_s, b->weight_sync_wait_s);
+        fetch_s = std::max(fetch_s, b->fetch_s);
+        tokens += b->generated_tokens;
+        ++batches;
+        for (auto& t : b->trajectories) take(std::move(t));
+    }
+    Json hist = Json::object();
+    double stale_sum = 0;
+    for (const auto& [s, n] : staleness) {
+        hist[std::to_string(s)] = n;
+        stale_sum += static_cast<double>(s * n);
+    }
+    rollout_stats = {
+        {"rollout_s", rollout_s},
+        {"weight_sync_wait_s", wait_s},
+        {"fetch_s", fetch_s},
+        {"generated_tokens", tokens},
+        {"batches", batches},
+        {"staleness_hist", hist},
+        {"staleness_mean", batch.empty() ? 0.0 : stale_sum / static_cast<double>(batch.size())}};
+    return Status();
+}
+
+void TrainerActor::report(int64_t step, const model::TrainStats& ts, const Json& rs, double step_s,
+                          double train_s, double publish_s, double wait_s) {
+    const double rollout_tokens = rs.value("generated_tokens", 0.0);
+    Json v = {{"rollout/reward_mean", ts.reward_mean},
+              {"rollout/reward_min", ts.reward_min},
+              {"rollout/reward_max", ts.reward_max},
+              {"rollout/response_length", ts.response_length_mean},
+              {"train/policy_loss", ts.loss},
+              {"train/kl", ts.kl},
+              {"train/entropy", ts.entropy},
+              {"train/grad_norm", ts.grad_norm},
+              {"train/lr", ts.lr},
+              {"train/clip_fraction", ts.clip_fraction},
+              {"weights/version", step},
+              {"weights/staleness_mean", rs["staleness_mean"]},
+              {"weights/staleness_hist", rs["staleness_hist"]},
+              {"weights/dropped_trajectories", dropped_},
+              {"timing_s/rollout", rs["rollout_s"]},
+              {"timing_s/train", train_s},
+              {"timing_s/publish", publish_s},
+              {"timing_s/weight_sync_wait", rs["weight_sync_wait_s"]},
+              {"timing_s/trajectory_wait", wait_s},
+              {"timing_s/weight_fetch", rs["fetch_s"]},
+              {"timing_s/step", step_s},
+              {"throughput/rollout_tokens_per_s", step_s > 0 ? rollout_tokens / step_s : 0.0},
+              {"throughput/train_tokens_per_s",
+               train_s > 0 ? static_cast<double>(ts.tokens) / train_s : 0.0}};
+    // The coordinator takes flat numbers; the histogram goes to the JSONL file only.
+    Json flat = v;
+    flat.erase("weights/staleness_hist");
+    channel_.metrics(step, flat);
+    if (metrics_file_)
+        metrics_file_ << Json{{"step", step}, {"metrics", v}}.dump() << "\n" << std::flush;
+    channel_.progress({{"step", step},
+                       {"fraction", static_cast<double>(step) / job_.algorithm.steps},
+                       {"reward", ts.reward_mean}});
+}
+
+Status TrainerActor::run() {
+    TANDEM_RETURN_IF_ERROR(setup());
+    TANDEM_RETURN_IF_ERROR(publish(start_step_, nullptr));
+    channel_.log("info",
+                 fmt::format("published version {} ({} bytes); training {} steps", start_step_,
+                             trainer_->weights().bytes().size(), job_.algorithm.steps));
+    std::vector<model::Trajectory> batch;
+    for (int64_t step = start_step_; step < job_.algorithm.steps; ++step) {
+        const auto t_step = SteadyClock::now();
+        Json rs;
+        TANDEM_RETURN_IF_ERROR(collect(step, batch, rs));
+        const double wait_s = since(t_step);
+        const auto t_train = SteadyClock::now();
+        TANDEM_ASSIGN_OR_RETURN(model::TrainStats ts, trainer_->step(batch));
+        const double train_s = since(t_train);
+        double publish_s = 0;
+        TANDEM_RETURN_IF_ERROR(publish(step + 1, &publish_s));
+        report(step + 1, ts, rs, since(t_step), train_s, publish_s, wait_s);
+        const int every = job_.checkpoint.every_steps;
+        if (every > 0 && (step + 1) % every == 0) {
+            model::TrainerState st;
+            st.step = step + 1;
+            st.version = step + 1;
+            st.data_cursor = static_cast<uint64_t>((step + 1) * job_.algorithm.prompts_per_step);
+            TANDEM_ASSIGN_OR_RETURN(
+                std::string path, trainer_->save_checkpoint(checkpoint_root_, st, &task_->vocab()));
+            (void)model::prune_checkpoints(checkpoint_root_, job_.checkpoint.keep_last);
+            channel_.log("info", fmt::format("checkpoint {}", path));
+        }
+    }
+    channel_.log("info", fmt::format("trained {} steps", job_.algorithm.steps));
+    return Status();
+}
+
+}  // namespace
+
+int run_grpo_trainer(const agent::ActorContext& ctx, agent::ActorChannel& channel) {
+    TrainerActor actor(ctx, channel);
+    if (Status s = actor.run(); !s.ok()) {
+        channel.error(s.message());
+        return 1;
+    }
+    return 0;
+}
+
+}  // namespace tandem::trainer
