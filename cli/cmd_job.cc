@@ -254,14 +254,16 @@ int cmd_versions(const std::vector<std::string>& argv) {
         std::string pubs;
         for (const auto& n : d.value("publisher_nodes", Json::array()))
             pubs += (pubs.empty() ? "" : ",") + n.get<std::string>();
+        int64_t bytes = 0;  // over the version's shards
+        for (const auto& sh : d.value("shards", Json::array()))
+            bytes += sh.value("bytes", int64_t{0});
         std::cout << fmt::format(
             "{:>8}  {:<19}  {:<9}  {:>12}  {:<18}  {}\n", v["version"].get<uint64_t>(),
             format_time_ns(v["published_ns"].get<int64_t>()),
             v["available"].get<bool>() ? "yes" : "no", bytes,
-            d.contains("layout_fingerprint") ? d["layout_fingerprint"].dump() : "-", pubs);
+            d.contains("layout_fingerprint") ? d["layout_fingerprint"].get<std::string>() : "-",
+            pubs);
     }
-    int64_t bytes = 0;  // over the version's shards
-    for (const auto& sh : d.value("shards", Json::array())) bytes += sh.value("bytes", int64_t{0});
     return kExitOk;
 }
 
