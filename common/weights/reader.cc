@@ -110,6 +110,7 @@ Status Reader::Core::init() {
     }
     TANDEM_ASSIGN_OR_RETURN(loop_, UcxLoop::start(context, {.name = "weights-reader"}));
     return loop_->call([&]() -> Status {
+        hasher_ = std::make_unique<PieceHasher>(options_.verify_on_helper_thread);
         client_ = std::make_unique<SourceClient>(*loop_, clock_, random_id(), log_);
         TANDEM_RETURN_IF_ERROR(client_->start());
         if (options_.relay) {
@@ -128,6 +129,7 @@ void Reader::Core::shutdown() {
         for (auto& op : ops_) {
             if (!op->finished) fail(*op, unavailable("the reader is shutting down"));
         }
+        hasher_.reset();  // finishes what it holds while the operations' memory still exists
         ops_.clear();
         for (auto& [id, entry] : maps_) {
             // Relaxed: the flag only tells holders of mapped weights to stop using them.

@@ -46,6 +46,8 @@ struct ReaderOptions {
     uint64_t piece_bytes = 256 << 10;
     uint64_t am_piece_bytes = 4 << 20;
     uint32_t window_reads = 16;  // pieces in flight per shard
+    // Checksum pieces on a helper thread, overlapping the next copy (set false on one core).
+    bool verify_on_helper_thread = true;
     // A control round trip (hello, lease, renew, header) must answer within this.
     std::chrono::milliseconds request_timeout_ms{5000};
     // Reads in flight with no chunk arriving for this long fail the fetch.

@@ -12,8 +12,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
+#include "common/weights/piece_hasher.h"
 #include "common/weights/reader.h"
 
 #include "common/log.h"
@@ -74,17 +76,24 @@ public:
         ucx::Request get;
         std::shared_ptr<PendingCall> call;
     };
-    // A chunk read piece by piece; its checksum is updated as the pieces land, in order, while
-    // each is still in cache, so verifying costs no second pass over memory.
+    // A chunk read piece by piece; each piece is checksummed (by the PieceHasher) as soon as the
+    // pieces before it have landed, while it is still in cache, so verifying costs no second pass
+    // over memory.
     struct ChunkWork {
         std::byte* dest = nullptr;
         size_t scratch = SIZE_MAX;  // partial reads: the scratch slot
         size_t pieces = 0;
         size_t issued = 0;
-        size_t hashed = 0;
+        size_t submitted = 0;  // pieces handed to the hasher, in order
         std::vector<uint8_t> done;
-        std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state{XXH3_createState(),
-                                                                       &XXH3_freeState};
+        PieceHasher::State state;
+        uint64_t tag = 0;  // names the chunk's digest when it comes back
+    };
+    // A chunk whose digest the hasher still owes.
+    struct DigestWait {
+        Operation* op = nullptr;
+        ShardFetch* sf = nullptr;
+        size_t chunk = 0;
     };
     enum class State { kClaim, kConnect, kHello, kAcquire, kMeta, kChunks, kHeaderAfter, kDone };
 
@@ -120,6 +129,7 @@ public:
         size_t verified = 0;
         std::deque<InFlight> inflight;
         std::map<size_t, ChunkWork> active;  // chunks being read, by index
+        size_t awaiting_digests = 0;         // chunks whose digest the hasher owes
         uint64_t ready = 0;                  // chunks the source says are readable (relays)
         std::shared_ptr<PendingCall> await_call;
 
@@ -198,6 +208,7 @@ private:
     void issue_read(Operation& op, ShardFetch& sf, size_t chunk, ChunkWork& work);
     bool start_chunk(Operation& op, ShardFetch& sf);
     void piece_done(Operation& op, ShardFetch& sf, size_t chunk, size_t piece);
+    void chunk_hashed(Operation& op, ShardFetch& sf, size_t chunk, uint64_t actual);
     void chunk_verified(Operation& op, ShardFetch& sf, size_t chunk, size_t scratch);
     Status accept_lease(Operation& op, ShardFetch& sf);
     Status check_meta(Operation& op, ShardFetch& sf);
@@ -230,6 +241,9 @@ private:
     std::unique_ptr<SourceServer> server_;
     std::array<Buffer, 2> buffers_;
     LeaseTable table_;
+    std::unique_ptr<PieceHasher> hasher_;
+    std::unordered_map<uint64_t, DigestWait> digest_waits_;
+    uint64_t next_tag_ = 1;
     std::vector<std::shared_ptr<Operation>> ops_;
     std::map<uint64_t, MapEntry> maps_;
     uint64_t next_map_ = 1;

@@ -80,7 +80,15 @@ Status Reader::Core::control_timeout(ShardFetch& sf, const PendingCall& call) {
 
 bool Reader::Core::poll() {
     const auto now = clock_.now();
-    bool busy = client_->poll();
+    for (const auto& digest : hasher_->drain()) {
+        auto it = digest_waits_.find(digest.tag);
+        if (it == digest_waits_.end()) continue;
+        const DigestWait wait = it->second;
+        digest_waits_.erase(it);
+        --wait.sf->awaiting_digests;
+        if (!wait.op->finished) chunk_hashed(*wait.op, *wait.sf, wait.chunk, digest.value);
+    }
+    bool busy = client_->poll() || hasher_->pending() > 0;
 
     // Pull operations claim the spare buffer first (possibly waiting for relay leases to end).
     for (auto& op : ops_) {
@@ -152,7 +160,12 @@ bool Reader::Core::poll() {
         }
         if (!op.finished && all_done) complete(op);
     }
-    std::erase_if(ops_, [](const std::shared_ptr<Operation>& op) { return op->finished; });
+    // A finished operation stays until the hasher is done with its memory (partial reads hash
+    // their own scratch buffers).
+    if (hasher_->pending() == 0) {
+        std::erase_if(ops_, [](const std::shared_ptr<Operation>& op) { return op->finished; });
+        if (ops_.empty()) digest_waits_.clear();
+    }
     renew_maps();
     return busy;
 }
@@ -456,9 +469,10 @@ bool Reader::Core::start_chunk(Operation& op, ShardFetch& sf) {
     const ByteRange r = sf.manifest.chunk_range(c);
     ChunkWork& work = sf.active[c];
     work = ChunkWork{};
+    work.state = PieceHasher::new_state();
+    work.tag = next_tag_++;
     work.pieces = std::max<size_t>(1, (r.size() + sf.piece_bytes - 1) / sf.piece_bytes);
     work.done.assign(work.pieces, 0);
-    XXH3_64bits_reset(work.state.get());
     if (op.kind == Kind::kPartial) {
         work.scratch = sf.free_scratch.back();
         sf.free_scratch.pop_back();
@@ -590,7 +604,8 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
                      sf.shard.index, sf.verified, sf.needed)));
         return;
     }
-    if (sf.verified == sf.needed && sf.todo.empty() && sf.inflight.empty() && sf.active.empty()) {
+    if (sf.verified == sf.needed && sf.todo.empty() && sf.inflight.empty() && sf.active.empty() &&
+        sf.awaiting_digests == 0) {
         if (sf.use_get) {
             ucp_request_param_t p{};
             sf.meta_get[0] = ucx::Request(
@@ -617,16 +632,25 @@ void Reader::Core::piece_done(Operation& op, ShardFetch& sf, size_t chunk, size_
     ChunkWork& work = it->second;
     work.done[piece] = 1;
     const ByteRange r = sf.manifest.chunk_range(chunk);
-    while (work.hashed < work.pieces && work.done[work.hashed] != 0) {
-        const uint64_t begin = work.hashed * sf.piece_bytes;
+    while (work.submitted < work.pieces && work.done[work.submitted] != 0) {
+        const uint64_t begin = work.submitted * sf.piece_bytes;
         const uint64_t length = std::min<uint64_t>(sf.piece_bytes, r.size() - begin);
-        XXH3_64bits_update(work.state.get(), work.dest + begin, length);
-        ++work.hashed;
+        ++work.submitted;
+        const bool last = work.submitted == work.pieces;
+        if (last) {
+            digest_waits_[work.tag] = {&op, &sf, chunk};
+            ++sf.awaiting_digests;
+        }
+        hasher_->submit(work.state, work.tag, work.dest + begin, length, last);
     }
-    if (work.hashed < work.pieces) return;
-    const uint64_t actual = XXH3_64bits_digest(work.state.get());
+}
+
+void Reader::Core::chunk_hashed(Operation& op, ShardFetch& sf, size_t chunk, uint64_t actual) {
+    auto it = sf.active.find(chunk);
+    if (it == sf.active.end()) return;
+    const ByteRange r = sf.manifest.chunk_range(chunk);
     const uint64_t expected = sf.manifest.checksums()[chunk];
-    const size_t scratch = work.scratch;
+    const size_t scratch = it->second.scratch;
     sf.active.erase(it);
     if (actual == expected) {
         chunk_verified(op, sf, chunk, scratch);

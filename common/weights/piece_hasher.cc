@@ -1,0 +1,74 @@
+#include "common/weights/piece_hasher.h"
+
+namespace tandem::weights {
+
+PieceHasher::PieceHasher(bool threaded) {
+    if (threaded) thread_ = std::thread([this] { run(); });
+}
+
+PieceHasher::~PieceHasher() {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        stopping_ = true;
+    }
+    work_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+PieceHasher::State PieceHasher::new_state() {
+    State s(XXH3_createState(), &XXH3_freeState);
+    XXH3_64bits_reset(s.get());
+    return s;
+}
+
+void PieceHasher::hash(const Job& job, std::vector<Digest>& out) {
+    XXH3_64bits_update(job.state.get(), job.data, job.length);
+    if (job.last) out.push_back({job.tag, XXH3_64bits_digest(job.state.get())});
+}
+
+void PieceHasher::submit(const State& state, uint64_t tag, const std::byte* data, size_t length,
+                         bool last) {
+    ++pending_;
+    Job job{state, tag, data, length, last};
+    if (!thread_.joinable()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        hash(job, digests_);
+        ++hashed_;
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        jobs_.push_back(std::move(job));
+    }
+    work_.notify_one();
+}
+
+std::vector<PieceHasher::Digest> PieceHasher::drain() {
+    std::vector<Digest> out;
+    std::lock_guard<std::mutex> lock(mu_);
+    out.swap(digests_);
+    pending_ -= hashed_;
+    hashed_ = 0;
+    return out;
+}
+
+void PieceHasher::run() {
+    std::vector<Digest> local;
+    for (;;) {
+        Job job;
+        {
+            std::unique_lock<std::mutex> lock(mu_);
+            work_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+            if (jobs_.empty()) return;
+            job = std::move(jobs_.front());
+            jobs_.pop_front();
+        }
+        local.clear();
+        hash(job, local);
+        std::lock_guard<std::mutex> lock(mu_);
+        digests_.insert(digests_.end(), local.begin(), local.end());
+        ++hashed_;
+    }
+}
+
+}  // namespace tandem::weights
