@@ -13,6 +13,10 @@
 
 namespace tandem::model {
 
+// Threads OpenBLAS may use for one product (process-wide). Actors sharing a small machine call
+// set_blas_threads(1); the model's matrices are small enough that one thread is near the best.
+void set_blas_threads(int threads);
+
 // C[m,n] = alpha * op(A) op(B) + beta * C, row-major, through cblas_{s,d}gemm.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
@@ -37,6 +41,7 @@ void rmsnorm_backward(int64_t n, int64_t h, const T* x, const T* w, const T* rst
 
 // Rotary position tables for the Hugging Face "rotate_half" convention: within each head of
 // dimension d, element i < d/2 pairs with element i + d/2 and turns by pos * theta^(-2i/d).
+// Immutable after construction; safe to share between threads.
 template <typename T>
 class RopeTable {
 public:

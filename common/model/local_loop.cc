@@ -24,11 +24,34 @@ Result<std::vector<LocalStep>> run_local_grpo(const config::JobSpec& job,
     ModelWeights initial = std::move(setup.initial);
     const ModelConfig cfg = initial.config();
     const int steps = options.steps > 0 ? options.steps : job.algorithm.steps;
+    TaskStream stream(&task);
+    const int P = job.algorithm.prompts_per_step, G = job.algorithm.group_size;
+    if (options.supervised_steps > 0) {
+        TrainerOptions so = TrainerOptions::from_job(job);
+        so.algorithm.steps = options.supervised_steps;
+        if (options.supervised_lr > 0) so.algorithm.optimizer.lr = options.supervised_lr;
+        TANDEM_ASSIGN_OR_RETURN(auto warm, GrpoTrainer::create(std::move(initial), so));
+        std::vector<Trajectory> answers(static_cast<size_t>(P * G));
+        for (int k = options.supervised_steps; k > 0; --k) {
+            const auto t0 = std::chrono::steady_clock::now();
+            for (auto& t : answers) {
+                const Example ex = stream.next();
+                TANDEM_ASSIGN_OR_RETURN(t.prompt, task.prompt_tokens(ex));
+                TANDEM_ASSIGN_OR_RETURN(t.completion, task.vocab().encode(ex.answer));
+                t.completion.push_back(Vocabulary::kEos);
+                t.behaviour_logprobs.assign(t.completion.size(), 0.0f);
+            }
+            LocalStep ls;
+            ls.step = -k;
+            TANDEM_ASSIGN_OR_RETURN(ls.train, warm->supervised_step(answers));
+            ls.train_s = ls.step_s = seconds_since(t0);
+            if (options.on_supervised_step) options.on_supervised_step(ls);
+        }
+        initial = warm->weights();
+    }
     TANDEM_ASSIGN_OR_RETURN(auto trainer,
                             GrpoTrainer::create(std::move(initial), TrainerOptions::from_job(job)));
     TANDEM_ASSIGN_OR_RETURN(auto generator, GroupGenerator::create(cfg));
-    TaskStream stream(&task);
-    const int P = job.algorithm.prompts_per_step, G = job.algorithm.group_size;
     std::vector<Example> examples(static_cast<size_t>(P));
     std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(P));
     std::vector<Trajectory> batch;

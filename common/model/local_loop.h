@@ -23,12 +23,19 @@ struct LocalStep {
 };
 
 struct LocalLoopOptions {
-    int steps = 0;  // 0: job.algorithm.steps
+    int steps = 0;  // 0: job.algorithm.steps (GRPO steps, after any warm start)
+    // Supervised warm start: this many steps of answer log-likelihood on prompts_per_step x
+    // group_size task examples (learning rate supervised_lr, 0: the job's), before GRPO. The
+    // warm-started policy is GRPO's version 0 and its KL reference. Reported through
+    // on_supervised_step with LocalStep::step = -remaining (..., -2, -1).
+    int supervised_steps = 0;
+    double supervised_lr = 0.0;
     std::function<void(const LocalStep&)> on_step;
+    std::function<void(const LocalStep&)> on_supervised_step;
 };
 
-// Runs job.algorithm.steps (or options.steps) steps of the job's task, model and algorithm.
-// The random policy's reward is the first step's reward_mean.
+// Runs job.algorithm.steps (or options.steps) GRPO steps of the job's task, model and
+// algorithm. Without a warm start, the first step's reward_mean is the random policy's.
 Result<std::vector<LocalStep>> run_local_grpo(const config::JobSpec& job,
                                               const LocalLoopOptions& options = {});
 

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/model/layers.h"
 #include "common/model/local_loop.h"
 #include "common/model/optimizer.h"
 #include "common/model/trainer.h"
@@ -241,6 +242,7 @@ TEST(GrpoTrainer, SupervisedStepsLowerTheCompletionNll) {
 TEST(LocalGrpo, ReverseTaskLearnsWellAboveTheRandomPolicy) {
     // The default model (2 layers, 64 wide) and algorithm (32 prompts x groups of 8) on reverse-3,
     // short enough for the unit suite. The first step's reward is the random policy's.
+    set_blas_threads(1);  // as an actor on a shared machine would
     config::JobSpec job = small_job();
     job.algorithm.prompts_per_step = 32;
     job.task.min_length = job.task.max_length = 3;
