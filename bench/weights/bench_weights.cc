@@ -10,7 +10,8 @@
 //
 //   tandem-bench-weights [--sizes 64M,256M] [--max] [--transports shm,tcp]
 //                        [--modes pull,map,relay,zmq_copy,publish] [--iterations 3]
-//                        [--chunk-bytes 4M] [--perftest ucx_perftest]
+//                        [--chunk-bytes 4M] [--piece-bytes 256K] [--window 16]
+//                        [--inline-checksums] [--perftest ucx_perftest]
 // --max adds 1 GiB to the sizes. Internal roles (--role publisher|reader|zmq-sender) are the
 // child processes the benchmark starts.
 
@@ -456,6 +457,7 @@ struct Bench {
     int iterations = 3;
     uint64_t piece_bytes = 256 << 10;
     uint32_t window_reads = 16;
+    bool inline_checksums = false;
 
     std::vector<std::string> role(const std::string& r, const std::string& transport,
                                   uint64_t bytes, std::vector<std::string> extra = {}) const {
@@ -487,6 +489,7 @@ struct Bench {
         o.ucx.transports = tls_of(transport);
         o.piece_bytes = piece_bytes;
         o.window_reads = window_reads;
+        o.verify_on_helper_thread = !inline_checksums;
         auto reader = Reader::create(o, bench_layout(bytes));
         if (!reader.ok()) return;
         std::vector<double> times;
@@ -626,6 +629,7 @@ struct Bench {
         o.job = JobId(1);
         o.chunk_bytes = parse_size(chunk);
         o.ucx.transports = tls_of(transport);
+        o.checksum_on_helper_thread = !inline_checksums;
         auto publisher = Publisher::create(o, layout, directory);
         if (!publisher.ok()) return;
         auto data = *HostBuffer::allocate(layout.total_bytes(), true);
@@ -685,6 +689,7 @@ int main(int argc, char** argv) {
     bench.iterations = std::stoi(a.get("iterations", "3"));
     bench.piece_bytes = parse_size(a.get("piece-bytes", "256K"));
     bench.window_reads = static_cast<uint32_t>(std::stoul(a.get("window", "16")));
+    bench.inline_checksums = a.flag("inline-checksums");
     const std::string perftest = a.get("perftest", "ucx_perftest");
 
     for (uint64_t bytes : sizes) {

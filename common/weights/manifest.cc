@@ -4,7 +4,8 @@
 #include <cstring>
 
 #include <fmt/format.h>
-#include <xxhash.h>
+
+#include "common/weights/xxh3_fast.h"
 
 namespace tandem::weights {
 
@@ -16,7 +17,7 @@ constexpr size_t kCopyBlockBytes = 256 << 10;
 }  // namespace
 
 uint64_t chunk_checksum(std::span<const std::byte> chunk) {
-    return XXH3_64bits(chunk.data(), chunk.size());
+    return xxh3_64(chunk.data(), chunk.size());
 }
 
 Manifest::Manifest(uint64_t chunk_bytes, uint64_t total_bytes, std::vector<uint64_t> checksums)
@@ -43,7 +44,7 @@ Manifest Manifest::copy_and_compute(std::span<std::byte> dst, std::span<const st
         for (uint64_t done = 0; done < len;) {
             const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBlockBytes, len - done));
             std::memcpy(dst.data() + begin + done, src.data() + begin + done, n);
-            XXH3_64bits_update(state, dst.data() + begin + done, n);
+            xxh3_64_update(state, dst.data() + begin + done, n);
             done += n;
         }
         sums[i] = XXH3_64bits_digest(state);
@@ -60,9 +61,9 @@ ByteRange Manifest::chunk_range(size_t i) const {
 uint64_t Manifest::digest() const {
     XXH3_state_t* state = XXH3_createState();
     XXH3_64bits_reset(state);
-    XXH3_64bits_update(state, &chunk_bytes_, sizeof(chunk_bytes_));
-    XXH3_64bits_update(state, &total_bytes_, sizeof(total_bytes_));
-    XXH3_64bits_update(state, checksums_.data(), checksums_.size() * sizeof(uint64_t));
+    xxh3_64_update(state, &chunk_bytes_, sizeof(chunk_bytes_));
+    xxh3_64_update(state, &total_bytes_, sizeof(total_bytes_));
+    xxh3_64_update(state, checksums_.data(), checksums_.size() * sizeof(uint64_t));
     const uint64_t d = XXH3_64bits_digest(state);
     XXH3_freeState(state);
     return d;

@@ -1,5 +1,7 @@
 #include "common/weights/piece_hasher.h"
 
+#include "common/weights/xxh3_fast.h"
+
 namespace tandem::weights {
 
 PieceHasher::PieceHasher(bool threaded) {
@@ -22,7 +24,7 @@ PieceHasher::State PieceHasher::new_state() {
 }
 
 void PieceHasher::hash(const Job& job, std::vector<Digest>& out) {
-    XXH3_64bits_update(job.state.get(), job.data, job.length);
+    xxh3_64_update(job.state.get(), job.data, job.length);
     if (job.last) out.push_back({job.tag, XXH3_64bits_digest(job.state.get())});
 }
 
@@ -52,6 +54,14 @@ std::vector<PieceHasher::Digest> PieceHasher::drain() {
     return out;
 }
 
+std::vector<PieceHasher::Digest> PieceHasher::finish() {
+    {
+        std::unique_lock<std::mutex> lock(mu_);
+        hashed_some_.wait(lock, [&] { return hashed_ >= pending_; });
+    }
+    return drain();
+}
+
 void PieceHasher::run() {
     std::vector<Digest> local;
     for (;;) {
@@ -65,9 +75,12 @@ void PieceHasher::run() {
         }
         local.clear();
         hash(job, local);
-        std::lock_guard<std::mutex> lock(mu_);
-        digests_.insert(digests_.end(), local.begin(), local.end());
-        ++hashed_;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            digests_.insert(digests_.end(), local.begin(), local.end());
+            ++hashed_;
+        }
+        hashed_some_.notify_all();
     }
 }
 

@@ -36,6 +36,8 @@ public:
     // under `tag`. The bytes must stay valid until then.
     void submit(const State& state, uint64_t tag, const std::byte* data, size_t length, bool last);
     std::vector<Digest> drain();
+    // Blocks until every submitted piece is hashed, then drains.
+    std::vector<Digest> finish();
     // Submitted pieces not hashed yet (for the caller's "busy" and lifetime decisions).
     size_t pending() const { return pending_; }
 
@@ -52,6 +54,7 @@ private:
 
     std::mutex mu_;
     std::condition_variable work_;
+    std::condition_variable hashed_some_;
     std::deque<Job> jobs_;         // guarded by mu_
     std::vector<Digest> digests_;  // guarded by mu_
     size_t hashed_ = 0;            // guarded by mu_: pieces hashed since the last drain

@@ -66,6 +66,7 @@ Result<std::unique_ptr<Publisher>> Publisher::create(PublisherOptions options, L
 Status Publisher::init() {
     TANDEM_ASSIGN_OR_RETURN(auto context, ucx::Context::create(options_.ucx));
     ucx_cuda_memory_ = context->supports_cuda_memory();
+    hasher_ = std::make_unique<PieceHasher>(options_.checksum_on_helper_thread);
     for (uint32_t s = 0; s < options_.slots; ++s) {
         TANDEM_ASSIGN_OR_RETURN(
             auto memory,
@@ -175,13 +176,31 @@ Status Publisher::publish(Version version, std::span<const std::byte> shard_byte
     }
     TANDEM_ASSIGN_OR_RETURN(SlotWriter writer, begin(version));
     const auto t0 = clock_.now();
-    Manifest manifest =
-        Manifest::copy_and_compute(writer.data(), shard_bytes, options_.chunk_bytes);
+    Manifest manifest = copy_and_checksum(writer.data(), shard_bytes);
     {
         std::lock_guard<std::mutex> lock(mu_);
         stats_.last_copy_seconds = seconds_between(t0, clock_.now());
     }
     return writer.commit_with(std::move(manifest));
+}
+
+Manifest Publisher::copy_and_checksum(std::span<std::byte> dst, std::span<const std::byte> src) {
+    constexpr uint64_t kBlock = 256 << 10;
+    const uint64_t chunk = options_.chunk_bytes;
+    std::vector<uint64_t> sums(Manifest::count_chunks(src.size(), chunk));
+    for (size_t c = 0; c < sums.size(); ++c) {
+        const uint64_t begin = c * chunk;
+        const uint64_t end = std::min<uint64_t>(begin + chunk, src.size());
+        auto state = PieceHasher::new_state();
+        for (uint64_t off = begin; off < end; off += kBlock) {
+            const uint64_t n = std::min(kBlock, end - off);
+            std::memcpy(dst.data() + off, src.data() + off, n);
+            hasher_->submit(state, c, dst.data() + off, n, off + n == end);
+        }
+        for (const auto& d : hasher_->drain()) sums[d.tag] = d.value;
+    }
+    for (const auto& d : hasher_->finish()) sums[d.tag] = d.value;
+    return Manifest(chunk, src.size(), std::move(sums));
 }
 
 Status Publisher::publish_safetensors(const std::string& path, Version version) {

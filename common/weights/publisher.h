@@ -20,6 +20,7 @@
 #include "common/weights/lease_table.h"
 #include "common/weights/manifest.h"
 #include "common/weights/memory.h"
+#include "common/weights/piece_hasher.h"
 #include "common/weights/slot_format.h"
 #include "common/weights/slot_memory.h"
 #include "common/weights/source_server.h"
@@ -40,6 +41,8 @@ struct PublisherOptions {
     uint32_t shard_count = 1;
     ucx::UcxOptions ucx;
     SourceServerOptions server;
+    // publish() checksums on a helper thread while it copies the next block (false: inline).
+    bool checksum_on_helper_thread = true;
 };
 
 class Publisher;
@@ -135,6 +138,8 @@ private:
         return *reinterpret_cast<SlotHeader*>(slots_[slot].memory->data());
     }
     Status commit(uint32_t slot, Version version, std::optional<Manifest> manifest);
+    // Copies src into dst in blocks, checksumming each chunk on the hasher's thread meanwhile.
+    Manifest copy_and_checksum(std::span<std::byte> dst, std::span<const std::byte> src);
     void abort(uint32_t slot);
 
     // SlotProvider, on the loop thread.
@@ -157,6 +162,7 @@ private:
     std::unique_ptr<SourceServer> server_;  // loop thread
     bool ucx_cuda_memory_ = false;          // set in init()
     bool device_staging_logged_ = false;    // publishing thread only
+    std::unique_ptr<PieceHasher> hasher_;   // publishing thread only
 
     mutable std::mutex mu_;
     std::condition_variable lease_released_;
