@@ -182,6 +182,17 @@ HttpResponse HttpApi::job_route(const HttpRequest& r, const std::string& name,
         for (const auto& [step, values] : *m) list.push_back({{"step", step}, {"values", values}});
         return json_response(200, {{"job", j->id.str()}, {"metrics", list}});
     }
+    if (rest == "versions/latest") {
+        // What rollouts poll before every batch: one descriptor, not the whole table.
+        const auto latest = versions_.latest(j->id);
+        if (!latest)
+            return error_response(404, fmt::format("{} has no available version yet", j->id.str()));
+        return json_response(200, {{"job", j->id.str()},
+                                   {"version", latest->version},
+                                   {"published_ns", latest->published_ns},
+                                   {"available", latest->available},
+                                   {"descriptor", latest->descriptor}});
+    }
     if (rest == "versions") {
         Json list = Json::array();
         for (const auto& v : versions_.list(j->id)) {

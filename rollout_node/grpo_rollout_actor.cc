@@ -8,6 +8,7 @@
 #include <zmq.hpp>
 
 #include "common/model/generate.h"
+#include "common/model/layers.h"
 #include "common/model/model_weights.h"
 #include "common/model/params.h"
 #include "common/model/rng.h"
@@ -40,7 +41,8 @@ private:
     // Starts fetching the newest version if it is newer than what this actor holds or fetches.
     Status poll_versions();
     // Makes the fetched version current if one is ready; waits for it when `min_version` requires.
-    Status ensure_version(int64_t min_version, double* waited_s);
+    // Adds the time blocked on a transfer to *sync_wait_s and on the trainer to *trainer_wait_s.
+    Status ensure_version(int64_t min_version, double* sync_wait_s, double* trainer_wait_s);
 
     const agent::ActorContext& ctx_;
     const config::JobSpec& job_;
@@ -107,8 +109,8 @@ Status RolloutActor::poll_versions() {
     return Status();
 }
 
-Status RolloutActor::ensure_version(int64_t min_version, double* waited_s) {
-    const auto t0 = SteadyClock::now();
+Status RolloutActor::ensure_version(int64_t min_version, double* sync_wait_s,
+                                    double* trainer_wait_s) {
     while (true) {
         TANDEM_RETURN_IF_ERROR(poll_versions());
         if (fetching_.valid() &&
@@ -126,13 +128,16 @@ Status RolloutActor::ensure_version(int64_t min_version, double* waited_s) {
         reader_->swap();  // step boundary: the newest fetched version becomes current
         auto cur = reader_->current();
         if (cur && static_cast<int64_t>(cur->version()) >= min_version) break;
+        // Blocked: on the transfer of a version (weight sync), or on the trainer still training.
+        const auto t_wait = SteadyClock::now();
         if (fetching_.valid()) {
             fetching_.wait_for(std::chrono::milliseconds(20));
+            *sync_wait_s += since(t_wait);
         } else {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            *trainer_wait_s += since(t_wait);
         }
     }
-    *waited_s = since(t0);
     return Status();
 }
 
@@ -145,15 +150,15 @@ Status RolloutActor::run() {
     std::vector<int> mine;
     for (int p = me; p < P; p += R) mine.push_back(p);
     // Start at the trainer's current step (a resumed trainer continues its data cursor).
-    double waited = 0;
-    TANDEM_RETURN_IF_ERROR(ensure_version(0, &waited));
+    double sync_wait = 0, trainer_wait = 0;
+    TANDEM_RETURN_IF_ERROR(ensure_version(0, &sync_wait, &trainer_wait));
     int64_t batch = static_cast<int64_t>(reader_->current()->version());
     std::vector<model::Example> examples(mine.size());
     std::vector<std::vector<int32_t>> prompts(mine.size());
     while (true) {
         rl::TrajectoryBatch out;
-        TANDEM_RETURN_IF_ERROR(
-            ensure_version(batch - job_.async.max_staleness, &out.weight_sync_wait_s));
+        TANDEM_RETURN_IF_ERROR(ensure_version(batch - job_.async.max_staleness,
+                                              &out.weight_sync_wait_s, &out.trainer_wait_s));
         const auto t0 = SteadyClock::now();
         auto view =
             reader_->current();  // held for the whole batch: the buffer is not reused under it
@@ -197,6 +202,7 @@ Status RolloutActor::run() {
 }  // namespace
 
 int run_grpo_rollout(const agent::ActorContext& ctx, agent::ActorChannel& channel) {
+    model::set_blas_threads(1);  // several actors share a node's cores
     RolloutActor actor(ctx, channel);
     if (Status s = actor.run(); !s.ok()) {
         channel.error(s.message());

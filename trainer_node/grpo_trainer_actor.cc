@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/model/checkpoint.h"
+#include "common/model/layers.h"
 #include "common/model/model_weights.h"
 #include "common/model/tasks.h"
 #include "common/model/trainer.h"
@@ -50,6 +51,7 @@ public:
 
 private:
     Status setup();
+    Result<model::ModelWeights> warm_start(model::ModelWeights w);
     Status collect(int64_t step, std::vector<model::Trajectory>& batch, Json& rollout_stats);
     Status publish(int64_t version, double* seconds);
     void report(int64_t step, const model::TrainStats& ts, const Json& rollout_stats, double step_s,
@@ -74,12 +76,16 @@ private:
 Status TrainerActor::setup() {
     TANDEM_ASSIGN_OR_RETURN(task_, model::make_task(job_.task));
     TANDEM_ASSIGN_OR_RETURN(model::ModelWeights w, initial_weights(job_, task_->vocab()));
-    TANDEM_ASSIGN_OR_RETURN(
-        trainer_, model::GrpoTrainer::create(std::move(w), model::TrainerOptions::from_job(job_)));
-
     const std::string job_dir = fmt::format("{}/jobs/{}", ctx_.run_dir, ctx_.actor.job.str());
     std::filesystem::create_directories(job_dir);
     checkpoint_root_ = job_.checkpoint.dir.empty() ? job_dir + "/checkpoints" : job_.checkpoint.dir;
+    const bool resuming = job_.checkpoint.resume == config::ResumeMode::kAuto &&
+                          model::latest_checkpoint(checkpoint_root_).ok();
+    if (job_.algorithm.warm_start_steps > 0 && !resuming) {
+        TANDEM_ASSIGN_OR_RETURN(w, warm_start(std::move(w)));
+    }
+    TANDEM_ASSIGN_OR_RETURN(
+        trainer_, model::GrpoTrainer::create(std::move(w), model::TrainerOptions::from_job(job_)));
     if (job_.checkpoint.resume == config::ResumeMode::kAuto) {
         if (auto latest = model::latest_checkpoint(checkpoint_root_); latest.ok()) {
             TANDEM_ASSIGN_OR_RETURN(model::TrainerState st, trainer_->restore(*latest));
@@ -110,6 +116,36 @@ Status TrainerActor::setup() {
     return Status();
 }
 
+// Supervised steps on the task's answers (examples from their own cursor range, so RL prompts
+// stay unseen); the result becomes version 0 and the KL reference.
+Result<model::ModelWeights> TrainerActor::warm_start(model::ModelWeights w) {
+    const auto t0 = SteadyClock::now();
+    model::TrainerOptions so = model::TrainerOptions::from_job(job_);
+    so.algorithm.steps = job_.algorithm.warm_start_steps;
+    so.algorithm.optimizer.lr = job_.algorithm.warm_start_lr;
+    TANDEM_ASSIGN_OR_RETURN(auto warm, model::GrpoTrainer::create(std::move(w), so));
+    model::TaskStream stream(task_.get(), uint64_t{1} << 40);
+    std::vector<model::Trajectory> answers(static_cast<size_t>(job_.algorithm.prompts_per_step) *
+                                           static_cast<size_t>(job_.algorithm.group_size));
+    for (int k = 1; k <= job_.algorithm.warm_start_steps; ++k) {
+        for (auto& t : answers) {
+            const model::Example ex = stream.next();
+            TANDEM_ASSIGN_OR_RETURN(t.prompt, task_->prompt_tokens(ex));
+            TANDEM_ASSIGN_OR_RETURN(t.completion, task_->vocab().encode(ex.answer));
+            t.completion.push_back(model::Vocabulary::kEos);
+            t.behaviour_logprobs.assign(t.completion.size(), 0.0f);
+        }
+        TANDEM_ASSIGN_OR_RETURN(model::TrainStats ts, warm->supervised_step(answers));
+        if (k % 25 == 0 || k == job_.algorithm.warm_start_steps) {
+            channel_.log("info", fmt::format("warm start step {}/{}: loss {:.3f}", k,
+                                             job_.algorithm.warm_start_steps, ts.loss));
+        }
+    }
+    channel_.log("info", fmt::format("warm start: {} supervised steps in {:.1f} s",
+                                     job_.algorithm.warm_start_steps, since(t0)));
+    return warm->weights();
+}
+
 Status TrainerActor::publish(int64_t version, double* seconds) {
     const auto t0 = SteadyClock::now();
     TANDEM_RETURN_IF_ERROR(
@@ -126,7 +162,7 @@ Status TrainerActor::collect(int64_t step, std::vector<model::Trajectory>& batch
     const int64_t bound = job_.async.max_staleness;
     batch.clear();
     std::map<int64_t, int64_t> staleness;
-    double rollout_s = 0, wait_s = 0, fetch_s = 0;
+    double rollout_s = 0, wait_s = 0, fetch_s = 0, trainer_wait_s = 0;
     int64_t tokens = 0, batches = 0;
     auto take = [&](model::Trajectory&& t) {
         const int64_t stale = step - t.version;
@@ -155,6 +191,7 @@ Status TrainerActor::collect(int64_t step, std::vector<model::Trajectory>& batch
         }
         rollout_s = std::max(rollout_s, b->rollout_s);
         wait_s = std::max(wait_s, b->weight_sync_wait_s);
+        trainer_wait_s = std::max(trainer_wait_s, b->trainer_wait_s);
         fetch_s = std::max(fetch_s, b->fetch_s);
         tokens += b->generated_tokens;
         ++batches;
@@ -169,6 +206,7 @@ Status TrainerActor::collect(int64_t step, std::vector<model::Trajectory>& batch
     rollout_stats = {
         {"rollout_s", rollout_s},
         {"weight_sync_wait_s", wait_s},
+        {"rollout_wait_for_trainer_s", trainer_wait_s},
         {"fetch_s", fetch_s},
         {"generated_tokens", tokens},
         {"batches", batches},
@@ -199,6 +237,7 @@ void TrainerActor::report(int64_t step, const model::TrainStats& ts, const Json&
               {"timing_s/publish", publish_s},
               {"timing_s/weight_sync_wait", rs["weight_sync_wait_s"]},
               {"timing_s/trajectory_wait", wait_s},
+              {"timing_s/rollout_wait_for_trainer", rs["rollout_wait_for_trainer_s"]},
               {"timing_s/weight_fetch", rs["fetch_s"]},
               {"timing_s/step", step_s},
               {"throughput/rollout_tokens_per_s", step_s > 0 ? rollout_tokens / step_s : 0.0},
@@ -252,6 +291,7 @@ Status TrainerActor::run() {
 }  // namespace
 
 int run_grpo_trainer(const agent::ActorContext& ctx, agent::ActorChannel& channel) {
+    model::set_blas_threads(1);  // several actors share a node's cores
     TrainerActor actor(ctx, channel);
     if (Status s = actor.run(); !s.ok()) {
         channel.error(s.message());

@@ -190,6 +190,11 @@ struct AlgorithmSpec {
     double clip_eps = 0.2;  // importance-ratio clip
     double kl_coef = 0.0;   // KL to the initial policy; 0: off
     OptimizerSpec optimizer;
+    // Supervised warm start before RL: this many steps of answer log-likelihood (prompts_per_step
+    // x group_size examples each) at warm_start_lr; the result is version 0. 0: start from
+    // model.init as it is.
+    int warm_start_steps = 0;
+    double warm_start_lr = 3e-3;
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -199,6 +204,8 @@ struct AlgorithmSpec {
         v.field("clip_eps", s.clip_eps, Range{0.0, 10.0});
         v.field("kl_coef", s.kl_coef, Range{0.0, 100.0});
         v.field("optimizer", s.optimizer);
+        v.field("warm_start_steps", s.warm_start_steps, Range{0, 1 << 20});
+        v.field("warm_start_lr", s.warm_start_lr, Range{0.0, 10.0});
     }
 };
 

@@ -23,6 +23,7 @@ std::string TrajectoryBatch::encode() const {
                     {"version", version},
                     {"rollout_s", rollout_s},
                     {"weight_sync_wait_s", weight_sync_wait_s},
+                    {"trainer_wait_s", trainer_wait_s},
                     {"fetch_s", fetch_s},
                     {"generated_tokens", generated_tokens},
                     {"trajectories", trajs}};
@@ -39,6 +40,7 @@ Result<TrajectoryBatch> TrajectoryBatch::decode(const std::string& bytes) {
         b.version = j.at("version").get<int64_t>();
         b.rollout_s = j.at("rollout_s").get<double>();
         b.weight_sync_wait_s = j.at("weight_sync_wait_s").get<double>();
+        b.trainer_wait_s = j.at("trainer_wait_s").get<double>();
         b.fetch_s = j.at("fetch_s").get<double>();
         b.generated_tokens = j.at("generated_tokens").get<int64_t>();
         for (const auto& t : j.at("trajectories")) {
@@ -95,18 +97,19 @@ Result<std::optional<std::string>> JobClient::endpoint(const std::string& actor,
 }
 
 Result<std::optional<weights::VersionDescriptor>> JobClient::latest_version() const {
-    TANDEM_ASSIGN_OR_RETURN(Json j, get_json(http_, "/api/v1/jobs/" + job_.str() + "/versions"));
-    const Json versions = j.value("versions", Json::array());
-    for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
-        if (!it->value("available", false)) continue;
-        Json d = it->value("descriptor", Json::object());
-        d.erase("publisher_nodes");
-        auto desc = weights::descriptor_from_json(d);
-        if (!desc.ok()) return desc.status();
-        if (!desc->complete()) continue;
-        return std::optional<weights::VersionDescriptor>(std::move(*desc));
+    const std::string target = "/api/v1/jobs/" + job_.str() + "/versions/latest";
+    TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(http_, "GET", target));
+    if (reply.status == 404) return std::optional<weights::VersionDescriptor>();
+    if (reply.status != 200) {
+        return unavailable(fmt::format("GET {}: HTTP {}: {}", target, reply.status, reply.body));
     }
-    return std::optional<weights::VersionDescriptor>();
+    Json j = Json::parse(reply.body, nullptr, false);
+    if (j.is_discarded()) return internal_error(fmt::format("GET {}: not JSON", target));
+    Json d = j.value("descriptor", Json::object());
+    d.erase("publisher_nodes");
+    TANDEM_ASSIGN_OR_RETURN(auto desc, weights::descriptor_from_json(d));
+    if (!desc.complete()) return std::optional<weights::VersionDescriptor>();
+    return std::optional<weights::VersionDescriptor>(std::move(desc));
 }
 
 }  // namespace tandem::rl

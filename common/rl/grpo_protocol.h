@@ -28,7 +28,8 @@ struct TrajectoryBatch {
     int64_t batch = 0;              // the rollout's batch counter (the step it was generated for)
     int64_t version = 0;            // weight version used
     double rollout_s = 0;           // generation and scoring
-    double weight_sync_wait_s = 0;  // waiting for a version the staleness bound required
+    double weight_sync_wait_s = 0;  // blocked on a version's transfer the staleness bound required
+    double trainer_wait_s = 0;      // blocked because the trainer had not published it yet
     double fetch_s = 0;             // last weight fetch (in the background unless waited for)
     int64_t generated_tokens = 0;
     std::vector<model::Trajectory> trajectories;
@@ -58,7 +59,7 @@ public:
     // The address an actor of this job announced under `name`, if it has yet.
     Result<std::optional<std::string>> endpoint(const std::string& actor,
                                                 const std::string& name) const;
-    // The newest available complete version, if any.
+    // The newest available complete version, if any (GET .../versions/latest).
     Result<std::optional<weights::VersionDescriptor>> latest_version() const;
 
 private:
