@@ -14,7 +14,8 @@ namespace {
 
 constexpr const char* kJobUsage =
     "usage: tandem job submit -f JOB.yaml [KEY.PATH=VALUE ...] [--follow] [--dry-run]\n"
-    "       tandem job list | status JOB | events JOB | logs JOB [--follow] | cancel JOB\n"
+    "       tandem job list | status JOB | summary JOB | events JOB | logs JOB [--follow] | cancel "
+    "JOB\n"
     "  JOB is a job id (job-000003) or a job name (the newest job with that name).\n"
     "  Read commands accept --output json; every command accepts --address and --run-dir.\n";
 
@@ -191,6 +192,58 @@ int logs(const ClusterContext& ctx, const Args& args, const std::string& job) {
     }
 }
 
+// The end-of-job figures: reward over the last steps, versions, weight sync and step times.
+int summary(const ClusterContext& ctx, const Args& args, const std::string& job) {
+    auto j = ctx.get("/api/v1/jobs/" + job);
+    if (!j.ok()) return report(j.status());
+    auto m = ctx.get(fmt::format("/api/v1/jobs/{}/metrics?limit=10000", job));
+    if (!m.ok()) return report(m.status());
+    const Json& rows = (*m)["metrics"];
+    auto mean = [&](const char* key, size_t last) {
+        double sum = 0;
+        size_t n = 0;
+        for (size_t i = rows.size() > last ? rows.size() - last : 0; i < rows.size(); ++i) {
+            const Json& v = rows[i]["values"];
+            if (v.contains(key) && v[key].is_number()) {
+                sum += v[key].get<double>();
+                ++n;
+            }
+        }
+        return n ? sum / static_cast<double>(n) : -1.0;
+    };
+    const size_t all = rows.size();
+    Json out = {{"job", str(*j, "job")},
+                {"state", str(*j, "state")},
+                {"steps", all},
+                {"versions_published", (*j)["versions"]},
+                {"reward_first", all ? rows[0]["values"].value("rollout/reward_mean", -1.0) : -1.0},
+                {"reward_last5_mean", mean("rollout/reward_mean", 5)},
+                {"weight_sync_wait_mean_s", mean("timing_s/weight_sync_wait", all)},
+                {"weight_fetch_mean_s", mean("timing_s/weight_fetch", all)},
+                {"publish_mean_s", mean("timing_s/publish", all)},
+                {"step_mean_s", mean("timing_s/step", all)},
+                {"rollout_tokens_per_s_mean", mean("throughput/rollout_tokens_per_s", all)}};
+    const double sync = out["weight_sync_wait_mean_s"], step = out["step_mean_s"];
+    out["weight_sync_fraction"] = step > 0 ? sync / step : 0.0;
+    if (json_output(args)) return std::cout << out.dump(2) << "\n", final_code(*j);
+    const double wall =
+        ((*j)["finished_ns"].get<int64_t>() - (*j)["started_ns"].get<int64_t>()) / 1e9;
+    std::cout << fmt::format("{} {}: {} steps in {}\n", str(*j, "job"), str(*j, "state"), all,
+                             format_duration_s(wall));
+    std::cout << fmt::format("  reward: first step {:.3f}, mean of the last 5 steps {:.3f}\n",
+                             out["reward_first"].get<double>(),
+                             out["reward_last5_mean"].get<double>());
+    std::cout << fmt::format("  versions published: {}\n", (*j)["versions"].get<int64_t>());
+    std::cout << fmt::format(
+        "  mean weight sync wait {:.1f} ms ({:.1f}% of a step), fetch {:.1f} ms, publish {:.1f} "
+        "ms\n",
+        sync * 1e3, out["weight_sync_fraction"].get<double>() * 100,
+        out["weight_fetch_mean_s"].get<double>() * 1e3, out["publish_mean_s"].get<double>() * 1e3);
+    std::cout << fmt::format("  mean time per step {:.0f} ms, rollout {:.0f} tokens/s\n",
+                             step * 1e3, out["rollout_tokens_per_s_mean"].get<double>());
+    return final_code(*j);
+}
+
 }  // namespace
 
 int cmd_job(const std::vector<std::string>& argv) {
@@ -208,7 +261,7 @@ int cmd_job(const std::vector<std::string>& argv) {
         return args->positional[1];
     };
     if (sub != "submit" && sub != "list" && sub != "status" && sub != "events" && sub != "logs" &&
-        sub != "cancel") {
+        sub != "cancel" && sub != "summary") {
         std::cerr << "tandem job: unknown subcommand '" << sub << "'\n" << kJobUsage;
         return kExitUsage;
     }
@@ -223,6 +276,7 @@ int cmd_job(const std::vector<std::string>& argv) {
     const std::string job = *need_job();
     if (sub == "status") return status(*ctx, *args, job);
     if (sub == "logs") return logs(*ctx, *args, job);
+    if (sub == "summary") return summary(*ctx, *args, job);
     if (sub == "events") {
         auto r = ctx->get(fmt::format("/api/v1/jobs/{}/events", job));
         if (!r.ok()) return report(r.status());
