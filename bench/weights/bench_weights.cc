@@ -3,13 +3,13 @@
 // Prints one JSON object per line per case:
 //   mode      pull | map | relay | zmq_copy | publish
 //   transport shm | tcp   (UCX_TLS "shm,self" / "tcp,self"; zmq_copy uses ipc:// / tcp://)
-//   bytes, readers, seconds (median of the timed iterations), gbps (1e9 bytes/s; relay: bytes
+//   bytes, readers, seconds (best of the timed iterations), gbps (1e9 bytes/s; relay: bytes
 //   delivered to all readers per second), ceiling_get_gbps, ceiling_am_gbps, ceiling_gbps (the
 //   better of the two), ratio (gbps / ceiling_gbps), plus memcpy_seconds for publish (ceiling:
 //   memcpy) and switch_ms for map.
 //
 //   tandem-bench-weights [--sizes 64M,256M] [--max] [--transports shm,tcp]
-//                        [--modes pull,map,relay,zmq_copy,publish] [--iterations 3]
+//                        [--modes pull,map,relay,zmq_copy,publish] [--iterations 4]
 //                        [--chunk-bytes 4M] [--piece-bytes 256K] [--window 16]
 //                        [--inline-checksums] [--perftest ucx_perftest]
 // --max adds 1 GiB to the sizes. Internal roles (--role publisher|reader|zmq-sender) are the
@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -58,10 +59,10 @@ double since(SteadyClock::time_point t0) {
     return std::chrono::duration<double>(SteadyClock::now() - t0).count();
 }
 
-double median(std::vector<double> v) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
+// The fastest of the timed iterations: on a shared machine interference only ever slows a run
+// down, so the best run is the one that measures the code (the ceilings get the same treatment).
+double best(const std::vector<double>& v) {
+    return v.empty() ? 0 : *std::min_element(v.begin(), v.end());
 }
 
 uint64_t parse_size(const std::string& text) {
@@ -384,10 +385,10 @@ bool port_listening(int port) {
 }
 
 // ucx_perftest's overall bandwidth (MB/s of 2^20 bytes) as GB/s (1e9 bytes/s), or 0.
-double perftest_gbps(const std::string& perftest, const std::string& test, const std::string& tls,
+double perftest_once(const std::string& perftest, const std::string& test, const std::string& tls,
                      uint64_t bytes, int iterations) {
-    static int port = 20000 + static_cast<int>(getpid() % 20000);
-    ++port;
+    static std::mt19937 rng(static_cast<unsigned>(getpid()));
+    const int port = 20000 + static_cast<int>(rng() % 30000);
     const std::vector<std::string> env = {"UCX_TLS=" + tls};
     const std::vector<std::string> common = {"-t", test,
                                              "-s", std::to_string(bytes),
@@ -409,11 +410,22 @@ double perftest_gbps(const std::string& perftest, const std::string& test, const
     const std::string out = client->drain(std::chrono::seconds(120));
     const auto pos = out.find("Final:");
     if (pos == std::string::npos) return 0;
+    // "Final: iterations lat50 lat_avg lat_overall bw_avg bw_overall ..." (some may be "inf").
     std::istringstream in(out.substr(pos + 6));
-    double iters = 0, lat50 = 0, lat_avg = 0, lat_all = 0, bw_avg = 0, bw_all = 0;
-    in >> iters >> lat50 >> lat_avg >> lat_all >> bw_avg >> bw_all;
-    if (!in) return 0;
-    return bw_all * 1048576.0 / 1e9;
+    std::vector<std::string> fields;
+    for (std::string f; in >> f && fields.size() < 6;) fields.push_back(f);
+    if (fields.size() < 6) return 0;
+    return std::strtod(fields[5].c_str(), nullptr) * 1048576.0 / 1e9;
+}
+
+// The better of two ucx_perftest runs (a run that fails to start counts as 0).
+double perftest_gbps(const std::string& perftest, const std::string& test, const std::string& tls,
+                     uint64_t bytes, int iterations) {
+    double gbps = 0;
+    for (int i = 0; i < 2; ++i) {
+        gbps = std::max(gbps, perftest_once(perftest, test, tls, bytes, iterations));
+    }
+    return gbps;
 }
 
 double memcpy_seconds(uint64_t bytes) {
@@ -454,7 +466,7 @@ json result(const std::string& mode, const std::string& transport, uint64_t byte
 struct Bench {
     std::string self;
     std::string chunk;
-    int iterations = 3;
+    int iterations = 4;
     uint64_t piece_bytes = 256 << 10;
     uint32_t window_reads = 16;
     bool inline_checksums = false;
@@ -509,7 +521,7 @@ struct Bench {
             path = std::string(read_path_name((*reader)->last_fetch().path));
             if (i >= 3) times.push_back(t);
         }
-        const double s = median(times);
+        const double s = best(times);
         json j = result("pull", transport, bytes, 1, s, bytes / s / 1e9, c, c.best());
         j["path"] = path;
         emit(j);
@@ -545,7 +557,7 @@ struct Bench {
             }
             if (i >= 3) times.push_back(t);
         }
-        const double s = median(times);
+        const double s = best(times);
         const double ceiling = bytes / memcpy_s / 1e9;
         json j = result("map", transport, bytes, 1, s, bytes / s / 1e9, c, ceiling);
         j["switch_ms"] = s * 1e3;
@@ -593,7 +605,7 @@ struct Bench {
             }
             if (i >= 2) times.push_back(since(t0));
         }
-        const double s = median(times);
+        const double s = best(times);
         emit(result("relay", transport, bytes, kReaders, s, kReaders * bytes / s / 1e9, c,
                     c.best()));
     }
@@ -617,7 +629,7 @@ struct Bench {
             std::memcpy(dest.data(), msg.data(), std::min<size_t>(msg.size(), bytes));
             if (i >= 1) times.push_back(since(t0));
         }
-        const double s = median(times);
+        const double s = best(times);
         emit(result("zmq_copy", transport, bytes, 1, s, bytes / s / 1e9, c, c.best()));
     }
 
@@ -652,8 +664,8 @@ struct Bench {
             }
         }
         (void)memcpy_s;
-        const double s = median(times);
-        const double copy_s = median(copies);
+        const double s = best(times);
+        const double copy_s = best(copies);
         const double ceiling = layout.total_bytes() / copy_s / 1e9;
         json j = result("publish", transport, layout.total_bytes(), 0, s,
                         layout.total_bytes() / s / 1e9, c, ceiling);
@@ -686,7 +698,7 @@ int main(int argc, char** argv) {
     Bench bench;
     bench.self = self_path();
     bench.chunk = a.get("chunk-bytes", "4M");
-    bench.iterations = std::stoi(a.get("iterations", "3"));
+    bench.iterations = std::stoi(a.get("iterations", "4"));
     bench.piece_bytes = parse_size(a.get("piece-bytes", "256K"));
     bench.window_reads = static_cast<uint32_t>(std::stoul(a.get("window", "16")));
     bench.inline_checksums = a.flag("inline-checksums");
