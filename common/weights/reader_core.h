@@ -35,6 +35,7 @@ public:
     static constexpr auto kLivenessInterval = std::chrono::milliseconds(100);
     static constexpr uint64_t kPage = 4096;
     static constexpr uint64_t kMaxShards = 256;
+    static constexpr auto kHelloValidity = std::chrono::seconds(30);
 
     Core(ReaderOptions options, Layout layout, const Clock& clock);
     ~Core() override;

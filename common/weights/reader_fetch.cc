@@ -205,6 +205,14 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
                 return;
             }
             sf.conn = *conn;
+            // A source keeps a reader's connection for SourceServerOptions::idle_timeout_ms
+            // (2 min by default); within a quarter of that, skip the hello round trip.
+            if (sf.conn->greeted_at && now - *sf.conn->greeted_at < kHelloValidity) {
+                sf.state = State::kHello;
+                sf.call.reset();
+                step(op, sf);
+                return;
+            }
             wire::Request rq;
             rq.type = wire::RequestType::kHello;
             sf.call = client_->call(*sf.conn, rq, loop_->address());
@@ -212,11 +220,14 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
             return;
         }
         case State::kHello: {
-            auto st = wait_call(sf.call);
-            if (!st) return;
-            if (!st->ok()) {
-                fail(op, st->with_context(fmt::format("connecting to {}", sf.source_name)));
-                return;
+            if (sf.call) {
+                auto st = wait_call(sf.call);
+                if (!st) return;
+                if (!st->ok()) {
+                    fail(op, st->with_context(fmt::format("connecting to {}", sf.source_name)));
+                    return;
+                }
+                sf.conn->greeted_at = now;
             }
             wire::Request rq;
             rq.type = wire::RequestType::kAcquire;

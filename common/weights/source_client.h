@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -47,6 +48,8 @@ struct SourceConnection {
     bool same_host = false;
     int64_t pid = 0;
     std::map<uint64_t, std::unique_ptr<ucx::RemoteKey>> rkeys;  // by region address
+    // When the source last answered this reader's hello (it then has a way back to us).
+    std::optional<Clock::TimePoint> greeted_at;
 
     // The unpacked key for a region, cached. A region UCX maps here (shared memory) has its page
     // tables populated once, up front: faulting them in page by page on the first read costs far
