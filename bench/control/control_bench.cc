@@ -1,6 +1,7 @@
 // tandem-bench-control: many simulated node agents (DEALER sockets on a few threads) heartbeating
 // against a real tandem-coordinator process. Prints one JSON object per line:
-//   {"case":"heartbeat", agents, rate_hz, seconds, coordinator_cpu_pct, rtt_p50_ms, rtt_p99_ms, ...}
+//   {"case":"heartbeat", agents, rate_hz, seconds, coordinator_cpu_pct, rtt_p50_ms, rtt_p99_ms,
+//   ...}
 //   {"case":"submit_to_placed", samples, p50_ms, p99_ms, ...}
 //
 //   tandem-bench-control [--agents 1000] [--seconds 20] [--threads 4] [--submits 20]
@@ -65,7 +66,7 @@ double percentile(std::vector<double> v, double p) {
 
 struct Shared {
     std::mutex mu;
-    std::vector<double> rtt_ms;           // guarded by mu
+    std::vector<double> rtt_ms;                       // guarded by mu
     std::map<std::string, Clock::time_point> starts;  // actor -> StartActor receipt; guarded by mu
     std::atomic<bool> measuring{false};
     std::atomic<bool> stop{false};
@@ -84,7 +85,8 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
     };
     std::mt19937_64 rng(std::hash<std::string>()(ids.front()));
     std::vector<Sim> sims;
-    const auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate_hz));
+    const auto period =
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate_hz));
     for (size_t i = 0; i < ids.size(); ++i) {
         Sim sim;
         sim.id = ids[i];
@@ -100,7 +102,8 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
         r.agent_version = "bench";
         r.resources = {8, 65536, 0};
         (void)wire::send_envelope(*sim.s, wire::make_envelope(r, 1));
-        sim.next = Clock::now() + std::chrono::duration_cast<Clock::duration>(period * (static_cast<double>(rng() % 1000) / 1000.0));
+        sim.next = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      period * (static_cast<double>(rng() % 1000) / 1000.0));
         sims.push_back(std::move(sim));
     }
     uint64_t seq = 1;
@@ -112,11 +115,20 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
             if (!s.registered || now < s.next) continue;
             wire::Heartbeat h;
             h.node_id = s.id;
-            h.sent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+            h.sent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch())
+                            .count();
             (void)wire::send_envelope(*s.s, wire::make_envelope(h, ++seq));
             s.next += period;
         }
-        zmq::poll(items.data(), items.size(), std::chrono::milliseconds(2));
+        // Sleep until the next heartbeat is due (or a reply arrives), not a fixed tick, so the
+        // simulator itself leaves the cores to the coordinator.
+        auto next = Clock::now() + std::chrono::milliseconds(50);
+        for (const auto& s : sims) {
+            if (s.registered) next = std::min(next, s.next);
+        }
+        const auto wait =
+            std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now());
+        zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds(0)));
         for (size_t i = 0; i < items.size(); ++i) {
             if (!(items[i].revents & ZMQ_POLLIN)) continue;
             while (auto frames = wire::try_recv_frames(*sims[i].s)) {
@@ -128,7 +140,9 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
                     shared.registered.fetch_add(1);
                 } else if (env->type == wire::HeartbeatAck::kType && shared.measuring.load()) {
                     const auto sent = std::chrono::nanoseconds(env->body["sent_ns"].get<int64_t>());
-                    const double ms = std::chrono::duration<double, std::milli>(t.time_since_epoch() - sent).count();
+                    const double ms =
+                        std::chrono::duration<double, std::milli>(t.time_since_epoch() - sent)
+                            .count();
                     std::lock_guard lock(shared.mu);
                     shared.rtt_ms.push_back(ms);
                 } else if (env->type == wire::StartActor::kType) {
@@ -147,11 +161,16 @@ int main(int argc, char** argv) {
     double rate_hz = 1.0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
-        if (a == "--agents") agents = std::stoi(argv[i + 1]);
-        else if (a == "--seconds") seconds = std::stoi(argv[i + 1]);
-        else if (a == "--threads") threads = std::stoi(argv[i + 1]);
-        else if (a == "--submits") submits = std::stoi(argv[i + 1]);
-        else if (a == "--rate-hz") rate_hz = std::stod(argv[i + 1]);
+        if (a == "--agents")
+            agents = std::stoi(argv[i + 1]);
+        else if (a == "--seconds")
+            seconds = std::stoi(argv[i + 1]);
+        else if (a == "--threads")
+            threads = std::stoi(argv[i + 1]);
+        else if (a == "--submits")
+            submits = std::stoi(argv[i + 1]);
+        else if (a == "--rate-hz")
+            rate_hz = std::stod(argv[i + 1]);
     }
     rlimit lim{};
     getrlimit(RLIMIT_NOFILE, &lim);
@@ -159,22 +178,28 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &lim);
 
     namespace fs = std::filesystem;
-    const fs::path dir = fs::temp_directory_path() / fmt::format("tandem_bench_control_{}", ::getpid());
+    const fs::path dir =
+        fs::temp_directory_path() / fmt::format("tandem_bench_control_{}", ::getpid());
     fs::create_directories(dir / "run");
     const int agent_port = free_port(), http_port = free_port();
     const std::string secret = "bench-secret", token = "bench-token";
     std::ofstream(dir / "run" / "cluster-secret") << secret << "\n";
     std::ofstream(dir / "run" / "api-token") << token << "\n";
     std::ofstream(dir / "cluster.yaml") << fmt::format(
-        "name: bench\nrun_dir: {}\ncoordinator: {{agent_port: {}, http_port: {}, heartbeat_ms: {}, dead_after_ms: {}}}\n"
+        "name: bench\nrun_dir: {}\ncoordinator: {{agent_port: {}, http_port: {}, heartbeat_ms: {}, "
+        "dead_after_ms: {}}}\n"
         "nodes:\n  - {{id: placeholder, role: trainer}}\n",
-        (dir / "run").string(), agent_port, http_port, static_cast<int>(1000 / rate_hz), static_cast<int>(5000 / rate_hz));
-    const std::string coord_bin = fs::canonical("/proc/self/exe").parent_path().parent_path().parent_path().string() + "/bin/tandem-coordinator";
+        (dir / "run").string(), agent_port, http_port, static_cast<int>(1000 / rate_hz),
+        static_cast<int>(5000 / rate_hz));
+    const std::string coord_bin =
+        fs::canonical("/proc/self/exe").parent_path().parent_path().parent_path().string() +
+        "/bin/tandem-coordinator";
     const pid_t coord = ::fork();
     if (coord == 0) {
         const int devnull = ::open("/dev/null", O_WRONLY);
         ::dup2(devnull, STDERR_FILENO);
-        ::execl(coord_bin.c_str(), coord_bin.c_str(), "--cluster", (dir / "cluster.yaml").c_str(), nullptr);
+        ::execl(coord_bin.c_str(), coord_bin.c_str(), "--cluster", (dir / "cluster.yaml").c_str(),
+                nullptr);
         ::_exit(127);
     }
     const std::string http = fmt::format("http://127.0.0.1:{}", http_port);
@@ -191,10 +216,12 @@ int main(int argc, char** argv) {
     for (int t = 0; t < threads; ++t) {
         std::vector<std::string> ids;
         for (int i = t; i < agents; i += threads) ids.push_back(fmt::format("sim-{:05d}", i));
-        pool.emplace_back(agent_thread, std::ref(ctx), endpoint, secret, ids, rate_hz, std::ref(shared));
+        pool.emplace_back(agent_thread, std::ref(ctx), endpoint, secret, ids, rate_hz,
+                          std::ref(shared));
     }
     const auto reg_start = Clock::now();
-    while (shared.registered.load() < agents && Clock::now() - reg_start < std::chrono::seconds(60)) {
+    while (shared.registered.load() < agents &&
+           Clock::now() - reg_start < std::chrono::seconds(60)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     const double register_s = std::chrono::duration<double>(Clock::now() - reg_start).count();
@@ -232,16 +259,19 @@ int main(int argc, char** argv) {
 
     // Submit-to-placed: POST a job, time until its StartActor messages reach the simulated agents.
     std::vector<double> lat;
-    const std::string spec = "name: b\nkind: diagnostic\ntrainer: {replicas: 1}\nrollout: {replicas: 2}\n";
+    const std::string spec =
+        "name: b\nkind: diagnostic\ntrainer: {replicas: 1}\nrollout: {replicas: 2}\n";
     for (int i = 0; i < submits; ++i) {
         const auto s0 = Clock::now();
-        auto r = net::http_call(http, "POST", "/api/v1/jobs", Json{{"spec_yaml", spec}}.dump(), token);
+        auto r =
+            net::http_call(http, "POST", "/api/v1/jobs", Json{{"spec_yaml", spec}}.dump(), token);
         if (!r.ok() || r->status != 201) {
             std::cerr << "submit failed: " << (r.ok() ? r->body : r.status().message()) << "\n";
             break;
         }
         const std::string job = Json::parse(r->body)["job"];
-        const std::vector<std::string> actors = {job + "/trainer-0", job + "/rollout-0", job + "/rollout-1"};
+        const std::vector<std::string> actors = {job + "/trainer-0", job + "/rollout-0",
+                                                 job + "/rollout-1"};
         Clock::time_point placed{};
         const auto deadline = Clock::now() + std::chrono::seconds(5);
         while (Clock::now() < deadline) {
@@ -250,8 +280,10 @@ int main(int argc, char** argv) {
                 bool all = true;
                 for (const auto& a : actors) {
                     auto it = shared.starts.find(a);
-                    if (it == shared.starts.end()) all = false;
-                    else placed = std::max(placed, it->second);
+                    if (it == shared.starts.end())
+                        all = false;
+                    else
+                        placed = std::max(placed, it->second);
                 }
                 if (all) break;
             }
