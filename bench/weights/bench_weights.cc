@@ -400,7 +400,10 @@ double perftest_once(const std::string& perftest, const std::string& test, const
     if (!server) return 0;
     const auto deadline = SteadyClock::now() + std::chrono::seconds(10);
     while (!port_listening(port)) {
-        if (SteadyClock::now() > deadline) return 0;
+        if (SteadyClock::now() > deadline) {
+            std::fprintf(stderr, "ucx_perftest server on port %d did not start listening\n", port);
+            return 0;
+        }
         std::this_thread::yield();
     }
     std::vector<std::string> client_argv = {perftest, "127.0.0.1"};
@@ -409,7 +412,12 @@ double perftest_once(const std::string& perftest, const std::string& test, const
     if (!client) return 0;
     const std::string out = client->drain(std::chrono::seconds(120));
     const auto pos = out.find("Final:");
-    if (pos == std::string::npos) return 0;
+    if (pos == std::string::npos) {
+        std::fprintf(stderr, "ucx_perftest %s on %s with %llu bytes gave no result:\n%s\n",
+                     test.c_str(), tls.c_str(), static_cast<unsigned long long>(bytes),
+                     out.substr(out.size() > 600 ? out.size() - 600 : 0).c_str());
+        return 0;
+    }
     // "Final: iterations lat50 lat_avg lat_overall bw_avg bw_overall ..." (some may be "inf").
     std::istringstream in(out.substr(pos + 6));
     std::vector<std::string> fields;
