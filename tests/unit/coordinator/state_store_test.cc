@@ -3,8 +3,8 @@
 // refused. Also the VersionTable on top of it.
 #include "coordinator/state_store.h"
 
-#include <gmock/gmock.h>
 #include <fmt/format.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
