@@ -16,6 +16,11 @@ function(tandem_add_test)
     endif()
     add_test(NAME ${T_NAME} COMMAND ${T_NAME})
     set_tests_properties(${T_NAME} PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT})
+    if(T_LABEL STREQUAL "integration")
+        # Several processes each, with deadlines (heartbeats, UCX replies): never share the two
+        # cores with another suite under `ctest -j`.
+        set_tests_properties(${T_NAME} PROPERTIES RUN_SERIAL TRUE)
+    endif()
     if(T_LABEL STREQUAL "gpu")
         # GPU suites skip with a reason without a device; report them as skipped, not passed.
         set_tests_properties(${T_NAME} PROPERTIES SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\]")
