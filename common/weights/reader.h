@@ -53,7 +53,7 @@ struct ReaderOptions {
     // Reads in flight with no chunk arriving for this long fail the fetch.
     std::chrono::milliseconds stall_timeout_ms{5000};
     // Smallest chunk size a source may use (sizes the reader's manifest space).
-    uint64_t min_chunk_bytes = 64 << 10;
+    uint64_t min_chunk_bytes = 4096;
     // Serve fetched versions to other readers (relay tree); see relay_source().
     bool relay = false;
     std::chrono::milliseconds relay_lease_ttl_ms{5000};
