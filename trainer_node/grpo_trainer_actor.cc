@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 
 #include <fmt/format.h>
 #include <zmq.hpp>
@@ -79,20 +80,22 @@ Status TrainerActor::setup() {
     const std::string job_dir = fmt::format("{}/jobs/{}", ctx_.run_dir, ctx_.actor.job.str());
     std::filesystem::create_directories(job_dir);
     checkpoint_root_ = job_.checkpoint.dir.empty() ? job_dir + "/checkpoints" : job_.checkpoint.dir;
-    const bool resuming = job_.checkpoint.resume == config::ResumeMode::kAuto &&
-                          model::latest_checkpoint(checkpoint_root_).ok();
-    if (job_.algorithm.warm_start_steps > 0 && !resuming) {
+    // The checkpoint to resume from, looked up once (resume: auto and one exists).
+    std::optional<std::string> resume_from;
+    if (job_.checkpoint.resume == config::ResumeMode::kAuto) {
+        if (auto latest = model::latest_checkpoint(checkpoint_root_); latest.ok())
+            resume_from = *latest;
+    }
+    if (job_.algorithm.warm_start_steps > 0 && !resume_from) {
         TANDEM_ASSIGN_OR_RETURN(w, warm_start(std::move(w)));
     }
     TANDEM_ASSIGN_OR_RETURN(
         trainer_, model::GrpoTrainer::create(std::move(w), model::TrainerOptions::from_job(job_)));
-    if (job_.checkpoint.resume == config::ResumeMode::kAuto) {
-        if (auto latest = model::latest_checkpoint(checkpoint_root_); latest.ok()) {
-            TANDEM_ASSIGN_OR_RETURN(model::TrainerState st, trainer_->restore(*latest));
-            start_step_ = st.step;
-            channel_.log("info", fmt::format("resumed from {} at step {} (data cursor {})", *latest,
-                                             st.step, st.data_cursor));
-        }
+    if (resume_from) {
+        TANDEM_ASSIGN_OR_RETURN(model::TrainerState st, trainer_->restore(*resume_from));
+        start_step_ = st.step;
+        channel_.log("info", fmt::format("resumed from {} at step {} (data cursor {})",
+                                         *resume_from, st.step, st.data_cursor));
     }
     metrics_file_.open(job_dir + "/metrics.jsonl", std::ios::app);
 
