@@ -8,6 +8,7 @@
 #include <zmq.hpp>
 
 #include "common/model/generate.h"
+#include "common/model/job_setup.h"
 #include "common/model/layers.h"
 #include "common/model/model_weights.h"
 #include "common/model/params.h"
@@ -39,10 +40,21 @@ public:
 private:
     Status setup();
     // Starts fetching the newest version if it is newer than what this actor holds or fetches.
+    // Notices a new trainer run (a higher epoch: the trainer restarted) and sets resync_.
     Status poll_versions();
-    // Makes the fetched version current if one is ready; waits for it when `min_version` requires.
-    // Adds the time blocked on a transfer to *sync_wait_s and on the trainer to *trainer_wait_s.
+    // Makes the fetched version current if one is ready; waits until the current version is at
+    // least `min_version` and belongs to the trainer run this actor follows. Returns early with
+    // resync_ set when a new trainer run appears. Adds the time blocked on a transfer to
+    // *sync_wait_s and on the trainer to *trainer_wait_s.
     Status ensure_version(int64_t min_version, double* sync_wait_s, double* trainer_wait_s);
+    // Follows the trainer run that published the newest version: waits for its first version,
+    // connects to its trajectory socket (a restarted trainer binds a new one) and returns the
+    // batch (training step) to generate next.
+    Result<int64_t> resync();
+    uint64_t cursor_of(int64_t batch) const {
+        return base_.data_cursor + static_cast<uint64_t>(batch - base_.step) *
+                                       static_cast<uint64_t>(job_.algorithm.prompts_per_step);
+    }
 
     const agent::ActorContext& ctx_;
     const config::JobSpec& job_;
@@ -54,6 +66,13 @@ private:
     std::future<Status> fetching_;
     std::optional<Version> fetching_version_;
     std::optional<Version> newest_seen_;
+    // The trainer run followed: its epoch (version - step), one of its versions' info (maps
+    // batches to data cursors) and the lowest version of it this actor will use.
+    std::optional<int64_t> epoch_;
+    rl::VersionInfo base_;
+    int64_t epoch_floor_ = 0;
+    bool resync_ = true;
+    std::string endpoint_;
     SteadyClock::time_point fetch_started_;
     double last_fetch_s_ = 0;
     zmq::context_t zmq_{1};
@@ -68,7 +87,9 @@ Status RolloutActor::setup() {
         TANDEM_ASSIGN_OR_RETURN(model::Pretrained p, model::load_pretrained(job_.model.init));
         cfg = p.weights.config();
     }
-    TANDEM_ASSIGN_OR_RETURN(auto gen, model::GroupGenerator::create(cfg));
+    TANDEM_RETURN_IF_ERROR(model::check_context_length(job_, task_->max_prompt_tokens()));
+    TANDEM_ASSIGN_OR_RETURN(
+        auto gen, model::GroupGenerator::create(cfg, model::GeneratorOptions::from_job(job_)));
     generator_.emplace(std::move(gen));
     TANDEM_ASSIGN_OR_RETURN(weights::Layout layout, model::make_param_layout(cfg));
     weights::ReaderOptions ro;
@@ -76,23 +97,6 @@ Status RolloutActor::setup() {
     ro.reader_id = ctx_.actor.str();
     TANDEM_ASSIGN_OR_RETURN(reader_, weights::Reader::create(ro, std::move(layout)));
 
-    // The trainer announces its trajectory socket once it is up.
-    const std::string trainer = ActorId{ctx_.actor.job, ActorRole::kTrainer, 0}.str();
-    std::optional<std::string> endpoint;
-    const auto deadline = SteadyClock::now() + std::chrono::minutes(5);
-    while (!endpoint) {
-        auto e = client_.endpoint(trainer, "trajectories");
-        if (e.ok()) endpoint = *e;
-        if (endpoint) break;
-        if (SteadyClock::now() > deadline)
-            return deadline_exceeded("the trainer did not announce its trajectory socket");
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    push_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::push);
-    push_->set(zmq::sockopt::linger, 2000);
-    push_->set(zmq::sockopt::sndhwm, 64);
-    push_->connect(*endpoint);
-    channel_.log("info", fmt::format("pushing trajectories to {}", *endpoint));
     return Status();
 }
 
@@ -100,19 +104,45 @@ Status RolloutActor::poll_versions() {
     if (fetching_.valid()) return Status();  // one fetch at a time
     TANDEM_ASSIGN_OR_RETURN(auto latest, client_.latest_version());
     if (!latest) return Status();
-    newest_seen_ = latest->version;
+    const int64_t version = static_cast<int64_t>(latest->descriptor.version);
+    // A publisher that does not describe its versions: version k is step k.
+    const rl::VersionInfo info = latest->info.value_or(
+        rl::VersionInfo{.step = version,
+                        .data_cursor = static_cast<uint64_t>(version) *
+                                       static_cast<uint64_t>(job_.algorithm.prompts_per_step)});
+    const int64_t epoch = info.epoch(version);
+    // A restarted trainer numbers its versions above its predecessor's while its steps go back
+    // to its checkpoint, so its epoch is higher; an older epoch is a gone trainer's.
+    if (epoch_ && epoch < *epoch_) return Status();
+    if (!epoch_ || epoch > *epoch_) {
+        if (epoch_) {
+            channel_.log("info",
+                         fmt::format("the trainer restarted (attempt {}): version {} is "
+                                     "step {}, data cursor {}",
+                                     info.trainer_attempt, version, info.step, info.data_cursor));
+        }
+        epoch_ = epoch;
+        base_ = info;
+        epoch_floor_ = version;
+        resync_ = true;
+    }
+    newest_seen_ = latest->descriptor.version;
     const auto have = reader_->fetched_version();
-    if (have && *have >= latest->version) return Status();
-    fetching_version_ = latest->version;
+    if (have && *have >= latest->descriptor.version) return Status();
+    fetching_version_ = latest->descriptor.version;
     fetch_started_ = SteadyClock::now();
-    fetching_ = reader_->fetch_async(*latest);
+    fetching_ = reader_->fetch_async(latest->descriptor);
     return Status();
 }
 
 Status RolloutActor::ensure_version(int64_t min_version, double* sync_wait_s,
                                     double* trainer_wait_s) {
+    const bool following = !resync_;  // false while resync() waits for a run's first version
+    min_version = std::max(min_version, epoch_floor_);
     while (true) {
         TANDEM_RETURN_IF_ERROR(poll_versions());
+        if (following && resync_) return Status();
+        min_version = std::max(min_version, epoch_floor_);
         if (fetching_.valid() &&
             fetching_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
             Status s = fetching_.get();
@@ -141,6 +171,39 @@ Status RolloutActor::ensure_version(int64_t min_version, double* sync_wait_s,
     return Status();
 }
 
+Result<int64_t> RolloutActor::resync() {
+    double sync_wait = 0, trainer_wait = 0;
+    // Wait for the newest trainer run's first version; a newer run may appear meanwhile.
+    TANDEM_RETURN_IF_ERROR(ensure_version(0, &sync_wait, &trainer_wait));
+    resync_ = false;
+    // Its trajectory socket: announced before its first version, so it is there now (an older
+    // run's address is cleared when the coordinator restarts the trainer).
+    const std::string trainer = ActorId{ctx_.actor.job, ActorRole::kTrainer, 0}.str();
+    std::optional<std::string> endpoint;
+    const auto deadline = SteadyClock::now() + std::chrono::minutes(5);
+    while (true) {
+        auto e = client_.endpoint(trainer, "trajectories");
+        if (e.ok() && *e) {
+            endpoint = *e;
+            break;
+        }
+        if (SteadyClock::now() > deadline)
+            return deadline_exceeded("the trainer did not announce its trajectory socket");
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (*endpoint != endpoint_ || !push_) {
+        // Batches still queued for a gone trainer are dropped with the old socket.
+        push_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::push);
+        push_->set(zmq::sockopt::linger, 2000);
+        push_->set(zmq::sockopt::sndhwm, 64);
+        push_->connect(*endpoint);
+        endpoint_ = *endpoint;
+        channel_.log("info", fmt::format("pushing trajectories to {}", *endpoint));
+    }
+    // Start at the trainer's current step (a resumed trainer continues its data cursor).
+    return static_cast<int64_t>(reader_->current()->version()) - *epoch_;
+}
+
 Status RolloutActor::run() {
     TANDEM_RETURN_IF_ERROR(setup());
     const int R = job_.rollout.replicas, P = job_.algorithm.prompts_per_step,
@@ -149,23 +212,25 @@ Status RolloutActor::run() {
     // This actor's share of every step's prompts: indices me, me + R, ...
     std::vector<int> mine;
     for (int p = me; p < P; p += R) mine.push_back(p);
-    // Start at the trainer's current step (a resumed trainer continues its data cursor).
-    double sync_wait = 0, trainer_wait = 0;
-    TANDEM_RETURN_IF_ERROR(ensure_version(0, &sync_wait, &trainer_wait));
-    int64_t batch = static_cast<int64_t>(reader_->current()->version());
     std::vector<model::Example> examples(mine.size());
     std::vector<std::vector<int32_t>> prompts(mine.size());
+    int64_t batch = 0;
     while (true) {
+        if (resync_) {
+            TANDEM_ASSIGN_OR_RETURN(batch, resync());
+            continue;  // a newer run may have appeared while connecting
+        }
         rl::TrajectoryBatch out;
-        TANDEM_RETURN_IF_ERROR(ensure_version(batch - job_.async.max_staleness,
+        TANDEM_RETURN_IF_ERROR(ensure_version(batch - job_.async.max_staleness + *epoch_,
                                               &out.weight_sync_wait_s, &out.trainer_wait_s));
+        if (resync_) continue;
         const auto t0 = SteadyClock::now();
         auto view =
             reader_->current();  // held for the whole batch: the buffer is not reused under it
         const auto* params = reinterpret_cast<const float*>(view->bytes().data());
+        const uint64_t first = cursor_of(batch);
         for (size_t i = 0; i < mine.size(); ++i) {
-            const uint64_t cursor = static_cast<uint64_t>(batch) * static_cast<uint64_t>(P) +
-                                    static_cast<uint64_t>(mine[i]);
+            const uint64_t cursor = first + static_cast<uint64_t>(mine[i]);
             examples[i] = task_->example(cursor);
             TANDEM_ASSIGN_OR_RETURN(prompts[i], task_->prompt_tokens(examples[i]));
         }
@@ -186,8 +251,7 @@ Status RolloutActor::run() {
             t.reward = task_->score(examples[c.prompt], task_->vocab().decode(c.tokens));
             t.completion = std::move(c.tokens);
             t.behaviour_logprobs = std::move(c.logprobs);
-            t.group = static_cast<uint64_t>(batch) * static_cast<uint64_t>(P) +
-                      static_cast<uint64_t>(mine[c.prompt]);
+            t.group = first + static_cast<uint64_t>(mine[c.prompt]);
             t.version = out.version;
             out.trajectories.push_back(std::move(t));
         }

@@ -16,6 +16,7 @@
 #include "common/model/tasks.h"
 #include "common/model/trainer.h"
 #include "common/rl/grpo_protocol.h"
+#include "common/rl/trajectory_gate.h"
 #include "common/weights/publisher.h"
 
 namespace tandem::trainer {
@@ -46,15 +47,27 @@ Result<model::ModelWeights> initial_weights(const config::JobSpec& job,
 class TrainerActor {
 public:
     TrainerActor(const agent::ActorContext& ctx, agent::ActorChannel& channel)
-        : ctx_(ctx), job_(ctx.spec), channel_(channel), announcer_(channel) {}
+        : ctx_(ctx),
+          job_(ctx.spec),
+          channel_(channel),
+          announcer_(channel),
+          gate_(ctx.spec.async.max_staleness) {}
 
     Status run();
 
 private:
     Status setup();
     Result<model::ModelWeights> warm_start(model::ModelWeights w);
-    Status collect(int64_t step, std::vector<model::Trajectory>& batch, Json& rollout_stats);
-    Status publish(int64_t version, double* seconds);
+    Status collect(std::vector<model::Trajectory>& batch, Json& rollout_stats);
+    // Numbers this run's versions above every version the job's table already holds.
+    Status choose_first_version(std::optional<int64_t> checkpoint_version);
+    int64_t version_of(int64_t step) const { return step + epoch_; }
+    uint64_t cursor_of(int64_t step) const {
+        return start_cursor_ + static_cast<uint64_t>(step - start_step_) *
+                                   static_cast<uint64_t>(job_.algorithm.prompts_per_step);
+    }
+    // Publishes the weights after `step` steps as version_of(step).
+    Status publish(int64_t step, double* seconds);
     void report(int64_t step, const model::TrainStats& ts, const Json& rollout_stats, double step_s,
                 double train_s, double publish_s, double wait_s);
 
@@ -70,7 +83,9 @@ private:
     std::string checkpoint_root_;
     std::ofstream metrics_file_;
     int64_t start_step_ = 0;
-    int64_t dropped_ = 0;
+    uint64_t start_cursor_ = 0;  // data cursor at start_step_
+    int64_t epoch_ = 0;          // version - step for every version this run publishes
+    rl::TrajectoryGate gate_;
     std::vector<model::Trajectory> carry_;  // accepted trajectories beyond the last batch
 };
 
@@ -86,6 +101,7 @@ Status TrainerActor::setup() {
         if (auto latest = model::latest_checkpoint(checkpoint_root_); latest.ok())
             resume_from = *latest;
     }
+    std::optional<int64_t> checkpoint_version;
     if (job_.algorithm.warm_start_steps > 0 && !resume_from) {
         TANDEM_ASSIGN_OR_RETURN(w, warm_start(std::move(w)));
     }
@@ -94,9 +110,12 @@ Status TrainerActor::setup() {
     if (resume_from) {
         TANDEM_ASSIGN_OR_RETURN(model::TrainerState st, trainer_->restore(*resume_from));
         start_step_ = st.step;
+        start_cursor_ = st.data_cursor;
+        checkpoint_version = st.version;
         channel_.log("info", fmt::format("resumed from {} at step {} (data cursor {})",
                                          *resume_from, st.step, st.data_cursor));
     }
+    TANDEM_RETURN_IF_ERROR(choose_first_version(checkpoint_version));
     metrics_file_.open(job_dir + "/metrics.jsonl", std::ios::app);
 
     weights::PublisherOptions po;
@@ -149,32 +168,53 @@ Result<model::ModelWeights> TrainerActor::warm_start(model::ModelWeights w) {
     return warm->weights();
 }
 
-Status TrainerActor::publish(int64_t version, double* seconds) {
+Status TrainerActor::choose_first_version(std::optional<int64_t> checkpoint_version) {
+    int64_t first = checkpoint_version.value_or(start_step_);
+    // A restarted trainer's predecessor may have published past the checkpoint: those numbers
+    // name other weights, so this run's versions start above them (and stay monotonic per job).
+    rl::JobClient client(ctx_.coordinator_http, ctx_.actor.job);
+    TANDEM_ASSIGN_OR_RETURN(std::optional<int64_t> top, client.max_version());
+    if (top && *top >= first) first = *top + 1;
+    epoch_ = first - start_step_;
+    if (epoch_ != 0 || ctx_.attempt > 1) {
+        channel_.log("info", fmt::format("attempt {}: step {} is published as version {} (the "
+                                         "job's table holds versions up to {})",
+                                         ctx_.attempt, start_step_, first, top.value_or(-1)));
+    }
+    return Status();
+}
+
+Status TrainerActor::publish(int64_t step, double* seconds) {
     const auto t0 = SteadyClock::now();
+    const int64_t version = version_of(step);
+    announcer_.describe(
+        static_cast<Version>(version),
+        {.step = step, .data_cursor = cursor_of(step), .trainer_attempt = ctx_.attempt});
     TANDEM_RETURN_IF_ERROR(
         publisher_->publish(static_cast<Version>(version), trainer_->weights().bytes()));
+    TANDEM_RETURN_IF_ERROR(gate_.published(version));
     if (seconds) *seconds = since(t0);
     return Status();
 }
 
-// Takes prompts_per_step whole groups whose version is within the staleness bound of `step`.
-Status TrainerActor::collect(int64_t step, std::vector<model::Trajectory>& batch,
-                             Json& rollout_stats) {
+// Takes prompts_per_step whole groups that the gate accepts: versions this trainer published,
+// within the staleness bound of its current version.
+Status TrainerActor::collect(std::vector<model::Trajectory>& batch, Json& rollout_stats) {
     const size_t want = static_cast<size_t>(job_.algorithm.prompts_per_step) *
                         static_cast<size_t>(job_.algorithm.group_size);
-    const int64_t bound = job_.async.max_staleness;
     batch.clear();
-    std::map<int64_t, int64_t> staleness;
+    std::map<int64_t, int64_t> staleness, versions;
     double rollout_s = 0, wait_s = 0, fetch_s = 0, trainer_wait_s = 0;
     int64_t tokens = 0, batches = 0;
+    uint64_t group_min = UINT64_MAX, group_max = 0;
     auto take = [&](model::Trajectory&& t) {
-        const int64_t stale = step - t.version;
-        if (stale > bound || stale < 0) {
-            ++dropped_;
-            return;
-        }
-        staleness[stale] += 1;
+        // Carried trajectories are judged again: they may have gone stale since.
+        if (gate_.check(t.version) != rl::TrajectoryGate::Verdict::kAccept) return;
         if (batch.size() < want) {
+            staleness[gate_.current() - t.version] += 1;
+            versions[t.version] += 1;
+            group_min = std::min(group_min, t.group);
+            group_max = std::max(group_max, t.group);
             batch.push_back(std::move(t));
         } else {
             carry_.push_back(std::move(t));
@@ -198,14 +238,23 @@ Status TrainerActor::collect(int64_t step, std::vector<model::Trajectory>& batch
         fetch_s = std::max(fetch_s, b->fetch_s);
         tokens += b->generated_tokens;
         ++batches;
+        const int64_t unknown_before = gate_.rejected_unknown();
         for (auto& t : b->trajectories) take(std::move(t));
+        if (const int64_t n = gate_.rejected_unknown() - unknown_before; n > 0) {
+            channel_.log(
+                "warn",
+                fmt::format("rejected {} trajectories of rollout {} batch {}: version {} "
+                            "was not published by this trainer (it published {}..{})",
+                            n, b->rollout, b->batch, b->version, gate_.first(), gate_.current()));
+        }
     }
-    Json hist = Json::object();
+    Json hist = Json::object(), version_hist = Json::object();
     double stale_sum = 0;
     for (const auto& [s, n] : staleness) {
         hist[std::to_string(s)] = n;
         stale_sum += static_cast<double>(s * n);
     }
+    for (const auto& [v, n] : versions) version_hist[std::to_string(v)] = n;
     rollout_stats = {
         {"rollout_s", rollout_s},
         {"weight_sync_wait_s", wait_s},
@@ -214,7 +263,12 @@ Status TrainerActor::collect(int64_t step, std::vector<model::Trajectory>& batch
         {"generated_tokens", tokens},
         {"batches", batches},
         {"staleness_hist", hist},
-        {"staleness_mean", batch.empty() ? 0.0 : stale_sum / static_cast<double>(batch.size())}};
+        {"staleness_mean", batch.empty() ? 0.0 : stale_sum / static_cast<double>(batch.size())},
+        {"version_hist", version_hist},
+        {"version_min", versions.empty() ? -1 : versions.begin()->first},
+        {"version_max", versions.empty() ? -1 : versions.rbegin()->first},
+        {"group_min", batch.empty() ? 0 : group_min},
+        {"group_max", batch.empty() ? 0 : group_max}};
     return Status();
 }
 
@@ -231,10 +285,18 @@ void TrainerActor::report(int64_t step, const model::TrainStats& ts, const Json&
               {"train/grad_norm", ts.grad_norm},
               {"train/lr", ts.lr},
               {"train/clip_fraction", ts.clip_fraction},
-              {"weights/version", step},
+              {"weights/version", version_of(step)},
               {"weights/staleness_mean", rs["staleness_mean"]},
               {"weights/staleness_hist", rs["staleness_hist"]},
-              {"weights/dropped_trajectories", dropped_},
+              {"weights/consumed_versions", rs["version_hist"]},
+              {"weights/consumed_version_min", rs["version_min"]},
+              {"weights/consumed_version_max", rs["version_max"]},
+              {"weights/dropped_trajectories", gate_.dropped_stale()},
+              {"weights/rejected_unknown_version", gate_.rejected_unknown()},
+              {"data/cursor", cursor_of(step)},
+              {"data/group_min", rs["group_min"]},
+              {"data/group_max", rs["group_max"]},
+              {"trainer/attempt", ctx_.attempt},
               {"timing_s/rollout", rs["rollout_s"]},
               {"timing_s/train", train_s},
               {"timing_s/publish", publish_s},
@@ -246,9 +308,10 @@ void TrainerActor::report(int64_t step, const model::TrainStats& ts, const Json&
               {"throughput/rollout_tokens_per_s", step_s > 0 ? rollout_tokens / step_s : 0.0},
               {"throughput/train_tokens_per_s",
                train_s > 0 ? static_cast<double>(ts.tokens) / train_s : 0.0}};
-    // The coordinator takes flat numbers; the histogram goes to the JSONL file only.
+    // The coordinator takes flat numbers; the histograms go to the JSONL file only.
     Json flat = v;
     flat.erase("weights/staleness_hist");
+    flat.erase("weights/consumed_versions");
     channel_.metrics(step, flat);
     if (metrics_file_)
         metrics_file_ << Json{{"step", step}, {"metrics", v}}.dump() << "\n" << std::flush;
@@ -261,13 +324,14 @@ Status TrainerActor::run() {
     TANDEM_RETURN_IF_ERROR(setup());
     TANDEM_RETURN_IF_ERROR(publish(start_step_, nullptr));
     channel_.log("info",
-                 fmt::format("published version {} ({} bytes); training {} steps", start_step_,
-                             trainer_->weights().bytes().size(), job_.algorithm.steps));
+                 fmt::format("published version {} ({} bytes) at step {}; training {} steps",
+                             version_of(start_step_), trainer_->weights().bytes().size(),
+                             start_step_, job_.algorithm.steps));
     std::vector<model::Trajectory> batch;
     for (int64_t step = start_step_; step < job_.algorithm.steps; ++step) {
         const auto t_step = SteadyClock::now();
         Json rs;
-        TANDEM_RETURN_IF_ERROR(collect(step, batch, rs));
+        TANDEM_RETURN_IF_ERROR(collect(batch, rs));
         const double wait_s = since(t_step);
         const auto t_train = SteadyClock::now();
         TANDEM_ASSIGN_OR_RETURN(model::TrainStats ts, trainer_->step(batch));
@@ -279,8 +343,8 @@ Status TrainerActor::run() {
         if (every > 0 && (step + 1) % every == 0) {
             model::TrainerState st;
             st.step = step + 1;
-            st.version = step + 1;
-            st.data_cursor = static_cast<uint64_t>((step + 1) * job_.algorithm.prompts_per_step);
+            st.version = version_of(step + 1);
+            st.data_cursor = cursor_of(step + 1);
             TANDEM_ASSIGN_OR_RETURN(
                 std::string path, trainer_->save_checkpoint(checkpoint_root_, st, &task_->vocab()));
             (void)model::prune_checkpoints(checkpoint_root_, job_.checkpoint.keep_last);

@@ -62,8 +62,25 @@ Result<TrajectoryBatch> TrajectoryBatch::decode(const std::string& bytes) {
     }
 }
 
+void ChannelAnnouncer::describe(Version version, const VersionInfo& info) {
+    std::lock_guard<std::mutex> lock(mu_);
+    info_[version] = info;
+}
+
 Status ChannelAnnouncer::announce(const weights::VersionDescriptor& shard_version) {
-    channel_.version(shard_version.version, weights::to_json(shard_version));
+    Json j = weights::to_json(shard_version);
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = info_.find(shard_version.version);
+        if (it != info_.end()) {
+            j["step"] = it->second.step;
+            j["data_cursor"] = it->second.data_cursor;
+            j["trainer_attempt"] = it->second.trainer_attempt;
+            // Older versions' entries are of no further use (one trainer, one shard per version).
+            info_.erase(info_.begin(), it);
+        }
+    }
+    channel_.version(shard_version.version, j);
     return Status();
 }
 
@@ -96,10 +113,10 @@ Result<std::optional<std::string>> JobClient::endpoint(const std::string& actor,
     return std::optional<std::string>();
 }
 
-Result<std::optional<weights::VersionDescriptor>> JobClient::latest_version() const {
+Result<std::optional<PublishedVersion>> JobClient::latest_version() const {
     const std::string target = "/api/v1/jobs/" + job_.str() + "/versions/latest";
     TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(http_, "GET", target));
-    if (reply.status == 404) return std::optional<weights::VersionDescriptor>();
+    if (reply.status == 404) return std::optional<PublishedVersion>();
     if (reply.status != 200) {
         return unavailable(fmt::format("GET {}: HTTP {}: {}", target, reply.status, reply.body));
     }
@@ -107,9 +124,28 @@ Result<std::optional<weights::VersionDescriptor>> JobClient::latest_version() co
     if (j.is_discarded()) return internal_error(fmt::format("GET {}: not JSON", target));
     Json d = j.value("descriptor", Json::object());
     d.erase("publisher_nodes");
-    TANDEM_ASSIGN_OR_RETURN(auto desc, weights::descriptor_from_json(d));
-    if (!desc.complete()) return std::optional<weights::VersionDescriptor>();
-    return std::optional<weights::VersionDescriptor>(std::move(desc));
+    PublishedVersion out;
+    TANDEM_ASSIGN_OR_RETURN(out.descriptor, weights::descriptor_from_json(d));
+    if (!out.descriptor.complete()) return std::optional<PublishedVersion>();
+    if (d.contains("step") && d["step"].is_number_integer()) {
+        VersionInfo info;
+        info.step = d["step"].get<int64_t>();
+        info.data_cursor = d.value("data_cursor", uint64_t{0});
+        info.trainer_attempt = d.value("trainer_attempt", int64_t{0});
+        out.info = info;
+    }
+    return std::optional<PublishedVersion>(std::move(out));
+}
+
+Result<std::optional<int64_t>> JobClient::max_version() const {
+    TANDEM_ASSIGN_OR_RETURN(Json j, get_json(http_, "/api/v1/jobs/" + job_.str() + "/versions"));
+    std::optional<int64_t> top;
+    for (const auto& v : j.value("versions", Json::array())) {
+        if (!v.contains("version") || !v["version"].is_number()) continue;
+        const int64_t n = v["version"].get<int64_t>();
+        if (!top || n > *top) top = n;
+    }
+    return top;
 }
 
 }  // namespace tandem::rl

@@ -9,6 +9,8 @@
 // agent); rollouts read the newest descriptor there and fetch the bytes from the trainer.
 
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,16 +40,37 @@ struct TrajectoryBatch {
     static Result<TrajectoryBatch> decode(const std::string& bytes);
 };
 
+// What a published version means for training, announced with its descriptor (fields "step",
+// "data_cursor", "trainer_attempt"). Versions increase across trainer restarts while steps go
+// back to the checkpoint, so `version - step` (the epoch) changes exactly when a trainer restarts;
+// rollouts restart their batch counter from `step` then.
+struct VersionInfo {
+    int64_t step = 0;          // training steps behind this version
+    uint64_t data_cursor = 0;  // the first example index of the next step's prompts
+    int64_t trainer_attempt = 0;
+    int64_t epoch(int64_t version) const { return version - step; }
+};
+
 // Publishes weight-plane announcements as actor protocol lines (the agent forwards them to the
-// coordinator's version table).
+// coordinator's version table). Thread-safe.
 class ChannelAnnouncer final : public weights::Announcer {
 public:
     explicit ChannelAnnouncer(agent::ActorChannel& channel) : channel_(channel) {}
+    // Call before publishing `version`: its announcement will carry `info`.
+    void describe(Version version, const VersionInfo& info);
     Status announce(const weights::VersionDescriptor& shard_version) override;
     void retire(JobId job, Version version, uint32_t shard) override;
 
 private:
     agent::ActorChannel& channel_;
+    std::mutex mu_;
+    std::map<Version, VersionInfo> info_;  // versions described and not yet announced
+};
+
+// A version as the coordinator's table holds it, with what its trainer said about it.
+struct PublishedVersion {
+    weights::VersionDescriptor descriptor;
+    std::optional<VersionInfo> info;  // absent when the publisher did not describe it
 };
 
 // The coordinator's view of a job, as an actor sees it over HTTP.
@@ -60,7 +83,10 @@ public:
     Result<std::optional<std::string>> endpoint(const std::string& actor,
                                                 const std::string& name) const;
     // The newest available complete version, if any (GET .../versions/latest).
-    Result<std::optional<weights::VersionDescriptor>> latest_version() const;
+    Result<std::optional<PublishedVersion>> latest_version() const;
+    // The highest version number the job's table holds, available or not (GET .../versions);
+    // nullopt when it holds none. A restarted trainer numbers its versions above it.
+    Result<std::optional<int64_t>> max_version() const;
 
 private:
     std::string http_;
