@@ -2,11 +2,48 @@
 
 #include <fmt/format.h>
 
+#include "common/model/context_parallel.h"
+
 namespace tandem::model {
 
+GeneratorOptions GeneratorOptions::from_job(const config::JobSpec& job) {
+    GeneratorOptions o;
+    o.context_parallel = job.rollout.context_parallel;
+    o.max_tokens_per_device = job.rollout.max_tokens_per_device;
+    o.job = job.name;
+    return o;
+}
+
+GroupGenerator::GroupGenerator(InferenceEngine engine, PagedKvCache cache, GeneratorOptions options,
+                               std::unique_ptr<ContextParallelGenerator> sharded)
+    : engine_(std::move(engine)),
+      cache_(std::move(cache)),
+      options_(std::move(options)),
+      sharded_(std::move(sharded)) {}
+GroupGenerator::GroupGenerator(GroupGenerator&&) noexcept = default;
+GroupGenerator& GroupGenerator::operator=(GroupGenerator&&) noexcept = default;
+GroupGenerator::~GroupGenerator() = default;
+
 Result<GroupGenerator> GroupGenerator::create(const ModelConfig& config, GeneratorOptions options) {
+    if (options.context_parallel < 1) {
+        return invalid_argument(fmt::format("job {}: rollout.context_parallel must be >= 1, got {}",
+                                            options.job, options.context_parallel));
+    }
+    if (options.max_tokens_per_device < 0) {
+        return invalid_argument(
+            fmt::format("job {}: rollout.max_tokens_per_device must be >= 1, got {}", options.job,
+                        options.max_tokens_per_device));
+    }
     TANDEM_ASSIGN_OR_RETURN(auto engine, InferenceEngine::create(config));
-    return GroupGenerator(std::move(engine), PagedKvCache(config, options.block_tokens), options);
+    std::unique_ptr<ContextParallelGenerator> sharded;
+    if (options.context_parallel > 1) {
+        ContextParallelOptions cp;
+        cp.ranks = options.context_parallel;
+        TANDEM_ASSIGN_OR_RETURN(sharded, ContextParallelGenerator::create(config, cp));
+    }
+    PagedKvCache cache(config, options.block_tokens);
+    return GroupGenerator(std::move(engine), std::move(cache), std::move(options),
+                          std::move(sharded));
 }
 
 Result<std::vector<Completion>> GroupGenerator::generate(
@@ -28,6 +65,21 @@ Result<std::vector<Completion>> GroupGenerator::generate(
                 p, prompts[p].size(), o.max_new_tokens, c.max_seq_len));
         }
     }
+    // Prompts whose context does not fit one device go to the context-parallel path.
+    const int64_t M = options_.max_tokens_per_device;
+    std::vector<char> sharded(static_cast<size_t>(P), 0);
+    for (int64_t p = 0; p < P; ++p) {
+        const int64_t need = static_cast<int64_t>(prompts[p].size()) + o.max_new_tokens;
+        if (M <= 0 || need <= M) continue;
+        if (need > M * options_.context_parallel) {
+            return invalid_argument(fmt::format(
+                "job {}: prompt {} has {} tokens; with max_new_tokens {} its context ({}) exceeds "
+                "rollout.context_parallel ({}) x rollout.max_tokens_per_device ({}) = {}",
+                options_.job, p, prompts[p].size(), o.max_new_tokens, need,
+                options_.context_parallel, M, M * options_.context_parallel));
+        }
+        sharded[p] = 1;
+    }
     GenerateStats local;
     const int64_t B = P * group_size;
     std::vector<Completion> out(static_cast<size_t>(B));
@@ -47,16 +99,23 @@ Result<std::vector<Completion>> GroupGenerator::generate(
     seqs_.resize(static_cast<size_t>(B));
     items_.clear();
     // Prefill: once per prompt (shared) or once per sample.
+    // logit_row[b]: the prefill logits row sample b starts from (-1: sharded).
+    std::vector<int64_t> logit_row(static_cast<size_t>(B), -1);
     if (options_.share_prefix) {
         std::vector<PagedKvCache::SeqId> parents(static_cast<size_t>(P));
         for (int64_t p = 0; p < P; ++p) {
+            if (sharded[p]) continue;
             parents[p] = cache_.create();
+            for (int g = 0; g < group_size; ++g) logit_row[p * group_size + g] = items_.size();
             items_.push_back({parents[p], prompts[p]});
             local.prompt_tokens += static_cast<int64_t>(prompts[p].size());
         }
-        logits_.resize(static_cast<size_t>(P * V));
-        TANDEM_RETURN_IF_ERROR(engine_.forward(params, cache_, items_, logits_.data()));
+        logits_.resize(items_.size() * V);
+        if (!items_.empty()) {
+            TANDEM_RETURN_IF_ERROR(engine_.forward(params, cache_, items_, logits_.data()));
+        }
         for (int64_t p = 0; p < P; ++p) {
+            if (sharded[p]) continue;
             for (int g = 0; g < group_size; ++g) {
                 TANDEM_ASSIGN_OR_RETURN(seqs_[p * group_size + g], cache_.fork(parents[p]));
             }
@@ -64,18 +123,23 @@ Result<std::vector<Completion>> GroupGenerator::generate(
         }
     } else {
         for (int64_t b = 0; b < B; ++b) {
+            if (sharded[b / group_size]) continue;
             seqs_[b] = cache_.create();
+            logit_row[b] = items_.size();
             items_.push_back({seqs_[b], prompts[b / group_size]});
             local.prompt_tokens += static_cast<int64_t>(prompts[b / group_size].size());
         }
-        logits_.resize(static_cast<size_t>(B * V));
-        TANDEM_RETURN_IF_ERROR(engine_.forward(params, cache_, items_, logits_.data()));
+        logits_.resize(items_.size() * V);
+        if (!items_.empty()) {
+            TANDEM_RETURN_IF_ERROR(engine_.forward(params, cache_, items_, logits_.data()));
+        }
     }
     // First token of every sample from its prompt's last logits.
     active_.clear();
     last_tok_.resize(static_cast<size_t>(B));
     for (int64_t b = 0; b < B; ++b) {
-        const float* lg = logits_.data() + (options_.share_prefix ? b / group_size : b) * V;
+        if (logit_row[b] < 0) continue;
+        const float* lg = logits_.data() + logit_row[b] * V;
         const SampledToken t = sampler_.sample(lg, V, o, rngs_[b]);
         out[b].tokens.push_back(t.token);
         out[b].logprobs.push_back(t.logprob);
@@ -113,8 +177,27 @@ Result<std::vector<Completion>> GroupGenerator::generate(
         active_.resize(keep);
         local.peak_blocks = std::max(local.peak_blocks, cache_.blocks_in_use());
     }
-    for (const auto& cp : out) local.generated_tokens += static_cast<int64_t>(cp.tokens.size());
     cache_.release_all();
+    // The sharded prompts: prefilled once per group (or per sample), decoded over the ring.
+    std::vector<ContextParallelGroup> groups;
+    for (int64_t p = 0; p < P; ++p) {
+        if (!sharded[p]) continue;
+        if (options_.share_prefix) groups.push_back({static_cast<int32_t>(p), {}});
+        for (int g = 0; g < group_size; ++g) {
+            if (!options_.share_prefix) groups.push_back({static_cast<int32_t>(p), {}});
+            groups.back().members.push_back(static_cast<int32_t>(p * group_size + g));
+        }
+    }
+    if (!groups.empty()) {
+        ContextParallelStats cs;
+        TANDEM_RETURN_IF_ERROR(
+            sharded_->generate(params, prompts, groups, o, options_.eos_token, rngs_, out, &cs));
+        local.prompt_tokens += cs.prompt_tokens;
+        local.decode_steps += cs.decode_steps;
+        local.sharded_sequences = cs.sequences;
+        local.peak_tokens_per_rank = cs.peak_tokens_per_rank;
+    }
+    for (const auto& cp : out) local.generated_tokens += static_cast<int64_t>(cp.tokens.size());
     if (stats) *stats = local;
     return out;
 }

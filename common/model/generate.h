@@ -5,7 +5,9 @@
 // together, one sgemm per layer for every live sample of every prompt.
 
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "common/model/inference.h"
@@ -26,8 +28,10 @@ struct Completion {
 struct GenerateStats {
     int64_t prompt_tokens = 0;  // prefilled once per prompt
     int64_t generated_tokens = 0;
-    int64_t decode_steps = 0;
+    int64_t decode_steps = 0;  // single-device and context-parallel steps
     int64_t peak_blocks = 0;
+    int64_t sharded_sequences = 0;     // samples generated with a sharded KV cache
+    int64_t peak_tokens_per_rank = 0;  // most positions of one sharded sequence on one rank
 };
 
 struct GeneratorOptions {
@@ -35,12 +39,26 @@ struct GeneratorOptions {
     // false: every sample prefills its own copy of the prompt (the reference for tests).
     bool share_prefix = true;
     int32_t eos_token = 2;
+    // A prompt whose context (prompt + max_new_tokens) is longer than max_tokens_per_device runs
+    // with its KV cache sharded over `context_parallel` ranks (common/model/context_parallel.h);
+    // longer than context_parallel x max_tokens_per_device is an error. 0: no limit.
+    int context_parallel = 1;
+    int64_t max_tokens_per_device = 0;
+    std::string job;  // names the job in errors
+
+    // rollout.context_parallel, rollout.max_tokens_per_device and the job's name.
+    static GeneratorOptions from_job(const config::JobSpec& job);
 };
+
+class ContextParallelGenerator;
 
 // Owns the engine, the cache and the sampler; reuse it across batches. Not thread-safe.
 class GroupGenerator {
 public:
     static Result<GroupGenerator> create(const ModelConfig& config, GeneratorOptions options = {});
+    GroupGenerator(GroupGenerator&&) noexcept;
+    GroupGenerator& operator=(GroupGenerator&&) noexcept;
+    ~GroupGenerator();
 
     const InferenceEngine& engine() const { return engine_; }
 
@@ -54,12 +72,13 @@ public:
                                              GenerateStats* stats = nullptr);
 
 private:
-    GroupGenerator(InferenceEngine engine, PagedKvCache cache, GeneratorOptions options)
-        : engine_(std::move(engine)), cache_(std::move(cache)), options_(options) {}
+    GroupGenerator(InferenceEngine engine, PagedKvCache cache, GeneratorOptions options,
+                   std::unique_ptr<ContextParallelGenerator> sharded);
 
     InferenceEngine engine_;
     PagedKvCache cache_;
     GeneratorOptions options_;
+    std::unique_ptr<ContextParallelGenerator> sharded_;  // null when context_parallel == 1
     Sampler sampler_;
     std::vector<Rng> rngs_;
     std::vector<PagedKvCache::SeqId> seqs_;

@@ -33,7 +33,23 @@ Result<JobSetup> make_job_setup(const config::JobSpec& job) {
             s.initial.config().max_seq_len, s.task->max_prompt_tokens(),
             job.rollout.sampling.max_new_tokens));
     }
+    TANDEM_RETURN_IF_ERROR(check_context_length(job, s.task->max_prompt_tokens()));
     return s;
+}
+
+Status check_context_length(const config::JobSpec& job, int max_prompt_tokens) {
+    const auto& r = job.rollout;
+    const int64_t need = static_cast<int64_t>(max_prompt_tokens) + r.sampling.max_new_tokens;
+    const int64_t room = static_cast<int64_t>(r.context_parallel) * r.max_tokens_per_device;
+    if (need > room) {
+        return invalid_argument(fmt::format(
+            "job {}: the longest context ({} prompt tokens + rollout.sampling.max_new_tokens {} = "
+            "{}) does not fit rollout.context_parallel ({}) x rollout.max_tokens_per_device ({}) "
+            "= {}",
+            job.name, max_prompt_tokens, r.sampling.max_new_tokens, need, r.context_parallel,
+            r.max_tokens_per_device, room));
+    }
+    return Status();
 }
 
 }  // namespace tandem::model

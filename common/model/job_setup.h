@@ -22,4 +22,9 @@ struct JobSetup {
 // must be the task's.
 Result<JobSetup> make_job_setup(const config::JobSpec& job);
 
+// The longest context the job can produce (the task's longest prompt plus
+// rollout.sampling.max_new_tokens) must fit rollout.context_parallel x
+// rollout.max_tokens_per_device; longer contexts than max_tokens_per_device alone are sharded.
+Status check_context_length(const config::JobSpec& job, int max_prompt_tokens);
+
 }  // namespace tandem::model

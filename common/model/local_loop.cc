@@ -51,7 +51,8 @@ Result<std::vector<LocalStep>> run_local_grpo(const config::JobSpec& job,
     }
     TANDEM_ASSIGN_OR_RETURN(auto trainer,
                             GrpoTrainer::create(std::move(initial), TrainerOptions::from_job(job)));
-    TANDEM_ASSIGN_OR_RETURN(auto generator, GroupGenerator::create(cfg));
+    TANDEM_ASSIGN_OR_RETURN(auto generator,
+                            GroupGenerator::create(cfg, GeneratorOptions::from_job(job)));
     std::vector<Example> examples(static_cast<size_t>(P));
     std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(P));
     std::vector<Trajectory> batch;

@@ -92,35 +92,49 @@ Status DecodeShard::attend(const float* q, int64_t n, int64_t q_pos0, float* o, 
     return Status();
 }
 
+int64_t partial_elems(int64_t n, int hq, int d) { return n * hq * d + n * hq; }
+
+Status allgather_merge_partials(RingTransport& transport, std::span<float> table, int64_t n, int hq,
+                                int d, float* o, float* lse, std::chrono::milliseconds timeout) {
+    const int ranks = transport.size();
+    const int rank = transport.rank();
+    const int64_t o_elems = n * hq * d;
+    const int64_t part = partial_elems(n, hq, d);
+    if (static_cast<int64_t>(table.size()) < part * ranks) {
+        return invalid_argument("sharded decode: the partial table holds " +
+                                std::to_string(table.size()) + " floats, " +
+                                std::to_string(part * ranks) + " are needed");
+    }
+    auto slot = [&](int r) { return table.data() + static_cast<int64_t>(r) * part; };
+    // All-gather: at shift s every rank forwards what it received at shift s - 1 (its own partial
+    // first), so after P - 1 shifts each rank holds every partial.
+    for (int s = 0; s + 1 < ranks; ++s) {
+        const int send_from = (rank - s + ranks) % ranks;
+        const int recv_from = (rank - s - 1 + 2 * ranks) % ranks;
+        TANDEM_ASSIGN_OR_RETURN(
+            RingRequest req,
+            transport.post_shift(kRingChannelPartial, slot(send_from), slot(recv_from),
+                                 static_cast<size_t>(part) * sizeof(float)));
+        TANDEM_RETURN_IF_ERROR(transport.wait(req, timeout));
+    }
+    std::vector<AttentionPartial> parts;
+    parts.reserve(static_cast<size_t>(ranks));
+    for (int r = 0; r < ranks; ++r) parts.push_back({slot(r), slot(r) + o_elems});
+    return merge_attention(parts, n, hq, d, o, lse);
+}
+
 Status sharded_decode_attend(const DecodeShard& shard, RingTransport& transport, const float* q,
                              int64_t n, int64_t q_pos0, float* o, float* lse,
                              std::chrono::milliseconds timeout) {
     const DecodeConfig& c = shard.config();
-    const int ranks = transport.size();
-    if (ranks != shard.ranks() || transport.rank() != shard.rank()) {
+    if (transport.size() != shard.ranks() || transport.rank() != shard.rank()) {
         return invalid_argument("sharded decode: the shard and the transport disagree on ranks");
     }
-    const int64_t o_elems = n * c.hq * c.d;
-    const int64_t part_elems = o_elems + n * c.hq;  // [o | lse]
-    // table[r] holds rank r's partial once it has arrived.
-    std::vector<std::vector<float>> table(static_cast<size_t>(ranks),
-                                          std::vector<float>(static_cast<size_t>(part_elems)));
-    std::vector<float>& mine = table[shard.rank()];
-    TANDEM_RETURN_IF_ERROR(shard.attend(q, n, q_pos0, mine.data(), mine.data() + o_elems));
-    // All-gather: at shift s every rank forwards what it received at shift s - 1 (its own partial
-    // first), so after P - 1 shifts each rank holds every partial.
-    for (int s = 0; s + 1 < ranks; ++s) {
-        const int send_from = (shard.rank() - s + ranks) % ranks;
-        const int recv_from = (shard.rank() - s - 1 + 2 * ranks) % ranks;
-        TANDEM_ASSIGN_OR_RETURN(
-            RingRequest req, transport.post_shift(kRingChannelPartial, table[send_from].data(),
-                                                  table[recv_from].data(),
-                                                  static_cast<size_t>(part_elems) * sizeof(float)));
-        TANDEM_RETURN_IF_ERROR(transport.wait(req, timeout));
-    }
-    std::vector<AttentionPartial> parts;
-    for (const auto& t : table) parts.push_back({t.data(), t.data() + o_elems});
-    return merge_attention(parts, n, c.hq, c.d, o, lse);
+    const int64_t part = partial_elems(n, c.hq, c.d);
+    std::vector<float> table(static_cast<size_t>(part * shard.ranks()));
+    float* mine = table.data() + static_cast<int64_t>(shard.rank()) * part;
+    TANDEM_RETURN_IF_ERROR(shard.attend(q, n, q_pos0, mine, mine + n * c.hq * c.d));
+    return allgather_merge_partials(transport, table, n, c.hq, c.d, o, lse, timeout);
 }
 
 }  // namespace tandem::kernels

@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "common/status.h"
@@ -78,5 +79,15 @@ private:
 Status sharded_decode_attend(const DecodeShard& shard, RingTransport& transport, const float* q,
                              int64_t n, int64_t q_pos0, float* o, float* lse,
                              std::chrono::milliseconds timeout);
+
+// The collective half of a sharded decode step, for callers that keep their own shards (several
+// sequences, shared prefixes): `table` holds one slot of partial_elems(n, hq, d) floats per rank;
+// on entry the slot of this rank holds its partial [o [n, hq, d] | lse [hq, n]] (rows may belong
+// to different sequences: the merge is row by row). All-gathers the partials around the ring
+// (P - 1 shifts on kRingChannelPartial) and merges them in rank order into o and lse, bitwise the
+// same on every rank. `table` is overwritten.
+int64_t partial_elems(int64_t n, int hq, int d);
+Status allgather_merge_partials(RingTransport& transport, std::span<float> table, int64_t n, int hq,
+                                int d, float* o, float* lse, std::chrono::milliseconds timeout);
 
 }  // namespace tandem::kernels

@@ -1,0 +1,106 @@
+#pragma once
+
+// Context-parallel generation: the groups whose context (prompt + max_new_tokens) is longer than
+// one device may hold run over `ranks` ranks of a ring (kernels/ring), each rank holding a shard of
+// every such sequence's KV cache.
+//
+// - KV layout. Positions [0, n - 1) of an n-token prompt are prefilled with ring attention in the
+//   zigzag layout (rank r holds chunks r and 2P - 1 - r of 2P). Every later position (the prompt's
+//   last token, then the sampled tokens) is appended to one rank: ranks are filled in order up to
+//   a quota of ceil(context / P) positions per rank, so each rank's appended positions are one
+//   consecutive run and no rank ever holds more than ceil(context / P) positions of a sequence.
+// - Prefix sharing. The prompt's positions (the ring prefill plus the last prompt token) are held
+//   once per rank and shared read-only by the G samples of its group; each sample appends its
+//   tokens to a tail of its own on the owning rank.
+// - Decode. Every rank runs the embedding, projections, RoPE and MLP of the new tokens
+//   (replicated), keeps the new K/V rows it owns, attends the queries to its shard (one kernel call
+//   for a group's shared prompt rows, one per sample tail) and the partials are all-gathered around
+//   the ring and merged by log-sum-exp (kernels::allgather_merge_partials), bitwise the same on
+//   every rank. Rank 0 computes the logits; the driver samples and hands the tokens to the next
+//   step.
+// - The prompt's last token runs as the first decode step, so prefill produces no logits and
+//   every rank leaves prefill with the same hidden state.
+//
+// Ranks are threads of this process over the in-process ring transport (one per device); rank 0
+// runs on the calling thread.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "common/model/config.h"
+#include "common/model/rng.h"
+#include "common/model/sampler.h"
+#include "common/status.h"
+#include "kernels/ring/ring_layout.h"
+
+namespace tandem::model {
+
+struct Completion;
+
+struct ContextParallelOptions {
+    int ranks = 2;
+    kernels::RingLayout layout = kernels::RingLayout::kZigzag;
+    std::chrono::milliseconds timeout{60000};  // each wait on a neighbour
+};
+
+// Where the positions of one sequence live: [0, prefill_len) by the ring layout, then
+// append_begin[r] .. append_end[r] - 1 on rank r.
+struct ContextShardPlan {
+    int ranks = 1;
+    int64_t prefill_len = 0;
+    int64_t context_len = 0;
+    int64_t quota = 0;  // most positions of the sequence on one rank: ceil(context_len / ranks)
+    std::vector<int64_t> prefill_rows, append_begin, append_end;
+
+    int owner(int64_t pos) const;  // for positions >= prefill_len
+    int64_t max_rows() const;      // most positions any rank holds at context_len
+};
+ContextShardPlan plan_context_shards(kernels::RingLayout layout, int64_t prompt_len,
+                                     int64_t context_len, int ranks);
+
+// One prompt and the completion slots that continue it (indices into the `out` and `rngs` spans
+// of generate()). One member per group when prefixes are not shared.
+struct ContextParallelGroup {
+    int32_t prompt = 0;
+    std::vector<int32_t> members;
+};
+
+struct ContextParallelStats {
+    int64_t prompt_tokens = 0;
+    int64_t generated_tokens = 0;
+    int64_t decode_steps = 0;
+    int64_t sequences = 0;
+    int64_t peak_tokens_per_rank = 0;  // most positions of one sequence held by one rank
+};
+
+// Owns the rank threads, their transports and KV shards. The driver (generate()) is one thread;
+// not thread-safe. Neither copyable nor movable (the rank threads refer to it).
+class ContextParallelGenerator {
+public:
+    static Result<std::unique_ptr<ContextParallelGenerator>> create(
+        const ModelConfig& config, const ContextParallelOptions& options);
+    ~ContextParallelGenerator();
+    ContextParallelGenerator(const ContextParallelGenerator&) = delete;
+    ContextParallelGenerator& operator=(const ContextParallelGenerator&) = delete;
+
+    int ranks() const;
+
+    // Samples the completions of every member of `groups`: out[b] gets tokens and behaviour
+    // log-probs drawn with rngs[b], exactly as single-device generation would (same sampler, same
+    // random stream; attention differs only by the rounding of the log-sum-exp merge).
+    // Positions must stay below the model's max_seq_len (checked by the caller).
+    Status generate(const float* params, std::span<const std::vector<int32_t>> prompts,
+                    std::span<const ContextParallelGroup> groups, const SamplingOptions& options,
+                    int32_t eos_token, std::span<Rng> rngs, std::span<Completion> out,
+                    ContextParallelStats* stats);
+
+private:
+    struct Impl;
+    explicit ContextParallelGenerator(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tandem::model
