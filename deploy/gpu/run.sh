@@ -9,10 +9,11 @@ B=gpu-bundle
 O=${OUT:-/tmp/tandem-gpu}
 mkdir -p "$O"
 nccl_dir=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
+export UCX_MODULE_DIR="$PWD/$B/lib/ucx"
 export LD_LIBRARY_PATH="$PWD/$B/lib${nccl_dir:+:$nccl_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv > "$O/nvidia-smi.txt" 2>&1
 declare -A result
-for t in tandem_gpu_device tandem_gpu_kernels_attention tandem_gpu_kernels_ring_nccl; do
+for t in tandem_gpu_device tandem_gpu_kernels_attention tandem_gpu_kernels_ring_nccl tandem_gpu_weights; do
     timeout 300 "$B/$t" > "$O/$t.txt" 2>&1
     rc=$?
     result[$t]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/$t.txt" | tr -s ' ' | tr '\n' ' ')"
