@@ -301,8 +301,8 @@ int cmd_versions(const std::vector<std::string>& argv) {
     auto r = ctx->get(fmt::format("/api/v1/jobs/{}/versions", args->positional[0]));
     if (!r.ok()) return report(r.status());
     if (json_output(*args)) return std::cout << r->dump(2) << "\n", kExitOk;
-    std::cout << fmt::format("{:>8}  {:<19}  {:<9}  {:>12}  {:<18}  {}\n", "VERSION", "PUBLISHED",
-                             "AVAILABLE", "BYTES", "FINGERPRINT", "PUBLISHERS");
+    std::cout << fmt::format("{:>8}  {:<19}  {:<11}  {:>12}  {:<18}  {:<24}  {}\n", "VERSION",
+                             "PUBLISHED", "STATE", "BYTES", "FINGERPRINT", "PUBLISHERS", "READERS");
     for (const auto& v : (*r)["versions"]) {
         const Json& d = v["descriptor"];
         std::string pubs;
@@ -311,12 +311,25 @@ int cmd_versions(const std::vector<std::string>& argv) {
         int64_t bytes = 0;  // over the version's shards
         for (const auto& sh : d.value("shards", Json::array()))
             bytes += sh.value("bytes", int64_t{0});
+        // Older coordinators send only "available".
+        const std::string state = v.contains("state")           ? v["state"].get<std::string>()
+                                  : v.value("available", false) ? "available"
+                                                                : "unavailable";
+        const Json relays = v.value("relays", Json::array());
         std::cout << fmt::format(
-            "{:>8}  {:<19}  {:<9}  {:>12}  {:<18}  {}\n", v["version"].get<uint64_t>(),
-            format_time_ns(v["published_ns"].get<int64_t>()),
-            v["available"].get<bool>() ? "yes" : "no", bytes,
+            "{:>8}  {:<19}  {:<11}  {:>12}  {:<18}  {:<24}  {}\n", v["version"].get<uint64_t>(),
+            format_time_ns(v["published_ns"].get<int64_t>()), state, bytes,
             d.contains("layout_fingerprint") ? d["layout_fingerprint"].get<std::string>() : "-",
-            pubs);
+            pubs, relays.size());
+        const std::string reason = v.value("reason", "");
+        if (!reason.empty()) std::cout << fmt::format("{:>8}  {}\n", "", reason);
+        // Who relays to whom: one line per reader.
+        for (const auto& l : relays) {
+            const Json parent = l.value("parent", Json(nullptr));
+            std::cout << fmt::format(
+                "{:>8}  {} <- {} (depth {})\n", "", l.value("reader", std::string("?")),
+                parent.is_string() ? parent.get<std::string>() : "publisher", l.value("depth", 1));
+        }
     }
     return kExitOk;
 }

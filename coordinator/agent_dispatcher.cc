@@ -72,7 +72,20 @@ void AgentDispatcher::handle(const std::string& routing_id,
         return;
     }
     if (e.type == wire::ActorState::kType) {
-        jobs_.on_actor_state(*node, *wire::body_as<wire::ActorState>(e));
+        const auto m = *wire::body_as<wire::ActorState>(e);
+        if (wire::is_terminal(m.phase)) {
+            // Before the JobManager restarts it under a new attempt: the versions of this
+            // attempt go with the reason it gave.
+            auto aid = ActorId::parse(m.actor);
+            if (aid.ok()) {
+                versions_.on_publisher_gone(
+                    aid->job, m.actor, m.attempt,
+                    fmt::format("publisher {} {} (exit code {}){}", m.actor,
+                                wire::actor_phase_name(m.phase), m.exit_code,
+                                m.error.empty() ? "" : ": " + m.error));
+            }
+        }
+        jobs_.on_actor_state(*node, m);
     } else if (e.type == wire::LogLines::kType) {
         jobs_.on_log_lines(*node, *wire::body_as<wire::LogLines>(e));
     } else if (e.type == wire::ActorEndpoint::kType) {
@@ -86,8 +99,38 @@ void AgentDispatcher::handle(const std::string& routing_id,
             reply_error(routing_id, not_found(fmt::format("no job {}", m.job)), e.seq);
             return;
         }
-        if (Status s = versions_.publish(*job, m.version, m.descriptor, *node); !s.ok()) {
+        if (Status s = versions_.publish(*job, m.version, m.descriptor, *node,
+                                         publisher_of(*job, m.descriptor));
+            !s.ok()) {
             log_.error("recording version {} of {}: {}", m.version, m.job, s.message());
+        }
+    } else if (e.type == wire::VersionRetired::kType) {
+        // No error replies for these two: an agent takes not_found to mean "register again".
+        auto m = *wire::body_as<wire::VersionRetired>(e);
+        auto job = JobId::parse(m.job);
+        if (!job.ok() || !jobs_.find(*job)) {
+            bad_input_log_.warn("node {}: version_retired for unknown job {}", *node, m.job);
+            return;
+        }
+        if (Status s =
+                versions_.retire(*job, m.version, static_cast<uint32_t>(m.shard), m.publisher);
+            !s.ok()) {
+            bad_input_log_.warn("node {}: version_retired: {}", *node, s.message());
+        }
+    } else if (e.type == wire::RelayJoin::kType) {
+        auto m = *wire::body_as<wire::RelayJoin>(e);
+        auto job = JobId::parse(m.job);
+        const JobRecord* rec = job.ok() ? jobs_.find(*job) : nullptr;
+        if (!rec) {
+            bad_input_log_.warn("node {}: relay_join for unknown job {}", *node, m.job);
+            return;
+        }
+        const auto fan_out = static_cast<uint32_t>(std::max(1, rec->spec.rollout.relay_fanout));
+        if (auto link = versions_.join_relay(*job, m.version, m.reader, m.relay_source, fan_out);
+            !link.ok()) {
+            // The reader polls GET .../versions/V/source and is told the same reason there.
+            log_.with({.job = m.job, .actor = m.reader, .version = m.version})
+                .debug("relay join refused: {}", link.status().message());
         }
     } else if (e.type == wire::Error::kType) {
         auto m = *wire::body_as<wire::Error>(e);
@@ -136,9 +179,52 @@ void AgentDispatcher::on_heartbeat(const std::string& routing_id, const wire::En
 
 void AgentDispatcher::sweep() {
     for (const auto& [node, reason] : nodes_.sweep()) {
-        versions_.on_node_dead(node);
+        versions_.on_node_dead(node, reason);
         jobs_.on_node_dead(node, reason);
     }
+    // Level-triggered: also catches publishers failed by a heartbeat's reconciliation, a job
+    // cancelled or finished, an actor restarted under a new attempt.
+    check_publishers();
+}
+
+VersionPublisher AgentDispatcher::publisher_of(JobId job, const Json& descriptor) const {
+    VersionPublisher p;
+    if (descriptor.contains("shards") && descriptor["shards"].is_array() &&
+        !descriptor["shards"].empty() && descriptor["shards"][0].is_object()) {
+        p.actor = descriptor["shards"][0].value("publisher", "");
+    }
+    if (const JobRecord* j = jobs_.find(job)) {
+        for (const auto& a : j->actors) {
+            if (a.name() == p.actor) p.attempt = a.attempt;
+        }
+    }
+    return p;
+}
+
+void AgentDispatcher::check_publishers() {
+    versions_.check_publishers(
+        [this](JobId job, const VersionPublisher& p) -> std::optional<std::string> {
+            const JobRecord* j = jobs_.find(job);
+            if (!j) return fmt::format("job {} is gone", job.str());
+            for (const auto& a : j->actors) {
+                if (a.name() != p.actor) continue;
+                if (p.attempt >= 0 && a.attempt != p.attempt) {
+                    return fmt::format("publisher {} (attempt {}) was replaced by attempt {}",
+                                       p.actor, p.attempt, a.attempt);
+                }
+                if (wire::is_terminal(a.phase)) {
+                    return fmt::format("publisher {} {} (exit code {}){}", p.actor,
+                                       wire::actor_phase_name(a.phase), a.exit_code,
+                                       a.last_error.empty() ? "" : ": " + a.last_error);
+                }
+                if (is_final(j->state)) {
+                    return fmt::format("job {} is {}", job.str(), job_state_name(j->state));
+                }
+                return std::nullopt;
+            }
+            // Not an actor of the job (a test publishing by hand): only node loss applies.
+            return std::nullopt;
+        });
 }
 
 }  // namespace tandem::coord

@@ -51,6 +51,10 @@ private:
     void on_register(const std::string& routing_id, const wire::Envelope& e);
     void on_heartbeat(const std::string& routing_id, const wire::Envelope& e);
     void send(const std::string& routing_id, const wire::Envelope& e);
+    // The actor (and its current attempt) that announced a version, from the descriptor's shards.
+    VersionPublisher publisher_of(JobId job, const Json& descriptor) const;
+    // Versions whose publisher exited, was replaced or lost its job become unavailable.
+    void check_publishers();
 
     const Clock& clock_;
     AgentServer& server_;

@@ -1,5 +1,7 @@
 #include "coordinator/http_api.h"
 
+#include <charconv>
+
 #include <fmt/format.h>
 
 #include "common/version.h"
@@ -195,13 +197,47 @@ HttpResponse HttpApi::job_route(const HttpRequest& r, const std::string& name,
     }
     if (rest == "versions") {
         Json list = Json::array();
-        for (const auto& v : versions_.list(j->id)) {
-            list.push_back({{"version", v.version},
-                            {"published_ns", v.published_ns},
-                            {"available", v.available},
-                            {"descriptor", v.descriptor}});
-        }
+        for (const auto& v : versions_.list(j->id)) list.push_back(version_json(v));
         return json_response(200, {{"job", j->id.str()}, {"versions", list}});
+    }
+    if (rest.starts_with("versions/")) return version_route(r, j->id, rest.substr(9));
+    return error_response(404, fmt::format("no such endpoint: {} {}", r.method, r.path));
+}
+
+HttpResponse HttpApi::version_route(const HttpRequest& r, JobId job, const std::string& rest) {
+    // versions/V: one version for a reader (410 naming why if it is retired or unavailable);
+    // versions/V/source?reader=R: where reader R reads V from in the relay tree.
+    const auto slash = rest.find('/');
+    const std::string number = rest.substr(0, slash);
+    const std::string sub = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    Version version = 0;
+    const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), version);
+    if (number.empty() || ec != std::errc() || end != number.data() + number.size()) {
+        return error_response(404, fmt::format("no such endpoint: {} {}", r.method, r.path));
+    }
+    auto gone = [](const Status& s) {
+        return error_response(s.code() == StatusCode::kUnavailable ? 410 : 404, s.message());
+    };
+    if (sub.empty()) {
+        auto v = versions_.get(job, version);
+        if (!v.ok()) return gone(v.status());
+        Json out = version_json(*v);
+        out["job"] = job.str();
+        return json_response(200, out);
+    }
+    if (sub == "source") {
+        auto it = r.query.find("reader");
+        if (it == r.query.end() || it->second.empty())
+            return error_response(400, "versions/V/source needs ?reader=ACTOR");
+        auto a = versions_.relay_assignment(job, version, it->second);
+        if (!a.ok()) return gone(a.status());
+        return json_response(
+            200, {{"job", job.str()},
+                  {"version", version},
+                  {"reader", a->link.reader},
+                  {"parent", a->link.parent.empty() ? Json(nullptr) : Json(a->link.parent)},
+                  {"depth", a->link.depth},
+                  {"source", a->source}});
     }
     return error_response(404, fmt::format("no such endpoint: {} {}", r.method, r.path));
 }

@@ -35,6 +35,7 @@ public:
 private:
     HttpResponse route(const HttpRequest& r);
     HttpResponse job_route(const HttpRequest& r, const std::string& job, const std::string& rest);
+    HttpResponse version_route(const HttpRequest& r, JobId job, const std::string& rest);
     HttpResponse submit(const HttpRequest& r);
     Json job_json(const JobRecord& j, bool detail) const;
     Json node_json(const NodeRegistry::Entry& e, const std::vector<NodeCapacity>& caps) const;

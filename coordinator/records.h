@@ -85,11 +85,38 @@ struct LogRecord {
     std::string msg;
 };
 
+// What readers can do with a version. Available: every shard can be leased from its publisher.
+// Retired: a publisher reclaimed a shard's slot (newer versions took it). Unavailable: a publisher
+// is gone (its actor exited or its node was lost).
+enum class VersionState { kAvailable, kRetired, kUnavailable };
+std::string_view version_state_name(VersionState s);
+Result<VersionState> parse_version_state(std::string_view s);
+
+// The trainer actor (attempt) that published a shard of a version, and the node it ran on.
+struct VersionPublisher {
+    std::string actor;     // "job-000001/trainer-0"; empty if the descriptor named none
+    int64_t attempt = -1;  // -1: unknown (not a running actor of the job when it announced)
+    std::string node;
+};
+
+// One reader's place in a version's relay tree: it reads from `parent` (a reader of the same
+// version) or, when `parent` is empty, from the publishers.
+struct RelayLink {
+    std::string reader;
+    Json relay_source = nullptr;  // what the reader serves others with (weights::RelaySource JSON)
+    std::string parent;           // empty: the publishers
+    uint32_t depth = 1;           // 1: reads from the publishers
+};
+
 struct VersionRecord {
     Version version = 0;
     int64_t published_ns = 0;
-    bool available = true;  // false once its publisher is gone
+    bool available = true;  // state == kAvailable
     Json descriptor = Json::object();
+    VersionState state = VersionState::kAvailable;
+    std::string reason;  // why retired or unavailable
+    std::vector<VersionPublisher> publishers;
+    std::vector<RelayLink> relays;  // in the order the readers joined
 };
 
 }  // namespace tandem::coord

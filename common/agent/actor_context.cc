@@ -65,6 +65,12 @@ void ActorChannel::metrics(int64_t step, const Json& values) {
 void ActorChannel::version(uint64_t version, const Json& descriptor) {
     write({{"type", "version"}, {"version", version}, {"descriptor", descriptor}});
 }
+void ActorChannel::retire(uint64_t version, uint32_t shard) {
+    write({{"type", "retire"}, {"version", version}, {"shard", shard}});
+}
+void ActorChannel::relay_join(uint64_t version, const Json& relay_source) {
+    write({{"type", "relay_join"}, {"version", version}, {"relay_source", relay_source}});
+}
 void ActorChannel::endpoint(std::string_view name, std::string_view address) {
     write({{"type", "endpoint"}, {"name", name}, {"address", address}});
 }

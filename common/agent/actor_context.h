@@ -10,6 +10,8 @@
 //   {"type":"log", "level":"info", "msg":"..."}                -> LogLines
 //   {"type":"metrics", "step":N, "values":{...}}               -> JobMetrics
 //   {"type":"version", "version":N, "descriptor":{...}}        -> VersionPublished
+//   {"type":"retire", "version":N, "shard":S}                  -> VersionRetired (slot reclaimed)
+//   {"type":"relay_join", "version":N, "relay_source":{...}}   -> RelayJoin (where do I read N?)
 //   {"type":"endpoint", "name":"...", "address":"tcp://..."}   -> ActorEndpoint
 //   {"type":"error", "msg":"..."}                              the failure reason if it exits != 0
 
@@ -49,6 +51,8 @@ public:
     void log(std::string_view level, std::string_view msg);
     void metrics(int64_t step, const Json& values);
     void version(uint64_t version, const Json& descriptor);
+    void retire(uint64_t version, uint32_t shard);
+    void relay_join(uint64_t version, const Json& relay_source);  // null: the reader won't relay
     void endpoint(std::string_view name, std::string_view address);
     void error(std::string_view msg);
 

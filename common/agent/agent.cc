@@ -216,6 +216,14 @@ void Agent::pump_actor(const std::string& name, Actor& a, int fd) {
                 send_msg(wire::VersionPublished{a.job, j.value("version", uint64_t{0}),
                                                 j.value("descriptor", nlohmann::json::object())});
                 continue;
+            } else if (type == "retire") {
+                send_msg(wire::VersionRetired{a.job, j.value("version", uint64_t{0}),
+                                              j.value("shard", uint64_t{0}), name});
+                continue;
+            } else if (type == "relay_join") {
+                send_msg(wire::RelayJoin{a.job, j.value("version", uint64_t{0}), name,
+                                         j.value("relay_source", nlohmann::json())});
+                continue;
             } else if (type == "endpoint") {
                 send_msg(wire::ActorEndpoint{name, a.report.attempt, j.value("name", ""),
                                              j.value("address", "")});

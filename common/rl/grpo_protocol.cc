@@ -84,9 +84,8 @@ Status ChannelAnnouncer::announce(const weights::VersionDescriptor& shard_versio
     return Status();
 }
 
-void ChannelAnnouncer::retire(JobId job, Version version, uint32_t shard) {
-    channel_.log("debug",
-                 fmt::format("{} version {} shard {}: slot reclaimed", job.str(), version, shard));
+void ChannelAnnouncer::retire(JobId /*job: the actor's own*/, Version version, uint32_t shard) {
+    channel_.retire(version, shard);
 }
 
 namespace {

@@ -268,6 +268,36 @@ Result<VersionPublished> VersionPublished::from_json(const Json& j) {
     return m;
 }
 
+Json VersionRetired::to_json() const {
+    return {{"job", job}, {"version", version}, {"shard", shard}, {"publisher", publisher}};
+}
+Result<VersionRetired> VersionRetired::from_json(const Json& j) {
+    VersionRetired m;
+    JsonFields f(j, kType);
+    f.req("job", m.job);
+    f.req("version", m.version);
+    f.req("shard", m.shard);
+    f.req("publisher", m.publisher);
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
+Json RelayJoin::to_json() const {
+    return {{"job", job}, {"version", version}, {"reader", reader}, {"relay_source", relay_source}};
+}
+Result<RelayJoin> RelayJoin::from_json(const Json& j) {
+    RelayJoin m;
+    JsonFields f(j, kType);
+    f.req("job", m.job);
+    f.req("version", m.version);
+    f.req("reader", m.reader);
+    f.opt("relay_source", m.relay_source);
+    if (!m.relay_source.is_null() && !m.relay_source.is_object())
+        f.problem("relay_source: expected an object or null");
+    TANDEM_RETURN_IF_ERROR(f.status());
+    return m;
+}
+
 Json ActorEndpoint::to_json() const {
     return {{"actor", actor}, {"attempt", attempt}, {"name", name}, {"address", address}};
 }
@@ -318,6 +348,8 @@ Status validate_body(std::string_view type, const Json& body) {
         {ActorEndpoint::kType, &check<ActorEndpoint>},
         {Error::kType, &check<Error>},
         {VersionPublished::kType, &check<VersionPublished>},
+        {VersionRetired::kType, &check<VersionRetired>},
+        {RelayJoin::kType, &check<RelayJoin>},
         {JobMetrics::kType, &check<JobMetrics>},
     };
     for (const auto& e : kTable) {

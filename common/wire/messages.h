@@ -173,6 +173,33 @@ struct VersionPublished {
     static Result<VersionPublished> from_json(const Json& j);
 };
 
+// A publisher reclaimed the slot that held one shard of a version: that version can no longer be
+// read from it (the version table shows it as retired).
+struct VersionRetired {
+    static constexpr const char* kType = "version_retired";
+    std::string job;
+    uint64_t version = 0;
+    uint64_t shard = 0;
+    std::string publisher;  // actor id
+
+    Json to_json() const;
+    static Result<VersionRetired> from_json(const Json& j);
+};
+
+// A reader is about to fetch a version and can serve what it fetches to other readers: the
+// version table assigns it a source (a publisher or an earlier reader) in a tree of the job's
+// relay fan-out. The reader finds its assignment at GET /api/v1/jobs/JOB/versions/V/source.
+struct RelayJoin {
+    static constexpr const char* kType = "relay_join";
+    std::string job;
+    uint64_t version = 0;
+    std::string reader;           // actor id
+    Json relay_source = nullptr;  // weights::RelaySource JSON; null: the reader does not relay
+
+    Json to_json() const;
+    static Result<RelayJoin> from_json(const Json& j);
+};
+
 // An actor serves something at an address (the trainer's trajectory socket, say); others of its
 // job find it in the job's actor list.
 struct ActorEndpoint {

@@ -65,6 +65,8 @@ void check_all_messages(const Json& j) {
     check_message<LogLines>(j);
     check_message<Error>(j);
     check_message<VersionPublished>(j);
+    check_message<VersionRetired>(j);
+    check_message<RelayJoin>(j);
     check_message<JobMetrics>(j);
     check_message<ActorEndpoint>(j);
     check_message<ActorReport>(j);

@@ -78,6 +78,12 @@ Error sample(const Error*) { return {"invalid_argument", "register: node_id: mis
 VersionPublished sample(const VersionPublished*) {
     return {"job-000003", 41, {{"fingerprint", "abcd"}, {"shards", Json::array({{{"bytes", 1}}})}}};
 }
+VersionRetired sample(const VersionRetired*) {
+    return {"job-000003", 40, 1, "job-000003/trainer-1"};
+}
+RelayJoin sample(const RelayJoin*) {
+    return {"job-000003", 41, "job-000003/rollout-2", {{"reader", "job-000003/rollout-2"}}};
+}
 ActorEndpoint sample(const ActorEndpoint*) {
     return {"job-000003/trainer-0", 2, "trajectories", "tcp://127.0.0.1:40123"};
 }
@@ -170,6 +176,18 @@ void expect_same(const VersionPublished& a, const VersionPublished& b) {
     EXPECT_EQ(a.version, b.version);
     EXPECT_EQ(a.descriptor, b.descriptor);
 }
+void expect_same(const VersionRetired& a, const VersionRetired& b) {
+    EXPECT_EQ(a.job, b.job);
+    EXPECT_EQ(a.version, b.version);
+    EXPECT_EQ(a.shard, b.shard);
+    EXPECT_EQ(a.publisher, b.publisher);
+}
+void expect_same(const RelayJoin& a, const RelayJoin& b) {
+    EXPECT_EQ(a.job, b.job);
+    EXPECT_EQ(a.version, b.version);
+    EXPECT_EQ(a.reader, b.reader);
+    EXPECT_EQ(a.relay_source, b.relay_source);
+}
 void expect_same(const ActorEndpoint& a, const ActorEndpoint& b) {
     EXPECT_EQ(a.actor, b.actor);
     EXPECT_EQ(a.attempt, b.attempt);
@@ -187,9 +205,9 @@ void expect_same(const JobMetrics& a, const JobMetrics& b) {
 template <typename M>
 class MessageRoundTrip : public ::testing::Test {};
 
-using AllMessages =
-    ::testing::Types<Register, RegisterAck, Heartbeat, HeartbeatAck, StartActor, StopActor,
-                     ActorState, LogLines, Error, VersionPublished, ActorEndpoint, JobMetrics>;
+using AllMessages = ::testing::Types<Register, RegisterAck, Heartbeat, HeartbeatAck, StartActor,
+                                     StopActor, ActorState, LogLines, Error, VersionPublished,
+                                     VersionRetired, RelayJoin, ActorEndpoint, JobMetrics>;
 TYPED_TEST_SUITE(MessageRoundTrip, AllMessages);
 
 TYPED_TEST(MessageRoundTrip, SurvivesEncodeAndDecodeWithEveryField) {
@@ -329,6 +347,11 @@ std::vector<RequiredField> required_fields() {
          "version"},
         {"version_published", body(sample(static_cast<const VersionPublished*>(nullptr))),
          "descriptor"},
+        {"version_retired", body(sample(static_cast<const VersionRetired*>(nullptr))), "version"},
+        {"version_retired", body(sample(static_cast<const VersionRetired*>(nullptr))), "shard"},
+        {"version_retired", body(sample(static_cast<const VersionRetired*>(nullptr))), "publisher"},
+        {"relay_join", body(sample(static_cast<const RelayJoin*>(nullptr))), "version"},
+        {"relay_join", body(sample(static_cast<const RelayJoin*>(nullptr))), "reader"},
         {"actor_endpoint", body(sample(static_cast<const ActorEndpoint*>(nullptr))), "actor"},
         {"actor_endpoint", body(sample(static_cast<const ActorEndpoint*>(nullptr))), "attempt"},
         {"actor_endpoint", body(sample(static_cast<const ActorEndpoint*>(nullptr))), "name"},
@@ -414,6 +437,7 @@ TEST(MessageFields, WrongFieldTypeIsRefusedNamingFieldAndExpectedType) {
         {"log_lines", "lines", "one line", "lines: expected a list"},
         {"error", "in_reply_to", -3, "in_reply_to: expected a non-negative integer"},
         {"version_published", "descriptor", Json::array(), "descriptor: expected an object"},
+        {"relay_join", "relay_source", "here", "relay_source: expected an object or null"},
         {"job_metrics", "values", 0.5, "values: expected an object"},
         {"actor_state", "exit_code", "1", "exit_code: expected an integer"},
     };
