@@ -3,8 +3,12 @@
 // threads of this process on the in-process ring). Prints one JSON object per case:
 //   {"case":"context_parallel","context":4160,"ranks":2,"prefill_s":..,"decode_ms_per_step":..,
 //    "single_prefill_s":..,"single_decode_ms_per_step":..,"prefill_ratio":..,"decode_ratio":..,
-//    "peak_tokens_per_rank":..,"tokens_match":true}
-// ratio = sharded / single (best of --repeat runs each). BLAS runs on one thread (one per rank).
+//    "one_rank_prefill_s":..,"one_rank_decode_ms_per_step":..,"prefill_ratio_vs_one_rank":..,
+//    "decode_ratio_vs_one_rank":..,"peak_tokens_per_rank":..,"tokens_match":true}
+// "single" is the paged single-device engine (GroupGenerator, 16-token blocks); "one rank" is the
+// sharded engine with P = 1 (contiguous KV, no ring partner), which isolates the ring's cost.
+// ratio = sharded / single (best of --repeat runs each, after a warm-up; decode per step is
+// (best full run - best prefill run) / (steps - 1)). BLAS runs on one thread (one per rank).
 //
 // Usage: tandem-bench-context-parallel [--quick] [--repeat N]
 #include <algorithm>
@@ -15,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/model/context_parallel.h"
 #include "common/model/generate.h"
 #include "common/model/layers.h"
 #include "common/model/model_weights.h"
@@ -41,6 +46,9 @@ Result<Timing> measure(GroupGenerator& gen, const ModelWeights& w,
     Timing t;
     SamplingOptions so;
     so.seed = 11;
+    so.max_new_tokens = 2;  // warm-up: workspaces, pools, rank threads
+    TANDEM_ASSIGN_OR_RETURN(auto warm, gen.generate(w.data(), prompts, group, so));
+    (void)warm;
     for (int i = 0; i < repeat; ++i) {
         so.max_new_tokens = 1;
         auto t0 = std::chrono::steady_clock::now();
@@ -52,6 +60,49 @@ Result<Timing> measure(GroupGenerator& gen, const ModelWeights& w,
         TANDEM_ASSIGN_OR_RETURN(t.out, gen.generate(w.data(), prompts, group, so, &st));
         t.total_s = std::min(t.total_s, seconds(t0));
         t.stats = st;
+    }
+    return t;
+}
+
+// The sharded engine on one rank (contiguous KV, no ring partner): the baseline that isolates
+// what the ring itself costs.
+Result<Timing> measure_one_rank(const ModelConfig& cfg, const ModelWeights& w,
+                                const std::vector<std::vector<int32_t>>& prompts, int group,
+                                int new_tokens, int repeat) {
+    ContextParallelOptions cp;
+    cp.ranks = 1;
+    TANDEM_ASSIGN_OR_RETURN(auto gen, ContextParallelGenerator::create(cfg, cp));
+    std::vector<ContextParallelGroup> groups;
+    for (size_t p = 0; p < prompts.size(); ++p) {
+        groups.push_back({static_cast<int32_t>(p), {}});
+        for (int g = 0; g < group; ++g) {
+            groups.back().members.push_back(static_cast<int32_t>(p * group + g));
+        }
+    }
+    Timing t;
+    auto once = [&](int steps) -> Result<double> {
+        SamplingOptions so;
+        so.seed = 11;
+        so.max_new_tokens = steps;
+        std::vector<Completion> out(prompts.size() * group);
+        std::vector<Rng> rngs(out.size());
+        for (size_t b = 0; b < out.size(); ++b) {
+            rngs[b].reseed(mix_seed(so.seed, b / group, b % group));
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        TANDEM_RETURN_IF_ERROR(
+            gen->generate(w.data(), prompts, groups, so, -1, rngs, out, nullptr));
+        const double s = seconds(t0);
+        t.out = std::move(out);
+        return s;
+    };
+    TANDEM_ASSIGN_OR_RETURN(double warm, once(2));
+    (void)warm;
+    for (int i = 0; i < repeat; ++i) {
+        TANDEM_ASSIGN_OR_RETURN(double p, once(1));
+        t.prefill_s = std::min(t.prefill_s, p);
+        TANDEM_ASSIGN_OR_RETURN(double f, once(new_tokens));
+        t.total_s = std::min(t.total_s, f);
     }
     return t;
 }
@@ -103,6 +154,12 @@ int run(int argc, char** argv) {
             return 1;
         }
         const double base_decode = (base->total_s - base->prefill_s) / (new_tokens - 1);
+        auto one = measure_one_rank(cfg, *w, prompts, group, new_tokens, repeat);
+        if (!one.ok()) {
+            std::fprintf(stderr, "%s\n", one.status().to_string().c_str());
+            return 1;
+        }
+        const double one_decode = (one->total_s - one->prefill_s) / (new_tokens - 1);
         for (const int ranks : {2, 4}) {
             GeneratorOptions o = single_opts;
             o.context_parallel = ranks;
@@ -114,9 +171,10 @@ int run(int argc, char** argv) {
                 std::fprintf(stderr, "%s\n", t.status().to_string().c_str());
                 return 1;
             }
-            bool match = t->out.size() == base->out.size();
+            bool match = t->out.size() == base->out.size() && one->out.size() == base->out.size();
             for (size_t i = 0; match && i < t->out.size(); ++i) {
-                match = t->out[i].tokens == base->out[i].tokens;
+                match = t->out[i].tokens == base->out[i].tokens &&
+                        one->out[i].tokens == base->out[i].tokens;
             }
             const double decode = (t->total_s - t->prefill_s) / (new_tokens - 1);
             nlohmann::json j;
@@ -129,8 +187,12 @@ int run(int argc, char** argv) {
             j["decode_ms_per_step"] = decode * 1e3;
             j["single_prefill_s"] = base->prefill_s;
             j["single_decode_ms_per_step"] = base_decode * 1e3;
+            j["one_rank_prefill_s"] = one->prefill_s;
+            j["one_rank_decode_ms_per_step"] = one_decode * 1e3;
             j["prefill_ratio"] = t->prefill_s / base->prefill_s;
             j["decode_ratio"] = decode / base_decode;
+            j["prefill_ratio_vs_one_rank"] = t->prefill_s / one->prefill_s;
+            j["decode_ratio_vs_one_rank"] = decode / one_decode;
             j["peak_tokens_per_rank"] = t->stats.peak_tokens_per_rank;
             j["tokens_match"] = match;
             std::printf("%s\n", j.dump().c_str());

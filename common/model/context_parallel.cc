@@ -359,9 +359,9 @@ int ContextParallelGenerator::ranks() const { return impl_->options.ranks; }
 
 Result<std::unique_ptr<ContextParallelGenerator>> ContextParallelGenerator::create(
     const ModelConfig& config, const ContextParallelOptions& options) {
-    if (options.ranks < 2 || options.ranks > 256) {
+    if (options.ranks < 1 || options.ranks > 256) {
         return invalid_argument(fmt::format(
-            "context parallel generation needs 2 to 256 ranks (rollout.context_parallel), got {}",
+            "context parallel generation needs 1 to 256 ranks (rollout.context_parallel), got {}",
             options.ranks));
     }
     TANDEM_RETURN_IF_ERROR(config.validate());

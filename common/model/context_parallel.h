@@ -41,7 +41,7 @@ namespace tandem::model {
 struct Completion;
 
 struct ContextParallelOptions {
-    int ranks = 2;
+    int ranks = 2;  // 1 runs the same code without a ring partner (a baseline for benchmarks)
     kernels::RingLayout layout = kernels::RingLayout::kZigzag;
     std::chrono::milliseconds timeout{60000};  // each wait on a neighbour
 };
