@@ -27,6 +27,28 @@ double since(SteadyClock::time_point t0) {
     return std::chrono::duration<double>(SteadyClock::now() - t0).count();
 }
 
+// With the trainer's version feed connected, the coordinator's table is still read this often
+// (a missed feed message, a restarted trainer); without it, this often while waiting.
+constexpr auto kTableEveryWithFeed = std::chrono::milliseconds(250);
+constexpr auto kTableEveryWithoutFeed = std::chrono::milliseconds(20);
+
+// A version as the trainer's feed sends it: the JSON the coordinator's table holds.
+Result<std::optional<rl::PublishedVersion>> parse_feed_version(const std::string& text) {
+    nlohmann::json d = nlohmann::json::parse(text, nullptr, false);
+    if (!d.is_object()) return invalid_argument("version feed: a message is not a JSON object");
+    rl::PublishedVersion out;
+    TANDEM_ASSIGN_OR_RETURN(out.descriptor, weights::descriptor_from_json(d));
+    if (!out.descriptor.complete()) return std::optional<rl::PublishedVersion>();
+    if (d.contains("step") && d["step"].is_number_integer()) {
+        rl::VersionInfo info;
+        info.step = d["step"].get<int64_t>();
+        info.data_cursor = d.value("data_cursor", uint64_t{0});
+        info.trainer_attempt = d.value("trainer_attempt", int64_t{0});
+        out.info = info;
+    }
+    return std::optional<rl::PublishedVersion>(std::move(out));
+}
+
 class RolloutActor {
 public:
     RolloutActor(const agent::ActorContext& ctx, agent::ActorChannel& channel)
@@ -40,8 +62,15 @@ public:
 private:
     Status setup();
     // Starts fetching the newest version if it is newer than what this actor holds or fetches.
+    // Versions come from the trainer's feed (waiting up to `wait` for one when no fetch is under
+    // way), or from the coordinator's table when the feed has been quiet for a while.
     // Notices a new trainer run (a higher epoch: the trainer restarted) and sets resync_.
-    Status poll_versions();
+    Status poll_versions(std::chrono::milliseconds wait = std::chrono::milliseconds(0));
+    // Newest version the feed or the table knows of (nullopt: nothing new to look at).
+    Result<std::optional<rl::PublishedVersion>> next_version(std::chrono::milliseconds wait);
+    // Connects the SUB socket to the trainer's "versions" endpoint if it is announced and differs
+    // from the one connected.
+    void connect_feed();
     // Makes the fetched version current if one is ready; waits until the current version is at
     // least `min_version` and belongs to the trainer run this actor follows. Returns early with
     // resync_ set when a new trainer run appears. Adds the time blocked on a transfer to
@@ -77,6 +106,10 @@ private:
     double last_fetch_s_ = 0;
     zmq::context_t zmq_{1};
     std::unique_ptr<zmq::socket_t> push_;
+    std::unique_ptr<zmq::socket_t> feed_;  // SUB to the trainer's version feed
+    std::string feed_endpoint_;
+    SteadyClock::time_point last_table_check_{};
+    SteadyClock::time_point last_feed_lookup_{};
 };
 
 Status RolloutActor::setup() {
@@ -100,10 +133,53 @@ Status RolloutActor::setup() {
     return Status();
 }
 
-Status RolloutActor::poll_versions() {
-    if (fetching_.valid()) return Status();  // one fetch at a time
-    TANDEM_ASSIGN_OR_RETURN(auto latest, client_.latest_version());
+void RolloutActor::connect_feed() {
+    if (since(last_feed_lookup_) < 0.2) return;
+    last_feed_lookup_ = SteadyClock::now();
+    const std::string trainer = ActorId{ctx_.actor.job, ActorRole::kTrainer, 0}.str();
+    auto e = client_.endpoint(trainer, "versions");
+    if (!e.ok() || !*e || **e == feed_endpoint_) return;
+    feed_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::sub);
+    feed_->set(zmq::sockopt::linger, 0);
+    feed_->set(zmq::sockopt::subscribe, "");
+    feed_->connect(**e);
+    feed_endpoint_ = **e;
+    last_table_check_ = {};  // messages sent before the connection are lost: read the table
+}
+
+Result<std::optional<rl::PublishedVersion>> RolloutActor::next_version(
+    std::chrono::milliseconds wait) {
+    std::optional<rl::PublishedVersion> newest;
+    if (!feed_) connect_feed();
+    if (feed_) {
+        zmq::pollitem_t item{feed_->handle(), 0, ZMQ_POLLIN, 0};
+        if (zmq::poll(&item, 1, wait) > 0) {
+            zmq::message_t msg;
+            while (feed_->recv(msg, zmq::recv_flags::dontwait)) {
+                auto v = parse_feed_version(msg.to_string());
+                if (!v.ok()) {
+                    channel_.log("warn", v.status().message());
+                    continue;
+                }
+                if (*v && (!newest || (*v)->descriptor.version > newest->descriptor.version))
+                    newest = std::move(*v);
+            }
+        }
+    } else if (wait.count() > 0) {
+        std::this_thread::sleep_for(std::min(wait, kTableEveryWithoutFeed));
+    }
+    if (newest) return newest;
+    const auto every = feed_ ? kTableEveryWithFeed : kTableEveryWithoutFeed;
+    if (SteadyClock::now() - last_table_check_ < every) return newest;
+    last_table_check_ = SteadyClock::now();
+    return client_.latest_version();
+}
+
+Status RolloutActor::poll_versions(std::chrono::milliseconds wait) {
+    if (fetching_.valid()) return Status();  // one fetch at a time; the feed queues meanwhile
+    TANDEM_ASSIGN_OR_RETURN(auto latest, next_version(wait));
     if (!latest) return Status();
+
     const int64_t version = static_cast<int64_t>(latest->descriptor.version);
     // A publisher that does not describe its versions: version k is step k.
     const rl::VersionInfo info = latest->info.value_or(
@@ -158,13 +234,14 @@ Status RolloutActor::ensure_version(int64_t min_version, double* sync_wait_s,
         reader_->swap();  // step boundary: the newest fetched version becomes current
         auto cur = reader_->current();
         if (cur && static_cast<int64_t>(cur->version()) >= min_version) break;
-        // Blocked: on the transfer of a version (weight sync), or on the trainer still training.
+        // Blocked: on the transfer of a version (weight sync), or on the trainer still training
+        // (waiting on its feed, which wakes us the moment it publishes).
         const auto t_wait = SteadyClock::now();
         if (fetching_.valid()) {
             fetching_.wait_for(std::chrono::milliseconds(20));
             *sync_wait_s += since(t_wait);
         } else {
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            TANDEM_RETURN_IF_ERROR(poll_versions(std::chrono::milliseconds(50)));
             *trainer_wait_s += since(t_wait);
         }
     }
@@ -191,6 +268,8 @@ Result<int64_t> RolloutActor::resync() {
             return deadline_exceeded("the trainer did not announce its trajectory socket");
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+    last_feed_lookup_ = {};
+    connect_feed();  // a restarted trainer binds a new feed too
     if (*endpoint != endpoint_ || !push_) {
         // Batches still queued for a gone trainer are dropped with the old socket.
         push_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::push);

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <optional>
 
 #include <fmt/format.h>
@@ -44,13 +45,65 @@ Result<model::ModelWeights> initial_weights(const config::JobSpec& job,
     return std::move(p.weights);
 }
 
+// Announces versions to the coordinator's table and, at the same moment, pushes each one (the
+// same JSON the table holds: descriptor plus step, data cursor and trainer attempt) to the job's
+// rollout actors over a ZeroMQ PUB socket (endpoint "versions"), so they start fetching it as soon
+// as it is committed instead of polling the coordinator. The table stays the authority; a
+// rollout that missed a message finds the version there. Called on the trainer thread (inside
+// Publisher::publish) and at the publisher's destruction; the mutex keeps the socket one user's.
+class VersionFeed final : public weights::Announcer {
+public:
+    VersionFeed(agent::ActorChannel& channel, zmq::context_t& zmq) : inner_(channel), zmq_(zmq) {}
+
+    // Binds the PUB socket on `host`; returns its endpoint.
+    std::string bind(const std::string& host) {
+        std::lock_guard<std::mutex> lock(mu_);
+        pub_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::pub);
+        pub_->set(zmq::sockopt::linger, 0);
+        pub_->set(zmq::sockopt::sndhwm, 16);
+        pub_->bind(fmt::format("tcp://{}:*", host));
+        return pub_->get(zmq::sockopt::last_endpoint);
+    }
+    void describe(Version version, const rl::VersionInfo& info) {
+        inner_.describe(version, info);
+        std::lock_guard<std::mutex> lock(mu_);
+        info_[version] = info;
+    }
+    Status announce(const weights::VersionDescriptor& d) override {
+        Status s = inner_.announce(d);
+        std::lock_guard<std::mutex> lock(mu_);
+        Json j = weights::to_json(d);
+        if (auto it = info_.find(d.version); it != info_.end()) {
+            j["step"] = it->second.step;
+            j["data_cursor"] = it->second.data_cursor;
+            j["trainer_attempt"] = it->second.trainer_attempt;
+            info_.erase(info_.begin(), std::next(it));
+        }
+        if (pub_ && s.ok()) {
+            const std::string text = j.dump();
+            (void)pub_->send(zmq::buffer(text), zmq::send_flags::dontwait);  // best effort
+        }
+        return s;
+    }
+    void retire(JobId job, Version version, uint32_t shard) override {
+        inner_.retire(job, version, shard);
+    }
+
+private:
+    rl::ChannelAnnouncer inner_;
+    zmq::context_t& zmq_;
+    std::mutex mu_;
+    std::unique_ptr<zmq::socket_t> pub_;
+    std::map<Version, rl::VersionInfo> info_;  // described, not yet announced
+};
+
 class TrainerActor {
 public:
     TrainerActor(const agent::ActorContext& ctx, agent::ActorChannel& channel)
         : ctx_(ctx),
           job_(ctx.spec),
           channel_(channel),
-          announcer_(channel),
+          announcer_(channel, zmq_),
           gate_(ctx.spec.async.max_staleness) {}
 
     Status run();
@@ -74,11 +127,11 @@ private:
     const agent::ActorContext& ctx_;
     const config::JobSpec& job_;
     agent::ActorChannel& channel_;
-    rl::ChannelAnnouncer announcer_;
+    zmq::context_t zmq_{1};
+    VersionFeed announcer_;
     std::unique_ptr<model::Task> task_;
     std::unique_ptr<model::GrpoTrainer> trainer_;
     std::unique_ptr<weights::Publisher> publisher_;
-    zmq::context_t zmq_{1};
     std::unique_ptr<zmq::socket_t> pull_;
     std::string checkpoint_root_;
     std::ofstream metrics_file_;
@@ -118,6 +171,11 @@ Status TrainerActor::setup() {
     TANDEM_RETURN_IF_ERROR(choose_first_version(checkpoint_version));
     metrics_file_.open(job_dir + "/metrics.jsonl", std::ios::app);
 
+    std::string host = "127.0.0.1";
+    const Json& actors = ctx_.placement.value("actors", Json::object());
+    if (actors.contains(ctx_.actor.str())) host = actors[ctx_.actor.str()].value("host", host);
+    channel_.endpoint("versions", announcer_.bind(host));
+
     weights::PublisherOptions po;
     po.job = ctx_.actor.job;
     po.publisher_id = ctx_.actor.str();
@@ -130,9 +188,6 @@ Status TrainerActor::setup() {
     pull_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::pull);
     pull_->set(zmq::sockopt::linger, 0);
     pull_->set(zmq::sockopt::rcvhwm, 1000);
-    std::string host = "127.0.0.1";
-    const Json& actors = ctx_.placement.value("actors", Json::object());
-    if (actors.contains(ctx_.actor.str())) host = actors[ctx_.actor.str()].value("host", host);
     pull_->bind(fmt::format("tcp://{}:*", host));
     channel_.endpoint("trajectories", pull_->get(zmq::sockopt::last_endpoint));
     return Status();
@@ -284,6 +339,8 @@ void TrainerActor::report(int64_t step, const model::TrainStats& ts, const Json&
               {"train/entropy", ts.entropy},
               {"train/grad_norm", ts.grad_norm},
               {"train/lr", ts.lr},
+              {"train/tokens", ts.tokens},
+              {"rollout/generated_tokens", rollout_tokens},
               {"train/clip_fraction", ts.clip_fraction},
               {"weights/version", version_of(step)},
               {"weights/staleness_mean", rs["staleness_mean"]},
