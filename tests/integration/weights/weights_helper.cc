@@ -5,9 +5,12 @@
 //       publishes versions (N of them, or as many as fit in M ms), announcing each into D, then
 //       serves readers until stdin closes.
 //   read     --dir D --tls T [--seed S --bytes B --mode pull|map|partial --version V --path P
-//             --relay --index I --readers N --fan-out F --duration-ms M --serve]
+//             --relay --index I --readers N --fan-out F --join --duration-ms M --serve]
 //       reads a version (or, with --duration-ms, the newest version again and again) and checks
-//       every byte; prints one JSON object per line.
+//       every byte; prints one JSON object per line. With --relay the reader's place in the relay
+//       tree comes from plan_relay_tree(N, F), or with --join from the test playing the
+//       coordinator: the reader prints {"event":"join","reader":..,"relay_source":..} and reads
+//       one line {"source": null | RelaySource} from stdin.
 
 #include <poll.h>
 #include <unistd.h>
@@ -16,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <string>
 
@@ -192,10 +196,33 @@ int read(const Args& a) {
             emit({{"event", "error"}, {"message", written.to_string()}});
             return 1;
         }
+        if (a.flag("join")) {
+            emit({{"event", "join"},
+                  {"reader", o.reader_id},
+                  {"relay_source", to_json(r.relay_source())}});
+            std::string line;
+            if (!std::getline(std::cin, line)) {
+                emit({{"event", "error"}, {"message", "no relay assignment on stdin"}});
+                return 1;
+            }
+            const auto j = nlohmann::json::parse(line, nullptr, false);
+            if (j.is_discarded() || !j.is_object()) {
+                emit({{"event", "error"}, {"message", "bad relay assignment: " + line}});
+                return 1;
+            }
+            if (j.contains("source") && !j["source"].is_null()) {
+                auto parsed = relay_source_from_json(j["source"]);
+                if (!parsed.ok()) {
+                    emit({{"event", "error"}, {"message", parsed.status().to_string()}});
+                    return 1;
+                }
+                source = *parsed;
+            }
+        }
         std::vector<std::string> names;
         for (uint64_t i = 0; i < a.num("readers", 1); ++i) names.push_back(std::to_string(i));
         const auto plan = plan_relay_tree(names, static_cast<uint32_t>(a.num("fan-out", 2)));
-        if (plan.at(index).source) {
+        if (!a.flag("join") && plan.at(index).source) {
             const std::string file = fmt::format("{}/relay-{}.json", dir, *plan[index].source);
             wait_for_directory(dir, std::chrono::seconds(20),
                                [&] { return access(file.c_str(), R_OK) == 0; });

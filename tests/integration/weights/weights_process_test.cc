@@ -7,9 +7,13 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
+#include "coordinator/state_store.h"
+#include "coordinator/version_table.h"
 #include "tests/integration/weights/test_support.h"
 
 namespace tandem::weights::testing {
@@ -128,6 +132,78 @@ TEST_P(WeightsProcesses, RelayTreeOfFourReadersDeliversIdenticalBytes) {
     }
     for (auto& r : readers) r.close_stdin();
     for (auto& r : readers) EXPECT_EQ(r.wait(seconds(10)), 0);
+}
+
+// The relay tree as the control plane assigns it: each reader announces itself as a relay source
+// for the version (relay_join), the coordinator's VersionTable places it with the job's fan-out
+// and the reader reads from where it is told. The test stands in for the agents and the
+// coordinator loop, passing the joins to a real VersionTable (on a real SQLite store) and the
+// assignments back.
+TEST_P(WeightsProcesses, RelayTreeAssignedByTheVersionTableDeliversIdenticalBytes) {
+    auto publisher =
+        spawn("publish", {"--seed", "6", "--bytes", "16000000", "--chunk-bytes", "262144"});
+    expect_event(publisher, "done", seconds(30));
+    const JobId job(1);
+    const auto d = newest_version(dir_.path(), job);
+    ASSERT_TRUE(d.has_value());
+    std::filesystem::create_directories(dir_.path() + "/coordinator");
+    auto store = coord::StateStore::open(dir_.path() + "/coordinator");
+    ASSERT_TRUE(store.ok()) << store.status().to_string();
+    SystemClock clock;
+    coord::VersionTable table(clock, **store);
+    ASSERT_TRUE(table
+                    .publish(job, d->version, to_json(*d), "trainer-node",
+                             {d->shards.at(0).publisher, 1, "trainer-node"})
+                    .ok());
+    constexpr uint32_t kFanOut = 2;  // the job spec's rollout.relay_fanout
+    std::vector<ChildProcess> readers;
+    for (int i = 0; i < 4; ++i) {
+        readers.push_back(spawn("read", {"--seed", "6", "--bytes", "16000000", "--relay", "--join",
+                                         "--index", std::to_string(i), "--serve"}));
+    }
+    std::vector<std::string> names;
+    for (int i = 0; i < 4; ++i) {
+        const auto join = expect_event(readers[i], "join", seconds(30));
+        const std::string reader = join.value("reader", "");
+        names.push_back(reader);
+        auto link = table.join_relay(job, d->version, reader,
+                                     join.value("relay_source", nlohmann::json()), kFanOut);
+        ASSERT_TRUE(link.ok()) << link.status().to_string();
+        auto assigned = table.relay_assignment(job, d->version, reader);
+        ASSERT_TRUE(assigned.ok()) << assigned.status().to_string();
+        ASSERT_TRUE(readers[i].write_line(nlohmann::json{{"source", assigned->source}}.dump()));
+    }
+    for (int i = 0; i < 4; ++i) {
+        auto fetched = expect_event(readers[i], "fetched", seconds(30));
+        EXPECT_TRUE(fetched.value("identical", false)) << "reader " << i << ": " << fetched.dump();
+        EXPECT_EQ(fetched.value("version", 0), d->version);
+        EXPECT_EQ(fetched.value("via_relay", false), i >= 2) << fetched.dump();
+    }
+    // Who relays to whom, as `tandem versions` shows it: two read the publisher, two read the
+    // first reader.
+    const auto rec = table.get(job, d->version);
+    ASSERT_TRUE(rec.ok()) << rec.status().to_string();
+    ASSERT_EQ(rec->relays.size(), 4u);
+    for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ(rec->relays[i].reader, names[i]);
+        EXPECT_EQ(rec->relays[i].parent, i < 2 ? "" : names[0]) << i;
+    }
+    for (auto& r : readers) r.close_stdin();
+    for (auto& r : readers) EXPECT_EQ(r.wait(seconds(10)), 0);
+
+    // The publisher exits: its agent reports it and the table marks the version unavailable;
+    // a reader joining it now is told why.
+    publisher.close_stdin();
+    const auto code = publisher.wait(seconds(10));
+    ASSERT_TRUE(code.has_value());
+    table.on_publisher_gone(
+        job, d->shards.at(0).publisher, 1,
+        fmt::format("publisher {} exited (code {})", d->shards.at(0).publisher, *code));
+    const Status refused =
+        table.join_relay(job, d->version, "late-reader", nlohmann::json(), kFanOut).status();
+    EXPECT_EQ(refused.code(), StatusCode::kUnavailable);
+    EXPECT_NE(refused.message().find("is unavailable: publisher"), std::string::npos)
+        << refused.message();
 }
 
 // One publisher publishing as fast as it can, three readers fetching the newest version as fast
