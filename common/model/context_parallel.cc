@@ -395,6 +395,22 @@ Status ContextParallelGenerator::generate(const float* params,
     for (int64_t gi = 0; gi < ngroups; ++gi) {
         const auto& prompt = prompts[groups[gi].prompt];
         if (prompt.empty()) return invalid_argument("context parallel: empty prompt");
+        // Checked here, before any rank starts: a rank that failed alone would leave the others
+        // waiting on the ring until their timeout.
+        const int64_t need = static_cast<int64_t>(prompt.size()) + o.max_new_tokens;
+        if (o.max_new_tokens < 1 || need > I.config.max_seq_len) {
+            return invalid_argument(fmt::format(
+                "context parallel: prompt {} has {} tokens; with max_new_tokens {} that exceeds "
+                "max_seq_len {}",
+                groups[gi].prompt, prompt.size(), o.max_new_tokens, I.config.max_seq_len));
+        }
+        for (const int32_t tok : prompt) {
+            if (tok < 0 || tok >= V) {
+                return invalid_argument(fmt::format(
+                    "context parallel: prompt {} has token {}, outside the vocabulary ({})",
+                    groups[gi].prompt, tok, V));
+            }
+        }
         plans.push_back(plan_context_shards(I.options.layout, static_cast<int64_t>(prompt.size()),
                                             static_cast<int64_t>(prompt.size()) + o.max_new_tokens,
                                             P));

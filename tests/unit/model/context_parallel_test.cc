@@ -223,6 +223,26 @@ TEST(ContextParallelGeneration, ContextLongerThanAllRanksIsAnErrorNamingTheField
     EXPECT_FALSE(GroupGenerator::create(cfg, o).ok());
 }
 
+TEST(ContextParallelGeneration, BadPromptTokenIsRejectedBeforeAnyRankStarts) {
+    const ModelConfig cfg = cp_config();
+    const ModelWeights w = cp_weights(cfg);
+    GeneratorOptions o;
+    o.context_parallel = 2;
+    o.max_tokens_per_device = 20;
+    auto gen = GroupGenerator::create(cfg, o);
+    ASSERT_TRUE(gen.ok());
+    SamplingOptions so;
+    so.max_new_tokens = 10;
+    std::vector<std::vector<int32_t>> ps{std::vector<int32_t>(25, 3)};
+    ps[0][7] = cfg.vocab_size;  // sharded (35 > 20), one token past the vocabulary
+    auto r = gen->generate(w.data(), ps, 2, so);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("outside the vocabulary"), std::string::npos)
+        << r.status().message();
+    ps[0][7] = 3;
+    EXPECT_TRUE(gen->generate(w.data(), ps, 2, so).ok());  // the ring is still usable
+}
+
 TEST(ContextParallelJob, JobValidationNamesBothFields) {
     config::JobSpec job;
     job.name = "copy-long";
