@@ -2,16 +2,15 @@
 // in base 2, fp32 accumulation, no [tq, tk] matrix in global memory).
 //
 // Two kernels behind one launcher:
-// - attention_wmma: fp16/bf16 inputs with d = 64 or 128. Each warp owns 16 query rows; S = Q K^T
-//   and P V run on tensor cores (WMMA 16x16x16, fp32 accumulators); the softmax and the O
-//   accumulator live in registers (two lanes per query row).
+// - attention_mma: fp16/bf16 inputs with d = 64 or 128, 16-byte-aligned. FlashAttention-2 style
+//   on mma.sync m16n8k16: S, P and O in registers, K/V double-buffered with cp.async; a block of
+//   256 threads per (128 query rows, query head).
 // - attention_simt: every dtype and d <= 256, CUDA cores only (fp32 in, or the fallback for
 //   other head dims and unaligned pointers).
-// Both: one block of 128 threads per (64 query rows, query head); grid (ceil(tq / 64), hq).
+// attention_simt: one block of 128 threads per (64 query rows, query head).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
 
 #include <cstdint>
 #include <string>
@@ -68,17 +67,6 @@ __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
     return __bfloat162float(x);
 }
 
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) {
-    return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-    return __float2bfloat16_rn(x);
-}
-
 __device__ __forceinline__ int64_t q_position(const KernelArgs& a, int64_t i) {
     return i < a.q_split ? a.q_pos0 + i : a.q_pos1 + (i - a.q_split);
 }
@@ -86,11 +74,11 @@ __device__ __forceinline__ int64_t k_position(const KernelArgs& a, int64_t j) {
     return j < a.k_split ? a.k_pos0 + j : a.k_pos1 + (j - a.k_split);
 }
 
-// Keys [0, kend) can be visible to some query row of the block starting at i0: the keys at
-// positions up to the block's last query (positions never decrease along the rows).
-__device__ __forceinline__ int64_t key_end(const KernelArgs& a, int64_t i0) {
+// Keys [0, kend) can be visible to some query row of the block of `rows` rows starting at i0:
+// the keys at positions up to the block's last query (positions never decrease along the rows).
+__device__ __forceinline__ int64_t key_end(const KernelArgs& a, int64_t i0, int rows) {
     if (!a.causal) return a.tk;
-    const int64_t pos = q_position(a, (i0 + kBq < a.tq ? i0 + kBq : a.tq) - 1);
+    const int64_t pos = q_position(a, (i0 + rows < a.tq ? i0 + rows : a.tq) - 1);
     const int64_t first_rows = a.k_split < a.tk ? a.k_split : a.tk;
     int64_t n = pos - a.k_pos0 + 1;
     n = n <= 0 ? 0 : (n < first_rows ? n : first_rows);
@@ -204,7 +192,7 @@ __global__ void __launch_bounds__(kThreads) attention_simt(KernelArgs a) {
     }
     float m, l, o_acc[kCols];
     init_state<kCols>(a, h, qi, half * kCols, m, l, o_acc);
-    const int64_t kend = key_end(a, i0);
+    const int64_t kend = key_end(a, i0, kBq);
     __syncthreads();
 
     for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
@@ -247,133 +235,288 @@ __global__ void __launch_bounds__(kThreads) attention_simt(KernelArgs a) {
 }
 
 // ---- tensor-core kernel: fp16/bf16, d == kD (64 or 128) ----
+//
+// FlashAttention-2 style on mma.sync m16n8k16 (fp32 accumulate). A block of 8 warps owns 128 query
+// rows of one head, 16 per warp. Q is copied to registers once; K/V tiles of 64 rows stream
+// through two shared-memory stages with cp.async, the next tile loading while this one computes.
+// S = Q K^T, the online softmax and O live in registers: the accumulator layout of S is reused
+// as the A operand of P V (P rounded to the input type), so nothing of size tq x tk leaves the
+// registers. ldmatrix feeds the B operands (.trans for V); rows are padded by 16 bytes so the
+// eight rows of one 8x8 matrix fall in different banks.
+
+constexpr int kMmaWarps = 8;
+constexpr int kMmaThreads = 32 * kMmaWarps;
+constexpr int kMmaBq = 16 * kMmaWarps;  // query rows per block
+constexpr int kMmaBk = 64;              // key rows per tile
 
 template <int kD>
-struct WmmaLayout {
-    static constexpr int kLd = kD + 8;    // 16-bit elements; a multiple of 8 as WMMA requires
-    static constexpr int kSLd = kBk + 4;  // fp32 scores
-    static constexpr int kPLd = kBk + 8;  // 16-bit probabilities
-    static constexpr int kOLd = kD + 4;   // fp32 P V product
-    static constexpr int kWarps = kThreads / 32;
-    // Byte offsets; every region and every 16-row tile starts on a 32-byte boundary.
+struct MmaLayout {
+    static constexpr int kLd = kD + 8;                 // 16-bit elements per shared-memory row
+    static constexpr size_t kTile = 2 * kMmaBk * kLd;  // bytes of one K or V stage
     static constexpr size_t kQ = 0;
-    static constexpr size_t kK = kQ + 2 * kBq * kLd;
-    static constexpr size_t kV = kK + 2 * kBk * kLd;
-    static constexpr size_t kS = kV + 2 * kBk * kLd;
-    static constexpr size_t kP = kS + 4 * kWarps * 16 * kSLd;
-    static constexpr size_t kO = kP + 2 * kWarps * 16 * kPLd;
-    static constexpr size_t kBytes = kO + 4 * kWarps * 16 * kOLd;
+    static constexpr size_t kK = kQ + 2 * kMmaBq * kLd;
+    static constexpr size_t kV = kK + 2 * kTile;
+    static constexpr size_t kBytes = kV + 2 * kTile;
 };
 
-// Copies rows [r0, r0 + 64) of head `head` (row stride `row_elems`) into shared memory as 16-byte
-// chunks; rows at or past `rows` become zeros. d == kD and the source is 16-byte aligned.
-template <typename T, int kD>
-__device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t r0, int64_t rows,
-                                          int64_t row_elems, int head) {
-    constexpr int kChunks = kD * 2 / 16;  // 16-byte chunks per row
-    constexpr int kLd = WmmaLayout<kD>::kLd;
-    for (int idx = threadIdx.x; idx < 64 * kChunks; idx += kThreads) {
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, asynchronously; zero-filled when !valid (src is then not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+// c (16x8, fp32) += a (16x16) b (16x8).
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+    if constexpr (std::is_same_v<T, __half>) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+            "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+            "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+}
+
+// Two floats as one register of two 16-bit values, `lo` at the lower column.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+    if constexpr (std::is_same_v<T, __half>) {
+        __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t*>(&v);
+    } else {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t*>(&v);
+    }
+}
+
+// Starts copying rows [r0, r0 + kRows) of head `head` into shared memory (row stride kLd).
+template <typename T, int kD, int kRows>
+__device__ __forceinline__ void load_rows_async(T* dst, const T* src, int64_t r0, int64_t rows,
+                                                int64_t row_elems, int head) {
+    constexpr int kChunks = kD / 8;  // 16-byte chunks per row
+    constexpr int kLd = MmaLayout<kD>::kLd;
+#pragma unroll
+    for (int idx = threadIdx.x; idx < kRows * kChunks; idx += kMmaThreads) {
         const int r = idx / kChunks, c = idx % kChunks;
-        uint4 val = make_uint4(0, 0, 0, 0);
-        if (r0 + r < rows) {
-            val = reinterpret_cast<const uint4*>(src + (r0 + r) * row_elems + head * kD)[c];
-        }
-        reinterpret_cast<uint4*>(dst + r * kLd)[c] = val;
+        const bool valid = r0 + r < rows;
+        const T* from = valid ? src + (r0 + r) * row_elems + head * kD + c * 8 : src;
+        cp_async16(dst + r * kLd + c * 8, from, valid);
     }
 }
 
 template <typename T, int kD>
-__global__ void __launch_bounds__(kThreads) attention_wmma(KernelArgs a) {
-    using namespace nvcuda;
-    using L = WmmaLayout<kD>;
+__global__ void __launch_bounds__(kMmaThreads, 1) attention_mma(KernelArgs a) {
+    using L = MmaLayout<kD>;
+    constexpr int kLd = L::kLd;
+    constexpr int kSTiles = kMmaBk / 8;  // 8-column tiles of S
+    constexpr int kOTiles = kD / 8;      // 8-column tiles of O
     extern __shared__ __align__(128) unsigned char raw[];
     T* qs = reinterpret_cast<T*>(raw + L::kQ);
     T* ks = reinterpret_cast<T*>(raw + L::kK);
     T* vs = reinterpret_cast<T*>(raw + L::kV);
+    const T* q = static_cast<const T*>(a.q);
+    const T* k = static_cast<const T*>(a.k);
+    const T* v = static_cast<const T*>(a.v);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    float* sw = reinterpret_cast<float*>(raw + L::kS) + warp * 16 * L::kSLd;
-    T* pw = reinterpret_cast<T*>(raw + L::kP) + warp * 16 * L::kPLd;
-    float* ow = reinterpret_cast<float*>(raw + L::kO) + warp * 16 * L::kOLd;
-    constexpr int kCols = kD / 2;
-
+    const int quad_row = lane >> 2, quad_col = lane & 3;
     const int h = blockIdx.y;
     const int g = h / (a.hq / a.hkv);
-    const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kBq;
-    const int r = lane >> 1;  // row within the warp's 16
-    const int half = lane & 1;
-    const int64_t qi = i0 + warp * 16 + r;
-
-    load_tile<T, kD>(qs, static_cast<const T*>(a.q), i0, a.tq, static_cast<int64_t>(a.hq) * kD, h);
-    float m, l, o_acc[kCols];
-    init_state<kCols>(a, h, qi, half * kCols, m, l, o_acc);
-    const int64_t kend = key_end(a, i0);
+    // The last row blocks see the most keys under a causal mask: start them first.
+    const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kMmaBq;
+    const int64_t row[2] = {i0 + warp * 16 + quad_row, i0 + warp * 16 + quad_row + 8};
     const int64_t kv_row = static_cast<int64_t>(a.hkv) * kD;
-    __syncthreads();
+    const int64_t tiles = (key_end(a, i0, kMmaBq) + kMmaBk - 1) / kMmaBk;
 
-    for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
-        load_tile<T, kD>(ks, static_cast<const T*>(a.k), j0, a.tk, kv_row, g);
-        load_tile<T, kD>(vs, static_cast<const T*>(a.v), j0, a.tk, kv_row, g);
-        __syncthreads();
-        // S (16 x 64) = Q_warp (16 x kD) K^T (kD x 64).
+    load_rows_async<T, kD, kMmaBq>(qs, q, i0, a.tq, static_cast<int64_t>(a.hq) * kD, h);
+    if (tiles > 0) {
+        load_rows_async<T, kD, kMmaBk>(ks, k, 0, a.tk, kv_row, g);
+        load_rows_async<T, kD, kMmaBk>(vs, v, 0, a.tk, kv_row, g);
+    }
+    cp_async_commit();
+
+    // Running state of this thread's two rows; l holds the thread's share of the row sum (the
+    // quad adds them up at the end).
+    float m[2], l[2], o[kOTiles][4];
 #pragma unroll
-        for (int n = 0; n < kBk / 16; ++n) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-            wmma::fill_fragment(acc, 0.0f);
+    for (int n = 0; n < kOTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    const int64_t ls = a.lse_stride != 0 ? a.lse_stride : a.tq;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        m[r] = neg_inf();
+        l[r] = 0.0f;
+        if (!a.accumulate || row[r] >= a.tq) continue;
+        const float prev = a.lse[h * ls + row[r]];
+        if (prev == neg_inf()) continue;
+        m[r] = prev * kLog2e;
+        l[r] = quad_col == 0 ? 1.0f : 0.0f;
+        const float* orow = a.o + (row[r] * a.hq + h) * kD;
+#pragma unroll
+        for (int n = 0; n < kOTiles; ++n) {
+            const float2 x = *reinterpret_cast<const float2*>(orow + n * 8 + 2 * quad_col);
+            o[n][2 * r] = x.x;
+            o[n][2 * r + 1] = x.y;
+        }
+    }
+
+    uint32_t qf[kD / 16][4];
+    for (int64_t t = 0; t < tiles; ++t) {
+        const int stage = static_cast<int>(t & 1);
+        if (t + 1 < tiles) {
+            const int next = stage ^ 1;
+            load_rows_async<T, kD, kMmaBk>(ks + next * kMmaBk * kLd, k, (t + 1) * kMmaBk, a.tk,
+                                           kv_row, g);
+            load_rows_async<T, kD, kMmaBk>(vs + next * kMmaBk * kLd, v, (t + 1) * kMmaBk, a.tk,
+                                           kv_row, g);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();  // everything but the tile just started
+        __syncthreads();
+        if (t == 0) {
 #pragma unroll
             for (int kk = 0; kk < kD / 16; ++kk) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-                wmma::load_matrix_sync(fa, qs + warp * 16 * L::kLd + kk * 16, L::kLd);
-                wmma::load_matrix_sync(fb, ks + n * 16 * L::kLd + kk * 16, L::kLd);
-                wmma::mma_sync(acc, fa, fb, acc);
+                ldmatrix_x4(qf[kk], qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd +
+                                        kk * 16 + (lane >> 4) * 8);
             }
-            wmma::store_matrix_sync(sw + n * 16, acc, L::kSLd, wmma::mem_row_major);
         }
-        __syncwarp();
-        float s[32];
+        const T* kt = ks + stage * kMmaBk * kLd;
+        const T* vt = vs + stage * kMmaBk * kLd;
+
+        float s[kSTiles][4];
 #pragma unroll
-        for (int c = 0; c < 32; ++c) {
-            const int col = half * 32 + c;
-            s[c] = (qi < a.tq && visible(a, qi, j0 + col)) ? sw[r * L::kSLd + col] * a.scale2
-                                                           : neg_inf();
-        }
-        const float alpha = online_softmax(s, m, l);
+        for (int n = 0; n < kSTiles; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-        for (int c = 0; c < 32; ++c) pw[r * L::kPLd + half * 32 + c] = from_float<T>(s[c]);
-        __syncwarp();
-        // O_tile (16 x kD) = P (16 x 64) V (64 x kD).
+        for (int kk = 0; kk < kD / 16; ++kk) {
 #pragma unroll
-        for (int n = 0; n < kD / 16; ++n) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-            wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < kBk / 16; ++kk) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
-                wmma::load_matrix_sync(fa, pw + kk * 16, L::kPLd);
-                wmma::load_matrix_sync(fb, vs + kk * 16 * L::kLd + n * 16, L::kLd);
-                wmma::mma_sync(acc, fa, fb, acc);
+            for (int n2 = 0; n2 < kSTiles / 2; ++n2) {
+                uint32_t b[4];
+                ldmatrix_x4(b, kt + (n2 * 16 + (lane & 7) + (lane >> 4) * 8) * kLd + kk * 16 +
+                                   ((lane >> 3) & 1) * 8);
+                mma16816<T>(s[2 * n2], qf[kk], b[0], b[1]);
+                mma16816<T>(s[2 * n2 + 1], qf[kk], b[2], b[3]);
             }
-            wmma::store_matrix_sync(ow + n * 16, acc, L::kOLd, wmma::mem_row_major);
         }
-        __syncwarp();
+
+        const int64_t j0 = t * kMmaBk;
+        const bool masked =
+            j0 + kMmaBk > a.tk || (a.causal && k_position(a, j0 + kMmaBk - 1) > q_position(a, i0));
+        float mx[2] = {neg_inf(), neg_inf()};
 #pragma unroll
-        for (int c = 0; c < kCols; ++c) {
-            o_acc[c] = o_acc[c] * alpha + ow[r * L::kOLd + half * kCols + c];
+        for (int n = 0; n < kSTiles; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float x = s[n][e] * a.scale2;
+                if (masked && !visible(a, row[e >> 1], j0 + n * 8 + 2 * quad_col + (e & 1))) {
+                    x = neg_inf();
+                }
+                s[n][e] = x;
+                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+            }
         }
-        __syncthreads();  // the next tile overwrites ks and vs
+        float alpha[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float m_new = fmaxf(m[r], mx[r]);
+            alpha[r] = m_new == neg_inf() ? 1.0f : (m[r] == neg_inf() ? 0.0f : exp2f(m[r] - m_new));
+            mx[r] = m_new;  // from here: the max to subtract
+            m[r] = m_new;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int n = 0; n < kSTiles; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float base = mx[e >> 1];
+                const float p = base == neg_inf() ? 0.0f : exp2f(s[n][e] - base);
+                s[n][e] = p;
+                rs[e >> 1] += p;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + rs[r];
+#pragma unroll
+        for (int n = 0; n < kOTiles; ++n) {
+            o[n][0] *= alpha[0];
+            o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1];
+            o[n][3] *= alpha[1];
+        }
+        // O += P V: two S tiles (16 keys) form one A operand.
+#pragma unroll
+        for (int kk = 0; kk < kMmaBk / 16; ++kk) {
+            const uint32_t pa[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]),
+                                    pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                                    pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                    pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int n2 = 0; n2 < kOTiles / 2; ++n2) {
+                uint32_t b[4];
+                ldmatrix_x4_trans(b, vt + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd +
+                                         n2 * 16 + (lane >> 4) * 8);
+                mma16816<T>(o[2 * n2], pa, b[0], b[1]);
+                mma16816<T>(o[2 * n2 + 1], pa, b[2], b[3]);
+            }
+        }
+        __syncthreads();  // the next iteration refills the other stage; this one after it
     }
-    finish_row<kCols>(a, h, qi, half * kCols, half == 0, m, l, o_acc);
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float sum = l[r];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        if (row[r] >= a.tq) continue;
+        float* orow = a.o + (row[r] * a.hq + h) * kD;
+        const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+#pragma unroll
+        for (int n = 0; n < kOTiles; ++n) {
+            *reinterpret_cast<float2*>(orow + n * 8 + 2 * quad_col) =
+                make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        }
+        if (quad_col == 0) {
+            a.lse[h * ls + row[r]] = sum == 0.0f ? neg_inf() : (m[r] + log2f(sum)) * kLn2;
+        }
+    }
 }
 
 template <typename Kernel>
-Status launch(Kernel kernel, size_t smem, const KernelArgs& args, int64_t tq, int hq,
-              cudaStream_t stream, const char* name) {
+Status launch(Kernel kernel, int threads, int rows_per_block, size_t smem, const KernelArgs& args,
+              int64_t tq, int hq, cudaStream_t stream, const char* name) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(smem));
     if (err == cudaSuccess) {
-        const dim3 grid(static_cast<unsigned>((tq + kBq - 1) / kBq), static_cast<unsigned>(hq));
-        kernel<<<grid, kThreads, smem, stream>>>(args);
+        const dim3 grid(static_cast<unsigned>((tq + rows_per_block - 1) / rows_per_block),
+                        static_cast<unsigned>(hq));
+        kernel<<<grid, threads, smem, stream>>>(args);
         err = cudaGetLastError();
     }
     if (err != cudaSuccess) {
@@ -388,24 +531,24 @@ Status launch_for(const KernelArgs& args, int64_t tq, int hq, int d, bool aligne
                   cudaStream_t stream) {
     if constexpr (!std::is_same_v<T, float>) {
         if (aligned && d == 64) {
-            return launch(attention_wmma<T, 64>, WmmaLayout<64>::kBytes, args, tq, hq, stream,
-                          "attention_wmma<64>");
+            return launch(attention_mma<T, 64>, kMmaThreads, kMmaBq, MmaLayout<64>::kBytes, args,
+                          tq, hq, stream, "attention_mma<64>");
         }
         if (aligned && d == 128) {
-            return launch(attention_wmma<T, 128>, WmmaLayout<128>::kBytes, args, tq, hq, stream,
-                          "attention_wmma<128>");
+            return launch(attention_mma<T, 128>, kMmaThreads, kMmaBq, MmaLayout<128>::kBytes, args,
+                          tq, hq, stream, "attention_mma<128>");
         }
     }
     if (d <= 64) {
-        return launch(attention_simt<T, 64>, simt_smem_bytes<64>(), args, tq, hq, stream,
-                      "attention_simt<64>");
+        return launch(attention_simt<T, 64>, kThreads, kBq, simt_smem_bytes<64>(), args, tq, hq,
+                      stream, "attention_simt<64>");
     }
     if (d <= 128) {
-        return launch(attention_simt<T, 128>, simt_smem_bytes<128>(), args, tq, hq, stream,
-                      "attention_simt<128>");
+        return launch(attention_simt<T, 128>, kThreads, kBq, simt_smem_bytes<128>(), args, tq, hq,
+                      stream, "attention_simt<128>");
     }
-    return launch(attention_simt<T, 256>, simt_smem_bytes<256>(), args, tq, hq, stream,
-                  "attention_simt<256>");
+    return launch(attention_simt<T, 256>, kThreads, kBq, simt_smem_bytes<256>(), args, tq, hq,
+                  stream, "attention_simt<256>");
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
