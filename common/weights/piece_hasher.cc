@@ -4,7 +4,7 @@
 
 namespace tandem::weights {
 
-PieceHasher::PieceHasher(bool threaded) {
+PieceHasher::PieceHasher(bool threaded, std::chrono::microseconds spin) : spin_(spin) {
     if (threaded) thread_ = std::thread([this] { run(); });
 }
 
@@ -38,11 +38,14 @@ void PieceHasher::submit(const State& state, uint64_t tag, const std::byte* data
         ++hashed_;
         return;
     }
+    bool wake = false;
     {
         std::lock_guard<std::mutex> lock(mu_);
         jobs_.push_back(std::move(job));
+        wake = sleeping_;
     }
-    work_.notify_one();
+    submitted_.fetch_add(1, std::memory_order_relaxed);  // see submitted_
+    if (wake) work_.notify_one();
 }
 
 std::vector<PieceHasher::Digest> PieceHasher::drain() {
@@ -64,12 +67,29 @@ std::vector<PieceHasher::Digest> PieceHasher::finish() {
 
 void PieceHasher::run() {
     std::vector<Digest> local;
+    uint64_t taken = 0;
     for (;;) {
         Job job;
         {
             std::unique_lock<std::mutex> lock(mu_);
-            work_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+            if (jobs_.empty() && !stopping_ && spin_.count() > 0) {
+                lock.unlock();
+                const auto until = std::chrono::steady_clock::now() + spin_;
+                while (submitted_.load(std::memory_order_relaxed) == taken &&
+                       std::chrono::steady_clock::now() < until) {
+#if defined(__x86_64__) || defined(__i386__)
+                    __builtin_ia32_pause();
+#endif
+                }
+                lock.lock();
+            }
+            if (jobs_.empty() && !stopping_) {
+                sleeping_ = true;
+                work_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+                sleeping_ = false;
+            }
             if (jobs_.empty()) return;
+            ++taken;
             job = std::move(jobs_.front());
             jobs_.pop_front();
         }
