@@ -43,7 +43,8 @@ struct Request {
     uint64_t job = 0;
     uint64_t version = 0;
     uint64_t lease_id = 0;
-    uint64_t offset = 0;  // kRead: from the start of the slot region
+    uint64_t offset = 0;  // kRead: from the start of the slot region; kHello: the generation of
+                          // the reader's connection (a new one replaces the way back to it)
     uint64_t length = 0;  // kRead: bytes; kAwait: chunks
     uint32_t shard = 0;
     uint32_t reserved = 0;

@@ -215,6 +215,7 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
             }
             wire::Request rq;
             rq.type = wire::RequestType::kHello;
+            rq.offset = sf.conn->generation;
             sf.call = client_->call(*sf.conn, rq, loop_->address());
             sf.state = State::kHello;
             return;

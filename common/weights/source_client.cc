@@ -129,6 +129,7 @@ Result<std::shared_ptr<SourceConnection>> SourceClient::connect(std::span<const 
     connection->endpoint = std::move(endpoint);
     connection->same_host = !host.empty() && host == host_identity();
     connection->pid = pid;
+    connection->generation = next_generation_++;
     log_.debug("connected to {}: RDMA gets {}, peer failure detection {}", name,
                connection->endpoint->rdma_rma() ? "yes" : "no",
                connection->endpoint->peer_failure_detection() ? "on" : "off");

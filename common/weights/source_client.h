@@ -50,6 +50,9 @@ struct SourceConnection {
     std::map<uint64_t, std::unique_ptr<ucx::RemoteKey>> rkeys;  // by region address
     // When the source last answered this reader's hello (it then has a way back to us).
     std::optional<Clock::TimePoint> greeted_at;
+    // Sent with hello: a source that holds a connection back of another generation (this reader
+    // dropped and re-made its connection) replaces it instead of answering over a stale one.
+    uint64_t generation = 0;
 
     // The unpacked key for a region, cached. A region UCX maps here (shared memory) has its page
     // tables populated once, up front: faulting them in page by page on the first read costs far
@@ -102,6 +105,7 @@ private:
     const uint64_t reader_id_;
     const Logger log_;
     uint64_t next_id_ = 1;
+    uint64_t next_generation_ = 1;
     std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_;
     std::map<std::string, std::shared_ptr<SourceConnection>> connections_;  // by address bytes
     // A request that gets no reply, kept until UCX is done sending it. It does not hold its

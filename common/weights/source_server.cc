@@ -104,7 +104,16 @@ bool SourceServer::handle(Incoming& in) {
     const wire::Request& rq = in.request;
     if (rq.type == wire::RequestType::kHello) {
         ReaderConnection& conn = readers_[rq.reader_id];
-        if (!conn.endpoint || conn.endpoint->failed()) {
+        // A hello from a new connection of the reader (it gave up on the old one after a
+        // timeout): the way back may be as dead as its way here without UCX having noticed, and
+        // replies sent over it would hang until send_timeout_ms. Make a new one.
+        const bool stale = conn.endpoint && rq.offset != 0 && conn.generation != rq.offset;
+        if (!conn.endpoint || conn.endpoint->failed() || stale) {
+            if (stale) {
+                log_.debug("{} reconnected (generation {} -> {}): replacing the way back",
+                           reader_name(rq.reader_id), conn.generation, rq.offset);
+                conn.endpoint->abandon(UCS_ERR_CONNECTION_RESET);
+            }
             conn.endpoint.reset();  // completes (fails) its sends before they are dropped
             conn.sends.clear();
             auto ep = ucx::Endpoint::connect(loop_.shared_worker(), in.payload,
@@ -117,6 +126,7 @@ bool SourceServer::handle(Incoming& in) {
             }
             conn.endpoint = std::move(*ep);
         }
+        conn.generation = rq.offset;
         conn.last_active = clock_.now();
         wire::Reply r;
         r.type = rq.type;

@@ -105,6 +105,7 @@ private:
         std::shared_ptr<ucx::Endpoint> endpoint;
         std::deque<Send> sends;
         Clock::TimePoint last_active{};
+        uint64_t generation = 0;  // of the reader's connection that said hello
     };
 
     bool poll();
