@@ -1,0 +1,288 @@
+// Faults in a GRPO job on a real local cluster (coordinator, node agents and actors as processes):
+//  - the trainer actor is killed (SIGKILL) after a checkpoint; the coordinator restarts it
+//    (max_actor_restarts) and, with checkpoint.resume: auto, it continues from the checkpoint's
+//    step and data cursor and numbers its versions above every version published before;
+//  - a rollout node is killed (SIGKILL) mid-job; the coordinator restarts its actor on the other
+//    rollout node and the job finishes; trajectories of versions the trainer never published
+//    (forged here and pushed to its socket) are rejected and counted.
+// Both read what the trainer consumed per step from its metrics file
+// (<run_dir>/jobs/<job>/metrics.jsonl) and check it against the coordinator's version table.
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <zmq.hpp>
+
+#include "common/rl/grpo_protocol.h"
+#include "tests/integration/control/cluster_harness.h"
+
+namespace tandem::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+
+constexpr int kPrompts = 8;  // prompts_per_step
+
+// A tiny policy and few steps: the faults are the point, not learning.
+std::string tiny_job_overrides(int steps) {
+    return fmt::format(
+        "algorithm.warm_start_steps=0 algorithm.steps={} algorithm.prompts_per_step={} "
+        "algorithm.group_size=4 model.hidden_size=32 model.num_layers=1 "
+        "model.intermediate_size=64 max_actor_restarts=2",
+        steps, kPrompts);
+}
+
+std::string job_file() {
+    return std::string(TANDEM_SOURCE_DIR) + "/configs/jobs/grpo-reverse.yaml";
+}
+
+// The trainer's per-step rows, in the order it wrote them (every attempt appends).
+std::vector<Json> metrics_rows(const LocalCluster& c, const std::string& job) {
+    std::ifstream in(c.run_dir() + "/jobs/" + job + "/metrics.jsonl");
+    std::vector<Json> rows;
+    std::string line;
+    while (std::getline(in, line)) {
+        auto j = Json::parse(line, nullptr, false);
+        if (j.is_object()) rows.push_back(std::move(j));
+    }
+    return rows;
+}
+
+int64_t progress_step(const LocalCluster& c, const std::string& job) {
+    const auto j = c.job(job);
+    if (!j.is_object()) return -1;
+    for (const auto& a : j.value("actors", Json::array())) {
+        if (a.value("actor", "").find("/trainer-") == std::string::npos) continue;
+        const Json p = a.value("progress", Json::object());
+        if (p.is_object() && p.contains("step")) return p["step"].get<int64_t>();
+    }
+    return -1;
+}
+
+std::string events_text(LocalCluster& c, const std::string& job) {
+    return c.cli("job events " + job).out;
+}
+
+// What to print when a job did not finish: its state, events and the end of its logs.
+std::string job_story(LocalCluster& c, const std::string& job) {
+    const std::string logs = c.cli("job logs " + job).out;
+    return c.job(job).dump(2) + "\n" + events_text(c, job) + "\n" +
+           logs.substr(logs.size() > 8000 ? logs.size() - 8000 : 0);
+}
+
+// Versions in the coordinator's table, by number, with the time each was published.
+std::map<int64_t, int64_t> table_versions(const LocalCluster& c, const std::string& job) {
+    std::map<int64_t, int64_t> out;
+    const auto v = c.get("/api/v1/jobs/" + job + "/versions");
+    if (!v.is_object()) return out;
+    for (const auto& r : v["versions"]) out[r["version"].get<int64_t>()] = r["published_ns"];
+    return out;
+}
+
+// Every row: the trajectories consumed for step k came from versions the trainer run that wrote
+// the row published (not below its first version, not above the version it held), within the
+// staleness bound, and every such version is in the coordinator's table. Returns the number of
+// trajectories checked.
+int64_t check_consumed_versions(const std::vector<Json>& rows,
+                                const std::map<int64_t, int64_t>& table, int64_t max_staleness) {
+    std::map<int64_t, int64_t> first_version_of_attempt;  // the version the run started at
+    int64_t checked = 0;
+    for (const auto& row : rows) {
+        const Json& m = row["metrics"];
+        const int64_t attempt = m["trainer/attempt"];
+        const int64_t published = m["weights/version"];  // after this step
+        const int64_t held = published - 1;              // while collecting
+        if (!first_version_of_attempt.count(attempt)) first_version_of_attempt[attempt] = held;
+        const int64_t first = first_version_of_attempt[attempt];
+        for (const auto& [v_text, n] : m["weights/consumed_versions"].items()) {
+            const int64_t v = std::stoll(v_text);
+            EXPECT_GE(v, first) << "step " << row["step"] << " attempt " << attempt;
+            EXPECT_LE(v, held) << "step " << row["step"];
+            EXPECT_LE(held - v, max_staleness) << "step " << row["step"];
+            EXPECT_TRUE(table.count(v)) << "version " << v << " is not in the coordinator's table";
+            checked += n.get<int64_t>();
+        }
+    }
+    return checked;
+}
+
+TEST(GrpoFaults, KilledTrainerResumesFromItsCheckpointWithTheSameDataCursor) {
+    LocalCluster c("grpo_resume");
+    ASSERT_EQ(c.up().code, 0);
+    // About 1 s of training on an idle machine: long enough that the kill lands mid-job.
+    const int kSteps = 100, kEvery = 5;
+    auto sub = c.cli("job submit -f " + job_file() + " " + tiny_job_overrides(kSteps) +
+                     fmt::format(" async.max_staleness=0 checkpoint.every_steps={} "
+                                 "checkpoint.resume=auto checkpoint.keep_last=50",
+                                 kEvery));
+    ASSERT_EQ(sub.code, 0) << sub.out;
+    const std::string job = "job-000001";
+    const std::string ckpt_root = c.run_dir() + "/jobs/" + job + "/checkpoints";
+
+    // Wait for the second checkpoint (so the restart must pick the newest, not the first).
+    const std::string second = fmt::format("{}/step-{:08d}", ckpt_root, 2 * kEvery);
+    ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(second); }, 40s))
+        << c.job(job).dump(2);
+    // The trainer actor: the child of the trainer node's agent.
+    const pid_t agent = c.pid_of("trainer-0");
+    ASSERT_GT(agent, 0);
+    const auto kids = run_cmd(fmt::format("pgrep -P {}", agent));
+    const pid_t trainer = static_cast<pid_t>(std::atoi(kids.out.c_str()));
+    ASSERT_GT(trainer, 0) << kids.out;
+    ASSERT_EQ(::kill(trainer, SIGKILL), 0);
+    const auto killed_rows = metrics_rows(c, job).size();
+
+    ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 50s))
+        << job_story(c, job);
+    const std::string ev = events_text(c, job);
+    EXPECT_NE(ev.find(job + "/trainer-0 restarted"), std::string::npos) << ev;
+
+    const auto rows = metrics_rows(c, job);
+    ASSERT_GT(rows.size(), killed_rows);
+    // The rows of the first run and of the restarted one.
+    std::vector<Json> first_run, resumed;
+    for (const auto& r : rows) {
+        (r["metrics"]["trainer/attempt"].get<int64_t>() == 1 ? first_run : resumed).push_back(r);
+    }
+    ASSERT_FALSE(first_run.empty());
+    ASSERT_FALSE(resumed.empty());
+    const int64_t died_after = first_run.back()["step"];
+    EXPECT_GE(died_after, 2 * kEvery);
+    // It resumed from the newest checkpoint written before the kill. The trainer reports a step
+    // and then writes its checkpoint, so the kill may fall between the two for a step that is a
+    // multiple of kEvery; otherwise the newest is the last multiple of kEvery reported.
+    const int64_t resumed_at = resumed.front()["step"].get<int64_t>() - 1;
+    const int64_t newest = died_after - died_after % kEvery;
+    const bool between = died_after % kEvery == 0 && resumed_at == newest - kEvery;
+    EXPECT_TRUE(resumed_at == newest || between)
+        << "resumed at " << resumed_at << ", the first run reported up to " << died_after;
+    EXPECT_GE(resumed_at, 2 * kEvery);
+    // The checkpoint it resumed from says the same step and data cursor.
+    std::ifstream st_file(fmt::format("{}/step-{:08d}/trainer_state.json", ckpt_root, resumed_at));
+    const Json st = Json::parse(st_file, nullptr, false);
+    ASSERT_TRUE(st.is_object());
+    EXPECT_EQ(st["step"], resumed_at);
+    EXPECT_EQ(st["data_cursor"], resumed_at * kPrompts);
+    // Same data cursor: the first resumed step trained on the prompts right after the
+    // checkpoint (synchronous mode: exactly the step's prompts), and the cursor moves on.
+    const Json& m0 = resumed.front()["metrics"];
+    EXPECT_EQ(m0["data/group_min"], resumed_at * kPrompts) << m0.dump();
+    EXPECT_EQ(m0["data/group_max"], (resumed_at + 1) * kPrompts - 1) << m0.dump();
+    EXPECT_EQ(m0["data/cursor"], (resumed_at + 1) * kPrompts);
+    // Every step after the checkpoint ran once more, up to the last one.
+    for (size_t i = 0; i < resumed.size(); ++i) {
+        EXPECT_EQ(resumed[i]["step"], resumed_at + 1 + static_cast<int64_t>(i));
+        EXPECT_EQ(resumed[i]["metrics"]["data/group_min"],
+                  (resumed_at + static_cast<int64_t>(i)) * kPrompts);
+    }
+    EXPECT_EQ(resumed.back()["step"], kSteps);
+
+    // Versions stay monotonic: the resumed run publishes above everything published before,
+    // one per step, and the table's versions were published in increasing order.
+    const int64_t last_before = first_run.back()["metrics"]["weights/version"];
+    int64_t prev = last_before;
+    for (const auto& r : resumed) {
+        const int64_t v = r["metrics"]["weights/version"];
+        EXPECT_GT(v, prev);
+        prev = v;
+    }
+    const auto table = table_versions(c, job);
+    ASSERT_FALSE(table.empty());
+    int64_t prev_ns = 0;
+    for (const auto& [v, ns] : table) {
+        EXPECT_GE(ns, prev_ns) << "version " << v << " was published before a lower one";
+        prev_ns = ns;
+    }
+    EXPECT_EQ(table.rbegin()->first, prev);
+    // Nothing from the first run's versions was used by the resumed one.
+    EXPECT_GT(check_consumed_versions(rows, table, 0), 0);
+}
+
+// Pushes one batch of `n` well-formed trajectories claiming `version` to the trainer's socket.
+void push_forged_batch(const std::string& endpoint, int64_t version, int n) {
+    rl::TrajectoryBatch b;
+    b.rollout = 99;
+    b.batch = 0;
+    b.version = version;
+    for (int i = 0; i < n; ++i) {
+        model::Trajectory t;
+        t.prompt = {1, 5, 6};
+        t.completion = {7, 2};
+        t.behaviour_logprobs = {-1.0f, -1.0f};
+        t.reward = 1.0;
+        t.group = 0;
+        t.version = version;
+        b.trajectories.push_back(std::move(t));
+    }
+    zmq::context_t ctx(1);
+    zmq::socket_t push(ctx, zmq::socket_type::push);
+    push.set(zmq::sockopt::linger, 5000);
+    push.connect(endpoint);
+    const std::string bytes = b.encode();
+    push.send(zmq::buffer(bytes), zmq::send_flags::none);
+}
+
+TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected) {
+    LocalCluster c("grpo_rollout_kill");
+    ASSERT_EQ(c.up().code, 0);
+    // The job pauses for the node's death (dead_after_ms) and the restart; 200 steps keep it
+    // running well past that.
+    const int kSteps = 200, kStaleness = 1;
+    auto sub = c.cli("job submit -f " + job_file() + " " + tiny_job_overrides(kSteps) +
+                     fmt::format(" async.max_staleness={} placement.strategy=spread", kStaleness));
+    ASSERT_EQ(sub.code, 0) << sub.out;
+    const std::string job = "job-000001";
+
+    ASSERT_TRUE(wait_until([&] { return progress_step(c, job) >= 8; }, 40s)) << c.job(job).dump(2);
+    // Trajectories of versions the trainer never published: far ahead, and negative.
+    std::string endpoint, victim;
+    const Json running = c.job(job);
+    for (const auto& a : running["actors"]) {
+        const std::string name = a["actor"];
+        if (name.find("/trainer-") != std::string::npos)
+            endpoint = a["endpoints"].value("trajectories", "");
+        if (name.find("/rollout-1") != std::string::npos) victim = a["node"];
+    }
+    ASSERT_FALSE(endpoint.empty()) << running.dump(2);
+    ASSERT_FALSE(victim.empty());
+    push_forged_batch(endpoint, 1'000'000, 4);
+    push_forged_batch(endpoint, -7, 4);
+
+    const int64_t killed_at_step = progress_step(c, job);
+    ASSERT_EQ(::kill(c.pid_of(victim), SIGKILL), 0);
+    ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 50s))
+        << job_story(c, job);
+    EXPECT_LT(killed_at_step, kSteps) << "the job ended before the kill";
+
+    const std::string ev = events_text(c, job);
+    EXPECT_NE(ev.find("node_lost"), std::string::npos) << ev;
+    EXPECT_NE(ev.find(job + "/rollout-1 restarted"), std::string::npos) << ev;
+    const Json finished = c.job(job);
+    for (const auto& a : finished["actors"]) {
+        if (a["actor"].get<std::string>().find("/rollout-1") != std::string::npos) {
+            EXPECT_NE(a["node"], victim);
+            EXPECT_GE(a["attempt"], 2);
+        }
+    }
+
+    const auto rows = metrics_rows(c, job);
+    ASSERT_FALSE(rows.empty());
+    EXPECT_EQ(rows.back()["step"], kSteps);
+    for (const auto& r : rows) {
+        EXPECT_EQ(r["metrics"]["trainer/attempt"], 1) << "the trainer was not restarted";
+    }
+    // The forged batches were turned away and counted, and never trained on.
+    EXPECT_GE(rows.back()["metrics"]["weights/rejected_unknown_version"].get<int64_t>(), 8);
+    const int64_t checked = check_consumed_versions(rows, table_versions(c, job), kStaleness);
+    EXPECT_EQ(checked, int64_t{kSteps} * kPrompts * 4);  // every trajectory of every step
+    // The coordinator's copy of the counters agrees.
+    const Json last = finished["metrics"];
+    ASSERT_TRUE(last.is_object()) << finished.dump(2);
+    EXPECT_GE(last.value("weights/rejected_unknown_version", 0), 8) << last.dump();
+}
+
+}  // namespace
+}  // namespace tandem::testing
