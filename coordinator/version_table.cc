@@ -175,7 +175,9 @@ Status VersionTable::retire(JobId job, Version version, uint32_t shard,
     VersionRecord* rec = find(job, version);
     if (!rec) return not_found(fmt::format("{} was never published", describe(job, version)));
     mark(job, *rec, VersionState::kRetired,
-         fmt::format("{} reclaimed the slot of shard {}", publisher, shard));
+         fmt::format("{} released the slot of shard {} (reclaimed for a newer version, or the "
+                     "publisher shut down)",
+                     publisher, shard));
     return Status();
 }
 

@@ -32,7 +32,8 @@ public:
     // `publisher` names the actor and attempt that announced it (attempt -1 if unknown).
     Status publish(JobId job, Version version, const Json& descriptor, const std::string& node,
                    const VersionPublisher& publisher = {});
-    // A publisher reclaimed the slot that held `shard` of `version`: the version is retired.
+    // A publisher released the slot that held `shard` of `version` (reclaimed it for a newer
+    // version, or shut down cleanly): the version is retired.
     Status retire(JobId job, Version version, uint32_t shard, const std::string& publisher);
     // Every available version with a shard published on `node` becomes unavailable.
     void on_node_dead(const std::string& node, const std::string& reason = "");

@@ -91,7 +91,8 @@ TEST_F(VersionStatesTest, RetiredVersionIsRefusedNamingTheReclaimAndLatestSkipsI
     auto v = versions_->get(JobId(1), 1);
     EXPECT_EQ(v.status().code(), StatusCode::kUnavailable);
     EXPECT_THAT(v.status().message(), HasSubstr("version 1 of job-000001 is retired"));
-    EXPECT_THAT(v.status().message(), HasSubstr("job-000001/trainer-0 reclaimed the slot"));
+    EXPECT_THAT(v.status().message(),
+                HasSubstr("job-000001/trainer-0 released the slot of shard 0"));
     EXPECT_EQ(versions_->latest(JobId(1))->version, 0u);
     EXPECT_EQ(versions_->list(JobId(1)).at(1).state, VersionState::kRetired);
     EXPECT_EQ(versions_->retire(JobId(1), 5, 0, "x").code(), StatusCode::kNotFound);
@@ -210,7 +211,7 @@ TEST_F(VersionStatesTest, StatesReasonsPublishersAndRelaysSurviveARestart) {
     const auto list = versions_->list(JobId(1));
     ASSERT_EQ(list.size(), 3u);
     EXPECT_EQ(list[0].state, VersionState::kRetired);
-    EXPECT_THAT(list[0].reason, HasSubstr("reclaimed"));
+    EXPECT_THAT(list[0].reason, HasSubstr("released the slot"));
     EXPECT_EQ(list[1].state, VersionState::kAvailable);
     EXPECT_FALSE(list[2].descriptor.contains("version_table"));  // the table's own fields
     EXPECT_EQ(list[2].publishers.at(0).actor, "job-000001/trainer-0");
@@ -331,7 +332,7 @@ TEST_F(VersionMessagesTest, RetireMessageRetiresTheVersion) {
     send("t0", wire::VersionRetired{job_.str(), 2, 0, trainer()});
     const HttpResponse r = get("/api/v1/jobs/" + job_.str() + "/versions/2");
     EXPECT_EQ(r.status, 410) << r.body;
-    EXPECT_THAT(r.body, HasSubstr("is retired: " + trainer() + " reclaimed the slot of shard 0"));
+    EXPECT_THAT(r.body, HasSubstr("is retired: " + trainer() + " released the slot of shard 0"));
 }
 
 TEST_F(VersionMessagesTest, RelayJoinsUseTheJobsFanOutAndReadersFindTheirSource) {
