@@ -201,6 +201,39 @@ TEST(GrpoFaults, KilledTrainerResumesFromItsCheckpointWithTheSameDataCursor) {
     EXPECT_GT(check_consumed_versions(rows, table, 0), 0);
 }
 
+TEST(GrpoFaults, ResubmittedJobResumesFromASharedCheckpointDirectory) {
+    LocalCluster c("grpo_resubmit");
+    ASSERT_EQ(c.up().code, 0);
+    const std::string dir = c.path("checkpoints");
+    const std::string common = fmt::format(
+        " async.max_staleness=0 checkpoint.every_steps=5 checkpoint.resume=auto "
+        "checkpoint.dir={}",
+        dir);
+    // The first job stops after 20 steps (as a killed job would, at its last checkpoint).
+    auto first =
+        c.cli("job submit -f " + job_file() + " " + tiny_job_overrides(20) + common + " --follow");
+    ASSERT_EQ(first.code, 0) << first.out;
+    ASSERT_TRUE(std::filesystem::exists(dir + "/step-00000020"));
+    // Resubmitted with more steps: a new job (new id, empty version table) on the same directory.
+    auto second =
+        c.cli("job submit -f " + job_file() + " " + tiny_job_overrides(30) + common + " --follow");
+    ASSERT_EQ(second.code, 0) << second.out;
+    const auto rows = metrics_rows(c, "job-000002");
+    ASSERT_EQ(rows.size(), 10u);
+    const Json& m0 = rows.front()["metrics"];
+    EXPECT_EQ(rows.front()["step"], 21);
+    EXPECT_EQ(m0["data/group_min"], 20 * kPrompts) << m0.dump();
+    EXPECT_EQ(m0["data/cursor"], 21 * kPrompts);
+    // Its versions continue from the checkpoint's version.
+    EXPECT_EQ(m0["weights/version"], 21);
+    EXPECT_EQ(rows.back()["metrics"]["weights/version"], 30);
+    const auto table = table_versions(c, "job-000002");
+    ASSERT_FALSE(table.empty());
+    EXPECT_EQ(table.begin()->first, 20);
+    EXPECT_EQ(table.rbegin()->first, 30);
+    EXPECT_GT(check_consumed_versions(rows, table, 0), 0);
+}
+
 // Pushes one batch of `n` well-formed trajectories claiming `version` to the trainer's socket.
 void push_forged_batch(const std::string& endpoint, int64_t version, int n) {
     rl::TrajectoryBatch b;
