@@ -2,8 +2,9 @@
 
 // Control-plane messages between node agents and the coordinator. Each has a `kType` (the
 // envelope type), `to_json()` and a validating `from_json()`. Agent -> coordinator: Register,
-// Heartbeat, ActorState, LogLines. Coordinator -> agent: RegisterAck, HeartbeatAck, StartActor,
-// StopActor. Both ways: Error.
+// Heartbeat, ActorState, LogLines, ActorEndpoint, JobMetrics, and for the weight-version table
+// VersionPublished, VersionRetired, RelayJoin. Coordinator -> agent: RegisterAck, HeartbeatAck,
+// StartActor, StopActor. Both ways: Error.
 
 #include <cstdint>
 #include <map>
