@@ -4,7 +4,7 @@
 // Two kernels behind one launcher:
 // - attention_mma: fp16/bf16 inputs with d = 64 or 128, 16-byte-aligned. FlashAttention-2 style
 //   on mma.sync m16n8k16: S, P and O in registers, K/V double-buffered with cp.async; a block of
-//   256 threads per (128 query rows, query head).
+//   128 threads per (64 query rows, query head), key tiles of 32 rows.
 // - attention_simt: every dtype and d <= 256, CUDA cores only (fp32 in, or the fallback for
 //   other head dims and unaligned pointers).
 // attention_simt: one block of 128 threads per (64 query rows, query head).
@@ -236,25 +236,22 @@ __global__ void __launch_bounds__(kThreads) attention_simt(KernelArgs a) {
 
 // ---- tensor-core kernel: fp16/bf16, d == kD (64 or 128) ----
 //
-// FlashAttention-2 style on mma.sync m16n8k16 (fp32 accumulate). A block of 8 warps owns 128 query
-// rows of one head, 16 per warp. Q is copied to registers once; K/V tiles of 64 rows stream
-// through two shared-memory stages with cp.async, the next tile loading while this one computes.
-// S = Q K^T, the online softmax and O live in registers: the accumulator layout of S is reused
-// as the A operand of P V (P rounded to the input type), so nothing of size tq x tk leaves the
-// registers. ldmatrix feeds the B operands (.trans for V); rows are padded by 16 bytes so the
-// eight rows of one 8x8 matrix fall in different banks.
+// FlashAttention-2 style on mma.sync m16n8k16 (fp32 accumulate). A block of kWarps warps owns
+// 16 * kWarps query rows of one head, 16 per warp. Q is copied to registers once; K/V tiles of
+// kMmaBk rows stream through two shared-memory stages with cp.async, the next tile loading while
+// this one computes. S = Q K^T, the online softmax and O live in registers: the accumulator layout
+// of S is reused as the A operand of P V (P rounded to the input type), so nothing of size tq x tk
+// leaves the registers. ldmatrix feeds the B operands (.trans for V); rows are padded by 16 bytes
+// so the eight rows of one 8x8 matrix fall in different banks.
 
-constexpr int kMmaWarps = 8;
-constexpr int kMmaThreads = 32 * kMmaWarps;
-constexpr int kMmaBq = 16 * kMmaWarps;  // query rows per block
-constexpr int kMmaBk = 64;              // key rows per tile
-
-template <int kD>
+template <int kD, int kWarps, int kMmaBk>
 struct MmaLayout {
+    static constexpr int kThreads = 32 * kWarps;
+    static constexpr int kBq = 16 * kWarps;            // query rows per block
     static constexpr int kLd = kD + 8;                 // 16-bit elements per shared-memory row
     static constexpr size_t kTile = 2 * kMmaBk * kLd;  // bytes of one K or V stage
     static constexpr size_t kQ = 0;
-    static constexpr size_t kK = kQ + 2 * kMmaBq * kLd;
+    static constexpr size_t kK = kQ + 2 * kBq * kLd;
     static constexpr size_t kV = kK + 2 * kTile;
     static constexpr size_t kBytes = kV + 2 * kTile;
 };
@@ -317,13 +314,13 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 }
 
 // Starts copying rows [r0, r0 + kRows) of head `head` into shared memory (row stride kLd).
-template <typename T, int kD, int kRows>
+template <typename T, int kD, int kRows, int kThreads>
 __device__ __forceinline__ void load_rows_async(T* dst, const T* src, int64_t r0, int64_t rows,
                                                 int64_t row_elems, int head) {
     constexpr int kChunks = kD / 8;  // 16-byte chunks per row
-    constexpr int kLd = MmaLayout<kD>::kLd;
+    constexpr int kLd = kD + 8;
 #pragma unroll
-    for (int idx = threadIdx.x; idx < kRows * kChunks; idx += kMmaThreads) {
+    for (int idx = threadIdx.x; idx < kRows * kChunks; idx += kThreads) {
         const int r = idx / kChunks, c = idx % kChunks;
         const bool valid = r0 + r < rows;
         const T* from = valid ? src + (r0 + r) * row_elems + head * kD + c * 8 : src;
@@ -331,9 +328,11 @@ __device__ __forceinline__ void load_rows_async(T* dst, const T* src, int64_t r0
     }
 }
 
-template <typename T, int kD>
-__global__ void __launch_bounds__(kMmaThreads, 1) attention_mma(KernelArgs a) {
-    using L = MmaLayout<kD>;
+template <typename T, int kD, int kWarps, int kMmaBk, int kMinBlocks>
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks) attention_mma(KernelArgs a) {
+    using L = MmaLayout<kD, kWarps, kMmaBk>;
+    constexpr int kMmaBq = L::kBq;
+    constexpr int kMmaThreads = L::kThreads;
     constexpr int kLd = L::kLd;
     constexpr int kSTiles = kMmaBk / 8;  // 8-column tiles of S
     constexpr int kOTiles = kD / 8;      // 8-column tiles of O
@@ -354,10 +353,11 @@ __global__ void __launch_bounds__(kMmaThreads, 1) attention_mma(KernelArgs a) {
     const int64_t kv_row = static_cast<int64_t>(a.hkv) * kD;
     const int64_t tiles = (key_end(a, i0, kMmaBq) + kMmaBk - 1) / kMmaBk;
 
-    load_rows_async<T, kD, kMmaBq>(qs, q, i0, a.tq, static_cast<int64_t>(a.hq) * kD, h);
+    load_rows_async<T, kD, kMmaBq, kMmaThreads>(qs, q, i0, a.tq, static_cast<int64_t>(a.hq) * kD,
+                                                h);
     if (tiles > 0) {
-        load_rows_async<T, kD, kMmaBk>(ks, k, 0, a.tk, kv_row, g);
-        load_rows_async<T, kD, kMmaBk>(vs, v, 0, a.tk, kv_row, g);
+        load_rows_async<T, kD, kMmaBk, kMmaThreads>(ks, k, 0, a.tk, kv_row, g);
+        load_rows_async<T, kD, kMmaBk, kMmaThreads>(vs, v, 0, a.tk, kv_row, g);
     }
     cp_async_commit();
 
@@ -390,10 +390,10 @@ __global__ void __launch_bounds__(kMmaThreads, 1) attention_mma(KernelArgs a) {
         const int stage = static_cast<int>(t & 1);
         if (t + 1 < tiles) {
             const int next = stage ^ 1;
-            load_rows_async<T, kD, kMmaBk>(ks + next * kMmaBk * kLd, k, (t + 1) * kMmaBk, a.tk,
-                                           kv_row, g);
-            load_rows_async<T, kD, kMmaBk>(vs + next * kMmaBk * kLd, v, (t + 1) * kMmaBk, a.tk,
-                                           kv_row, g);
+            load_rows_async<T, kD, kMmaBk, kMmaThreads>(ks + next * kMmaBk * kLd, k,
+                                                        (t + 1) * kMmaBk, a.tk, kv_row, g);
+            load_rows_async<T, kD, kMmaBk, kMmaThreads>(vs + next * kMmaBk * kLd, v,
+                                                        (t + 1) * kMmaBk, a.tk, kv_row, g);
         }
         cp_async_commit();
         cp_async_wait<1>();  // everything but the tile just started
@@ -530,13 +530,16 @@ template <typename T>
 Status launch_for(const KernelArgs& args, int64_t tq, int hq, int d, bool aligned,
                   cudaStream_t stream) {
     if constexpr (!std::is_same_v<T, float>) {
+        // 4 warps (64 query rows) and key tiles of 32 rows: 166 registers, so three blocks (12
+        // warps) share an SM. Measured on an H100 against 8 warps x 64 keys (one block per SM)
+        // and 4 warps x 64 keys (two): 5-10% faster (docs/kernels.md).
         if (aligned && d == 64) {
-            return launch(attention_mma<T, 64>, kMmaThreads, kMmaBq, MmaLayout<64>::kBytes, args,
-                          tq, hq, stream, "attention_mma<64>");
+            return launch(attention_mma<T, 64, 4, 32, 3>, 128, 64, MmaLayout<64, 4, 32>::kBytes,
+                          args, tq, hq, stream, "attention_mma<64>");
         }
         if (aligned && d == 128) {
-            return launch(attention_mma<T, 128>, kMmaThreads, kMmaBq, MmaLayout<128>::kBytes, args,
-                          tq, hq, stream, "attention_mma<128>");
+            return launch(attention_mma<T, 128, 4, 32, 3>, 128, 64, MmaLayout<128, 4, 32>::kBytes,
+                          args, tq, hq, stream, "attention_mma<128>");
         }
     }
     if (d <= 64) {
