@@ -67,15 +67,19 @@ public:
     static constexpr int kHeartbeatMs = 200;
     static constexpr int kDeadAfterMs = 1000;
 
-    explicit LocalCluster(const std::string& name, int rollout_nodes = 2) {
+    explicit LocalCluster(const std::string& name, int rollout_nodes = 2, int trainer_nodes = 1) {
         dir_ = std::filesystem::temp_directory_path() /
                fmt::format("tandem_it_{}_{}", name, ::getpid());
         std::filesystem::remove_all(dir_);
         std::filesystem::create_directories(dir_);
         agent_port_ = free_port();
         http_port_ = free_port();
-        std::string nodes =
-            "  - {id: trainer-0, role: trainer, host: 127.0.0.1, resources: {cpus: 2}}\n";
+        std::string nodes;
+        for (int i = 0; i < trainer_nodes; ++i) {
+            nodes += fmt::format(
+                "  - {{id: trainer-{}, role: trainer, host: 127.0.0.1, resources: {{cpus: 2}}}}\n",
+                i);
+        }
         for (int i = 0; i < rollout_nodes; ++i) {
             nodes += fmt::format(
                 "  - {{id: rollout-{}, role: rollout, host: 127.0.0.1, resources: {{cpus: 2}}}}\n",

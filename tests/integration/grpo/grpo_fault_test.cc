@@ -109,8 +109,11 @@ int64_t check_consumed_versions(const std::vector<Json>& rows,
     return checked;
 }
 
-TEST(GrpoFaults, KilledTrainerResumesFromItsCheckpointWithTheSameDataCursor) {
-    LocalCluster c("grpo_resume");
+// Kills the trainer actor (or its node's agent, which takes the actor along) after the second
+// checkpoint and checks that the restarted trainer resumed from the newest checkpoint.
+void resume_after_trainer_kill(bool kill_node) {
+    // Two trainer nodes: a trainer whose node is lost moves to the other one.
+    LocalCluster c(kill_node ? "grpo_resume_node" : "grpo_resume", 2, kill_node ? 2 : 1);
     ASSERT_EQ(c.up().code, 0);
     // About 1 s of training on an idle machine: long enough that the kill lands mid-job.
     const int kSteps = 100, kEvery = 5;
@@ -126,19 +129,36 @@ TEST(GrpoFaults, KilledTrainerResumesFromItsCheckpointWithTheSameDataCursor) {
     const std::string second = fmt::format("{}/step-{:08d}", ckpt_root, 2 * kEvery);
     ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(second); }, 40s))
         << c.job(job).dump(2);
-    // The trainer actor: the child of the trainer node's agent.
-    const pid_t agent = c.pid_of("trainer-0");
+    std::string node;
+    const Json placed = c.job(job);
+    for (const auto& a : placed["actors"]) {
+        if (a["actor"] == job + "/trainer-0") node = a["node"];
+    }
+    ASSERT_FALSE(node.empty()) << placed.dump(2);
+    const pid_t agent = c.pid_of(node);
     ASSERT_GT(agent, 0);
-    const auto kids = run_cmd(fmt::format("pgrep -P {}", agent));
-    const pid_t trainer = static_cast<pid_t>(std::atoi(kids.out.c_str()));
-    ASSERT_GT(trainer, 0) << kids.out;
-    ASSERT_EQ(::kill(trainer, SIGKILL), 0);
+    if (kill_node) {
+        ASSERT_EQ(::kill(agent, SIGKILL), 0);
+    } else {
+        // The trainer actor: the child of the trainer node's agent.
+        const auto kids = run_cmd(fmt::format("pgrep -P {}", agent));
+        const pid_t trainer = static_cast<pid_t>(std::atoi(kids.out.c_str()));
+        ASSERT_GT(trainer, 0) << kids.out;
+        ASSERT_EQ(::kill(trainer, SIGKILL), 0);
+    }
     const auto killed_rows = metrics_rows(c, job).size();
 
     ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 50s))
         << job_story(c, job);
     const std::string ev = events_text(c, job);
     EXPECT_NE(ev.find(job + "/trainer-0 restarted"), std::string::npos) << ev;
+    if (kill_node) {
+        EXPECT_NE(ev.find("node_lost"), std::string::npos) << ev;
+        const Json finished = c.job(job);
+        for (const auto& a : finished["actors"]) {
+            if (a["actor"] == job + "/trainer-0") EXPECT_NE(a["node"], node);
+        }
+    }
 
     const auto rows = metrics_rows(c, job);
     ASSERT_GT(rows.size(), killed_rows);
@@ -199,6 +219,14 @@ TEST(GrpoFaults, KilledTrainerResumesFromItsCheckpointWithTheSameDataCursor) {
     EXPECT_EQ(table.rbegin()->first, prev);
     // Nothing from the first run's versions was used by the resumed one.
     EXPECT_GT(check_consumed_versions(rows, table, 0), 0);
+}
+
+TEST(GrpoFaults, KilledTrainerResumesFromItsCheckpointWithTheSameDataCursor) {
+    resume_after_trainer_kill(/*kill_node=*/false);
+}
+
+TEST(GrpoFaults, KilledTrainerNodeMovesTheTrainerWhichResumesFromItsCheckpoint) {
+    resume_after_trainer_kill(/*kill_node=*/true);
 }
 
 TEST(GrpoFaults, ResubmittedJobResumesFromASharedCheckpointDirectory) {
