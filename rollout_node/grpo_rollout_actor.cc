@@ -144,6 +144,9 @@ Status RolloutActor::setup() {
     ro.job = ctx_.actor.job;
     ro.reader_id = ctx_.actor.str();
     ro.ucx.transports = weight_transports(ctx_.placement);
+    // Handing each piece to the checksum thread costs a wakeup, which on a busy machine is
+    // slower than hashing a small model inline (376 KB under load: 5.3 ms -> 1.6 ms a fetch).
+    ro.verify_on_helper_thread = layout.total_bytes() > (uint64_t{8} << 20);
     TANDEM_ASSIGN_OR_RETURN(reader_, weights::Reader::create(ro, std::move(layout)));
 
     return Status();
