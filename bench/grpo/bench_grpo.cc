@@ -104,6 +104,9 @@ int run(int argc, char** argv) {
         j["logprob_diff_max"] = s.train.logprob_diff_max;
         j["rollout_s"] = s.rollout_s;
         j["train_s"] = s.train_s;
+        j["forward_s"] = s.train.forward_s;
+        j["backward_s"] = s.train.backward_s;
+        j["optimizer_s"] = s.train.optimizer_s;
         j["step_s"] = s.step_s;
         std::printf("%s\n", j.dump().c_str());
         std::fflush(stdout);
