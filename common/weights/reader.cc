@@ -129,6 +129,17 @@ void Reader::Core::shutdown() {
         for (auto& op : ops_) {
             if (!op->finished) fail(*op, unavailable("the reader is shutting down"));
         }
+        // Failed operations still draining get their bounded drain now (nothing progresses the
+        // worker after this); what even a forced close cannot complete is retired.
+        for (auto& op : ops_) {
+            while (op->draining && !drain(*op)) {
+                if (!op->draining) {
+                    retire(op, false);
+                    break;
+                }
+                loop_->worker().progress();
+            }
+        }
         hasher_.reset();  // finishes what it holds while the operations' memory still exists
         ops_.clear();
         for (auto& [id, entry] : maps_) {
@@ -150,6 +161,13 @@ void Reader::Core::shutdown() {
         open_ = false;
     }
     loop_.reset();
+    if (!retired_.empty() || !retired_memory_.empty()) {
+        // UCX never completed their requests: the memory they target is never freed.
+        [[maybe_unused]] auto* ops =
+            new std::vector<std::shared_ptr<Operation>>(std::move(retired_));
+        [[maybe_unused]] auto* memory =
+            new std::vector<std::shared_ptr<SlotMemory>>(std::move(retired_memory_));
+    }
     // Views may still hold a buffer; its memory goes when the last of them does.
     for (auto& b : buffers_) b.memory.reset();
 }
@@ -340,6 +358,7 @@ uint64_t Reader::device_staged() const {
 const Layout& Reader::layout() const { return core_->layout(); }
 
 FetchStats Reader::last_fetch() const { return core_->last_fetch(); }
+DrainStats Reader::drain_stats() const { return core_->drain_stats(); }
 
 Result<Version> fetch_newest(Reader& reader,
                              const std::function<std::optional<VersionDescriptor>()>& newest,

@@ -52,6 +52,9 @@ struct ReaderOptions {
     std::chrono::milliseconds request_timeout_ms{5000};
     // Reads in flight with no chunk arriving for this long fail the fetch.
     std::chrono::milliseconds stall_timeout_ms{5000};
+    // A failed fetch waits this long for the UCX requests it still has in flight (gets, rendezvous
+    // receives) before it force-closes their endpoints; see drain.h and docs/weights.md.
+    std::chrono::milliseconds drain_timeout_ms{2000};
     // Smallest chunk size a source may use (sizes the reader's manifest space).
     uint64_t min_chunk_bytes = 4096;
     // Serve fetched versions to other readers (relay tree); see relay_source().
@@ -141,6 +144,15 @@ struct FetchStats {
     bool via_relay = false;
 };
 
+// What failed operations still had in flight, and how it was drained (drain.h).
+struct DrainStats {
+    uint64_t operations = 0;     // failed operations that had requests in flight
+    uint64_t requests = 0;       // requests in flight when they failed (gets, rendezvous receives)
+    uint64_t forced_closes = 0;  // endpoints force-closed because the wait ran out
+    uint64_t retired_buffers = 0;  // memory given up because not even that completed them
+    uint64_t draining = 0;         // operations draining now
+};
+
 // The rollout side of the weight plane. fetch() pulls a version into the spare of two registered
 // buffers (pipelined reads, every chunk verified, lease released after a header re-check) while
 // generation keeps using current(); swap() at a step boundary makes it current. map() uses a
@@ -180,6 +192,7 @@ public:
     uint64_t device_staged() const;
     const Layout& layout() const;
     FetchStats last_fetch() const;
+    DrainStats drain_stats() const;
 
     class Core;
 

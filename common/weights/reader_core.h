@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/weights/drain.h"
 #include "common/weights/piece_hasher.h"
 #include "common/weights/reader.h"
 
@@ -62,6 +63,10 @@ public:
     FetchStats last_fetch() const {
         std::lock_guard<std::mutex> lock(mu_);
         return last_;
+    }
+    DrainStats drain_stats() const {
+        std::lock_guard<std::mutex> lock(mu_);
+        return drain_stats_;
     }
     RelaySource relay_source() const {
         return {options_.reader_id, loop_->address(), host_identity(),
@@ -165,6 +170,11 @@ public:
         HostBuffer partial;
         // kMap: the result.
         std::shared_ptr<const MappedWeights> mapped;
+        // A failed operation whose requests UCX may still complete: it (and the memory those
+        // requests target) stays alive, and kPull's buffer stays out of use, until they are done.
+        bool draining = false;
+        bool holds_slot = false;  // kPull: op.slot must not be claimed until the drain ends
+        DrainTracker drain;
     };
 
 private:
@@ -216,6 +226,15 @@ private:
     Status finish_map(Operation& op);
     void complete(Operation& op);
     void fail(Operation& op, const Status& status);
+    // Requests of `op` UCX has not completed yet that write into memory (gets, rendezvous
+    // receives, for data, headers and manifests).
+    static size_t outstanding(Operation& op);
+    // Advances a failed operation's drain; true once it holds nothing in flight.
+    bool drain(Operation& op);
+    // Gives up the memory `op`'s stale requests target: kept (never reused or freed) for the life
+    // of the process; a pull's buffer is replaced by fresh memory.
+    void retire(std::shared_ptr<Operation> op, bool replace);
+    bool any_slot_draining() const;
     void release_lease(ShardFetch& sf);
     Status control_timeout(ShardFetch& sf, const PendingCall& call);
     void renew_leases(Operation& op, ShardFetch& sf);
@@ -251,6 +270,9 @@ private:
     std::map<LeaseId, uint32_t> relay_lease_shard_;
     std::optional<Version> newest_started_;
     uint64_t poller_ = 0;
+    std::vector<std::shared_ptr<Operation>> retired_;  // ops whose requests never completed
+    std::vector<std::shared_ptr<SlotMemory>> retired_memory_;
+    std::optional<uint32_t> dead_slot_;  // retired with no replacement
 
     std::mutex post_mu_;
     bool open_ = true;  // guarded by post_mu_: the loop still accepts tasks
@@ -260,6 +282,7 @@ private:
     std::optional<uint32_t> fetched_slot_;        // guarded by mu_
     Version fetched_version_ = 0;                 // guarded by mu_
     FetchStats last_;                             // guarded by mu_
+    DrainStats drain_stats_;                      // guarded by mu_
 };
 
 }  // namespace tandem::weights

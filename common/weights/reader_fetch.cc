@@ -96,6 +96,12 @@ bool Reader::Core::poll() {
             op->shards.front()->state != State::kClaim || now < op->claim_retry) {
             continue;
         }
+        if (any_slot_draining()) {
+            // A failed fetch's stale requests may still write into a buffer: wait (bounded by
+            // its drain) rather than hand that buffer to this fetch.
+            op->claim_retry = now + std::chrono::milliseconds(1);
+            continue;
+        }
         auto claim = table_.claim_for_write();
         if (!claim.ok()) {
             fail(*op, unavailable("another fetch is already filling the spare buffer"));
@@ -111,6 +117,14 @@ bool Reader::Core::poll() {
             continue;
         }
         const uint32_t slot = *claim->slot;
+        if (dead_slot_ == slot) {
+            table_.abort_write(slot);
+            fail(*op, unavailable(fmt::format(
+                          "reader buffer {} was retired (a failed fetch's requests never completed "
+                          "and no replacement memory could be had)",
+                          slot)));
+            continue;
+        }
         {
             std::lock_guard<std::mutex> lock(mu_);
             if (fetched_slot_ == slot) fetched_slot_.reset();
@@ -160,10 +174,23 @@ bool Reader::Core::poll() {
         }
         if (!op.finished && all_done) complete(op);
     }
+    // A failed operation stays until UCX is done with every request that writes into its memory
+    // (or the memory is retired), then its buffer may be claimed again.
+    for (size_t i = 0; i < ops_.size(); ++i) {
+        if (!ops_[i]->draining) continue;
+        busy = true;
+        if (drain(*ops_[i])) continue;
+        if (ops_[i]->draining) continue;
+        retire(ops_[i], true);  // gave up: out of ops_ (never freed), its buffer replaced
+        ops_.erase(ops_.begin() + static_cast<std::ptrdiff_t>(i));
+        --i;
+    }
     // A finished operation stays until the hasher is done with its memory (partial reads hash
     // their own scratch buffers).
     if (hasher_->pending() == 0) {
-        std::erase_if(ops_, [](const std::shared_ptr<Operation>& op) { return op->finished; });
+        std::erase_if(ops_, [](const std::shared_ptr<Operation>& op) {
+            return op->finished && !op->draining;
+        });
         if (ops_.empty()) digest_waits_.clear();
     }
     renew_maps();
@@ -173,6 +200,12 @@ bool Reader::Core::poll() {
 void Reader::Core::step(Operation& op, ShardFetch& sf) {
     const auto now = clock_.now();
     const Version v = op.version.version;
+    if (sf.conn && sf.conn->endpoint->closed()) {
+        // Another operation's drain force-closed this connection.
+        fail(op, unavailable(fmt::format("the connection to {} was closed", sf.source_name))
+                     .with_context(fmt::format("reading version {} shard {}", v, sf.shard.index)));
+        return;
+    }
     if (sf.conn && now >= sf.next_liveness) {
         sf.next_liveness = now + kLivenessInterval;
         Status alive = client_->check_alive(*sf.conn);
@@ -799,13 +832,15 @@ void Reader::Core::fail(Operation& op, const Status& status) {
         .warn("reading version {} failed: {}", op.version.version, status.to_string());
     for (auto& sfp : op.shards) {
         ShardFetch& sf = *sfp;
+        // Replies not in yet are dropped from now on (nothing is written for them). Requests UCX
+        // already runs (gets, rendezvous receives that began) cannot be cancelled in UCX 1.13:
+        // they stay in sf.inflight / meta_get / meta_call and are drained below.
         client_->cancel(sf.call);
         client_->cancel(sf.meta_call[0]);
         client_->cancel(sf.meta_call[1]);
         client_->cancel(sf.await_call);
         client_->cancel(sf.renew_call);
         for (auto& f : sf.inflight) client_->cancel(f.call);
-        sf.inflight.clear();
         sf.active.clear();
         sf.todo.clear();
         bool suspect = false;
@@ -817,7 +852,9 @@ void Reader::Core::fail(Operation& op, const Status& status) {
         }
         sf.lease_held = false;
     }
-    if (op.kind == Kind::kPull && !op.shards.empty() && op.shards.front()->state != State::kClaim) {
+    const bool pulled =
+        op.kind == Kind::kPull && !op.shards.empty() && op.shards.front()->state != State::kClaim;
+    if (pulled) {
         Buffer& b = buffers_[op.slot];
         b.filling = false;
         b.complete = false;
@@ -826,7 +863,115 @@ void Reader::Core::fail(Operation& op, const Status& status) {
         table_.reset(op.slot);
         if (server_) server_->notify();
     }
+    const size_t stale = outstanding(op);
+    if (stale > 0) {
+        op.draining = true;
+        op.holds_slot = pulled;
+        op.drain =
+            DrainTracker(clock_.now(), options_.drain_timeout_ms, options_.ucx.close_timeout_ms);
+        log_.with({.version = op.version.version})
+            .info("version {}: draining {} request(s) still in flight before {} is reused",
+                  op.version.version, stale,
+                  pulled ? fmt::format("buffer {}", op.slot) : std::string("its memory"));
+        std::lock_guard<std::mutex> lock(mu_);
+        ++drain_stats_.operations;
+        drain_stats_.requests += stale;
+        ++drain_stats_.draining;
+    }
     op.promise.set_value(status);
+}
+
+size_t Reader::Core::outstanding(Operation& op) {
+    size_t n = 0;
+    auto receiving = [](const std::shared_ptr<PendingCall>& call) {
+        return call && call->recv.pending();
+    };
+    for (auto& sfp : op.shards) {
+        ShardFetch& sf = *sfp;
+        for (auto& f : sf.inflight) n += (f.get.pending() || receiving(f.call)) ? 1 : 0;
+        for (int i = 0; i < 2; ++i) {
+            n += (sf.meta_get[i].pending() || receiving(sf.meta_call[i])) ? 1 : 0;
+        }
+    }
+    return n;
+}
+
+bool Reader::Core::any_slot_draining() const {
+    for (const auto& op : ops_) {
+        if (op->draining && op->holds_slot) return true;
+    }
+    return false;
+}
+
+bool Reader::Core::drain(Operation& op) {
+    const auto now = clock_.now();
+    const size_t left = outstanding(op);
+    switch (op.drain.next(left, now)) {
+        case DrainStep::kWait:
+            return false;
+        case DrainStep::kDone: {
+            op.draining = false;
+            for (auto& sf : op.shards) sf->inflight.clear();
+            log_.with({.version = op.version.version})
+                .info("version {}: requests in flight drained{}", op.version.version,
+                      op.drain.forced() ? " after force-closing the connection" : "");
+            std::lock_guard<std::mutex> lock(mu_);
+            --drain_stats_.draining;
+            return true;
+        }
+        case DrainStep::kForceClose: {
+            size_t closed = 0;
+            for (auto& sf : op.shards) {
+                if (!sf->conn || sf->conn->endpoint->closed()) continue;
+                client_->forget(sf->conn, UCS_ERR_CANCELED);
+                sf->conn->endpoint->close_now(options_.ucx.close_timeout_ms);
+                ++closed;
+            }
+            log_.with({.version = op.version.version})
+                .warn(
+                    "version {}: {} request(s) still in flight {} ms after the failure; "
+                    "force-closed {} connection(s)",
+                    op.version.version, left, options_.drain_timeout_ms.count(), closed);
+            std::lock_guard<std::mutex> lock(mu_);
+            drain_stats_.forced_closes += closed;
+            return false;
+        }
+        case DrainStep::kRetire:
+            op.draining = false;  // the caller retires it
+            log_.with({.version = op.version.version})
+                .error(
+                    "version {}: {} request(s) still in flight after force-closing the "
+                    "connection; retiring {} for good",
+                    op.version.version, left,
+                    op.holds_slot ? fmt::format("buffer {}", op.slot)
+                                  : std::string("the operation's memory"));
+            return false;
+    }
+    return false;
+}
+
+void Reader::Core::retire(std::shared_ptr<Operation> op, bool replace) {
+    if (op->holds_slot && replace) {
+        Buffer& b = buffers_[op->slot];
+        auto fresh = SlotMemory::create(
+            loop_->worker().context(), b.memory->size(),
+            fmt::format("tandem-weights-reader{}-r{}", op->slot, retired_memory_.size() + 1));
+        retired_memory_.push_back(b.memory);
+        if (fresh.ok()) {
+            b.memory = std::move(*fresh);
+            init_header(header(op->slot));
+        } else {
+            // No memory for a replacement: pulls that claim this slot are refused.
+            log_.error("cannot replace retired buffer {}: {}", op->slot,
+                       fresh.status().to_string());
+            dead_slot_ = op->slot;
+        }
+    }
+    op->holds_slot = false;
+    retired_.push_back(std::move(op));
+    std::lock_guard<std::mutex> lock(mu_);
+    ++drain_stats_.retired_buffers;
+    --drain_stats_.draining;
 }
 
 }  // namespace tandem::weights

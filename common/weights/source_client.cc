@@ -140,13 +140,18 @@ Result<std::shared_ptr<SourceConnection>> SourceClient::connect(std::span<const 
 void SourceClient::forget(const std::shared_ptr<SourceConnection>& connection, ucs_status_t why) {
     if (!connection) return;
     connection->endpoint->abandon(why);
-    connection->rkeys.clear();
-    connections_.erase(std::string(reinterpret_cast<const char*>(connection->address.data()),
-                                   connection->address.size()));
+    // The remote keys stay with the connection until its last user lets go: gets still in flight
+    // on it (being drained by a failed fetch) use them.
+    // Only this connection: a newer one to the same address may have replaced it already.
+    auto it = connections_.find(std::string(
+        reinterpret_cast<const char*>(connection->address.data()), connection->address.size()));
+    if (it != connections_.end() && it->second == connection) connections_.erase(it);
 }
 
 ucs_status_ptr_t SourceClient::post(SourceConnection& connection, const wire::Request* header,
                                     std::span<const std::byte> payload) {
+    // A connection force-closed by a failed fetch's drain has no endpoint any more.
+    if (connection.endpoint->closed()) return UCS_STATUS_PTR(UCS_ERR_CONNECTION_RESET);
     ucp_request_param_t param{};
     return ucp_am_send_nbx(connection.endpoint->handle(), wire::kRequestAmId, header,
                            sizeof(wire::Request), payload.data(), payload.size(), &param);

@@ -77,7 +77,8 @@ public:
     Result<std::shared_ptr<SourceConnection>> connect(std::span<const std::byte> address,
                                                       const std::string& name,
                                                       const std::string& host, int64_t pid);
-    // Drops a connection that failed or timed out; its endpoint is force-closed.
+    // Drops a connection that failed or timed out from the cache; its endpoint is force-closed
+    // when its last user (a fetch draining its requests) lets go.
     void forget(const std::shared_ptr<SourceConnection>& connection, ucs_status_t why);
 
     // Sends a request that expects a reply (data replies go to `dest`).

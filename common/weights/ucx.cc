@@ -255,6 +255,29 @@ void Endpoint::abandon(ucs_status_t status) {
     failed_.store(true, std::memory_order_relaxed);  // relaxed: see on_error
 }
 
+bool Endpoint::close_now(std::chrono::milliseconds bound) {
+    if (handle_ == nullptr) return true;
+    abandon(UCS_ERR_CANCELED);
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    ucs_status_ptr_t req = ucp_ep_close_nbx(handle_, &param);
+    handle_ = nullptr;
+    if (req == nullptr || UCS_PTR_IS_ERR(req)) return true;
+    const auto& clock = SystemClock::instance();
+    const auto deadline = clock.now() + bound;
+    bool done = true;
+    while (ucp_request_check_status(req) == UCS_INPROGRESS) {
+        if (clock.now() >= deadline) {
+            done = false;
+            break;
+        }
+        worker_->progress();
+    }
+    ucp_request_free(req);
+    return done;
+}
+
 Status Endpoint::error() const {
     if (!failed()) return Status();
     return ucx_status(failure_, fmt::format("endpoint to {}", peer_name_));

@@ -139,6 +139,12 @@ public:
     // Declares the peer dead from the outside (a deadline passed, its pid is gone): the endpoint
     // reports `status` from error() and is force-closed.
     void abandon(ucs_status_t status);
+    // Closes the endpoint now with UCP_EP_CLOSE_FLAG_FORCE (it is abandoned first if healthy) and
+    // progresses the worker for at most `bound` until the close completes. UCX then completes the
+    // requests that were outstanding on it with an error status. True if the close completed.
+    // handle() is null afterwards; senders must check closed() first.
+    bool close_now(std::chrono::milliseconds bound);
+    bool closed() const { return handle_ == nullptr; }
 
 private:
     Endpoint(std::shared_ptr<Worker> worker, std::string peer_name)

@@ -1,17 +1,26 @@
 // Multi-process weight-plane tests: publisher and readers are separate processes (the helper
 // program) talking over real UCX, once with shared memory and once with TCP.
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/shm.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
+#include "common/weights/publisher.h"
+#include "common/weights/reader.h"
+#include "common/weights/slot_format.h"
 #include "coordinator/state_store.h"
 #include "coordinator/version_table.h"
 #include "tests/integration/weights/test_support.h"
@@ -265,6 +274,122 @@ TEST_P(WeightsProcesses, PublisherKilledMidReadFailsTheReaderWithinItsTimeout) {
         }
     }
     reader.kill(SIGKILL);
+}
+
+// A fetch fails (a corrupt chunk, read twice) while hundreds of gets to a slow publisher are still
+// in flight; UCX 1.13 cannot cancel them. The next fetch, from a healthy publisher into the same
+// reader, must not be written into by those stale gets: its bytes must still be right after the
+// slow publisher has answered everything it was asked. Before the reader drained a failed fetch's
+// requests, the stale gets landed in the buffer the second fetch had verified and swapped in.
+TEST_P(WeightsProcesses, StaleRequestsOfAFailedFetchNeverWriteIntoTheNextOne) {
+    constexpr uint64_t kSeed = 41;
+    constexpr uint64_t kBytes = 8'000'000;
+    constexpr uint64_t kChunk = 64 << 10;
+    auto slow = spawn("publish", {"--seed", std::to_string(kSeed), "--bytes",
+                                  std::to_string(kBytes), "--chunk-bytes", std::to_string(kChunk),
+                                  "--versions", "1", "--first-version", "1"});
+    expect_event(slow, "ready", seconds(30));
+    auto v1 = load_version(dir_.path(), JobId(1), 1);
+    ASSERT_TRUE(v1.has_value());
+
+    // Corrupt chunk 0 of the slow publisher's slot, from outside, through its shared memory.
+    const Layout layout = random_layout(kSeed, kBytes);
+    ASSERT_EQ(v1->layout_fingerprint, layout.fingerprint());
+    const SlotFormat format = SlotFormat::create({{0, layout.total_bytes()}}, kChunk);
+    const std::string share = v1->shards[0].shm_path;
+    std::byte* slot = nullptr;
+    if (share.rfind("sysv:", 0) == 0) {
+        void* p = shmat(std::atoi(share.c_str() + 5), nullptr, 0);
+        ASSERT_NE(p, reinterpret_cast<void*>(-1)) << share;
+        slot = static_cast<std::byte*>(p);
+    } else {
+        const int fd = ::open(share.c_str(), O_RDWR);
+        ASSERT_GE(fd, 0) << share;
+        void* p = mmap(nullptr, format.region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        ::close(fd);
+        ASSERT_NE(p, MAP_FAILED);
+        slot = static_cast<std::byte*>(p);
+    }
+    slot[format.data_offset + 100] ^= std::byte{0x40};
+
+    // The healthy publisher of version 2, same layout, in this process.
+    VersionDirectory directory;
+    PublisherOptions po;
+    po.job = JobId(1);
+    po.publisher_id = "job-000001/trainer-fast";
+    po.chunk_bytes = kChunk;
+    po.ucx.transports = GetParam();
+    auto fast = Publisher::create(po, layout, directory);
+    ASSERT_TRUE(fast.ok()) << fast.status().to_string();
+    auto v2_bytes = *HostBuffer::allocate(layout.total_bytes());
+    fill_version(v2_bytes.span(), kSeed, 2);
+    ASSERT_TRUE((*fast)->publish(2, v2_bytes.span()).ok());
+    const VersionDescriptor v2 = *directory.newest(JobId(1));
+
+    ReaderOptions ro;
+    ro.job = JobId(1);
+    ro.ucx.transports = GetParam();
+    ro.read_path = ReadPath::kGet;  // over TCP, UCX emulates these: they stay in flight
+    ro.piece_bytes = 4096;
+    ro.window_reads = 512;
+    ro.request_timeout_ms = milliseconds(20'000);
+    ro.stall_timeout_ms = milliseconds(20'000);
+    auto reader = Reader::create(ro, layout);
+    ASSERT_TRUE(reader.ok()) << reader.status().to_string();
+
+    // Slow the publisher down: it runs 1 ms in every 30.
+    std::atomic<bool> throttle{true};
+    const pid_t slow_pid = slow.pid();
+    std::thread throttler([&] {
+        while (throttle.load()) {
+            ::kill(slow_pid, SIGSTOP);
+            std::this_thread::sleep_for(milliseconds(30));
+            ::kill(slow_pid, SIGCONT);
+            std::this_thread::sleep_for(milliseconds(1));
+        }
+        ::kill(slow_pid, SIGCONT);
+    });
+
+    const Status first = (*reader)->fetch(*v1);
+    EXPECT_EQ(first.code(), StatusCode::kDataLoss) << first.to_string();
+    const DrainStats after_failure = (*reader)->drain_stats();
+    std::printf("failed fetch left %llu request(s) in flight (%s)\n",
+                static_cast<unsigned long long>(after_failure.requests), GetParam().c_str());
+    if (!shm()) {
+        // Gets from an attached segment complete inside the call; emulated ones do not.
+        EXPECT_GT(after_failure.requests, 0u) << "the test did not leave requests in flight";
+    }
+
+    const Status second = (*reader)->fetch(v2);
+    ASSERT_TRUE(second.ok()) << second.to_string();
+    ASSERT_TRUE((*reader)->swap());
+    auto view = (*reader)->current();
+    ASSERT_EQ(view->version(), 2u);
+    EXPECT_EQ(first_mismatch(view->bytes(), kSeed, 2), std::nullopt);
+
+    // Let the slow publisher answer everything it was asked, then look again.
+    std::this_thread::sleep_for(milliseconds(1000));
+    throttle.store(false);
+    throttler.join();
+    std::this_thread::sleep_for(milliseconds(500));
+    const auto mismatch = first_mismatch(view->bytes(), kSeed, 2);
+    EXPECT_EQ(mismatch, std::nullopt)
+        << "version 2 was overwritten at byte " << *mismatch << " after it was verified";
+    const auto manifest = Manifest::compute(view->bytes(), kChunk);
+    EXPECT_EQ(manifest.digest(), v2.shards[0].manifest_digest);
+    const DrainStats end = (*reader)->drain_stats();
+    EXPECT_EQ(end.draining, 0u);
+    EXPECT_EQ(end.retired_buffers, 0u);
+    std::printf("drain: %llu operation(s), %llu request(s), %llu forced close(s)\n",
+                static_cast<unsigned long long>(end.operations),
+                static_cast<unsigned long long>(end.requests),
+                static_cast<unsigned long long>(end.forced_closes));
+
+    if (share.rfind("sysv:", 0) == 0) {
+        shmdt(slot);
+    } else {
+        munmap(slot, format.region_bytes);
+    }
 }
 
 // A reader holds a lease (a mapped version) and dies: the publisher, with a single slot, must
