@@ -7,6 +7,7 @@
 //   tandem-bench-control [--agents 1000] [--seconds 20] [--threads 4] [--submits 20]
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -196,6 +197,8 @@ int main(int argc, char** argv) {
         "/bin/tandem-coordinator";
     const pid_t coord = ::fork();
     if (coord == 0) {
+        // The coordinator goes with the benchmark, however that ends (a closed pipe, Ctrl-C).
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
         const int devnull = ::open("/dev/null", O_WRONLY);
         ::dup2(devnull, STDERR_FILENO);
         ::execl(coord_bin.c_str(), coord_bin.c_str(), "--cluster", (dir / "cluster.yaml").c_str(),
