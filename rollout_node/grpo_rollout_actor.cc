@@ -1,5 +1,7 @@
 #include "rollout_node/grpo_rollout_actor.h"
 
+#include <atomic>
+#include <cctype>
 #include <chrono>
 #include <future>
 #include <thread>
@@ -14,6 +16,7 @@
 #include "common/model/params.h"
 #include "common/model/rng.h"
 #include "common/model/tasks.h"
+#include "common/net/http_client.h"
 #include "common/rl/grpo_protocol.h"
 #include "common/weights/reader.h"
 
@@ -64,6 +67,25 @@ Result<std::optional<rl::PublishedVersion>> parse_feed_version(const std::string
     return std::optional<rl::PublishedVersion>(std::move(out));
 }
 
+// How long a reader asks for its place in a version's relay tree before it reads the publishers:
+// its relay_join travels through the node agent, so the first answers may be 404.
+constexpr auto kRelaySourceWait = std::chrono::seconds(2);
+constexpr auto kRelaySourcePoll = std::chrono::milliseconds(5);
+
+// "/" and the other reserved characters of an actor id, for a query string.
+std::string url_encode(std::string_view s) {
+    std::string out;
+    for (char c : s) {
+        if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+            c == '~') {
+            out += c;
+        } else {
+            out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+        }
+    }
+    return out;
+}
+
 class RolloutActor {
 public:
     RolloutActor(const agent::ActorContext& ctx, agent::ActorChannel& channel)
@@ -81,6 +103,12 @@ private:
     // way), or from the coordinator's table when the feed has been quiet for a while.
     // Notices a new trainer run (a higher epoch: the trainer restarted) and sets resync_.
     Status poll_versions(std::chrono::milliseconds wait = std::chrono::milliseconds(0));
+    // Relay tree (more rollouts than rollout.relay_fanout): joins `version`'s tree with this
+    // reader's relay source, asks the coordinator where to read it from and reads it there,
+    // falling back to the publishers when that reader fails. Runs on a background thread.
+    Status fetch_in_relay_tree(const weights::VersionDescriptor& version);
+    // This reader's source for `version` (nullopt: the publishers), waiting for the join to land.
+    Result<std::optional<weights::RelaySource>> relay_source_for(Version version) const;
     // Newest version the feed or the table knows of (nullopt: nothing new to look at).
     Result<std::optional<rl::PublishedVersion>> next_version(std::chrono::milliseconds wait);
     // Connects the SUB socket to the trainer's "versions" endpoint if it is announced and differs
@@ -107,6 +135,8 @@ private:
     std::unique_ptr<model::Task> task_;
     std::optional<model::GroupGenerator> generator_;
     std::unique_ptr<weights::Reader> reader_;
+    bool relay_ = false;               // in the job's relay tree (replicas > relay_fanout)
+    std::atomic<int64_t> relayed_{0};  // versions read from another rollout
     std::future<Status> fetching_;
     std::optional<Version> fetching_version_;
     std::optional<Version> newest_seen_;
@@ -147,9 +177,61 @@ Status RolloutActor::setup() {
     // Handing each piece to the checksum thread costs a wakeup, which on a busy machine is
     // slower than hashing a small model inline (376 KB under load: 5.3 ms -> 1.6 ms a fetch).
     ro.verify_on_helper_thread = layout.total_bytes() > (uint64_t{8} << 20);
+    // With no more rollouts than the fan-out every one would read the publishers anyway.
+    relay_ = job_.rollout.replicas > job_.rollout.relay_fanout;
+    ro.relay = relay_;
     TANDEM_ASSIGN_OR_RETURN(reader_, weights::Reader::create(ro, std::move(layout)));
 
     return Status();
+}
+
+Result<std::optional<weights::RelaySource>> RolloutActor::relay_source_for(Version version) const {
+    const std::string target =
+        fmt::format("/api/v1/jobs/{}/versions/{}/source?reader={}", ctx_.actor.job.str(), version,
+                    url_encode(ctx_.actor.str()));
+    const auto deadline = SteadyClock::now() + kRelaySourceWait;
+    while (true) {
+        TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(ctx_.coordinator_http, "GET", target));
+        if (reply.status == 200) {
+            nlohmann::json j = nlohmann::json::parse(reply.body, nullptr, false);
+            if (!j.is_object()) return internal_error(fmt::format("GET {}: not JSON", target));
+            const nlohmann::json src = j.value("source", nlohmann::json());
+            if (src.is_null()) return std::optional<weights::RelaySource>();
+            TANDEM_ASSIGN_OR_RETURN(auto rs, weights::relay_source_from_json(src));
+            return std::optional<weights::RelaySource>(std::move(rs));
+        }
+        // 404: the join has not reached the coordinator yet; anything else is final.
+        if (reply.status != 404 || SteadyClock::now() > deadline) {
+            return unavailable(
+                fmt::format("GET {}: HTTP {}: {}", target, reply.status, reply.body));
+        }
+        std::this_thread::sleep_for(kRelaySourcePoll);
+    }
+}
+
+Status RolloutActor::fetch_in_relay_tree(const weights::VersionDescriptor& version) {
+    channel_.relay_join(version.version, weights::to_json(reader_->relay_source()));
+    auto source = relay_source_for(version.version);
+    if (!source.ok()) {
+        channel_.log("warn", fmt::format("no relay source for version {} ({}); reading the "
+                                         "publishers",
+                                         version.version, source.status().message()));
+        return reader_->fetch(version);
+    }
+    if (!*source) return reader_->fetch(version);  // the table put this reader under them
+    Status s = reader_->fetch(version, &**source);
+    if (s.ok()) {
+        if (relayed_.fetch_add(1) == 0) {
+            channel_.log("info",
+                         fmt::format("read version {} from relay {} (fan-out {})", version.version,
+                                     (*source)->reader, job_.rollout.relay_fanout));
+        }
+        return s;
+    }
+    channel_.log("warn", fmt::format("reading version {} from relay {} failed: {}; reading the "
+                                     "publishers",
+                                     version.version, (*source)->reader, s.message()));
+    return reader_->fetch(version);
 }
 
 void RolloutActor::connect_feed() {
@@ -232,7 +314,12 @@ Status RolloutActor::poll_versions(std::chrono::milliseconds wait) {
     if (have && *have >= latest->descriptor.version) return Status();
     fetching_version_ = latest->descriptor.version;
     fetch_started_ = SteadyClock::now();
-    fetching_ = reader_->fetch_async(latest->descriptor);
+    if (relay_) {
+        fetching_ = std::async(std::launch::async,
+                               [this, d = latest->descriptor] { return fetch_in_relay_tree(d); });
+    } else {
+        fetching_ = reader_->fetch_async(latest->descriptor);
+    }
     return Status();
 }
 
