@@ -50,19 +50,15 @@ int run(int argc, char** argv) {
         std::fprintf(stderr, "%s\n", parsed.status().to_string().c_str());
         return 2;
     }
-    const std::string source = job_file.empty() ? "(built-in defaults)" : job_file;
-    auto root = job_file.empty() ? config::parse_yaml("name: bench\nkind: grpo\n", source)
-                                 : config::load_yaml_file(job_file);
-    if (!root.ok()) {
-        std::fprintf(stderr, "%s\n", root.status().to_string().c_str());
-        return 2;
-    }
-    Status applied = config::apply_overrides(*root, *parsed);
-    if (!applied.ok()) {
-        std::fprintf(stderr, "%s\n", applied.to_string().c_str());
-        return 2;
-    }
-    auto job = config::decode_document<config::JobSpec>(*root, source, *parsed);
+    // The job file goes through the same loader as `tandem job submit` (defaults, checks, a
+    // relative dataset path resolved beside the file); without one, the built-in defaults.
+    Result<config::JobSpec> job = [&]() -> Result<config::JobSpec> {
+        if (!job_file.empty()) return config::load_job_file(job_file, *parsed);
+        TANDEM_ASSIGN_OR_RETURN(
+            auto root, config::parse_yaml("name: bench\nkind: grpo\n", "(built-in defaults)"));
+        TANDEM_RETURN_IF_ERROR(config::apply_overrides(root, *parsed));
+        return config::decode_document<config::JobSpec>(root, "(built-in defaults)", *parsed);
+    }();
     if (!job.ok()) {
         std::fprintf(stderr, "%s\n", job.status().to_string().c_str());
         return 2;

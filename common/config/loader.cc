@@ -1,5 +1,7 @@
 #include "common/config/loader.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -146,7 +148,22 @@ Result<ClusterSpec> load_cluster_file(const std::string& path,
 }
 
 Result<JobSpec> load_job_file(const std::string& path, const std::vector<Override>& overrides) {
-    return load_typed<JobSpec>(path, overrides, FileKind::kJob);
+    TANDEM_ASSIGN_OR_RETURN(JobSpec spec, load_typed<JobSpec>(path, overrides, FileKind::kJob));
+    // A relative dataset path means: beside the job file when the file gives it, in the current
+    // directory when an override does. Either way the submitted spec carries an absolute path, so
+    // actors (started in other directories, maybe on other hosts with the same layout) find it.
+    std::string& dataset = spec.task.dataset;
+    if (!dataset.empty() && std::filesystem::path(dataset).is_relative()) {
+        const bool overridden =
+            std::any_of(overrides.begin(), overrides.end(), [](const Override& o) {
+                return o.path == std::vector<std::string>{"task", "dataset"};
+            });
+        const std::filesystem::path base = overridden
+                                               ? std::filesystem::current_path()
+                                               : std::filesystem::absolute(path).parent_path();
+        dataset = (base / dataset).lexically_normal().string();
+    }
+    return spec;
 }
 
 Result<JobSpec> parse_job_text(const std::string& text, const std::string& source) {

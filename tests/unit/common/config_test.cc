@@ -56,10 +56,32 @@ TEST_F(ConfigFileTest, CheckedInClusterAndJobFilesLoad) {
     EXPECT_EQ(cluster->nodes[1].role, ActorRole::kRollout);
     EXPECT_EQ(cluster->nodes[2].id, "rollout-1");
 
-    for (const char* job : {"grpo-reverse.yaml", "diagnostic.yaml"}) {
-        auto spec = load_job_file(src + "/configs/jobs/" + job);
-        EXPECT_TRUE(spec.ok()) << job << ": " << spec.status().message();
+    for (const auto& entry : fs::directory_iterator(src + "/configs/jobs")) {
+        auto spec = load_job_file(entry.path().string());
+        EXPECT_TRUE(spec.ok()) << entry.path() << ": " << spec.status().message();
     }
+    auto jsonl = load_job_file(src + "/configs/jobs/grpo-jsonl.yaml");
+    ASSERT_TRUE(jsonl.ok());
+    EXPECT_TRUE(fs::exists(jsonl->task.dataset)) << jsonl->task.dataset;
+}
+
+TEST_F(ConfigFileTest, RelativeDatasetIsBesideTheJobFileOrInTheCurrentDirectoryForAnOverride) {
+    const std::string text = "name: j\nkind: grpo\ntask:\n  name: jsonl\n  dataset: data/a.jsonl\n";
+    fs::create_directories(dir_ / "jobs");
+    const std::string path = write("jobs/j.yaml", text);
+    auto spec = load_job_file(path);
+    ASSERT_TRUE(spec.ok()) << spec.status().message();
+    EXPECT_EQ(spec->task.dataset, (dir_ / "jobs" / "data" / "a.jsonl").string());
+
+    auto ov = parse_overrides({"task.dataset=b.jsonl"});
+    ASSERT_TRUE(ov.ok());
+    auto overridden = load_job_file(path, *ov);
+    ASSERT_TRUE(overridden.ok()) << overridden.status().message();
+    EXPECT_EQ(overridden->task.dataset, (fs::current_path() / "b.jsonl").string());
+
+    auto absolute = parse_overrides({"task.dataset=/srv/c.jsonl"});
+    ASSERT_TRUE(absolute.ok());
+    EXPECT_EQ(load_job_file(path, *absolute)->task.dataset, "/srv/c.jsonl");
 }
 
 TEST_F(ConfigFileTest, DefaultsFillWhatTheFileOmits) {
