@@ -41,6 +41,7 @@ public:
                              rank_, ncclGetErrorString(res));
             }
         }
+        if (ready_) cudaEventDestroy(ready_);
         if (own_stream_) cudaStreamDestroy(stream_);
     }
 
@@ -54,6 +55,8 @@ public:
             err = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking);
             if (err != cudaSuccess) return cuda_error("creating a stream", err);
             own_stream_ = true;
+            err = cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming);
+            if (err != cudaSuccess) return cuda_error("cudaEventCreate", err);
         }
         if (size_ == 1) return Status();  // no communicator: a shift is a local copy
         ncclUniqueId id{};
@@ -81,6 +84,14 @@ public:
         if (bytes > 0 && (!send || !recv)) return invalid_argument("nccl ring: null buffer");
         cudaError_t err = cudaSetDevice(device_);
         if (err != cudaSuccess) return cuda_error("selecting the device", err);
+        if (own_stream_) {
+            // Our stream does not synchronise with the legacy default stream, where cudaMemcpy
+            // and kernels launched without a stream run (a pageable cudaMemcpy may even return
+            // before its DMA lands). Order the shift after that work without blocking the host.
+            err = cudaEventRecord(ready_, cudaStreamLegacy);
+            if (err == cudaSuccess) err = cudaStreamWaitEvent(stream_, ready_, 0);
+            if (err != cudaSuccess) return cuda_error("ordering after the default stream", err);
+        }
         if (size_ == 1) {
             if (bytes > 0) {
                 err = cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, stream_);
@@ -160,6 +171,7 @@ private:
     ncclComm_t comm_ = nullptr;
     cudaStream_t stream_ = nullptr;
     bool own_stream_ = false;
+    cudaEvent_t ready_ = nullptr;  // own stream only: the default stream's work before a shift
     std::unordered_map<uint64_t, cudaEvent_t> events_;
     uint64_t next_id_ = 0;
 };

@@ -12,8 +12,10 @@
 namespace tandem::kernels {
 
 struct NcclRingOptions {
-    int device = 0;          // this rank's CUDA device
-    void* stream = nullptr;  // cudaStream_t for the transfers; nullptr: the transport owns one
+    int device = 0;  // this rank's CUDA device
+    // cudaStream_t for the transfers: a shift is ordered after the work already on it. nullptr:
+    // the transport owns a stream and orders each shift after the legacy default stream's work.
+    void* stream = nullptr;
     std::chrono::milliseconds bootstrap_timeout{30000};
 };
 
