@@ -431,12 +431,12 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks) attention_mma(KernelA
         for (int n = 0; n < kSTiles; ++n) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                float x = s[n][e] * a.scale2;
+                // Unscaled here: the scale is folded into the exponent's FMA below (rounding is
+                // monotonic, so max(s) * scale is the max of the scaled scores).
                 if (masked && !visible(a, row[e >> 1], j0 + n * 8 + 2 * quad_col + (e & 1))) {
-                    x = neg_inf();
+                    s[n][e] = neg_inf();
                 }
-                s[n][e] = x;
-                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
             }
         }
         float alpha[2];
@@ -444,7 +444,7 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks) attention_mma(KernelA
         for (int r = 0; r < 2; ++r) {
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            const float m_new = fmaxf(m[r], mx[r]);
+            const float m_new = fmaxf(m[r], mx[r] * a.scale2);
             alpha[r] = m_new == neg_inf() ? 1.0f : (m[r] == neg_inf() ? 0.0f : exp2f(m[r] - m_new));
             mx[r] = m_new;  // from here: the max to subtract
             m[r] = m_new;
@@ -455,19 +455,23 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks) attention_mma(KernelA
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const float base = mx[e >> 1];
-                const float p = base == neg_inf() ? 0.0f : exp2f(s[n][e] - base);
+                const float p = base == neg_inf() ? 0.0f : exp2f(fmaf(s[n][e], a.scale2, -base));
                 s[n][e] = p;
                 rs[e >> 1] += p;
             }
         }
 #pragma unroll
         for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + rs[r];
+        // Once the running maxima settle, most tiles leave every row's max unchanged (alpha 1):
+        // skipping the multiply by 1 then is exact and saves kD / 2 multiplies per thread.
+        if (!__all_sync(0xffffffffu, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
 #pragma unroll
-        for (int n = 0; n < kOTiles; ++n) {
-            o[n][0] *= alpha[0];
-            o[n][1] *= alpha[0];
-            o[n][2] *= alpha[1];
-            o[n][3] *= alpha[1];
+            for (int n = 0; n < kOTiles; ++n) {
+                o[n][0] *= alpha[0];
+                o[n][1] *= alpha[0];
+                o[n][2] *= alpha[1];
+                o[n][3] *= alpha[1];
+            }
         }
         // O += P V: two S tiles (16 keys) form one A operand.
 #pragma unroll
