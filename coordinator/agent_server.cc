@@ -48,16 +48,15 @@ void AgentServer::arm() {
 void AgentServer::drain() {
     drain_posted_ = false;
     in_drain_ = true;
-    // The fd is edge-triggered: read until a non-blocking receive finds nothing. That receive
-    // has processed every pending command (also those that the replies sent meanwhile left) and
-    // retried, so its EAGAIN is authoritative and a later message signals the fd again. No
-    // ZMQ_EVENTS query per message: inside libzmq each is a poll() and a getpid().
+    // The fd is edge-triggered: read until ZMQ_EVENTS says nothing is left. Checking the events
+    // after each handled message also covers the edges its replies consumed.
     for (int budget = 0; budget < 10000; ++budget) {
-        auto frames = wire::try_recv_frames(socket_);
-        if (!frames) {
+        if (!(socket_.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
             in_drain_ = false;
             return;
         }
+        auto frames = wire::try_recv_frames(socket_);
+        if (!frames) break;
         if (frames->empty()) continue;
         std::string routing = std::move((*frames)[0]);
         frames->erase(frames->begin());
