@@ -112,6 +112,9 @@ struct TrainerSpec {
     int64_t chunk_bytes = 4 << 20;  // checksum and transfer granularity
     int64_t lease_ttl_ms = 10'000;  // a reader's lease on a version
     int micro_batch = 64;           // sequences per backward pass
+    // Compute a group's shared prompt once in the forward and backward (its gradients summed over
+    // the group) instead of once per sample; same result up to float rounding.
+    bool share_prompts = true;
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -121,6 +124,7 @@ struct TrainerSpec {
         v.field("chunk_bytes", s.chunk_bytes, Range<int64_t>{4096, int64_t{1} << 30});
         v.field("lease_ttl_ms", s.lease_ttl_ms, Range<int64_t>{10, 3'600'000});
         v.field("micro_batch", s.micro_batch, Range{1, 1 << 20});
+        v.field("share_prompts", s.share_prompts);
     }
 };
 
@@ -147,6 +151,9 @@ struct RolloutSpec {
     int context_parallel = 1;              // ranks a long context is sharded over
     int64_t max_tokens_per_device = 4096;  // longer contexts use ring attention
     int relay_fanout = 2;                  // weight relay tree fan-out
+    // GRPO: how long the job may run with no live rollout actor (all pending, none placed)
+    // before it fails; it fails at once when none can come back (restarts used up).
+    int64_t none_alive_timeout_ms = 120000;
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -157,6 +164,8 @@ struct RolloutSpec {
         v.field("max_tokens_per_device", s.max_tokens_per_device,
                 Range<int64_t>{1, int64_t{1} << 32});
         v.field("relay_fanout", s.relay_fanout, Range{1, 64});
+        v.field("none_alive_timeout_ms", s.none_alive_timeout_ms,
+                Range<int64_t>{0, int64_t{7} * 24 * 3600 * 1000});
     }
 };
 

@@ -22,6 +22,7 @@ TrainerOptions TrainerOptions::from_job(const config::JobSpec& job) {
     o.algorithm = job.algorithm;
     o.temperature = job.rollout.sampling.temperature;
     o.micro_batch = job.trainer.micro_batch;
+    o.share_prompts = job.trainer.share_prompts;
     return o;
 }
 
@@ -88,6 +89,27 @@ Status GrpoTrainer::validate(std::span<const Trajectory> batch, TrainStats& st,
     return Status();
 }
 
+void GrpoTrainer::pack(std::span<const Trajectory> batch, size_t b0, size_t b1) {
+    packed_.clear();
+    completion_begin_.clear();
+    int64_t prefix = PackedBatch::kNoPrefix;
+    for (size_t i = b0; i < b1; ++i) {
+        const Trajectory& t = batch[i];
+        if (!options_.share_prompts) {
+            packed_.add(t.prompt, t.completion);
+            completion_begin_.push_back(packed_.begin.back() -
+                                        static_cast<int64_t>(t.completion.size()));
+            continue;
+        }
+        if (prefix == PackedBatch::kNoPrefix ||
+            !std::ranges::equal(batch[i - 1].prompt, t.prompt)) {
+            prefix = packed_.add_prefix(t.prompt);
+        }
+        const int64_t s = packed_.add_continuation(prefix, t.completion);
+        completion_begin_.push_back(packed_.begin[s]);
+    }
+}
+
 Result<TrainStats> GrpoTrainer::supervised_step(std::span<const Trajectory> batch) {
     TrainStats st;
     int64_t total_tokens = 0;
@@ -96,8 +118,7 @@ Result<TrainStats> GrpoTrainer::supervised_step(std::span<const Trajectory> batc
     std::fill(grads_.begin(), grads_.end(), 0.0f);
     for (size_t b0 = 0; b0 < batch.size(); b0 += static_cast<size_t>(options_.micro_batch)) {
         const size_t b1 = std::min(batch.size(), b0 + static_cast<size_t>(options_.micro_batch));
-        packed_.clear();
-        for (size_t i = b0; i < b1; ++i) packed_.add(batch[i].prompt, batch[i].completion);
+        pack(batch, b0, b1);
         const size_t n = static_cast<size_t>(packed_.num_tokens());
         logp_.resize(n);
         entropy_.resize(n);
@@ -107,8 +128,7 @@ Result<TrainStats> GrpoTrainer::supervised_step(std::span<const Trajectory> batc
                                                logp_.data(), entropy_.data()));
         st.forward_s += seconds_since(t0);
         for (size_t i = b0; i < b1; ++i) {
-            const int64_t base =
-                packed_.begin[i - b0] + static_cast<int64_t>(batch[i].prompt.size());
+            const int64_t base = completion_begin_[i - b0];
             for (size_t j = 0; j < batch[i].completion.size(); ++j) {
                 const int64_t idx = base + static_cast<int64_t>(j);
                 weight_[idx] = w;
@@ -155,8 +175,7 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
         std::fill(grads_.begin(), grads_.end(), 0.0f);
         for (size_t b0 = m0; b0 < m1; b0 += static_cast<size_t>(options_.micro_batch)) {
             const size_t b1 = std::min(m1, b0 + static_cast<size_t>(options_.micro_batch));
-            packed_.clear();
-            for (size_t i = b0; i < b1; ++i) packed_.add(batch[i].prompt, batch[i].completion);
+            pack(batch, b0, b1);
             const size_t n = static_cast<size_t>(packed_.num_tokens());
             logp_.resize(n);
             entropy_.resize(n);
@@ -172,7 +191,7 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
             st.forward_s += seconds_since(t0);
             for (size_t i = b0; i < b1; ++i) {
                 const Trajectory& t = batch[i];
-                const int64_t base = packed_.begin[i - b0] + static_cast<int64_t>(t.prompt.size());
+                const int64_t base = completion_begin_[i - b0];
                 for (size_t j = 0; j < t.completion.size(); ++j) {
                     const int64_t idx = base + static_cast<int64_t>(j);
                     const double lp = logp_[idx];

@@ -28,6 +28,10 @@ struct TrainerOptions {
     // importance ratios != 1 and the clip matters. 1: one update on the whole batch.
     int mini_batches = 1;
     bool scale_advantages_by_std = true;  // false: centred advantages only ("Dr. GRPO")
+    // Consecutive trajectories with the same prompt (a group) share the prompt's rows in the
+    // forward and backward (PackedBatch::add_continuation). false: every trajectory packs its own
+    // copy of the prompt.
+    bool share_prompts = true;
 
     static TrainerOptions from_job(const config::JobSpec& job);
 };
@@ -81,6 +85,9 @@ public:
 
 private:
     Status validate(std::span<const Trajectory> batch, TrainStats& st, int64_t& total_tokens) const;
+    // Packs batch[b0, b1) into packed_; completion_begin_[i - b0] is the row of trajectory i's
+    // first completion token.
+    void pack(std::span<const Trajectory> batch, size_t b0, size_t b1);
     GrpoTrainer(ModelWeights weights, Transformer<float> policy, const TrainerOptions& options);
 
     TrainerOptions options_;
@@ -93,6 +100,7 @@ private:
     AdamW optimizer_;
     PackedBatch packed_;
     std::vector<float> logp_, entropy_, ref_logp_, weight_;
+    std::vector<int64_t> completion_begin_;
     int64_t steps_ = 0;
 };
 

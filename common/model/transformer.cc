@@ -12,6 +12,7 @@ void PackedBatch::clear() {
     tokens.clear();
     begin.assign(1, 0);
     score_from.clear();
+    prefix.clear();
 }
 
 void PackedBatch::add(std::span<const int32_t> prompt, std::span<const int32_t> completion) {
@@ -19,12 +20,30 @@ void PackedBatch::add(std::span<const int32_t> prompt, std::span<const int32_t> 
     tokens.insert(tokens.end(), completion.begin(), completion.end());
     begin.push_back(static_cast<int64_t>(tokens.size()));
     score_from.push_back(static_cast<int32_t>(std::max<size_t>(prompt.size(), 1)));
+    prefix.push_back(kNoPrefix);
 }
 
 void PackedBatch::add_sequence(std::span<const int32_t> seq, int32_t from) {
     tokens.insert(tokens.end(), seq.begin(), seq.end());
     begin.push_back(static_cast<int64_t>(tokens.size()));
     score_from.push_back(std::max<int32_t>(from, 1));
+    prefix.push_back(kNoPrefix);
+}
+
+int64_t PackedBatch::add_prefix(std::span<const int32_t> prompt) {
+    tokens.insert(tokens.end(), prompt.begin(), prompt.end());
+    begin.push_back(static_cast<int64_t>(tokens.size()));
+    score_from.push_back(static_cast<int32_t>(std::max<size_t>(prompt.size(), 1)));
+    prefix.push_back(kNoPrefix);
+    return num_sequences() - 1;
+}
+
+int64_t PackedBatch::add_continuation(int64_t of, std::span<const int32_t> completion) {
+    tokens.insert(tokens.end(), completion.begin(), completion.end());
+    begin.push_back(static_cast<int64_t>(tokens.size()));
+    score_from.push_back(0);
+    prefix.push_back(of);
+    return num_sequences() - 1;
 }
 
 template <typename T>
@@ -46,15 +65,29 @@ T* sized(std::vector<T>& v, int64_t n) {
     return v.data();
 }
 
-kernels::AttentionParams self_attention(const ModelConfig& c, int64_t len) {
+// Causal attention of `len` query rows at positions [first, first + len) to the keys at
+// positions [0, first + len): a whole sequence (first = 0) or a continuation behind its prefix.
+kernels::AttentionParams self_attention(const ModelConfig& c, int64_t len, int64_t first = 0) {
     kernels::AttentionParams p;
-    p.tq = p.tk = len;
+    p.tq = len;
+    p.tk = first + len;
+    p.q_pos0 = first;
     p.hq = c.num_heads;
     p.hkv = c.num_kv_heads;
     p.d = c.head_dim();
     p.scale = kernels::default_softmax_scale(p.d);
     p.causal = true;
     return p;
+}
+
+// [a rows; b rows] of width w into `buf`.
+template <typename T>
+T* gather_behind(std::vector<T>& buf, const T* a, int64_t a_rows, const T* b, int64_t b_rows,
+                 int64_t w) {
+    T* out = sized(buf, (a_rows + b_rows) * w);
+    std::memcpy(out, a, sizeof(T) * a_rows * w);
+    std::memcpy(out + a_rows * w, b, sizeof(T) * b_rows * w);
+    return out;
 }
 
 }  // namespace
@@ -64,22 +97,35 @@ Status Transformer<T>::run_layers(const T* params, const PackedBatch& batch) {
     const ModelConfig& c = config_;
     const int64_t n = batch.num_tokens(), h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(),
                   inter = c.intermediate_size;
-    if (batch.begin.size() != batch.score_from.size() + 1 || batch.begin.back() != n) {
+    if (batch.begin.size() != batch.score_from.size() + 1 || batch.begin.back() != n ||
+        batch.prefix.size() != batch.score_from.size()) {
         return invalid_argument(
             "transformer: malformed PackedBatch (offsets disagree with tokens)");
+    }
+    for (int64_t s = 0; s < batch.num_sequences(); ++s) {
+        const int64_t p = batch.prefix[s];
+        if (p == PackedBatch::kNoPrefix) continue;
+        if (p < 0 || p >= s || batch.prefix[p] != PackedBatch::kNoPrefix || batch.length(p) == 0) {
+            return invalid_argument(fmt::format(
+                "transformer: sequence {} continues sequence {}, which is not an earlier, "
+                "non-empty sequence without a prefix of its own",
+                s, p));
+        }
     }
     const ParamPtrs<const T> w(index_, params);
     tokens_.assign(batch.tokens.begin(), batch.tokens.end());
     begin_.assign(batch.begin.begin(), batch.begin.end());
+    prefix_.assign(batch.prefix.begin(), batch.prefix.end());
     pos_.resize(static_cast<size_t>(n));
     for (int64_t s = 0; s < batch.num_sequences(); ++s) {
-        const int64_t len = batch.length(s);
-        if (len > c.max_seq_len) {
+        const int64_t len = batch.length(s), first = batch.first_position(s);
+        if (first + len > c.max_seq_len) {
             return invalid_argument(
                 fmt::format("transformer: sequence {} has {} tokens, more than max_seq_len {}", s,
-                            len, c.max_seq_len));
+                            first + len, c.max_seq_len));
         }
-        for (int64_t i = 0; i < len; ++i) pos_[batch.begin[s] + i] = static_cast<int32_t>(i);
+        for (int64_t i = 0; i < len; ++i)
+            pos_[batch.begin[s] + i] = static_cast<int32_t>(first + i);
     }
     // Embedding.
     T* x = sized(x_out_, n * h);
@@ -112,8 +158,18 @@ Status Transformer<T>::run_layers(const T* params, const PackedBatch& batch) {
         for (int64_t s = 0; s < batch.num_sequences(); ++s) {
             const int64_t b0 = begin_[s], len = batch.length(s);
             if (len == 0) continue;
-            TANDEM_RETURN_IF_ERROR(attention_forward<T>(self_attention(c, len), q + b0 * qd,
-                                                        k + b0 * kvd, v + b0 * kvd, o + b0 * qd,
+            const int64_t p = prefix_[s];
+            if (p == PackedBatch::kNoPrefix) {
+                TANDEM_RETURN_IF_ERROR(attention_forward<T>(self_attention(c, len), q + b0 * qd,
+                                                            k + b0 * kvd, v + b0 * kvd, o + b0 * qd,
+                                                            lse + b0 * c.num_heads));
+                continue;
+            }
+            const int64_t p0 = begin_[p], plen = batch.length(p);
+            T* kc = gather_behind(kc_, k + p0 * kvd, plen, k + b0 * kvd, len, kvd);
+            T* vc = gather_behind(vc_, v + p0 * kvd, plen, v + b0 * kvd, len, kvd);
+            TANDEM_RETURN_IF_ERROR(attention_forward<T>(self_attention(c, len, plen), q + b0 * qd,
+                                                        kc, vc, o + b0 * qd,
                                                         lse + b0 * c.num_heads));
         }
         T* x_mid = sized(A.x_mid, n * h);
@@ -156,11 +212,18 @@ Status Transformer<T>::forward(const T* params, const PackedBatch& batch, double
     TANDEM_RETURN_IF_ERROR(run_layers(params, batch));
     inv_temp_ = 1.0 / temperature;
     srow_.clear();
+    trow_.clear();
     target_.clear();
     for (int64_t s = 0; s < batch.num_sequences(); ++s) {
-        for (int64_t i = std::max<int64_t>(batch.score_from[s], 1); i < batch.length(s); ++i) {
-            srow_.push_back(batch.begin[s] + i - 1);
-            target_.push_back(batch.tokens[batch.begin[s] + i]);
+        const int64_t p = batch.prefix[s];
+        // A continuation's first token is predicted by its prefix's last row.
+        const int64_t from =
+            p == PackedBatch::kNoPrefix ? std::max<int64_t>(batch.score_from[s], 1) : 0;
+        for (int64_t i = from; i < batch.length(s); ++i) {
+            const int64_t row = batch.begin[s] + i;
+            srow_.push_back(i > 0 ? row - 1 : batch.begin[p + 1] - 1);
+            trow_.push_back(row);
+            target_.push_back(batch.tokens[row]);
         }
     }
     final_head(params);
@@ -172,8 +235,8 @@ Status Transformer<T>::forward(const T* params, const PackedBatch& batch, double
     token_logprob_forward<T>(ns, config_.vocab_size, logits_.data(), target_.data(), inv_temp_, lp,
                              entropy ? lp + ns : nullptr);
     for (int64_t i = 0; i < ns; ++i) {
-        logp[srow_[i] + 1] = lp[i];
-        if (entropy) entropy[srow_[i] + 1] = lp[ns + i];
+        logp[trow_[i]] = lp[i];
+        if (entropy) entropy[trow_[i]] = lp[ns + i];
     }
     return Status();
 }
@@ -187,13 +250,14 @@ Status Transformer<T>::logits(const T* params, const PackedBatch& batch, T* out)
     final_head(params);
     std::memcpy(out, logits_.data(), sizeof(T) * logits_.size());
     srow_.clear();
+    trow_.clear();
     return Status();
 }
 
 template <typename T>
 Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
     const ModelConfig& c = config_;
-    if (target_.size() != srow_.size()) {
+    if (target_.size() != srow_.size() || trow_.size() != srow_.size()) {
         return internal_error("transformer: backward() without a matching forward()");
     }
     const ParamPtrs<const T> w(index_, params);
@@ -204,7 +268,7 @@ Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
 
     // Head: logits -> final norm -> scatter into dx.
     T* ws = sized(w_scored_, ns);
-    for (int64_t i = 0; i < ns; ++i) ws[i] = weight[srow_[i] + 1];
+    for (int64_t i = 0; i < ns; ++i) ws[i] = weight[trow_[i]];
     T* dlogits = sized(dlogits_, ns * V);
     token_logprob_backward<T>(ns, V, logits_.data(), target_.data(), inv_temp_, ws, dlogits);
     T* df = sized(df_, ns * h);
@@ -244,13 +308,35 @@ Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
                             G.post_norm);
         // Attention: x_mid = x_in + attn(rope(a Wq^T), rope(a Wk^T), a Wv^T) Wo^T.
         linear_backward<T>(n, qd, h, A.o.data(), L.wo, dmid, dO, false, G.wo);
+        // In sequence order, so a prefix's own gradients are written before its continuations
+        // add theirs.
         for (int64_t s = 0; s + 1 < static_cast<int64_t>(begin_.size()); ++s) {
             const int64_t b0 = begin_[s], len = begin_[s + 1] - b0;
             if (len == 0) continue;
+            const int64_t p = prefix_[s];
+            if (p == PackedBatch::kNoPrefix) {
+                TANDEM_RETURN_IF_ERROR(attention_backward<T>(
+                    self_attention(c, len), A.q.data() + b0 * qd, A.k.data() + b0 * kvd,
+                    A.v.data() + b0 * kvd, A.o.data() + b0 * qd, A.lse.data() + b0 * c.num_heads,
+                    dO + b0 * qd, dq + b0 * qd, dk + b0 * kvd, dv + b0 * kvd));
+                continue;
+            }
+            const int64_t p0 = begin_[p], plen = begin_[p + 1] - p0;
+            const T* kc =
+                gather_behind(kc_, A.k.data() + p0 * kvd, plen, A.k.data() + b0 * kvd, len, kvd);
+            const T* vc =
+                gather_behind(vc_, A.v.data() + p0 * kvd, plen, A.v.data() + b0 * kvd, len, kvd);
+            T* dkc = sized(dkc_, (plen + len) * kvd);
+            T* dvc = sized(dvc_, (plen + len) * kvd);
             TANDEM_RETURN_IF_ERROR(attention_backward<T>(
-                self_attention(c, len), A.q.data() + b0 * qd, A.k.data() + b0 * kvd,
-                A.v.data() + b0 * kvd, A.o.data() + b0 * qd, A.lse.data() + b0 * c.num_heads,
-                dO + b0 * qd, dq + b0 * qd, dk + b0 * kvd, dv + b0 * kvd));
+                self_attention(c, len, plen), A.q.data() + b0 * qd, kc, vc, A.o.data() + b0 * qd,
+                A.lse.data() + b0 * c.num_heads, dO + b0 * qd, dq + b0 * qd, dkc, dvc));
+            for (int64_t j = 0; j < plen * kvd; ++j) {
+                dk[p0 * kvd + j] += dkc[j];
+                dv[p0 * kvd + j] += dvc[j];
+            }
+            std::memcpy(dk + b0 * kvd, dkc + plen * kvd, sizeof(T) * len * kvd);
+            std::memcpy(dv + b0 * kvd, dvc + plen * kvd, sizeof(T) * len * kvd);
         }
         rope_apply<T>(n, c.num_heads, pos_.data(), rope_, dq, true);
         rope_apply<T>(n, c.num_kv_heads, pos_.data(), rope_, dk, true);

@@ -97,6 +97,114 @@ TEST(WholeModelGrad, FloatPathMatchesDoubleReference) {
     }
 }
 
+// Two groups: prompt {1,3,4} with three completions, prompt {1,5} with two; `shared` packs each
+// prompt once and continues it, otherwise every completion repeats its prompt.
+struct GroupBatch {
+    PackedBatch batch;
+    std::vector<int64_t> completion_row;  // per completion: the row of its first token
+    std::vector<std::vector<int32_t>> completions;
+};
+
+GroupBatch group_batch(bool shared) {
+    const std::vector<std::vector<int32_t>> prompts{{1, 3, 4}, {1, 5}};
+    const std::vector<std::pair<int, std::vector<int32_t>>> completions{
+        {0, {5, 6, 2}}, {0, {6}}, {0, {4, 4, 3, 2}}, {1, {0, 6, 6}}, {1, {3, 2}}};
+    GroupBatch g;
+    int64_t prefix = PackedBatch::kNoPrefix;
+    int last = -1;
+    for (const auto& [p, c] : completions) {
+        if (shared) {
+            if (p != last) prefix = g.batch.add_prefix(prompts[p]);
+            g.completion_row.push_back(g.batch.begin[g.batch.add_continuation(prefix, c)]);
+        } else {
+            g.batch.add(prompts[p], c);
+            g.completion_row.push_back(g.batch.begin.back() - static_cast<int64_t>(c.size()));
+        }
+        last = p;
+        g.completions.push_back(c);
+    }
+    return g;
+}
+
+TEST(SharedPrompts, ContinuationsMatchFiniteDifferences) {
+    const ModelConfig cfg = tiny_config(/*tied=*/true);
+    auto t = Transformer<double>::create(cfg);
+    ASSERT_TRUE(t.ok());
+    const GroupBatch g = group_batch(true);
+    EXPECT_EQ(g.batch.num_tokens(), 3 + 2 + (3 + 1 + 4 + 3 + 2));
+    std::vector<double> params = random_params(*t, 41);
+    const auto w = random_vector<double>(g.batch.tokens.size(), 42);
+    std::vector<double> logp(g.batch.tokens.size());
+    auto f = [&] {
+        EXPECT_TRUE(t->forward(params.data(), g.batch, 0.9, logp.data(), nullptr).ok());
+        double s = 0;
+        for (size_t i = 0; i < logp.size(); ++i) s += w[i] * logp[i];
+        return s;
+    };
+    f();
+    EXPECT_EQ(logp[0], 0.0);                                         // prompt rows are not scored
+    EXPECT_NE(logp[static_cast<size_t>(g.completion_row[1])], 0.0);  // a one-token completion
+    std::vector<double> grads(params.size(), 0.0);
+    ASSERT_TRUE(t->backward(params.data(), w.data(), grads.data()).ok());
+    check_gradient(params, grads, f, 1e-8, 1e-6, 1e-5, "param");
+}
+
+TEST(SharedPrompts, SameLogProbsAndGradientsAsRepeatedPrompts) {
+    // Sharing a group's prompt changes the work, not the result: the float path with shared
+    // prompts against itself with repeated prompts.
+    const ModelConfig cfg = tiny_config(false);
+    auto a = Transformer<float>::create(cfg);
+    auto b = Transformer<float>::create(cfg);
+    auto d = Transformer<double>::create(cfg);
+    ASSERT_TRUE(a.ok() && b.ok() && d.ok());
+    const std::vector<double> pd = random_params(*d, 43);
+    const std::vector<float> params(pd.begin(), pd.end());
+    const GroupBatch shared = group_batch(true), repeated = group_batch(false);
+    ASSERT_LT(shared.batch.num_tokens(), repeated.batch.num_tokens());
+    // The same per-token weights on both packings.
+    std::vector<float> ws(shared.batch.tokens.size(), 0.0f), wr(repeated.batch.tokens.size(), 0.0f);
+    const auto r = random_vector<double>(64, 44);
+    size_t k = 0;
+    for (size_t c = 0; c < shared.completions.size(); ++c) {
+        for (size_t j = 0; j < shared.completions[c].size(); ++j, ++k) {
+            ws[static_cast<size_t>(shared.completion_row[c]) + j] = static_cast<float>(r[k]);
+            wr[static_cast<size_t>(repeated.completion_row[c]) + j] = static_cast<float>(r[k]);
+        }
+    }
+    std::vector<float> ls(ws.size()), es(ws.size()), lr(wr.size()), er(wr.size());
+    ASSERT_TRUE(a->forward(params.data(), shared.batch, 1.0, ls.data(), es.data()).ok());
+    ASSERT_TRUE(b->forward(params.data(), repeated.batch, 1.0, lr.data(), er.data()).ok());
+    for (size_t c = 0; c < shared.completions.size(); ++c) {
+        for (size_t j = 0; j < shared.completions[c].size(); ++j) {
+            const size_t is = static_cast<size_t>(shared.completion_row[c]) + j;
+            const size_t ir = static_cast<size_t>(repeated.completion_row[c]) + j;
+            EXPECT_NEAR(ls[is], lr[ir], 1e-5) << c << "," << j;
+            EXPECT_NEAR(es[is], er[ir], 1e-5) << c << "," << j;
+        }
+    }
+    std::vector<float> gs(params.size(), 0.0f), gr(params.size(), 0.0f);
+    ASSERT_TRUE(a->backward(params.data(), ws.data(), gs.data()).ok());
+    ASSERT_TRUE(b->backward(params.data(), wr.data(), gr.data()).ok());
+    float gmax = 0;
+    for (const float x : gr) gmax = std::max(gmax, std::abs(x));
+    ASSERT_GT(gmax, 0.0f);
+    for (size_t i = 0; i < gr.size(); ++i) EXPECT_NEAR(gs[i], gr[i], 1e-5 * gmax) << i;
+}
+
+TEST(SharedPrompts, RejectsAContinuationOfAContinuation) {
+    auto t = Transformer<float>::create(tiny_config(true));
+    ASSERT_TRUE(t.ok());
+    PackedBatch b;
+    const int64_t p = b.add_prefix(std::vector<int32_t>{1, 3});
+    const int64_t c = b.add_continuation(p, std::vector<int32_t>{4});
+    b.add_continuation(c, std::vector<int32_t>{5});
+    std::vector<float> params(static_cast<size_t>(t->index().elements), 0.1f), logp(4);
+    const Status st = t->forward(params.data(), b, 1.0, logp.data(), nullptr);
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.to_string().find("sequence 2 continues sequence 1"), std::string::npos)
+        << st.to_string();
+}
+
 ModelConfig small_config() {
     ModelConfig c;
     c.vocab_size = 15;
