@@ -1,13 +1,20 @@
 // `tandem config check -f FILE [key=value ...]`: validates a cluster or job file and prints it
-// resolved, with every default filled in.
+// resolved, with every default filled in. A GRPO job's task is loaded as its actors load it, and
+// the job's longest context is checked against the limits the actors check when they start.
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "common/config/loader.h"
+#include "common/model/config.h"
+#include "common/model/job_setup.h"
+#include "common/model/tasks.h"
 
 namespace tandem::cli {
 
@@ -17,7 +24,61 @@ constexpr const char* kUsage =
     "usage: tandem config check -f FILE [KEY.PATH=VALUE ...]\n"
     "  Validates a cluster file (it has 'nodes') or a job file (it has 'kind'), applies the\n"
     "  overrides, and prints the resolved configuration with every default filled in.\n"
+    "  A grpo job's task is loaded (a jsonl dataset is read) and its longest context (longest\n"
+    "  prompt + rollout.sampling.max_new_tokens) is checked against rollout.context_parallel x\n"
+    "  rollout.max_tokens_per_device and model.max_seq_len; the figures are printed.\n"
     "  Exit code 0 when valid, 2 with the errors otherwise.\n";
+
+// The max_seq_len the job's policy will have: model.max_seq_len for a random init, otherwise the
+// one in model.init's config.json (make_job_setup takes the loaded checkpoint's). No weights are
+// made or read.
+Result<int> policy_max_seq_len(const config::JobSpec& job, const model::Vocabulary& vocab) {
+    if (job.model.init == "random") {
+        TANDEM_ASSIGN_OR_RETURN(model::ModelConfig cfg,
+                                model::ModelConfig::from_spec(job.model, vocab.size()));
+        return cfg.max_seq_len;
+    }
+    TANDEM_ASSIGN_OR_RETURN(model::HfConfig hf,
+                            model::read_hf_config(job.model.init + "/config.json"));
+    return hf.model.max_seq_len;
+}
+
+// What make_job_setup and the rollout actor's start reject, checked from the job file: loads the
+// task (errors name the dataset file and line) and checks the longest context against both
+// limits. Returns every error, each prefixed with `file`; on success sets `summary` to one line
+// with the figures.
+std::vector<std::string> check_grpo_limits(const config::JobSpec& job, const std::string& file,
+                                           std::string& summary) {
+    auto task = model::make_task(job.task);
+    if (!task.ok()) return {fmt::format("{}: task: {}", file, task.status().message())};
+    const int prompt = (*task)->max_prompt_tokens();
+    const auto& r = job.rollout;
+    const int64_t need = static_cast<int64_t>(prompt) + r.sampling.max_new_tokens;
+    std::vector<std::string> errors;
+    auto max_seq_len = policy_max_seq_len(job, (*task)->vocab());
+    if (!max_seq_len.ok()) {
+        errors.push_back(fmt::format("{}: {}", file, max_seq_len.status().message()));
+    } else if (need > *max_seq_len) {
+        // The wording of make_job_setup (common/model/job_setup.cc), which has no function for
+        // this check alone; ConfigCheckMaxSeqLenSaysWhatMakeJobSetupSays keeps the two equal.
+        errors.push_back(fmt::format(
+            "{}: model.max_seq_len ({}) is shorter than the task's longest prompt ({} tokens) plus "
+            "rollout.sampling.max_new_tokens ({})",
+            file, *max_seq_len, prompt, r.sampling.max_new_tokens));
+    }
+    if (Status s = model::check_context_length(job, prompt); !s.ok()) {
+        errors.push_back(fmt::format("{}: {}", file, s.message()));
+    }
+    if (errors.empty()) {
+        summary = fmt::format(
+            "longest context {} ({} prompt tokens + rollout.sampling.max_new_tokens {}); "
+            "rollout.context_parallel ({}) x rollout.max_tokens_per_device ({}) = {}; "
+            "model.max_seq_len {}",
+            need, prompt, r.sampling.max_new_tokens, r.context_parallel, r.max_tokens_per_device,
+            static_cast<int64_t>(r.context_parallel) * r.max_tokens_per_device, *max_seq_len);
+    }
+    return errors;
+}
 
 int check(const std::vector<std::string>& argv) {
     ArgSpec spec{.flags = {"--help"},
@@ -53,6 +114,7 @@ int check(const std::vector<std::string>& argv) {
         return kExitUsage;
     }
     std::string resolved;
+    std::string limits;  // a grpo job's longest context and limits
     if (*kind == config::FileKind::kCluster) {
         auto spec_or = config::load_cluster_file(*file, *overrides);
         if (!spec_or.ok()) {
@@ -66,11 +128,17 @@ int check(const std::vector<std::string>& argv) {
             std::cerr << spec_or.status().message() << "\n";
             return kExitUsage;
         }
+        if (spec_or->kind == config::JobKind::kGrpo) {
+            const auto errors = check_grpo_limits(*spec_or, *file, limits);
+            for (const auto& e : errors) std::cerr << e << "\n";
+            if (!errors.empty()) return kExitUsage;
+        }
         resolved = config::to_yaml(*spec_or);
     }
     std::cout << fmt::format("# {}: valid {} file\n", *file,
-                             *kind == config::FileKind::kCluster ? "cluster" : "job")
-              << resolved;
+                             *kind == config::FileKind::kCluster ? "cluster" : "job");
+    if (!limits.empty()) std::cout << "# " << limits << "\n";
+    std::cout << resolved;
     return kExitOk;
 }
 
