@@ -29,18 +29,15 @@ constexpr const char* kUsage =
     "  rollout.max_tokens_per_device and model.max_seq_len; the figures are printed.\n"
     "  Exit code 0 when valid, 2 with the errors otherwise.\n";
 
-// The max_seq_len the job's policy will have: model.max_seq_len for a random init, otherwise the
-// one in model.init's config.json (make_job_setup takes the loaded checkpoint's). No weights are
-// made or read.
-Result<int> policy_max_seq_len(const config::JobSpec& job, const model::Vocabulary& vocab) {
+// The config (and recorded vocabulary) the job's policy will have: model.* for a random init,
+// otherwise model.init's config.json. No weights are made or read.
+Result<model::HfConfig> policy_config(const config::JobSpec& job, const model::Vocabulary& vocab) {
     if (job.model.init == "random") {
         TANDEM_ASSIGN_OR_RETURN(model::ModelConfig cfg,
                                 model::ModelConfig::from_spec(job.model, vocab.size()));
-        return cfg.max_seq_len;
+        return model::HfConfig{cfg, std::nullopt};
     }
-    TANDEM_ASSIGN_OR_RETURN(model::HfConfig hf,
-                            model::read_hf_config(job.model.init + "/config.json"));
-    return hf.model.max_seq_len;
+    return model::read_hf_config(job.model.init + "/config.json");
 }
 
 // What make_job_setup and the rollout actor's start reject, checked from the job file: loads the
@@ -55,16 +52,12 @@ std::vector<std::string> check_grpo_limits(const config::JobSpec& job, const std
     const auto& r = job.rollout;
     const int64_t need = static_cast<int64_t>(prompt) + r.sampling.max_new_tokens;
     std::vector<std::string> errors;
-    auto max_seq_len = policy_max_seq_len(job, (*task)->vocab());
-    if (!max_seq_len.ok()) {
-        errors.push_back(fmt::format("{}: {}", file, max_seq_len.status().message()));
-    } else if (need > *max_seq_len) {
-        // The wording of make_job_setup (common/model/job_setup.cc), which has no function for
-        // this check alone; ConfigCheckMaxSeqLenSaysWhatMakeJobSetupSays keeps the two equal.
-        errors.push_back(fmt::format(
-            "{}: model.max_seq_len ({}) is shorter than the task's longest prompt ({} tokens) plus "
-            "rollout.sampling.max_new_tokens ({})",
-            file, *max_seq_len, prompt, r.sampling.max_new_tokens));
+    auto policy = policy_config(job, (*task)->vocab());
+    if (!policy.ok()) {
+        errors.push_back(fmt::format("{}: {}", file, policy.status().message()));
+    } else if (Status s = model::check_model_fits(job, policy->model, policy->vocab, **task);
+               !s.ok()) {
+        errors.push_back(fmt::format("{}: {}", file, s.message()));
     }
     if (Status s = model::check_context_length(job, prompt); !s.ok()) {
         errors.push_back(fmt::format("{}: {}", file, s.message()));
@@ -75,7 +68,8 @@ std::vector<std::string> check_grpo_limits(const config::JobSpec& job, const std
             "rollout.context_parallel ({}) x rollout.max_tokens_per_device ({}) = {}; "
             "model.max_seq_len {}",
             need, prompt, r.sampling.max_new_tokens, r.context_parallel, r.max_tokens_per_device,
-            static_cast<int64_t>(r.context_parallel) * r.max_tokens_per_device, *max_seq_len);
+            static_cast<int64_t>(r.context_parallel) * r.max_tokens_per_device,
+            policy->model.max_seq_len);
     }
     return errors;
 }

@@ -4,6 +4,7 @@
 // the vocabulary), the model shape, and the version-0 policy.
 
 #include <memory>
+#include <optional>
 
 #include "common/config/job_spec.h"
 #include "common/model/model_weights.h"
@@ -21,6 +22,13 @@ struct JobSetup {
 // Otherwise a directory with config.json + model.safetensors; its vocabulary (when recorded)
 // must be the task's.
 Result<JobSetup> make_job_setup(const config::JobSpec& job);
+
+// The policy `model` (with the vocabulary its checkpoint recorded, if any) can serve the job's
+// task: same vocabulary and vocab_size, and max_seq_len holds the task's longest prompt plus
+// rollout.sampling.max_new_tokens. make_job_setup runs it; `tandem config check` runs it on the
+// config alone (no weights made or read).
+Status check_model_fits(const config::JobSpec& job, const ModelConfig& model,
+                        const std::optional<Vocabulary>& model_vocab, const Task& task);
 
 // The longest context the job can produce (the task's longest prompt plus
 // rollout.sampling.max_new_tokens) must fit rollout.context_parallel x

@@ -133,7 +133,7 @@ TEST(TandemCli, ConfigCheckRejectsAContextLongerThanTheRolloutDevices) {
     EXPECT_NE(b.out.find("model.max_seq_len (66) is shorter"), std::string::npos) << b.out;
 }
 
-TEST(TandemCli, ConfigCheckMaxSeqLenSaysWhatMakeJobSetupSays) {
+TEST(TandemCli, ConfigCheckSaysWhatMakeJobSetupSays) {
     const std::string file = kSrc + "/configs/jobs/copy-long-context.yaml";
     auto overrides = tandem::config::parse_overrides({"model.max_seq_len=66"});
     ASSERT_TRUE(overrides.ok()) << overrides.status().message();
@@ -177,6 +177,30 @@ TEST(TandemCli, ConfigCheckTakesMaxSeqLenFromModelInit) {
         EXPECT_NE(r.out.find(file + ": " + setup.status().message()), std::string::npos)
             << r.out << "\nmake_job_setup: " << setup.status().message();
     }
+}
+
+TEST(TandemCli, ConfigCheckRejectsACheckpointWithAnotherVocabulary) {
+    // A model.init whose recorded vocabulary is not the task's: the check make_job_setup runs,
+    // caught before submitting.
+    TempDir dir;
+    const std::string file = kSrc + "/configs/jobs/copy-long-context.yaml";
+    auto job = tandem::config::load_job_file(file, {});
+    ASSERT_TRUE(job.ok()) << job.status().message();
+    auto vocab = tandem::model::Vocabulary::create("abcdefghijkl");
+    ASSERT_TRUE(vocab.ok());
+    ASSERT_EQ(vocab->size(), tandem::model::Vocabulary::builtin().size());
+    auto cfg = tandem::model::ModelConfig::from_spec(job->model, vocab->size());
+    ASSERT_TRUE(cfg.ok()) << cfg.status().message();
+    auto w = tandem::model::ModelWeights::random(*cfg, 1);
+    ASSERT_TRUE(w.ok()) << w.status().message();
+    const auto ckpt = (dir.path / "letters").string();
+    ASSERT_TRUE(tandem::model::save_pretrained(ckpt, *w, &*vocab).ok());
+    CliRun r = run("config check -f " + file + " model.init=" + ckpt);
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find(file + ": model.init " + ckpt + ": its vocabulary \"abcdefghijkl\" is " +
+                         "not the task's"),
+              std::string::npos)
+        << r.out;
 }
 
 TEST(TandemCli, ConfigCheckNamesAMissingOrMalformedDataset) {
