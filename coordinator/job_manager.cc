@@ -14,7 +14,21 @@ const config::ActorResources& resources_of(const JobRecord& job, ActorRole role)
     return role == ActorRole::kTrainer ? job.spec.trainer.resources : job.spec.rollout.resources;
 }
 
-bool live(const ActorRecord& a) { return !a.node.empty() && !wire::is_terminal(a.phase); }
+bool live(const ActorRecord& a) {
+    return !a.node.empty() && !wire::is_terminal(a.phase) && a.phase != wire::ActorPhase::kPending;
+}
+
+// A GRPO job runs on whichever of its rollout actors are alive (the trainer takes each step from
+// them), so a rollout that cannot be restarted does not end the job.
+bool replaceable(const JobRecord& job, const ActorRecord& a) {
+    return job.spec.kind == config::JobKind::kGrpo && a.id.role == ActorRole::kRollout;
+}
+
+int live_rollouts(const JobRecord& job) {
+    int n = 0;
+    for (const auto& a : job.actors) n += a.id.role == ActorRole::kRollout && live(a);
+    return n;
+}
 
 }  // namespace
 
@@ -173,6 +187,13 @@ Status JobManager::cancel(JobId id, const std::string& why) {
 }
 
 void JobManager::schedule() {
+    // Pending actors of running jobs first: they keep a job that already runs whole.
+    for (auto& [id, j] : jobs_) {
+        if (j.state != JobState::kRunning) continue;
+        for (auto& a : j.actors) {
+            if (a.phase == wire::ActorPhase::kPending) place_pending(j, a);
+        }
+    }
     std::vector<JobRecord*> pending;
     for (auto& [id, j] : jobs_) {
         if (j.state == JobState::kPending) pending.push_back(&j);
@@ -253,7 +274,9 @@ void JobManager::stop_actor(const ActorRecord& actor, const std::string& reason)
 }
 
 void JobManager::finish(JobRecord& job, JobState state, const std::string& reason) {
+    no_rollout_since_.erase(job.id);
     for (auto& a : job.actors) {
+        if (a.phase == wire::ActorPhase::kPending) a.phase = wire::ActorPhase::kStopped;
         if (!live(a)) continue;
         stop_actor(a, fmt::format("job {}", job_state_name(state)));
         a.phase = wire::ActorPhase::kStopped;
@@ -284,7 +307,9 @@ void JobManager::actor_failed(JobRecord& job, ActorRecord& actor, const std::str
     actor.phase = wire::ActorPhase::kFailed;
     actor.last_error = error;
     event(job, "actor_failed", fmt::format("{} on {}: {}", actor.name(), failed_node, error));
+    const bool spare = replaceable(job, actor);
     if (job.restarts_used >= job.spec.max_actor_restarts) {
+        if (spare) return actor_replaceable(job, actor, "");
         finish(job, JobState::kFailed,
                fmt::format("actor {} on {} failed: {}{}", actor.name(), failed_node, error,
                            job.spec.max_actor_restarts > 0
@@ -293,12 +318,7 @@ void JobManager::actor_failed(JobRecord& job, ActorRecord& actor, const std::str
         return;
     }
     // Restart in place when the node is alive, otherwise anywhere else it fits.
-    PlacementRequest req;
-    req.placement = job.spec.placement;
-    req.actors.push_back({actor.id, resources_of(job, actor.id.role)});
-    for (const auto& a : job.actors) {
-        if (&a != &actor && live(a)) req.fixed[a.name()] = a.node;
-    }
+    PlacementRequest req = placement_of(job, actor);
     const auto* node = nodes_.find(failed_node);
     if (!node || node->record.state != NodeState::kAlive) req.avoid.insert(failed_node);
     actor.node.clear();  // its resources are free for the placement below
@@ -311,6 +331,7 @@ void JobManager::actor_failed(JobRecord& job, ActorRecord& actor, const std::str
     auto plan = place(in_place ? here : req, caps);
     if (!plan.ok() && in_place) plan = place(req, caps);
     if (!plan.ok()) {
+        if (spare) return actor_replaceable(job, actor, plan.status().message());
         actor.node = failed_node;
         finish(job, JobState::kFailed,
                fmt::format("actor {} on {} failed: {}; no node to restart it: {}", actor.name(),
@@ -318,14 +339,112 @@ void JobManager::actor_failed(JobRecord& job, ActorRecord& actor, const std::str
         return;
     }
     job.restarts_used += 1;
-    actor.node = plan->at(actor.name());
+    restart_on(job, actor, plan->at(actor.name()),
+               fmt::format(", restart {} of {}", job.restarts_used, job.spec.max_actor_restarts));
+    if (spare) check_rollouts(job);
+}
+
+PlacementRequest JobManager::placement_of(const JobRecord& job, const ActorRecord& actor) const {
+    PlacementRequest req;
+    req.placement = job.spec.placement;
+    req.actors.push_back({actor.id, resources_of(job, actor.id.role)});
+    for (const auto& a : job.actors) {
+        if (&a != &actor && live(a)) req.fixed[a.name()] = a.node;
+    }
+    return req;
+}
+
+void JobManager::restart_on(JobRecord& job, ActorRecord& actor, const std::string& node,
+                            const std::string& note) {
+    actor.node = node;
     metrics_.inc("tandem_actor_restarts_total");
     metrics_.inc("tandem_scheduler_decisions_total", {{"outcome", "restart"}});
     start_actor(job, actor);
     persist(job);
     event(job, "actor_restarted",
-          fmt::format("{} restarted on {} (attempt {}, restart {} of {})", actor.name(), actor.node,
-                      actor.attempt, job.restarts_used, job.spec.max_actor_restarts));
+          fmt::format("{} restarted on {} (attempt {}{})", actor.name(), actor.node, actor.attempt,
+                      note));
+}
+
+void JobManager::actor_replaceable(JobRecord& job, ActorRecord& actor,
+                                   const std::string& why_not_placed) {
+    const int others = live_rollouts(job);
+    if (why_not_placed.empty()) {
+        // Restarts used up: it stays failed (on the node it failed on).
+        persist(job);
+        event(job, "actor_lost",
+              fmt::format("{} will not be restarted: the job's {} restarts are used up; the job "
+                          "continues on {} live rollout {}",
+                          actor.name(), job.spec.max_actor_restarts, others,
+                          others == 1 ? "actor" : "actors"));
+    } else {
+        // Its restart is counted now; it is placed when a node with room registers (schedule()).
+        job.restarts_used += 1;
+        actor.node.clear();
+        actor.phase = wire::ActorPhase::kPending;
+        actor.endpoints = Json::object();
+        metrics_.inc("tandem_scheduler_decisions_total", {{"outcome", "pending"}});
+        persist(job);
+        event(job, "actor_pending",
+              fmt::format("{} waits for a node with room (restart {} of {}): {}; the job "
+                          "continues on {} live rollout {}",
+                          actor.name(), job.restarts_used, job.spec.max_actor_restarts,
+                          why_not_placed, others, others == 1 ? "actor" : "actors"));
+    }
+    check_rollouts(job);
+}
+
+bool JobManager::place_pending(JobRecord& job, ActorRecord& actor) {
+    auto plan = place(placement_of(job, actor), capacities());
+    if (!plan.ok()) return false;
+    restart_on(job, actor, plan->at(actor.name()), "; it was pending");
+    check_rollouts(job);
+    return true;
+}
+
+void JobManager::check_rollouts(JobRecord& job) {
+    if (job.state != JobState::kRunning || job.spec.kind != config::JobKind::kGrpo) return;
+    if (live_rollouts(job) > 0) {
+        no_rollout_since_.erase(job.id);
+        return;
+    }
+    int pending = 0;
+    std::string story;
+    for (const auto& a : job.actors) {
+        if (a.id.role != ActorRole::kRollout) continue;
+        pending += a.phase == wire::ActorPhase::kPending;
+        story += fmt::format("{}{} {}{}{}", story.empty() ? "" : "; ", a.name(),
+                             wire::actor_phase_name(a.phase), a.node.empty() ? "" : " on " + a.node,
+                             a.last_error.empty() ? "" : " (" + a.last_error + ")");
+    }
+    if (pending == 0) {
+        finish(job, JobState::kFailed,
+               fmt::format("no rollout actor of {} can run any more (restarts used up: {} of "
+                           "{}): {}",
+                           job.id.str(), job.restarts_used, job.spec.max_actor_restarts, story));
+        return;
+    }
+    const auto now = clock_.now();
+    const auto [it, first] = no_rollout_since_.emplace(job.id, now);
+    const int64_t timeout_ms = job.spec.rollout.none_alive_timeout_ms;
+    if (first) {
+        event(job, "no_rollout_alive",
+              fmt::format("no rollout actor of {} is alive: {}; the job fails unless one runs "
+                          "again within {:.1f} s (rollout.none_alive_timeout_ms)",
+                          job.id.str(), story, static_cast<double>(timeout_ms) / 1000));
+    }
+    const double waited_s = seconds_between(it->second, now);
+    if (waited_s * 1000 >= static_cast<double>(timeout_ms)) {
+        finish(job, JobState::kFailed,
+               fmt::format("no rollout actor of {} was alive for {:.1f} s "
+                           "(rollout.none_alive_timeout_ms = {}): {}",
+                           job.id.str(), waited_s, timeout_ms, story));
+    }
+}
+
+void JobManager::sweep() {
+    // Every running job, not only those with a clock: a restored job starts its clock here.
+    for (auto& [id, job] : jobs_) check_rollouts(job);
 }
 
 void JobManager::on_actor_state(const std::string& node, const wire::ActorState& m) {
@@ -341,6 +460,7 @@ void JobManager::on_actor_state(const std::string& node, const wire::ActorState&
     if (!m.progress.is_null()) actor->progress = m.progress;
     switch (m.phase) {
         case wire::ActorPhase::kStarting:
+        case wire::ActorPhase::kPending:  // the coordinator's own; agents do not report it
             break;
         case wire::ActorPhase::kRunning:
             if (actor->phase != wire::ActorPhase::kRunning) {

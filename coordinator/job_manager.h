@@ -3,8 +3,11 @@
 // JobManager: jobs from submission to their final state. Keeps the pending queue (priority, then
 // submission order), asks the Scheduler for gang placements, starts and stops actors through the
 // AgentLink, applies the actor failure policy (max_actor_restarts, in place or on another node),
-// and writes every change and a per-job event log to the StateStore. Owned by the coordinator
-// loop; not thread-safe.
+// and writes every change and a per-job event log to the StateStore. A GRPO job's rollout actors
+// are replaceable: one that cannot be restarted now waits as `pending` (placed when a node with
+// room registers) or, with its restarts used up, stays failed, and the job runs on the others;
+// it fails when no rollout is alive for longer than rollout.none_alive_timeout_ms. Owned by the
+// coordinator loop; not thread-safe.
 
 #include <map>
 #include <memory>
@@ -61,8 +64,12 @@ public:
     void on_endpoint(const std::string& node, const wire::ActorEndpoint& m);
     void on_metrics(const wire::JobMetrics& m);
 
-    // Places what can be placed; called when nodes or jobs change.
+    // Places what can be placed (pending actors of running jobs, then pending jobs); called when
+    // nodes or jobs change.
     void schedule();
+    // Deadlines: fails GRPO jobs that have had no live rollout actor for longer than their
+    // rollout.none_alive_timeout_ms. Called periodically by the coordinator loop.
+    void sweep();
 
     const std::map<JobId, JobRecord>& jobs() const { return jobs_; }
     const JobRecord* find(JobId id) const;
@@ -81,6 +88,19 @@ private:
     void stop_actor(const ActorRecord& actor, const std::string& reason);
     void actor_failed(JobRecord& job, ActorRecord& actor, const std::string& error);
     void actor_finished(JobRecord& job, ActorRecord& actor);
+    // A request to place `actor` alone beside the job's live actors.
+    PlacementRequest placement_of(const JobRecord& job, const ActorRecord& actor) const;
+    // Starts the actor's next attempt on `node`; the actor_restarted event ends with `note`.
+    void restart_on(JobRecord& job, ActorRecord& actor, const std::string& node,
+                    const std::string& note);
+    // A failed actor that the job can do without (a GRPO rollout): pending when restarts are
+    // left (counted now), failed for good otherwise; the job goes on if any rollout can run.
+    void actor_replaceable(JobRecord& job, ActorRecord& actor, const std::string& why_not_placed);
+    // Places a pending actor of a running job; false when no node has room.
+    bool place_pending(JobRecord& job, ActorRecord& actor);
+    // Starts or clears the job's no-live-rollout clock; fails the job when no rollout can come
+    // back or the clock ran past rollout.none_alive_timeout_ms.
+    void check_rollouts(JobRecord& job);
     void finish(JobRecord& job, JobState state, const std::string& reason);
     Json placement_json(const JobRecord& job) const;
 
@@ -91,6 +111,9 @@ private:
     Metrics& metrics_;
     Logger log_;
     std::map<JobId, JobRecord> jobs_;
+    // Running GRPO jobs with no live rollout actor: since when (monotonic; restarts with the
+    // coordinator).
+    std::map<JobId, Clock::TimePoint> no_rollout_since_;
     uint64_t seq_ = 0;
 };
 

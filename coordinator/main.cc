@@ -139,8 +139,10 @@ int run(int argc, char** argv) {
              (*store)->epoch(), agent_endpoint, http_url);
 
     boost::asio::steady_timer sweep_timer(io);
-    every(sweep_timer, std::chrono::milliseconds(std::max<int64_t>(10, cs.heartbeat_ms / 4)),
-          [&] { dispatcher.sweep(); });
+    every(sweep_timer, std::chrono::milliseconds(std::max<int64_t>(10, cs.heartbeat_ms / 4)), [&] {
+        dispatcher.sweep();
+        jobs.sweep();
+    });
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code&, int sig) {
         log.info("signal {}: shutting down", sig);

@@ -50,9 +50,15 @@ Result<Placement> place(const PlacementRequest& request, std::vector<NodeCapacit
     Placement out;
     std::set<std::string> used;     // nodes this job already uses
     std::set<std::string> anchors;  // colocate: nodes holding this job's trainers
+    // Replicas of each role of this job per node: one role's replicas go to distinct nodes
+    // while any node with room holds fewer of them (both strategies), so losing one node costs
+    // one replica, as Ray's SPREAD would place them.
+    std::map<std::pair<std::string, ActorRole>, int> replicas;
     for (const auto& [actor, node] : request.fixed) {
         used.insert(node);
-        if (actor.find("/trainer-") != std::string::npos) anchors.insert(node);
+        const bool trainer = actor.find("/trainer-") != std::string::npos;
+        if (trainer) anchors.insert(node);
+        replicas[{node, trainer ? ActorRole::kTrainer : ActorRole::kRollout}] += 1;
     }
     const bool spread = request.placement.strategy == config::PlacementStrategy::kSpread;
     const bool colocate = request.placement.colocate;
@@ -66,8 +72,11 @@ Result<Placement> place(const PlacementRequest& request, std::vector<NodeCapacit
     for (const auto& d : order) {
         NodeCapacity* best = nullptr;
         auto better = [&](const NodeCapacity& a, const NodeCapacity& b) {
+            // First the node with fewer of this job's replicas of the actor's role; then
             // pack: prefer nodes this job uses, then the fullest (fewest free cpus);
             // spread: prefer nodes this job does not use, then the emptiest.
+            const int ra = replicas[{a.id, d.actor.role}], rb = replicas[{b.id, d.actor.role}];
+            if (ra != rb) return ra < rb;
             const bool ua = used.count(a.id) > 0, ub = used.count(b.id) > 0;
             if (ua != ub) return spread ? !ua : ua;
             if (a.actors != b.actors) return spread ? a.actors < b.actors : a.actors > b.actors;
@@ -126,6 +135,7 @@ Result<Placement> place(const PlacementRequest& request, std::vector<NodeCapacit
         }
         take(*best, d.resources);
         used.insert(best->id);
+        replicas[{best->id, d.actor.role}] += 1;
         if (d.actor.role == ActorRole::kTrainer) anchors.insert(best->id);
         out[d.actor.str()] = best->id;
     }

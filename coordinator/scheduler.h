@@ -1,9 +1,11 @@
 #pragma once
 
 // Scheduler: gang placement of a job's actors onto nodes (all or none), with the `pack` and
-// `spread` strategies and the `colocate` option. Pure: takes the nodes' free capacity, returns a
-// placement or a human-readable reason why there is none. The pending queue's order (priority,
-// then submission) is the JobManager's.
+// `spread` strategies and the `colocate` option. With either strategy a job's replicas of one
+// role go to distinct nodes while a node with room holds none of them (anti-affinity, like Ray's
+// SPREAD): the strategy decides among the remaining candidates. Pure: takes the nodes' free
+// capacity, returns a placement or a human-readable reason why there is none. The pending queue's
+// order (priority, then submission) is the JobManager's.
 
 #include <map>
 #include <set>

@@ -1,5 +1,6 @@
 #include "trainer_node/grpo_trainer_actor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include "common/model/model_weights.h"
 #include "common/model/tasks.h"
 #include "common/model/trainer.h"
+#include "common/net/http_client.h"
 #include "common/rl/grpo_protocol.h"
 #include "common/rl/trajectory_gate.h"
 #include "common/weights/publisher.h"
@@ -112,6 +114,80 @@ private:
     std::map<Version, rl::VersionInfo> info_;  // described, not yet announced
 };
 
+// Which of the job's rollout actors the coordinator reports alive (starting or running; not
+// pending, failed or stopped), and the trajectories per step that the live ones produce: rollout
+// k owns prompts k, k + R, ... of every step. A step whose rollouts are not all alive is taken
+// with the live ones' shares; the others' prompts of that step are skipped, so step s still
+// covers prompts [s x P, (s + 1) x P) and a checkpoint's data cursor stays s x P. Owned by the
+// trainer thread.
+class LiveRollouts {
+public:
+    LiveRollouts(const agent::ActorContext& ctx, const config::JobSpec& job)
+        : http_(ctx.coordinator_http),
+          job_id_(ctx.actor.job),
+          replicas_(job.rollout.replicas),
+          prompts_(job.algorithm.prompts_per_step),
+          group_size_(job.algorithm.group_size),
+          live_(static_cast<size_t>(job.rollout.replicas), true) {}
+
+    // Asks the coordinator; on failure keeps the last answer. Returns a line to log when the
+    // set changed (empty otherwise).
+    std::string refresh() {
+        checked_ = SteadyClock::now();
+        const std::string target = "/api/v1/jobs/" + job_id_.str();
+        auto reply = net::http_call(http_, "GET", target);
+        if (!reply.ok() || reply->status != 200) return "";
+        const Json j = Json::parse(reply->body, nullptr, false);
+        if (!j.is_object()) return "";
+        std::vector<bool> live(live_.size(), false);
+        std::string down;
+        for (const auto& a : j.value("actors", Json::array())) {
+            auto id = ActorId::parse(a.value("actor", ""));
+            if (!id.ok() || id->role != ActorRole::kRollout || id->index >= live.size()) continue;
+            const std::string phase = a.value("phase", "");
+            live[id->index] = phase == "starting" || phase == "running";
+            if (!live[id->index])
+                down += fmt::format("{}{} {}", down.empty() ? "" : ", ", id->str(), phase);
+        }
+        if (live == live_) return "";
+        live_ = std::move(live);
+        const int n = count();
+        if (n == replicas_) {
+            return fmt::format("all {} rollout actors are alive: steps take all {} prompts again",
+                               replicas_, prompts_);
+        }
+        if (n == 0) return fmt::format("no rollout actor is alive ({}); waiting", down);
+        return fmt::format(
+            "{} of {} rollout actors alive ({}): steps take their {} of {} prompts, the others' "
+            "are skipped (the data cursor still moves {} per step)",
+            n, replicas_, down, trajectories() / static_cast<size_t>(group_size_), prompts_,
+            prompts_);
+    }
+    int count() const { return static_cast<int>(std::count(live_.begin(), live_.end(), true)); }
+    bool all() const { return count() == replicas_; }
+    // Trajectories per step of the live rollouts.
+    size_t trajectories() const {
+        size_t prompts = 0;
+        for (int k = 0; k < replicas_ && k < prompts_; ++k) {
+            if (live_[static_cast<size_t>(k)])
+                prompts += static_cast<size_t>((prompts_ - k + replicas_ - 1) / replicas_);
+        }
+        return prompts * static_cast<size_t>(group_size_);
+    }
+    double checked_s_ago() const { return since(checked_); }
+
+private:
+    std::string http_;
+    JobId job_id_;
+    int replicas_, prompts_, group_size_;
+    std::vector<bool> live_;  // by rollout index
+    SteadyClock::time_point checked_{};
+};
+
+// How often a waiting step asks the coordinator which rollouts are alive, and how long a step
+// waits before it first asks (while every rollout is alive).
+constexpr double kLiveCheckEveryS = 0.25;
+
 class TrainerActor {
 public:
     TrainerActor(const agent::ActorContext& ctx, agent::ActorChannel& channel)
@@ -119,7 +195,8 @@ public:
           job_(ctx.spec),
           channel_(channel),
           announcer_(channel, zmq_),
-          gate_(ctx.spec.async.max_staleness) {}
+          gate_(ctx.spec.async.max_staleness),
+          live_rollouts_(ctx, ctx.spec) {}
 
     Status run();
 
@@ -155,6 +232,7 @@ private:
     int64_t epoch_ = 0;          // version - step for every version this run publishes
     rl::TrajectoryGate gate_;
     std::vector<model::Trajectory> carry_;  // accepted trajectories beyond the last batch
+    LiveRollouts live_rollouts_;
 };
 
 Status TrainerActor::setup() {
@@ -269,10 +347,18 @@ Status TrainerActor::publish(int64_t step, double* seconds) {
 }
 
 // Takes prompts_per_step whole groups that the gate accepts: versions this trainer published,
-// within the staleness bound of its current version.
+// within the staleness bound of its current version. While some rollout actor is not alive
+// (LiveRollouts), the step is complete with the live ones' share.
 Status TrainerActor::collect(std::vector<model::Trajectory>& batch, Json& rollout_stats) {
     const size_t want = static_cast<size_t>(job_.algorithm.prompts_per_step) *
                         static_cast<size_t>(job_.algorithm.group_size);
+    const auto t_collect = SteadyClock::now();
+    auto enough = [&] {
+        if (batch.size() >= want) return true;
+        // Nobody alive: wait (a rollout is placed again, or the coordinator ends the job).
+        const size_t live_share = live_rollouts_.trajectories();
+        return !live_rollouts_.all() && live_share > 0 && batch.size() >= live_share;
+    };
     batch.clear();
     std::map<int64_t, int64_t> staleness, versions;
     double rollout_s = 0, wait_s = 0, fetch_s = 0, trainer_wait_s = 0;
@@ -294,9 +380,25 @@ Status TrainerActor::collect(std::vector<model::Trajectory>& batch, Json& rollou
     std::vector<model::Trajectory> carried = std::move(carry_);
     carry_.clear();
     for (auto& t : carried) take(std::move(t));
-    while (batch.size() < want) {
+    while (!enough()) {
+        // Ask the coordinator which rollouts are alive while some is not, or once the step has
+        // waited a while (a rollout may have just been lost).
+        if ((!live_rollouts_.all() || since(t_collect) > kLiveCheckEveryS) &&
+            live_rollouts_.checked_s_ago() > kLiveCheckEveryS) {
+            if (const std::string change = live_rollouts_.refresh(); !change.empty())
+                channel_.log("info", change);
+            if (enough()) break;
+        }
+        zmq::pollitem_t item{pull_->handle(), 0, ZMQ_POLLIN, 0};
+        int ready = 0;
+        try {
+            ready = zmq::poll(&item, 1, std::chrono::milliseconds(50));
+        } catch (const zmq::error_t&) {
+            ready = 0;  // interrupted by a signal: look again
+        }
+        if (ready <= 0) continue;
         zmq::message_t msg;
-        auto r = pull_->recv(msg, zmq::recv_flags::none);
+        auto r = pull_->recv(msg, zmq::recv_flags::dontwait);
         if (!r) continue;
         auto b = rl::TrajectoryBatch::decode(msg.to_string());
         if (!b.ok()) {
@@ -339,7 +441,9 @@ Status TrainerActor::collect(std::vector<model::Trajectory>& batch, Json& rollou
         {"version_min", versions.empty() ? -1 : versions.begin()->first},
         {"version_max", versions.empty() ? -1 : versions.rbegin()->first},
         {"group_min", batch.empty() ? 0 : group_min},
-        {"group_max", batch.empty() ? 0 : group_max}};
+        {"group_max", batch.empty() ? 0 : group_max},
+        {"live_rollouts", live_rollouts_.count()},
+        {"prompts", batch.size() / static_cast<size_t>(job_.algorithm.group_size)}};
     return Status();
 }
 
@@ -369,6 +473,8 @@ void TrainerActor::report(int64_t step, const model::TrainStats& ts, const Json&
               {"data/cursor", cursor_of(step)},
               {"data/group_min", rs["group_min"]},
               {"data/group_max", rs["group_max"]},
+              {"data/prompts", rs["prompts"]},
+              {"rollout/live_actors", rs["live_rollouts"]},
               {"trainer/attempt", ctx_.attempt},
               {"timing_s/rollout", rs["rollout_s"]},
               {"timing_s/train", train_s},

@@ -18,13 +18,15 @@ std::string_view actor_phase_name(ActorPhase p) {
             return "failed";
         case ActorPhase::kStopped:
             return "stopped";
+        case ActorPhase::kPending:
+            return "pending";
     }
     return "?";
 }
 
 Result<ActorPhase> parse_actor_phase(std::string_view s) {
     for (auto p : {ActorPhase::kStarting, ActorPhase::kRunning, ActorPhase::kSucceeded,
-                   ActorPhase::kFailed, ActorPhase::kStopped}) {
+                   ActorPhase::kFailed, ActorPhase::kStopped, ActorPhase::kPending}) {
         if (actor_phase_name(p) == s) return p;
     }
     return invalid_argument(fmt::format("unknown actor phase '{}'", s));

@@ -30,8 +30,9 @@ struct Resources {
     static Result<Resources> from_json(const Json& j);
 };
 
-// Where an actor is in its life on a node.
-enum class ActorPhase { kStarting, kRunning, kSucceeded, kFailed, kStopped };
+// Where an actor is in its life on a node. kPending is the coordinator's only: an actor that
+// failed and waits for a node with room (agents never report it).
+enum class ActorPhase { kStarting, kRunning, kSucceeded, kFailed, kStopped, kPending };
 std::string_view actor_phase_name(ActorPhase p);
 Result<ActorPhase> parse_actor_phase(std::string_view s);
 inline bool is_terminal(ActorPhase p) {

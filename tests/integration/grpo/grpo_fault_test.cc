@@ -5,13 +5,17 @@
 //  - a rollout node is killed (SIGKILL) mid-job; the coordinator restarts its actor on the other
 //    rollout node and the job finishes; trajectories of versions the trainer never published
 //    (forged here and pushed to its socket) are rejected and counted.
-// Both read what the trainer consumed per step from its metrics file
+//  - a rollout node and its actor are killed (SIGKILL) and no other node has room: the actor
+//    waits as pending, the trainer takes each step from the live rollout, and the job finishes;
+//    when the node registers again the pending actor is placed there and full steps resume.
+// They read what the trainer consumed per step from its metrics file
 // (<run_dir>/jobs/<job>/metrics.jsonl) and check it against the coordinator's version table.
 #include <signal.h>
 
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
 #include <set>
 #include <zmq.hpp>
 
@@ -343,6 +347,141 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
     const Json last = finished["metrics"];
     ASSERT_TRUE(last.is_object()) << finished.dump(2);
     EXPECT_GE(last.value("weights/rejected_unknown_version", 0), 8) << last.dump();
+}
+
+// The actor record of `name` in a job's detail (null when absent).
+Json actor_of(const Json& job_detail, const std::string& name) {
+    if (!job_detail.is_object()) return nullptr;
+    for (const auto& a : job_detail.value("actors", Json::array())) {
+        if (a.value("actor", "") == name) return a;
+    }
+    return nullptr;
+}
+
+// Kills rollout-1's node agent and then its actor (SIGKILL, both for good) in a synchronous job
+// whose rollouts each fill a rollout node, so no node can take the actor; waits until the
+// coordinator has the actor pending. Returns the node it was on.
+std::string kill_rollout_node_without_room(LocalCluster& c, const std::string& job, int steps) {
+    auto sub = c.cli("job submit -f " + job_file() + " " + tiny_job_overrides(steps) +
+                     " async.max_staleness=0 rollout.resources.cpus=2");
+    EXPECT_EQ(sub.code, 0) << sub.out;
+    EXPECT_TRUE(wait_until([&] { return progress_step(c, job) >= 8; }, 40s)) << c.job(job).dump(2);
+    const Json running = c.job(job);
+    const std::string victim = actor_of(running, job + "/rollout-1").value("node", "");
+    EXPECT_FALSE(victim.empty()) << running.dump(2);
+    EXPECT_NE(victim, actor_of(running, job + "/rollout-0").value("node", ""))
+        << "both rollouts on one node: " << running.dump(2);
+    const pid_t agent = c.pid_of(victim);
+    const pid_t actor =
+        static_cast<pid_t>(std::atoi(run_cmd(fmt::format("pgrep -P {}", agent)).out.c_str()));
+    EXPECT_GT(agent, 0);
+    EXPECT_GT(actor, 0);
+    EXPECT_EQ(::kill(agent, SIGKILL), 0);
+    if (actor > 0) ::kill(actor, SIGKILL);  // may be gone already (it dies with its agent)
+    EXPECT_TRUE(wait_until(
+        [&] { return actor_of(c.job(job), job + "/rollout-1").value("phase", "") == "pending"; },
+        20s))
+        << job_story(c, job);
+    return victim;
+}
+
+TEST(GrpoFaults, RolloutNodeLostWithNoRoomLeavesItsActorPendingAndTheJobFinishesOnTheOther) {
+    LocalCluster c("grpo_rollout_pending");
+    ASSERT_EQ(c.up().code, 0);
+    const int kSteps = 150;
+    const std::string job = "job-000001";
+    kill_rollout_node_without_room(c, job, kSteps);
+
+    // Pending, not failed: the job runs on, the status shows where the actor is.
+    const Json pending = c.job(job);
+    EXPECT_EQ(pending["state"], "RUNNING") << pending.dump(2);
+    const Json lost = actor_of(pending, job + "/rollout-1");
+    EXPECT_EQ(lost["node"], "") << lost.dump();
+    EXPECT_EQ(pending["restarts_used"], 1);
+    const std::string status = c.cli("job status " + job).out;
+    EXPECT_NE(status.find("pending"), std::string::npos) << status;
+
+    ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 40s))
+        << job_story(c, job);
+    const std::string ev = events_text(c, job);
+    EXPECT_NE(ev.find("node_lost"), std::string::npos) << ev;
+    EXPECT_NE(ev.find(job + "/rollout-1 waits for a node with room"), std::string::npos) << ev;
+    EXPECT_NE(ev.find("continues on 1 live rollout actor"), std::string::npos) << ev;
+
+    // Every step ran once, by the first trainer run; the data cursor moved on by a full step
+    // each time and each step trained on prompts of its own range only (synchronous mode).
+    const auto rows = metrics_rows(c, job);
+    ASSERT_EQ(rows.size(), static_cast<size_t>(kSteps));
+    int64_t half_steps = 0, trajectories = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+        const Json& m = rows[i]["metrics"];
+        const int64_t step = rows[i]["step"];
+        EXPECT_EQ(step, static_cast<int64_t>(i) + 1);
+        EXPECT_EQ(m["trainer/attempt"], 1);
+        EXPECT_EQ(m["data/cursor"], step * kPrompts);
+        EXPECT_GE(m["data/group_min"].get<int64_t>(), (step - 1) * kPrompts) << m.dump();
+        EXPECT_LT(m["data/group_max"].get<int64_t>(), step * kPrompts) << m.dump();
+        const int64_t prompts = m["data/prompts"];
+        EXPECT_TRUE(prompts == kPrompts || prompts == kPrompts / 2) << m.dump();
+        if (prompts == kPrompts / 2) {
+            ++half_steps;
+            EXPECT_EQ(m["rollout/live_actors"], 1) << m.dump();
+        }
+        trajectories += prompts * 4;
+    }
+    // The steps after the loss ran on rollout-0's half of the prompts, up to the last one.
+    EXPECT_GT(half_steps, 0);
+    EXPECT_EQ(rows.back()["metrics"]["data/prompts"], kPrompts / 2);
+    // And only on versions this trainer published, all of them in the coordinator's table.
+    EXPECT_EQ(check_consumed_versions(rows, table_versions(c, job), 0), trajectories);
+    const Json finished = c.job(job);
+    EXPECT_EQ(actor_of(finished, job + "/rollout-1")["phase"], "stopped") << finished.dump(2);
+}
+
+TEST(GrpoFaults, PendingRolloutIsPlacedAgainWhenItsNodeRegistersAgain) {
+    LocalCluster c("grpo_rollout_back");
+    ASSERT_EQ(c.up().code, 0);
+    const std::string job = "job-000001";
+    // More steps than the test waits for: it cancels the job once full steps are back.
+    const std::string victim = kill_rollout_node_without_room(c, job, 100000);
+    // The trainer runs on rollout-0's half of the prompts meanwhile.
+    auto first_with = [&](int64_t prompts, int64_t live, size_t from) -> std::optional<size_t> {
+        const auto rows = metrics_rows(c, job);
+        for (size_t i = from; i < rows.size(); ++i) {
+            const Json& m = rows[i]["metrics"];
+            if (m["data/prompts"] == prompts && m["rollout/live_actors"] == live) return i;
+        }
+        return std::nullopt;
+    };
+    std::optional<size_t> half;
+    ASSERT_TRUE(
+        wait_until([&] { return (half = first_with(kPrompts / 2, 1, 0)).has_value(); }, 20s))
+        << job_story(c, job);
+
+    // `tandem up` starts the agents that are not running: the lost node registers again.
+    ASSERT_EQ(c.up().code, 0);
+    ASSERT_TRUE(wait_until(
+        [&] {
+            const Json a = actor_of(c.job(job), job + "/rollout-1");
+            return a.value("phase", "") == "running" && a.value("attempt", 0) == 2;
+        },
+        20s))
+        << job_story(c, job);
+    const Json back = c.job(job);
+    EXPECT_EQ(actor_of(back, job + "/rollout-1")["node"], victim);
+    EXPECT_EQ(back["state"], "RUNNING");
+    const std::string ev = events_text(c, job);
+    EXPECT_NE(ev.find(job + "/rollout-1 restarted on " + victim), std::string::npos) << ev;
+
+    // The trainer takes full steps from both rollouts again.
+    auto full_after_half = [&] { return first_with(kPrompts, 2, *half).has_value(); };
+    ASSERT_TRUE(wait_until(full_after_half, 20s)) << job_story(c, job);
+    EXPECT_EQ(c.cli("job cancel " + job).code, 0);
+    const auto rows = metrics_rows(c, job);
+    for (const auto& r : rows) EXPECT_EQ(r["metrics"]["trainer/attempt"], 1);
+    int64_t trajectories = 0;
+    for (const auto& r : rows) trajectories += r["metrics"]["data/prompts"].get<int64_t>() * 4;
+    EXPECT_EQ(check_consumed_versions(rows, table_versions(c, job), 0), trajectories);
 }
 
 }  // namespace

@@ -66,16 +66,18 @@ struct JobYaml {
     int rollouts = 2;
     Res trainer;
     Res rollout;
+    int64_t none_alive_timeout_ms = 120000;  // rollout.none_alive_timeout_ms
 
     std::string str() const {
         return fmt::format(
             "name: {}\nkind: {}\npriority: {}\nmax_actor_restarts: {}\n"
             "placement:\n  strategy: {}\n  colocate: {}\n"
             "trainer:\n  replicas: {}\n  resources: {{cpus: {}, memory_mb: {}, gpus: {}}}\n"
-            "rollout:\n  replicas: {}\n  resources: {{cpus: {}, memory_mb: {}, gpus: {}}}\n",
+            "rollout:\n  replicas: {}\n  resources: {{cpus: {}, memory_mb: {}, gpus: {}}}\n"
+            "  none_alive_timeout_ms: {}\n",
             name, kind, priority, max_actor_restarts, strategy, colocate, trainers, trainer.cpus,
             trainer.memory_mb, trainer.gpus, rollouts, rollout.cpus, rollout.memory_mb,
-            rollout.gpus);
+            rollout.gpus, none_alive_timeout_ms);
     }
 };
 

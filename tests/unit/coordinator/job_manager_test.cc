@@ -353,11 +353,189 @@ TEST_F(JobManagerTest, NodeDeathFailsItsActorsWithoutRestarts) {
 TEST_F(JobManagerTest, NodeDeathDoesNotTouchJobsWithoutActorsThere) {
     three_nodes();
     add_node("r2", "rollout");
-    const JobId id = submit(JobYaml{});  // pack: both rollouts on r0
-    ASSERT_EQ(actor(id, "rollout-1").node, "r0");
+    const JobId id = submit(JobYaml{});  // one rollout each on r0 and r1; r2 holds none
+    ASSERT_EQ(actor(id, "rollout-0").node, "r0");
+    ASSERT_EQ(actor(id, "rollout-1").node, "r1");
     silence({"r2"}, 6000);
     EXPECT_EQ(job(id).state, JobState::kRunning);
     EXPECT_THAT(event_kinds(id), ::testing::Not(::testing::Contains("node_lost")));
+}
+
+// ---- GRPO rollouts: pending, lost, and the no-live-rollout bound ----
+
+// A GRPO job whose rollouts each fill one of two rollout nodes (t0, r0, r1): a lost rollout
+// node leaves no room for its actor.
+class GrpoRolloutTest : public JobManagerTest {
+protected:
+    JobId submit_full(int restarts, int64_t timeout_ms = 120000) {
+        add_node("t0", "trainer");
+        add_node("r0", "rollout", {2, 8192, 0});
+        add_node("r1", "rollout", {2, 8192, 0});
+        JobYaml y;
+        y.kind = "grpo";
+        y.max_actor_restarts = restarts;
+        y.rollout.cpus = 2;
+        y.none_alive_timeout_ms = timeout_ms;
+        const JobId id = submit(y);
+        EXPECT_EQ(actor(id, "rollout-0").node, "r0");
+        EXPECT_EQ(actor(id, "rollout-1").node, "r1");
+        run_all(id);
+        link_.clear();
+        return id;
+    }
+};
+
+TEST_F(GrpoRolloutTest, LostRolloutWithNoNodeWaitsPendingAndTheJobKeepsRunning) {
+    const JobId id = submit_full(2);
+    silence({"r1"}, 6000);
+    EXPECT_EQ(job(id).state, JobState::kRunning);
+    EXPECT_EQ(actor(id, "rollout-1").phase, ActorPhase::kPending);
+    EXPECT_EQ(actor(id, "rollout-1").node, "");
+    EXPECT_EQ(actor(id, "rollout-1").last_error, "node r1 lost (missed heartbeats for 6.0 s)");
+    EXPECT_EQ(job(id).restarts_used, 1);  // counted when it went pending
+    EXPECT_TRUE(link_.starts().empty());
+    const auto kinds = event_kinds(id);
+    EXPECT_THAT(std::vector<std::string>(kinds.end() - 3, kinds.end()),
+                ElementsAre("node_lost", "actor_failed", "actor_pending"));
+    EXPECT_EQ(events(id).back().message,
+              "job-000001/rollout-1 waits for a node with room (restart 1 of 2): needs 1 rollout "
+              "actor with 2 cpus, 512 MiB each; the 2 rollout nodes can take 0 (r0: 0 free cpus; "
+              "r1: avoided after a failure); the job continues on 1 live rollout actor");
+    // Nothing holds resources for it.
+    for (const auto& c : jobs_->capacities()) {
+        if (c.id == "r1") EXPECT_EQ(c.actors, 0);
+    }
+}
+
+TEST_F(GrpoRolloutTest, PendingRolloutIsPlacedWhenANodeWithRoomRegisters) {
+    const JobId id = submit_full(2);
+    silence({"r1"}, 6000);
+    ASSERT_EQ(actor(id, "rollout-1").phase, ActorPhase::kPending);
+    add_node("r2", "rollout", {2, 8192, 0});
+    EXPECT_EQ(actor(id, "rollout-1").node, "r2");
+    EXPECT_EQ(actor(id, "rollout-1").attempt, 2);
+    EXPECT_EQ(actor(id, "rollout-1").phase, ActorPhase::kStarting);
+    ASSERT_EQ(link_.starts().size(), 1u);
+    EXPECT_EQ(link_.starts()[0].first, "r2");
+    EXPECT_EQ(link_.starts()[0].second.attempt, 2);
+    EXPECT_EQ(job(id).restarts_used, 1);
+    EXPECT_EQ(events(id).back().kind, "actor_restarted");
+    EXPECT_EQ(events(id).back().message,
+              "job-000001/rollout-1 restarted on r2 (attempt 2; it was pending)");
+    EXPECT_EQ(metrics_->counter_value("tandem_actor_restarts_total"), 1);
+}
+
+TEST_F(GrpoRolloutTest, PendingRolloutIsPlacedOnItsOwnNodeWhenItRegistersAgain) {
+    const JobId id = submit_full(2);
+    silence({"r1"}, 6000);
+    ASSERT_EQ(actor(id, "rollout-1").phase, ActorPhase::kPending);
+    // The same node back with a new agent (new instance): its actor goes there again.
+    ASSERT_TRUE(registry_
+                    ->on_register(register_msg("r1", "rollout", {2, 8192, 0}, "r1-second"),
+                                  "route-r1-again")
+                    .ok());
+    (void)jobs_->reconcile("r1", {}, /*registering=*/true);
+    jobs_->schedule();
+    EXPECT_EQ(actor(id, "rollout-1").node, "r1");
+    EXPECT_EQ(actor(id, "rollout-1").attempt, 2);
+    EXPECT_EQ(job(id).state, JobState::kRunning);
+}
+
+TEST_F(GrpoRolloutTest, PendingSurvivesACoordinatorRestartAndIsStoppedWhenTheJobEnds) {
+    const JobId id = submit_full(2);
+    silence({"r1"}, 6000);
+    open();
+    registry_->restore(*store_->load_nodes());
+    jobs_->restore(*store_->load_jobs());
+    EXPECT_EQ(actor(id, "rollout-1").phase, ActorPhase::kPending);
+    EXPECT_EQ(actor(id, "rollout-1").node, "");
+    report(id, "trainer-0", ActorPhase::kSucceeded);
+    EXPECT_EQ(job(id).state, JobState::kSucceeded);
+    EXPECT_EQ(actor(id, "rollout-1").phase, ActorPhase::kStopped);
+}
+
+TEST_F(GrpoRolloutTest, RolloutWithItsRestartsUsedUpStaysFailedAndTheJobContinues) {
+    const JobId id = submit_full(0);
+    report(id, "rollout-0", ActorPhase::kFailed, "boom", 1);
+    EXPECT_EQ(job(id).state, JobState::kRunning);
+    EXPECT_EQ(actor(id, "rollout-0").phase, ActorPhase::kFailed);
+    EXPECT_TRUE(link_.starts().empty());
+    EXPECT_EQ(events(id).back().kind, "actor_lost");
+    EXPECT_EQ(events(id).back().message,
+              "job-000001/rollout-0 will not be restarted: the job's 0 restarts are used up; the "
+              "job continues on 1 live rollout actor");
+
+    // The last one too: no rollout can come back, so the job fails now, naming them.
+    report(id, "rollout-1", ActorPhase::kFailed, "boom again", 1);
+    EXPECT_EQ(job(id).state, JobState::kFailed);
+    EXPECT_EQ(job(id).reason,
+              "no rollout actor of job-000001 can run any more (restarts used up: 0 of 0): "
+              "job-000001/rollout-0 failed on r0 (boom); job-000001/rollout-1 failed on r1 "
+              "(boom again)");
+}
+
+TEST_F(GrpoRolloutTest, NoLiveRolloutForLongerThanTheBoundFailsTheJobNamingItsActors) {
+    const JobId id = submit_full(3, 5000);
+    silence({"r0", "r1"}, 6000);
+    ASSERT_EQ(actor(id, "rollout-0").phase, ActorPhase::kPending);
+    ASSERT_EQ(actor(id, "rollout-1").phase, ActorPhase::kPending);
+    EXPECT_EQ(job(id).state, JobState::kRunning);
+    EXPECT_EQ(event_kinds(id).back(), "no_rollout_alive");
+    EXPECT_THAT(events(id).back().message,
+                HasSubstr("the job fails unless one runs again within 5.0 s "
+                          "(rollout.none_alive_timeout_ms)"));
+
+    clock_.advance(std::chrono::milliseconds(4900));
+    jobs_->sweep();
+    EXPECT_EQ(job(id).state, JobState::kRunning);
+    clock_.advance(std::chrono::milliseconds(200));
+    jobs_->sweep();
+    EXPECT_EQ(job(id).state, JobState::kFailed);
+    EXPECT_EQ(job(id).reason,
+              "no rollout actor of job-000001 was alive for 5.1 s "
+              "(rollout.none_alive_timeout_ms = 5000): job-000001/rollout-0 pending (node r0 lost "
+              "(missed heartbeats for 6.0 s)); job-000001/rollout-1 pending (node r1 lost (missed "
+              "heartbeats for 6.0 s))");
+    // The trainer is stopped; the pending actors end stopped.
+    EXPECT_EQ(actor(id, "rollout-0").phase, ActorPhase::kStopped);
+    ASSERT_EQ(link_.stops().size(), 1u);
+    EXPECT_EQ(link_.stops()[0].second.actor, "job-000001/trainer-0");
+}
+
+TEST_F(GrpoRolloutTest, ARolloutPlacedAgainStopsTheNoRolloutClock) {
+    const JobId id = submit_full(3, 5000);
+    silence({"r0", "r1"}, 6000);
+    ASSERT_EQ(event_kinds(id).back(), "no_rollout_alive");
+    add_node("r2", "rollout", {2, 8192, 0});  // room for one of them
+    EXPECT_EQ(actor(id, "rollout-0").node, "r2");
+    EXPECT_EQ(actor(id, "rollout-1").phase, ActorPhase::kPending);
+    clock_.advance(std::chrono::seconds(60));
+    jobs_->sweep();
+    EXPECT_EQ(job(id).state, JobState::kRunning);
+}
+
+TEST_F(GrpoRolloutTest, ATrainerBeyondItsRestartsStillFailsTheJob) {
+    const JobId id = submit_full(0);
+    report(id, "trainer-0", ActorPhase::kFailed, "boom", 1);
+    EXPECT_EQ(job(id).state, JobState::kFailed);
+    EXPECT_EQ(job(id).reason, "actor job-000001/trainer-0 on t0 failed: boom");
+}
+
+TEST_F(GrpoRolloutTest, ATrainerWithNoNodeToRestartOnStillFailsTheJob) {
+    const JobId id = submit_full(2);
+    silence({"t0"}, 6000);
+    EXPECT_EQ(job(id).state, JobState::kFailed);
+    EXPECT_THAT(job(id).reason, HasSubstr("actor job-000001/trainer-0 on t0 failed"));
+    EXPECT_THAT(job(id).reason, HasSubstr("no node to restart it"));
+}
+
+TEST_F(GrpoRolloutTest, TheBoundIsValidatedNamingTheField) {
+    JobYaml y;
+    y.kind = "grpo";
+    y.none_alive_timeout_ms = -1;
+    auto r = jobs_->submit(y.str(), "test.yaml", false);
+    ASSERT_FALSE(r.ok());
+    EXPECT_THAT(r.status().message(), HasSubstr("rollout.none_alive_timeout_ms"));
 }
 
 // ---- cancel ----

@@ -1,10 +1,12 @@
-// place(): gang placement (all or none), pack and spread, colocate, dead and avoided nodes,
+// place(): gang placement (all or none), pack and spread, replicas of one role on distinct nodes,
+// colocate, dead and avoided nodes,
 // resource accounting, and pending reasons a person can act on.
 #include "coordinator/scheduler.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -86,12 +88,46 @@ TEST(Scheduler, GangFailsWhenTrainerDoesNotFitEvenIfRolloutsDo) {
                           "can take 1 (t0: 0 free cpus)"));
 }
 
-TEST(Scheduler, PackPutsAJobsActorsTogether) {
-    auto p = place(job(0, 3), {rollout_node("r0"), rollout_node("r1"), rollout_node("r2")});
+TEST(Scheduler, PackSpreadsReplicasOfOneRoleWhileNodesHaveRoom) {
+    // The two rollout replicas once went both to r0 while r1 had room: losing r0 then cost the
+    // job both. Replicas of one role go to distinct nodes with either strategy.
+    for (auto strategy : {config::PlacementStrategy::kPack, config::PlacementStrategy::kSpread}) {
+        auto p = place(job(1, 2, {}, strategy),
+                       {trainer_node("t0"), rollout_node("r0"), rollout_node("r1")});
+        ASSERT_TRUE(p.ok()) << p.status().to_string();
+        EXPECT_EQ(p->at("job-000001/rollout-0"), "r0");
+        EXPECT_EQ(p->at("job-000001/rollout-1"), "r1") << config::enum_name(strategy);
+    }
+}
+
+TEST(Scheduler, PackStacksReplicasOnlyWhenEveryNodeHoldsOne) {
+    auto p = place(job(0, 4), {rollout_node("r0"), rollout_node("r1"), rollout_node("r2")});
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    std::map<std::string, int> per_node;
+    for (const auto& [actor, n] : *p) per_node[n] += 1;
+    EXPECT_EQ(per_node.size(), 3u);
+    EXPECT_EQ(p->at("job-000001/rollout-3"), "r0");  // then pack's order: the lowest id
+}
+
+TEST(Scheduler, ReplicasSpreadAroundTheJobsActorsAlreadyPlaced) {
+    // Placing a restarted or pending replica: the node without one of the job's rollouts wins,
+    // even though pack would otherwise prefer the busier node the job uses.
+    PlacementRequest req = job(0, 0);
+    req.actors.push_back(demand(ActorRole::kRollout, 1));
+    req.fixed["job-000001/trainer-0"] = "t0";
+    req.fixed["job-000001/rollout-0"] = "r0";
+    NodeCapacity r0 = rollout_node("r0", 3);
+    r0.actors = 1;
+    auto p = place(req, {trainer_node("t0"), r0, rollout_node("r1")});
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    EXPECT_EQ(p->at("job-000001/rollout-1"), "r1");
+}
+
+TEST(Scheduler, ReplicasShareANodeWhenTheOthersAreFull) {
+    auto p = place(job(0, 2, {2.0, 512, 0}), {rollout_node("r0", 4), rollout_node("r1", 1)});
     ASSERT_TRUE(p.ok()) << p.status().to_string();
     EXPECT_EQ(p->at("job-000001/rollout-0"), "r0");
     EXPECT_EQ(p->at("job-000001/rollout-1"), "r0");
-    EXPECT_EQ(p->at("job-000001/rollout-2"), "r0");
 }
 
 TEST(Scheduler, SpreadPutsAJobsActorsOnDifferentNodes) {
@@ -126,10 +162,11 @@ TEST(Scheduler, PackPrefersTheBusiestNodeSpreadTheEmptiest) {
 }
 
 TEST(Scheduler, PackMovesToTheNextNodeWhenTheFirstIsFull) {
-    auto p = place(job(0, 3, {2.0, 512, 0}), {rollout_node("r0", 4), rollout_node("r1", 4)});
+    // One replica each, then the third: r0 is full, so r1 takes it.
+    auto p = place(job(0, 3, {2.0, 512, 0}), {rollout_node("r0", 2), rollout_node("r1", 4)});
     ASSERT_TRUE(p.ok()) << p.status().to_string();
     EXPECT_EQ(p->at("job-000001/rollout-0"), "r0");
-    EXPECT_EQ(p->at("job-000001/rollout-1"), "r0");
+    EXPECT_EQ(p->at("job-000001/rollout-1"), "r1");
     EXPECT_EQ(p->at("job-000001/rollout-2"), "r1");
 }
 
