@@ -481,6 +481,10 @@ void TrainerActor::report(int64_t step, const model::TrainStats& ts, const Json&
               {"timing_s/publish", publish_s},
               {"timing_s/weight_sync_wait", rs["weight_sync_wait_s"]},
               {"timing_s/trajectory_wait", wait_s},
+              // What of this step's wait for trajectories the rollouts may have spent blocked on
+              // a weight transfer: weight_sync_wait, but no more than the step waited (in async
+              // mode a rollout ahead of the trainer fetches while the trainer trains).
+              {"timing_s/weight_sync_stall", std::min(wait_s, rs.value("weight_sync_wait_s", 0.0))},
               {"timing_s/rollout_wait_for_trainer", rs["rollout_wait_for_trainer_s"]},
               {"timing_s/weight_fetch", rs["fetch_s"]},
               {"timing_s/step", step_s},
