@@ -317,6 +317,10 @@ Result<model::ModelWeights> TrainerActor::warm_start(model::ModelWeights w) {
     return warm->weights();
 }
 
+// Far more versions than a trainer can publish between its agent's death and its own (the
+// agent's death kills it: PR_SET_PDEATHSIG).
+constexpr int64_t kRestartVersionGap = 1000;
+
 Status TrainerActor::choose_first_version(std::optional<int64_t> checkpoint_version) {
     int64_t first = checkpoint_version.value_or(start_step_);
     // A restarted trainer's predecessor may have published past the checkpoint: those numbers
@@ -324,6 +328,11 @@ Status TrainerActor::choose_first_version(std::optional<int64_t> checkpoint_vers
     rl::JobClient client(ctx_.coordinator_http, ctx_.actor.job);
     TANDEM_ASSIGN_OR_RETURN(std::optional<int64_t> top, client.max_version());
     if (top && *top >= first) first = *top + 1;
+    // A predecessor killed with its node may also have published versions the table never
+    // recorded (its agent died with their announcements) and that rollouts already hold: a
+    // restarted run numbers from kRestartVersionGap above the table, so its numbers name no
+    // other weights and its epoch is above every earlier run's (the rollouts resync on it).
+    if (ctx_.attempt > 1 && top) first = std::max(first, *top + 1 + kRestartVersionGap);
     epoch_ = first - start_step_;
     if (epoch_ != 0 || ctx_.attempt > 1) {
         channel_.log("info", fmt::format("attempt {}: step {} is published as version {} (the "
