@@ -35,21 +35,6 @@ double since(SteadyClock::time_point t0) {
 constexpr auto kTableEveryWithFeed = std::chrono::milliseconds(250);
 constexpr auto kTableEveryWithoutFeed = std::chrono::milliseconds(20);
 
-// UCX transports for the weight plane: shared memory when every actor of the job runs on one
-// host (UCX's default picks TCP loopback for the active messages there, measured 7-8 ms per
-// 376 KB fetch on a busy 2-core machine against 2-3 ms over shared memory); UCX's default
-// otherwise. Publisher and readers decide from the same placement, so they agree.
-std::string weight_transports(const nlohmann::json& placement) {
-    const nlohmann::json& actors = placement.value("actors", nlohmann::json::object());
-    std::string host;
-    for (const auto& [id, a] : actors.items()) {
-        const std::string h = a.value("host", "");
-        if (h.empty() || (!host.empty() && h != host)) return "";
-        host = h;
-    }
-    return host.empty() ? "" : "shm,self";
-}
-
 // A version as the trainer's feed sends it: the JSON the coordinator's table holds.
 Result<std::optional<rl::PublishedVersion>> parse_feed_version(const std::string& text) {
     nlohmann::json d = nlohmann::json::parse(text, nullptr, false);
@@ -173,7 +158,7 @@ Status RolloutActor::setup() {
     weights::ReaderOptions ro;
     ro.job = ctx_.actor.job;
     ro.reader_id = ctx_.actor.str();
-    ro.ucx.transports = weight_transports(ctx_.placement);
+    ro.ucx.transports = rl::weight_transports(ctx_.placement);
     // Handing each piece to the checksum thread costs a wakeup, which on a busy machine is
     // slower than hashing a small model inline (376 KB under load: 5.3 ms -> 1.6 ms a fetch).
     ro.verify_on_helper_thread = layout.total_bytes() > (uint64_t{8} << 20);

@@ -47,21 +47,6 @@ Result<model::ModelWeights> initial_weights(const config::JobSpec& job,
     return std::move(p.weights);
 }
 
-// UCX transports for the weight plane: shared memory when every actor of the job runs on one
-// host (UCX's default picks TCP loopback for the active messages there, measured 7-8 ms per
-// 376 KB fetch on a busy 2-core machine against 2-3 ms over shared memory); UCX's default
-// otherwise. Publisher and readers decide from the same placement, so they agree.
-std::string weight_transports(const nlohmann::json& placement) {
-    const nlohmann::json& actors = placement.value("actors", nlohmann::json::object());
-    std::string host;
-    for (const auto& [id, a] : actors.items()) {
-        const std::string h = a.value("host", "");
-        if (h.empty() || (!host.empty() && h != host)) return "";
-        host = h;
-    }
-    return host.empty() ? "" : "shm,self";
-}
-
 // Announces versions to the coordinator's table and, at the same moment, pushes each one (the
 // same JSON the table holds: descriptor plus step, data cursor and trainer attempt) to the job's
 // rollout actors over a ZeroMQ PUB socket (endpoint "versions"), so they start fetching it as soon
@@ -272,7 +257,7 @@ Status TrainerActor::setup() {
     weights::PublisherOptions po;
     po.job = ctx_.actor.job;
     po.publisher_id = ctx_.actor.str();
-    po.ucx.transports = weight_transports(ctx_.placement);
+    po.ucx.transports = rl::weight_transports(ctx_.placement);
     po.slots = static_cast<uint32_t>(job_.trainer.weight_slots);
     po.chunk_bytes = static_cast<uint64_t>(job_.trainer.chunk_bytes);
     po.lease_ttl_ms = std::chrono::milliseconds(job_.trainer.lease_ttl_ms);

@@ -147,4 +147,15 @@ Result<std::optional<int64_t>> JobClient::max_version() const {
     return top;
 }
 
+std::string weight_transports(const nlohmann::json& placement) {
+    const nlohmann::json& actors = placement.value("actors", nlohmann::json::object());
+    std::string host;
+    for (const auto& [id, a] : actors.items()) {
+        const std::string h = a.value("host", "");
+        if (h.empty() || (!host.empty() && h != host)) return "";
+        host = h;
+    }
+    return host.empty() ? "" : "shm,self";
+}
+
 }  // namespace tandem::rl
