@@ -21,6 +21,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -340,6 +341,12 @@ void gpu_cases(const Settings& st) {
 
 int main(int argc, char** argv) {
     using namespace tandem::kernels;
+    constexpr const char* kUsage =
+        "usage: tandem-bench-attention [--quick] [--case cpu_forward|cpu_backward|ring_overhead|"
+        "causal_balance|ring_parallel_p2|gpu_forward]\n";
+    // The case families the functions above print; --case must name one of them.
+    const std::set<std::string> cases = {"cpu_forward",    "cpu_backward",     "ring_overhead",
+                                         "causal_balance", "ring_parallel_p2", "gpu_forward"};
     Settings st;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
@@ -347,11 +354,14 @@ int main(int argc, char** argv) {
             st.quick = true;
         } else if (arg == "--case" && i + 1 < argc) {
             st.only = argv[++i];
+            if (!cases.count(st.only)) {
+                std::fprintf(stderr, "tandem-bench-attention: --case: no case named \"%s\"\n%s",
+                             st.only.c_str(), kUsage);
+                return 2;
+            }
         } else {
-            std::fprintf(stderr,
-                         "usage: tandem-bench-attention [--quick] [--case cpu_forward|"
-                         "cpu_backward|ring_overhead|causal_balance|ring_parallel_p2|"
-                         "gpu_forward]\n");
+            std::fprintf(stderr, "tandem-bench-attention: unexpected argument \"%s\"\n%s",
+                         arg.c_str(), kUsage);
             return 2;
         }
     }

@@ -6,7 +6,9 @@
 //               [--q-pos0 N]
 //
 // Writes DIR/o.npy [Tq, Hq, D] and DIR/lse.npy [Hq, Tq] (float32, natural log) and prints one
-// JSON line describing the run. Exit status 0 on success, 1 on failure, 2 on bad usage.
+// JSON line describing the run. Exit status 0 on success, 1 on failure (no CUDA device for
+// --backend cuda, a kernel error), 2 on bad usage or bad input (a missing or malformed .npy file,
+// shapes that do not agree).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +20,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/attention_cuda_host.h"
+#include "kernels/device.h"
 #include "kernels/ring/in_process_runner.h"
 #include "kernels/tools/npy.h"
 
@@ -57,6 +60,25 @@ Result<int64_t> parse_int(std::string_view flag, const std::string& text) {
         return invalid_argument(std::string(flag) + ": expected an integer, got \"" + text + "\"");
     }
     return static_cast<int64_t>(v);
+}
+
+// --backend cuda needs a visible device. Without one the CUDA runtime reports "CUDA driver
+// version is insufficient" when no NVIDIA driver is loaded at all; say what is missing instead.
+Status check_cuda_device() {
+    if (!built_with_cuda()) {
+        return unavailable(
+            "--backend cuda: this build has no CUDA kernels (built with TANDEM_CUDA=OFF or without "
+            "nvcc); use --backend cpu");
+    }
+    std::string why;
+    if (!cuda_devices(&why).empty()) return Status();
+    if (!std::filesystem::exists("/proc/driver/nvidia/version")) {
+        return unavailable(
+            "--backend cuda: no NVIDIA GPU on this machine (no NVIDIA driver is loaded); use "
+            "--backend cpu (the CUDA runtime said: " +
+            why + ")");
+    }
+    return unavailable("--backend cuda: no usable CUDA device: " + why + "; use --backend cpu");
 }
 
 Result<Options> parse(int argc, char** argv) {
@@ -181,6 +203,7 @@ Status run(const Options& opt) {
                                                        q.data.data(), k.data.data(), v.data.data(),
                                                        o.data(), lse.data()));
     } else if (opt.backend == "cuda") {
+        TANDEM_RETURN_IF_ERROR(check_cuda_device());
         TANDEM_RETURN_IF_ERROR(attention_forward_cuda_from_host(
             p, opt.dtype, q.data.data(), k.data.data(), v.data.data(), o.data(), lse.data()));
     } else {
@@ -223,8 +246,12 @@ int main(int argc, char** argv) {
     }
     const tandem::Status s = run(*options);
     if (!s.ok()) {
-        std::fprintf(stderr, "tandem-attn: %s\n", s.to_string().c_str());
-        return 1;
+        std::fprintf(stderr, "tandem-attn: %s\n", s.message().c_str());
+        // Bad input (an input file missing, shapes that do not agree) is bad usage: 2, as
+        // documented; anything else (no device, a kernel error) is a failure: 1.
+        const bool bad_input = s.code() == tandem::StatusCode::kInvalidArgument ||
+                               s.code() == tandem::StatusCode::kNotFound;
+        return bad_input ? 2 : 1;
     }
     return 0;
 }

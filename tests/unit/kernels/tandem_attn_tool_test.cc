@@ -6,9 +6,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
+#include "kernels/device.h"
 #include "kernels/tools/npy.h"
 #include "tests/unit/kernels/support/attention_reference.h"
 
@@ -132,7 +135,31 @@ TEST_F(TandemAttnTool, BadUsageAndBadShapesFailWithoutWritingOutputs) {
     ASSERT_TRUE(write_npy(path("v.npy"), {4, 2, 4}, in.v.data()).ok());
     EXPECT_EQ(run("--q " + path("q.npy") + " --k " + path("k.npy") + " --v " + path("v.npy") +
                   " --out " + path("out")),
+              2);  // bad input, as documented
+    EXPECT_FALSE(fs::exists(path("out/o.npy")));
+    // A missing input file is bad input too.
+    EXPECT_EQ(run("--q " + path("nosuch.npy") + " --k " + path("k.npy") + " --v " + path("v.npy") +
+                  " --out " + path("out")),
+              2);
+}
+
+TEST_F(TandemAttnTool, CudaBackendWithoutADeviceSaysSoAndFails) {
+    if (!tandem::kernels::cuda_devices().empty()) GTEST_SKIP() << "a CUDA device is present";
+    AttentionParams p;
+    p.tq = p.tk = 4;
+    p.hq = p.hkv = 1;
+    p.d = 4;
+    const auto in = make_inputs(p, 1);
+    ASSERT_TRUE(write_npy(path("q.npy"), {4, 1, 4}, in.q.data()).ok());
+    ASSERT_TRUE(write_npy(path("k.npy"), {4, 1, 4}, in.k.data()).ok());
+    ASSERT_TRUE(write_npy(path("v.npy"), {4, 1, 4}, in.v.data()).ok());
+    EXPECT_EQ(run("--q " + path("q.npy") + " --k " + path("k.npy") + " --v " + path("v.npy") +
+                  " --out " + path("out") + " --backend cuda"),
               1);
+    std::ifstream err(path("stderr"));
+    const std::string text((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("--backend cuda: "), std::string::npos) << text;
+    EXPECT_NE(text.find("use --backend cpu"), std::string::npos) << text;
     EXPECT_FALSE(fs::exists(path("out/o.npy")));
 }
 
