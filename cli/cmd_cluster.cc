@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -82,6 +83,20 @@ int up(const std::vector<std::string>& argv) {
         std::cout << fmt::format("coordinator already running (pid {})\n", *running);
     } else {
         fs::remove(run.address_path());
+        // A port another process holds would only show in coordinator.out: say which one here.
+        const auto& cs = cluster->coordinator;
+        for (const auto& [field, host, port] :
+             {std::tuple{"coordinator.agent_port", cs.host, cs.agent_port},
+              std::tuple{"coordinator.http_port", cs.http_bind, cs.http_port}}) {
+            if (const std::string why = bind_error(host, port); !why.empty()) {
+                fs::remove(run.pid_path("coordinator"));
+                std::cerr << fmt::format(
+                    "tandem up: cannot start the coordinator: {}:{} ({}) is not free: {}; stop "
+                    "what holds it or choose another port (`tandem up -f {} {}=PORT`)\n",
+                    host, port, field, why, *file, field);
+                return kExitFailed;
+            }
+        }
         std::vector<std::string> a = {bin + "/tandem-coordinator"};
         a.insert(a.end(), common.begin(), common.end());
         auto pid = start(run, "coordinator", a);
@@ -109,8 +124,16 @@ int up(const std::vector<std::string>& argv) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (!ctx) {
-        std::cerr << fmt::format("tandem up: the coordinator did not come up; see {}\n",
-                                 run.out_path("coordinator"));
+        // Stop what we started, drop its pid file, and show why from its own output.
+        if (coordinator_child) {
+            const bool exited = ::waitpid(*coordinator_child, nullptr, WNOHANG) != 0;
+            if (!exited) stop_process(*coordinator_child, std::chrono::seconds(5));
+            fs::remove(run.pid_path("coordinator"));
+        }
+        std::cerr << fmt::format(
+            "tandem up: the coordinator did not come up within {} s; the end of {}:\n{}",
+            timeout_s, run.out_path("coordinator"),
+            tail_lines(run.out_path("coordinator"), 5));
         return kExitFailed;
     }
     // Then the local node agents.

@@ -1,6 +1,6 @@
 // `tandem config check -f FILE [key=value ...]`: validates a cluster or job file and prints it
-// resolved, with every default filled in. A GRPO job's task is loaded as its actors load it, and
-// the job's longest context is checked against the limits the actors check when they start.
+// resolved, with every default filled in. A job file goes through check_job_file
+// (cli/job_checks.h), the path `tandem job submit` takes too.
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -11,10 +11,8 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/job_checks.h"
 #include "common/config/loader.h"
-#include "common/model/config.h"
-#include "common/model/job_setup.h"
-#include "common/model/tasks.h"
 
 namespace tandem::cli {
 
@@ -28,51 +26,6 @@ constexpr const char* kUsage =
     "  prompt + rollout.sampling.max_new_tokens) is checked against rollout.context_parallel x\n"
     "  rollout.max_tokens_per_device and model.max_seq_len; the figures are printed.\n"
     "  Exit code 0 when valid, 2 with the errors otherwise.\n";
-
-// The config (and recorded vocabulary) the job's policy will have: model.* for a random init,
-// otherwise model.init's config.json. No weights are made or read.
-Result<model::HfConfig> policy_config(const config::JobSpec& job, const model::Vocabulary& vocab) {
-    if (job.model.init == "random") {
-        TANDEM_ASSIGN_OR_RETURN(model::ModelConfig cfg,
-                                model::ModelConfig::from_spec(job.model, vocab.size()));
-        return model::HfConfig{cfg, std::nullopt};
-    }
-    return model::read_hf_config(job.model.init + "/config.json");
-}
-
-// What make_job_setup and the rollout actor's start reject, checked from the job file: loads the
-// task (errors name the dataset file and line) and checks the longest context against both
-// limits. Returns every error, each prefixed with `file`; on success sets `summary` to one line
-// with the figures.
-std::vector<std::string> check_grpo_limits(const config::JobSpec& job, const std::string& file,
-                                           std::string& summary) {
-    auto task = model::make_task(job.task);
-    if (!task.ok()) return {fmt::format("{}: task: {}", file, task.status().message())};
-    const int prompt = (*task)->max_prompt_tokens();
-    const auto& r = job.rollout;
-    const int64_t need = static_cast<int64_t>(prompt) + r.sampling.max_new_tokens;
-    std::vector<std::string> errors;
-    auto policy = policy_config(job, (*task)->vocab());
-    if (!policy.ok()) {
-        errors.push_back(fmt::format("{}: {}", file, policy.status().message()));
-    } else if (Status s = model::check_model_fits(job, policy->model, policy->vocab, **task);
-               !s.ok()) {
-        errors.push_back(fmt::format("{}: {}", file, s.message()));
-    }
-    if (Status s = model::check_context_length(job, prompt); !s.ok()) {
-        errors.push_back(fmt::format("{}: {}", file, s.message()));
-    }
-    if (errors.empty()) {
-        summary = fmt::format(
-            "longest context {} ({} prompt tokens + rollout.sampling.max_new_tokens {}); "
-            "rollout.context_parallel ({}) x rollout.max_tokens_per_device ({}) = {}; "
-            "model.max_seq_len {}",
-            need, prompt, r.sampling.max_new_tokens, r.context_parallel, r.max_tokens_per_device,
-            static_cast<int64_t>(r.context_parallel) * r.max_tokens_per_device,
-            policy->model.max_seq_len);
-    }
-    return errors;
-}
 
 int check(const std::vector<std::string>& argv) {
     ArgSpec spec{.flags = {"--help"},
@@ -117,17 +70,14 @@ int check(const std::vector<std::string>& argv) {
         }
         resolved = config::to_yaml(*spec_or);
     } else {
-        auto spec_or = config::load_job_file(*file, *overrides);
-        if (!spec_or.ok()) {
-            std::cerr << spec_or.status().message() << "\n";
+        // The same checks `tandem job submit` runs before it submits.
+        auto job = check_job_file(*file, *overrides);
+        if (!job.ok()) {
+            std::cerr << job.status().message() << "\n";
             return kExitUsage;
         }
-        if (spec_or->kind == config::JobKind::kGrpo) {
-            const auto errors = check_grpo_limits(*spec_or, *file, limits);
-            for (const auto& e : errors) std::cerr << e << "\n";
-            if (!errors.empty()) return kExitUsage;
-        }
-        resolved = config::to_yaml(*spec_or);
+        limits = job->limits;
+        resolved = config::to_yaml(job->spec);
     }
     std::cout << fmt::format("# {}: valid {} file\n", *file,
                              *kind == config::FileKind::kCluster ? "cluster" : "job");

@@ -1,11 +1,15 @@
 // `tandem job submit|list|status|events|logs|cancel` and `tandem versions`.
+#include <unistd.h>
+
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/context.h"
+#include "cli/job_checks.h"
 #include "common/config/loader.h"
 
 namespace tandem::cli {
@@ -14,19 +18,35 @@ namespace {
 
 constexpr const char* kJobUsage =
     "usage: tandem job submit -f JOB.yaml [KEY.PATH=VALUE ...] [--follow] [--dry-run]\n"
-    "       tandem job list | status JOB | summary JOB | events JOB | logs JOB [--follow] | cancel "
-    "JOB\n"
+    "       tandem job list | summary JOB | cancel JOB\n"
+    "       tandem job status JOB | events JOB | logs JOB [--follow]\n"
     "  JOB is a job id (job-000003) or a job name (the newest job with that name).\n"
-    "  Read commands accept --output json; every command accepts --address and --run-dir.\n";
+    "  submit checks the file as `tandem config check` does before it submits; --dry-run prints\n"
+    "  the resolved job and where its actors would run, and exits 1 if they cannot be placed.\n"
+    "  --follow: status shows a live progress line and the events, events and logs keep\n"
+    "  printing; all three exit with the job's result (0 succeeded, 1 failed or cancelled).\n"
+    "  Read commands accept --output text|json; every command accepts --address, --token and\n"
+    "  --run-dir (or TANDEM_ADDRESS and TANDEM_TOKEN).\n";
 
 std::string str(const Json& j, const char* key) {
     return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
 }
 
-// "RUNNING step 12 progress 40% reward 0.53 version 12 staleness 1"
-std::string progress_line(const Json& job) {
+int final_code(const Json& job) { return str(job, "state") == "SUCCEEDED" ? kExitOk : kExitFailed; }
+
+bool is_final(const std::string& state) {
+    return state == "SUCCEEDED" || state == "FAILED" || state == "CANCELLED";
+}
+
+// "RUNNING step 12 progress 40% reward 0.53 version 12 staleness 1"; before the first step, the
+// trainer's latest warm-start line ("warm start step 50/200: loss 1.234") when there is one.
+std::string progress_line(const Json& job, const std::string& warm_start) {
     std::string line = fmt::format("{} {}", str(job, "job"), str(job, "state"));
-    if (job.value("step", 0) > 0) line += fmt::format("  step {}", job["step"].get<int64_t>());
+    if (job.value("step", 0) > 0) {
+        line += fmt::format("  step {}", job["step"].get<int64_t>());
+    } else if (!warm_start.empty() && !is_final(str(job, "state"))) {
+        line += "  " + warm_start;
+    }
     if (job.contains("progress") && job["progress"].is_number()) {
         line += fmt::format("  progress {:.0f}%", job["progress"].get<double>() * 100);
     }
@@ -50,20 +70,34 @@ int print_events(const Json& events) {
     return kExitOk;
 }
 
-int final_code(const Json& job) { return str(job, "state") == "SUCCEEDED" ? kExitOk : kExitFailed; }
 
-bool is_final(const std::string& state) {
-    return state == "SUCCEEDED" || state == "FAILED" || state == "CANCELLED";
+// The newest "warm start ..." line among the job's log lines after `after` (moved past them);
+// empty when there is none.
+std::string latest_warm_start(const ClusterContext& ctx, const std::string& job, int64_t& after) {
+    std::string latest;
+    auto r = ctx.get(fmt::format("/api/v1/jobs/{}/logs?after={}", job, after));
+    if (!r.ok()) return latest;
+    for (const auto& l : (*r)["logs"]) {
+        after = l["seq"].get<int64_t>();
+        if (str(l, "msg").starts_with("warm start")) latest = str(l, "msg");
+    }
+    return latest;
 }
 
 // Shows a live progress line and new events until the job ends; returns its exit code.
 int follow(const ClusterContext& ctx, const std::string& job) {
     int64_t after = 0;
+    int64_t logs_after = 0;
+    std::string warm_start;  // the trainer's latest warm-start line, shown until step 1
     std::string last_line;
     const bool tty = ::isatty(STDOUT_FILENO);
     while (true) {
         auto j = ctx.get("/api/v1/jobs/" + job);
         if (!j.ok()) return report(j.status());
+        if (j->value("step", 0) == 0) {
+            const std::string w = latest_warm_start(ctx, job, logs_after);
+            if (!w.empty()) warm_start = w;
+        }
         auto ev = ctx.get(fmt::format("/api/v1/jobs/{}/events?after={}", job, after));
         if (ev.ok()) {
             for (const auto& e : (*ev)["events"]) {
@@ -75,7 +109,7 @@ int follow(const ClusterContext& ctx, const std::string& job) {
                 after = e["seq"].get<int64_t>();
             }
         }
-        const std::string line = progress_line(*j);
+        const std::string line = progress_line(*j, warm_start);
         if (line != last_line) {
             if (tty) {
                 std::cout << "\r\033[K" << line << std::flush;
@@ -92,30 +126,61 @@ int follow(const ClusterContext& ctx, const std::string& job) {
     }
 }
 
-int submit(const ClusterContext& ctx, const Args& args) {
+// Prints the job's events as they come until it ends; returns its exit code.
+int follow_events(const ClusterContext& ctx, const std::string& job) {
+    int64_t after = 0;
+    while (true) {
+        // The state first: events recorded before a final state are all printed below.
+        auto j = ctx.get("/api/v1/jobs/" + job);
+        if (!j.ok()) return report(j.status());
+        auto ev = ctx.get(fmt::format("/api/v1/jobs/{}/events?after={}", job, after));
+        if (!ev.ok()) return report(ev.status());
+        print_events((*ev)["events"]);
+        std::cout << std::flush;
+        for (const auto& e : (*ev)["events"]) after = e["seq"].get<int64_t>();
+        if (is_final(str(*j, "state")) && (*ev)["events"].empty()) return final_code(*j);
+        if (!is_final(str(*j, "state")))
+            std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+}
+
+// "job-000004/rollout-1" -> "rollout-1": a dry run's plan names actors of a job not yet created.
+std::string role_of(const std::string& actor) {
+    const auto slash = actor.find('/');
+    return slash == std::string::npos ? actor : actor.substr(slash + 1);
+}
+
+int submit(const Args& args) {
     const auto file = args.get("--file");
     if (!file)
         return std::cerr << "tandem job submit: -f JOB.yaml is required\n" << kJobUsage, kExitUsage;
     std::vector<std::string> texts(args.positional.begin() + 1, args.positional.end());
     auto overrides = config::parse_overrides(texts);
     if (!overrides.ok()) return report(overrides.status());
-    auto spec = config::load_job_file(*file, *overrides);
-    if (!spec.ok()) return report(spec.status());
+    // Bad input (a missing file, an invalid field, a context that does not fit) exits 2 before
+    // anything is submitted: the checks `tandem config check` runs.
+    auto job = check_job_file(*file, *overrides);
+    if (!job.ok()) return std::cerr << job.status().message() << "\n", kExitUsage;
+    auto ctx = cluster_context(args);
+    if (!ctx.ok()) return report(ctx.status());
     const bool dry_run = args.has("--dry-run");
-    auto r =
-        ctx.post("/api/v1/jobs",
-                 {{"spec_yaml", config::to_yaml(*spec)}, {"dry_run", dry_run}, {"source", *file}});
+    auto r = ctx->post("/api/v1/jobs", {{"spec_yaml", config::to_yaml(job->spec)},
+                                       {"dry_run", dry_run},
+                                       {"source", *file}});
     if (!r.ok()) return report(r.status());
+    const bool placed = (*r)["plan"].is_object();
     if (json_output(args)) {
         std::cout << r->dump(2) << "\n";
+        if (dry_run) return placed ? kExitOk : kExitFailed;
     } else if (dry_run) {
         std::cout << "# resolved job spec\n" << str(*r, "spec_yaml") << "# placement plan\n";
-        if ((*r)["plan"].is_object()) {
-            for (auto it = (*r)["plan"].begin(); it != (*r)["plan"].end(); ++it) {
-                std::cout << fmt::format("{:<28} -> {}\n", it.key(), it.value().get<std::string>());
-            }
-        } else {
+        if (!placed) {
             std::cout << "cannot be placed now: " << str(*r, "pending_reason") << "\n";
+            return kExitFailed;
+        }
+        for (auto it = (*r)["plan"].begin(); it != (*r)["plan"].end(); ++it) {
+            std::cout << fmt::format("{:<16} -> {}\n", role_of(it.key()),
+                                     it.value().get<std::string>());
         }
         return kExitOk;
     } else {
@@ -123,7 +188,7 @@ int submit(const ClusterContext& ctx, const Args& args) {
         if (!str(*r, "pending_reason").empty())
             std::cout << "pending: " << str(*r, "pending_reason") << "\n";
     }
-    if (args.has("--follow") && !dry_run) return follow(ctx, str(*r, "job"));
+    if (args.has("--follow") && !dry_run) return follow(*ctx, str(*r, "job"));
     return kExitOk;
 }
 
@@ -193,13 +258,15 @@ int logs(const ClusterContext& ctx, const Args& args, const std::string& job) {
 }
 
 // The end-of-job figures: reward over the last steps, versions, weight sync and step times.
+// Only what the job reported is shown: a diagnostic job has no reward or weight figures.
 int summary(const ClusterContext& ctx, const Args& args, const std::string& job) {
     auto j = ctx.get("/api/v1/jobs/" + job);
     if (!j.ok()) return report(j.status());
     auto m = ctx.get(fmt::format("/api/v1/jobs/{}/metrics?limit=10000", job));
     if (!m.ok()) return report(m.status());
     const Json& rows = (*m)["metrics"];
-    auto mean = [&](const char* key, size_t last) {
+    // Mean of `key` over the last `last` steps that report it; nullopt when none does.
+    auto mean = [&](const char* key, size_t last) -> std::optional<double> {
         double sum = 0;
         size_t n = 0;
         for (size_t i = rows.size() > last ? rows.size() - last : 0; i < rows.size(); ++i) {
@@ -209,38 +276,63 @@ int summary(const ClusterContext& ctx, const Args& args, const std::string& job)
                 ++n;
             }
         }
-        return n ? sum / static_cast<double>(n) : -1.0;
+        if (n == 0) return std::nullopt;
+        return sum / static_cast<double>(n);
     };
     const size_t all = rows.size();
     Json out = {{"job", str(*j, "job")},
                 {"state", str(*j, "state")},
                 {"steps", all},
-                {"versions_published", (*j)["versions"]},
-                {"reward_first", all ? rows[0]["values"].value("rollout/reward_mean", -1.0) : -1.0},
-                {"reward_last5_mean", mean("rollout/reward_mean", 5)},
-                {"weight_sync_wait_mean_s", mean("timing_s/weight_sync_wait", all)},
-                {"weight_fetch_mean_s", mean("timing_s/weight_fetch", all)},
-                {"publish_mean_s", mean("timing_s/publish", all)},
-                {"step_mean_s", mean("timing_s/step", all)},
-                {"rollout_tokens_per_s_mean", mean("throughput/rollout_tokens_per_s", all)}};
-    const double sync = out["weight_sync_wait_mean_s"], step = out["step_mean_s"];
-    out["weight_sync_fraction"] = step > 0 ? sync / step : 0.0;
+                {"versions_published", (*j)["versions"]}};
+    auto put = [&](const char* name, std::optional<double> v) {
+        if (v) out[name] = *v;
+    };
+    if (all && rows[0]["values"].contains("rollout/reward_mean"))
+        out["reward_first"] = rows[0]["values"]["rollout/reward_mean"];
+    put("reward_last5_mean", mean("rollout/reward_mean", 5));
+    put("weight_sync_wait_mean_s", mean("timing_s/weight_sync_wait", all));
+    put("weight_fetch_mean_s", mean("timing_s/weight_fetch", all));
+    put("publish_mean_s", mean("timing_s/publish", all));
+    put("step_mean_s", mean("timing_s/step", all));
+    put("rollout_tokens_per_s_mean", mean("throughput/rollout_tokens_per_s", all));
+    const bool has_step = out.contains("step_mean_s") && out["step_mean_s"].get<double>() > 0;
+    if (out.contains("weight_sync_wait_mean_s") && has_step) {
+        out["weight_sync_fraction"] =
+            out["weight_sync_wait_mean_s"].get<double>() / out["step_mean_s"].get<double>();
+    }
     if (json_output(args)) return std::cout << out.dump(2) << "\n", final_code(*j);
-    const double wall =
-        ((*j)["finished_ns"].get<int64_t>() - (*j)["started_ns"].get<int64_t>()) / 1e9;
-    std::cout << fmt::format("{} {}: {} steps in {}\n", str(*j, "job"), str(*j, "state"), all,
-                             format_duration_s(wall));
-    std::cout << fmt::format("  reward: first step {:.3f}, mean of the last 5 steps {:.3f}\n",
-                             out["reward_first"].get<double>(),
-                             out["reward_last5_mean"].get<double>());
-    std::cout << fmt::format("  versions published: {}\n", (*j)["versions"].get<int64_t>());
-    std::cout << fmt::format(
-        "  mean weight sync wait {:.1f} ms ({:.1f}% of a step), fetch {:.1f} ms, publish {:.1f} "
-        "ms\n",
-        sync * 1e3, out["weight_sync_fraction"].get<double>() * 100,
-        out["weight_fetch_mean_s"].get<double>() * 1e3, out["publish_mean_s"].get<double>() * 1e3);
-    std::cout << fmt::format("  mean time per step {:.0f} ms, rollout {:.0f} tokens/s\n",
-                             step * 1e3, out["rollout_tokens_per_s_mean"].get<double>());
+    auto ms = [&](const char* name) { return out[name].get<double>() * 1e3; };
+    const int64_t started = (*j)["started_ns"].get<int64_t>();
+    const int64_t finished = (*j)["finished_ns"].get<int64_t>();
+    const std::string wall =
+        started > 0 && finished >= started ? " in " + format_duration_s((finished - started) / 1e9)
+                                           : "";
+    std::cout << fmt::format("{} {}: {} steps{}\n", str(*j, "job"), str(*j, "state"), all, wall);
+    if (out.contains("reward_first") && out.contains("reward_last5_mean")) {
+        std::cout << fmt::format("  reward: first step {:.3f}, mean of the last 5 steps {:.3f}\n",
+                                 out["reward_first"].get<double>(),
+                                 out["reward_last5_mean"].get<double>());
+    }
+    if ((*j)["versions"].get<int64_t>() > 0)
+        std::cout << fmt::format("  versions published: {}\n", (*j)["versions"].get<int64_t>());
+    if (out.contains("weight_sync_wait_mean_s")) {
+        std::string line = fmt::format("  mean weight sync wait {:.1f} ms", ms("weight_sync_wait_mean_s"));
+        if (out.contains("weight_sync_fraction"))
+            line += fmt::format(" ({:.1f}% of a step)",
+                                out["weight_sync_fraction"].get<double>() * 100);
+        if (out.contains("weight_fetch_mean_s"))
+            line += fmt::format(", fetch {:.1f} ms", ms("weight_fetch_mean_s"));
+        if (out.contains("publish_mean_s"))
+            line += fmt::format(", publish {:.1f} ms", ms("publish_mean_s"));
+        std::cout << line << "\n";
+    }
+    if (has_step) {
+        std::string line = fmt::format("  mean time per step {:.0f} ms", ms("step_mean_s"));
+        if (out.contains("rollout_tokens_per_s_mean"))
+            line += fmt::format(", rollout {:.0f} tokens/s",
+                                out["rollout_tokens_per_s_mean"].get<double>());
+        std::cout << line << "\n";
+    }
     return final_code(*j);
 }
 
@@ -269,14 +361,21 @@ int cmd_job(const std::vector<std::string>& argv) {
         std::cerr << "tandem job " << sub << ": expected one JOB\n" << kJobUsage;
         return kExitUsage;
     }
+    if (sub == "submit") return submit(*args);  // checks the file before it needs a cluster
     auto ctx = cluster_context(*args);
     if (!ctx.ok()) return report(ctx.status());
-    if (sub == "submit") return submit(*ctx, *args);
     if (sub == "list") return list(*ctx, *args);
     const std::string job = *need_job();
-    if (sub == "status") return status(*ctx, *args, job);
+    const bool follows = args->has("--follow");
+    if (follows && sub != "status" && sub != "events" && sub != "logs") {
+        std::cerr << "tandem job " << sub << ": --follow applies to submit, status, events and logs\n"
+                  << kJobUsage;
+        return kExitUsage;
+    }
+    if (sub == "status") return follows ? follow(*ctx, job) : status(*ctx, *args, job);
     if (sub == "logs") return logs(*ctx, *args, job);
     if (sub == "summary") return summary(*ctx, *args, job);
+    if (sub == "events" && follows) return follow_events(*ctx, job);
     if (sub == "events") {
         auto r = ctx->get(fmt::format("/api/v1/jobs/{}/events", job));
         if (!r.ok()) return report(r.status());
@@ -301,8 +400,13 @@ int cmd_versions(const std::vector<std::string>& argv) {
     auto r = ctx->get(fmt::format("/api/v1/jobs/{}/versions", args->positional[0]));
     if (!r.ok()) return report(r.status());
     if (json_output(*args)) return std::cout << r->dump(2) << "\n", kExitOk;
+    // The coordinator records readers only when they join a relay tree (rollout.replicas >
+    // rollout.relay_fanout); readers that lease from the publisher directly are known to the
+    // publisher alone. So the last column counts relay-tree readers, "-" for none.
     std::cout << fmt::format("{:>8}  {:<19}  {:<11}  {:>12}  {:<18}  {:<24}  {}\n", "VERSION",
-                             "PUBLISHED", "STATE", "BYTES", "FINGERPRINT", "PUBLISHERS", "READERS");
+                             "PUBLISHED", "STATE", "BYTES", "FINGERPRINT", "PUBLISHERS",
+                             "RELAY READERS");
+    bool any_relays = false;
     for (const auto& v : (*r)["versions"]) {
         const Json& d = v["descriptor"];
         std::string pubs;
@@ -320,7 +424,8 @@ int cmd_versions(const std::vector<std::string>& argv) {
             "{:>8}  {:<19}  {:<11}  {:>12}  {:<18}  {:<24}  {}\n", v["version"].get<uint64_t>(),
             format_time_ns(v["published_ns"].get<int64_t>()), state, bytes,
             d.contains("layout_fingerprint") ? d["layout_fingerprint"].get<std::string>() : "-",
-            pubs, relays.size());
+            pubs, relays.empty() ? std::string("-") : std::to_string(relays.size()));
+        any_relays = any_relays || !relays.empty();
         const std::string reason = v.value("reason", "");
         if (!reason.empty()) std::cout << fmt::format("{:>8}  {}\n", "", reason);
         // Who relays to whom: one line per reader.
@@ -330,6 +435,10 @@ int cmd_versions(const std::vector<std::string>& argv) {
                 "{:>8}  {} <- {} (depth {})\n", "", l.value("reader", std::string("?")),
                 parent.is_string() ? parent.get<std::string>() : "publisher", l.value("depth", 1));
         }
+    }
+    if (!any_relays && !(*r)["versions"].empty()) {
+        std::cout << "(no relay tree: every reader fetched from the publishers, which hold the "
+                     "leases; the coordinator lists readers only when they relay)\n";
     }
     return kExitOk;
 }

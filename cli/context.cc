@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/processes.h"
 #include "common/run_dir.h"
 
 namespace tandem::cli {
@@ -23,7 +24,8 @@ Result<Json> parse_reply(const std::string& what, const Result<HttpReply>& r) {
     switch (r->status) {
         case 400:
             return invalid_argument(msg);
-        case 401:
+        case 401:  // no or a wrong token
+        case 403:  // a token whose role may not do this
             return permission_denied(msg);
         case 404:
             return not_found(msg);
@@ -31,29 +33,76 @@ Result<Json> parse_reply(const std::string& what, const Result<HttpReply>& r) {
             return internal_error(fmt::format("{}: HTTP {}: {}", what, r->status, msg));
     }
 }
+
+std::string trim_newlines(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    return s;
+}
+
+// Says what to do about a failed request: a coordinator of the run directory that is gone, a
+// token the coordinator refused.
+Status explain(const ClusterContext& c, const Status& s) {
+    if (s.code() == StatusCode::kUnavailable && c.address_from_run_dir) {
+        const RunDir run(c.run_dir);
+        const std::string pid = trim_newlines(read_file(run.pid_path("coordinator")).value_or(""));
+        if (!running_pid(run.pid_path("coordinator"), "tandem-coordinator")) {
+            const std::string cluster =
+                trim_newlines(read_file(run.root() + "/cluster-file").value_or("CLUSTER.yaml"));
+            return unavailable(fmt::format(
+                "the coordinator of {} ({}{}) is not running any more; start it again with "
+                "`tandem up -f {}` (agents and running actors reconnect)",
+                run.root(), c.address, pid.empty() ? "" : ", pid " + pid, cluster));
+        }
+    }
+    if (s.code() == StatusCode::kPermissionDenied) {
+        return permission_denied(fmt::format(
+            "{}: the coordinator at {} refused {}; pass --token TOKEN or set TANDEM_TOKEN to the "
+            "cluster's token (RUN_DIR/api-token on the machine that ran `tandem up`)",
+            s.message(), c.address,
+            c.token_source.empty() ? "a request without an API token"
+                                   : "the API token from " + c.token_source));
+    }
+    return s;
+}
 }  // namespace
 
 Result<Json> ClusterContext::get(const std::string& target) const {
-    return parse_reply("GET " + target, http_call(address, "GET", target, "", token));
+    auto r = parse_reply("GET " + target, http_call(address, "GET", target, "", token));
+    if (!r.ok()) return explain(*this, r.status());
+    return r;
 }
 
 Result<Json> ClusterContext::post(const std::string& target, const Json& body) const {
-    return parse_reply("POST " + target, http_call(address, "POST", target, body.dump(), token));
+    auto r = parse_reply("POST " + target, http_call(address, "POST", target, body.dump(), token));
+    if (!r.ok()) return explain(*this, r.status());
+    return r;
 }
 
 Result<ClusterContext> cluster_context(const Args& args) {
+    const std::string output = args.get("--output").value_or("text");
+    if (output != "text" && output != "json") {
+        return invalid_argument(
+            fmt::format("--output: expected text or json, got \"{}\"", output));
+    }
     ClusterContext c;
     c.run_dir = args.get("--run-dir").value_or(".tandem");
     const RunDir run(c.run_dir);
-    if (auto t = read_file(run.token_path()); t.ok()) {
+    if (auto t = args.get("--token")) {
         c.token = *t;
-        while (!c.token.empty() && c.token.back() == '\n') c.token.pop_back();
+        c.token_source = "--token";
+    } else if (const char* env = std::getenv("TANDEM_TOKEN"); env && *env) {
+        c.token = env;
+        c.token_source = "TANDEM_TOKEN";
+    } else if (auto text = read_file(run.token_path()); text.ok()) {
+        c.token = trim_newlines(*text);
+        c.token_source = run.token_path();
     }
     if (auto a = args.get("--address")) {
         c.address = *a;
     } else if (const char* env = std::getenv("TANDEM_ADDRESS"); env && *env) {
         c.address = env;
     } else {
+        c.address_from_run_dir = true;
         auto text = read_file(run.address_path());
         if (!text.ok()) {
             return not_found(fmt::format(

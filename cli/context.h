@@ -1,7 +1,9 @@
 #pragma once
 
-// What every command that talks to a cluster needs: the coordinator's address and the API token,
-// found from --address, else TANDEM_ADDRESS, else the run directory's coordinator.json.
+// What every command that talks to a cluster needs: the coordinator's address, found from
+// --address, else TANDEM_ADDRESS, else the run directory's coordinator.json; and the API token,
+// found from --token, else TANDEM_TOKEN, else the run directory's api-token. From another
+// directory or machine, pass both (or set both variables).
 
 #include <string>
 
@@ -21,6 +23,8 @@ struct ClusterContext {
     std::string address;  // http://HOST:PORT
     std::string token;
     std::string run_dir;
+    bool address_from_run_dir = false;  // coordinator.json, not --address / TANDEM_ADDRESS
+    std::string token_source;           // "--token", "TANDEM_TOKEN", the api-token path, or ""
 
     // GET/POST returning the JSON body; HTTP errors become Status with the server's message.
     Result<Json> get(const std::string& target) const;
@@ -29,8 +33,9 @@ struct ClusterContext {
 
 // Options shared by cluster commands.
 inline void add_cluster_options(ArgSpec& spec) {
-    spec.options.insert({"--address", "--run-dir", "--output"});
+    spec.options.insert({"--address", "--token", "--run-dir", "--output"});
 }
+// Fails with invalid_argument for an --output other than text or json.
 Result<ClusterContext> cluster_context(const Args& args);
 
 // Prints `e` to stderr ("tandem: ...") and returns the exit code for it.

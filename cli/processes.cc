@@ -1,7 +1,9 @@
 #include "cli/processes.h"
 
 #include <fcntl.h>
+#include <netdb.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -89,6 +92,43 @@ bool wait_exit(pid_t pid, std::chrono::milliseconds timeout) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return true;
+}
+
+std::string bind_error(const std::string& host, int port) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    addrinfo* res = nullptr;
+    const std::string service = std::to_string(port);
+    const char* node = host.empty() || host == "*" ? nullptr : host.c_str();
+    if (const int rc = ::getaddrinfo(node, service.c_str(), &hints, &res); rc != 0)
+        return ::gai_strerror(rc);
+    std::string why;
+    const int fd = ::socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+    if (fd < 0) {
+        why = std::strerror(errno);
+    } else {
+        // As the daemons bind: SO_REUSEADDR, so a port left in TIME_WAIT does not count.
+        const int one = 1;
+        ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (::bind(fd, res->ai_addr, res->ai_addrlen) != 0) why = std::strerror(errno);
+        ::close(fd);
+    }
+    ::freeaddrinfo(res);
+    return why;
+}
+
+std::string tail_lines(const std::string& path, size_t max_lines) {
+    std::ifstream in(path);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) {
+        lines.push_back(line);
+        if (lines.size() > max_lines) lines.erase(lines.begin());
+    }
+    std::string out;
+    for (const auto& l : lines) out += l + "\n";
+    return out;
 }
 
 std::string self_dir() {

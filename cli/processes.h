@@ -25,6 +25,13 @@ bool stop_process(pid_t pid, std::chrono::milliseconds grace);
 // Waits until the process has exited (a zombie counts); false on timeout.
 bool wait_exit(pid_t pid, std::chrono::milliseconds timeout);
 
+// Whether a TCP listener could bind `host:port` now: an empty string if it could, else the
+// reason ("address already in use"). `host` is an IPv4/IPv6 literal or a name.
+std::string bind_error(const std::string& host, int port);
+
+// The last `max_lines` lines of a text file (empty if it cannot be read).
+std::string tail_lines(const std::string& path, size_t max_lines);
+
 // The directory holding this executable (and its sibling binaries).
 std::string self_dir();
 

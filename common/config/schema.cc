@@ -148,6 +148,14 @@ std::optional<double> parse_double(const std::string& t) {
     return v;
 }
 
+std::string format_double(double v) {
+    if (std::isinf(v)) return v > 0 ? ".inf" : "-.inf";
+    if (std::isnan(v)) return ".nan";
+    std::string s = fmt::format("{}", v);  // shortest round-trip representation
+    if (s.find_first_of(".e") == std::string::npos) s += ".0";
+    return s;
+}
+
 YAML::Node Decoder::find(std::string_view key) const {
     for (const auto& kv : map_) {
         if (kv.first.IsScalar() && kv.first.Scalar() == key) return kv.second;

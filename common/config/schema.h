@@ -134,6 +134,9 @@ std::optional<bool> parse_bool(const std::string& text);
 std::optional<int64_t> parse_int(const std::string& text);
 std::optional<uint64_t> parse_uint(const std::string& text);
 std::optional<double> parse_double(const std::string& text);
+// The shortest text that reads back as `v` ("0.2", not yaml-cpp's "0.20000000000000001"); a
+// whole number keeps ".0" so that it still reads as a float; infinities as ".inf" / "-.inf".
+std::string format_double(double v);
 
 class Decoder;
 
@@ -336,6 +339,8 @@ YAML::Node encode_value(const T& value) {
         return value ? encode_value(*value) : YAML::Node(YAML::NodeType::Null);
     } else if constexpr (std::is_enum_v<T>) {
         return YAML::Node(std::string(enum_name(value)));
+    } else if constexpr (std::is_floating_point_v<T>) {
+        return YAML::Node(format_double(static_cast<double>(value)));
     } else if constexpr (std::is_same_v<T, std::string> || std::is_arithmetic_v<T>) {
         return YAML::Node(value);
     } else if constexpr (IsStringMap<T>::value) {

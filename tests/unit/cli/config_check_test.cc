@@ -44,6 +44,51 @@ TEST(TandemCli, VersionAndHelp) {
     EXPECT_EQ(run("frobnicate").code, 2);
 }
 
+TEST(TandemCli, HelpListsEveryJobSubcommandAndTheTokenOptions) {
+    CliRun h = run("--help");
+    for (const char* word : {"job list | summary JOB | cancel JOB", "--token", "TANDEM_TOKEN",
+                             "TANDEM_ADDRESS", "--output text|json"}) {
+        EXPECT_NE(h.out.find(word), std::string::npos) << word << "\n" << h.out;
+    }
+}
+
+TEST(TandemCli, SubmitOfAMissingFileIsBadUsageBeforeAnyCluster) {
+    CliRun r = run("job submit -f /nonexistent/job.yaml --run-dir /nonexistent");
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find("/nonexistent/job.yaml"), std::string::npos) << r.out;
+}
+
+TEST(TandemCli, SubmitRunsTheChecksConfigCheckRuns) {
+    const std::string args = "-f " + kSrc +
+                             "/configs/jobs/copy-long-context.yaml "
+                             "rollout.max_tokens_per_device=30";
+    CliRun check = run("config check " + args);
+    CliRun submit = run("job submit " + args + " --run-dir /nonexistent");
+    EXPECT_EQ(check.code, 2);
+    EXPECT_EQ(submit.code, 2) << submit.out;
+    EXPECT_EQ(submit.out, check.out);  // the same messages, before any coordinator is needed
+    EXPECT_NE(submit.out.find("does not fit rollout.context_parallel"), std::string::npos);
+}
+
+TEST(TandemCli, UnknownOutputFormatIsBadUsage) {
+    CliRun r = run("job list --output yaml --address 127.0.0.1:9");
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find("--output: expected text or json, got \"yaml\""), std::string::npos)
+        << r.out;
+}
+
+TEST(TandemCli, FollowIsRefusedWhereItDoesNotApply) {
+    CliRun r = run("job summary some-job --follow --address 127.0.0.1:9");
+    EXPECT_EQ(r.code, 2) << r.out;
+}
+
+TEST(TandemCli, ConfigCheckPrintsFloatsInTheirShortestForm) {
+    CliRun r = run("config check -f " + kSrc + "/configs/jobs/grpo-reverse.yaml");
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("clip_eps: 0.2\n"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("0000000"), std::string::npos) << r.out;
+}
+
 TEST(TandemCli, ConfigCheckPrintsResolvedClusterWithDefaults) {
     CliRun r = run("config check -f " + kSrc + "/configs/clusters/local.yaml");
     EXPECT_EQ(r.code, 0) << r.out;

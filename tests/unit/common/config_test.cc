@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -253,6 +254,22 @@ TEST_F(ConfigFileTest, ResolvedYamlRoundTrips) {
     auto cagain = decode_document<ClusterSpec>(*croot, "resolved");
     ASSERT_TRUE(cagain.ok()) << cagain.status().message();
     EXPECT_EQ(to_yaml(*cagain), to_yaml(*cluster));
+}
+
+TEST_F(ConfigFileTest, ResolvedYamlPrintsFloatsInTheirShortestForm) {
+    auto spec = load_job_file(write("j.yaml", "name: j\nkind: grpo\nalgorithm: {clip_eps: 0.2}\n"));
+    ASSERT_TRUE(spec.ok());
+    const std::string text = to_yaml(*spec);
+    EXPECT_NE(text.find("clip_eps: 0.2\n"), std::string::npos) << text;
+    EXPECT_EQ(text.find("0000000"), std::string::npos) << text;
+    EXPECT_EQ(format_double(0.1), "0.1");
+    EXPECT_EQ(format_double(3.0e-4), "0.0003");
+    EXPECT_EQ(format_double(1.0), "1.0");  // still reads as a float
+    EXPECT_EQ(format_double(1e300), "1e+300");
+    EXPECT_EQ(format_double(-HUGE_VAL), "-.inf");
+    for (double v : {0.1, 0.2, 1.0 / 3.0, 3.0e-4, 1e-12, 123456.789}) {
+        EXPECT_EQ(parse_double(format_double(v)), v) << format_double(v);
+    }
 }
 
 }  // namespace
