@@ -17,6 +17,8 @@
 #include "common/version.h"
 #include "coordinator/agent_dispatcher.h"
 #include "coordinator/agent_server.h"
+#include "coordinator/cluster_metrics.h"
+#include "coordinator/dashboard.h"
 #include "coordinator/http_api.h"
 #include "coordinator/http_server.h"
 #include "coordinator/job_manager.h"
@@ -110,9 +112,15 @@ int run(int argc, char** argv) {
     });
     coord::HttpApi api(clock, jobs, registry, versions, **store, metrics,
                        {spec->name, api_token, (*store)->epoch()});
+    coord::register_cluster_metrics(metrics, clock, jobs, registry, versions);
+    const coord::Dashboard dashboard({});
     auto http =
         coord::HttpServer::listen(io, cs.http_bind, static_cast<uint16_t>(cs.http_port),
-                                  [&](const coord::HttpRequest& r) { return api.handle(r); });
+                                  [&](const coord::HttpRequest& r) {
+                                      // The pages hold no data: they come before the API's auth.
+                                      if (auto page = dashboard.handle(r)) return *page;
+                                      return api.handle(r);
+                                  });
     if (!http.ok()) return fail(1, http.status().message());
 
     // Restore what the last incarnation knew.

@@ -26,6 +26,16 @@ public:
     // A gauge family computed when rendered: the function returns label sets and values.
     void gauge(const std::string& name, const std::string& help,
                std::function<std::vector<std::pair<Labels, double>>()> fn);
+    // Families whose names are only known when rendered (one per job metric): the function
+    // returns them, each family's samples together. A family named like a described one is
+    // skipped (the described one wins).
+    struct Family {
+        std::string name;
+        std::string help;
+        std::string type = "gauge";
+        std::vector<std::pair<Labels, double>> samples;
+    };
+    void collector(std::function<std::vector<Family>()> fn);
 
     std::string render() const;
     double counter_value(const std::string& name, const Labels& labels = {}) const;
@@ -50,8 +60,14 @@ private:
     std::map<std::string, Counter> counters_;
     std::map<std::string, Histogram> histograms_;
     std::map<std::string, Gauge> gauges_;
+    std::vector<std::function<std::vector<Family>()>> collectors_;
 };
 
 std::string render_labels(const Metrics::Labels& labels);
+// A sample value as the text format writes it: NaN, +Inf, -Inf or the shortest exact decimal.
+std::string render_value(double v);
+// `text` as a metric name part: every character outside [a-zA-Z0-9_] becomes `_` ("timing_s/step"
+// -> "timing_s_step"; a leading digit gets a `_` in front when `leading` is set).
+std::string metric_name_part(const std::string& text, bool leading = false);
 
 }  // namespace tandem::coord
