@@ -15,6 +15,8 @@ find_package(cppzmq REQUIRED)               # cppzmq (header-only C++ binding)
 pkg_check_modules(UCX REQUIRED IMPORTED_TARGET ucx)      # PkgConfig::UCX (ucp, uct, ucs)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)  # PkgConfig::XXHASH
 pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas) # PkgConfig::OPENBLAS
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)  # PkgConfig::PCRE2 (tokenizer regexes)
+pkg_check_modules(ICU REQUIRED IMPORTED_TARGET icu-uc)        # PkgConfig::ICU (Unicode normalization)
 
 if(TANDEM_BUILD_TESTS)
     find_package(GTest REQUIRED)            # GTest::gtest, GTest::gtest_main, GTest::gmock

