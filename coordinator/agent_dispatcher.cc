@@ -8,7 +8,11 @@ Status NodeSender::send(const std::string& node_id, const wire::Envelope& e) {
     const auto* n = nodes_.find(node_id);
     if (!n || n->routing_id.empty())
         return unavailable(fmt::format("node {} is not connected", node_id));
-    return server_.send(n->routing_id, e);
+    if (epoch_ == 0 || (e.type != wire::StartActor::kType && e.type != wire::StopActor::kType))
+        return server_.send(n->routing_id, e);
+    wire::Envelope stamped = e;  // commands carry the epoch: agents refuse an older coordinator's
+    stamped.body["epoch"] = epoch_;
+    return server_.send(n->routing_id, stamped);
 }
 
 AgentDispatcher::AgentDispatcher(const Clock& clock, AgentServer& server, NodeRegistry& nodes,
@@ -154,6 +158,7 @@ void AgentDispatcher::on_register(const std::string& routing_id, const wire::Env
     ack.epoch = settings_.epoch;
     ack.stop_actors = jobs_.reconcile(m.node_id, m.actors, /*registering=*/true);
     ack.heartbeat_ms = settings_.heartbeat_ms;
+    ack.actor_token = settings_.actor_token;
     send(routing_id, wire::make_envelope(ack, ++seq_));
     jobs_.schedule();
 }

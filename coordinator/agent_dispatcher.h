@@ -22,17 +22,21 @@ namespace tandem::coord {
 
 class NodeSender final : public AgentLink {
 public:
-    NodeSender(AgentServer& server, const NodeRegistry& nodes) : server_(server), nodes_(nodes) {}
+    // `epoch`: stamped into every StartActor/StopActor (0: not stamped, tests).
+    NodeSender(AgentServer& server, const NodeRegistry& nodes, uint64_t epoch = 0)
+        : server_(server), nodes_(nodes), epoch_(epoch) {}
     Status send(const std::string& node_id, const wire::Envelope& e) override;
 
 private:
     AgentServer& server_;
     const NodeRegistry& nodes_;
+    const uint64_t epoch_;
 };
 
 struct DispatcherSettings {
     int64_t heartbeat_ms = 1000;  // told to agents when they register
     uint64_t epoch = 0;           // this coordinator incarnation (StateStore::epoch)
+    std::string actor_token;      // the HTTP token (role actor) agents hand their actors
 };
 
 class AgentDispatcher {

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "common/version.h"
+#include "coordinator/json_depth.h"
 
 namespace tandem::coord {
 
@@ -31,6 +32,34 @@ HttpResponse from_status(const Status& s) {
             return error_response(500, s.message());
     }
 }
+HttpResponse forbidden(const HttpRequest& r, const Principal& who, Role need) {
+    return error_response(403, fmt::format("token '{}' has role {}; {} {} needs {}", who.name,
+                                           role_name(who.role), r.method, r.path,
+                                           role_name(need)));
+}
+// A request body is JSON when it says so or says nothing (curl -d sends form encoding: refused).
+bool body_is_json(const HttpRequest& r) {
+    if (r.content_type.empty()) return true;
+    const std::string_view t(r.content_type);
+    return t.substr(0, t.find(';')) == "application/json";
+}
+HttpResponse unsupported_media_type() {
+    return error_response(415, "the request body must be JSON (Content-Type: application/json)");
+}
+HttpResponse too_deep(const ApiSettings& s) {
+    return error_response(400, fmt::format("the request body nests deeper than {} levels",
+                                           s.max_json_depth));
+}
+// A version's JSON without what lets a reader fetch it (descriptor, relay sources).
+Json redacted(Json v) {
+    v.erase("descriptor");
+    if (v.contains("relays") && v["relays"].is_array()) {
+        for (auto& relay : v["relays"]) {
+            if (relay.is_object()) relay.erase("relay_source");
+        }
+    }
+    return v;
+}
 int64_t query_int(const HttpRequest& r, const std::string& key, int64_t fallback) {
     auto it = r.query.find(key);
     if (it == r.query.end()) return fallback;
@@ -44,7 +73,7 @@ int64_t query_int(const HttpRequest& r, const std::string& key, int64_t fallback
 }  // namespace
 
 HttpApi::HttpApi(const Clock& clock, JobManager& jobs, const NodeRegistry& nodes,
-                 const VersionTable& versions, StateStore& store, Metrics& metrics,
+                 const VersionTable& versions, StateStore& store, Metrics& metrics, Auth& auth,
                  ApiSettings settings)
     : clock_(clock),
       jobs_(jobs),
@@ -52,6 +81,7 @@ HttpApi::HttpApi(const Clock& clock, JobManager& jobs, const NodeRegistry& nodes
       versions_(versions),
       store_(store),
       metrics_(metrics),
+      auth_(auth),
       settings_(std::move(settings)),
       log_("http"),
       started_(clock.now()) {
@@ -60,24 +90,23 @@ HttpApi::HttpApi(const Clock& clock, JobManager& jobs, const NodeRegistry& nodes
 
 HttpResponse HttpApi::handle(const HttpRequest& r) {
     HttpResponse out;
-    if (r.method == "POST" && !settings_.token.empty() &&
-        r.authorization != "Bearer " + settings_.token) {
-        log_.warn("{} {} from {} refused: {} API token", r.method, r.path, r.remote,
-                  r.authorization.empty() ? "missing" : "wrong");
-        out = error_response(401,
-                             "missing or wrong API token (Authorization: Bearer TOKEN; the "
-                             "token is in the run directory's api-token file)");
+    if (r.path == "/healthz") {
+        out = {200, "text/plain", "ok\n"};
+    } else if (AuthDecision d = auth_.check(r, Role::kScrape); !d.ok()) {
+        // Unauthenticated requests learn nothing, not even which endpoints exist.
+        log_.warn("{} from {} refused: {}", r.method, r.remote, d.error);
+        out = d.response();
     } else {
-        out = route(r);
+        out = route(r, d.who);
     }
     metrics_.inc("tandem_http_requests_total", {{"code", fmt::format("{}xx", out.status / 100)}});
     return out;
 }
 
-HttpResponse HttpApi::route(const HttpRequest& r) {
+HttpResponse HttpApi::route(const HttpRequest& r, const Principal& who) {
     const std::string& p = r.path;
-    if (p == "/healthz") return {200, "text/plain", "ok\n"};
     if (p == "/metrics") return {200, "text/plain; version=0.0.4", metrics_.render()};
+    if (!role_allows(who.role, Role::kViewer)) return forbidden(r, who, Role::kViewer);
     if (p == "/api/v1/cluster" && r.method == "GET") {
         Json nodes = {{"alive", 0}, {"dead", 0}};
         for (const auto& [id, e] : nodes_.entries()) {
@@ -103,23 +132,60 @@ HttpResponse HttpApi::route(const HttpRequest& r) {
         return json_response(200, {{"nodes", list}});
     }
     if (p == "/api/v1/jobs") {
-        if (r.method == "POST") return submit(r);
+        if (r.method == "POST") {
+            if (!role_allows(who.role, Role::kSubmitter)) return forbidden(r, who, Role::kSubmitter);
+            return submit(r, who);
+        }
         if (r.method != "GET") return error_response(405, "use GET or POST");
         Json list = Json::array();
         for (const auto& [id, j] : jobs_.jobs()) list.push_back(job_json(j, false));
         return json_response(200, {{"jobs", list}});
+    }
+    if (p == "/api/v1/tokens") {
+        if (r.method != "POST") return error_response(405, "use POST");
+        if (!role_allows(who.role, Role::kAdmin)) return forbidden(r, who, Role::kAdmin);
+        return create_token(r);
     }
     constexpr std::string_view kJobs = "/api/v1/jobs/";
     if (p.starts_with(kJobs)) {
         std::string rest = p.substr(kJobs.size());
         const auto slash = rest.find('/');
         const std::string job = rest.substr(0, slash);
-        return job_route(r, job, slash == std::string::npos ? "" : rest.substr(slash + 1));
+        return job_route(r, who, job, slash == std::string::npos ? "" : rest.substr(slash + 1));
     }
     return error_response(404, fmt::format("no such endpoint: {} {}", r.method, p));
 }
 
-HttpResponse HttpApi::submit(const HttpRequest& r) {
+HttpResponse HttpApi::create_token(const HttpRequest& r) {
+    if (!body_is_json(r)) return unsupported_media_type();
+    if (!json_depth_within(r.body, settings_.max_json_depth)) return too_deep(settings_);
+    const Json body = Json::parse(r.body, nullptr, false);
+    const auto role = body.is_object() && body.value("role", Json()).is_string()
+                          ? parse_role(body["role"].get<std::string>())
+                          : std::nullopt;
+    if (!role || (body.contains("name") && !body["name"].is_string())) {
+        return error_response(
+            400, R"(expected {"role": "scrape|viewer|submitter|actor|admin", "name": "..."})");
+    }
+    auto token = auth_.create(*role, body.value("name", std::string()));
+    if (!token.ok()) return from_status(token.status());
+    log_.info("created a {} token", role_name(*role));
+    return json_response(201, {{"role", std::string(role_name(*role))}, {"token", *token}});
+}
+
+std::string HttpApi::owner_of(JobId job) {
+    if (auto it = owners_.find(job); it != owners_.end()) return it->second;
+    auto ev = store_.events(job, 0, 20);  // the owner event follows the submitted one
+    if (!ev.ok()) return "";
+    for (const auto& e : *ev) {
+        if (e.kind == "owner") return owners_[job] = e.message;
+    }
+    return owners_[job] = "";
+}
+
+HttpResponse HttpApi::submit(const HttpRequest& r, const Principal& who) {
+    if (!body_is_json(r)) return unsupported_media_type();
+    if (!json_depth_within(r.body, settings_.max_json_depth)) return too_deep(settings_);
     const Json body = Json::parse(r.body, nullptr, false);
     if (body.is_discarded() || !body.is_object() || !body.contains("spec_yaml") ||
         !body["spec_yaml"].is_string()) {
@@ -138,20 +204,31 @@ HttpResponse HttpApi::submit(const HttpRequest& r) {
     }
     if (dry_run) return json_response(200, out);
     out["job"] = res->id.str();
+    if (auto seq = store_.append_event(res->id, {0, clock_.wall_ns(), "owner", who.name}); seq.ok())
+        owners_[res->id] = who.name;
     if (const JobRecord* j = jobs_.find(res->id)) out["state"] = job_state_name(j->state);
     return json_response(201, out);
 }
 
-HttpResponse HttpApi::job_route(const HttpRequest& r, const std::string& name,
-                                const std::string& rest) {
+HttpResponse HttpApi::job_route(const HttpRequest& r, const Principal& who,
+                                const std::string& name, const std::string& rest) {
     const JobRecord* j = jobs_.find(name);
     if (!j) return error_response(404, fmt::format("no job {}", name));
     if (rest.empty() && r.method == "GET") return json_response(200, job_json(*j, true));
     if (rest == "cancel" && r.method == "POST") {
+        if (!role_allows(who.role, Role::kSubmitter)) return forbidden(r, who, Role::kSubmitter);
+        if (who.role != Role::kAdmin && owner_of(j->id) != who.name) {
+            return error_response(403, fmt::format("token '{}' may cancel only the jobs it "
+                                                   "submitted; {} was not",
+                                                   who.name, j->id.str()));
+        }
         if (Status s = jobs_.cancel(j->id, "cancelled by the user"); !s.ok()) return from_status(s);
         return json_response(200, job_json(*jobs_.find(j->id), false));
     }
     if (r.method != "GET") return error_response(405, "use GET");
+    // Descriptors carry the publishers' remote keys: capabilities for the job's own actors.
+    const bool descriptors = role_allows(who.role, Role::kActor);
+    if (rest.starts_with("versions/") && !descriptors) return forbidden(r, who, Role::kActor);
     const int64_t after = query_int(r, "after", 0);
     const int limit = static_cast<int>(std::clamp<int64_t>(query_int(r, "limit", 1000), 1, 10000));
     if (rest == "events") {
@@ -197,7 +274,9 @@ HttpResponse HttpApi::job_route(const HttpRequest& r, const std::string& name,
     }
     if (rest == "versions") {
         Json list = Json::array();
-        for (const auto& v : versions_.list(j->id)) list.push_back(version_json(v));
+        for (const auto& v : versions_.list(j->id)) {
+            list.push_back(descriptors ? version_json(v) : redacted(version_json(v)));
+        }
         return json_response(200, {{"job", j->id.str()}, {"versions", list}});
     }
     if (rest.starts_with("versions/")) return version_route(r, j->id, rest.substr(9));

@@ -18,12 +18,14 @@
 #include "coordinator/agent_dispatcher.h"
 #include "coordinator/agent_server.h"
 #include "coordinator/cluster_metrics.h"
+#include "coordinator/auth.h"
 #include "coordinator/dashboard.h"
 #include "coordinator/http_api.h"
 #include "coordinator/http_server.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
 #include "coordinator/node_registry.h"
+#include "coordinator/state_lock.h"
 #include "coordinator/state_store.h"
 #include "coordinator/version_table.h"
 
@@ -75,19 +77,37 @@ int run(int argc, char** argv) {
     if (!spec.ok()) return fail(2, spec.status().message());
     const RunDir run_dir = RunDir::of(*spec, run_dir_override);
     if (Status s = run_dir.create(); !s.ok()) return fail(1, s.message());
+    // One coordinator per state directory: a second one exits 2 naming the holder.
+    auto lock = coord::StateLock::acquire(run_dir.state_dir(*spec));
+    if (!lock.ok()) return fail(lock.status().code() == StatusCode::kAlreadyExists ? 2 : 1,
+                                lock.status().message());
     auto secret = read_cluster_secret(*spec, run_dir);
     if (!secret.ok()) return fail(2, secret.status().message());
     auto token = read_file(run_dir.token_path());
     std::string api_token = token.ok() ? *token : "";
     while (!api_token.empty() && api_token.back() == '\n') api_token.pop_back();
+    if (api_token.empty()) {  // never serve an open API: make the admin token `tandem up` would
+        auto fresh = random_hex(24);
+        if (!fresh.ok()) return fail(1, fresh.status().message());
+        if (Status s = write_file_atomic(run_dir.token_path(), *fresh + "\n", 0600); !s.ok())
+            return fail(1, s.message());
+        api_token = *fresh;
+    }
+    auto auth = coord::Auth::load(run_dir.root() + "/tokens.json");
+    if (!auth.ok()) return fail(2, auth.status().message());
+    auth->add(api_token, coord::Role::kAdmin, "admin");
+    auto actor_token = auth->token_named("actors");
+    if (!actor_token) {
+        auto created = auth->create(coord::Role::kActor, "actors");
+        if (!created.ok()) return fail(1, created.status().message());
+        actor_token = *created;
+    }
 
     LogOptions log_opts;
     log_opts.json_path = run_dir.log_path("coordinator");
     log_opts.node = "coordinator";
     if (Status s = init_logging(log_opts); !s.ok()) return fail(1, s.message());
     Logger log("coordinator");
-    if (api_token.empty())
-        log.warn("no API token at {}: mutating requests are not checked", run_dir.token_path());
 
     const Clock& clock = SystemClock::instance();
     auto store = coord::StateStore::open(run_dir.state_dir(*spec));
@@ -102,16 +122,16 @@ int run(int argc, char** argv) {
 
     coord::Metrics metrics;
     coord::NodeRegistry registry(clock, **store, cs, *secret);
-    coord::NodeSender sender(**server, registry);
+    coord::NodeSender sender(**server, registry, (*store)->epoch());
     coord::JobManager jobs(clock, **store, registry, sender, metrics);
     coord::VersionTable versions(clock, **store);
     coord::AgentDispatcher dispatcher(clock, **server, registry, jobs, versions, metrics,
-                                      {cs.heartbeat_ms, (*store)->epoch()});
+                                      {cs.heartbeat_ms, (*store)->epoch(), *actor_token});
     (*server)->set_handler([&](const std::string& rid, const std::vector<std::string>& frames) {
         dispatcher.handle(rid, frames);
     });
-    coord::HttpApi api(clock, jobs, registry, versions, **store, metrics,
-                       {spec->name, api_token, (*store)->epoch()});
+    coord::HttpApi api(clock, jobs, registry, versions, **store, metrics, *auth,
+                       {spec->name, (*store)->epoch()});
     coord::register_cluster_metrics(metrics, clock, jobs, registry, versions);
     const coord::Dashboard dashboard({});
     auto http =

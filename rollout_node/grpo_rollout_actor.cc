@@ -77,7 +77,7 @@ public:
         : ctx_(ctx),
           job_(ctx.spec),
           channel_(channel),
-          client_(ctx.coordinator_http, ctx.actor.job) {}
+          client_(ctx.coordinator_http, ctx.actor.job, ctx.api_token) {}
 
     Status run();
 
@@ -176,7 +176,7 @@ Result<std::optional<weights::RelaySource>> RolloutActor::relay_source_for(Versi
                     url_encode(ctx_.actor.str()));
     const auto deadline = SteadyClock::now() + kRelaySourceWait;
     while (true) {
-        TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(ctx_.coordinator_http, "GET", target));
+        TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(ctx_.coordinator_http, "GET", target, "", ctx_.api_token));
         if (reply.status == 200) {
             nlohmann::json j = nlohmann::json::parse(reply.body, nullptr, false);
             if (!j.is_object()) return internal_error(fmt::format("GET {}: not JSON", target));

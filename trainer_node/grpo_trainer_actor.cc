@@ -109,6 +109,7 @@ class LiveRollouts {
 public:
     LiveRollouts(const agent::ActorContext& ctx, const config::JobSpec& job)
         : http_(ctx.coordinator_http),
+          token_(ctx.api_token),
           job_id_(ctx.actor.job),
           replicas_(job.rollout.replicas),
           prompts_(job.algorithm.prompts_per_step),
@@ -120,7 +121,7 @@ public:
     std::string refresh() {
         checked_ = SteadyClock::now();
         const std::string target = "/api/v1/jobs/" + job_id_.str();
-        auto reply = net::http_call(http_, "GET", target);
+        auto reply = net::http_call(http_, "GET", target, "", token_);
         if (!reply.ok() || reply->status != 200) return "";
         const Json j = Json::parse(reply->body, nullptr, false);
         if (!j.is_object()) return "";
@@ -163,6 +164,7 @@ public:
 
 private:
     std::string http_;
+    std::string token_;
     JobId job_id_;
     int replicas_, prompts_, group_size_;
     std::vector<bool> live_;  // by rollout index
@@ -310,7 +312,7 @@ Status TrainerActor::choose_first_version(std::optional<int64_t> checkpoint_vers
     int64_t first = checkpoint_version.value_or(start_step_);
     // A restarted trainer's predecessor may have published past the checkpoint: those numbers
     // name other weights, so this run's versions start above them (and stay monotonic per job).
-    rl::JobClient client(ctx_.coordinator_http, ctx_.actor.job);
+    rl::JobClient client(ctx_.coordinator_http, ctx_.actor.job, ctx_.api_token);
     TANDEM_ASSIGN_OR_RETURN(std::optional<int64_t> top, client.max_version());
     if (top && *top >= first) first = *top + 1;
     // A predecessor killed with its node may also have published versions the table never

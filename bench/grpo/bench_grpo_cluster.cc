@@ -256,7 +256,10 @@ int run(int argc, char** argv) {
         Json job;
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::hours(1);
         while (true) {
-            auto r = tandem::net::http_call(address, "GET", "/api/v1/jobs/" + id);
+            std::ifstream token_file(run_dir + "/api-token");
+            std::string token;
+            token_file >> token;
+            auto r = tandem::net::http_call(address, "GET", "/api/v1/jobs/" + id, "", token);
             if (r.ok() && r->status == 200) {
                 job = Json::parse(r->body, nullptr, false);
                 const std::string st = job.is_object() ? job.value("state", "") : "";

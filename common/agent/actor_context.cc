@@ -15,7 +15,7 @@ Json ActorContext::to_json() const {
     return {{"actor", actor.str()},   {"attempt", attempt},
             {"node", node},           {"spec_yaml", spec_yaml},
             {"placement", placement}, {"coordinator_http", coordinator_http},
-            {"run_dir", run_dir}};
+            {"run_dir", run_dir},     {"api_token", api_token}};
 }
 
 Result<ActorContext> ActorContext::from_json(const Json& j) {
@@ -29,6 +29,7 @@ Result<ActorContext> ActorContext::from_json(const Json& j) {
         c.placement = j.value("placement", Json::object());
         c.coordinator_http = j.value("coordinator_http", std::string());
         c.run_dir = j.value("run_dir", std::string());
+        c.api_token = j.value("api_token", std::string());
     } catch (const Json::exception& e) {
         return invalid_argument(fmt::format("actor context: {}", e.what()));
     }

@@ -37,6 +37,7 @@ struct ActorContext {
     config::JobSpec spec;  // parsed from spec_yaml
     Json placement = Json::object();
     std::string coordinator_http;  // "http://127.0.0.1:7680"
+    std::string api_token;         // bearer token (role actor) for coordinator_http; may be empty
     std::string run_dir;
 
     Json to_json() const;

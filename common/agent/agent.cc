@@ -114,6 +114,7 @@ void Agent::on_message(const std::vector<std::string>& frames) {
         registered_ = true;
         backoff_ = kMinBackoff;
         epoch_ = m.epoch;
+        actor_token_ = m.actor_token;
         heartbeat_ms_ = m.heartbeat_ms;
         next_heartbeat_ = clock_.now();
         log_.info("registered with the coordinator (epoch {}, {} actors running)", epoch_,
@@ -123,9 +124,12 @@ void Agent::on_message(const std::vector<std::string>& frames) {
         auto m = *wire::body_as<wire::HeartbeatAck>(e);
         last_rtt_us_ = to_us(clock_.now().time_since_epoch() - Clock::Duration(m.sent_ns));
     } else if (e.type == wire::StartActor::kType) {
-        start_actor(*wire::body_as<wire::StartActor>(e));
+        auto m = *wire::body_as<wire::StartActor>(e);
+        if (stale_command(e.type, m.actor, m.epoch)) return;
+        start_actor(m);
     } else if (e.type == wire::StopActor::kType) {
         auto m = *wire::body_as<wire::StopActor>(e);
+        if (stale_command(e.type, m.actor, m.epoch)) return;
         stop_actor(m.actor, m.reason);
     } else if (e.type == wire::Error::kType) {
         auto m = *wire::body_as<wire::Error>(e);
@@ -144,6 +148,14 @@ void Agent::on_message(const std::vector<std::string>& frames) {
     }
 }
 
+bool Agent::stale_command(std::string_view type, const std::string& actor, uint64_t epoch) {
+    if (epoch == 0 || epoch >= epoch_) return false;
+    ++stale_commands_;
+    log_.warn("refused {} for {} from coordinator epoch {}: registered with epoch {}", type, actor,
+              epoch, epoch_);
+    return true;
+}
+
 void Agent::start_actor(const wire::StartActor& m) {
     auto lf = LogFields{.job = m.job, .actor = m.actor};
     if (auto it = actors_.find(m.actor); it != actors_.end()) {
@@ -160,6 +172,7 @@ void Agent::start_actor(const wire::StartActor& m) {
     ctx.spec_yaml = m.spec_yaml;
     ctx.placement = m.placement;
     ctx.coordinator_http = opt_.coordinator_http;
+    ctx.api_token = actor_token_;
     ctx.run_dir = opt_.run_dir;
     const std::string dir = fmt::format("{}/actors/{}", opt_.run_dir, m.job);
     std::error_code ec;
@@ -176,7 +189,7 @@ void Agent::start_actor(const wire::StartActor& m) {
         send_msg(
             wire::ActorState{m.actor, m.attempt, wire::ActorPhase::kFailed, 127, why, nullptr});
     };
-    if (Status s = write_file_atomic(ctx_path, ctx.to_json().dump()); !s.ok())
+    if (Status s = write_file_atomic(ctx_path, ctx.to_json().dump(), 0600); !s.ok())
         return fail_start(s.message());
     const std::string exe =
         fmt::format("{}/tandem-{}-node", opt_.bin_dir, actor_role_name(aid->role));

@@ -69,6 +69,9 @@ private:
     void send_register();
     void send_heartbeat();
     void on_message(const std::vector<std::string>& frames);
+    // True (logged, counted) when a command comes from an older coordinator epoch than the one
+    // this agent registered with.
+    bool stale_command(std::string_view type, const std::string& actor, uint64_t epoch);
     void start_actor(const wire::StartActor& m);
     void stop_actor(const std::string& actor, const std::string& reason);
     void pump_actor(const std::string& name, Actor& a, int fd);
@@ -86,6 +89,8 @@ private:
     bool registered_ = false;
     std::optional<int> refused_;  // exit code once refused for good
     uint64_t epoch_ = 0;
+    std::string actor_token_;
+    uint64_t stale_commands_ = 0;  // from the RegisterAck; written into every actor's context
     int64_t heartbeat_ms_;
     int64_t last_rtt_us_ = -1;
     Clock::TimePoint last_heard_{};

@@ -89,8 +89,9 @@ void ChannelAnnouncer::retire(JobId /*job: the actor's own*/, Version version, u
 }
 
 namespace {
-Result<Json> get_json(const std::string& http, const std::string& target) {
-    TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(http, "GET", target));
+Result<Json> get_json(const std::string& http, const std::string& target,
+                      const std::string& token) {
+    TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(http, "GET", target, "", token));
     if (reply.status != 200) {
         return unavailable(fmt::format("GET {}: HTTP {}: {}", target, reply.status, reply.body));
     }
@@ -102,7 +103,7 @@ Result<Json> get_json(const std::string& http, const std::string& target) {
 
 Result<std::optional<std::string>> JobClient::endpoint(const std::string& actor,
                                                        const std::string& name) const {
-    TANDEM_ASSIGN_OR_RETURN(Json j, get_json(http_, "/api/v1/jobs/" + job_.str()));
+    TANDEM_ASSIGN_OR_RETURN(Json j, get_json(http_, "/api/v1/jobs/" + job_.str(), token_));
     for (const auto& a : j.value("actors", Json::array())) {
         if (a.value("actor", "") != actor) continue;
         const Json eps = a.value("endpoints", Json::object());
@@ -114,7 +115,7 @@ Result<std::optional<std::string>> JobClient::endpoint(const std::string& actor,
 
 Result<std::optional<PublishedVersion>> JobClient::latest_version() const {
     const std::string target = "/api/v1/jobs/" + job_.str() + "/versions/latest";
-    TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(http_, "GET", target));
+    TANDEM_ASSIGN_OR_RETURN(auto reply, net::http_call(http_, "GET", target, "", token_));
     if (reply.status == 404) return std::optional<PublishedVersion>();
     if (reply.status != 200) {
         return unavailable(fmt::format("GET {}: HTTP {}: {}", target, reply.status, reply.body));
@@ -137,7 +138,8 @@ Result<std::optional<PublishedVersion>> JobClient::latest_version() const {
 }
 
 Result<std::optional<int64_t>> JobClient::max_version() const {
-    TANDEM_ASSIGN_OR_RETURN(Json j, get_json(http_, "/api/v1/jobs/" + job_.str() + "/versions"));
+    TANDEM_ASSIGN_OR_RETURN(Json j,
+                            get_json(http_, "/api/v1/jobs/" + job_.str() + "/versions", token_));
     std::optional<int64_t> top;
     for (const auto& v : j.value("versions", Json::array())) {
         if (!v.contains("version") || !v["version"].is_number()) continue;

@@ -76,8 +76,9 @@ struct PublishedVersion {
 // The coordinator's view of a job, as an actor sees it over HTTP.
 class JobClient {
 public:
-    JobClient(std::string coordinator_http, JobId job)
-        : http_(std::move(coordinator_http)), job_(job) {}
+    // `token`: the actor's bearer token (ActorContext::api_token).
+    JobClient(std::string coordinator_http, JobId job, std::string token = "")
+        : http_(std::move(coordinator_http)), job_(job), token_(std::move(token)) {}
 
     // The address an actor of this job announced under `name`, if it has yet.
     Result<std::optional<std::string>> endpoint(const std::string& actor,
@@ -91,6 +92,7 @@ public:
 private:
     std::string http_;
     JobId job_;
+    std::string token_;
 };
 
 // UCX transports for the weight plane: shared memory when every actor of the job runs on one

@@ -117,7 +117,8 @@ Json RegisterAck::to_json() const {
     return {{"node_id", node_id},
             {"heartbeat_ms", heartbeat_ms},
             {"epoch", epoch},
-            {"stop_actors", stop_actors}};
+            {"stop_actors", stop_actors},
+            {"actor_token", actor_token}};
 }
 Result<RegisterAck> RegisterAck::from_json(const Json& j) {
     RegisterAck m;
@@ -125,6 +126,7 @@ Result<RegisterAck> RegisterAck::from_json(const Json& j) {
     f.req("node_id", m.node_id);
     f.req("heartbeat_ms", m.heartbeat_ms);
     f.req("epoch", m.epoch);
+    f.opt("actor_token", m.actor_token);
     Json stops;
     f.opt("stop_actors", stops);
     if (!stops.is_null() && !stops.is_array()) f.problem("stop_actors: expected a list");
@@ -173,7 +175,8 @@ Json StartActor::to_json() const {
             {"job", job},
             {"attempt", attempt},
             {"spec_yaml", spec_yaml},
-            {"placement", placement}};
+            {"placement", placement},
+            {"epoch", epoch}};
 }
 Result<StartActor> StartActor::from_json(const Json& j) {
     StartActor m;
@@ -183,16 +186,20 @@ Result<StartActor> StartActor::from_json(const Json& j) {
     f.req("attempt", m.attempt);
     f.req("spec_yaml", m.spec_yaml);
     f.opt("placement", m.placement);
+    f.opt("epoch", m.epoch);
     TANDEM_RETURN_IF_ERROR(f.status());
     return m;
 }
 
-Json StopActor::to_json() const { return {{"actor", actor}, {"reason", reason}}; }
+Json StopActor::to_json() const {
+    return {{"actor", actor}, {"reason", reason}, {"epoch", epoch}};
+}
 Result<StopActor> StopActor::from_json(const Json& j) {
     StopActor m;
     JsonFields f(j, kType);
     f.req("actor", m.actor);
     f.opt("reason", m.reason);
+    f.opt("epoch", m.epoch);
     TANDEM_RETURN_IF_ERROR(f.status());
     return m;
 }

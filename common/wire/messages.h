@@ -75,6 +75,7 @@ struct RegisterAck {
     int64_t heartbeat_ms = 1000;
     uint64_t epoch = 0;                    // changes when the coordinator restarts
     std::vector<std::string> stop_actors;  // actors the agent reported that must not run
+    std::string actor_token;  // HTTP API token (role actor) the agent hands its actors; optional
 
     Json to_json() const;
     static Result<RegisterAck> from_json(const Json& j);
@@ -108,6 +109,7 @@ struct StartActor {
     int64_t attempt = 0;
     std::string spec_yaml;            // the resolved job spec
     Json placement = Json::object();  // where the job's other actors run (trainer address...)
+    uint64_t epoch = 0;  // the sending coordinator's epoch; agents refuse older ones (0: unset)
 
     Json to_json() const;
     static Result<StartActor> from_json(const Json& j);
@@ -117,6 +119,7 @@ struct StopActor {
     static constexpr const char* kType = "stop_actor";
     std::string actor;
     std::string reason;
+    uint64_t epoch = 0;  // as in StartActor
 
     Json to_json() const;
     static Result<StopActor> from_json(const Json& j);

@@ -114,7 +114,7 @@ public:
         return t;
     }
     nlohmann::json get(const std::string& target) const {
-        auto r = net::http_call(address(), "GET", target);
+        auto r = net::http_call(address(), "GET", target, "", token());
         if (!r.ok() || r->status != 200) return nullptr;
         return nlohmann::json::parse(r->body, nullptr, false);
     }

@@ -51,7 +51,7 @@ TEST(ControlPlane, UpSubmitFollowDiagnosticJobSucceeds) {
     ASSERT_TRUE(j.is_object()) << nodes.out;
     EXPECT_EQ(j["nodes"].size(), 3u);
 
-    auto metrics = net::http_call(c.address(), "GET", "/metrics");
+    auto metrics = net::http_call(c.address(), "GET", "/metrics", "", c.token());
     ASSERT_TRUE(metrics.ok());
     EXPECT_NE(metrics->body.find("tandem_jobs{state=\"SUCCEEDED\"} 1"), std::string::npos)
         << metrics->body;

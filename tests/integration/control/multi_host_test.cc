@@ -102,7 +102,10 @@ TEST(MultiHost, RolloutNodesInOtherNamespacesRunAJobAndALostHostIsHandled) {
     }
     const std::string http = fmt::format("http://127.0.0.1:{}", http_port);
     auto get = [&](const std::string& target) {
-        auto r = net::http_call(http, "GET", target);
+        std::ifstream token_file(run_dir + "/api-token");
+        std::string token;
+        token_file >> token;
+        auto r = net::http_call(http, "GET", target, "", token);
         return r.ok() ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
     };
     auto alive = [&](const std::string& id) {

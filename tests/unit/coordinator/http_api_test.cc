@@ -1,5 +1,6 @@
-// HttpApi::handle without sockets: JSON shapes of the GET endpoints, the API token on POST,
-// submit (201), dry run (200 with a plan or a pending reason), 400/404/405, and /metrics.
+// HttpApi::handle without sockets: JSON shapes of the GET endpoints, tokens and roles (401/403,
+// submitters cancel only their own jobs, descriptors only for actor and admin), submit (201), dry
+// run (200 with a plan or a pending reason), 400/404/405/415, deep JSON, and /metrics.
 #include "coordinator/http_api.h"
 
 #include <gmock/gmock.h>
@@ -15,6 +16,7 @@
 
 #include "coordinator/agent_dispatcher.h"
 #include "coordinator/agent_server.h"
+#include "coordinator/json_depth.h"
 #include "coordinator/version_table.h"
 #include "tests/unit/coordinator/coordinator_fixture.h"
 
@@ -30,15 +32,18 @@ class HttpApiTest : public CoordinatorTest {
 protected:
     HttpApiTest() {
         versions_ = std::make_unique<VersionTable>(clock_, *store_);
+        auth_.add(kToken, Role::kAdmin, "admin");
         api_ = std::make_unique<HttpApi>(clock_, *jobs_, *registry_, *versions_, *store_, *metrics_,
-                                         ApiSettings{"test-cluster", kToken, store_->epoch()});
+                                         auth_, ApiSettings{"test-cluster", store_->epoch()});
     }
 
-    HttpResponse get(const std::string& path, std::map<std::string, std::string> query = {}) {
+    HttpResponse get(const std::string& path, std::map<std::string, std::string> query = {},
+                     const std::string& auth = std::string("Bearer ") + kToken) {
         HttpRequest r;
         r.method = "GET";
         r.path = path;
         r.query = std::move(query);
+        r.authorization = auth;
         r.remote = "127.0.0.1:5555";
         return api_->handle(r);
     }
@@ -68,6 +73,7 @@ protected:
     }
 
     std::unique_ptr<VersionTable> versions_;
+    Auth auth_;
     std::unique_ptr<HttpApi> api_;
 };
 
@@ -200,9 +206,11 @@ TEST_F(HttpApiTest, EventsLogsMetricsAndVersionsOfAJob) {
 
     const Json ev = body_of(get("/api/v1/jobs/job-000001/events"));
     EXPECT_EQ(ev["job"], "job-000001");
-    ASSERT_EQ(ev["events"].size(), 2u);
+    ASSERT_EQ(ev["events"].size(), 3u);
     EXPECT_EQ(ev["events"][0]["kind"], "submitted");
     EXPECT_EQ(ev["events"][1]["kind"], "placed");
+    EXPECT_EQ(ev["events"][2]["kind"], "owner");  // the submitting token's name
+    EXPECT_EQ(ev["events"][2]["message"], "admin");
     for (const char* key : {"seq", "ts_ns", "kind", "message"}) {
         EXPECT_TRUE(ev["events"][0].contains(key)) << key;
     }
@@ -263,6 +271,7 @@ TEST_F(HttpApiTest, WrongMethodIsRefused) {
     HttpRequest r;
     r.method = "DELETE";
     r.path = "/api/v1/jobs";
+    r.authorization = std::string("Bearer ") + kToken;
     EXPECT_EQ(api_->handle(r).status, 405);
 }
 
@@ -273,7 +282,7 @@ TEST_F(HttpApiTest, PostWithoutTokenIsUnauthorizedAndSubmitsNothing) {
     add_node("r0", "rollout");
     const auto r = post("/api/v1/jobs", submit_body(JobYaml{}), "");
     EXPECT_EQ(r.status, 401);
-    EXPECT_THAT(body_of(r)["error"].get<std::string>(), HasSubstr("missing or wrong API token"));
+    EXPECT_THAT(body_of(r)["error"].get<std::string>(), HasSubstr("missing API token"));
     EXPECT_TRUE(jobs_->jobs().empty());
 }
 
@@ -303,10 +312,142 @@ TEST_F(HttpApiTest, CancelNeedsTheTokenToo) {
     EXPECT_EQ(post("/api/v1/jobs/1/cancel", "").status, 400);
 }
 
-TEST_F(HttpApiTest, ReadsNeedNoToken) {
+TEST_F(HttpApiTest, EveryEndpointButHealthzNeedsAToken) {
+    for (const std::string& p : {"/api/v1/jobs", "/api/v1/nodes", "/api/v1/cluster", "/metrics",
+                                 "/api/v1/jobs/1", "/no/such/endpoint"}) {
+        SCOPED_TRACE(p);
+        EXPECT_EQ(get(p, {}, "").status, 401);
+        EXPECT_EQ(get(p, {}, "Bearer wrong").status, 401);
+    }
+    EXPECT_EQ(get("/healthz", {}, "").status, 200);
     EXPECT_EQ(get("/api/v1/jobs").status, 200);
-    EXPECT_EQ(get("/api/v1/nodes").status, 200);
     EXPECT_EQ(get("/metrics").status, 200);
+}
+
+// ---- roles ----
+
+class HttpApiRolesTest : public HttpApiTest {
+protected:
+    HttpApiRolesTest() {
+        for (Role r : {Role::kScrape, Role::kViewer, Role::kActor}) {
+            auth_.add(std::string(role_name(r)) + "-token", r, std::string(role_name(r)));
+        }
+        auth_.add("alice-token", Role::kSubmitter, "alice");
+        auth_.add("bob-token", Role::kSubmitter, "bob");
+        add_node("t0", "trainer");
+        add_node("r0", "rollout");
+    }
+    static std::string bearer(const std::string& t) { return "Bearer " + t; }
+};
+
+TEST_F(HttpApiRolesTest, ScrapeTokenOpensOnlyMetrics) {
+    EXPECT_EQ(get("/metrics", {}, bearer("scrape-token")).status, 200);
+    const auto r = get("/api/v1/jobs", {}, bearer("scrape-token"));
+    EXPECT_EQ(r.status, 403);
+    EXPECT_THAT(body_of(r)["error"].get<std::string>(), HasSubstr("has role scrape"));
+    EXPECT_EQ(post("/api/v1/jobs", submit_body(JobYaml{}), bearer("scrape-token")).status, 403);
+}
+
+TEST_F(HttpApiRolesTest, ViewerReadsButCannotSubmitOrCancel) {
+    const std::string job = submit_ok(JobYaml{});
+    for (const std::string& p :
+         std::vector<std::string>{"/api/v1/jobs", "/api/v1/nodes", "/api/v1/cluster", "/metrics",
+                                  "/api/v1/jobs/" + job, "/api/v1/jobs/" + job + "/events"}) {
+        EXPECT_EQ(get(p, {}, bearer("viewer-token")).status, 200) << p;
+    }
+    EXPECT_EQ(post("/api/v1/jobs", submit_body(JobYaml{}), bearer("viewer-token")).status, 403);
+    EXPECT_EQ(post("/api/v1/jobs/" + job + "/cancel", "", bearer("viewer-token")).status, 403);
+    EXPECT_EQ(post("/api/v1/tokens", R"({"role":"admin"})", bearer("viewer-token")).status, 403);
+    EXPECT_EQ(jobs_->jobs().size(), 1u);
+}
+
+TEST_F(HttpApiRolesTest, SubmitterCancelsOnlyItsOwnJobsAndAdminCancelsAny) {
+    const auto a = post("/api/v1/jobs", submit_body(JobYaml{}), bearer("alice-token"));
+    ASSERT_EQ(a.status, 201) << a.body;
+    const std::string alices = body_of(a)["job"];
+    const auto b = post("/api/v1/jobs", submit_body(JobYaml{}), bearer("bob-token"));
+    ASSERT_EQ(b.status, 201) << b.body;
+    const std::string bobs = body_of(b)["job"];
+
+    const auto refused = post("/api/v1/jobs/" + bobs + "/cancel", "", bearer("alice-token"));
+    EXPECT_EQ(refused.status, 403);
+    EXPECT_THAT(body_of(refused)["error"].get<std::string>(),
+                HasSubstr("may cancel only the jobs it submitted"));
+    EXPECT_NE(job(JobId::parse(bobs).value()).state, JobState::kCancelled);
+
+    EXPECT_EQ(post("/api/v1/jobs/" + alices + "/cancel", "", bearer("alice-token")).status, 200);
+    EXPECT_EQ(post("/api/v1/jobs/" + bobs + "/cancel", "").status, 200);  // admin
+    EXPECT_EQ(job(JobId::parse(bobs).value()).state, JobState::kCancelled);
+}
+
+TEST_F(HttpApiRolesTest, OwnershipSurvivesARestartOfTheApi) {
+    const auto a = post("/api/v1/jobs", submit_body(JobYaml{}), bearer("alice-token"));
+    ASSERT_EQ(a.status, 201) << a.body;
+    // A new HttpApi over the same store knows the owner from the job's events.
+    api_ = std::make_unique<HttpApi>(clock_, *jobs_, *registry_, *versions_, *store_, *metrics_,
+                                     auth_, ApiSettings{"test-cluster", store_->epoch()});
+    const std::string job = body_of(a)["job"];
+    EXPECT_EQ(post("/api/v1/jobs/" + job + "/cancel", "", bearer("bob-token")).status, 403);
+    EXPECT_EQ(post("/api/v1/jobs/" + job + "/cancel", "", bearer("alice-token")).status, 200);
+}
+
+TEST_F(HttpApiRolesTest, DescriptorsOnlyForActorsAndAdmin) {
+    submit_ok(JobYaml{});
+    const Json descriptor = {{"fingerprint", "f"}, {"shards", {{{"rkey", "c2VjcmV0"}}}}};
+    ASSERT_TRUE(versions_->publish(JobId(1), 0, descriptor, "t0").ok());
+    for (const std::string p : {"/api/v1/jobs/1/versions/latest", "/api/v1/jobs/1/versions/0",
+                                "/api/v1/jobs/1/versions/0/source"}) {
+        SCOPED_TRACE(p);
+        EXPECT_EQ(get(p, {{"reader", "job-000001/rollout-0"}}, bearer("viewer-token")).status,
+                  403);
+        EXPECT_EQ(get(p, {{"reader", "job-000001/rollout-0"}}, bearer("alice-token")).status,
+                  403);
+        // (no relay assignment for this reader: 404, but not refused)
+        EXPECT_NE(get(p, {{"reader", "job-000001/rollout-0"}}, bearer("actor-token")).status,
+                  403);
+    }
+    const auto viewed = get("/api/v1/jobs/1/versions", {}, bearer("viewer-token"));
+    ASSERT_EQ(viewed.status, 200);
+    EXPECT_THAT(viewed.body, Not(HasSubstr("c2VjcmV0")));
+    EXPECT_FALSE(body_of(viewed)["versions"][0].contains("descriptor"));
+    EXPECT_THAT(get("/api/v1/jobs/1/versions", {}, bearer("actor-token")).body,
+                HasSubstr("c2VjcmV0"));
+}
+
+TEST_F(HttpApiRolesTest, AdminCreatesTokensThatWorkAtOnce) {
+    const auto r = post("/api/v1/tokens", R"({"role":"viewer","name":"ci"})");
+    ASSERT_EQ(r.status, 201) << r.body;
+    const std::string token = body_of(r)["token"];
+    EXPECT_GE(token.size(), 32u);
+    EXPECT_EQ(get("/api/v1/jobs", {}, bearer(token)).status, 200);
+    EXPECT_EQ(post("/api/v1/jobs", submit_body(JobYaml{}), bearer(token)).status, 403);
+    for (const std::string body : {R"({"role":"root"})", R"({})", "[", R"({"role":1})"}) {
+        EXPECT_EQ(post("/api/v1/tokens", body).status, 400) << body;
+    }
+}
+
+// ---- hostile bodies ----
+
+TEST_F(HttpApiTest, DeeplyNestedJsonIsRefusedBeforeParsing) {
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    const auto r = post("/api/v1/jobs", deep);
+    EXPECT_EQ(r.status, 400);
+    EXPECT_THAT(body_of(r)["error"].get<std::string>(), HasSubstr("nests deeper than 64"));
+    // Brackets inside strings do not count.
+    EXPECT_TRUE(json_depth_within(R"({"a": "[[[[[[[[[[[[[[[["})", 2));
+    EXPECT_FALSE(json_depth_within("[[[", 2));
+}
+
+TEST_F(HttpApiTest, BodyThatSaysItIsNotJsonIsUnsupported) {
+    HttpRequest r;
+    r.method = "POST";
+    r.path = "/api/v1/jobs";
+    r.body = "spec_yaml=x";
+    r.content_type = "application/x-www-form-urlencoded";
+    r.authorization = std::string("Bearer ") + kToken;
+    EXPECT_EQ(api_->handle(r).status, 415);
+    r.content_type = "application/json; charset=utf-8";
+    EXPECT_EQ(api_->handle(r).status, 400);  // JSON by its header, but not JSON
 }
 
 // ---- submit ----

@@ -238,8 +238,9 @@ protected:
         dispatcher_ =
             std::make_unique<AgentDispatcher>(clock_, *server_, *registry_, *jobs_, *versions_,
                                               *metrics_, DispatcherSettings{1000, store_->epoch()});
+        auth_.add("actor-token", Role::kActor, "actors");
         api_ = std::make_unique<HttpApi>(clock_, *jobs_, *registry_, *versions_, *store_, *metrics_,
-                                         ApiSettings{"test-cluster", "", store_->epoch()});
+                                         auth_, ApiSettings{"test-cluster", store_->epoch()});
         for (const auto& [id, role] : {std::pair{"t0", "trainer"}, {"r0", "rollout"}}) {
             dispatcher_->handle("route-" + std::string(id),
                                 wire::encode(wire::make_envelope(register_msg(id, role), 1)));
@@ -269,6 +270,7 @@ protected:
         r.method = "GET";
         r.path = path;
         r.query = std::move(query);
+        r.authorization = "Bearer actor-token";  // what the job's actors read versions with
         return api_->handle(r);
     }
 
@@ -276,6 +278,7 @@ protected:
     zmq::context_t zmq_;
     std::unique_ptr<AgentServer> server_;
     std::unique_ptr<AgentDispatcher> dispatcher_;
+    Auth auth_;
     std::unique_ptr<HttpApi> api_;
     JobId job_;
     uint64_t seq_ = 10;
