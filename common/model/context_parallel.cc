@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "common/model/decoder_layer.h"
 #include "common/model/generate.h"
 #include "common/model/layers.h"
 #include "common/model/params.h"
@@ -164,6 +165,7 @@ struct ContextParallelGenerator::Impl {
         std::vector<std::vector<KvRows>> tails;   // [member][layer]: sampled positions
         std::vector<int32_t> pos;
         std::vector<float> x, a, rstd, q, k, v, o, lse, g, u, table, xs;
+        QkNormActs<float> qk;
     };
 
     ModelConfig config;
@@ -232,22 +234,15 @@ Status ContextParallelGenerator::Impl::prefill(int r, const float* params,
         const auto& L = w.layers[l];
         if (n > 0) {
             rmsnorm_forward<float>(n, h, x, L.input_norm, c.rms_norm_eps, a, rstd);
-            linear_forward<float>(n, h, qd, a, L.wq, q);
-            linear_forward<float>(n, h, kvd, a, L.wk, k);
-            linear_forward<float>(n, h, kvd, a, L.wv, v);
-            rope_apply<float>(n, c.num_heads, R.pos.data(), rope, q, false);
-            rope_apply<float>(n, c.num_kv_heads, R.pos.data(), rope, k, false);
+            qkv_forward<float>(c, L, rope, n, R.pos.data(), a, q, k, v, R.qk);
             shared[l].push(k, v, n, kvd);
         }
         // Collective: every rank takes part, even one that holds no rows.
         TANDEM_RETURN_IF_ERROR(ring->forward(q, k, v, o, lse));
         if (n > 0) {
-            linear_forward<float>(n, qd, h, o, L.wo, x, true);
+            out_proj_forward<float>(c, L, n, o, x);
             rmsnorm_forward<float>(n, h, x, L.post_norm, c.rms_norm_eps, a, rstd);
-            linear_forward<float>(n, h, inter, a, L.wg, g);
-            linear_forward<float>(n, h, inter, a, L.wu, u);
-            swiglu_forward<float>(n * inter, g, u, g);
-            linear_forward<float>(n, inter, h, g, L.wd, x, true);
+            mlp_forward<float>(c, L, n, a, g, u, g, x);
         }
     }
     return Status();
@@ -294,11 +289,7 @@ Status ContextParallelGenerator::Impl::step(int r, const float* params,
     for (int l = 0; l < c.num_layers; ++l) {
         const auto& L = w.layers[l];
         rmsnorm_forward<float>(m, h, x, L.input_norm, c.rms_norm_eps, a, rstd);
-        linear_forward<float>(m, h, qd, a, L.wq, q);
-        linear_forward<float>(m, h, kvd, a, L.wk, k);
-        linear_forward<float>(m, h, kvd, a, L.wv, v);
-        rope_apply<float>(m, hq, R.pos.data(), rope, q, false);
-        rope_apply<float>(m, c.num_kv_heads, R.pos.data(), rope, k, false);
+        qkv_forward<float>(c, L, rope, m, R.pos.data(), a, q, k, v, R.qk);
         for (int64_t i = 0; i < m; ++i) {
             const StepItem& it = items[i];
             if (plans[it.group].owner(it.pos) != r) continue;
@@ -336,12 +327,9 @@ Status ContextParallelGenerator::Impl::step(int r, const float* params,
         TANDEM_RETURN_IF_ERROR(kernels::allgather_merge_partials(
             *R.transport, std::span<float>(table, static_cast<size_t>(part * options.ranks)), m, hq,
             c.head_dim(), o, lse, options.timeout));
-        linear_forward<float>(m, qd, h, o, L.wo, x, true);
+        out_proj_forward<float>(c, L, m, o, x);
         rmsnorm_forward<float>(m, h, x, L.post_norm, c.rms_norm_eps, a, rstd);
-        linear_forward<float>(m, h, inter, a, L.wg, g);
-        linear_forward<float>(m, h, inter, a, L.wu, u);
-        swiglu_forward<float>(m * inter, g, u, g);
-        linear_forward<float>(m, inter, h, g, L.wd, x, true);
+        mlp_forward<float>(c, L, m, a, g, u, g, x);
     }
     if (r == 0) {
         float* xs = sized(R.xs, m * h);
@@ -368,7 +356,7 @@ Result<std::unique_ptr<ContextParallelGenerator>> ContextParallelGenerator::crea
     auto impl = std::make_unique<Impl>(config, options);
     TANDEM_ASSIGN_OR_RETURN(impl->layout, make_param_layout(config));
     TANDEM_ASSIGN_OR_RETURN(impl->index, ParamIndex::create(config, impl->layout));
-    impl->rope = RopeTable<float>(config.max_seq_len, config.head_dim(), config.rope_theta);
+    impl->rope = make_rope_table<float>(config);
     auto transports = kernels::make_in_process_ring(options.ranks);
     for (int r = 0; r < options.ranks; ++r) impl->ranks[r].transport = std::move(transports[r]);
     return std::unique_ptr<ContextParallelGenerator>(new ContextParallelGenerator(std::move(impl)));

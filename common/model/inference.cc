@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "common/model/decoder_layer.h"
+
 namespace tandem::model {
 
 namespace {
@@ -31,7 +33,7 @@ Result<InferenceEngine> InferenceEngine::create(const ModelConfig& config) {
     e.config_ = config;
     TANDEM_ASSIGN_OR_RETURN(e.layout_, make_param_layout(config));
     TANDEM_ASSIGN_OR_RETURN(e.index_, ParamIndex::create(config, e.layout_));
-    e.rope_ = RopeTable<float>(config.max_seq_len, config.head_dim(), config.rope_theta);
+    e.rope_ = make_rope_table<float>(config);
     return e;
 }
 
@@ -176,11 +178,7 @@ Status InferenceEngine::forward(const float* params, PagedKvCache& cache,
     for (int l = 0; l < c.num_layers; ++l) {
         const auto& L = w.layers[l];
         rmsnorm_forward<float>(n, h, x, L.input_norm, c.rms_norm_eps, a, rstd);
-        linear_forward<float>(n, h, qd, a, L.wq, q);
-        linear_forward<float>(n, h, kvd, a, L.wk, k);
-        linear_forward<float>(n, h, kvd, a, L.wv, v);
-        rope_apply<float>(n, c.num_heads, pos_.data(), rope_, q, false);
-        rope_apply<float>(n, c.num_kv_heads, pos_.data(), rope_, k, false);
+        qkv_forward<float>(c, L, rope_, n, pos_.data(), a, q, k, v, qk_);
         for (int64_t r = 0; r < n; ++r) {
             const auto s = slots_[static_cast<size_t>(r)];
             std::memcpy(cache.key(l, s.block) + static_cast<int64_t>(s.slot) * kvd, k + r * kvd,
@@ -189,12 +187,9 @@ Status InferenceEngine::forward(const float* params, PagedKvCache& cache,
                         sizeof(float) * kvd);
         }
         TANDEM_RETURN_IF_ERROR(attend(cache, l, items));
-        linear_forward<float>(n, qd, h, o_.data(), L.wo, x, true);
+        out_proj_forward<float>(c, L, n, o_.data(), x);
         rmsnorm_forward<float>(n, h, x, L.post_norm, c.rms_norm_eps, a, rstd);
-        linear_forward<float>(n, h, inter, a, L.wg, g);
-        linear_forward<float>(n, h, inter, a, L.wu, u);
-        swiglu_forward<float>(n * inter, g, u, g);
-        linear_forward<float>(n, inter, h, g, L.wd, x, true);
+        mlp_forward<float>(c, L, n, a, g, u, g, x);
     }
     // Head on the requested rows.
     out_rows_.clear();

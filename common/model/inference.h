@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/model/config.h"
+#include "common/model/decoder_layer.h"
 #include "common/model/kv_cache.h"
 #include "common/model/layers.h"
 #include "common/model/params.h"
@@ -57,6 +58,7 @@ private:
     std::vector<PagedKvCache::Slot> slots_;
     std::vector<int64_t> out_rows_;
     std::vector<float> x_, a_, q_, k_, v_, o_, lse_, g_, u_, xs_, rstd_, qg_, og_, lseg_;
+    QkNormActs<float> qk_;
 };
 
 }  // namespace tandem::model

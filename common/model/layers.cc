@@ -84,13 +84,20 @@ void rmsnorm_backward(int64_t n, int64_t h, const T* x, const T* w, const T* rst
 
 template <typename T>
 RopeTable<T>::RopeTable(int max_positions, int head_dim, double theta)
+    : RopeTable(max_positions, head_dim, [&] {
+          std::vector<double> inv(static_cast<size_t>(head_dim / 2));
+          for (int i = 0; i < head_dim / 2; ++i) inv[i] = std::pow(theta, -2.0 * i / head_dim);
+          return inv;
+      }()) {}
+
+template <typename T>
+RopeTable<T>::RopeTable(int max_positions, int head_dim, const std::vector<double>& inv_freq)
     : max_positions_(max_positions), head_dim_(head_dim), half_(head_dim / 2) {
     cos_.resize(static_cast<size_t>(max_positions) * half_);
     sin_.resize(cos_.size());
     for (int p = 0; p < max_positions; ++p) {
         for (int i = 0; i < half_; ++i) {
-            const double inv_freq = std::pow(theta, -2.0 * i / head_dim);
-            const double angle = p * inv_freq;
+            const double angle = p * inv_freq[static_cast<size_t>(i)];
             cos_[static_cast<size_t>(p) * half_ + i] = static_cast<T>(std::cos(angle));
             sin_[static_cast<size_t>(p) * half_ + i] = static_cast<T>(std::sin(angle));
         }

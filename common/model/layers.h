@@ -40,13 +40,16 @@ void rmsnorm_backward(int64_t n, int64_t h, const T* x, const T* w, const T* rst
                       T* dx, bool accumulate_dx, T* dw);
 
 // Rotary position tables for the Hugging Face "rotate_half" convention: within each head of
-// dimension d, element i < d/2 pairs with element i + d/2 and turns by pos * theta^(-2i/d).
+// dimension d, element i < d/2 pairs with element i + d/2 and turns by pos * inv_freq[i]
+// (theta^(-2i/d) unscaled). Angles, cosines and sines are computed in double.
 // Immutable after construction; safe to share between threads.
 template <typename T>
 class RopeTable {
 public:
     RopeTable() = default;
     RopeTable(int max_positions, int head_dim, double theta);
+    // Explicit inverse frequencies (head_dim / 2 of them), e.g. after RoPE scaling.
+    RopeTable(int max_positions, int head_dim, const std::vector<double>& inv_freq);
     int max_positions() const { return max_positions_; }
     int head_dim() const { return head_dim_; }
     const T* cos(int pos) const { return cos_.data() + static_cast<size_t>(pos) * half_; }

@@ -27,7 +27,9 @@ Result<ModelWeights> ModelWeights::random(const ModelConfig& config, uint64_t se
     for (const auto& t : w.layout_.tensors()) {
         float* p = w.data_.data() + t.offset / 4;
         const uint64_t n = t.elements();
-        if (t.shape.size() == 1) {
+        if (t.name.ends_with(".bias")) {
+            continue;  // zeros, as transformers initialises biases
+        } else if (t.shape.size() == 1) {
             for (uint64_t i = 0; i < n; ++i) p[i] = 1.0f;
         } else {
             for (uint64_t i = 0; i < n; ++i) p[i] = static_cast<float>(std * rng.normal());
@@ -118,38 +120,6 @@ Status ModelWeights::set_tensor(const std::string& name, const std::vector<int64
     }
 }
 
-Status save_pretrained(const std::string& dir, const ModelWeights& w, const Vocabulary* vocab) {
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) return unavailable(fmt::format("{}: cannot create directory: {}", dir, ec.message()));
-    // The layout without lm_head when tied is exactly the parameter layout, so the bytes are
-    // written as they are.
-    TANDEM_RETURN_IF_ERROR(weights::write_safetensors(dir + "/model.safetensors", w.layout(),
-                                                      w.bytes(), {{"format", "pt"}}));
-    return write_hf_config(dir + "/config.json", w.config(), vocab);
-}
-
-Result<Pretrained> load_pretrained(const std::string& dir) {
-    TANDEM_ASSIGN_OR_RETURN(HfConfig cfg, read_hf_config(dir + "/config.json"));
-    const std::string path = dir + "/model.safetensors";
-    TANDEM_ASSIGN_OR_RETURN(weights::LoadedWeights loaded, weights::read_safetensors(path));
-    TANDEM_ASSIGN_OR_RETURN(ModelWeights w, ModelWeights::zeros(cfg.model));
-    std::set<std::string> filled;
-    for (const auto& t : loaded.layout.tensors()) {
-        if (cfg.model.tie_embeddings && t.name == "lm_head.weight") {
-            continue;  // some writers keep the tied copy; the embedding is authoritative
-        }
-        Status s = w.set_tensor(t.name, t.shape, t.dtype,
-                                std::span<const std::byte>(loaded.data.data() + t.offset, t.bytes));
-        if (!s.ok()) return s.with_context(path);
-        filled.insert(t.name);
-    }
-    for (const auto& t : w.layout().tensors()) {
-        if (!filled.count(t.name)) {
-            return invalid_argument(fmt::format("{}: missing tensor \"{}\"", path, t.name));
-        }
-    }
-    return Pretrained{std::move(w), std::move(cfg.vocab)};
-}
+// save_pretrained and load_pretrained: hf_model.cc.
 
 }  // namespace tandem::model

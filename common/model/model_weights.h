@@ -58,12 +58,18 @@ struct Pretrained {
     std::optional<Vocabulary> vocab;
 };
 
-// Writes <dir>/config.json and <dir>/model.safetensors (creating dir). With tied embeddings no
-// lm_head.weight is written, as Hugging Face does.
+struct SaveOptions;  // hf_model.h
+
+// Writes <dir>/config.json and <dir>/model.safetensors (creating dir), or shards with
+// model.safetensors.index.json above options.max_shard_bytes (2 GiB by default). With tied
+// embeddings no lm_head.weight is written, as Hugging Face does.
 Status save_pretrained(const std::string& dir, const ModelWeights& weights,
                        const Vocabulary* vocab);
-// Reads them back. Tensors are matched by name; every tensor of the layout must be present
-// (lm_head.weight may be missing when tied) and unknown tensors are errors.
+Status save_pretrained(const std::string& dir, const ModelWeights& weights,
+                       const Vocabulary* vocab, const SaveOptions& options);
+// Reads a Hugging Face directory (hf_model.h: inspect_hf_directory then load_hf_directory).
+// Tensors are matched by name; every tensor of the layout must be present (lm_head.weight may be
+// missing when tied) and unknown tensors are errors.
 Result<Pretrained> load_pretrained(const std::string& dir);
 
 }  // namespace tandem::model

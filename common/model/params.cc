@@ -19,16 +19,29 @@ Result<weights::Layout> make_param_layout(const ModelConfig& c) {
     const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), inter = c.intermediate_size;
     std::vector<TensorSpec> specs;
     specs.push_back({"model.embed_tokens.weight", DType::kF32, {c.vocab_size, h}});
+    const int64_t d = c.head_dim();
     for (int i = 0; i < c.num_layers; ++i) {
-        specs.push_back({layer_name(i, "input_layernorm.weight"), DType::kF32, {h}});
-        specs.push_back({layer_name(i, "self_attn.q_proj.weight"), DType::kF32, {q, h}});
-        specs.push_back({layer_name(i, "self_attn.k_proj.weight"), DType::kF32, {kv, h}});
-        specs.push_back({layer_name(i, "self_attn.v_proj.weight"), DType::kF32, {kv, h}});
-        specs.push_back({layer_name(i, "self_attn.o_proj.weight"), DType::kF32, {h, q}});
-        specs.push_back({layer_name(i, "post_attention_layernorm.weight"), DType::kF32, {h}});
-        specs.push_back({layer_name(i, "mlp.gate_proj.weight"), DType::kF32, {inter, h}});
-        specs.push_back({layer_name(i, "mlp.up_proj.weight"), DType::kF32, {inter, h}});
-        specs.push_back({layer_name(i, "mlp.down_proj.weight"), DType::kF32, {h, inter}});
+        auto add = [&](const char* suffix, std::vector<int64_t> shape, bool present = true) {
+            if (present) specs.push_back({layer_name(i, suffix), DType::kF32, std::move(shape)});
+        };
+        add("input_layernorm.weight", {h});
+        add("self_attn.q_proj.weight", {q, h});
+        add("self_attn.q_proj.bias", {q}, c.qkv_bias);
+        add("self_attn.k_proj.weight", {kv, h});
+        add("self_attn.k_proj.bias", {kv}, c.qkv_bias);
+        add("self_attn.v_proj.weight", {kv, h});
+        add("self_attn.v_proj.bias", {kv}, c.qkv_bias);
+        add("self_attn.o_proj.weight", {h, q});
+        add("self_attn.o_proj.bias", {h}, c.o_bias);
+        add("self_attn.q_norm.weight", {d}, c.qk_norm);
+        add("self_attn.k_norm.weight", {d}, c.qk_norm);
+        add("post_attention_layernorm.weight", {h});
+        add("mlp.gate_proj.weight", {inter, h});
+        add("mlp.gate_proj.bias", {inter}, c.mlp_bias);
+        add("mlp.up_proj.weight", {inter, h});
+        add("mlp.up_proj.bias", {inter}, c.mlp_bias);
+        add("mlp.down_proj.weight", {h, inter});
+        add("mlp.down_proj.bias", {h}, c.mlp_bias);
     }
     specs.push_back({"model.norm.weight", DType::kF32, {h}});
     if (!c.tie_embeddings) specs.push_back({"lm_head.weight", DType::kF32, {c.vocab_size, h}});
@@ -61,6 +74,20 @@ Result<ParamIndex> ParamIndex::create(const ModelConfig& c, const weights::Layou
         TANDEM_ASSIGN_OR_RETURN(l.wg, find(layer_name(i, "mlp.gate_proj.weight")));
         TANDEM_ASSIGN_OR_RETURN(l.wu, find(layer_name(i, "mlp.up_proj.weight")));
         TANDEM_ASSIGN_OR_RETURN(l.wd, find(layer_name(i, "mlp.down_proj.weight")));
+        auto optional = [&](bool present, const char* suffix, uint64_t& out) -> Status {
+            if (!present) return Status();
+            TANDEM_ASSIGN_OR_RETURN(out, find(layer_name(i, suffix)));
+            return Status();
+        };
+        TANDEM_RETURN_IF_ERROR(optional(c.qkv_bias, "self_attn.q_proj.bias", l.bq));
+        TANDEM_RETURN_IF_ERROR(optional(c.qkv_bias, "self_attn.k_proj.bias", l.bk));
+        TANDEM_RETURN_IF_ERROR(optional(c.qkv_bias, "self_attn.v_proj.bias", l.bv));
+        TANDEM_RETURN_IF_ERROR(optional(c.o_bias, "self_attn.o_proj.bias", l.bo));
+        TANDEM_RETURN_IF_ERROR(optional(c.mlp_bias, "mlp.gate_proj.bias", l.bg));
+        TANDEM_RETURN_IF_ERROR(optional(c.mlp_bias, "mlp.up_proj.bias", l.bu));
+        TANDEM_RETURN_IF_ERROR(optional(c.mlp_bias, "mlp.down_proj.bias", l.bd));
+        TANDEM_RETURN_IF_ERROR(optional(c.qk_norm, "self_attn.q_norm.weight", l.q_norm));
+        TANDEM_RETURN_IF_ERROR(optional(c.qk_norm, "self_attn.k_norm.weight", l.k_norm));
         index.layers.push_back(l);
     }
     TANDEM_ASSIGN_OR_RETURN(index.final_norm, find("model.norm.weight"));

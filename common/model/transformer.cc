@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "common/model/decoder_layer.h"
+
 namespace tandem::model {
 
 void PackedBatch::clear() {
@@ -52,7 +54,7 @@ Result<Transformer<T>> Transformer<T>::create(const ModelConfig& config) {
     t.config_ = config;
     TANDEM_ASSIGN_OR_RETURN(t.layout_, make_param_layout(config));
     TANDEM_ASSIGN_OR_RETURN(t.index_, ParamIndex::create(config, t.layout_));
-    t.rope_ = RopeTable<T>(config.max_seq_len, config.head_dim(), config.rope_theta);
+    t.rope_ = make_rope_table<T>(config);
     t.acts_.resize(static_cast<size_t>(config.num_layers));
     return t;
 }
@@ -148,11 +150,7 @@ Status Transformer<T>::run_layers(const T* params, const PackedBatch& batch) {
         T* q = sized(A.q, n * qd);
         T* k = sized(A.k, n * kvd);
         T* v = sized(A.v, n * kvd);
-        linear_forward<T>(n, h, qd, a, L.wq, q);
-        linear_forward<T>(n, h, kvd, a, L.wk, k);
-        linear_forward<T>(n, h, kvd, a, L.wv, v);
-        rope_apply<T>(n, c.num_heads, pos_.data(), rope_, q, false);
-        rope_apply<T>(n, c.num_kv_heads, pos_.data(), rope_, k, false);
+        qkv_forward<T>(c, L, rope_, n, pos_.data(), a, q, k, v, A.qk);
         T* o = sized(A.o, n * qd);
         T* lse = sized(A.lse, n * c.num_heads);
         for (int64_t s = 0; s < batch.num_sequences(); ++s) {
@@ -174,17 +172,14 @@ Status Transformer<T>::run_layers(const T* params, const PackedBatch& batch) {
         }
         T* x_mid = sized(A.x_mid, n * h);
         std::memcpy(x_mid, x_in, sizeof(T) * n * h);
-        linear_forward<T>(n, qd, h, o, L.wo, x_mid, true);
+        out_proj_forward<T>(c, L, n, o, x_mid);
         T* b = sized(A.b, n * h);
         rmsnorm_forward<T>(n, h, x_mid, L.post_norm, c.rms_norm_eps, b, sized(A.rstd2, n));
         T* g = sized(A.g, n * inter);
         T* u = sized(A.u, n * inter);
         T* sw = sized(A.s, n * inter);
-        linear_forward<T>(n, h, inter, b, L.wg, g);
-        linear_forward<T>(n, h, inter, b, L.wu, u);
-        swiglu_forward<T>(n * inter, g, u, sw);
         std::memcpy(x, x_mid, sizeof(T) * n * h);
-        linear_forward<T>(n, inter, h, sw, L.wd, x, true);
+        mlp_forward<T>(c, L, n, b, g, u, sw, x);
     }
     return Status();
 }
@@ -295,12 +290,17 @@ Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
     T* du = sized(du_, n * inter);
     T* dsw = sized(ds_, n * inter);
     for (int l = c.num_layers - 1; l >= 0; --l) {
-        const LayerActs& A = acts_[l];
+        LayerActs& A = acts_[l];
         const auto& L = w.layers[l];
         const auto& G = gw.layers[l];
         // MLP: x_out = x_mid + swiglu(b Wg^T, b Wu^T) Wd^T.
         linear_backward<T>(n, inter, h, A.s.data(), L.wd, dx, dsw, false, G.wd);
+        if (G.bd) bias_backward<T>(n, h, dx, G.bd);
         swiglu_backward<T>(n * inter, A.g.data(), A.u.data(), dsw, dg, du);
+        if (G.bg) {
+            bias_backward<T>(n, inter, dg, G.bg);
+            bias_backward<T>(n, inter, du, G.bu);
+        }
         linear_backward<T>(n, h, inter, A.b.data(), L.wg, dg, db, false, G.wg);
         linear_backward<T>(n, h, inter, A.b.data(), L.wu, du, db, true, G.wu);
         std::memcpy(dmid, dx, sizeof(T) * n * h);
@@ -308,6 +308,7 @@ Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
                             G.post_norm);
         // Attention: x_mid = x_in + attn(rope(a Wq^T), rope(a Wk^T), a Wv^T) Wo^T.
         linear_backward<T>(n, qd, h, A.o.data(), L.wo, dmid, dO, false, G.wo);
+        if (G.bo) bias_backward<T>(n, h, dmid, G.bo);
         // In sequence order, so a prefix's own gradients are written before its continuations
         // add theirs.
         for (int64_t s = 0; s + 1 < static_cast<int64_t>(begin_.size()); ++s) {
@@ -338,11 +339,7 @@ Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
             std::memcpy(dk + b0 * kvd, dkc + plen * kvd, sizeof(T) * len * kvd);
             std::memcpy(dv + b0 * kvd, dvc + plen * kvd, sizeof(T) * len * kvd);
         }
-        rope_apply<T>(n, c.num_heads, pos_.data(), rope_, dq, true);
-        rope_apply<T>(n, c.num_kv_heads, pos_.data(), rope_, dk, true);
-        linear_backward<T>(n, h, qd, A.a.data(), L.wq, dq, da, false, G.wq);
-        linear_backward<T>(n, h, kvd, A.a.data(), L.wk, dk, da, true, G.wk);
-        linear_backward<T>(n, h, kvd, A.a.data(), L.wv, dv, da, true, G.wv);
+        qkv_backward<T>(c, L, G, rope_, n, pos_.data(), A.a.data(), A.qk, dq, dk, dv, da);
         std::memcpy(dx, dmid, sizeof(T) * n * h);
         rmsnorm_backward<T>(n, h, A.x_in.data(), L.input_norm, A.rstd1.data(), da, dx, true,
                             G.input_norm);

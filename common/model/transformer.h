@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/model/config.h"
+#include "common/model/decoder_layer.h"
 #include "common/model/layers.h"
 #include "common/model/params.h"
 #include "common/status.h"
@@ -79,6 +80,7 @@ public:
 private:
     struct LayerActs {
         std::vector<T> x_in, rstd1, a, q, k, v, o, lse, x_mid, rstd2, b, g, u, s;
+        QkNormActs<T> qk;
     };
     Transformer() = default;
     Status run_layers(const T* params, const PackedBatch& batch);
