@@ -21,8 +21,9 @@ packages=(
     libpcre2-dev libicu-dev nodejs
     # tests, fuzzing (libFuzzer comes with clang's runtime)
     libgtest-dev libgmock-dev clang libclang-rt-14-dev
-    # processes and namespaces used by integration tests
-    iproute2 procps
+    # processes and namespaces used by integration tests; sshd per host in the cluster-in-a-box
+    # tests (tests/integration/hosts) and ssh for `tandem up` of remote nodes
+    iproute2 procps openssh-server openssh-client
 )
 
 # The JavaScript reference tokenizers (and the Llama 2/3 and Qwen3 tokenizer files they ship) for
