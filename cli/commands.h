@@ -14,5 +14,7 @@ int cmd_status(const std::vector<std::string>& args);
 int cmd_nodes(const std::vector<std::string>& args);
 int cmd_job(const std::vector<std::string>& args);  // cmd_job.cc
 int cmd_versions(const std::vector<std::string>& args);
+int cmd_job_metrics(const std::vector<std::string>& args);  // cmd_metrics.cc
+int cmd_dashboard(const std::vector<std::string>& args);    // cmd_dashboard.cc
 
 }  // namespace tandem::cli

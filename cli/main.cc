@@ -22,7 +22,9 @@ constexpr const char* kHelp =
     "  job submit -f JOB.yaml [KEY=VALUE ...] [--follow] [--dry-run]\n"
     "  job list | summary JOB | cancel JOB\n"
     "  job status JOB | events JOB | logs JOB [--follow]\n"
+    "  job metrics JOB [--output csv|json]   a job's per-step metrics, for notebooks\n"
     "  versions JOB                the weight versions a job published\n"
+    "  dashboard [--run-dir DIR] [--port P]   the dashboard of a stopped cluster, read-only\n"
     "  config check -f FILE [KEY=VALUE ...]   validate a cluster or job file, print it resolved\n"
     "\n"
     "The coordinator's address comes from --address, else TANDEM_ADDRESS, else the run\n"
@@ -58,7 +60,10 @@ int main(int argc, char** argv) {
     if (cmd == "down") return tandem::cli::cmd_down(rest);
     if (cmd == "status") return tandem::cli::cmd_status(rest);
     if (cmd == "nodes") return tandem::cli::cmd_nodes(rest);
+    if (cmd == "job" && !rest.empty() && rest[0] == "metrics")
+        return tandem::cli::cmd_job_metrics(rest);
     if (cmd == "job") return tandem::cli::cmd_job(rest);
+    if (cmd == "dashboard") return tandem::cli::cmd_dashboard(rest);
     if (cmd == "versions") return tandem::cli::cmd_versions(rest);
     std::cerr << "tandem: unknown command '" << cmd << "'\n\n" << kHelp;
     return tandem::cli::kExitUsage;

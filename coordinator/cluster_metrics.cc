@@ -34,8 +34,8 @@ void append_job_families(const JobRecord& j, const VersionTable& versions, Famil
     Metrics::Labels info = job_labels(j);
     info["kind"] = std::string(config::enum_name(j.spec.kind));
     info["state"] = std::string(job_state_name(j.state));
-    family(out, "tandem_job_info", "One sample per job: its kind and state").samples.push_back(
-        {info, 1});
+    family(out, "tandem_job_info", "One sample per job: its kind and state")
+        .samples.push_back({info, 1});
     family(out, "tandem_job_last_step", "The latest step a job reported metrics for")
         .samples.push_back({job_labels(j), static_cast<double>(j.step)});
     std::map<std::string, double> by_state;
@@ -68,13 +68,20 @@ std::string job_metric_family(const std::string& key) {
     // Units spelled out as Prometheus' naming rules (and `promtool check metrics`) want them.
     static const std::map<std::string, std::pair<const char*, const char*>> kUnits = {
         // abbreviation -> (plural, after "per")
-        {"s", {"seconds", "second"}},          {"sec", {"seconds", "second"}},
-        {"ms", {"milliseconds", "millisecond"}}, {"us", {"microseconds", "microsecond"}},
-        {"ns", {"nanoseconds", "nanosecond"}},   {"b", {"bytes", "byte"}},
-        {"kb", {"kilobytes", "kilobyte"}},       {"mb", {"megabytes", "megabyte"}},
-        {"gb", {"gigabytes", "gigabyte"}},       {"tb", {"terabytes", "terabyte"}},
-        {"pb", {"petabytes", "petabyte"}},       {"m", {"minutes", "minute"}},
-        {"h", {"hours", "hour"}},                {"d", {"days", "day"}}};
+        {"s", {"seconds", "second"}},
+        {"sec", {"seconds", "second"}},
+        {"ms", {"milliseconds", "millisecond"}},
+        {"us", {"microseconds", "microsecond"}},
+        {"ns", {"nanoseconds", "nanosecond"}},
+        {"b", {"bytes", "byte"}},
+        {"kb", {"kilobytes", "kilobyte"}},
+        {"mb", {"megabytes", "megabyte"}},
+        {"gb", {"gigabytes", "gigabyte"}},
+        {"tb", {"terabytes", "terabyte"}},
+        {"pb", {"petabytes", "petabyte"}},
+        {"m", {"minutes", "minute"}},
+        {"h", {"hours", "hour"}},
+        {"d", {"days", "day"}}};
     std::string part = metric_name_part(key);
     for (char& c : part) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     std::string out = "tandem_job";
@@ -131,16 +138,18 @@ void register_cluster_metrics(Metrics& metrics, const Clock& clock, const JobMan
         return list;
     });
     metrics.collector([&clock, &nodes] {
-        Family up{"tandem_node_up", "1 while a node agent is alive, 0 once it is dead", "gauge", {}};
+        Family up{
+            "tandem_node_up", "1 while a node agent is alive, 0 once it is dead", "gauge", {}};
         Family age{"tandem_node_heartbeat_age_seconds",
-                   "Seconds since the coordinator last heard from a node agent", "gauge", {}};
+                   "Seconds since the coordinator last heard from a node agent",
+                   "gauge",
+                   {}};
         const int64_t now = clock.wall_ns();
         for (const auto& [id, e] : nodes.entries()) {
             const Metrics::Labels l = {{"node", id}, {"role", e.record.role}};
             up.samples.push_back({l, e.record.state == NodeState::kAlive ? 1.0 : 0.0});
             if (e.record.last_seen_ns > 0) {
-                age.samples.push_back(
-                    {l, static_cast<double>(now - e.record.last_seen_ns) / 1e9});
+                age.samples.push_back({l, static_cast<double>(now - e.record.last_seen_ns) / 1e9});
             }
         }
         return std::vector<Family>{std::move(up), std::move(age)};

