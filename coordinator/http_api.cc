@@ -188,7 +188,9 @@ HttpResponse HttpApi::submit(const HttpRequest& r, const Principal& who) {
     if (!json_depth_within(r.body, settings_.max_json_depth)) return too_deep(settings_);
     const Json body = Json::parse(r.body, nullptr, false);
     if (body.is_discarded() || !body.is_object() || !body.contains("spec_yaml") ||
-        !body["spec_yaml"].is_string()) {
+        !body["spec_yaml"].is_string() ||
+        (body.contains("dry_run") && !body["dry_run"].is_boolean()) ||
+        (body.contains("source") && !body["source"].is_string())) {
         return error_response(400,
                               R"(expected a JSON object {"spec_yaml": "...", "dry_run": false})");
     }
