@@ -210,9 +210,10 @@ int list(const ClusterContext& ctx, const Args& args) {
 int status(const ClusterContext& ctx, const Args& args, const std::string& job) {
     auto r = ctx.get("/api/v1/jobs/" + job);
     if (!r.ok()) return report(r.status());
-    if (json_output(args))
-        return std::cout << r->dump(2) << "\n",
-               final_code(*r) == kExitOk || !is_final(str(*r, "state")) ? kExitOk : kExitFailed;
+    // 0 while the job runs or after it succeeded, 1 once it failed or was cancelled.
+    const int code =
+        final_code(*r) == kExitOk || !is_final(str(*r, "state")) ? kExitOk : kExitFailed;
+    if (json_output(args)) return std::cout << r->dump(2) << "\n", code;
     const Json& j = *r;
     std::cout << fmt::format("{} {} ({}): {}\n", str(j, "job"), str(j, "name"), str(j, "kind"),
                              str(j, "state"));
@@ -233,7 +234,7 @@ int status(const ClusterContext& ctx, const Args& args, const std::string& job) 
     }
     if (j.contains("metrics") && !j["metrics"].empty())
         std::cout << "metrics: " << j["metrics"].dump() << "\n";
-    return kExitOk;
+    return code;
 }
 
 int logs(const ClusterContext& ctx, const Args& args, const std::string& job) {

@@ -325,11 +325,18 @@ struct DiagnosticSpec {
     }
 };
 
+// The restarts a grpo job allows when it does not say: a lost node or a crashed actor is
+// restarted (the trainer from its checkpoint with checkpoint.resume: auto) up to three times per
+// job before the job fails. A diagnostic job keeps 0 (it exists to show failures).
+inline constexpr int kGrpoMaxActorRestarts = 3;
+
 struct JobSpec {
     std::string name;
     JobKind kind = JobKind::kGrpo;
     int priority = 0;            // higher is placed first
-    int max_actor_restarts = 0;  // per job; beyond it the job fails
+    // Per job; beyond it the job fails. A grpo job that does not set it gets
+    // kGrpoMaxActorRestarts when its file or text is loaded (load_job_file, parse_job_text).
+    int max_actor_restarts = 0;
     PlacementSpec placement;
     TrainerSpec trainer;
     RolloutSpec rollout;

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <type_traits>
 
 namespace tandem::config {
 
@@ -127,6 +128,14 @@ Status apply_overrides(YAML::Node& root, const std::vector<Override>& overrides)
 }
 
 namespace {
+// Defaults that depend on the job's kind, applied where the document (after overrides) leaves
+// the field out.
+void apply_kind_defaults(const YAML::Node& root, JobSpec& spec) {
+    const bool restarts_given = root.IsMap() && root["max_actor_restarts"].IsDefined();
+    if (spec.kind == JobKind::kGrpo && !restarts_given)
+        spec.max_actor_restarts = kGrpoMaxActorRestarts;
+}
+
 template <typename T>
 Result<T> load_typed(const std::string& path, const std::vector<Override>& overrides,
                      FileKind want) {
@@ -138,7 +147,9 @@ Result<T> load_typed(const std::string& path, const std::vector<Override>& overr
                                             kind == FileKind::kCluster ? "cluster" : "job"));
     }
     TANDEM_RETURN_IF_ERROR(apply_overrides(root, overrides));
-    return decode_document<T>(root, path, overrides);
+    TANDEM_ASSIGN_OR_RETURN(T spec, decode_document<T>(root, path, overrides));
+    if constexpr (std::is_same_v<T, JobSpec>) apply_kind_defaults(root, spec);
+    return spec;
 }
 }  // namespace
 
@@ -168,7 +179,9 @@ Result<JobSpec> load_job_file(const std::string& path, const std::vector<Overrid
 
 Result<JobSpec> parse_job_text(const std::string& text, const std::string& source) {
     TANDEM_ASSIGN_OR_RETURN(YAML::Node root, parse_yaml(text, source));
-    return decode_document<JobSpec>(root, source);
+    TANDEM_ASSIGN_OR_RETURN(JobSpec spec, decode_document<JobSpec>(root, source));
+    apply_kind_defaults(root, spec);
+    return spec;
 }
 
 }  // namespace tandem::config

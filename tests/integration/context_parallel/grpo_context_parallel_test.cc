@@ -1,9 +1,11 @@
 // The long-context job on a real local cluster: every rollout context is longer than
 // rollout.max_tokens_per_device, so the rollout actor generates with ring prefill and sharded
 // decode over rollout.context_parallel ranks while the trainer trains on what it sends; and a job
-// whose contexts cannot fit the ring fails with an error that names both fields.
+// whose contexts cannot fit the ring is refused by `tandem job submit`, and fails in its rollout
+// actors when a client submits it anyway, with an error that names both fields.
 #include <gtest/gtest.h>
 
+#include "common/config/loader.h"
 #include "tests/integration/control/cluster_harness.h"
 
 namespace tandem::testing {
@@ -24,11 +26,31 @@ TEST(GrpoContextParallel, ShardedRolloutsTrainAndOversizedContextsFailNamingTheF
     EXPECT_EQ(j["steps"], 8);
     EXPECT_EQ(j["versions_published"], 9);
 
-    // 2 x 30 positions cannot hold a 34-token prompt plus 33 new tokens.
-    auto bad = c.cli("job submit -f " + kJob +
-                     " name=copy-long-bad rollout.max_tokens_per_device=30 algorithm.steps=2 "
-                     "algorithm.warm_start_steps=0 --follow");
-    EXPECT_NE(bad.code, 0) << bad.out;
+    // 2 x 30 positions cannot hold a 34-token prompt plus 33 new tokens. `tandem job submit`
+    // refuses it before submitting (the checks of `tandem config check`), naming both fields.
+    const std::string bad_overrides =
+        "name=copy-long-bad rollout.max_tokens_per_device=30 algorithm.steps=2 "
+        "algorithm.warm_start_steps=0";
+    auto refused = c.cli("job submit -f " + kJob + " " + bad_overrides);
+    EXPECT_EQ(refused.code, 2) << refused.out;
+    EXPECT_NE(refused.out.find("rollout.max_tokens_per_device (30)"), std::string::npos)
+        << refused.out;
+    EXPECT_EQ(c.job_state("copy-long-bad"), "");  // nothing was submitted
+
+    // A client that skips those checks (the spec POSTed to the API as is) gets a job whose
+    // rollout actors refuse it when they start, with the same message.
+    std::vector<std::string> texts = {"name=copy-long-bad", "rollout.max_tokens_per_device=30",
+                                      "algorithm.steps=2", "algorithm.warm_start_steps=0"};
+    auto overrides = config::parse_overrides(texts);
+    ASSERT_TRUE(overrides.ok()) << overrides.status().message();
+    auto spec = config::load_job_file(kJob, *overrides);
+    ASSERT_TRUE(spec.ok()) << spec.status().message();
+    const nlohmann::json body = {{"spec_yaml", config::to_yaml(*spec)}, {"source", kJob}};
+    auto posted = net::http_call(c.address(), "POST", "/api/v1/jobs", body.dump(), c.token());
+    ASSERT_TRUE(posted.ok()) << posted.status().message();
+    EXPECT_EQ(posted->status, 201) << posted->body;
+    auto bad = c.cli("job status copy-long-bad --follow");
+    EXPECT_EQ(bad.code, 1) << bad.out;
     EXPECT_EQ(c.job_state("copy-long-bad"), "FAILED");
     auto ev = c.cli("job events copy-long-bad");
     EXPECT_NE(ev.out.find("rollout.context_parallel (2)"), std::string::npos) << ev.out;

@@ -211,7 +211,7 @@ TEST(ControlPlane, UnplaceableJobStaysPendingWithReasonAndDryRunExplains) {
     ASSERT_EQ(c.up().code, 0);
     const std::string job_file = c.write_file("gpu.yaml", diagnostic_job(1.0, 0, ""));
     auto dry = c.cli("job submit -f " + job_file + " rollout.resources.gpus=1 --dry-run");
-    EXPECT_EQ(dry.code, 0) << dry.out;
+    EXPECT_EQ(dry.code, 1) << dry.out;  // a plan that cannot be placed: the dry run fails
     EXPECT_NE(dry.out.find("cannot be placed now: needs 2 rollout actors with 1 gpu"),
               std::string::npos)
         << dry.out;

@@ -256,6 +256,25 @@ TEST_F(ConfigFileTest, ResolvedYamlRoundTrips) {
     EXPECT_EQ(to_yaml(*cagain), to_yaml(*cluster));
 }
 
+TEST_F(ConfigFileTest, GrpoJobsAllowThreeRestartsUnlessTheySayOtherwise) {
+    auto grpo = load_job_file(write("g.yaml", "name: g\nkind: grpo\n"));
+    ASSERT_TRUE(grpo.ok()) << grpo.status().message();
+    EXPECT_EQ(grpo->max_actor_restarts, kGrpoMaxActorRestarts);
+    auto zero = load_job_file(write("z.yaml", "name: z\nkind: grpo\nmax_actor_restarts: 0\n"));
+    ASSERT_TRUE(zero.ok());
+    EXPECT_EQ(zero->max_actor_restarts, 0);
+    auto overridden = load_job_file(write("o.yaml", "name: o\nkind: grpo\n"),
+                                    *parse_overrides({"max_actor_restarts=1"}));
+    ASSERT_TRUE(overridden.ok());
+    EXPECT_EQ(overridden->max_actor_restarts, 1);
+    auto diag = load_job_file(write("d.yaml", "name: d\nkind: diagnostic\n"));
+    ASSERT_TRUE(diag.ok());
+    EXPECT_EQ(diag->max_actor_restarts, 0);
+    auto text = parse_job_text("name: t\nkind: grpo\n", "submitted");
+    ASSERT_TRUE(text.ok());
+    EXPECT_EQ(text->max_actor_restarts, kGrpoMaxActorRestarts);
+}
+
 TEST_F(ConfigFileTest, ResolvedYamlPrintsFloatsInTheirShortestForm) {
     auto spec = load_job_file(write("j.yaml", "name: j\nkind: grpo\nalgorithm: {clip_eps: 0.2}\n"));
     ASSERT_TRUE(spec.ok());
