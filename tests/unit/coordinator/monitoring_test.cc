@@ -165,5 +165,42 @@ TEST_F(DashboardFiles, NamesTheMissingBuildFolder) {
     EXPECT_NE(r->body.find("tandem_web"), std::string::npos) << r->body;
 }
 
+// deploy/monitoring: the Prometheus scrape config passes `promtool check config` (with a token file
+// beside it, as the README says), and the Grafana dashboard is JSON whose panels use the
+// provisioned data sources.
+TEST(DeployMonitoring, PrometheusConfigPassesPromtool) {
+    if (std::system("command -v promtool >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "no promtool on PATH (apt-get install prometheus)";
+    TempDir dir;
+    const std::string src = std::string(TANDEM_SOURCE_DIR) + "/deploy/monitoring/prometheus.yml";
+    std::filesystem::copy_file(src, dir.path() / "prometheus.yml");
+    std::ofstream(dir.path() / "scrape-token") << "token\n";
+    const std::string out = (dir.path() / "promtool.out").string();
+    const std::string cmd =
+        "promtool check config " + (dir.path() / "prometheus.yml").string() + " > " + out + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    std::ifstream in(out);
+    EXPECT_EQ(rc, 0) << std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+TEST(DeployMonitoring, GrafanaDashboardUsesTheProvisionedDataSources) {
+    std::ifstream in(std::string(TANDEM_SOURCE_DIR) +
+                     "/deploy/monitoring/grafana/dashboards/tandem.json");
+    const Json d = Json::parse(in, nullptr, false);
+    ASSERT_TRUE(d.is_object());
+    ASSERT_TRUE(d.contains("panels"));
+    int queries = 0;
+    for (const auto& p : d["panels"]) {
+        if (p.value("type", "") == "row") continue;
+        const std::string uid = p["datasource"]["uid"];
+        EXPECT_TRUE(uid == "tandem-prometheus" || uid == "tandem-loki") << p.dump();
+        for (const auto& t : p["targets"]) {
+            EXPECT_FALSE(t.value("expr", "").empty()) << p.dump();
+            ++queries;
+        }
+    }
+    EXPECT_GE(queries, 15);
+}
+
 }  // namespace
 }  // namespace tandem::coord
