@@ -26,6 +26,8 @@ constexpr const char* kHelp =
     "  versions JOB                the weight versions a job published\n"
     "  dashboard [--run-dir DIR] [--port P]   the dashboard of a stopped cluster, read-only\n"
     "  config check -f FILE [KEY=VALUE ...]   validate a cluster or job file, print it resolved\n"
+    "  model info|tokenize|logits|generate --model DIR ...   inspect and run a Hugging Face\n"
+    "                              model directory with the built-in engine (tandem model --help)\n"
     "\n"
     "The coordinator's address comes from --address, else TANDEM_ADDRESS, else the run\n"
     "directory (--run-dir, default .tandem); the API token from --token, else TANDEM_TOKEN,\n"
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
         return tandem::cli::kExitOk;
     }
     if (cmd == "config") return tandem::cli::cmd_config(rest);
+    if (cmd == "model") return tandem::cli::cmd_model(rest);
     if (cmd == "up") return tandem::cli::cmd_up(rest);
     if (cmd == "down") return tandem::cli::cmd_down(rest);
     if (cmd == "status") return tandem::cli::cmd_status(rest);

@@ -1,0 +1,402 @@
+// `tandem model info|tokenize|logits|generate`: inspecting and running a Hugging Face model
+// directory with the built-in engine (CPU, fp32 compute). Bad input (a directory the engine
+// refuses, tokens outside the vocabulary, malformed options) exits 2 with the error.
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "common/model/generate.h"
+#include "common/model/hf_model.h"
+#include "common/model/transformer.h"
+#include "common/tokenizer/tokenizer.h"
+
+namespace tandem::cli {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: tandem model COMMAND --model DIR [OPTIONS]\n"
+    "  info      [--output json]   architecture, sizes, RoPE, stored dtypes, resident bytes,\n"
+    "                              tokenizer; reads headers only\n"
+    "  tokenize  --text TEXT [--add-special] [--output json]\n"
+    "                              token ids of TEXT (--add-special: the post-processor's "
+    "BOS/EOS)\n"
+    "  logits    --tokens 1,2,3 --out FILE.npy\n"
+    "                              float32 [T, vocab] logits of every position\n"
+    "  generate  (--prompt TEXT | --tokens 1,2,3) [--max-new-tokens N] [--temperature T]\n"
+    "            [--top-p P] [--seed S] [--output json]\n"
+    "                              one completion (temperature 0: greedy); stops at EOS\n"
+    "DIR is a Hugging Face directory: config.json, model.safetensors or sharded with\n"
+    "model.safetensors.index.json, tokenizer.json for text. Supported: LlamaForCausalLM,\n"
+    "Qwen2ForCausalLM, Qwen3ForCausalLM (docs/model.md).\n"
+    "Exit codes: 0 success, 1 failure, 2 bad usage or input.\n";
+
+// An error with the exit code it maps to.
+struct Failure {
+    int code;
+    std::string message;
+};
+
+int fail(const Failure& f) {
+    std::cerr << "tandem model: " << f.message << "\n";
+    return f.code;
+}
+
+// Input errors (what the user gave is wrong or missing) exit 2; the rest 1.
+Failure from_status(const Status& s) {
+    const bool input =
+        s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kNotFound;
+    return {input ? kExitUsage : kExitFailed, s.message()};
+}
+
+std::optional<std::vector<int32_t>> parse_ids(const std::string& text) {
+    std::vector<int32_t> ids;
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        const size_t comma = std::min(text.find(',', pos), text.size());
+        int32_t v = 0;
+        const char* b = text.data() + pos;
+        const char* e = text.data() + comma;
+        while (b < e && *b == ' ') ++b;
+        auto [p, ec] = std::from_chars(b, e, v);
+        if (ec != std::errc() || p != e || b == e) return std::nullopt;
+        ids.push_back(v);
+        pos = comma + 1;
+    }
+    if (ids.empty()) return std::nullopt;
+    return ids;
+}
+
+template <typename T>
+std::optional<T> parse_number(const std::string& text) {
+    T v{};
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || p != text.data() + text.size()) return std::nullopt;
+    return v;
+}
+
+std::optional<tokenizer::Tokenizer> load_tokenizer(const std::string& dir, Failure& error) {
+    if (!std::filesystem::exists(dir + "/tokenizer.json")) {
+        error = {kExitUsage, fmt::format("{}/tokenizer.json: no tokenizer in the directory", dir)};
+        return std::nullopt;
+    }
+    auto tok = tokenizer::Tokenizer::load(dir);
+    if (!tok.ok()) {
+        error = from_status(tok.status());
+        return std::nullopt;
+    }
+    return std::move(tok).value();
+}
+
+Status check_tokens(const model::ModelConfig& c, const std::vector<int32_t>& ids) {
+    for (size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] < 0 || ids[i] >= c.vocab_size) {
+            return invalid_argument(
+                fmt::format("--tokens: id {} (position {}) is outside the "
+                            "vocabulary [0, {})",
+                            ids[i], i, c.vocab_size));
+        }
+    }
+    if (static_cast<int64_t>(ids.size()) > c.max_seq_len) {
+        return invalid_argument(
+            fmt::format("--tokens: {} tokens, more than max_position_embeddings {}", ids.size(),
+                        c.max_seq_len));
+    }
+    return Status();
+}
+
+// --- info ---------------------------------------------------------------------------------------
+
+nlohmann::json describe(const model::HfDirectory& d) {
+    const model::ModelConfig& c = d.config.model;
+    nlohmann::json rope{{"type", std::string(model::rope_type_name(c.rope_scaling.type))},
+                        {"theta", c.rope_theta}};
+    if (c.rope_scaling.type != model::RopeScaling::Type::kDefault) {
+        rope["factor"] = c.rope_scaling.factor;
+    }
+    if (c.rope_scaling.type == model::RopeScaling::Type::kLlama3) {
+        rope["low_freq_factor"] = c.rope_scaling.low_freq_factor;
+        rope["high_freq_factor"] = c.rope_scaling.high_freq_factor;
+        rope["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
+    }
+    auto layout = model::make_param_layout(c);
+    uint64_t stored = 0;
+    for (const auto& [dtype, bytes] : d.stored_bytes_by_dtype) stored += bytes;
+    nlohmann::json j{
+        {"directory", d.dir},
+        {"architecture", std::string(model::architecture_name(c.architecture))},
+        {"model_type", std::string(model::model_type_name(c.architecture))},
+        {"layers", c.num_layers},
+        {"hidden_size", c.hidden_size},
+        {"intermediate_size", c.intermediate_size},
+        {"attention_heads", c.num_heads},
+        {"kv_heads", c.num_kv_heads},
+        {"head_dim", c.head_dim()},
+        {"vocab_size", c.vocab_size},
+        {"max_position_embeddings", c.max_seq_len},
+        {"rms_norm_eps", c.rms_norm_eps},
+        {"rope", rope},
+        {"tied_embeddings", c.tie_embeddings},
+        {"qkv_bias", c.qkv_bias},
+        {"o_bias", c.o_bias},
+        {"mlp_bias", c.mlp_bias},
+        {"qk_norm", c.qk_norm},
+        {"parameters", d.parameters},
+        {"files", d.files},
+        {"stored_bytes", stored},
+        {"stored_dtypes", d.stored_bytes_by_dtype},
+        {"compute_dtype", "F32"},
+        {"resident_bytes", layout.ok() ? layout->total_bytes() : 0},
+    };
+    if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+    if (!c.eos_token_ids.empty()) j["eos_token_ids"] = c.eos_token_ids;
+    return j;
+}
+
+int run_info(const Args& args, const std::string& dir) {
+    auto d = model::inspect_hf_directory(dir);
+    if (!d.ok()) return fail(from_status(d.status()));
+    nlohmann::json j = describe(*d);
+    if (std::filesystem::exists(dir + "/tokenizer.json")) {
+        auto tok = tokenizer::Tokenizer::load(dir);
+        j["tokenizer"] = tok.ok() ? tok->describe() : "unreadable: " + tok.status().message();
+    } else {
+        j["tokenizer"] = nullptr;
+    }
+    if (args.get("--output") == "json") {
+        std::cout << j.dump(2) << "\n";
+        return kExitOk;
+    }
+    auto yes_no = [](bool b) { return b ? "yes" : "no"; };
+    std::string dtypes;
+    for (const auto& [dtype, bytes] : d->stored_bytes_by_dtype) {
+        dtypes += fmt::format("{}{} ({} bytes)", dtypes.empty() ? "" : ", ", dtype, bytes);
+    }
+    const model::ModelConfig& c = d->config.model;
+    std::cout << fmt::format(
+        "{}: {} ({})\n"
+        "  layers {}, hidden {}, intermediate {}, heads {} (kv {}), head_dim {}, vocab {}\n"
+        "  max positions {}, rope {} (theta {}), rms_norm_eps {}\n"
+        "  tied embeddings {}, qkv bias {}, o bias {}, mlp bias {}, q/k norm {}\n"
+        "  parameters {}, stored as {} in {} file(s)\n"
+        "  resident {} bytes (F32 compute)\n"
+        "  tokenizer: {}\n",
+        dir, j["architecture"].get<std::string>(), j["model_type"].get<std::string>(), c.num_layers,
+        c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim(), c.vocab_size,
+        c.max_seq_len, j["rope"]["type"].get<std::string>(), c.rope_theta, c.rms_norm_eps,
+        yes_no(c.tie_embeddings), yes_no(c.qkv_bias), yes_no(c.o_bias), yes_no(c.mlp_bias),
+        yes_no(c.qk_norm), d->parameters, dtypes, d->files.size(),
+        j["resident_bytes"].get<uint64_t>(),
+        j["tokenizer"].is_null() ? std::string("none") : j["tokenizer"].get<std::string>());
+    return kExitOk;
+}
+
+// --- tokenize -----------------------------------------------------------------------------------
+
+int run_tokenize(const Args& args, const std::string& dir) {
+    const auto text = args.get("--text");
+    if (!text) return fail({kExitUsage, "tokenize needs --text TEXT"});
+    Failure error{};
+    auto tok = load_tokenizer(dir, error);
+    if (!tok) return fail(error);
+    auto ids = tok->encode(*text, args.has("--add-special"));
+    if (!ids.ok()) return fail(from_status(ids.status()));
+    if (args.get("--output") == "json") {
+        std::cout << nlohmann::json{{"ids", *ids}}.dump() << "\n";
+    } else {
+        std::cout << fmt::format("{}\n", fmt::join(*ids, " "));
+    }
+    return kExitOk;
+}
+
+// --- logits -------------------------------------------------------------------------------------
+
+Status write_npy_f32(const std::string& path, int64_t rows, int64_t cols,
+                     const std::vector<float>& data) {
+    std::string header =
+        fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}", rows, cols);
+    // Magic, version 1.0, header length; the header is padded with spaces to a multiple of 64.
+    const size_t total = 10 + header.size() + 1;
+    header.append((64 - total % 64) % 64, ' ');
+    header.push_back('\n');
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+        if (!f) return unavailable(fmt::format("{}: cannot open for writing", tmp));
+        f.write("\x93NUMPY\x01\x00", 8);
+        const uint16_t len = static_cast<uint16_t>(header.size());
+        const char len_bytes[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
+        f.write(len_bytes, 2);
+        f.write(header.data(), static_cast<std::streamsize>(header.size()));
+        f.write(reinterpret_cast<const char*>(data.data()),
+                static_cast<std::streamsize>(sizeof(float) * data.size()));
+        if (!f.flush()) return unavailable(fmt::format("{}: write failed", tmp));
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) return unavailable(fmt::format("{}: rename failed: {}", path, ec.message()));
+    return Status();
+}
+
+int run_logits(const Args& args, const std::string& dir) {
+    const auto tokens_arg = args.get("--tokens");
+    const auto out = args.get("--out");
+    if (!tokens_arg || !out)
+        return fail({kExitUsage, "logits needs --tokens 1,2,3 and --out FILE.npy"});
+    const auto ids = parse_ids(*tokens_arg);
+    if (!ids) {
+        return fail(
+            {kExitUsage,
+             fmt::format("--tokens: expected comma-separated integers, got \"{}\"", *tokens_arg)});
+    }
+    auto d = model::inspect_hf_directory(dir);
+    if (!d.ok()) return fail(from_status(d.status()));
+    if (Status s = check_tokens(d->config.model, *ids); !s.ok()) return fail(from_status(s));
+    auto loaded = model::load_hf_directory(*d);
+    if (!loaded.ok()) return fail(from_status(loaded.status()));
+    const model::ModelWeights& w = loaded->weights;
+    auto t = model::Transformer<float>::create(w.config());
+    if (!t.ok()) return fail(from_status(t.status()));
+    model::PackedBatch batch;
+    batch.add_sequence(*ids, 1);
+    const int64_t rows = static_cast<int64_t>(ids->size()), vocab = w.config().vocab_size;
+    std::vector<float> logits(static_cast<size_t>(rows * vocab));
+    if (Status s = t->logits(w.data(), batch, logits.data()); !s.ok()) return fail(from_status(s));
+    if (Status s = write_npy_f32(*out, rows, vocab, logits); !s.ok()) {
+        return fail({kExitFailed, s.message()});
+    }
+    std::cerr << fmt::format("{}: float32 logits [{}, {}]\n", *out, rows, vocab);
+    return kExitOk;
+}
+
+// --- generate -----------------------------------------------------------------------------------
+
+int run_generate(const Args& args, const std::string& dir) {
+    const auto prompt = args.get("--prompt");
+    const auto tokens_arg = args.get("--tokens");
+    if (prompt.has_value() == tokens_arg.has_value()) {
+        return fail({kExitUsage, "generate needs exactly one of --prompt TEXT and --tokens 1,2,3"});
+    }
+    model::SamplingOptions sampling;
+    sampling.max_new_tokens = 32;
+    sampling.temperature = 0.0;
+    if (auto v = args.get("--max-new-tokens")) {
+        auto n = parse_number<int>(*v);
+        if (!n || *n < 1)
+            return fail({kExitUsage, "--max-new-tokens: expected a positive integer"});
+        sampling.max_new_tokens = *n;
+    }
+    if (auto v = args.get("--temperature")) {
+        auto x = parse_number<double>(*v);
+        if (!x || *x < 0) return fail({kExitUsage, "--temperature: expected a number >= 0"});
+        sampling.temperature = *x;
+    }
+    if (auto v = args.get("--top-p")) {
+        auto x = parse_number<double>(*v);
+        if (!x || !(*x > 0 && *x <= 1)) return fail({kExitUsage, "--top-p: expected 0 < P <= 1"});
+        sampling.top_p = *x;
+    }
+    if (auto v = args.get("--seed")) {
+        auto x = parse_number<uint64_t>(*v);
+        if (!x) return fail({kExitUsage, "--seed: expected a non-negative integer"});
+        sampling.seed = *x;
+    }
+    auto d = model::inspect_hf_directory(dir);
+    if (!d.ok()) return fail(from_status(d.status()));
+    const model::ModelConfig& c = d->config.model;
+    std::optional<tokenizer::Tokenizer> tok;
+    Failure error{};
+    if (std::filesystem::exists(dir + "/tokenizer.json") || prompt) {
+        tok = load_tokenizer(dir, error);
+        if (!tok) return fail(error);
+    }
+    std::vector<int32_t> ids;
+    if (prompt) {
+        auto enc = tok->encode(*prompt, /*add_special_tokens=*/true);
+        if (!enc.ok()) return fail(from_status(enc.status()));
+        ids = std::move(enc).value();
+        if (ids.empty()) return fail({kExitUsage, "--prompt: encodes to no tokens"});
+    } else {
+        auto parsed = parse_ids(*tokens_arg);
+        if (!parsed) return fail({kExitUsage, "--tokens: expected comma-separated integers"});
+        ids = std::move(*parsed);
+    }
+    if (Status s = check_tokens(c, ids); !s.ok()) return fail(from_status(s));
+    model::GeneratorOptions gen;
+    // The tokenizer's EOS, else the config's first; -1 never matches.
+    gen.eos_token = tok && tok->eos_id()       ? *tok->eos_id()
+                    : !c.eos_token_ids.empty() ? c.eos_token_ids[0]
+                                               : -1;
+    gen.job = "tandem model generate";
+    auto loaded = model::load_hf_directory(*d);
+    if (!loaded.ok()) return fail(from_status(loaded.status()));
+    auto generator = model::GroupGenerator::create(c, gen);
+    if (!generator.ok()) return fail(from_status(generator.status()));
+    const std::vector<std::vector<int32_t>> prompts{ids};
+    auto out = generator->generate(loaded->weights.data(), prompts, 1, sampling);
+    if (!out.ok()) return fail(from_status(out.status()));
+    const model::Completion& comp = out->front();
+    const std::string text = tok ? tok->decode(comp.tokens) : "";
+    if (args.get("--output") == "json") {
+        nlohmann::json j{{"prompt_ids", ids}, {"ids", comp.tokens}, {"finished", comp.finished}};
+        if (tok) j["text"] = text;
+        std::cout << j.dump() << "\n";
+    } else if (tok) {
+        std::cout << text << "\n";
+    } else {
+        std::cout << fmt::format("{}\n", fmt::join(comp.tokens, " "));
+    }
+    return kExitOk;
+}
+
+}  // namespace
+
+int cmd_model(const std::vector<std::string>& argv) {
+    if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
+        (argv.empty() ? std::cerr : std::cout) << kUsage;
+        return argv.empty() ? kExitUsage : kExitOk;
+    }
+    const std::string sub = argv[0];
+    if (sub != "info" && sub != "tokenize" && sub != "logits" && sub != "generate") {
+        std::cerr << "tandem model: unknown subcommand '" << sub << "'\n" << kUsage;
+        return kExitUsage;
+    }
+    ArgSpec spec{.flags = {"--add-special", "--help"},
+                 .options = {"--model", "--output", "--text", "--tokens", "--out", "--prompt",
+                             "--max-new-tokens", "--temperature", "--top-p", "--seed"},
+                 .aliases = {{"-h", "--help"}}};
+    auto args = parse_args({argv.begin() + 1, argv.end()}, spec);
+    if (!args.ok()) {
+        std::cerr << "tandem model " << sub << ": " << args.status().message() << "\n" << kUsage;
+        return kExitUsage;
+    }
+    if (args->has("--help")) {
+        std::cout << kUsage;
+        return kExitOk;
+    }
+    if (!args->positional.empty()) {
+        return fail({kExitUsage, fmt::format("unexpected argument '{}'", args->positional[0])});
+    }
+    const auto dir = args->get("--model");
+    if (!dir) return fail({kExitUsage, sub + " needs --model DIR"});
+    if (auto o = args->get("--output"); o && *o != "json" && *o != "text") {
+        return fail({kExitUsage, fmt::format("--output: expected json or text, got \"{}\"", *o)});
+    }
+    if (sub == "info") return run_info(*args, *dir);
+    if (sub == "tokenize") return run_tokenize(*args, *dir);
+    if (sub == "logits") return run_logits(*args, *dir);
+    return run_generate(*args, *dir);
+}
+
+}  // namespace tandem::cli
