@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/config/cluster_spec.h"
 #include "common/config/schema.h"
@@ -16,7 +17,7 @@ namespace tandem::config {
 enum class JobKind { kGrpo, kDiagnostic };
 enum class PlacementStrategy { kPack, kSpread };
 enum class LrSchedule { kConstant, kLinear, kCosine };
-enum class TaskName { kReverse, kSort, kAdd, kCopy, kJsonl };
+enum class TaskName { kReverse, kSort, kAdd, kCopy, kJsonl, kText };
 enum class Verifier { kDefault, kExact, kNumeric, kPositional };
 enum class ResumeMode { kNever, kAuto };
 
@@ -44,12 +45,13 @@ struct EnumNames<LrSchedule> {
 };
 template <>
 struct EnumNames<TaskName> {
-    static constexpr std::array<std::pair<TaskName, const char*>, 5> kNames{{
+    static constexpr std::array<std::pair<TaskName, const char*>, 6> kNames{{
         {TaskName::kReverse, "reverse"},
         {TaskName::kSort, "sort"},
         {TaskName::kAdd, "add"},
         {TaskName::kCopy, "copy"},
         {TaskName::kJsonl, "jsonl"},
+        {TaskName::kText, "text"},
     }};
 };
 template <>
@@ -133,6 +135,9 @@ struct SamplingSpec {
     double top_p = 1.0;
     int top_k = 0;  // 0: off
     int max_new_tokens = 12;
+    // Text tasks: generation also stops after any of these strings (the completion is cut
+    // before it) and at the tokenizer's / template's end-of-turn ids (rl::StopConditions).
+    std::vector<std::string> stop;
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -140,6 +145,7 @@ struct SamplingSpec {
         v.field("top_p", s.top_p, Range{0.0, 1.0});
         v.field("top_k", s.top_k, Range{0, 1 << 20});
         v.field("max_new_tokens", s.max_new_tokens, Range{1, 1 << 20});
+        v.field("stop", s.stop);
         v.check(s.top_p > 0.0, "top_p", "must be greater than 0");
     }
 };
@@ -261,13 +267,38 @@ struct ModelSpec {
     }
 };
 
+// A user's reward program for text tasks (rl::RewardCommand): started once per rollout actor
+// with /bin/sh -c, it reads one JSON line per sample on stdin ({"prompt", "completion",
+// "answer"}) and writes one number per line on stdout.
+struct RewardSpec {
+    std::string command;         // empty: the task's verifier scores
+    std::string working_dir;     // empty: the job file's directory (load_job_file sets it)
+    int64_t timeout_ms = 60000;  // for the answers of one batch
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("command", s.command);
+        v.field("working_dir", s.working_dir);
+        v.field("timeout_ms", s.timeout_ms, Range<int64_t>{1, int64_t{24} * 3600 * 1000});
+    }
+};
+
 struct TaskSpec {
     TaskName name = TaskName::kReverse;
     int min_length = 8;
     int max_length = 8;
-    std::string dataset;  // JSONL {"prompt","answer"} lines; required for name: jsonl
+    // JSONL {"prompt","answer"} lines; required for name: jsonl and name: text (which also
+    // reads an optional "system").
+    std::string dataset;
     Verifier verifier = Verifier::kDefault;  // default: the task's own
     uint64_t seed = 1;
+    // name: text. `template`: "chatml", "llama3", "plain" (the prompt alone) or a string with
+    // {system} and {prompt} placeholders ({{ and }} for braces). `system`: for rows without one.
+    // `tokenizer`: a directory with tokenizer.json; empty: model.init's.
+    std::string prompt_template = "plain";
+    std::string system;
+    std::string tokenizer;
+    RewardSpec reward;
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -277,10 +308,18 @@ struct TaskSpec {
         v.field("dataset", s.dataset);
         v.field("verifier", s.verifier);
         v.field("seed", s.seed);
+        v.field("template", s.prompt_template, NonEmpty{});
+        v.field("system", s.system);
+        v.field("tokenizer", s.tokenizer);
+        v.field("reward", s.reward);
         v.check(s.min_length <= s.max_length, "max_length",
                 fmt::format("must be at least min_length ({})", s.min_length));
-        v.check(s.name != TaskName::kJsonl || !s.dataset.empty(), "dataset",
-                "is required when name is jsonl");
+        v.check((s.name != TaskName::kJsonl && s.name != TaskName::kText) || !s.dataset.empty(),
+                "dataset", "is required when name is jsonl or text");
+        v.check(s.reward.command.empty() || s.name == TaskName::kText, "reward",
+                "a reward command needs name: text");
+        v.check(s.reward.command.empty() || s.verifier == Verifier::kDefault, "verifier",
+                "set either verifier or reward.command, not both");
     }
 };
 

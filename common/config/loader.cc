@@ -174,6 +174,11 @@ Result<JobSpec> load_job_file(const std::string& path, const std::vector<Overrid
                                                : std::filesystem::absolute(path).parent_path();
         dataset = (base / dataset).lexically_normal().string();
     }
+    // A reward command runs beside the job file unless the file says where (so that
+    // `python3 my_reward.py` finds the script wherever the actor starts).
+    if (!spec.task.reward.command.empty() && spec.task.reward.working_dir.empty()) {
+        spec.task.reward.working_dir = std::filesystem::absolute(path).parent_path().string();
+    }
     return spec;
 }
 

@@ -139,8 +139,8 @@ private:
     config::TaskSpec spec_;
 };
 
-// A bijection on [0, n) keyed by `key`: a balanced Feistel network on the next even number of
-// bits, cycle-walking until the value falls inside [0, n).
+}  // namespace
+
 uint64_t permute(uint64_t x, uint64_t n, uint64_t key) {
     if (n <= 1) return 0;
     int bits = 2;
@@ -160,6 +160,8 @@ uint64_t permute(uint64_t x, uint64_t n, uint64_t key) {
     } while (x >= n);
     return x;
 }
+
+namespace {
 
 // jsonl: the dataset's lines in a fresh seeded order every epoch.
 class JsonlTask final : public Task {
@@ -246,6 +248,10 @@ Result<std::unique_ptr<Task>> make_task(const config::TaskSpec& spec) {
             return std::unique_ptr<Task>(new AddTask(spec));
         case config::TaskName::kJsonl:
             return load_jsonl(spec);
+        case config::TaskName::kText:
+            return invalid_argument(
+                "task: name text is tokenized with a real tokenizer: load it with "
+                "rl::TextTask::load (common/rl/text_task.h), not make_task");
     }
     return invalid_argument("task: unknown name");
 }

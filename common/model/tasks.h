@@ -60,6 +60,10 @@ private:
     config::Verifier verifier_;
 };
 
+// A bijection on [0, n) keyed by `key` (a balanced Feistel network on the next even number of
+// bits, cycle-walking into [0, n)): the seeded order in which dataset tasks visit their rows.
+uint64_t permute(uint64_t x, uint64_t n, uint64_t key);
+
 // The task of a job's `task:` section. jsonl reads `dataset` now (errors name the file and line).
 Result<std::unique_ptr<Task>> make_task(const config::TaskSpec& spec);
 
