@@ -28,8 +28,9 @@ int cmd_dashboard(const std::vector<std::string>& argv) {
     if (args->has("--help")) return std::cout << kUsage, kExitOk;
     if (!args->positional.empty()) return std::cerr << kUsage, kExitUsage;
     coord::HistoryOptions o;
-    o.state_dir =
-        args->get("--state-dir").value_or(args->get("--run-dir").value_or(".tandem") + "/state");
+    const std::string run_dir = args->get("--run-dir").value_or(".tandem");
+    o.state_dir = args->get("--state-dir").value_or(run_dir + "/state");
+    o.logs_dir = run_dir + "/logs";
     o.bind = args->get("--bind").value_or(o.bind);
     o.web_dir = args->get("--web-dir").value_or("");
     if (auto p = args->get("--port")) {

@@ -1,6 +1,10 @@
 #include "coordinator/dashboard.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include <fmt/format.h>
 
@@ -38,6 +42,15 @@ HttpResponse text_reply(int status, const std::string& body) {
     return {status, "text/plain; charset=utf-8", body};
 }
 
+using Json = nlohmann::json;
+
+HttpResponse json_reply(int status, const Json& j) {
+    return {status, "application/json", j.dump(-1, ' ', false, Json::error_handler_t::replace)};
+}
+
+constexpr std::string_view kProcessLogs = "/api/v1/process-logs";
+constexpr int64_t kMaxLogRead = 1 << 20;  // bytes per request
+
 }  // namespace
 
 Dashboard::Dashboard(DashboardSettings settings) : settings_(std::move(settings)) {
@@ -53,6 +66,15 @@ std::string Dashboard::default_web_dir() {
 
 std::optional<HttpResponse> Dashboard::handle(const HttpRequest& r) const {
     const std::string& p = r.path;
+    if (!settings_.logs_dir.empty() &&
+        (p == kProcessLogs || p.starts_with(std::string(kProcessLogs) + "/"))) {
+        if (settings_.auth) {
+            if (AuthDecision d = settings_.auth->check(r, Role::kViewer); !d.ok())
+                return d.response();
+        }
+        if (r.method != "GET") return json_reply(405, {{"error", "use GET"}});
+        return process_logs(r);
+    }
     const bool ours = p == "/" || p == "/index.html" || p.starts_with("/ui/");
     if (!ours) return std::nullopt;
     if (r.method != "GET" && r.method != "HEAD")
@@ -63,6 +85,72 @@ std::optional<HttpResponse> Dashboard::handle(const HttpRequest& r) const {
             fmt::format(R"({{"mode": "{}"}})", settings_.history ? "history" : "live")};
     }
     return file(p.starts_with("/ui/") ? p.substr(4) : "index.html");
+}
+
+HttpResponse Dashboard::process_logs(const HttpRequest& r) const {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (r.path == kProcessLogs) {
+        Json list = Json::array();
+        for (const auto& e : fs::directory_iterator(settings_.logs_dir, ec)) {
+            if (e.path().extension() != ".jsonl" || !e.is_regular_file(ec)) continue;
+            list.push_back({{"process", e.path().stem().string()}, {"bytes", e.file_size(ec)}});
+        }
+        std::sort(list.begin(), list.end(),
+                  [](const Json& a, const Json& b) { return a["process"] < b["process"]; });
+        return json_reply(200, {{"processes", list}});
+    }
+    const std::string name = r.path.substr(kProcessLogs.size() + 1);
+    if (!safe_relative(name) || name.find('/') != std::string::npos)
+        return json_reply(404, {{"error", fmt::format("no process log {}", name)}});
+    const std::string path = settings_.logs_dir + "/" + name + ".jsonl";
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return json_reply(404, {{"error", fmt::format("no process log {}", name)}});
+    in.seekg(0, std::ios::end);
+    const int64_t size = in.tellg();
+    int64_t offset = 0;
+    if (auto it = r.query.find("offset"); it != r.query.end()) {
+        try {
+            offset = std::stoll(it->second);
+        } catch (...) {
+            return json_reply(400, {{"error", "offset: expected an integer"}});
+        }
+    }
+    bool skip_partial = false;
+    if (offset < 0) {  // the tail: start after the first line break in it
+        offset = std::max<int64_t>(0, size + offset);
+        skip_partial = offset > 0;
+    }
+    offset = std::min(offset, size);
+    const int64_t n = std::min(kMaxLogRead, size - offset);
+    std::string text(static_cast<size_t>(n), '\0');
+    in.seekg(offset);
+    in.read(text.data(), n);
+    text.resize(static_cast<size_t>(in.gcount()));
+    size_t begin = 0;
+    if (skip_partial) {
+        const auto nl = text.find('\n');
+        begin = nl == std::string::npos ? text.size() : nl + 1;
+    }
+    const auto last_nl = text.rfind('\n');
+    const size_t end = last_nl == std::string::npos || last_nl < begin ? begin : last_nl + 1;
+    Json lines = Json::array();
+    for (size_t pos = begin; pos < end;) {
+        const size_t nl = text.find('\n', pos);
+        const std::string_view line(text.data() + pos, nl - pos);
+        Json j = Json::parse(line, nullptr, false);
+        if (j.is_object()) {
+            lines.push_back(std::move(j));
+        } else if (!line.empty()) {
+            lines.push_back({{"msg", std::string(line)}, {"level", "info"}});
+        }
+        pos = nl + 1;
+    }
+    return json_reply(200, {{"process", name},
+                            {"offset", offset},
+                            {"next_offset", offset + static_cast<int64_t>(end)},
+                            {"bytes", size},
+                            {"lines", lines}});
 }
 
 HttpResponse Dashboard::file(const std::string& relative) const {

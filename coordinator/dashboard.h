@@ -5,19 +5,28 @@
 // share/tandem/web by CMake; they hold no cluster data and load everything from the API with the
 // token the user gives them, so serving them needs no token. Paths: `/` (index.html) and `/ui/*`.
 // Also `GET /ui/mode.json`: {"mode": "live"|"history"} so the pages know whether to poll.
-// Stateless after construction: handle() may be called from the coordinator loop only, and reads
-// the files on every request (a few KiB; the vendored library ~50 KiB).
+//
+// One data endpoint the API lacks, for the logs page, behind a viewer token like the API's reads:
+//   GET /api/v1/process-logs              {"processes": [{"process": "coordinator", "bytes": N}]}
+//   GET /api/v1/process-logs/NAME?offset=B  lines of RUN_DIR/logs/NAME.jsonl from byte B (negative:
+//       the last -B bytes), at most 1 MiB of whole lines: {"process", "offset", "next_offset",
+//       "bytes", "lines": [{"ts", "level", "component", "msg", "node", "job", "actor", ...}]}
+// Stateless after construction: handle() is called from the coordinator loop only, and reads the
+// files on every request (a few KiB; the vendored library ~50 KiB; logs at most 1 MiB).
 
 #include <optional>
 #include <string>
 
+#include "coordinator/auth.h"
 #include "coordinator/http_server.h"
 
 namespace tandem::coord {
 
 struct DashboardSettings {
-    std::string web_dir;   // the pages; empty: default_web_dir()
-    bool history = false;  // serving a stopped cluster's state (`tandem dashboard`)
+    std::string web_dir;         // the pages; empty: default_web_dir()
+    bool history = false;        // serving a stopped cluster's state (`tandem dashboard`)
+    std::string logs_dir;        // RUN_DIR/logs; empty: no process logs
+    const Auth* auth = nullptr;  // checks the process-log requests (viewer); null: unchecked
 };
 
 class Dashboard {
@@ -33,6 +42,7 @@ public:
 
 private:
     HttpResponse file(const std::string& relative) const;
+    HttpResponse process_logs(const HttpRequest& r) const;
 
     DashboardSettings settings_;
 };

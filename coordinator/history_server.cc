@@ -54,7 +54,8 @@ Status serve_history(const HistoryOptions& options,
     auth.add(token, Role::kViewer, "history");
     HttpApi api(clock, job_manager, registry, versions, *store, metrics, auth,
                 {"history of " + options.state_dir, store->epoch()});
-    const Dashboard dashboard({options.web_dir, /*history=*/true});
+    const Dashboard dashboard(
+        {.web_dir = options.web_dir, .history = true, .logs_dir = options.logs_dir, .auth = &auth});
 
     boost::asio::io_context io;
     auto http = HttpServer::listen(io, options.bind, options.port, [&](const HttpRequest& r) {

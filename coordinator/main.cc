@@ -133,11 +133,11 @@ int run(int argc, char** argv) {
     coord::HttpApi api(clock, jobs, registry, versions, **store, metrics, *auth,
                        {spec->name, (*store)->epoch()});
     coord::register_cluster_metrics(metrics, clock, jobs, registry, versions);
-    const coord::Dashboard dashboard({});
+    const coord::Dashboard dashboard({.logs_dir = run_dir.root() + "/logs", .auth = &*auth});
     auto http =
         coord::HttpServer::listen(io, cs.http_bind, static_cast<uint16_t>(cs.http_port),
                                   [&](const coord::HttpRequest& r) {
-                                      // The pages hold no data: they come before the API's auth.
+                                      // The pages hold no data; the process logs check a token.
                                       if (auto page = dashboard.handle(r)) return *page;
                                       return api.handle(r);
                                   });

@@ -202,6 +202,23 @@ try {
   await page.screenshot({ path: path.join(OUT, "logs.png") });
   await page.selectOption("#log-actor", "");
 
+  // Logs of every process: merged, narrowed by process and by job.
+  await open(`${base}/#/logs`);
+  const processLines = await until("lines on the logs page", async () => {
+    const n = await attr("#plogs", "data-lines");
+    return n > 0 ? n : 0;
+  }, 10000);
+  await page.selectOption("#plog-process", "coordinator");
+  const coordLines = await attr("#plogs", "data-lines");
+  check(coordLines > 0 && coordLines < processLines,
+        `the process filter narrows the logs of all processes (${processLines} -> ${coordLines})`);
+  await page.selectOption("#plog-process", "");
+  await page.fill("#plog-job", job);
+  const jobLines = await attr("#plogs", "data-lines");
+  check(jobLines > 0 && jobLines < processLines, `the job filter narrows them (${processLines} -> ${jobLines})`);
+  await page.fill("#plog-job", "");
+  await shot("logs-all.png");
+
   // /metrics: the job's per-step metrics, valid for Prometheus.
   const metrics = await (await fetch(`${base}/metrics`, { headers: { Authorization: `Bearer ${token}` } })).text();
   check(metrics.includes(`tandem_job_rollout_reward_mean{job="${job}",name="grpo-reverse"}`),
@@ -234,6 +251,9 @@ try {
   check(hist.lines === allLines, `after tandem down the logs have the same ${allLines} lines (${hist.lines})`);
   check(hist.mode.includes("history"), `the history dashboard says so ("${hist.mode}")`);
   await shot("history-job.png");
+  await open(`${url}#/logs`);
+  check(await attr("#plogs", "data-lines") >= processLines,
+        `after tandem down the logs page still has every process's lines (${await attr("#plogs", "data-lines")})`);
   await open(`${url}#/jobs`);
   check(await page.locator("#jobs tbody tr").count() === 1, "the history jobs page lists the job");
 

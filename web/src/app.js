@@ -192,7 +192,8 @@ function clusterPage(root) {
       { key: "id", label: "node" },
       { key: "role", label: "role" },
       { key: "host", label: "host" },
-      { key: "state", label: "state", render: (n) => stateSpan(n.state) },
+      { key: "state", label: state.mode === "history" ? "state (as last recorded)" : "state",
+        render: (n) => stateSpan(n.state) },
       { key: "resources", label: "resources", render: (n) => res(n.resources), sortable: false },
       { key: "free", label: "free", render: (n) => res(n.free), sortable: false },
       { key: "last_seen_s_ago", label: "heartbeat age", num: true,
@@ -293,7 +294,7 @@ function jobPage(root, jobId) {
   charts.push(other);
   const chartBox = el("div", { class: "charts", id: "charts" }, charts.map((c) => c.node));
 
-  const versionsBox = el("div", { id: "versions" });
+  const versionsBox = el("div", { id: "versions", class: "versions-box" });
   const versionChart = el("div", { class: "chart", id: "version-timeline", "data-points": "0" },
                           el("h3", {}, "version timeline: publish time (s since the first version)"));
   const eventsBox = el("div", { id: "events" });
@@ -313,7 +314,8 @@ function jobPage(root, jobId) {
               el("h2", {}, "Per-step metrics"), chartBox,
               el("h2", { id: "versions-h" }, "Weight versions"), versionChart, versionsBox,
               el("h2", { id: "events-h" }, "Events"), eventsBox,
-              el("h2", { id: "logs-h" }, "Logs"),
+              el("h2", { id: "logs-h" }, "Logs ", el("a", { class: "small", href: `#/logs/${jobId}` },
+                                                     "(every process's lines about this job)")),
               el("div", { class: "filters" }, level, actorSel, text,
                  el("label", {}, follow, " follow"), el("span", { class: "small muted", id: "log-count" })),
               logBox);
@@ -473,6 +475,65 @@ function jobPage(root, jobId) {
   return poll;
 }
 
+// Logs of every process (RUN_DIR/logs/*.jsonl: coordinator, node agents, actors through their
+// agent), merged by time, with process, level, job and text filters and live follow.
+function logsPage(root, jobFilter) {
+  navActive("logs");
+  const TAIL_BYTES = 256 * 1024;
+  const procSel = el("select", { id: "plog-process" }, el("option", { value: "" }, "any process"));
+  const level = el("select", { id: "plog-level" }, ["", "debug", "info", "warn", "error"].map((l) =>
+    el("option", { value: l }, l ? `${l} and above` : "any level")));
+  const job = el("input", { id: "plog-job", placeholder: "job", value: jobFilter || "" });
+  const text = el("input", { id: "plog-text", placeholder: "text" });
+  const follow = el("input", { id: "plog-follow", type: "checkbox", checked: "" });
+  const box = el("div", { class: "logs tall", id: "plogs", "data-lines": "0" });
+  root.append(el("h1", {}, "Logs of all processes"),
+              el("div", { class: "filters" }, procSel, level, job, text, el("label", {}, follow, " follow"),
+                 el("span", { class: "small muted", id: "plog-count" })), box);
+  const st = { offsets: {}, lines: [], procs: new Set() };
+  const LEVELS = { trace: -1, debug: 0, info: 1, warn: 2, warning: 2, error: 3, critical: 4 };
+  const render = () => {
+    const min = level.value ? LEVELS[level.value] : -2;
+    const p = procSel.value, j = job.value.trim(), t = text.value.toLowerCase();
+    const lines = st.lines.filter((l) => (LEVELS[l.level] ?? 1) >= min && (!p || l.process === p) &&
+      (!j || l.job === j || (l.actor || "").startsWith(j + "/")) && (!t || (l.msg || "").toLowerCase().includes(t)));
+    const shown = lines.slice(-SHOWN_LOG_LINES);
+    box.replaceChildren(...shown.map((l) => el("div", { class: `lv-${l.level}` },
+      `${(l.ts || "").replace("T", " ").slice(0, 23)} ${String(l.process).padEnd(12)} ${String(l.level || "").padEnd(5)} ` +
+      `${l.component ? "[" + l.component + "] " : ""}${l.actor ? l.actor + ": " : ""}${l.msg || ""}`)));
+    box.setAttribute("data-lines", String(lines.length));
+    document.getElementById("plog-count").textContent = `${lines.length} of ${st.lines.length} lines` +
+      (lines.length > shown.length ? ` (the last ${shown.length} shown)` : "");
+    if (follow.checked) box.scrollTop = box.scrollHeight;
+  };
+  for (const c of [procSel, level, follow]) c.addEventListener("change", render);
+  for (const c of [job, text]) c.addEventListener("input", render);
+  return async () => {
+    const list = (await api("/api/v1/process-logs")).processes;
+    let added = 0;
+    for (const p of list) {
+      if (!st.procs.has(p.process)) {
+        st.procs.add(p.process);
+        procSel.appendChild(el("option", { value: p.process }, p.process));
+      }
+      for (let page = 0; page < 8; ++page) {
+        const from = st.offsets[p.process] ?? -TAIL_BYTES;
+        const r = await api(`/api/v1/process-logs/${encodeURIComponent(p.process)}?offset=${from}`);
+        for (const l of r.lines) { l.process = p.process; st.lines.push(l); }
+        added += r.lines.length;
+        const moved = r.next_offset !== st.offsets[p.process];
+        st.offsets[p.process] = r.next_offset;
+        if (!moved || r.next_offset >= r.bytes) break;
+      }
+    }
+    if (added) {
+      st.lines.sort((a, b) => (a.ts || "") < (b.ts || "") ? -1 : (a.ts || "") > (b.ts || "") ? 1 : 0);
+      if (st.lines.length > MAX_LOG_LINES) st.lines.splice(0, st.lines.length - MAX_LOG_LINES);
+    }
+    if (added || !box.hasChildNodes()) render();
+  };
+}
+
 // ---------- router ----------
 
 async function route() {
@@ -486,6 +547,7 @@ async function route() {
   let poll;
   if (parts[0] === "job" && parts[1]) poll = jobPage(root, decodeURIComponent(parts[1]));
   else if (parts[0] === "jobs") poll = jobsPage(root);
+  else if (parts[0] === "logs") poll = logsPage(root, parts[1] ? decodeURIComponent(parts[1]) : "");
   else poll = clusterPage(root);
   state.page = poll;
   const tick = async () => {

@@ -165,6 +165,43 @@ TEST_F(DashboardFiles, NamesTheMissingBuildFolder) {
     EXPECT_NE(r->body.find("tandem_web"), std::string::npos) << r->body;
 }
 
+TEST_F(DashboardFiles, ServesProcessLogsFromAnOffsetInWholeLines) {
+    std::filesystem::create_directories(dir_.path() / "logs");
+    const std::string a = R"({"ts":"t1","level":"info","msg":"first"})";
+    const std::string b = R"({"ts":"t2","level":"warn","msg":"second","job":"job-000001"})";
+    std::ofstream(dir_.path() / "logs/coordinator.jsonl") << a << "\n"
+                                                          << b << "\n"
+                                                          << "{\"partial";
+    Auth auth;
+    auth.add("viewer-token", Role::kViewer, "v");
+    const Dashboard d({.web_dir = dir_.path().string() + "/web",
+                       .logs_dir = dir_.path().string() + "/logs",
+                       .auth = &auth});
+    HttpRequest r = get("/api/v1/process-logs");
+    EXPECT_EQ(d.handle(r)->status, 401);  // a viewer token, like the API's reads
+    r.authorization = "Bearer viewer-token";
+    const Json list = Json::parse(d.handle(r)->body);
+    ASSERT_EQ(list["processes"].size(), 1u) << list.dump();
+    EXPECT_EQ(list["processes"][0]["process"], "coordinator");
+
+    r.path = "/api/v1/process-logs/coordinator";
+    r.query = {{"offset", "0"}};
+    const Json all = Json::parse(d.handle(r)->body);
+    ASSERT_EQ(all["lines"].size(), 2u) << all.dump();  // the unterminated line waits
+    EXPECT_EQ(all["lines"][1]["job"], "job-000001");
+    EXPECT_EQ(all["next_offset"], static_cast<int64_t>(a.size() + b.size() + 2));
+
+    r.query = {{"offset", std::to_string(-static_cast<int64_t>(b.size() + 12))}};
+    const Json tail = Json::parse(d.handle(r)->body);  // starts inside the first line: skipped
+    ASSERT_EQ(tail["lines"].size(), 1u) << tail.dump();
+    EXPECT_EQ(tail["lines"][0]["msg"], "second");
+
+    for (const char* bad : {"/api/v1/process-logs/../secret", "/api/v1/process-logs/nosuch"}) {
+        r.path = bad;
+        EXPECT_EQ(d.handle(r)->status, 404) << bad;
+    }
+}
+
 // deploy/monitoring: the Prometheus scrape config passes `promtool check config` (with a token file
 // beside it, as the README says), and the Grafana dashboard is JSON whose panels use the
 // provisioned data sources.
