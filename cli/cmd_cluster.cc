@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/context.h"
+#include "cli/launch_ssh.h"
 #include "cli/processes.h"
 #include "common/config/loader.h"
 #include "common/run_dir.h"
@@ -21,17 +22,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool is_local(const std::string& host) {
-    if (host == "127.0.0.1" || host == "localhost" || host == "::1") return true;
-    char name[256] = {};
-    ::gethostname(name, sizeof(name) - 1);
-    return host == name;
-}
-
 constexpr const char* kUpUsage =
     "usage: tandem up -f CLUSTER.yaml [--run-dir DIR] [--timeout-s S] [KEY.PATH=VALUE ...]\n"
-    "  Starts the coordinator and the cluster's local node agents that are not running, waits\n"
-    "  until every node is registered, and prints the coordinator's HTTP address.\n";
+    "  Starts the coordinator and the cluster's node agents that are not running (on other hosts\n"
+    "  over ssh: nodes[].launcher, nodes[].ssh), waits until every node is registered, and prints\n"
+    "  the coordinator's HTTP address. When a node cannot be started, says why per node and stops\n"
+    "  what this run started.\n";
 
 Status ensure_secret_files(const RunDir& run, const config::ClusterSpec& spec) {
     if (spec.secret_file.empty() && !fs::exists(run.secret_path())) {
@@ -75,6 +71,14 @@ int up(const std::vector<std::string>& argv) {
     const std::string bin = self_dir();
     std::vector<std::string> common = {"--cluster", cluster_path, "--run-dir", run.root()};
     for (const auto& o : args->positional) common.push_back(o);
+    const SshLauncher ssh(run, *cluster, cluster_path, args->positional, bin);
+    const bool any_ssh = std::any_of(cluster->nodes.begin(), cluster->nodes.end(), [](auto& n) {
+        return launcher_of(n) == config::Launcher::kSsh;
+    });
+    if (Status s = any_ssh ? ssh.check_coordinator_address() : Status(); !s.ok())
+        return report(s.with_context(*file));
+    std::vector<std::pair<std::string, pid_t>> started_here;  // stopped again if a node fails
+    std::vector<std::string> started_remote;
 
     // The coordinator first.
     int started = 0;
@@ -103,6 +107,7 @@ int up(const std::vector<std::string>& argv) {
         if (!pid.ok()) return report(pid.status());
         std::cout << fmt::format("started coordinator (pid {})\n", *pid);
         coordinator_child = *pid;
+        started_here.emplace_back("coordinator", *pid);
         ++started;
     }
     const auto deadline =
@@ -136,13 +141,26 @@ int up(const std::vector<std::string>& argv) {
             tail_lines(run.out_path("coordinator"), 5));
         return kExitFailed;
     }
-    // Then the local node agents.
+    // Then the node agents: local processes, or over ssh on their hosts.
+    std::vector<std::string> failures;
     for (const auto& n : cluster->nodes) {
         const std::string exe = fmt::format("tandem-{}-node", actor_role_name(n.role));
-        if (!is_local(n.host)) {
+        if (launcher_of(n) == config::Launcher::kManual) {
             std::cout << fmt::format(
                 "node {} is on {}: start it there with `{} --cluster {} --node {}`\n", n.id, n.host,
                 exe, cluster_path, n.id);
+            continue;
+        }
+        if (launcher_of(n) == config::Launcher::kSsh) {
+            auto r = ssh.ensure_running(n);
+            if (!r.ok()) {
+                failures.push_back(r.status().message());
+            } else if (r->started) {
+                std::cout << fmt::format("started {} {} on {} (pid {})\n", exe, n.id, n.host,
+                                         r->pid);
+                started_remote.push_back(n.id);
+                ++started;
+            }
             continue;
         }
         if (running_pid(run.pid_path(n.id), exe)) continue;
@@ -151,7 +169,28 @@ int up(const std::vector<std::string>& argv) {
         auto pid = start(run, n.id, a);
         if (!pid.ok()) return report(pid.status());
         std::cout << fmt::format("started {} {} (pid {})\n", exe, n.id, *pid);
+        started_here.emplace_back(n.id, *pid);
         ++started;
+    }
+    if (!failures.empty()) {
+        std::cerr << fmt::format("tandem up: {} node(s) could not be started:\n", failures.size());
+        for (const auto& f : failures) std::cerr << "  " << f << "\n";
+        // All or nothing: stop what this run started (agents first, the coordinator last).
+        stop_remote_agents(run, std::cout, started_remote);
+        for (auto it = started_here.rbegin(); it != started_here.rend(); ++it) {
+            if (it->first == "coordinator") continue;
+            stop_process(it->second, std::chrono::seconds(5));
+            fs::remove(run.pid_path(it->first));
+        }
+        for (const auto& [name, pid] : started_here) {
+            if (name != "coordinator") continue;
+            stop_process(pid, std::chrono::seconds(5));
+            fs::remove(run.pid_path(name));
+            fs::remove(run.address_path());
+        }
+        if (!started_here.empty() || !started_remote.empty())
+            std::cerr << "tandem up: stopped what this run had started\n";
+        return kExitFailed;
     }
     // Wait until every node of the file is registered and alive.
     std::string missing;
@@ -172,6 +211,13 @@ int up(const std::vector<std::string>& argv) {
             std::cerr << fmt::format(
                 "tandem up: nodes not registered after {} s: {} (see {}/logs)\n", timeout_s,
                 missing, run.root());
+            for (const auto& n : cluster->nodes) {
+                if (launcher_of(n) != config::Launcher::kSsh ||
+                    missing.find(n.id) == std::string::npos)
+                    continue;
+                std::cerr << fmt::format("node {} on {}: {}", n.id, n.host,
+                                         ssh.startup_report(n, 5));
+            }
             return kExitFailed;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -195,8 +241,11 @@ int down(const std::vector<std::string>& argv) {
     }
     if (root.empty()) root = ".tandem";
     const RunDir run(root);
+    // Agents on other hosts first (over ssh).
+    const int remote_stopped = stop_remote_agents(run, std::cout);
     if (!fs::exists(run.root() + "/pids")) {
-        std::cout << fmt::format("nothing to stop in {}\n", run.root());
+        std::cout << (remote_stopped ? fmt::format("{} process(es) stopped\n", remote_stopped)
+                                     : fmt::format("nothing to stop in {}\n", run.root()));
         return kExitOk;
     }
     // Agents first (they stop their actors), the coordinator last.
@@ -205,7 +254,7 @@ int down(const std::vector<std::string>& argv) {
         pid_files.push_back(e.path());
     std::stable_partition(pid_files.begin(), pid_files.end(),
                           [](const fs::path& p) { return p.stem() != "coordinator"; });
-    int stopped = 0;
+    int stopped = remote_stopped;
     for (const auto& p : pid_files) {
         const std::string name = p.stem().string();
         const std::string exe = name == "coordinator" ? "tandem-coordinator" : "tandem-";

@@ -36,12 +36,67 @@ struct NodeResources {
     }
 };
 
+// How `tandem up` starts a node's agent: as a local process, over ssh on its host, or not at all
+// (manual: someone else starts it; `up` prints the command and waits for it to register).
+enum class Launcher { kLocal, kSsh, kManual };
+
+template <>
+struct EnumNames<Launcher> {
+    static constexpr std::array<std::pair<Launcher, const char*>, 3> kNames{{
+        {Launcher::kLocal, "local"},
+        {Launcher::kSsh, "ssh"},
+        {Launcher::kManual, "manual"},
+    }};
+};
+
+// ssh access to a node's host (launcher: ssh). Empty fields: ssh's own defaults (~/.ssh/config).
+struct SshSpec {
+    std::string user;
+    int port = 22;
+    std::string identity_file;
+    std::vector<std::string> options;  // extra `-o` options, "ConnectTimeout=5"
+    std::string bin_dir;  // where the tandem binaries are on the host; empty: the local CLI's dir
+    std::string run_dir;  // the node's run directory there; empty: .tandem/<cluster>/<node id>
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("user", s.user);
+        v.field("port", s.port, Range{1, 65535});
+        v.field("identity_file", s.identity_file);
+        v.field("options", s.options);
+        v.field("bin_dir", s.bin_dir);
+        v.field("run_dir", s.run_dir);
+    }
+};
+
+// The interface (name, "eth1") or address each plane of a node uses. Empty: the one holding
+// `advertise_address` (or `host`); on a host with several interfaces and nothing named, the agent
+// refuses to guess.
+struct PlaneInterfaces {
+    std::string control;       // the agent's connection to the coordinator
+    std::string weights;       // UCX: UCX_NET_DEVICES for actors of the node
+    std::string trajectories;  // ZeroMQ trajectory sockets
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("control", s.control);
+        v.field("weights", s.weights);
+        v.field("trajectories", s.trajectories);
+    }
+};
+
 struct NodeSpec {
     std::string id;
     ActorRole role = ActorRole::kRollout;
     std::string host = "127.0.0.1";  // where the agent runs; "127.0.0.1" is started by `tandem up`
     NodeResources resources;
     std::map<std::string, std::string> labels;
+    // Absent: local for addresses of this host, ssh otherwise.
+    std::optional<Launcher> launcher;
+    SshSpec ssh;
+    std::string advertise_address;  // the address peers use to reach this node; empty: host
+    PlaneInterfaces interfaces;
+    std::vector<int> gpu_devices;  // declared device indices; empty: 0..gpus-1 (detected or set)
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -50,6 +105,23 @@ struct NodeSpec {
         v.field("host", s.host, NonEmpty{});
         v.field("resources", s.resources);
         v.field("labels", s.labels);
+        v.field("launcher", s.launcher);
+        v.field("ssh", s.ssh);
+        v.field("advertise_address", s.advertise_address);
+        v.field("interfaces", s.interfaces);
+        v.field("gpu_devices", s.gpu_devices);
+        for (size_t i = 0; i < s.gpu_devices.size(); ++i) {
+            v.check(s.gpu_devices[i] >= 0, "gpu_devices",
+                    fmt::format("device indices are >= 0, got {}", s.gpu_devices[i]));
+            for (size_t j = 0; j < i; ++j)
+                v.check(s.gpu_devices[i] != s.gpu_devices[j], "gpu_devices",
+                        fmt::format("device {} is listed twice", s.gpu_devices[i]));
+        }
+        v.check(s.gpu_devices.empty() || !s.resources.gpus ||
+                    *s.resources.gpus == static_cast<int>(s.gpu_devices.size()),
+                "gpu_devices",
+                fmt::format("lists {} devices but resources.gpus is {}", s.gpu_devices.size(),
+                            s.resources.gpus.value_or(0)));
         const Status id_ok = validate_node_id(s.id);
         v.check(s.id.empty() || id_ok.ok(), "id", id_ok.message());
     }

@@ -72,10 +72,10 @@ TEST(MultiHost, RolloutNodesInOtherNamespacesRunAJobAndALostHostIsHandled) {
         "heartbeat_ms: 200, dead_after_ms: 1000}}\n"
         "nodes:\n"
         "  - {{id: trainer-0, role: trainer, host: 127.0.0.1, resources: {{cpus: 2}}}}\n"
-        "  - {{id: rollout-a, role: rollout, host: {}, resources: {{cpus: 2}}, labels: {{zone: "
-        "a}}}}\n"
-        "  - {{id: rollout-b, role: rollout, host: {}, resources: {{cpus: 2}}, labels: {{zone: "
-        "b}}}}\n",
+        "  - {{id: rollout-a, role: rollout, host: {}, launcher: manual, resources: {{cpus: 2}}, "
+        "labels: {{zone: a}}}}\n"
+        "  - {{id: rollout-b, role: rollout, host: {}, launcher: manual, resources: {{cpus: 2}}, "
+        "labels: {{zone: b}}}}\n",
         run_dir, agent_port, http_port, a.address(), b.address());
     const std::string tandem = std::string(TANDEM_BINARY_DIR) + "/bin/tandem";
     struct Down {
@@ -87,7 +87,7 @@ TEST(MultiHost, RolloutNodesInOtherNamespacesRunAJobAndALostHostIsHandled) {
         }
     } down{tandem + " down --run-dir " + run_dir, dir};
 
-    // `up` starts the coordinator and the local trainer node, and says how to start the others.
+    // `up` starts the coordinator and the local trainer node, and says how to start the manual ones.
     auto up = run_cmd(fmt::format("{} up -f {} --timeout-s 1", tandem, cluster));
     EXPECT_NE(up.out.find("node rollout-a is on " + a.address()), std::string::npos) << up.out;
 

@@ -1,0 +1,83 @@
+#include "cli/launch_ssh.h"
+
+#include <gtest/gtest.h>
+
+#include "common/config/loader.h"
+
+namespace tandem::cli {
+namespace {
+
+Result<config::ClusterSpec> parse(const std::string& yaml) {
+    return config::decode_document<config::ClusterSpec>(YAML::Load(yaml), "cluster.yaml");
+}
+
+TEST(LaunchSsh, LauncherDefaultsToLocalForThisMachineAndSshElsewhere) {
+    config::NodeSpec n;
+    n.host = "127.0.0.1";
+    EXPECT_EQ(launcher_of(n), config::Launcher::kLocal);
+    n.host = "192.0.2.7";  // TEST-NET-1: never an address of this machine
+    EXPECT_EQ(launcher_of(n), config::Launcher::kSsh);
+    n.launcher = config::Launcher::kManual;
+    EXPECT_EQ(launcher_of(n), config::Launcher::kManual);
+}
+
+TEST(LaunchSsh, SshCommandCarriesUserPortKeyAndOptions) {
+    auto spec = parse(
+        "nodes:\n"
+        "  - {id: r1, role: rollout, host: 192.0.2.7, ssh: {user: rl, port: 2200, identity_file: "
+        "/k/id, options: [StrictHostKeyChecking=no]}}\n");
+    ASSERT_TRUE(spec.ok()) << spec.status().message();
+    const auto argv = ssh_command(spec->nodes[0]);
+    const std::vector<std::string> want = {
+        "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+        "-p", "2200", "-i", "/k/id", "-o", "IdentitiesOnly=yes", "-o",
+        "StrictHostKeyChecking=no", "rl@192.0.2.7"};
+    EXPECT_EQ(argv, want);
+}
+
+TEST(LaunchSsh, ClusterFileDescribesInterfacesAndGpuDevices) {
+    auto spec = parse(
+        "nodes:\n"
+        "  - id: t0\n    role: trainer\n    host: 192.0.2.7\n    launcher: ssh\n"
+        "    advertise_address: 198.51.100.7\n"
+        "    interfaces: {control: eth0, weights: ib0, trajectories: eth1}\n"
+        "    gpu_devices: [2, 3]\n");
+    ASSERT_TRUE(spec.ok()) << spec.status().message();
+    const auto& n = spec->nodes[0];
+    EXPECT_EQ(n.launcher, config::Launcher::kSsh);
+    EXPECT_EQ(n.advertise_address, "198.51.100.7");
+    EXPECT_EQ(n.interfaces.weights, "ib0");
+    EXPECT_EQ(n.gpu_devices, (std::vector<int>{2, 3}));
+}
+
+TEST(LaunchSsh, BadLauncherAndRepeatedGpuDeviceAreNamed) {
+    auto bad = parse("nodes:\n  - {id: t0, role: trainer, launcher: telnet}\n");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.status().message().find("nodes[0].launcher"), std::string::npos)
+        << bad.status().message();
+    EXPECT_NE(bad.status().message().find("local, ssh, manual"), std::string::npos)
+        << bad.status().message();
+    auto twice = parse("nodes:\n  - {id: t0, role: trainer, gpu_devices: [1, 1]}\n");
+    ASSERT_FALSE(twice.ok());
+    EXPECT_NE(twice.status().message().find("device 1 is listed twice"), std::string::npos)
+        << twice.status().message();
+    auto count = parse(
+        "nodes:\n  - {id: t0, role: trainer, resources: {gpus: 1}, gpu_devices: [0, 1]}\n");
+    ASSERT_FALSE(count.ok());
+    EXPECT_NE(count.status().message().find("lists 2 devices but resources.gpus is 1"),
+              std::string::npos)
+        << count.status().message();
+}
+
+TEST(LaunchSsh, CoordinatorOnLoopbackIsRefusedForRemoteNodes) {
+    auto spec = parse("nodes:\n  - {id: r1, role: rollout, host: 192.0.2.7}\n");
+    ASSERT_TRUE(spec.ok());
+    const RunDir run("/nonexistent");
+    SshLauncher l(run, *spec, "cluster.yaml", {}, "/bin");
+    const Status s = l.check_coordinator_address();
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("coordinator.host is 127.0.0.1"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace tandem::cli
