@@ -29,7 +29,7 @@ int fail(const std::string& binary, int code, const std::string& message) {
     return code;
 }
 
-int actor_main(const std::string& binary, int argc, char** argv, const ActorMain& actor) {
+int actor_main(const std::string& binary, int argc, char** argv, const GrpoActorMain& grpo) {
     std::string context_path;
     for (int i = 2; i < argc; ++i) {
         if (std::string(argv[i]) == "--context" && i + 1 < argc) context_path = argv[++i];
@@ -37,19 +37,30 @@ int actor_main(const std::string& binary, int argc, char** argv, const ActorMain
     if (context_path.empty()) return fail(binary, 2, "usage: " + binary + " actor --context FILE");
     auto ctx = ActorContext::load(context_path);
     if (!ctx.ok()) return fail(binary, 2, ctx.status().message());
+    ActorChannel channel;
     try {
-        return actor(*ctx);
+        switch (ctx->spec.kind) {
+            case config::JobKind::kDiagnostic:
+                return run_diagnostic_actor(*ctx, channel);
+            case config::JobKind::kGrpo:
+                if (!grpo) {
+                    channel.error("this build has no GRPO actor");
+                    return 1;
+                }
+                return grpo(*ctx, channel);
+        }
     } catch (const std::exception& e) {
-        // The last stderr line is the failure reason the agent reports.
-        return fail(binary, 1, fmt::format("uncaught exception: {}", e.what()));
+        channel.error(fmt::format("uncaught exception: {}", e.what()));
+        return 1;
     }
+    return 1;
 }
 
 }  // namespace
 
-int node_main(ActorRole role, int argc, char** argv, const ActorMain& actor) {
+int node_main(ActorRole role, int argc, char** argv, const GrpoActorMain& grpo) {
     const std::string binary = fmt::format("tandem-{}-node", actor_role_name(role));
-    if (argc >= 2 && std::string(argv[1]) == "actor") return actor_main(binary, argc, argv, actor);
+    if (argc >= 2 && std::string(argv[1]) == "actor") return actor_main(binary, argc, argv, grpo);
     // `tandem up` over ssh compares this with its own version before starting the agent.
     if (argc == 2 && std::string(argv[1]) == "--version") return std::cout << kVersion << "\n", 0;
 
