@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/model/hf_model.h"
 #include "common/weights/safetensors.h"
 
 namespace tandem::model {
@@ -72,14 +73,16 @@ Status read_optimizer(const std::string& path, const ModelWeights& w, LoadedChec
 
 Result<std::string> save_checkpoint(const std::string& root, const TrainerState& state,
                                     const ModelWeights& weights, const Vocabulary* vocab,
-                                    const AdamW& optimizer) {
+                                    const AdamW& optimizer, const std::string& side_files_from) {
     const std::string final_dir = fmt::format("{}/step-{:08d}", root, state.step);
     const std::string tmp_dir = final_dir + ".tmp";
     std::error_code ec;
     fs::remove_all(tmp_dir, ec);
     fs::create_directories(tmp_dir, ec);
     if (ec) return unavailable(fmt::format("{}: cannot create: {}", tmp_dir, ec.message()));
-    TANDEM_RETURN_IF_ERROR(save_pretrained(tmp_dir, weights, vocab));
+    SaveOptions save;
+    save.copy_side_files_from = side_files_from;
+    TANDEM_RETURN_IF_ERROR(save_pretrained(tmp_dir, weights, vocab, save));
     TANDEM_RETURN_IF_ERROR(write_optimizer(tmp_dir + "/optimizer.safetensors", weights, optimizer));
     nlohmann::json j;
     j["format_version"] = kFormatVersion;

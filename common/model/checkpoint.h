@@ -26,9 +26,12 @@ struct TrainerState {
     std::array<uint64_t, 4> rng{};  // the trainer's random state
 };
 
+// The policy is a Hugging Face directory (hf_model.h: sharded above 2 GiB); the tokenizer files
+// in `side_files_from` (when not empty) are copied beside it.
 Result<std::string> save_checkpoint(const std::string& root, const TrainerState& state,
                                     const ModelWeights& weights, const Vocabulary* vocab,
-                                    const AdamW& optimizer);
+                                    const AdamW& optimizer,
+                                    const std::string& side_files_from = "");
 
 struct LoadedCheckpoint {
     Pretrained model;

@@ -23,6 +23,7 @@ TrainerOptions TrainerOptions::from_job(const config::JobSpec& job) {
     o.temperature = job.rollout.sampling.temperature;
     o.micro_batch = job.trainer.micro_batch;
     o.share_prompts = job.trainer.share_prompts;
+    if (job.model.init != "random") o.side_files_from = job.model.init;
     return o;
 }
 
@@ -237,7 +238,8 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
 
 Result<std::string> GrpoTrainer::save_checkpoint(const std::string& root, const TrainerState& state,
                                                  const Vocabulary* vocab) const {
-    return model::save_checkpoint(root, state, weights_, vocab, optimizer_);
+    return model::save_checkpoint(root, state, weights_, vocab, optimizer_,
+                                  options_.side_files_from);
 }
 
 Result<TrainerState> GrpoTrainer::restore(const std::string& path) {

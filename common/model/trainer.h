@@ -32,6 +32,9 @@ struct TrainerOptions {
     // forward and backward (PackedBatch::add_continuation). false: every trajectory packs its own
     // copy of the prompt.
     bool share_prompts = true;
+    // Checkpoints copy the tokenizer files found here (hf_side_files()): the job's model.init
+    // directory; empty for a random init.
+    std::string side_files_from;
 
     static TrainerOptions from_job(const config::JobSpec& job);
 };

@@ -337,8 +337,12 @@ TEST(HfDirectory, TrainerCheckpointReloadsWithIdenticalLogits) {
     const AdamW opt(config::OptimizerSpec{}, w.index(), 10);
     TrainerState state;
     state.step = 3;
-    auto path = save_checkpoint(dir.path(), state, w, nullptr, opt);
+    const std::string source = dir.path() + "/source-model";
+    fs::create_directories(source);
+    std::ofstream(source + "/tokenizer.json") << "{}";
+    auto path = save_checkpoint(dir.path() + "/ckpt", state, w, nullptr, opt, source);
     ASSERT_TRUE(path.ok()) << path.status().to_string();
+    EXPECT_TRUE(fs::exists(*path + "/tokenizer.json"));
     auto back = load_checkpoint(*path);
     ASSERT_TRUE(back.ok()) << back.status().to_string();
     expect_same_weights(w, back->model.weights);
