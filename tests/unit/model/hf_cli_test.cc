@@ -1,0 +1,93 @@
+// `tandem model` on a checkpoint the trainer wrote: logits identical to the engine's on the
+// weights that were saved, and exit 2 on bad input. Runs the built CLI binary; skips when it has
+// not been built (the test target does not depend on it).
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "common/model/checkpoint.h"
+#include "common/model/transformer.h"
+#include "tests/unit/model/hf_test_util.h"
+
+namespace tandem::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kTandem = std::string(TANDEM_BINARY_DIR) + "/bin/tandem";
+
+int run(const std::string& command) {
+    const int status = std::system((command + " >/dev/null 2>&1").c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::vector<float> read_npy_payload(const std::string& path, size_t count) {
+    std::ifstream f(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) return {};
+    const size_t header = static_cast<unsigned char>(bytes[8]) |
+                          (static_cast<size_t>(static_cast<unsigned char>(bytes[9])) << 8);
+    if (bytes.find("'shape': (") == std::string::npos || bytes.size() != 10 + header + 4 * count) {
+        return {};
+    }
+    std::vector<float> out(count);
+    std::memcpy(out.data(), bytes.data() + 10 + header, 4 * count);
+    return out;
+}
+
+TEST(TandemModelCli, CheckpointLogitsAreTheEnginesLogitsOfTheSavedWeights) {
+    if (!fs::exists(kTandem)) GTEST_SKIP() << kTandem << " is not built";
+    testing::HfTempDir dir;
+    const ModelWeights w = testing::hf_random_weights(testing::qwen3_config(), 21);
+    const AdamW opt(config::OptimizerSpec{}, w.index(), 10);
+    TrainerState state;
+    state.step = 7;
+    auto ckpt = save_checkpoint(dir.path(), state, w, nullptr, opt);
+    ASSERT_TRUE(ckpt.ok()) << ckpt.status().to_string();
+
+    const std::vector<int32_t> tokens = {1, 5, 0, 17, 33, 2, 9, 9, 30, 4};
+    const std::string npy = dir.path() + "/logits.npy";
+    ASSERT_EQ(run(kTandem + " model logits --model " + *ckpt +
+                  " --tokens 1,5,0,17,33,2,9,9,30,4 --out " + npy),
+              0);
+    const size_t n = tokens.size() * static_cast<size_t>(w.config().vocab_size);
+    const std::vector<float> got = read_npy_payload(npy, n);
+    ASSERT_EQ(got.size(), n) << npy;
+    auto t = Transformer<float>::create(w.config());
+    ASSERT_TRUE(t.ok());
+    PackedBatch b;
+    b.add_sequence(tokens, 1);
+    std::vector<float> want(n);
+    ASSERT_TRUE(t->logits(w.data(), b, want.data()).ok());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * n), 0);
+
+    EXPECT_EQ(run(kTandem + " model info --model " + *ckpt), 0);
+    EXPECT_EQ(run(kTandem + " model info --model " + *ckpt + " --output json"), 0);
+}
+
+TEST(TandemModelCli, BadInputExitsTwo) {
+    if (!fs::exists(kTandem)) GTEST_SKIP() << kTandem << " is not built";
+    testing::HfTempDir dir;
+    const ModelWeights w = testing::hf_random_weights(testing::qwen2_config(), 22);
+    ASSERT_TRUE(save_pretrained(dir.path() + "/m", w, nullptr).ok());
+    const std::string m = dir.path() + "/m";
+    EXPECT_EQ(run(kTandem + " model info --model " + dir.path() + "/absent"), 2);
+    EXPECT_EQ(run(kTandem + " model logits --model " + m + " --tokens 1,999 --out x.npy"), 2);
+    EXPECT_EQ(run(kTandem + " model logits --model " + m + " --tokens 1,two --out x.npy"), 2);
+    EXPECT_EQ(run(kTandem + " model generate --model " + m + " --prompt hi"), 2);  // no tokenizer
+    EXPECT_EQ(run(kTandem + " model generate --model " + m + " --tokens 1,2 --top-p 2"), 2);
+    EXPECT_EQ(run(kTandem + " model frobnicate --model " + m), 2);
+    EXPECT_EQ(run(kTandem + " model generate --model " + m + " --tokens 1,3 --max-new-tokens 3"),
+              0);
+    std::ofstream(m + "/config.json", std::ios::trunc)
+        << R"({"model_type": "mixtral", "vocab_size": 41})";
+    EXPECT_EQ(run(kTandem + " model info --model " + m), 2);
+}
+
+}  // namespace
+}  // namespace tandem::model
