@@ -17,5 +17,6 @@ int cmd_versions(const std::vector<std::string>& args);
 int cmd_job_metrics(const std::vector<std::string>& args);  // cmd_metrics.cc
 int cmd_dashboard(const std::vector<std::string>& args);    // cmd_dashboard.cc
 int cmd_model(const std::vector<std::string>& args);        // cmd_model.cc
+int cmd_token(const std::vector<std::string>& args);        // cmd_token.cc
 
 }  // namespace tandem::cli

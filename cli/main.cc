@@ -24,6 +24,7 @@ constexpr const char* kHelp =
     "  job status JOB | events JOB | logs JOB [--follow]\n"
     "  job metrics JOB [--output csv|json]   a job's per-step metrics, for notebooks\n"
     "  versions JOB                the weight versions a job published\n"
+    "  token create --role ROLE [--name N]   a new API token (scrape, viewer, submitter, admin)\n"
     "  dashboard [--run-dir DIR] [--port P]   the dashboard of a stopped cluster, read-only\n"
     "  config check -f FILE [KEY=VALUE ...]   validate a cluster or job file, print it resolved\n"
     "  model info|tokenize|logits|generate --model DIR ...   inspect and run a Hugging Face\n"
@@ -68,6 +69,7 @@ int main(int argc, char** argv) {
     if (cmd == "job") return tandem::cli::cmd_job(rest);
     if (cmd == "dashboard") return tandem::cli::cmd_dashboard(rest);
     if (cmd == "versions") return tandem::cli::cmd_versions(rest);
+    if (cmd == "token") return tandem::cli::cmd_token(rest);
     std::cerr << "tandem: unknown command '" << cmd << "'\n\n" << kHelp;
     return tandem::cli::kExitUsage;
 }

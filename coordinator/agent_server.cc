@@ -7,10 +7,20 @@
 
 namespace tandem::coord {
 
+namespace {
+// ZeroMQ routing ids are binary: printed as hex.
+std::string hex_id(const std::string& id) {
+    std::string out;
+    for (const unsigned char c : id) out += fmt::format("{:02x}", c);
+    return out;
+}
+}  // namespace
+
 AgentServer::AgentServer(boost::asio::io_context& io, zmq::context_t& zmq,
-                         const std::string& endpoint)
-    : io_(io), socket_(zmq, zmq::socket_type::router), fd_(io) {
+                         const std::string& endpoint, AgentServerLimits limits)
+    : io_(io), socket_(zmq, zmq::socket_type::router), fd_(io), limits_(limits) {
     socket_.set(zmq::sockopt::router_mandatory, 1);  // unknown peers fail the send, not silently
+    socket_.set(zmq::sockopt::maxmsgsize, limits_.max_frame_bytes);  // larger: disconnected
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::sndhwm, 100000);
     socket_.set(zmq::sockopt::rcvhwm, 100000);
@@ -21,9 +31,10 @@ AgentServer::AgentServer(boost::asio::io_context& io, zmq::context_t& zmq,
 
 Result<std::unique_ptr<AgentServer>> AgentServer::bind(boost::asio::io_context& io,
                                                        zmq::context_t& zmq,
-                                                       const std::string& endpoint) {
+                                                       const std::string& endpoint,
+                                                       AgentServerLimits limits) {
     try {
-        return std::make_unique<AgentServer>(io, zmq, endpoint);
+        return std::make_unique<AgentServer>(io, zmq, endpoint, limits);
     } catch (const zmq::error_t& e) {
         return unavailable(
             fmt::format("cannot bind the agent socket to {}: {}", endpoint, e.what()));
@@ -60,10 +71,52 @@ void AgentServer::drain() {
         if (frames->empty()) continue;
         std::string routing = std::move((*frames)[0]);
         frames->erase(frames->begin());
+        if (!admit(routing)) continue;
+        if (frames->size() > limits_.max_frames) {
+            ++dropped_too_many_frames_;
+            continue;
+        }
         if (handler_) handler_(routing, *frames);
     }
     in_drain_ = false;
     schedule_drain();  // yield to the rest of the loop, then continue
+}
+
+bool AgentServer::admit(const std::string& routing) {
+    const auto now = std::chrono::steady_clock::now();
+    auto [it, fresh] = budgets_.try_emplace(routing);
+    Budget& b = it->second;
+    if (fresh) {
+        if (budgets_.size() > 4096) {  // forget peers whose budget is full again
+            std::erase_if(budgets_, [&](const auto& kv) {
+                return kv.first != routing &&
+                       kv.second.tokens +
+                               limits_.peer_rate_per_s *
+                                   std::chrono::duration<double>(now - kv.second.refilled)
+                                       .count() >=
+                           limits_.peer_burst;
+            });
+        }
+        b.tokens = limits_.peer_burst;
+        b.refilled = now;
+    } else {
+        const double elapsed_s = std::chrono::duration<double>(now - b.refilled).count();
+        b.tokens = std::min(limits_.peer_burst, b.tokens + elapsed_s * limits_.peer_rate_per_s);
+        b.refilled = now;
+    }
+    if (b.tokens >= 1) {
+        b.tokens -= 1;
+        if (b.flooding && b.tokens >= limits_.peer_burst / 2) b.flooding = false;
+        return true;
+    }
+    ++dropped_over_budget_;
+    if (!b.flooding) {
+        b.flooding = true;
+        log_.warn("peer {} sends more than {} messages/s: dropping its messages until it slows "
+                  "down ({} dropped so far from all peers)",
+                  hex_id(routing), limits_.peer_rate_per_s, dropped_over_budget_);
+    }
+    return false;
 }
 
 void AgentServer::schedule_drain() {

@@ -50,12 +50,23 @@ HttpResponse too_deep(const ApiSettings& s) {
     return error_response(400, fmt::format("the request body nests deeper than {} levels",
                                            s.max_json_depth));
 }
-// A version's JSON without what lets a reader fetch it (descriptor, relay sources).
+// A version's JSON without what lets a reader fetch it: the UCX worker addresses, remote keys and
+// addresses and the shared-memory paths of its shards and relay sources (sizes, publishers and
+// the fingerprint stay).
 Json redacted(Json v) {
-    v.erase("descriptor");
+    static constexpr const char* kCapabilities[] = {"worker_address", "rkey", "remote_address",
+                                                    "shm_path"};
+    auto strip = [](Json& o) {
+        if (!o.is_object()) return;
+        for (const char* k : kCapabilities) o.erase(k);
+    };
+    if (v.contains("descriptor") && v["descriptor"].is_object() &&
+        v["descriptor"].contains("shards") && v["descriptor"]["shards"].is_array()) {
+        for (auto& shard : v["descriptor"]["shards"]) strip(shard);
+    }
     if (v.contains("relays") && v["relays"].is_array()) {
         for (auto& relay : v["relays"]) {
-            if (relay.is_object()) relay.erase("relay_source");
+            if (relay.is_object() && relay.contains("relay_source")) strip(relay["relay_source"]);
         }
     }
     return v;

@@ -54,6 +54,7 @@ void Agent::connect() {
     socket_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::dealer);
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::sndhwm, 10000);
+    socket_->set(zmq::sockopt::maxmsgsize, int64_t{64} << 20);  // a larger frame: disconnected
     socket_->set(zmq::sockopt::reconnect_ivl, 100);
     socket_->set(zmq::sockopt::reconnect_ivl_max, 2000);
     const auto& c = opt_.cluster.coordinator;
