@@ -286,8 +286,11 @@ HttpResponse HttpApi::job_route(const HttpRequest& r, const Principal& who,
                                    {"descriptor", latest->descriptor}});
     }
     if (rest == "versions") {
+        // versions?after=V: only the versions above V (the dashboard polls what is new).
+        const int64_t after_version = query_int(r, "after", -1);
         Json list = Json::array();
         for (const auto& v : versions_.list(j->id)) {
+            if (static_cast<int64_t>(v.version) <= after_version) continue;
             list.push_back(descriptors ? version_json(v) : redacted(version_json(v)));
         }
         return json_response(200, {{"job", j->id.str()}, {"versions", list}});

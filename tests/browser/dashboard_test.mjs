@@ -85,6 +85,7 @@ async function until(what, fn, timeoutMs) {
 }
 
 let exitCode = 0;
+const consoleErrors = [];  // from every page, reported on failure too
 try {
   // ---- a local cluster and a GRPO job ----
   const [agentPort, httpPort] = [await freePort(), await freePort()];
@@ -122,7 +123,6 @@ try {
   });
   cleanups.push(() => context.close());
   const page = await context.newPage();
-  const consoleErrors = [];
   page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(`${page.url()}: ${m.text()}`); });
   page.on("pageerror", (e) => consoleErrors.push(`${page.url()}: ${e.message}`));
   const loads = () => page.evaluate(() => Number(document.body.getAttribute("data-loaded") || 0));
@@ -261,6 +261,7 @@ try {
 } catch (e) {
   failures.push(e.message);
   log(`FAILED: ${e.stack || e.message}`);
+  if (consoleErrors.length) log(`console errors: ${consoleErrors.join(" | ")}`);
 } finally {
   clearTimeout(watchdog);
   await cleanup();
