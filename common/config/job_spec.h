@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/config/cluster_spec.h"
+#include "common/config/kv_cache_spec.h"
 #include "common/config/schema.h"
 #include "common/log.h"
 
@@ -160,6 +161,7 @@ struct RolloutSpec {
     // GRPO: how long the job may run with no live rollout actor (all pending, none placed)
     // before it fails; it fails at once when none can come back (restarts used up).
     int64_t none_alive_timeout_ms = 120000;
+    KvCacheSpec kv_cache;  // common/config/kv_cache_spec.h
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -172,6 +174,7 @@ struct RolloutSpec {
         v.field("relay_fanout", s.relay_fanout, Range{1, 64});
         v.field("none_alive_timeout_ms", s.none_alive_timeout_ms,
                 Range<int64_t>{0, int64_t{7} * 24 * 3600 * 1000});
+        v.field("kv_cache", s.kv_cache);
     }
 };
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/model/context_parallel.h"
+#include "common/model/kv_admission.h"
 
 namespace tandem::model {
 
@@ -11,6 +12,8 @@ GeneratorOptions GeneratorOptions::from_job(const config::JobSpec& job) {
     o.context_parallel = job.rollout.context_parallel;
     o.max_tokens_per_device = job.rollout.max_tokens_per_device;
     o.job = job.name;
+    o.kv = KvCacheOptions::from_spec(job.rollout.kv_cache, o.block_tokens);
+    o.kv_budget_bytes = job.rollout.kv_cache.budget_bytes;
     return o;
 }
 
@@ -41,7 +44,9 @@ Result<GroupGenerator> GroupGenerator::create(const ModelConfig& config, Generat
         cp.ranks = options.context_parallel;
         TANDEM_ASSIGN_OR_RETURN(sharded, ContextParallelGenerator::create(config, cp));
     }
-    PagedKvCache cache(config, options.block_tokens);
+    KvCacheOptions kv = options.kv;
+    if (kv.dtype == kernels::KvDType::kF32) kv.block_tokens = options.block_tokens;
+    TANDEM_ASSIGN_OR_RETURN(auto cache, PagedKvCache::create(config, kv));
     return GroupGenerator(std::move(engine), std::move(cache), std::move(options),
                           std::move(sharded));
 }
@@ -49,6 +54,30 @@ Result<GroupGenerator> GroupGenerator::create(const ModelConfig& config, Generat
 Result<std::vector<Completion>> GroupGenerator::generate(
     const float* params, std::span<const std::vector<int32_t>> prompts, int group_size,
     const SamplingOptions& o, GenerateStats* stats) {
+    GenerateStats total;
+    std::vector<Completion> out;
+    const auto waves = admission_waves(cache_, prompts, group_size, o.max_new_tokens,
+                                       options_.kv_budget_bytes, options_.job,
+                                       options_.share_prefix);
+    if (!waves.ok()) return waves.status();
+    for (const auto& [first, count] : waves.value()) {
+        GenerateStats ws;
+        TANDEM_ASSIGN_OR_RETURN(auto part, generate_wave(params, prompts.subspan(first, count),
+                                                         first, group_size, o, ws));
+        for (auto& cp : part) {
+            cp.prompt += static_cast<int32_t>(first);
+            out.push_back(std::move(cp));
+        }
+        accumulate_stats(total, ws);
+    }
+    total.kv_waves = static_cast<int64_t>(waves.value().size());
+    if (stats) *stats = total;
+    return out;
+}
+
+Result<std::vector<Completion>> GroupGenerator::generate_wave(
+    const float* params, std::span<const std::vector<int32_t>> prompts, int64_t prompt0,
+    int group_size, const SamplingOptions& o, GenerateStats& stats) {
     const ModelConfig& c = engine_.config();
     const int V = c.vocab_size;
     const int64_t P = static_cast<int64_t>(prompts.size());
@@ -92,10 +121,11 @@ Result<std::vector<Completion>> GroupGenerator::generate(
             cp.tokens.reserve(static_cast<size_t>(o.max_new_tokens));
             cp.logprobs.reserve(static_cast<size_t>(o.max_new_tokens));
             rngs_[p * group_size + g].reseed(
-                mix_seed(o.seed, static_cast<uint64_t>(p), static_cast<uint64_t>(g)));
+                mix_seed(o.seed, static_cast<uint64_t>(prompt0 + p), static_cast<uint64_t>(g)));
         }
     }
     cache_.release_all();
+    const int64_t compressed0 = cache_.stats().compressed;
     seqs_.resize(static_cast<size_t>(B));
     items_.clear();
     // Prefill: once per prompt (shared) or once per sample.
@@ -151,6 +181,7 @@ Result<std::vector<Completion>> GroupGenerator::generate(
         }
     }
     local.peak_blocks = cache_.blocks_in_use();
+    note_kv_peak(local, cache_);
     // Decode every live sample one token at a time; finished samples drop out (order is kept, so
     // the samples of a group stay adjacent and share their prompt blocks' attention calls).
     while (!active_.empty()) {
@@ -176,7 +207,9 @@ Result<std::vector<Completion>> GroupGenerator::generate(
         }
         active_.resize(keep);
         local.peak_blocks = std::max(local.peak_blocks, cache_.blocks_in_use());
+        note_kv_peak(local, cache_);
     }
+    local.kv_compressed = cache_.stats().compressed - compressed0;
     cache_.release_all();
     // The sharded prompts: prefilled once per group (or per sample), decoded over the ring.
     std::vector<ContextParallelGroup> groups;
@@ -198,7 +231,7 @@ Result<std::vector<Completion>> GroupGenerator::generate(
         local.peak_tokens_per_rank = cs.peak_tokens_per_rank;
     }
     for (const auto& cp : out) local.generated_tokens += static_cast<int64_t>(cp.tokens.size());
-    if (stats) *stats = local;
+    stats = local;
     return out;
 }
 

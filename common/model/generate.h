@@ -32,6 +32,14 @@ struct GenerateStats {
     int64_t peak_blocks = 0;
     int64_t sharded_sequences = 0;     // samples generated with a sharded KV cache
     int64_t peak_tokens_per_rank = 0;  // most positions of one sharded sequence on one rank
+    // KV memory (single-device path; docs/kv-cache.md), at the step that held the most bytes.
+    int64_t kv_peak_bytes = 0;
+    double kv_bytes_per_token = 0.0;  // bytes / positions held at that step
+    int64_t kv_f32_blocks = 0;        // blocks in f32 (residual window, unfilled) at that step
+    int64_t kv_sealed_blocks[5] = {};  // quantized blocks by kernels::KvDType at that step
+    int64_t kv_compressed = 0;        // blocks the background compressor requantized
+    int64_t kv_waves = 0;             // admission waves (prompts admitted under budget_bytes)
+    int64_t kv_evictions = 0;         // cached prefixes dropped (new version, budget)
 };
 
 struct GeneratorOptions {
@@ -45,6 +53,10 @@ struct GeneratorOptions {
     int context_parallel = 1;
     int64_t max_tokens_per_device = 0;
     std::string job;  // names the job in errors
+    // rollout.kv_cache (block_tokens applies when dtype is f32). budget_bytes > 0: prompts are
+    // admitted in waves whose worst-case KV bytes fit (PagedKvCache::worst_case_bytes).
+    KvCacheOptions kv;
+    int64_t kv_budget_bytes = 0;
 
     // rollout.context_parallel, rollout.max_tokens_per_device and the job's name.
     static GeneratorOptions from_job(const config::JobSpec& job);
@@ -74,6 +86,12 @@ public:
 private:
     GroupGenerator(InferenceEngine engine, PagedKvCache cache, GeneratorOptions options,
                    std::unique_ptr<ContextParallelGenerator> sharded);
+    // One admission wave: prompts are numbered from `prompt0` for the random streams.
+    Result<std::vector<Completion>> generate_wave(const float* params,
+                                                  std::span<const std::vector<int32_t>> prompts,
+                                                  int64_t prompt0, int group_size,
+                                                  const SamplingOptions& options,
+                                                  GenerateStats& stats);
 
     InferenceEngine engine_;
     PagedKvCache cache_;

@@ -40,7 +40,7 @@ Result<InferenceEngine> InferenceEngine::create(const ModelConfig& config) {
 Status InferenceEngine::attend(const PagedKvCache& cache, int layer,
                                std::span<const ForwardItem> items) {
     const ModelConfig& c = config_;
-    const int64_t qd = c.q_dim(), kvd = c.kv_dim();
+    const int64_t qd = c.q_dim();
     const int hq = c.num_heads;
     kernels::AttentionParams base;
     base.hq = hq;
@@ -52,11 +52,7 @@ Status InferenceEngine::attend(const PagedKvCache& cache, int layer,
 
     auto segment_call = [&](kernels::AttentionParams p, const PagedKvCache::Segment& seg,
                             const float* qp, float* op, float* lp) {
-        p.tk = seg.count;
-        p.k_pos0 = seg.pos0;
-        const float* kp = cache.key(layer, seg.block) + static_cast<int64_t>(seg.slot0) * kvd;
-        const float* vp = cache.value(layer, seg.block) + static_cast<int64_t>(seg.slot0) * kvd;
-        return attention_forward<float>(p, qp, kp, vp, op, lp);
+        return cache.attend_segment(p, layer, seg, qp, op, lp);  // f32 or sealed (quantized)
     };
 
     size_t i = 0;
@@ -152,7 +148,8 @@ Status InferenceEngine::forward(const float* params, PagedKvCache& cache,
         for (size_t t = 0; t < items[i].tokens.size(); ++t) {
             pos_[row0_[i] + static_cast<int64_t>(t)] = static_cast<int32_t>(len0 + t);
         }
-        cache.append(items[i].seq, static_cast<int64_t>(items[i].tokens.size()), slots_);
+        TANDEM_RETURN_IF_ERROR(
+            cache.append(items[i].seq, static_cast<int64_t>(items[i].tokens.size()), slots_));
     }
     const ParamPtrs<const float> w(index_, params);
     float* x = sized(x_, n * h);

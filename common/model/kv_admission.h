@@ -1,0 +1,39 @@
+#pragma once
+
+// Admission of prompts under the KV budget (rollout.kv_cache.budget_bytes) and the KV figures of
+// GenerateStats. Prompts are admitted in order, in waves whose worst-case KV bytes fit the
+// budget; a wave runs to completion before the next starts, so nothing is ever evicted from the
+// live cache. The random stream of a sample depends on its prompt's index in the whole batch,
+// so completions do not depend on the budget: the same tokens, and log-probs equal up to fp32
+// rounding (a wave's batch size changes the blocking of the sgemm calls).
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/model/generate.h"
+#include "common/model/kv_cache.h"
+
+namespace tandem::model {
+
+// Worst-case bytes `cache` holds for one prompt of `prompt_tokens` tokens and `group` samples of
+// up to `new_tokens` tokens each (prompt blocks shared when `share_prefix`): every block at its
+// sealed size, plus the f32 surplus of the blocks that can be f32 at once (the prompt's blocks
+// between prefill and the first decode step, and per sample the residual window plus two blocks).
+int64_t worst_case_kv_bytes(const PagedKvCache& cache, int64_t prompt_tokens, int group,
+                            int64_t new_tokens, bool share_prefix = true);
+
+// [first, count) ranges of prompts, in order. budget_bytes 0: one wave of everything. A prompt
+// that alone exceeds the budget is invalid_argument naming the job, the prompt and both sizes.
+Result<std::vector<std::pair<int64_t, int64_t>>> admission_waves(
+    const PagedKvCache& cache, std::span<const std::vector<int32_t>> prompts, int group,
+    int64_t new_tokens, int64_t budget_bytes, const std::string& job, bool share_prefix = true);
+
+// Records the cache's current memory in `stats` when it is the most seen so far.
+void note_kv_peak(GenerateStats& stats, const PagedKvCache& cache);
+// Sums counts and keeps maxima of a wave's stats into `total`.
+void accumulate_stats(GenerateStats& total, const GenerateStats& wave);
+
+}  // namespace tandem::model
