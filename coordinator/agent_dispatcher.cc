@@ -26,7 +26,9 @@ AgentDispatcher::AgentDispatcher(const Clock& clock, AgentServer& server, NodeRe
       metrics_(metrics),
       settings_(settings),
       log_("agents"),
-      bad_input_log_(Logger("agents"), std::chrono::seconds(5), clock) {
+      bad_input_log_(Logger("agents"), std::chrono::seconds(5), clock),
+      runtime_link_(server, nodes),
+      runtime_(jobs, versions, runtime_link_) {
     metrics_.describe_counter("tandem_agent_messages_total", "Messages from node agents by type");
     metrics_.describe_histogram("tandem_heartbeat_rtt_seconds",
                                 "Heartbeat round trip as measured by the agents",
@@ -90,24 +92,28 @@ void AgentDispatcher::handle(const std::string& routing_id,
             }
         }
         jobs_.on_actor_state(*node, m);
+        if (auto aid = ActorId::parse(m.actor); aid.ok()) runtime_.push(aid->job);
     } else if (e.type == wire::LogLines::kType) {
         jobs_.on_log_lines(*node, *wire::body_as<wire::LogLines>(e));
     } else if (e.type == wire::ActorEndpoint::kType) {
-        jobs_.on_endpoint(*node, *wire::body_as<wire::ActorEndpoint>(e));
+        const auto m = *wire::body_as<wire::ActorEndpoint>(e);
+        jobs_.on_endpoint(*node, m);
+        if (auto aid = ActorId::parse(m.actor); aid.ok()) runtime_.push(aid->job);
     } else if (e.type == wire::JobMetrics::kType) {
-        jobs_.on_metrics(*wire::body_as<wire::JobMetrics>(e));
+        const auto m = *wire::body_as<wire::JobMetrics>(e);
+        jobs_.on_metrics(m);
+        if (auto job = JobId::parse(m.job); job.ok()) runtime_.push(*job);
     } else if (e.type == wire::VersionPublished::kType) {
-        auto m = *wire::body_as<wire::VersionPublished>(e);
-        auto job = JobId::parse(m.job);
-        if (!job.ok() || !jobs_.find(*job)) {
-            reply_error(routing_id, not_found(fmt::format("no job {}", m.job)), e.seq);
-            return;
-        }
-        if (Status s = versions_.publish(*job, m.version, m.descriptor, *node,
-                                         publisher_of(*job, m.descriptor));
-            !s.ok()) {
-            log_.error("recording version {} of {}: {}", m.version, m.job, s.message());
-        }
+        on_version_published(routing_id, *node, e);
+    } else if (e.type == wire::VersionAssign::kType) {
+        on_version_assign(routing_id, *node, e);
+    } else if (e.type == wire::JobEvent::kType) {
+        // Recorded with the job's log lines (level "event"): the JobManager keeps events of its own.
+        const auto m = *wire::body_as<wire::JobEvent>(e);
+        wire::LogLines lines;
+        lines.job = m.job;
+        lines.lines.push_back({m.actor, clock_.wall_ns(), "event", m.kind + ": " + m.message});
+        jobs_.on_log_lines(*node, lines);
     } else if (e.type == wire::VersionRetired::kType) {
         // No error replies for these two: an agent takes not_found to mean "register again".
         auto m = *wire::body_as<wire::VersionRetired>(e);
@@ -121,21 +127,9 @@ void AgentDispatcher::handle(const std::string& routing_id,
             !s.ok()) {
             bad_input_log_.warn("node {}: version_retired: {}", *node, s.message());
         }
+        runtime_.push(*job);
     } else if (e.type == wire::RelayJoin::kType) {
-        auto m = *wire::body_as<wire::RelayJoin>(e);
-        auto job = JobId::parse(m.job);
-        const JobRecord* rec = job.ok() ? jobs_.find(*job) : nullptr;
-        if (!rec) {
-            bad_input_log_.warn("node {}: relay_join for unknown job {}", *node, m.job);
-            return;
-        }
-        const auto fan_out = static_cast<uint32_t>(std::max(1, rec->spec.rollout.relay_fanout));
-        if (auto link = versions_.join_relay(*job, m.version, m.reader, m.relay_source, fan_out);
-            !link.ok()) {
-            // The reader polls GET .../versions/V/source and is told the same reason there.
-            log_.with({.job = m.job, .actor = m.reader, .version = m.version})
-                .debug("relay join refused: {}", link.status().message());
-        }
+        on_relay_join(routing_id, *node, e);
     } else if (e.type == wire::Error::kType) {
         auto m = *wire::body_as<wire::Error>(e);
         bad_input_log_.warn("node {} reports an error: {}: {}", *node, m.code, m.message);
@@ -160,6 +154,7 @@ void AgentDispatcher::on_register(const std::string& routing_id, const wire::Env
     ack.heartbeat_ms = settings_.heartbeat_ms;
     ack.actor_token = settings_.actor_token;
     send(routing_id, wire::make_envelope(ack, ++seq_));
+    runtime_.forget(m.node_id);  // its actors get their jobs' views again at the next sweep
     jobs_.schedule();
 }
 
@@ -190,6 +185,104 @@ void AgentDispatcher::sweep() {
     // Level-triggered: also catches publishers failed by a heartbeat's reconciliation, a job
     // cancelled or finished, an actor restarted under a new attempt.
     check_publishers();
+    advance_fences();
+    runtime_.push_all();
+}
+
+namespace {
+// The trainer actor of a job, if it has one.
+const ActorRecord* trainer_of(const JobRecord& job) {
+    for (const auto& a : job.actors) {
+        if (a.id.role == ActorRole::kTrainer && a.id.index == 0) return &a;
+    }
+    return nullptr;
+}
+// Tandem restarts actors, not whole jobs: every job runs its first attempt.
+constexpr int64_t kJobAttempt = 1;
+}  // namespace
+
+void AgentDispatcher::advance_fences() {
+    for (const auto& [id, job] : jobs_.jobs()) {
+        if (is_final(job.state)) continue;
+        const ActorRecord* t = trainer_of(job);
+        if (t && t->attempt > 0) versions_.advance_fence(id, {kJobAttempt, t->attempt});
+    }
+}
+
+void AgentDispatcher::on_version_assign(const std::string& routing_id, const std::string& node,
+                                        const wire::Envelope& e) {
+    const auto m = *wire::body_as<wire::VersionAssign>(e);
+    wire::VersionAssigned reply;
+    reply.job = m.job;
+    reply.actor = m.actor;
+    reply.step = m.step;
+    auto fail = [&](const Status& s) {
+        reply.error_code = std::string(status_code_name(s.code()));
+        reply.error = s.message();
+        log_.with({.job = m.job, .actor = m.actor}).warn("version for step {} refused: {}",
+                                                         m.step, s.message());
+        send(routing_id, wire::make_envelope(reply, ++seq_));
+    };
+    auto job = JobId::parse(m.job);
+    const JobRecord* rec = job.ok() ? jobs_.find(*job) : nullptr;
+    if (!rec) return fail(not_found(fmt::format("no job {}", m.job)));
+    if (const ActorRecord* t = trainer_of(*rec); t && t->attempt > 0)
+        versions_.advance_fence(*job, {kJobAttempt, t->attempt});
+    const wire::Fence fence{kJobAttempt, m.attempt};
+    auto v = versions_.assign(*job, fence, m.step, m.after);
+    if (!v.ok()) return fail(v.status());
+    reply.info = {{"version", *v},
+                  {"fence", fence.to_json()},
+                  {"step", m.step},
+                  {"data_cursor", m.data_cursor}};
+    (void)node;
+    send(routing_id, wire::make_envelope(reply, ++seq_));
+    runtime_.push(*job);  // the fence may have moved
+}
+
+void AgentDispatcher::on_version_published(const std::string& routing_id, const std::string& node,
+                                           const wire::Envelope& e) {
+    auto m = *wire::body_as<wire::VersionPublished>(e);
+    auto job = JobId::parse(m.job);
+    if (!job.ok() || !jobs_.find(*job)) {
+        reply_error(routing_id, not_found(fmt::format("no job {}", m.job)), e.seq);
+        return;
+    }
+    if (m.info.is_object()) m.descriptor["info"] = m.info;
+    if (Status s = versions_.publish(*job, m.version, m.descriptor, node,
+                                     publisher_of(*job, m.descriptor));
+        !s.ok()) {
+        log_.with({.job = m.job, .version = m.version})
+            .warn("version {} of {} not recorded: {}", m.version, m.job, s.message());
+    }
+    runtime_.push(*job);
+}
+
+void AgentDispatcher::on_relay_join(const std::string& routing_id, const std::string& node,
+                                    const wire::Envelope& e) {
+    auto m = *wire::body_as<wire::RelayJoin>(e);
+    auto job = JobId::parse(m.job);
+    const JobRecord* rec = job.ok() ? jobs_.find(*job) : nullptr;
+    if (!rec) {
+        bad_input_log_.warn("node {}: relay_join for unknown job {}", node, m.job);
+        return;
+    }
+    wire::RelayAssigned reply;
+    reply.job = m.job;
+    reply.actor = m.reader;
+    reply.version = m.version;
+    const auto fan_out = static_cast<uint32_t>(std::max(1, rec->spec.rollout.relay_fanout));
+    auto link = versions_.join_relay(*job, m.version, m.reader, m.relay_source, fan_out);
+    if (!link.ok()) {
+        log_.with({.job = m.job, .actor = m.reader, .version = m.version})
+            .debug("relay join refused: {}", link.status().message());
+        reply.error = link.status().message();
+    } else if (auto a = versions_.relay_assignment(*job, m.version, m.reader); a.ok()) {
+        reply.source = a->source;
+    } else {
+        reply.error = a.status().message();
+    }
+    send(routing_id, wire::make_envelope(reply, ++seq_));
 }
 
 VersionPublisher AgentDispatcher::publisher_of(JobId job, const Json& descriptor) const {

@@ -16,6 +16,7 @@
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
 #include "coordinator/node_registry.h"
+#include "coordinator/runtime_relay.h"
 #include "coordinator/version_table.h"
 
 namespace tandem::coord {
@@ -59,6 +60,15 @@ private:
     VersionPublisher publisher_of(JobId job, const Json& descriptor) const;
     // Versions whose publisher exited, was replaced or lost its job become unavailable.
     void check_publishers();
+    // The actor runtime's requests relayed by agents: version numbers and relay places.
+    void on_version_assign(const std::string& routing_id, const std::string& node,
+                           const wire::Envelope& e);
+    void on_relay_join(const std::string& routing_id, const std::string& node,
+                       const wire::Envelope& e);
+    void on_version_published(const std::string& routing_id, const std::string& node,
+                              const wire::Envelope& e);
+    // Raises each running job's fence to its trainer's current attempt.
+    void advance_fences();
 
     const Clock& clock_;
     AgentServer& server_;
@@ -71,6 +81,8 @@ private:
     RateLimitedLogger bad_input_log_;
     std::map<std::string, double*> messages_by_type_;  // counter cells, by message type
     uint64_t seq_ = 0;
+    NodeSender runtime_link_;
+    RuntimeRelay runtime_;
 };
 
 }  // namespace tandem::coord

@@ -92,9 +92,58 @@ void VersionTable::restore(JobId job, std::vector<VersionRecord> versions) {
                 if (!p.actor.empty()) by_publisher_[{job, p.actor, p.attempt}].insert(v.version);
             }
         }
+        if (v.descriptor.is_object() && v.descriptor.contains("info") &&
+            v.descriptor["info"].is_object() && v.descriptor["info"].contains("fence")) {
+            if (auto f = wire::Fence::from_json(v.descriptor["info"]["fence"]); f.ok())
+                advance_fence(job, *f);
+        }
         const Version version = v.version;
         versions_[job][version] = std::move(v);
     }
+}
+
+VersionTable::Numbering& VersionTable::numbering(JobId job) {
+    Numbering& n = numbering_[job];
+    // Above every recorded version, restored or published (recorded versions carry their fence).
+    if (auto it = versions_.find(job); it != versions_.end() && !it->second.empty()) {
+        n.next = std::max(n.next, it->second.rbegin()->first + 1);
+    }
+    return n;
+}
+
+void VersionTable::advance_fence(JobId job, const wire::Fence& fence) {
+    Numbering& n = numbering(job);
+    if (fence > n.fence) {
+        log_.with({.job = job.str()})
+            .info("fence of {} moves from {} to {}", job.str(), n.fence.str(), fence.str());
+        n.fence = fence;
+        // Assignments of older fences can never be asked for again.
+        std::erase_if(n.assigned, [&](const auto& e) { return e.first.first < fence; });
+    }
+}
+
+wire::Fence VersionTable::fence(JobId job) const {
+    auto it = numbering_.find(job);
+    return it == numbering_.end() ? wire::Fence{} : it->second.fence;
+}
+
+Result<Version> VersionTable::assign(JobId job, const wire::Fence& fence, int64_t step,
+                                     int64_t after) {
+    if (!fence.valid()) return invalid_argument(fmt::format("fence {}: not valid", fence.str()));
+    advance_fence(job, fence);
+    Numbering& n = numbering(job);
+    if (fence < n.fence) {
+        return unavailable(fmt::format("trainer of fence {} was fenced off: {} is at fence {}",
+                                       fence.str(), job.str(), n.fence.str()));
+    }
+    if (auto it = n.assigned.find({fence, step}); it != n.assigned.end()) return it->second;
+    Version v = n.next;
+    if (after >= 0) v = std::max(v, static_cast<Version>(after) + 1);
+    n.next = v + 1;
+    n.assigned[{fence, step}] = v;
+    log_.with({.job = job.str(), .version = v})
+        .debug("assigned version {} to step {} of fence {}", v, step, fence.str());
+    return v;
 }
 
 VersionRecord* VersionTable::find(JobId job, Version version) {
@@ -122,6 +171,18 @@ void VersionTable::save(JobId job, const VersionRecord& rec) {
 
 Status VersionTable::publish(JobId job, Version version, const Json& descriptor,
                              const std::string& node, const VersionPublisher& publisher) {
+    if (descriptor.is_object() && descriptor.contains("info") && descriptor["info"].is_object() &&
+        descriptor["info"].contains("fence")) {
+        auto fence = wire::Fence::from_json(descriptor["info"]["fence"]);
+        if (!fence.ok()) return fence.status().with_context(describe(job, version));
+        advance_fence(job, *fence);
+        const wire::Fence current = numbering(job).fence;
+        if (*fence < current) {
+            return unavailable(fmt::format("{} refused: its trainer (fence {}) was fenced off by "
+                                           "fence {}",
+                                           describe(job, version), fence->str(), current.str()));
+        }
+    }
     auto& table = versions_[job];
     VersionRecord& rec = table[version];
     if (rec.published_ns == 0) {

@@ -18,6 +18,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/wire/runtime_messages.h"
 #include "coordinator/records.h"
 #include "coordinator/state_store.h"
 
@@ -28,8 +29,24 @@ public:
     VersionTable(const Clock& clock, StateStore& store);
 
     void restore(JobId job, std::vector<VersionRecord> versions);
+
+    // Version numbers and fencing. The table assigns every version number of a job: a trainer of
+    // fence `fence` asks for the version after `step` steps. Numbers rise per job across
+    // trainers and coordinator restarts: above every number assigned or recorded and above
+    // `after` (the highest this trainer holds, which covers numbers assigned by a coordinator
+    // that died before recording them). Asking again with the same fence and step returns the
+    // same number. A fence above the job's current one becomes current; one below it is refused
+    // (unavailable, naming both fences).
+    Result<Version> assign(JobId job, const wire::Fence& fence, int64_t step, int64_t after);
+    // Raises the job's fence (the coordinator started a new trainer attempt); never lowers it.
+    void advance_fence(JobId job, const wire::Fence& fence);
+    // The job's current fence (invalid before any trainer asked).
+    wire::Fence fence(JobId job) const;
+
     // Records a version; a version may be announced once per shard: shards are merged.
-    // `publisher` names the actor and attempt that announced it (attempt -1 if unknown).
+    // `publisher` names the actor and attempt that announced it (attempt -1 if unknown). A
+    // descriptor with an "info" object (runtime::VersionInfo: number, fence, step, data cursor)
+    // from a fence below the job's current one is refused (unavailable): its trainer was replaced.
     Status publish(JobId job, Version version, const Json& descriptor, const std::string& node,
                    const VersionPublisher& publisher = {});
     // A publisher released the slot that held `shard` of `version` (reclaimed it for a newer
@@ -78,7 +95,15 @@ private:
     const Clock& clock_;
     StateStore& store_;
     Logger log_;
+    struct Numbering {
+        wire::Fence fence;                              // current
+        Version next = 0;                               // lowest number not yet used
+        std::map<std::pair<wire::Fence, int64_t>, Version> assigned;  // (fence, step) -> number
+    };
+    Numbering& numbering(JobId job);
+
     std::map<JobId, std::map<Version, VersionRecord>> versions_;
+    std::map<JobId, Numbering> numbering_;
     std::map<PublisherKey, std::set<Version>> by_publisher_;  // available versions only
 };
 

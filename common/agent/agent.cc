@@ -61,6 +61,7 @@ void Agent::connect() {
     const std::string endpoint = fmt::format("tcp://{}:{}", c.host, c.agent_port);
     socket_->connect(endpoint);
     registered_ = false;
+    if (runtime_) runtime_->set_connected(false);
     last_heard_ = clock_.now();
     log_.debug("connecting to {}", endpoint);
 }
@@ -110,6 +111,7 @@ void Agent::on_message(const std::vector<std::string>& frames) {
     }
     last_heard_ = clock_.now();
     const auto& e = *env;
+    if (runtime_ && runtime_->deliver(e)) return;  // for actors: views and answers
     if (e.type == wire::RegisterAck::kType) {
         auto m = *wire::body_as<wire::RegisterAck>(e);
         registered_ = true;
@@ -118,6 +120,7 @@ void Agent::on_message(const std::vector<std::string>& frames) {
         actor_token_ = m.actor_token;
         heartbeat_ms_ = m.heartbeat_ms;
         next_heartbeat_ = clock_.now();
+        if (runtime_) runtime_->set_connected(true);
         log_.info("registered with the coordinator (epoch {}, {} actors running)", epoch_,
                   actors_.size());
         for (const auto& a : m.stop_actors) stop_actor(a, "the coordinator does not know it");
@@ -175,6 +178,7 @@ void Agent::start_actor(const wire::StartActor& m) {
     ctx.coordinator_http = opt_.coordinator_http;
     ctx.api_token = actor_token_;
     ctx.run_dir = opt_.run_dir;
+    ctx.runtime_endpoint = runtime_ ? runtime_->endpoint() : "";
     const std::string dir = fmt::format("{}/actors/{}", opt_.run_dir, m.job);
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
@@ -211,54 +215,51 @@ void Agent::stop_actor(const std::string& actor, const std::string& reason) {
 }
 
 void Agent::pump_actor(const std::string& name, Actor& a, int fd) {
+    // stdout and stderr are logs; the actor talks to the cluster through the runtime socket.
     const bool is_stdout = fd == a.process->stdout_fd();
-    const LogFields lf{.job = a.job, .actor = name};
     for (auto& line : a.process->read_lines(fd)) {
         std::string level = "info", msg = line;
-        if (is_stdout) {
-            auto j = nlohmann::json::parse(line, nullptr, false);
-            const std::string type = j.is_object() ? j.value("type", "") : "";
-            if (type == "progress") {
-                send_msg(wire::ActorState{name, a.report.attempt, wire::ActorPhase::kRunning, 0, "",
-                                          j.value("progress", nlohmann::json::object())});
-                continue;
-            } else if (type == "metrics") {
-                send_msg(wire::JobMetrics{a.job, j.value("step", int64_t{0}),
-                                          j.value("values", nlohmann::json::object())});
-                continue;
-            } else if (type == "version") {
-                send_msg(wire::VersionPublished{a.job, j.value("version", uint64_t{0}),
-                                                j.value("descriptor", nlohmann::json::object())});
-                continue;
-            } else if (type == "retire") {
-                send_msg(wire::VersionRetired{a.job, j.value("version", uint64_t{0}),
-                                              j.value("shard", uint64_t{0}), name});
-                continue;
-            } else if (type == "relay_join") {
-                send_msg(wire::RelayJoin{a.job, j.value("version", uint64_t{0}), name,
-                                         j.value("relay_source", nlohmann::json())});
-                continue;
-            } else if (type == "endpoint") {
-                send_msg(wire::ActorEndpoint{name, a.report.attempt, j.value("name", ""),
-                                             j.value("address", "")});
-                continue;
-            } else if (type == "log") {
-                level = j.value("level", "info");
-                msg = j.value("msg", "");
-            } else if (type == "error") {
-                a.last_error = j.value("msg", "");
-                level = "error";
-                msg = a.last_error;
-            }
-        } else {
+        if (!is_stdout) {
             level = "stderr";
             if (!line.empty()) a.last_error = line;
         }
-        log_.with(lf).log(level == "error"  ? LogLevel::kError
-                          : level == "warn" ? LogLevel::kWarn
-                                            : LogLevel::kInfo,
-                          fmt::format("[{}] {}", name, msg));
-        pending_logs_[a.job].push_back({name, clock_.wall_ns(), level, msg});
+        log_actor_line(a.job, name, std::move(level), std::move(msg));
+    }
+}
+
+void Agent::log_actor_line(const std::string& job, const std::string& actor, std::string level,
+                           std::string msg) {
+    log_.with({.job = job, .actor = actor})
+        .log(level == "error"  ? LogLevel::kError
+             : level == "warn" ? LogLevel::kWarn
+                               : LogLevel::kInfo,
+             fmt::format("[{}] {}", actor, msg));
+    pending_logs_[job].push_back({actor, clock_.wall_ns(), std::move(level), std::move(msg)});
+}
+
+void Agent::pump_runtime() {
+    for (auto& in : runtime_->receive()) {
+        auto it = actors_.find(in.actor);
+        if (in.envelope.type == wire::LogLines::kType) {
+            auto m = wire::LogLines::from_json(in.envelope.body);
+            if (!m.ok()) continue;
+            for (auto& l : m->lines) {
+                if (l.level == "error" && it != actors_.end()) it->second.last_error = l.msg;
+                log_actor_line(in.job, in.actor, std::move(l.level), std::move(l.msg));
+            }
+            continue;
+        }
+        if (in.envelope.type == wire::ActorState::kType) {
+            // Progress of a running actor; its exit is the agent's to report.
+            auto m = wire::ActorState::from_json(in.envelope.body);
+            if (!m.ok() || it == actors_.end()) continue;
+            send_msg(wire::ActorState{in.actor, it->second.report.attempt,
+                                      wire::ActorPhase::kRunning, 0, "", m->progress});
+            continue;
+        }
+        wire::Envelope e = std::move(in.envelope);
+        e.seq = ++seq_;
+        send(e);
     }
 }
 
@@ -288,6 +289,7 @@ void Agent::reap_actors() {
         }
         log_.with({.job = a.job, .actor = it->first})
             .info("{} {} (exit code {})", it->first, wire::actor_phase_name(r.phase), *code);
+        if (runtime_) runtime_->forget_actor(it->first);
         send_msg(wire::ActorState{r.actor, r.attempt, r.phase, r.exit_code, r.error, nullptr});
         finished_[it->first] = {r, clock_.now()};
         it = actors_.erase(it);
@@ -311,6 +313,13 @@ void Agent::flush_logs() {
 }
 
 int Agent::run(const std::atomic<bool>& stop) {
+    auto runtime = RuntimeServer::bind(zmq_, opt_.run_dir, opt_.node.id, instance_);
+    if (!runtime.ok()) {
+        log_.error("{}", runtime.status().message());
+        return 1;
+    }
+    runtime_ = std::move(*runtime);
+    log_.debug("serving the actor runtime at {}", runtime_->endpoint());
     connect();
     next_register_ = clock_.now();
     std::mt19937_64 rng(std::hash<std::string>()(instance_));
@@ -341,6 +350,7 @@ int Agent::run(const std::atomic<bool>& stop) {
 
         std::vector<zmq::pollitem_t> items;
         items.push_back({socket_->handle(), 0, ZMQ_POLLIN, 0});
+        items.push_back({runtime_->socket().handle(), 0, ZMQ_POLLIN, 0});
         std::vector<std::pair<std::string, int>> fds;
         for (auto& [name, a] : actors_) {
             for (int fd : {a.process->stdout_fd(), a.process->stderr_fd()}) {
@@ -353,10 +363,12 @@ int Agent::run(const std::atomic<bool>& stop) {
         if (items[0].revents & ZMQ_POLLIN) {
             while (auto frames = wire::try_recv_frames(*socket_)) on_message(*frames);
         }
-        for (size_t i = 1; i < items.size(); ++i) {
+        if (items[1].revents & ZMQ_POLLIN) pump_runtime();
+        constexpr size_t kSockets = 2;
+        for (size_t i = kSockets; i < items.size(); ++i) {
             if (!(items[i].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) continue;
-            auto it = actors_.find(fds[i - 1].first);
-            if (it != actors_.end()) pump_actor(it->first, it->second, fds[i - 1].second);
+            auto it = actors_.find(fds[i - kSockets].first);
+            if (it != actors_.end()) pump_actor(it->first, it->second, fds[i - kSockets].second);
         }
         reap_actors();
     }
@@ -364,6 +376,7 @@ int Agent::run(const std::atomic<bool>& stop) {
     for (auto& [name, a] : actors_) a.process->terminate(clock_, kStopGrace);
     const auto deadline = clock_.now() + kStopGrace + std::chrono::seconds(1);
     while (!actors_.empty() && clock_.now() < deadline) {
+        pump_runtime();
         reap_actors();
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

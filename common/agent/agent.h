@@ -3,8 +3,9 @@
 // Agent: the node-agent core shared by tandem-trainer-node and tandem-rollout-node. Registers
 // with the coordinator (ZeroMQ DEALER), heartbeats, reconnects with backoff when the coordinator
 // goes away (and re-registers with the actors it still runs), starts and stops actor processes on
-// command, reports their state and exit reasons, and forwards their log lines, metrics and
-// published versions. Runs on one thread (run()); not thread-safe.
+// command, reports their state and exit reasons, forwards their stdout and stderr as log lines, and
+// serves them the actor runtime (RuntimeServer) relayed on its coordinator connection. Runs on one
+// thread (run()); not thread-safe.
 
 #include <atomic>
 #include <map>
@@ -16,6 +17,7 @@
 #include <zmq.hpp>
 
 #include "common/agent/actor_process.h"
+#include "common/agent/runtime_server.h"
 #include "common/clock.h"
 #include "common/config/cluster_spec.h"
 #include "common/log.h"
@@ -52,7 +54,7 @@ private:
     struct Actor {
         std::unique_ptr<ActorProcess> process;
         wire::ActorReport report;
-        std::string last_error;  // last stderr line or {"type":"error"} message
+        std::string last_error;  // last stderr line or runtime error line
         std::string job;
     };
     struct Finished {
@@ -75,6 +77,10 @@ private:
     void start_actor(const wire::StartActor& m);
     void stop_actor(const std::string& actor, const std::string& reason);
     void pump_actor(const std::string& name, Actor& a, int fd);
+    // Relays what actors sent through the runtime socket to the coordinator.
+    void pump_runtime();
+    void log_actor_line(const std::string& job, const std::string& actor, std::string level,
+                        std::string msg);
     void reap_actors();
     void flush_logs();
     std::vector<wire::ActorReport> reports() const;
@@ -85,6 +91,7 @@ private:
     std::string instance_;
     zmq::context_t zmq_{1};
     std::unique_ptr<zmq::socket_t> socket_;
+    std::unique_ptr<RuntimeServer> runtime_;  // the actors' runtime socket
     uint64_t seq_ = 0;
     bool registered_ = false;
     std::optional<int> refused_;  // exit code once refused for good

@@ -12,6 +12,7 @@
 
 #include "common/agent/agent.h"
 #include "common/config/loader.h"
+#include "common/config/node_network.h"
 #include "common/log.h"
 #include "common/run_dir.h"
 #include "common/version.h"
@@ -29,7 +30,7 @@ int fail(const std::string& binary, int code, const std::string& message) {
     return code;
 }
 
-int actor_main(const std::string& binary, int argc, char** argv, const GrpoActorMain& grpo) {
+int actor_main(const std::string& binary, int argc, char** argv, const ActorMain& actor) {
     std::string context_path;
     for (int i = 2; i < argc; ++i) {
         if (std::string(argv[i]) == "--context" && i + 1 < argc) context_path = argv[++i];
@@ -37,30 +38,19 @@ int actor_main(const std::string& binary, int argc, char** argv, const GrpoActor
     if (context_path.empty()) return fail(binary, 2, "usage: " + binary + " actor --context FILE");
     auto ctx = ActorContext::load(context_path);
     if (!ctx.ok()) return fail(binary, 2, ctx.status().message());
-    ActorChannel channel;
     try {
-        switch (ctx->spec.kind) {
-            case config::JobKind::kDiagnostic:
-                return run_diagnostic_actor(*ctx, channel);
-            case config::JobKind::kGrpo:
-                if (!grpo) {
-                    channel.error("this build has no GRPO actor");
-                    return 1;
-                }
-                return grpo(*ctx, channel);
-        }
+        return actor(*ctx);
     } catch (const std::exception& e) {
-        channel.error(fmt::format("uncaught exception: {}", e.what()));
-        return 1;
+        // The last stderr line is the failure reason the agent reports.
+        return fail(binary, 1, fmt::format("uncaught exception: {}", e.what()));
     }
-    return 1;
 }
 
 }  // namespace
 
-int node_main(ActorRole role, int argc, char** argv, const GrpoActorMain& grpo) {
+int node_main(ActorRole role, int argc, char** argv, const ActorMain& actor) {
     const std::string binary = fmt::format("tandem-{}-node", actor_role_name(role));
-    if (argc >= 2 && std::string(argv[1]) == "actor") return actor_main(binary, argc, argv, grpo);
+    if (argc >= 2 && std::string(argv[1]) == "actor") return actor_main(binary, argc, argv, actor);
     // `tandem up` over ssh compares this with its own version before starting the agent.
     if (argc == 2 && std::string(argv[1]) == "--version") return std::cout << kVersion << "\n", 0;
 
@@ -123,6 +113,16 @@ int node_main(ActorRole role, int argc, char** argv, const GrpoActorMain& grpo) 
     opt.resources = detect_resources(node->resources);
     opt.coordinator_http =
         fmt::format("http://{}:{}", spec->coordinator.host, spec->coordinator.http_port);
+    // The planes' interfaces: peers reach the node at its advertised address (registered as its
+    // host), UCX uses the weights device (actors inherit UCX_NET_DEVICES), and the control
+    // connection leaves from the control interface (ZeroMQ's tcp://SOURCE;HOST:PORT form).
+    auto planes = config::resolve_node_network(*node, config::host_interfaces());
+    if (!planes.ok()) return fail(binary, 2, planes.status().message());
+    opt.node.host = planes->advertise_address;
+    if (!planes->weights_device.empty())
+        ::setenv("UCX_NET_DEVICES", planes->weights_device.c_str(), 1);
+    if (!planes->control_source.empty())
+        opt.cluster.coordinator.host = planes->control_source + ";" + spec->coordinator.host;
 
     struct sigaction sa {};
     sa.sa_handler = on_signal;

@@ -5,7 +5,8 @@
 //   tandem-<role>-node --cluster FILE --node ID [--run-dir DIR] [KEY.PATH=VALUE ...]   the agent
 //   tandem-<role>-node actor --context FILE                                          one actor
 //
-// Actor kinds other than the built-in diagnostic one are supplied by the binary.
+// The actor side is supplied by the binary (runtime::actor_main with its GRPO actor): it gets the
+// context the agent wrote and returns the process exit code.
 
 #include <functional>
 
@@ -14,9 +15,9 @@
 
 namespace tandem::agent {
 
-// Runs an actor of a `kind: grpo` job; returns the process exit code.
-using GrpoActorMain = std::function<int(const ActorContext&, ActorChannel&)>;
+// Runs one actor; returns the process exit code.
+using ActorMain = std::function<int(const ActorContext&)>;
 
-int node_main(ActorRole role, int argc, char** argv, const GrpoActorMain& grpo);
+int node_main(ActorRole role, int argc, char** argv, const ActorMain& actor);
 
 }  // namespace tandem::agent

@@ -4,24 +4,6 @@
 
 namespace tandem::runtime {
 
-std::string Fence::str() const { return fmt::format("{}.{}", job_attempt, trainer_epoch); }
-
-Json Fence::to_json() const {
-    return {{"job_attempt", job_attempt}, {"trainer_epoch", trainer_epoch}};
-}
-
-Result<Fence> Fence::from_json(const Json& j) {
-    if (!j.is_object()) return invalid_argument("fence: expected a JSON object");
-    Fence f;
-    try {
-        f.job_attempt = j.at("job_attempt").get<int64_t>();
-        f.trainer_epoch = j.at("trainer_epoch").get<int64_t>();
-    } catch (const Json::exception& e) {
-        return invalid_argument(fmt::format("fence: {}", e.what()));
-    }
-    return f;
-}
-
 Json VersionInfo::to_json() const {
     return {{"version", version},
             {"fence", fence.to_json()},

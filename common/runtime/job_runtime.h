@@ -44,25 +44,15 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/weights/descriptor.h"
+#include "common/wire/runtime_messages.h"
 
 namespace tandem::runtime {
 
 using Json = nlohmann::json;
 
-// Which trainer may publish a job's versions: ordered lexicographically. job_attempt is the job's
-// run (1 for a job that never restarted as a whole); trainer_epoch is the trainer actor's attempt
-// (the coordinator's count of its starts). A version from a fence below the job's current one is
-// refused.
-struct Fence {
-    int64_t job_attempt = 0;
-    int64_t trainer_epoch = 0;
-
-    auto operator<=>(const Fence&) const = default;
-    bool valid() const { return job_attempt > 0 && trainer_epoch > 0; }
-    std::string str() const;  // "1.3"
-    Json to_json() const;
-    static Result<Fence> from_json(const Json& j);
-};
+// Which trainer may publish a job's versions: {job attempt, trainer epoch}, ordered
+// lexicographically (common/wire/runtime_messages.h).
+using Fence = wire::Fence;
 
 // What the version table assigned to a version, and what the trainer said it means.
 struct VersionInfo {
@@ -129,11 +119,13 @@ public:
 
     // ---- Versions, trainer side ----
     // Asks the table for the number of the version holding the weights after `step` steps (data
-    // cursor `data_cursor`). Asking again for the same step returns the same number; numbers
-    // rise across trainer restarts and coordinator restarts. Waits out a coordinator restart
-    // until `deadline`. unavailable when this trainer's fence has been superseded (fenced off).
+    // cursor `data_cursor`), at least `at_least` (a resumed checkpoint's version, so numbering
+    // continues from it). Asking again for the same step returns the same number; numbers rise
+    // across trainer restarts and coordinator restarts. Waits out a coordinator restart until
+    // `deadline`. unavailable when this trainer's fence has been superseded (fenced off).
     virtual Result<VersionInfo> assign_version(int64_t step, uint64_t data_cursor,
-                                               Clock::TimePoint deadline) = 0;
+                                               Clock::TimePoint deadline,
+                                               Version at_least = 0) = 0;
     // One shard of an assigned version is committed and readable. Returns at once; the runtime
     // repeats the announcement until the coordinator's view shows the version (lost messages,
     // coordinator restarts).

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/wire/json_fields.h"
+#include "common/wire/runtime_messages.h"
 
 namespace tandem::wire {
 
@@ -264,7 +265,9 @@ Result<Error> Error::from_json(const Json& j) {
 }
 
 Json VersionPublished::to_json() const {
-    return {{"job", job}, {"version", version}, {"descriptor", descriptor}};
+    Json j = {{"job", job}, {"version", version}, {"descriptor", descriptor}};
+    if (!info.is_null()) j["info"] = info;
+    return j;
 }
 Result<VersionPublished> VersionPublished::from_json(const Json& j) {
     VersionPublished m;
@@ -272,6 +275,7 @@ Result<VersionPublished> VersionPublished::from_json(const Json& j) {
     f.req("job", m.job);
     f.req("version", m.version);
     f.req("descriptor", m.descriptor);
+    f.opt("info", m.info);
     if (!m.descriptor.is_object()) f.problem("descriptor: expected an object");
     TANDEM_RETURN_IF_ERROR(f.status());
     return m;
@@ -364,7 +368,7 @@ Status validate_body(std::string_view type, const Json& body) {
     for (const auto& e : kTable) {
         if (e.type == type) return e.validate(body);
     }
-    return not_found(fmt::format("unknown message type '{}'", type));
+    return validate_runtime_body(type, body);  // the actor runtime's messages
 }
 
 }  // namespace tandem::wire

@@ -173,6 +173,7 @@ struct VersionPublished {
     std::string job;
     uint64_t version = 0;
     Json descriptor = Json::object();
+    Json info = nullptr;  // runtime::VersionInfo JSON (number, fence, step, data cursor); optional
 
     Json to_json() const;
     static Result<VersionPublished> from_json(const Json& j);

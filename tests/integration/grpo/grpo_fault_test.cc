@@ -267,12 +267,15 @@ TEST(GrpoFaults, ResubmittedJobResumesFromASharedCheckpointDirectory) {
     EXPECT_GT(check_consumed_versions(rows, table, 0), 0);
 }
 
-// Pushes one batch of `n` well-formed trajectories claiming `version` to the trainer's socket.
-void push_forged_batch(const std::string& endpoint, int64_t version, int n) {
+// Pushes one batch of `n` well-formed trajectories claiming `version` of `fence` to the trainer's
+// socket.
+void push_forged_batch(const std::string& endpoint, int64_t version, int n,
+                       wire::Fence fence = {1, 1}) {
     rl::TrajectoryBatch b;
     b.rollout = 99;
     b.batch = 0;
     b.version = version;
+    b.fence = fence;
     for (int i = 0; i < n; ++i) {
         model::Trajectory t;
         t.prompt = {1, 5, 6};
@@ -316,6 +319,8 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
     ASSERT_FALSE(victim.empty());
     push_forged_batch(endpoint, 1'000'000, 4);
     push_forged_batch(endpoint, -7, 4);
+    // A version the trainer did publish, but under another fence (another trainer run).
+    push_forged_batch(endpoint, 3, 4, wire::Fence{1, 7});
 
     const int64_t killed_at_step = progress_step(c, job);
     ASSERT_EQ(::kill(c.pid_of(victim), SIGKILL), 0);
@@ -342,6 +347,7 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
     }
     // The forged batches were turned away and counted, and never trained on.
     EXPECT_GE(rows.back()["metrics"]["weights/rejected_unknown_version"].get<int64_t>(), 8);
+    EXPECT_GE(rows.back()["metrics"]["weights/rejected_fenced"].get<int64_t>(), 4);
     const int64_t checked = check_consumed_versions(rows, table_versions(c, job), kStaleness);
     EXPECT_EQ(checked, int64_t{kSteps} * kPrompts * 4);  // every trajectory of every step
     // The coordinator's copy of the counters agrees.

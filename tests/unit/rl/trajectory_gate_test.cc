@@ -47,40 +47,57 @@ TEST(TrajectoryGate, RejectsVersionsItNeverPublished) {
     EXPECT_EQ(gate.accepted(), 1);
 }
 
-TEST(TrajectoryGate, PublishedVersionsMustFollowEachOther) {
+TEST(TrajectoryGate, PublishedVersionsMustRiseButMaySkipNumbers) {
     TrajectoryGate gate(1);
     EXPECT_FALSE(gate.published(-3).ok());
     ASSERT_TRUE(gate.published(7).ok());
-    const Status skip = gate.published(9);
-    EXPECT_FALSE(skip.ok());
-    EXPECT_NE(skip.message().find("does not follow the last published version 7"),
+    ASSERT_TRUE(gate.published(9).ok());  // the table skipped 8 (another trainer's, say)
+    const Status back = gate.published(8);
+    EXPECT_FALSE(back.ok());
+    EXPECT_NE(back.message().find("does not rise above the last published version 9"),
               std::string::npos)
-        << skip.message();
-    EXPECT_FALSE(gate.published(7).ok());
-    EXPECT_EQ(gate.current(), 7);
+        << back.message();
+    EXPECT_FALSE(gate.published(9).ok());
+    EXPECT_EQ(gate.current(), 9);
     EXPECT_EQ(gate.first(), 7);
 }
 
-TEST(ChannelAnnouncer, AnnouncementCarriesTheStepAndDataCursorOfTheVersion) {
-    agent::ActorChannel channel;
-    ChannelAnnouncer announcer(channel);
-    announcer.describe(12, {.step = 4, .data_cursor = 128, .trainer_attempt = 1});
-    weights::VersionDescriptor d;
-    d.job = JobId(3);
-    d.version = 12;
-    ::testing::internal::CaptureStdout();
-    ASSERT_TRUE(announcer.announce(d).ok());
-    const std::string out = ::testing::internal::GetCapturedStdout();
-    const auto line = nlohmann::json::parse(out, nullptr, false);
-    ASSERT_TRUE(line.is_object()) << out;
-    EXPECT_EQ(line["type"], "version");
-    EXPECT_EQ(line["version"], 12);
-    const auto& desc = line["descriptor"];
-    EXPECT_EQ(desc["step"], 4);
-    EXPECT_EQ(desc["data_cursor"], 128);
-    EXPECT_EQ(desc["trainer_attempt"], 1);
-    const VersionInfo info{.step = 4, .data_cursor = 128, .trainer_attempt = 1};
-    EXPECT_EQ(info.epoch(12), 8);
+TEST(TrajectoryGate, StalenessCountsPublishedVersionsNotNumbers) {
+    TrajectoryGate gate(/*max_staleness=*/1);
+    ASSERT_TRUE(gate.published(10).ok());
+    ASSERT_TRUE(gate.published(20).ok());
+    ASSERT_TRUE(gate.published(21).ok());
+    EXPECT_EQ(gate.staleness(21), 0);
+    EXPECT_EQ(gate.staleness(20), 1);
+    EXPECT_EQ(gate.staleness(10), 2);
+    EXPECT_EQ(gate.staleness(15), -1);
+    EXPECT_EQ(gate.check(20), Verdict::kAccept);
+    EXPECT_EQ(gate.check(10), Verdict::kStale);
+    EXPECT_EQ(gate.check(15), Verdict::kUnknownVersion);
+}
+
+TEST(TrajectoryGate, RefusesTrajectoriesOfAnotherFence) {
+    const wire::Fence mine{1, 3};
+    TrajectoryGate gate(/*max_staleness=*/4, mine);
+    ASSERT_TRUE(gate.published(40).ok());
+    ASSERT_TRUE(gate.published(41).ok());
+    // The predecessor (epoch 2) used the same numbers for other weights: refused by fence.
+    EXPECT_EQ(gate.check(41, wire::Fence{1, 2}), Verdict::kFenced);
+    EXPECT_EQ(gate.check(41, wire::Fence{2, 1}), Verdict::kFenced);
+    EXPECT_EQ(gate.check(41, mine), Verdict::kAccept);
+    EXPECT_EQ(gate.check(40), Verdict::kAccept);  // carried: judged under the gate's own fence
+    EXPECT_EQ(gate.rejected_fenced(), 2);
+    EXPECT_EQ(gate.rejected_unknown(), 0);
+}
+
+TEST(TrajectoryBatch, FenceSurvivesEncoding) {
+    TrajectoryBatch b;
+    b.version = 5;
+    b.fence = {1, 2};
+    auto d = TrajectoryBatch::decode(b.encode());
+    ASSERT_TRUE(d.ok()) << d.status().message();
+    EXPECT_EQ(d->fence, (wire::Fence{1, 2}));
+    EXPECT_EQ(d->version, 5);
 }
 
 }  // namespace
