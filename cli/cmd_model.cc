@@ -16,9 +16,11 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "common/config/loader.h"
 #include "common/model/generate.h"
 #include "common/model/hf_model.h"
 #include "common/model/transformer.h"
+#include "common/rl/text_task.h"
 #include "common/tokenizer/tokenizer.h"
 
 namespace tandem::cli {
@@ -37,6 +39,9 @@ constexpr const char* kUsage =
     "  generate  (--prompt TEXT | --tokens 1,2,3) [--max-new-tokens N] [--temperature T]\n"
     "            [--top-p P] [--seed S] [--output json]\n"
     "                              one completion (temperature 0: greedy); stops at EOS\n"
+    "  eval      -f JOB.yaml [--limit N] [--output json] [KEY.PATH=VALUE ...]\n"
+    "                              mean reward of the job's text task (task.name text), greedy,\n"
+    "                              on the first N examples of its order (default: all)\n"
     "DIR is a Hugging Face directory: config.json, model.safetensors or sharded with\n"
     "model.safetensors.index.json, tokenizer.json for text. Supported: LlamaForCausalLM,\n"
     "Qwen2ForCausalLM, Qwen3ForCausalLM (docs/model.md).\n"
@@ -360,6 +365,83 @@ int run_generate(const Args& args, const std::string& dir) {
     return kExitOk;
 }
 
+// --- eval ---------------------------------------------------------------------------------------
+
+int run_eval(const Args& args, const std::string& dir) {
+    const auto file = args.get("--file");
+    if (!file) return fail({kExitUsage, "eval needs -f JOB.yaml"});
+    auto overrides = config::parse_overrides(args.positional);
+    if (!overrides.ok()) return fail(from_status(overrides.status()));
+    auto job = config::load_job_file(*file, *overrides);
+    if (!job.ok()) return fail(from_status(job.status()));
+    if (job->task.name != config::TaskName::kText) {
+        return fail({kExitUsage,
+                     fmt::format("{}: task.name {}: model eval runs text tasks (task.name text) "
+                                 "with the model's tokenizer",
+                                 *file, config::enum_name(job->task.name))});
+    }
+    job->model.init = dir;  // the tokenizer comes from task.tokenizer, else this directory
+    uint64_t limit = 0;
+    if (auto v = args.get("--limit")) {
+        auto n = parse_number<uint64_t>(*v);
+        if (!n || *n == 0) return fail({kExitUsage, "--limit: expected a positive integer"});
+        limit = *n;
+    }
+    auto d = model::inspect_hf_directory(dir);
+    if (!d.ok()) return fail(from_status(d.status()));
+    const model::ModelConfig& c = d->config.model;
+    auto tok = rl::load_task_tokenizer(*job);
+    if (!tok.ok()) return fail(from_status(tok.status()));
+    const std::vector<int32_t> model_eos(c.eos_token_ids.begin(), c.eos_token_ids.end());
+    auto task = rl::TextTask::load(job->task, job->rollout.sampling, *tok, model_eos);
+    if (!task.ok()) return fail(from_status(task.status()));
+    const uint64_t n = limit > 0 ? std::min(limit, (*task)->size()) : (*task)->size();
+    std::vector<rl::TextExample> examples;
+    std::vector<std::vector<int32_t>> prompts;
+    for (uint64_t i = 0; i < n; ++i) {
+        examples.push_back((*task)->example(i));
+        auto ids = (*task)->prompt_tokens(examples.back());
+        if (!ids.ok()) return fail(from_status(ids.status()));
+        prompts.push_back(std::move(ids).value());
+    }
+    auto loaded = model::load_hf_directory(*d);
+    if (!loaded.ok()) return fail(from_status(loaded.status()));
+    model::GeneratorOptions gen;
+    // Generation stops at one id; the completion text is cut at every stop condition after.
+    const auto& eos = (*task)->stop().eos_ids;
+    gen.eos_token = (*tok)->eos_id() ? *(*tok)->eos_id() : eos.empty() ? -1 : eos.front();
+    gen.job = *file;
+    auto generator = model::GroupGenerator::create(c, gen);
+    if (!generator.ok()) return fail(from_status(generator.status()));
+    model::SamplingOptions greedy;
+    greedy.temperature = 0.0;
+    greedy.max_new_tokens = job->rollout.sampling.max_new_tokens;
+    auto out = generator->generate(loaded->weights.data(), prompts, 1, greedy);
+    if (!out.ok()) return fail(from_status(out.status()));
+    std::vector<std::string> completions;
+    std::vector<rl::ScoredSample> samples;
+    for (const auto& comp : *out) completions.push_back((*task)->completion_text(comp.tokens));
+    for (size_t i = 0; i < completions.size(); ++i) {
+        samples.push_back({&examples[i], completions[i]});
+    }
+    auto scorer = rl::TextScorer::create(**task);
+    if (!scorer.ok()) return fail({kExitFailed, scorer.status().message()});
+    auto rewards = (*scorer)->score(samples);
+    if (!rewards.ok()) return fail({kExitFailed, rewards.status().message()});
+    double sum = 0;
+    for (double r : *rewards) sum += r;
+    const double mean = rewards->empty() ? 0.0 : sum / static_cast<double>(rewards->size());
+    if (args.get("--output") == "json") {
+        std::cout << nlohmann::json{{"mean_reward", mean}, {"examples", rewards->size()}}.dump()
+                  << "\n";
+    } else {
+        std::cout << fmt::format(
+            "mean reward {:.4f} over {} examples (greedy, max_new_tokens {})\n", mean,
+            rewards->size(), greedy.max_new_tokens);
+    }
+    return kExitOk;
+}
+
 }  // namespace
 
 int cmd_model(const std::vector<std::string>& argv) {
@@ -368,14 +450,16 @@ int cmd_model(const std::vector<std::string>& argv) {
         return argv.empty() ? kExitUsage : kExitOk;
     }
     const std::string sub = argv[0];
-    if (sub != "info" && sub != "tokenize" && sub != "logits" && sub != "generate") {
+    if (sub != "info" && sub != "tokenize" && sub != "logits" && sub != "generate" &&
+        sub != "eval") {
         std::cerr << "tandem model: unknown subcommand '" << sub << "'\n" << kUsage;
         return kExitUsage;
     }
-    ArgSpec spec{.flags = {"--add-special", "--help"},
-                 .options = {"--model", "--output", "--text", "--tokens", "--out", "--prompt",
-                             "--max-new-tokens", "--temperature", "--top-p", "--seed"},
-                 .aliases = {{"-h", "--help"}}};
+    ArgSpec spec{
+        .flags = {"--add-special", "--help"},
+        .options = {"--model", "--output", "--text", "--tokens", "--out", "--prompt",
+                    "--max-new-tokens", "--temperature", "--top-p", "--seed", "--file", "--limit"},
+        .aliases = {{"-h", "--help"}, {"-f", "--file"}}};
     auto args = parse_args({argv.begin() + 1, argv.end()}, spec);
     if (!args.ok()) {
         std::cerr << "tandem model " << sub << ": " << args.status().message() << "\n" << kUsage;
@@ -385,7 +469,7 @@ int cmd_model(const std::vector<std::string>& argv) {
         std::cout << kUsage;
         return kExitOk;
     }
-    if (!args->positional.empty()) {
+    if (!args->positional.empty() && sub != "eval") {
         return fail({kExitUsage, fmt::format("unexpected argument '{}'", args->positional[0])});
     }
     const auto dir = args->get("--model");
@@ -396,6 +480,7 @@ int cmd_model(const std::vector<std::string>& argv) {
     if (sub == "info") return run_info(*args, *dir);
     if (sub == "tokenize") return run_tokenize(*args, *dir);
     if (sub == "logits") return run_logits(*args, *dir);
+    if (sub == "eval") return run_eval(*args, *dir);
     return run_generate(*args, *dir);
 }
 

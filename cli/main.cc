@@ -27,7 +27,7 @@ constexpr const char* kHelp =
     "  token create --role ROLE [--name N]   a new API token (scrape, viewer, submitter, admin)\n"
     "  dashboard [--run-dir DIR] [--port P]   the dashboard of a stopped cluster, read-only\n"
     "  config check -f FILE [KEY=VALUE ...]   validate a cluster or job file, print it resolved\n"
-    "  model info|tokenize|logits|generate --model DIR ...   inspect and run a Hugging Face\n"
+    "  model info|tokenize|logits|generate|eval --model DIR ...   inspect and run a Hugging Face\n"
     "                              model directory with the built-in engine (tandem model --help)\n"
     "\n"
     "The coordinator's address comes from --address, else TANDEM_ADDRESS, else the run\n"
