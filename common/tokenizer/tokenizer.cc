@@ -320,9 +320,9 @@ const std::vector<int32_t>& Tokenizer::suffix_ids() const { return impl_->suffix
 
 std::string Tokenizer::describe() const {
     const Impl& m = *impl_;
-    return fmt::format("{} BPE, {} tokens ({} added, {} special){}",
-                       m.pre_tokenizer.byte_level() ? "byte-level" : "byte-fallback",
-                       m.vocab_size, m.added.size(), m.special.size(),
+    return fmt::format("{}BPE, {} tokens ({} added, {} special){}",
+                       m.pre_tokenizer.byte_level() ? "byte-level " : "", m.vocab_size,
+                       m.added.size(), m.special.size(),
                        m.normalizer.empty() ? "" : ", with normalizer");
 }
 

@@ -66,7 +66,7 @@ public:
     // Tokens the post-processor adds around one sequence (empty when none).
     const std::vector<int32_t>& prefix_ids() const;
     const std::vector<int32_t>& suffix_ids() const;
-    // "byte-level BPE, 151669 tokens (26 added), normalizer NFC" and the like.
+    // "byte-level BPE, 151669 tokens (26 added, 14 special), with normalizer" and the like.
     std::string describe() const;
 
 private:

@@ -136,6 +136,7 @@ TEST_P(ReferenceCorpus, ConfigNamesBosEosAndSpecialTokens) {
         EXPECT_EQ(tok_->pad_id(), 151643);  // <|endoftext|>
         EXPECT_FALSE(tok_->bos_id().has_value());
         EXPECT_EQ(tok_->vocab_size(), 151669);
+        EXPECT_EQ(tok_->describe(), "byte-level BPE, 151669 tokens (26 added, 14 special), with normalizer");
         EXPECT_TRUE(tok_->is_special(151644));
         EXPECT_FALSE(tok_->is_special(*tok_->token_to_id("<think>")));
     } else if (model == "llama3") {
