@@ -14,6 +14,9 @@ GeneratorOptions GeneratorOptions::from_job(const config::JobSpec& job) {
     o.job = job.name;
     o.kv = KvCacheOptions::from_spec(job.rollout.kv_cache, o.block_tokens);
     o.kv_budget_bytes = job.rollout.kv_cache.budget_bytes;
+    o.prefix.auto_tokens = job.rollout.kv_cache.prefix_tokens;
+    o.prefix.dtype = to_kernel_dtype(job.rollout.kv_cache.prefix_dtype);
+    o.prefix.rotate = job.rollout.kv_cache.prefix_shift == config::PrefixShift::kRotate;
     return o;
 }
 
@@ -22,7 +25,16 @@ GroupGenerator::GroupGenerator(InferenceEngine engine, PagedKvCache cache, Gener
     : engine_(std::move(engine)),
       cache_(std::move(cache)),
       options_(std::move(options)),
-      sharded_(std::move(sharded)) {}
+      sharded_(std::move(sharded)) {
+    if (options_.prefix.enabled()) prefix_ = std::make_unique<SystemPromptCache>(options_.prefix);
+}
+
+void GroupGenerator::set_system_prompt(std::vector<int32_t> tokens) {
+    system_prompt_ = std::move(tokens);
+    if (!prefix_ && !system_prompt_.empty()) {
+        prefix_ = std::make_unique<SystemPromptCache>(options_.prefix);
+    }
+}
 GroupGenerator::GroupGenerator(GroupGenerator&&) noexcept = default;
 GroupGenerator& GroupGenerator::operator=(GroupGenerator&&) noexcept = default;
 GroupGenerator::~GroupGenerator() = default;
@@ -133,13 +145,29 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
     std::vector<int64_t> logit_row(static_cast<size_t>(B), -1);
     if (options_.share_prefix) {
         std::vector<PagedKvCache::SeqId> parents(static_cast<size_t>(P));
+        const int64_t evictions0 = prefix_ ? prefix_->stats().evictions : 0;
+        if (prefix_) {
+            TANDEM_RETURN_IF_ERROR(prefix_->prepare(engine_, params, cache_, prompts,
+                                                    system_prompt_, weights_version_));
+        }
         for (int64_t p = 0; p < P; ++p) {
             if (sharded[p]) continue;
-            parents[p] = cache_.create();
+            // A prompt holding the cached system prompt starts from it (kv_prefix_cache.h).
+            const auto off = prefix_ ? prefix_->find(prompts[p]) : std::nullopt;
+            int64_t skip = 0;
+            if (off) {
+                TANDEM_ASSIGN_OR_RETURN(parents[p],
+                                        prefix_->start(engine_, params, cache_, prompts[p], *off));
+                skip = *off + static_cast<int64_t>(prefix_->tokens().size());
+                local.prompt_tokens += *off;
+            } else {
+                parents[p] = cache_.create();
+            }
             for (int g = 0; g < group_size; ++g) logit_row[p * group_size + g] = items_.size();
-            items_.push_back({parents[p], prompts[p]});
-            local.prompt_tokens += static_cast<int64_t>(prompts[p].size());
+            items_.push_back({parents[p], std::span(prompts[p]).subspan(static_cast<size_t>(skip))});
+            local.prompt_tokens += static_cast<int64_t>(prompts[p].size()) - skip;
         }
+        if (prefix_) local.kv_evictions = prefix_->stats().evictions - evictions0;
         logits_.resize(items_.size() * V);
         if (!items_.empty()) {
             TANDEM_RETURN_IF_ERROR(engine_.forward(params, cache_, items_, logits_.data()));

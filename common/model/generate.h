@@ -12,6 +12,7 @@
 
 #include "common/model/inference.h"
 #include "common/model/kv_cache.h"
+#include "common/model/kv_prefix_cache.h"
 #include "common/model/sampler.h"
 #include "common/status.h"
 
@@ -57,6 +58,8 @@ struct GeneratorOptions {
     // admitted in waves whose worst-case KV bytes fit (PagedKvCache::worst_case_bytes).
     KvCacheOptions kv;
     int64_t kv_budget_bytes = 0;
+    // rollout.kv_cache.prefix_*: the system-prompt cache (common/model/kv_prefix_cache.h).
+    PrefixCacheOptions prefix;
 
     // rollout.context_parallel, rollout.max_tokens_per_device and the job's name.
     static GeneratorOptions from_job(const config::JobSpec& job);
@@ -73,6 +76,13 @@ public:
     ~GroupGenerator();
 
     const InferenceEngine& engine() const { return engine_; }
+
+    // System-prompt cache: the weights version the next batches run with (the cached prefix is
+    // recomputed when it changes; unset, once per generate call) and an explicit prefix (empty:
+    // options.prefix.auto_tokens of the batch's first prompt). Stats null when it is off.
+    void set_weights_version(int64_t version) { weights_version_ = version; }
+    void set_system_prompt(std::vector<int32_t> tokens);
+    const PrefixCacheStats* prefix_stats() const { return prefix_ ? &prefix_->stats() : nullptr; }
 
     // Samples `group_size` completions of each prompt with the weights in `params` (the flat fp32
     // buffer of the model's layout). The random stream of sample g of prompt p depends only on
@@ -104,6 +114,9 @@ private:
     std::vector<int32_t> last_tok_;
     std::vector<ForwardItem> items_;
     std::vector<float> logits_;
+    std::unique_ptr<SystemPromptCache> prefix_;  // null when the system-prompt cache is off
+    std::vector<int32_t> system_prompt_;
+    int64_t weights_version_ = -1;
 };
 
 }  // namespace tandem::model

@@ -61,6 +61,7 @@ PagedKvCache::PagedKvCache(const ModelConfig& config, int block_tokens)
       layers_(config.num_layers),
       k_(static_cast<size_t>(config.num_layers)),
       v_(static_cast<size_t>(config.num_layers)) {
+    config_ = config;
     options_.block_tokens = block_tokens_;
     sealed_format_ = page_format(config, block_tokens_, kernels::KvDType::kF32, false, 32);
 }
@@ -95,6 +96,7 @@ PagedKvCache::PagedKvCache(PagedKvCache&& o) noexcept
       layers_(o.layers_),
       options_(o.options_),
       sealed_format_(o.sealed_format_),
+      config_(o.config_),
       k_(std::move(o.k_)),
       v_(std::move(o.v_)),
       refs_(std::move(o.refs_)),
@@ -120,6 +122,7 @@ PagedKvCache& PagedKvCache::operator=(PagedKvCache&& o) noexcept {
     layers_ = o.layers_;
     options_ = o.options_;
     sealed_format_ = o.sealed_format_;
+    config_ = o.config_;
     k_ = std::move(o.k_);
     v_ = std::move(o.v_);
     refs_ = std::move(o.refs_);
@@ -198,12 +201,15 @@ void PagedKvCache::release(SeqId seq) {
     s.length = 0;
     s.sealed_upto = 0;
     s.live = false;
+    s.pinned = false;
     free_seqs_.push_back(seq);
     --live_;
 }
 
 void PagedKvCache::release_all() {
-    for (SeqId i = 0; i < static_cast<SeqId>(seqs_.size()); ++i) release(i);
+    for (SeqId i = 0; i < static_cast<SeqId>(seqs_.size()); ++i) {
+        if (!seqs_[i].pinned) release(i);
+    }
 }
 
 int32_t PagedKvCache::allocate_block() {
@@ -236,10 +242,10 @@ int32_t PagedKvCache::allocate_block() {
     return b;
 }
 
-Status PagedKvCache::seal(int32_t block) {
+Status PagedKvCache::seal(int32_t block, const kernels::KvPageFormat& format) {
     TANDEM_ASSIGN_OR_RETURN(
         auto sealed, seal_block(
-                         sealed_format_, layers_, fill_[block],
+                         format, layers_, fill_[block],
                          [&](int l) { return key(l, block); }, [&](int l) { return value(l, block); }));
     // Release: publishes the sealed bytes to the compressor's worker (which loads with acquire
     // through its compare-exchange) and to attention calls on this thread.
@@ -262,7 +268,7 @@ Status PagedKvCache::seal_ready(Seq& s) {
                 fill_[seg.block] == block_tokens_ || s.sealed_upto + 1 < s.segments.size();
             const int64_t after = s.length - (seg.pos0 + seg.count);
             if (!kernels::kv_page_sealable(policy, closed, after)) break;
-            TANDEM_RETURN_IF_ERROR(seal(seg.block));
+            TANDEM_RETURN_IF_ERROR(seal(seg.block, sealed_format_));
         }
         ++s.sealed_upto;
     }
@@ -332,8 +338,62 @@ Status PagedKvCache::attend_segment(const kernels::AttentionParams& p, int layer
     return kernels::kv_paged_attention_cpu(p, std::span(&ref, 1), q, o, lse);
 }
 
+Status PagedKvCache::seal_sequence(SeqId seq, kernels::KvDType dtype, bool kivi) {
+    const auto format = page_format(config_, block_tokens_, dtype, kivi, options_.value_group);
+    TANDEM_RETURN_IF_ERROR(kernels::validate(format));
+    Seq& s = seqs_[seq];
+    for (const Segment& seg : s.segments) {
+        if (sealed_[seg.block] || dtype == kernels::KvDType::kF32) continue;
+        TANDEM_RETURN_IF_ERROR(seal(seg.block, format));
+    }
+    s.sealed_upto = dtype == kernels::KvDType::kF32 ? 0 : s.segments.size();
+    return Status();
+}
+
+Status PagedKvCache::read_kv(SeqId seq, int layer, float* k, float* v) const {
+    const int64_t kvd = sealed_format_.row_elems();
+    for (const Segment& seg : seqs_[seq].segments) {
+        float* kd = k + seg.pos0 * kvd;
+        float* vd = v + seg.pos0 * kvd;
+        if (!sealed_[seg.block]) {
+            std::copy_n(key(layer, seg.block) + seg.slot0 * kvd, seg.count * kvd, kd);
+            std::copy_n(value(layer, seg.block) + seg.slot0 * kvd, seg.count * kvd, vd);
+            continue;
+        }
+        // Acquire: pairs with the release that published the block (seal or compressor swap).
+        const auto blk = slots_[static_cast<size_t>(seg.block)].load(std::memory_order_acquire);
+        TANDEM_RETURN_IF_ERROR(kernels::kv_dequantize_page(blk->format, blk->page(layer),
+                                                           seg.slot0, seg.count, kd, vd));
+    }
+    return Status();
+}
+
+Status PagedKvCache::append_kv(SeqId seq, int64_t n, const std::function<const float*(int)>& k,
+                               const std::function<const float*(int)>& v) {
+    std::vector<Slot> slots;
+    TANDEM_RETURN_IF_ERROR(append(seq, n, slots));
+    const int64_t kvd = sealed_format_.row_elems();
+    for (int l = 0; l < layers_; ++l) {
+        const float* kl = k(l);
+        const float* vl = v(l);
+        for (int64_t r = 0; r < n; ++r) {
+            const Slot s = slots[static_cast<size_t>(r)];
+            std::copy_n(kl + r * kvd, kvd, key(l, s.block) + s.slot * kvd);
+            std::copy_n(vl + r * kvd, kvd, value(l, s.block) + s.slot * kvd);
+        }
+    }
+    return Status();
+}
+
 int64_t PagedKvCache::f32_block_bytes() const {
     return 2 * block_floats_ * static_cast<int64_t>(sizeof(float)) * layers_;
+}
+
+int64_t PagedKvCache::block_bytes(int32_t block) const {
+    if (!sealed_[block]) return f32_block_bytes();
+    // Acquire: the block as last published.
+    return static_cast<int64_t>(
+        slots_[static_cast<size_t>(block)].load(std::memory_order_acquire)->bytes.size());
 }
 
 int64_t PagedKvCache::sealed_block_bytes() const {

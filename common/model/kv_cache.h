@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -119,6 +120,20 @@ public:
     Status attend_segment(const kernels::AttentionParams& p, int layer, const Segment& seg,
                           const float* q, float* o, float* lse) const;
 
+    // System-prompt cache support (common/model/kv_prefix_cache.h).
+    // A pinned sequence survives release_all() (release() still drops it).
+    void pin(SeqId seq, bool pinned) { seqs_[seq].pinned = pinned; }
+    // Seals every block of `seq` (its last, partial block too) in `dtype` (kivi: int4 as KIVI),
+    // whatever the residual window: for a finished prefix that is only read from now on.
+    Status seal_sequence(SeqId seq, kernels::KvDType dtype, bool kivi);
+    // Layer `layer`'s keys and values of every position of `seq`, dequantized: k, v
+    // [length, kv_heads, head_dim].
+    Status read_kv(SeqId seq, int layer, float* k, float* v) const;
+    // Appends n positions to `seq` with the given keys and values, layer by layer:
+    // k(l), v(l) point at [n, kv_heads, head_dim].
+    Status append_kv(SeqId seq, int64_t n, const std::function<const float*(int)>& k,
+                     const std::function<const float*(int)>& v);
+
     int64_t blocks_in_use() const { return in_use_; }
     int64_t blocks_allocated() const { return static_cast<int64_t>(refs_.size()); }
     int64_t live_sequences() const { return live_; }
@@ -126,6 +141,8 @@ public:
     // Bytes one block takes in f32, and sealed in the live format.
     int64_t f32_block_bytes() const;
     int64_t sealed_block_bytes() const;
+    // Bytes `block` takes now (sealed: its current format).
+    int64_t block_bytes(int32_t block) const;
     // Waits for the background compressor to finish what it was given (tests, benchmarks).
     void drain_compressor();
     KvCompressor* compressor() { return compressor_.get(); }
@@ -133,6 +150,7 @@ public:
 private:
     struct Seq {
         bool live = false;
+        bool pinned = false;
         int64_t length = 0;
         size_t sealed_upto = 0;  // segments before this index are sealed
         std::vector<Segment> segments;
@@ -140,7 +158,7 @@ private:
     int32_t allocate_block();
     void unref(int32_t block);
     Status seal_ready(Seq& s);
-    Status seal(int32_t block);
+    Status seal(int32_t block, const kernels::KvPageFormat& format);
     void submit_old(const Seq& s);
 
     int block_tokens_;
@@ -148,6 +166,7 @@ private:
     int layers_;
     KvCacheOptions options_;
     kernels::KvPageFormat sealed_format_;
+    ModelConfig config_;
     std::vector<std::vector<float>> k_, v_;  // f32 storage, per layer, by f32 slot
     std::vector<int32_t> refs_;    // per block
     std::vector<int32_t> fill_;    // slots written so far, per block
