@@ -3,6 +3,7 @@
 // folders linked in, build/release pointing at this build), and must exit as the page says and
 // print what it shows. Markers and rules: tests/integration/docs/doc_blocks.h and
 // docs/contributing.md. The parser's own cases come first.
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -260,6 +261,36 @@ void run_transcript_block(const Scratch& s, const Block& b, const std::string& w
             if (!diff.empty()) ADD_FAILURE() << where << ": `" << c.text << "`: " << diff;
         }
     }
+}
+
+// The runner itself: a page that contradicts what its commands do fails, naming the line.
+TEST(DocsRunner, FailsOnShownOutputOrExitStatusThatTheCommandsContradict) {
+    const std::string page =
+        "<!-- doctest: run -->\n"
+        "```console\n"
+        "$ echo actual\n"
+        "expected\n"
+        "```\n"
+        "<!-- doctest: run -->\n"
+        "```console\n"
+        "$ sh -c 'exit 3'   # exits 2\n"
+        "```\n"
+        "<!-- doctest: run -->\n"
+        "```sh\n"
+        "true\n"
+        "false   # exits 1\n"
+        "false\n"
+        "```\n";
+    auto parsed = parse_page(page, "self.md");
+    ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+    ASSERT_EQ(parsed->marked.size(), 3u);
+    const Scratch scratch("self-test");
+    EXPECT_NONFATAL_FAILURE(run_transcript_block(scratch, parsed->marked[0], "self.md:2"),
+                            "the doc shows \"expected\", which the output lacks");
+    EXPECT_NONFATAL_FAILURE(run_transcript_block(scratch, parsed->marked[1], "self.md:7"),
+                            "`sh -c 'exit 3'   # exits 2` exited 3, the doc says 2");
+    EXPECT_NONFATAL_FAILURE(run_script_block(scratch, parsed->marked[2], "self.md:11"),
+                            "self.md:11: the block exited 1");
 }
 
 class DocsPage : public ::testing::TestWithParam<std::string> {};
