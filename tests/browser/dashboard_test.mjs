@@ -2,8 +2,8 @@
 // web/node_modules) against a GRPO job running on a local cluster, then after `tandem down`
 // through `tandem dashboard`. Checks: every page loads without console errors; the job's charts
 // have the job's points and grow while it runs without a reload; the jobs filter and the log
-// filters narrow what is shown; /metrics passes `promtool check metrics`; the history dashboard
-// shows the same job. Screenshots of each page go to --out.
+// filters narrow what is shown; `tandem job metrics` exports every step; /metrics passes
+// `promtool check metrics`; the history dashboard shows the same job. Screenshots of each page go to --out.
 //
 //   node tests/browser/dashboard_test.mjs --bin BUILD/bin --source SRC --out DIR
 //
@@ -151,7 +151,6 @@ try {
   check(await attr("#jobs", "data-rows") === 0, "the jobs filter narrows the table to nothing");
   await page.fill("#job-filter", "grpo");
   check(await attr("#jobs", "data-rows") === 1, "the jobs filter 'grpo' keeps the job");
-  await shot("jobs.png");
 
   // One job: the charts get points and keep growing without a reload.
   await open(`${base}/#/job/${job}`);
@@ -176,6 +175,14 @@ try {
   check(final.state === "SUCCEEDED", `${job} succeeded (${final.state} ${final.reason || ""})`);
   const steps = (await api(`/api/v1/jobs/${job}/metrics?limit=10000`)).metrics.length;
   const versionCount = (await api(`/api/v1/jobs/${job}/versions`)).versions.length;
+  // The export for notebooks has every step.
+  const csv = tandem("job", "metrics", job, "--output", "csv", "--run-dir", runDir);
+  const csvLines = csv.out.trim().split("\n");
+  check(csv.code === 0 && csvLines.length === steps + 1 && csvLines[0].startsWith("step,"),
+        `tandem job metrics --output csv has a header and ${steps} rows (${csvLines.length - 1})`);
+  const exported = tandem("job", "metrics", job, "--output", "json", "--run-dir", runDir);
+  check(exported.code === 0 && JSON.parse(exported.out).metrics.length === steps,
+        `tandem job metrics --output json has ${steps} steps`);
   const polls = await loads();
   await until("the page to poll the finished job", async () => (await loads()) >= polls + 2, 10000);
   const live = {
@@ -186,7 +193,11 @@ try {
   check(live.reward === 3 * steps, `the reward chart has mean/min/max of all ${steps} steps (${live.reward} points)`);
   check(live.kl === steps, `the KL chart has ${steps} points (${live.kl})`);
   check(live.versions === versionCount, `the version timeline has all ${versionCount} versions (${live.versions})`);
-  await shot("job.png");
+  await page.screenshot({ path: path.join(OUT, "job.png") });
+  await page.evaluate(() => document.querySelector("#versions-h").scrollIntoView());
+  await page.screenshot({ path: path.join(OUT, "versions.png") });
+  await page.evaluate(() => document.querySelector("#events-h").scrollIntoView());
+  await page.screenshot({ path: path.join(OUT, "events.png") });
 
   // Logs: a text filter and an actor filter narrow the lines.
   const allLines = await attr("#logs", "data-lines");
@@ -198,9 +209,12 @@ try {
   await page.selectOption("#log-actor", `${job}/trainer-0`);
   const actorLines = await attr("#logs", "data-lines");
   check(actorLines > 0 && actorLines < allLines, `an actor filter narrows the logs (${allLines} -> ${actorLines})`);
-  await page.locator("#logs-h").scrollIntoViewIfNeeded();
-  await page.screenshot({ path: path.join(OUT, "logs.png") });
+  await page.evaluate(() => document.querySelector("#logs-h").scrollIntoView());
+  await page.screenshot({ path: path.join(OUT, "job-logs.png") });
   await page.selectOption("#log-actor", "");
+
+  await open(`${base}/#/jobs`);
+  await shot("jobs.png");
 
   // Logs of every process: merged, narrowed by process and by job.
   await open(`${base}/#/logs`);
@@ -217,7 +231,7 @@ try {
   const jobLines = await attr("#plogs", "data-lines");
   check(jobLines > 0 && jobLines < processLines, `the job filter narrows them (${processLines} -> ${jobLines})`);
   await page.fill("#plog-job", "");
-  await shot("logs-all.png");
+  await page.screenshot({ path: path.join(OUT, "logs.png") });
 
   // /metrics: the job's per-step metrics, valid for Prometheus.
   const metrics = await (await fetch(`${base}/metrics`, { headers: { Authorization: `Bearer ${token}` } })).text();
@@ -250,7 +264,7 @@ try {
   check(hist.versions === live.versions, `after tandem down the version timeline has the same ${live.versions} versions (${hist.versions})`);
   check(hist.lines === allLines, `after tandem down the logs have the same ${allLines} lines (${hist.lines})`);
   check(hist.mode.includes("history"), `the history dashboard says so ("${hist.mode}")`);
-  await shot("history-job.png");
+  await page.screenshot({ path: path.join(OUT, "history-job.png") });
   await open(`${url}#/logs`);
   check(await attr("#plogs", "data-lines") >= processLines,
         `after tandem down the logs page still has every process's lines (${await attr("#plogs", "data-lines")})`);
