@@ -5,6 +5,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/launch_k8s.h"
 #include "common/version.h"
 
 namespace {
@@ -17,6 +18,7 @@ constexpr const char* kHelp =
     "commands:\n"
     "  up -f CLUSTER.yaml          start the coordinator and local node agents, wait for them\n"
     "  down                        stop what `up` started\n"
+    "  deploy k8s -f CLUSTER.yaml  render Kubernetes manifests and a Dockerfile from it\n"
     "  status                      the cluster at a glance\n"
     "  nodes                       node agents, their resources and state\n"
     "  job submit -f JOB.yaml [KEY=VALUE ...] [--follow] [--dry-run]\n"
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
     }
     if (cmd == "config") return tandem::cli::cmd_config(rest);
     if (cmd == "model") return tandem::cli::cmd_model(rest);
+    if (cmd == "deploy") return tandem::cli::cmd_deploy(rest);
     if (cmd == "up") return tandem::cli::cmd_up(rest);
     if (cmd == "down") return tandem::cli::cmd_down(rest);
     if (cmd == "status") return tandem::cli::cmd_status(rest);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/config/loader.h"
+#include "common/config/node_network.h"
 
 namespace tandem::cli {
 namespace {
@@ -81,3 +82,59 @@ TEST(LaunchSsh, CoordinatorOnLoopbackIsRefusedForRemoteNodes) {
 
 }  // namespace
 }  // namespace tandem::cli
+
+namespace tandem::config {
+namespace {
+
+const std::vector<HostInterface> kTwo = {
+    {"lo", "127.0.0.1"}, {"eth0", "10.0.0.2"}, {"eth1", "10.1.0.2"}};
+
+NodeSpec node_on(const std::string& host) {
+    NodeSpec n;
+    n.id = "rollout-1";
+    n.host = host;
+    return n;
+}
+
+TEST(NodeNetwork, HostAddressOfThisMachineNamesItsInterface) {
+    auto net = resolve_node_network(node_on("10.1.0.2"), kTwo);
+    ASSERT_TRUE(net.ok()) << net.status().message();
+    EXPECT_EQ(net->advertise_address, "10.1.0.2");
+    EXPECT_EQ(net->weights_device, "eth1");
+    EXPECT_EQ(net->control_source, "");
+    // Loopback clusters are left to the defaults.
+    net = resolve_node_network(node_on("127.0.0.1"), kTwo);
+    ASSERT_TRUE(net.ok());
+    EXPECT_EQ(net->weights_device, "");
+}
+
+TEST(NodeNetwork, SeveralInterfacesAndNoneNamedIsRefusedWithTheList) {
+    auto net = resolve_node_network(node_on("node7.example"), kTwo);
+    ASSERT_FALSE(net.ok());
+    EXPECT_NE(net.status().message().find("has 2 interfaces (eth0 10.0.0.2, eth1 10.1.0.2)"),
+              std::string::npos)
+        << net.status().message();
+    // One interface: nothing to guess.
+    net = resolve_node_network(node_on("node7.example"), {{"lo", "127.0.0.1"}, {"eth0", "10.0.0.2"}});
+    ASSERT_TRUE(net.ok());
+    EXPECT_EQ(net->advertise_address, "10.0.0.2");
+}
+
+TEST(NodeNetwork, NamedPlanesGoToTheirInterfaces) {
+    NodeSpec n = node_on("node7.example");
+    n.interfaces = {.control = "eth0", .weights = "eth1", .trajectories = "10.1.0.2"};
+    auto net = resolve_node_network(n, kTwo);
+    ASSERT_TRUE(net.ok()) << net.status().message();
+    EXPECT_EQ(net->advertise_address, "10.1.0.2");
+    EXPECT_EQ(net->control_source, "10.0.0.2");
+    EXPECT_EQ(net->weights_device, "eth1");
+    n.interfaces.weights = "ib0";
+    net = resolve_node_network(n, kTwo);
+    ASSERT_FALSE(net.ok());
+    EXPECT_NE(net.status().message().find("interfaces.weights is ib0, which is not"),
+              std::string::npos)
+        << net.status().message();
+}
+
+}  // namespace
+}  // namespace tandem::config
