@@ -17,8 +17,8 @@
 #include "common/version.h"
 #include "coordinator/agent_dispatcher.h"
 #include "coordinator/agent_server.h"
-#include "coordinator/cluster_metrics.h"
 #include "coordinator/auth.h"
+#include "coordinator/cluster_metrics.h"
 #include "coordinator/dashboard.h"
 #include "coordinator/http_api.h"
 #include "coordinator/http_server.h"
@@ -134,13 +134,12 @@ int run(int argc, char** argv) {
                        {spec->name, (*store)->epoch()});
     coord::register_cluster_metrics(metrics, clock, jobs, registry, versions);
     const coord::Dashboard dashboard({.logs_dir = run_dir.root() + "/logs", .auth = &*auth});
-    auto http =
-        coord::HttpServer::listen(io, cs.http_bind, static_cast<uint16_t>(cs.http_port),
-                                  [&](const coord::HttpRequest& r) {
-                                      // The pages hold no data; the process logs check a token.
-                                      if (auto page = dashboard.handle(r)) return *page;
-                                      return api.handle(r);
-                                  });
+    auto http = coord::HttpServer::listen(io, cs.http_bind, static_cast<uint16_t>(cs.http_port),
+                                          [&](const coord::HttpRequest& r) {
+                                              // Pages hold no data; process logs check a token.
+                                              if (auto page = dashboard.handle(r)) return *page;
+                                              return api.handle(r);
+                                          });
     if (!http.ok()) return fail(1, http.status().message());
 
     // Restore what the last incarnation knew.
