@@ -1,0 +1,124 @@
+// Agent fencing against a stand-in coordinator (a ROUTER socket in the test): after registering
+// with epoch 5, a start_actor stamped with epoch 4 (an older coordinator incarnation) is refused,
+// and one stamped with epoch 5 is acted on. Commands on one connection arrive in order, so the
+// first actor_state the agent sends names which start it acted on first.
+#include "common/agent/agent.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+#include <zmq.hpp>
+
+#include "common/wire/envelope.h"
+#include "common/wire/messages.h"
+#include "common/wire/zmq_io.h"
+
+namespace tandem::agent {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class StandInCoordinator {
+public:
+    StandInCoordinator() : router_(ctx_, zmq::socket_type::router) {
+        router_.set(zmq::sockopt::linger, 0);
+        router_.bind("tcp://127.0.0.1:*");
+        const std::string ep = router_.get(zmq::sockopt::last_endpoint);
+        port_ = std::stoi(ep.substr(ep.rfind(':') + 1));
+    }
+    int port() const { return port_; }
+
+    // The next message of `type` from the agent (others skipped), within 10 s.
+    std::optional<wire::Envelope> next(const std::string& type) {
+        const auto deadline = Clock::now() + std::chrono::seconds(10);
+        while (Clock::now() < deadline) {
+            zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
+            zmq::poll(&item, 1, std::chrono::milliseconds(50));
+            while (auto frames = wire::try_recv_frames(router_)) {
+                if (frames->size() < 2) continue;
+                routing_ = (*frames)[0];
+                frames->erase(frames->begin());
+                auto e = wire::decode(*frames);
+                if (e.ok() && e->type == type) return *e;
+            }
+        }
+        return std::nullopt;
+    }
+    template <typename M>
+    void send(const M& m) {
+        ASSERT_TRUE(wire::send_envelope(router_, wire::make_envelope(m, ++seq_), routing_).ok());
+    }
+
+private:
+    zmq::context_t ctx_;
+    zmq::socket_t router_;
+    int port_ = 0;
+    std::string routing_;
+    uint64_t seq_ = 0;
+};
+
+wire::StartActor start(const std::string& actor, uint64_t epoch) {
+    wire::StartActor m;
+    m.actor = actor;
+    m.job = "job-000001";
+    m.attempt = 1;
+    m.spec_yaml = "name: d\nkind: diagnostic\n";
+    m.epoch = epoch;
+    return m;
+}
+
+TEST(AgentEpoch, StartFromAnOlderCoordinatorEpochIsRefused) {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     fmt::format("tandem-agent-epoch-{}", ::getpid());
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    StandInCoordinator coordinator;
+
+    AgentOptions o;
+    o.cluster.coordinator.host = "127.0.0.1";
+    o.cluster.coordinator.agent_port = coordinator.port();
+    o.node.id = "n0";
+    o.node.role = ActorRole::kRollout;
+    o.secret = "secret";
+    o.run_dir = dir.string();
+    o.bin_dir = (dir / "no-such-bin").string();  // starting an actor fails fast: fine here
+    o.resources = {2, 1024, 0};
+    Agent agent(SystemClock::instance(), o);
+    std::atomic<bool> stop{false};
+    std::thread loop([&] { agent.run(stop); });
+    struct Stopper {
+        std::atomic<bool>& stop;
+        std::thread& loop;
+        ~Stopper() {
+            stop = true;
+            if (loop.joinable()) loop.join();
+        }
+    } stopper{stop, loop};
+
+    ASSERT_TRUE(coordinator.next(wire::Register::kType).has_value());
+    wire::RegisterAck ack;
+    ack.node_id = "n0";
+    ack.heartbeat_ms = 1000;
+    ack.epoch = 5;
+    coordinator.send(ack);
+    coordinator.send(start("job-000001/rollout-0", 4));  // an older coordinator's
+    coordinator.send(start("job-000001/rollout-1", 5));  // this one's
+
+    auto state = coordinator.next(wire::ActorState::kType);
+    ASSERT_TRUE(state.has_value()) << "the agent never answered the epoch-5 start";
+    auto m = wire::body_as<wire::ActorState>(*state);
+    ASSERT_TRUE(m.ok());
+    EXPECT_EQ(m->actor, "job-000001/rollout-1");
+    std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tandem::agent
