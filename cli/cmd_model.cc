@@ -39,6 +39,12 @@ constexpr const char* kUsage =
     "  generate  (--prompt TEXT | --tokens 1,2,3) [--max-new-tokens N] [--temperature T]\n"
     "            [--top-p P] [--seed S] [--output json]\n"
     "                              one completion (temperature 0: greedy); stops at EOS\n"
+    "  create    --config CONFIG.json [--seed S] [--std X] [--side-files-from DIR]\n"
+    "                              a new directory DIR (--model) with random weights as "
+    "transformers\n"
+    "                              initialises them (N(0, std) matrices, norms 1, biases 0) and "
+    "the\n"
+    "                              tokenizer files of --side-files-from\n"
     "  eval      -f JOB.yaml [--limit N] [--output json] [KEY.PATH=VALUE ...]\n"
     "                              mean reward of the job's text task (task.name text), greedy,\n"
     "                              on the first N examples of its order (default: all)\n"
@@ -365,6 +371,50 @@ int run_generate(const Args& args, const std::string& dir) {
     return kExitOk;
 }
 
+// --- create -------------------------------------------------------------------------------------
+
+int run_create(const Args& args, const std::string& dir) {
+    const auto config_path = args.get("--config");
+    if (!config_path) return fail({kExitUsage, "create needs --config CONFIG.json"});
+    if (std::filesystem::exists(dir + "/config.json")) {
+        return fail(
+            {kExitUsage, fmt::format("{}/config.json exists: create writes a new directory", dir)});
+    }
+    auto cfg = model::read_hf_config(*config_path);
+    if (!cfg.ok()) return fail(from_status(cfg.status()));
+    uint64_t seed = 0;
+    if (auto v = args.get("--seed")) {
+        auto x = parse_number<uint64_t>(*v);
+        if (!x) return fail({kExitUsage, "--seed: expected a non-negative integer"});
+        seed = *x;
+    }
+    double std_dev = 0.02;  // transformers' initializer_range default
+    auto json = model::read_json_file(*config_path);
+    if (json.ok() && json->contains("initializer_range") &&
+        (*json)["initializer_range"].is_number()) {
+        std_dev = (*json)["initializer_range"].get<double>();
+    }
+    if (auto v = args.get("--std")) {
+        auto x = parse_number<double>(*v);
+        if (!x || !(*x > 0)) return fail({kExitUsage, "--std: expected a positive number"});
+        std_dev = *x;
+    }
+    auto w = model::ModelWeights::random(cfg->model, seed, std_dev);
+    if (!w.ok()) return fail(from_status(w.status()));
+    model::SaveOptions save;
+    if (auto from = args.get("--side-files-from")) save.copy_side_files_from = *from;
+    const model::Vocabulary* vocab = cfg->vocab ? &*cfg->vocab : nullptr;
+    if (Status s = model::save_pretrained(dir, *w, vocab, save); !s.ok()) {
+        return fail({kExitFailed, s.message()});
+    }
+    uint64_t parameters = 0;
+    for (const auto& t : w->layout().tensors()) parameters += t.elements();
+    std::cerr << fmt::format("{}: {} with {} parameters (seed {}, std {})\n", dir,
+                             model::architecture_name(cfg->model.architecture), parameters, seed,
+                             std_dev);
+    return kExitOk;
+}
+
 // --- eval ---------------------------------------------------------------------------------------
 
 int run_eval(const Args& args, const std::string& dir) {
@@ -451,15 +501,15 @@ int cmd_model(const std::vector<std::string>& argv) {
     }
     const std::string sub = argv[0];
     if (sub != "info" && sub != "tokenize" && sub != "logits" && sub != "generate" &&
-        sub != "eval") {
+        sub != "eval" && sub != "create") {
         std::cerr << "tandem model: unknown subcommand '" << sub << "'\n" << kUsage;
         return kExitUsage;
     }
-    ArgSpec spec{
-        .flags = {"--add-special", "--help"},
-        .options = {"--model", "--output", "--text", "--tokens", "--out", "--prompt",
-                    "--max-new-tokens", "--temperature", "--top-p", "--seed", "--file", "--limit"},
-        .aliases = {{"-h", "--help"}, {"-f", "--file"}}};
+    ArgSpec spec{.flags = {"--add-special", "--help"},
+                 .options = {"--model", "--output", "--text", "--tokens", "--out", "--prompt",
+                             "--max-new-tokens", "--temperature", "--top-p", "--seed", "--file",
+                             "--limit", "--config", "--std", "--side-files-from"},
+                 .aliases = {{"-h", "--help"}, {"-f", "--file"}}};
     auto args = parse_args({argv.begin() + 1, argv.end()}, spec);
     if (!args.ok()) {
         std::cerr << "tandem model " << sub << ": " << args.status().message() << "\n" << kUsage;
@@ -481,6 +531,7 @@ int cmd_model(const std::vector<std::string>& argv) {
     if (sub == "tokenize") return run_tokenize(*args, *dir);
     if (sub == "logits") return run_logits(*args, *dir);
     if (sub == "eval") return run_eval(*args, *dir);
+    if (sub == "create") return run_create(*args, *dir);
     return run_generate(*args, *dir);
 }
 

@@ -3,6 +3,7 @@
 // not been built (the test target does not depend on it).
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -89,6 +90,36 @@ TEST(TandemModelCli, BadInputExitsTwo) {
     std::ofstream(m + "/config.json", std::ios::trunc)
         << R"({"model_type": "mixtral", "vocab_size": 41})";
     EXPECT_EQ(run(kTandem + " model info --model " + m), 2);
+}
+
+TEST(TandemModelCli, CreateWritesARandomDirectoryTheLoaderReads) {
+    if (!fs::exists(kTandem)) GTEST_SKIP() << kTandem << " is not built";
+    testing::HfTempDir dir;
+    ASSERT_TRUE(
+        write_hf_config(dir.path() + "/config.json", testing::llama_full_config(), nullptr).ok());
+    const std::string m = dir.path() + "/created";
+    ASSERT_EQ(run(kTandem + " model create --model " + m + " --config " + dir.path() +
+                  "/config.json --seed 5 --std 0.1"),
+              0);
+    auto back = load_pretrained(m);
+    ASSERT_TRUE(back.ok()) << back.status().to_string();
+    EXPECT_EQ(back->weights.config(), testing::llama_full_config());
+    const auto& layout = back->weights.layout();
+    const float* p = back->weights.data();
+    const auto* norm = layout.find("model.layers.0.input_layernorm.weight");
+    const auto* bias = layout.find("model.layers.0.self_attn.q_proj.bias");
+    const auto* wq = layout.find("model.layers.0.self_attn.q_proj.weight");
+    ASSERT_TRUE(norm && bias && wq);
+    EXPECT_EQ(p[norm->offset / 4], 1.0f);
+    EXPECT_EQ(p[bias->offset / 4], 0.0f);
+    double ss = 0;
+    for (uint64_t i = 0; i < wq->elements(); ++i)
+        ss += double(p[wq->offset / 4 + i]) * p[wq->offset / 4 + i];
+    EXPECT_NEAR(std::sqrt(ss / wq->elements()), 0.1, 0.01);
+    // An existing directory is not overwritten.
+    EXPECT_EQ(
+        run(kTandem + " model create --model " + m + " --config " + dir.path() + "/config.json"),
+        2);
 }
 
 // stdout of `command`, and its exit code.
