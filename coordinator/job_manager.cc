@@ -239,6 +239,7 @@ Json JobManager::placement_json(const JobRecord& job) const {
     for (const auto& a : job.actors) {
         const auto* n = nodes_.find(a.node);
         actors[a.name()] = {{"node", a.node}, {"host", n ? n->record.host : ""}};
+        if (!a.gpus.empty()) actors[a.name()]["gpus"] = a.gpus;
     }
     return {{"actors", actors}};
 }
@@ -248,6 +249,25 @@ void JobManager::start_actor(JobRecord& job, ActorRecord& actor) {
     actor.phase = wire::ActorPhase::kStarting;
     actor.exit_code = 0;
     actor.endpoints = Json::object();
+    // Which of the node's GPUs: none another live actor on the node holds.
+    actor.gpus.clear();
+    if (const int gpus = resources_of(job, actor.id.role).gpus; gpus > 0) {
+        std::set<int> used;
+        for (const auto& [jid, j] : jobs_) {
+            for (const auto& other : j.actors) {
+                if (&other != &actor && other.node == actor.node && live(other))
+                    used.insert(other.gpus.begin(), other.gpus.end());
+            }
+        }
+        const auto* n = nodes_.find(actor.node);
+        auto slots = assign_gpus(actor.node, n ? n->record.resources.gpus : 0, used, gpus);
+        if (slots.ok()) {
+            actor.gpus = *slots;
+        } else {
+            log_.with({.job = job.id.str(), .actor = actor.name()})
+                .error("{}", slots.status().message());
+        }
+    }
     send_start(job, actor);
 }
 

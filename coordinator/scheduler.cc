@@ -142,4 +142,17 @@ Result<Placement> place(const PlacementRequest& request, std::vector<NodeCapacit
     return out;
 }
 
+Result<std::vector<int>> assign_gpus(const std::string& node, int64_t node_gpus,
+                                     const std::set<int>& used, int64_t want) {
+    std::vector<int> out;
+    for (int slot = 0; slot < node_gpus && static_cast<int64_t>(out.size()) < want; ++slot) {
+        if (!used.contains(slot)) out.push_back(slot);
+    }
+    if (static_cast<int64_t>(out.size()) < want) {
+        return unavailable(fmt::format("node {} has {} of its {} gpus free; {} needed", node,
+                                       out.size(), node_gpus, want));
+    }
+    return out;
+}
+
 }  // namespace tandem::coord

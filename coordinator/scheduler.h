@@ -43,6 +43,12 @@ struct PlacementRequest {
 // actor id string -> node id
 using Placement = std::map<std::string, std::string>;
 
+// GPU slots (0..node_gpus-1; the agent maps slot k to its k-th device) for an actor that needs
+// `want`: the lowest slots not in `used`, so two actors never share a GPU. The placement above
+// only counts GPUs; this picks which. Error (unavailable) names the node when too few are free.
+Result<std::vector<int>> assign_gpus(const std::string& node, int64_t node_gpus,
+                                     const std::set<int>& used, int64_t want);
+
 // Places every actor or none. The error (unavailable) reads like "needs 2 rollout actors with
 // 1 gpu, 1 cpu, 512 MiB each; rollout nodes can take 1 (rollout-0: 0 free gpus; rollout-1 dead)".
 Result<Placement> place(const PlacementRequest& request, std::vector<NodeCapacity> nodes);

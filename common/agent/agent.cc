@@ -175,6 +175,20 @@ void Agent::start_actor(const wire::StartActor& m) {
     ctx.node = opt_.node.id;
     ctx.spec_yaml = m.spec_yaml;
     ctx.placement = m.placement;
+    // GPU slots the coordinator assigned -> this node's device indices (declared gpu_devices, or
+    // the slot itself), which the actor exports as CUDA_VISIBLE_DEVICES.
+    if (auto at = ctx.placement.find("actors"); at != ctx.placement.end() && at->contains(m.actor) &&
+                                               (*at)[m.actor].contains("gpus")) {
+        auto& me = (*at)[m.actor];
+        std::string devices;
+        for (const auto& slot : me["gpus"]) {
+            const int k = slot.get<int>();
+            const auto& declared = opt_.node.gpu_devices;
+            const int device = k < static_cast<int>(declared.size()) ? declared[k] : k;
+            devices += (devices.empty() ? "" : ",") + std::to_string(device);
+        }
+        me["cuda_visible_devices"] = devices;
+    }
     ctx.coordinator_http = opt_.coordinator_http;
     ctx.api_token = actor_token_;
     ctx.run_dir = opt_.run_dir;

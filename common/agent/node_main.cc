@@ -38,6 +38,13 @@ int actor_main(const std::string& binary, int argc, char** argv, const ActorMain
     if (context_path.empty()) return fail(binary, 2, "usage: " + binary + " actor --context FILE");
     auto ctx = ActorContext::load(context_path);
     if (!ctx.ok()) return fail(binary, 2, ctx.status().message());
+    // The GPUs the coordinator gave this actor, before anything can initialise CUDA.
+    const auto& actors = ctx->placement.value("actors", nlohmann::json::object());
+    if (const auto me = actors.find(ctx->actor.str());
+        me != actors.end() && me->contains("cuda_visible_devices")) {
+        ::setenv("CUDA_VISIBLE_DEVICES", (*me)["cuda_visible_devices"].get<std::string>().c_str(),
+                 1);
+    }
     try {
         return actor(*ctx);
     } catch (const std::exception& e) {
