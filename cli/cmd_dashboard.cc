@@ -30,7 +30,7 @@ int cmd_dashboard(const std::vector<std::string>& argv) {
     coord::HistoryOptions o;
     const std::string run_dir = args->get("--run-dir").value_or(".tandem");
     o.state_dir = args->get("--state-dir").value_or(run_dir + "/state");
-    o.logs_dir = run_dir + "/logs";
+    o.run_dir = run_dir;
     o.bind = args->get("--bind").value_or(o.bind);
     o.web_dir = args->get("--web-dir").value_or("");
     if (auto p = args->get("--port")) {

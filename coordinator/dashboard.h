@@ -11,6 +11,9 @@
 //   GET /api/v1/process-logs/NAME?offset=B  lines of RUN_DIR/logs/NAME.jsonl from byte B (negative:
 //       the last -B bytes), at most 1 MiB of whole lines: {"process", "offset", "next_offset",
 //       "bytes", "lines": [{"ts", "level", "component", "msg", "node", "job", "actor", ...}]}
+//   GET /api/v1/trainer-metrics/JOB?offset=B  the same over RUN_DIR/jobs/JOB/metrics.jsonl, the
+//       built-in trainer's every step with the histograms the coordinator does not get
+//       (weights/staleness_hist); {"available": false} when the trainer wrote it elsewhere
 // Stateless after construction: handle() is called from the coordinator loop only, and reads the
 // files on every request (a few KiB; the vendored library ~50 KiB; logs at most 1 MiB).
 
@@ -25,7 +28,7 @@ namespace tandem::coord {
 struct DashboardSettings {
     std::string web_dir;         // the pages; empty: default_web_dir()
     bool history = false;        // serving a stopped cluster's state (`tandem dashboard`)
-    std::string logs_dir;        // RUN_DIR/logs; empty: no process logs
+    std::string run_dir;         // RUN_DIR (logs/, jobs/); empty: no process logs
     const Auth* auth = nullptr;  // checks the process-log requests (viewer); null: unchecked
 };
 
@@ -43,6 +46,7 @@ public:
 private:
     HttpResponse file(const std::string& relative) const;
     HttpResponse process_logs(const HttpRequest& r) const;
+    HttpResponse trainer_metrics(const HttpRequest& r) const;
 
     DashboardSettings settings_;
 };

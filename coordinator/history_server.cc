@@ -55,7 +55,7 @@ Status serve_history(const HistoryOptions& options,
     HttpApi api(clock, job_manager, registry, versions, *store, metrics, auth,
                 {"history of " + options.state_dir, store->epoch()});
     const Dashboard dashboard(
-        {.web_dir = options.web_dir, .history = true, .logs_dir = options.logs_dir, .auth = &auth});
+        {.web_dir = options.web_dir, .history = true, .run_dir = options.run_dir, .auth = &auth});
 
     boost::asio::io_context io;
     auto http = HttpServer::listen(io, options.bind, options.port, [&](const HttpRequest& r) {

@@ -19,7 +19,7 @@ struct HistoryOptions {
     std::string bind = "127.0.0.1";
     uint16_t port = 7690;  // 0: any free port
     std::string web_dir;   // empty: Dashboard::default_web_dir()
-    std::string logs_dir;  // the run directory's logs/ (the logs page); empty: none
+    std::string run_dir;   // logs/ and jobs/ for the logs page and trainer metrics; empty: none
 };
 
 // `on_listening(url)` is called once the port is open; the URL carries the viewer token as

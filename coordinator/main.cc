@@ -133,7 +133,7 @@ int run(int argc, char** argv) {
     coord::HttpApi api(clock, jobs, registry, versions, **store, metrics, *auth,
                        {spec->name, (*store)->epoch()});
     coord::register_cluster_metrics(metrics, clock, jobs, registry, versions);
-    const coord::Dashboard dashboard({.logs_dir = run_dir.root() + "/logs", .auth = &*auth});
+    const coord::Dashboard dashboard({.run_dir = run_dir.root(), .auth = &*auth});
     auto http = coord::HttpServer::listen(io, cs.http_bind, static_cast<uint16_t>(cs.http_port),
                                           [&](const coord::HttpRequest& r) {
                                               // Pages hold no data; process logs check a token.

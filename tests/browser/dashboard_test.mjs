@@ -192,6 +192,8 @@ try {
   };
   check(live.reward === 3 * steps, `the reward chart has mean/min/max of all ${steps} steps (${live.reward} points)`);
   check(live.kl === steps, `the KL chart has ${steps} points (${live.kl})`);
+  const histPoints = await attr('[data-chart^="staleness histogram"]', "data-points");
+  check(histPoints >= steps, `the staleness histogram has a share for each of the ${steps} steps (${histPoints} points)`);
   check(live.versions === versionCount, `the version timeline has all ${versionCount} versions (${live.versions})`);
   await page.screenshot({ path: path.join(OUT, "job.png") });
   await page.evaluate(() => document.querySelector("#versions-h").scrollIntoView());

@@ -293,8 +293,13 @@ function jobPage(root, jobId) {
     new Chart("weight version and lag", ["weights/version", "weights/consumed_version_min", "weights/consumed_version_max"]),
     new Chart("trajectories dropped / rejected", ["weights/dropped_trajectories", "weights/rejected_unknown_version"]),
   ];
+  // From the trainer's own metrics file (RUN_DIR/jobs/JOB/metrics.jsonl) when the coordinator can
+  // read it: the share of each step's trajectories by how many versions behind they were.
+  const staleHist = new Chart("staleness histogram (share of trajectories, by versions behind)",
+                              (h) => Object.keys(h.cols).sort((a, b) => parseInt(a.split("=")[1]) - parseInt(b.split("=")[1])));
+  charts.push(staleHist);
   const other = new Chart("other metrics", (s) => Object.keys(s.cols).filter((k) =>
-    !charts.some((c) => c.seriesKeys.includes(k)) && !k.startsWith("staleness/")).sort());
+    !charts.some((c) => c !== staleHist && c.seriesKeys.includes(k)) && !k.startsWith("staleness/")).sort());
   charts.push(other);
   const chartBox = el("div", { class: "charts", id: "charts" }, charts.map((c) => c.node));
 
@@ -325,8 +330,9 @@ function jobPage(root, jobId) {
               logBox);
 
   const store = { steps: [], cols: {} };
+  const hstore = { steps: [], cols: {} };  // staleness histogram shares by step
   const st = { lastStep: -1, lastEvent: 0, lastLog: 0, logs: [], actors: new Set(), versionsAt: 0,
-               versionsCount: -1, versions: [], job: null, vplot: null };
+               versionsCount: -1, versions: [], job: null, vplot: null, trainerOffset: 0 };
 
   const appendMetrics = (rows) => {
     for (const row of rows) {
@@ -350,6 +356,21 @@ function jobPage(root, jobId) {
       for (const col of Object.values(store.cols)) if (col.length < i + 1) col.push(null);
       st.lastStep = row.step;
     }
+  };
+
+  const appendHistogram = (line) => {
+    const hist = line.metrics && line.metrics["weights/staleness_hist"];
+    if (typeof line.step !== "number" || !hist || typeof hist !== "object") return;
+    const i = hstore.steps.length;
+    hstore.steps.push(line.step);
+    let total = 0;
+    for (const n of Object.values(hist)) total += n;
+    for (const [behind, n] of Object.entries(hist)) {
+      const k = `behind=${behind}`;
+      if (!hstore.cols[k]) hstore.cols[k] = new Array(i).fill(null);
+      hstore.cols[k].push(total ? n / total : 0);
+    }
+    for (const col of Object.values(hstore.cols)) if (col.length < i + 1) col.push(0);
   };
 
   const renderHeader = (j) => {
@@ -436,7 +457,22 @@ function jobPage(root, jobId) {
       appendMetrics(m.metrics);
       if (m.metrics.length < PAGE) break;
     }
-    charts.forEach((c) => c.update(store));
+    // Asked again every poll while missing: the trainer opens its file once it has started.
+    if (j.kind === "grpo") {
+      for (let page = 0; page < 50; ++page) {
+        const t = await api(`/api/v1/trainer-metrics/${j.job}?offset=${st.trainerOffset}`);
+        if (!t.available) {
+          const empty = staleHist.node.querySelector(".empty");
+          if (empty) empty.textContent = "no data: the trainer's metrics file is not on this machine (yet)";
+          break;
+        }
+        for (const line of t.lines) appendHistogram(line);
+        const moved = t.next_offset !== st.trainerOffset;
+        st.trainerOffset = t.next_offset;
+        if (!moved || t.next_offset >= t.bytes) break;
+      }
+    }
+    charts.forEach((c) => c.update(c === staleHist ? hstore : store));
     const ev = await api(`/api/v1/jobs/${j.job}/events?after=${st.lastEvent}&limit=10000`);
     if (ev.events.length) {
       for (const e of ev.events) {

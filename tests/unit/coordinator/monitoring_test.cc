@@ -174,9 +174,8 @@ TEST_F(DashboardFiles, ServesProcessLogsFromAnOffsetInWholeLines) {
                                                           << "{\"partial";
     Auth auth;
     auth.add("viewer-token", Role::kViewer, "v");
-    const Dashboard d({.web_dir = dir_.path().string() + "/web",
-                       .logs_dir = dir_.path().string() + "/logs",
-                       .auth = &auth});
+    const Dashboard d(
+        {.web_dir = dir_.path().string() + "/web", .run_dir = dir_.path().string(), .auth = &auth});
     HttpRequest r = get("/api/v1/process-logs");
     EXPECT_EQ(d.handle(r)->status, 401);  // a viewer token, like the API's reads
     r.authorization = "Bearer viewer-token";
@@ -200,6 +199,28 @@ TEST_F(DashboardFiles, ServesProcessLogsFromAnOffsetInWholeLines) {
         r.path = bad;
         EXPECT_EQ(d.handle(r)->status, 404) << bad;
     }
+}
+
+TEST_F(DashboardFiles, ServesTheTrainersMetricsFileWhenItIsOnThisMachine) {
+    Auth auth;
+    auth.add("viewer-token", Role::kViewer, "v");
+    const Dashboard d(
+        {.web_dir = dir_.path().string() + "/web", .run_dir = dir_.path().string(), .auth = &auth});
+    HttpRequest r = get("/api/v1/trainer-metrics/job-000001");
+    r.authorization = "Bearer viewer-token";
+    auto none = d.handle(r);
+    ASSERT_TRUE(none);
+    EXPECT_EQ(none->status, 200);  // not an error: the trainer may run elsewhere
+    EXPECT_EQ(Json::parse(none->body)["available"], false);
+
+    std::filesystem::create_directories(dir_.path() / "jobs/job-000001");
+    std::ofstream(dir_.path() / "jobs/job-000001/metrics.jsonl")
+        << R"({"step":1,"metrics":{"weights/staleness_hist":{"0":6,"1":2}}})"
+        << "\n";
+    const Json got = Json::parse(d.handle(r)->body);
+    EXPECT_EQ(got["available"], true);
+    ASSERT_EQ(got["lines"].size(), 1u) << got.dump();
+    EXPECT_EQ(got["lines"][0]["metrics"]["weights/staleness_hist"]["1"], 2);
 }
 
 // deploy/monitoring: the Prometheus scrape config passes `promtool check config` (with a token file
