@@ -165,12 +165,13 @@ void AgentRuntime::on_message(const wire::Envelope& e) {
         for (auto it = announced_.begin(); it != announced_.end();) {
             it = view_.newest && it->first <= newest ? announced_.erase(it) : std::next(it);
         }
+        // Endpoints are kept: a coordinator that lost one (restored without it) is told again.
+        endpoints_seen_.clear();
         if (const Peer* me = view_.peer(ctx_.actor); me && me->attempt == ctx_.attempt) {
-            for (auto it = endpoints_.begin(); it != endpoints_.end();) {
-                const auto have = me->endpoint(it->first);
-                it = have && *have == it->second.request.body.value("address", "")
-                         ? endpoints_.erase(it)
-                         : std::next(it);
+            for (const auto& [name, p] : endpoints_) {
+                const auto have = me->endpoint(name);
+                if (have && *have == p.request.body.value("address", ""))
+                    endpoints_seen_.insert(name);
             }
         }
         metrics_.erase(metrics_.begin(), metrics_.upper_bound(view_.metrics_step));
@@ -229,7 +230,9 @@ void AgentRuntime::resend_due(Clock::TimePoint now) {
     for (auto& [k, p] : assigning_) due(p);
     for (auto& [k, p] : relay_joins_) due(p);
     for (auto& [k, p] : announced_) due(p);
-    for (auto& [k, p] : endpoints_) due(p);
+    for (auto& [k, p] : endpoints_) {
+        if (!endpoints_seen_.count(k)) due(p);
+    }
     if (view_.connected) {
         for (auto& [k, p] : metrics_) due(p);
     }

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <zmq.hpp>
@@ -93,7 +94,8 @@ private:
     std::map<Version, Pending> relay_joins_;               // by version
     std::map<Version, Result<RelayChoice>> relay_answers_;  // by version
     std::map<Version, Pending> announced_;      // versions not yet seen in the view
-    std::map<std::string, Pending> endpoints_;  // name -> announcement
+    std::map<std::string, Pending> endpoints_;  // name -> announcement (kept for the actor's life)
+    std::set<std::string> endpoints_seen_;      // shown by the last view
     std::map<int64_t, Pending> metrics_;        // steps not yet recorded by the coordinator
     bool was_connected_ = false;
     std::thread io_;  // last: started once everything above exists

@@ -225,6 +225,72 @@ TEST_F(VersionStatesTest, StatesReasonsPublishersAndRelaysSurviveARestart) {
     EXPECT_EQ(versions_->list(JobId(1))[0].state, VersionState::kRetired);
 }
 
+// Version numbers are the table's: rising per job, the same for the same fence and step, and a
+// trainer whose fence was superseded is refused, both when it asks and when it announces.
+Json descriptor_with_fence(const std::string& publisher, wire::Fence fence, int64_t step) {
+    Json d = descriptor(publisher);
+    d["info"] = {{"version", 0}, {"fence", fence.to_json()}, {"step", step}, {"data_cursor", 0}};
+    return d;
+}
+
+TEST_F(VersionStatesTest, AssignsRisingNumbersAndTheSameNumberForTheSameStep) {
+    const wire::Fence f{1, 1};
+    EXPECT_EQ(*versions_->assign(JobId(1), f, 0, -1), 0u);
+    EXPECT_EQ(*versions_->assign(JobId(1), f, 1, -1), 1u);
+    EXPECT_EQ(*versions_->assign(JobId(1), f, 1, -1), 1u);  // asked again (a lost answer)
+    EXPECT_EQ(*versions_->assign(JobId(1), f, 2, -1), 2u);
+    EXPECT_EQ(*versions_->assign(JobId(2), f, 0, -1), 0u);  // per job
+    // `after`: numbers a coordinator that died before recording them had handed out.
+    EXPECT_EQ(*versions_->assign(JobId(1), f, 3, 10), 11u);
+    EXPECT_EQ(versions_->fence(JobId(1)), f);
+}
+
+TEST_F(VersionStatesTest, NewerTrainerEpochFencesOffTheOlderTrainer) {
+    ASSERT_TRUE(versions_->assign(JobId(1), {1, 1}, 0, -1).ok());
+    ASSERT_TRUE(versions_->assign(JobId(1), {1, 1}, 1, -1).ok());
+    // The trainer restarted (attempt 2) and resumed at step 0: a new number, not 0 again.
+    auto v = versions_->assign(JobId(1), {1, 2}, 0, -1);
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(*v, 2u);
+    auto old = versions_->assign(JobId(1), {1, 1}, 2, -1);
+    ASSERT_FALSE(old.ok());
+    EXPECT_EQ(old.status().code(), StatusCode::kUnavailable);
+    EXPECT_THAT(old.status().message(), HasSubstr("fence 1.1 was fenced off"));
+    EXPECT_THAT(old.status().message(), HasSubstr("fence 1.2"));
+    // A fence raised by the coordinator (the new attempt was started) refuses before it asks.
+    versions_->advance_fence(JobId(1), {1, 3});
+    EXPECT_FALSE(versions_->assign(JobId(1), {1, 2}, 1, -1).ok());
+    versions_->advance_fence(JobId(1), {1, 1});  // never lowered
+    EXPECT_EQ(versions_->fence(JobId(1)), (wire::Fence{1, 3}));
+}
+
+TEST_F(VersionStatesTest, VersionAnnouncedByAFencedOffTrainerIsRefused) {
+    const std::string t = "job-000001/trainer-0";
+    ASSERT_TRUE(versions_->publish(JobId(1), 0, descriptor_with_fence(t, {1, 1}, 0), "t0").ok());
+    versions_->advance_fence(JobId(1), {1, 2});
+    const Status s = versions_->publish(JobId(1), 1, descriptor_with_fence(t, {1, 1}, 1), "t0");
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+    EXPECT_THAT(s.message(), HasSubstr("fence 1.1"));
+    EXPECT_FALSE(versions_->get(JobId(1), 1).ok());  // not recorded
+    EXPECT_TRUE(versions_->publish(JobId(1), 2, descriptor_with_fence(t, {1, 2}, 0), "t0").ok());
+    EXPECT_EQ(versions_->latest(JobId(1))->version, 2u);
+}
+
+TEST_F(VersionStatesTest, NumbersAndFenceSurviveACoordinatorRestart) {
+    const std::string t = "job-000001/trainer-0";
+    for (int64_t step = 0; step < 3; ++step) {
+        auto v = versions_->assign(JobId(1), {1, 2}, step, -1);
+        ASSERT_TRUE(v.ok());
+        ASSERT_TRUE(
+            versions_->publish(JobId(1), *v, descriptor_with_fence(t, {1, 2}, step), "t0").ok());
+    }
+    restart();
+    EXPECT_EQ(versions_->fence(JobId(1)), (wire::Fence{1, 2}));
+    EXPECT_EQ(*versions_->assign(JobId(1), {1, 2}, 3, -1), 3u);
+    EXPECT_FALSE(versions_->assign(JobId(1), {1, 1}, 3, -1).ok());
+}
+
 // ---- through the agent messages and the HTTP API ----
 
 class VersionMessagesTest : public VersionStatesTest {
