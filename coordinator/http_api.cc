@@ -277,8 +277,20 @@ HttpResponse HttpApi::job_route(const HttpRequest& r, const Principal& who,
     if (rest == "versions/latest") {
         // What rollouts poll before every batch: one descriptor, not the whole table.
         const auto latest = versions_.latest(j->id);
-        if (!latest)
-            return error_response(404, fmt::format("{} has no available version yet", j->id.str()));
+        if (!latest) {
+            // Distinguish "nothing published yet" from "every version was retired" (a finished
+            // job's publishers are gone): the newest record says which and why.
+            const auto all = versions_.list(j->id);
+            if (all.empty())
+                return error_response(404,
+                                      fmt::format("{} has no published version yet", j->id.str()));
+            const VersionRecord& newest = all.back();
+            std::string why(version_state_name(newest.state));
+            if (!newest.reason.empty()) why += " (" + newest.reason + ")";
+            return error_response(404,
+                                  fmt::format("{} has no available version: the newest, v{}, is {}",
+                                              j->id.str(), newest.version, why));
+        }
         return json_response(200, {{"job", j->id.str()},
                                    {"version", latest->version},
                                    {"published_ns", latest->published_ns},

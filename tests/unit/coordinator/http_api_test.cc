@@ -235,6 +235,20 @@ TEST_F(HttpApiTest, EventsLogsMetricsAndVersionsOfAJob) {
     EXPECT_EQ(body_of(get("/api/v1/jobs/1"))["latest_version"], 0);
 }
 
+TEST_F(HttpApiTest, LatestVersionSaysWhetherNoneWasPublishedOrAllWereRetired) {
+    submit_ok(JobYaml{});
+    const auto none = get("/api/v1/jobs/1/versions/latest");
+    EXPECT_EQ(none.status, 404);
+    EXPECT_THAT(none.body, HasSubstr("job-000001 has no published version yet"));
+
+    ASSERT_TRUE(versions_->publish(JobId(1), 0, {{"fingerprint", "f"}}, "t0").ok());
+    ASSERT_TRUE(versions_->retire(JobId(1), 0, 0, "t0").ok());
+    const auto retired = get("/api/v1/jobs/1/versions/latest");
+    EXPECT_EQ(retired.status, 404);
+    EXPECT_THAT(retired.body, HasSubstr("job-000001 has no available version: the newest, v0, is"));
+    EXPECT_THAT(retired.body, Not(HasSubstr("yet")));
+}
+
 TEST_F(HttpApiTest, UnknownJobIsNotFound) {
     for (const char* path :
          {"/api/v1/jobs/job-000042", "/api/v1/jobs/nope/events", "/api/v1/jobs/7/logs"}) {
