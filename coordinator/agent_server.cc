@@ -90,10 +90,9 @@ bool AgentServer::admit(const std::string& routing) {
         if (budgets_.size() > 4096) {  // forget peers whose budget is full again
             std::erase_if(budgets_, [&](const auto& kv) {
                 return kv.first != routing &&
-                       kv.second.tokens +
-                               limits_.peer_rate_per_s *
-                                   std::chrono::duration<double>(now - kv.second.refilled)
-                                       .count() >=
+                       kv.second.tokens + limits_.peer_rate_per_s * std::chrono::duration<double>(
+                                                                        now - kv.second.refilled)
+                                                                        .count() >=
                            limits_.peer_burst;
             });
         }
@@ -112,9 +111,10 @@ bool AgentServer::admit(const std::string& routing) {
     ++dropped_over_budget_;
     if (!b.flooding) {
         b.flooding = true;
-        log_.warn("peer {} sends more than {} messages/s: dropping its messages until it slows "
-                  "down ({} dropped so far from all peers)",
-                  hex_id(routing), limits_.peer_rate_per_s, dropped_over_budget_);
+        log_.warn(
+            "peer {} sends more than {} messages/s: dropping its messages until it slows "
+            "down ({} dropped so far from all peers)",
+            hex_id(routing), limits_.peer_rate_per_s, dropped_over_budget_);
     }
     return false;
 }

@@ -83,10 +83,10 @@ Result<Auth> Auth::load(const std::string& path) {
                               : std::nullopt;
         if (!role || !e.value("token", Json()).is_string() ||
             e["token"].get<std::string>().empty() || !e.value("name", Json()).is_string()) {
-            return invalid_argument(fmt::format(
-                "{}: tokens[{}]: expected {{\"name\": ..., \"role\": "
-                "scrape|viewer|submitter|actor|admin, \"token\": ...}}",
-                path, i));
+            return invalid_argument(
+                fmt::format("{}: tokens[{}]: expected {{\"name\": ..., \"role\": "
+                            "scrape|viewer|submitter|actor|admin, \"token\": ...}}",
+                            path, i));
         }
         a.entries_.push_back({e["token"].get<std::string>(),
                               {e["name"].get<std::string>(), *role},
@@ -124,8 +124,9 @@ Status Auth::save() const {
     Json list = Json::array();
     for (const auto& e : entries_) {
         if (!e.persisted) continue;
-        list.push_back(
-            {{"name", e.who.name}, {"role", std::string(role_name(e.who.role))}, {"token", e.token}});
+        list.push_back({{"name", e.who.name},
+                        {"role", std::string(role_name(e.who.role))},
+                        {"token", e.token}});
     }
     return write_file_atomic(path_, Json{{"tokens", list}}.dump(2) + "\n", 0600);
 }

@@ -34,8 +34,7 @@ HttpResponse from_status(const Status& s) {
 }
 HttpResponse forbidden(const HttpRequest& r, const Principal& who, Role need) {
     return error_response(403, fmt::format("token '{}' has role {}; {} {} needs {}", who.name,
-                                           role_name(who.role), r.method, r.path,
-                                           role_name(need)));
+                                           role_name(who.role), r.method, r.path, role_name(need)));
 }
 // A request body is JSON when it says so or says nothing (curl -d sends form encoding: refused).
 bool body_is_json(const HttpRequest& r) {
@@ -47,8 +46,8 @@ HttpResponse unsupported_media_type() {
     return error_response(415, "the request body must be JSON (Content-Type: application/json)");
 }
 HttpResponse too_deep(const ApiSettings& s) {
-    return error_response(400, fmt::format("the request body nests deeper than {} levels",
-                                           s.max_json_depth));
+    return error_response(
+        400, fmt::format("the request body nests deeper than {} levels", s.max_json_depth));
 }
 // A version's JSON without what lets a reader fetch it: the UCX worker addresses, remote keys and
 // addresses and the shared-memory paths of its shards and relay sources (sizes, publishers and
@@ -109,6 +108,9 @@ HttpResponse HttpApi::handle(const HttpRequest& r) {
         out = d.response();
     } else {
         out = route(r, d.who);
+        if (out.status == 403)
+            log_.warn("{} {} from {} refused: token '{}' ({})", r.method, r.path, r.remote,
+                      d.who.name, role_name(d.who.role));
     }
     metrics_.inc("tandem_http_requests_total", {{"code", fmt::format("{}xx", out.status / 100)}});
     return out;
@@ -144,7 +146,8 @@ HttpResponse HttpApi::route(const HttpRequest& r, const Principal& who) {
     }
     if (p == "/api/v1/jobs") {
         if (r.method == "POST") {
-            if (!role_allows(who.role, Role::kSubmitter)) return forbidden(r, who, Role::kSubmitter);
+            if (!role_allows(who.role, Role::kSubmitter))
+                return forbidden(r, who, Role::kSubmitter);
             return submit(r, who);
         }
         if (r.method != "GET") return error_response(405, "use GET or POST");
@@ -223,8 +226,8 @@ HttpResponse HttpApi::submit(const HttpRequest& r, const Principal& who) {
     return json_response(201, out);
 }
 
-HttpResponse HttpApi::job_route(const HttpRequest& r, const Principal& who,
-                                const std::string& name, const std::string& rest) {
+HttpResponse HttpApi::job_route(const HttpRequest& r, const Principal& who, const std::string& name,
+                                const std::string& rest) {
     const JobRecord* j = jobs_.find(name);
     if (!j) return error_response(404, fmt::format("no job {}", name));
     if (rest.empty() && r.method == "GET") return json_response(200, job_json(*j, true));

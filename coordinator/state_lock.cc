@@ -26,7 +26,8 @@ Result<StateLock> StateLock::acquire(const std::string& dir) {
         const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
         ::close(fd);
         std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-        while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+        while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' '))
+            holder.pop_back();
         if (err == EWOULDBLOCK) {
             return already_exists(fmt::format(
                 "another coordinator (pid {}) holds {}: one coordinator per state directory",

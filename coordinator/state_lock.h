@@ -1,8 +1,8 @@
 #pragma once
 
-// StateLock: one coordinator per state directory. Holds an exclusive flock(2) on DIR/coordinator.lock
-// (which also records the holder's pid) for its lifetime; the kernel drops it when the process dies,
-// so a crashed coordinator never leaves a stale lock. Not copyable; movable.
+// StateLock: one coordinator per state directory. Holds an exclusive flock(2) on
+// DIR/coordinator.lock (which also records the holder's pid) for its lifetime; the kernel drops it
+// when the process dies, so a crashed coordinator never leaves a stale lock. Not copyable; movable.
 
 #include <string>
 

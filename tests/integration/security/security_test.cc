@@ -223,10 +223,10 @@ TEST(Security, SecondCoordinatorOnTheSameStateDirectoryExits2NamingTheHolder) {
     const CmdResult up = c.up();
     ASSERT_EQ(up.code, 0) << up.out;
     const int pid = coordinator_pid(c);
-    const CmdResult second = run_cmd(fmt::format(
-        "{}/bin/tandem-coordinator --cluster {} --run-dir {} coordinator.http_port={} "
-        "coordinator.agent_port={}",
-        TANDEM_BINARY_DIR, c.cluster_file(), c.run_dir(), free_port(), free_port()));
+    const CmdResult second = run_cmd(
+        fmt::format("{}/bin/tandem-coordinator --cluster {} --run-dir {} coordinator.http_port={} "
+                    "coordinator.agent_port={}",
+                    TANDEM_BINARY_DIR, c.cluster_file(), c.run_dir(), free_port(), free_port()));
     EXPECT_EQ(second.code, 2) << second.out;
     EXPECT_NE(second.out.find(fmt::format("pid {}", pid)), std::string::npos) << second.out;
     EXPECT_NE(second.out.find("one coordinator per state directory"), std::string::npos);

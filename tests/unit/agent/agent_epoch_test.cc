@@ -76,8 +76,8 @@ wire::StartActor start(const std::string& actor, uint64_t epoch) {
 }
 
 TEST(AgentEpoch, StartFromAnOlderCoordinatorEpochIsRefused) {
-    const auto dir = std::filesystem::temp_directory_path() /
-                     fmt::format("tandem-agent-epoch-{}", ::getpid());
+    const auto dir =
+        std::filesystem::temp_directory_path() / fmt::format("tandem-agent-epoch-{}", ::getpid());
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     StandInCoordinator coordinator;

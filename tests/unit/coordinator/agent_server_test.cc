@@ -71,7 +71,8 @@ TEST_F(AgentServerTest, FloodingPeerIsThrottledWhileAnotherPeerGetsEverythingThr
     ASSERT_TRUE(run_until([&] {
         return received_["calm"] == kCalm &&
                received_["flood"] + static_cast<int>(server_->dropped_over_budget()) == kFlood;
-    })) << "calm " << received_["calm"] << ", flood " << received_["flood"] << ", dropped "
+    })) << "calm "
+        << received_["calm"] << ", flood " << received_["flood"] << ", dropped "
         << server_->dropped_over_budget();
     const double elapsed_s = std::chrono::duration<double>(Clock::now() - t0).count();
     EXPECT_EQ(received_["calm"], kCalm);

@@ -95,9 +95,10 @@ TEST(Auth, CreatedTokensAreSavedMode0600AndLoadBack) {
 
 TEST(Auth, MalformedTokenFileIsAnErrorNamingIt) {
     const std::string dir = temp_dir("bad");
-    for (const std::string text : {"not json", R"({"tokens": 3})",
-                                   R"({"tokens": [{"name": "x", "role": "root", "token": "t"}]})",
-                                   R"({"tokens": [{"name": "x", "role": "viewer", "token": ""}]})"}) {
+    for (const std::string text :
+         {"not json", R"({"tokens": 3})",
+          R"({"tokens": [{"name": "x", "role": "root", "token": "t"}]})",
+          R"({"tokens": [{"name": "x", "role": "viewer", "token": ""}]})"}) {
         std::ofstream(dir + "/tokens.json") << text;
         auto a = Auth::load(dir + "/tokens.json");
         ASSERT_FALSE(a.ok()) << text;
@@ -115,10 +116,10 @@ TEST(StateLock, SecondHolderIsRefusedNamingTheFirstPid) {
         const pid_t child = ::fork();
         if (child == 0) {
             auto second = StateLock::acquire(dir);
-            const bool refused = !second.ok() &&
-                                 second.status().code() == StatusCode::kAlreadyExists &&
-                                 second.status().message().find(
-                                     fmt::format("pid {}", ::getppid())) != std::string::npos;
+            const bool refused =
+                !second.ok() && second.status().code() == StatusCode::kAlreadyExists &&
+                second.status().message().find(fmt::format("pid {}", ::getppid())) !=
+                    std::string::npos;
             ::_exit(refused ? 0 : 1);
         }
         int status = 0;

@@ -412,13 +412,10 @@ TEST_F(HttpApiRolesTest, DescriptorsOnlyForActorsAndAdmin) {
     for (const std::string p : {"/api/v1/jobs/1/versions/latest", "/api/v1/jobs/1/versions/0",
                                 "/api/v1/jobs/1/versions/0/source"}) {
         SCOPED_TRACE(p);
-        EXPECT_EQ(get(p, {{"reader", "job-000001/rollout-0"}}, bearer("viewer-token")).status,
-                  403);
-        EXPECT_EQ(get(p, {{"reader", "job-000001/rollout-0"}}, bearer("alice-token")).status,
-                  403);
+        EXPECT_EQ(get(p, {{"reader", "job-000001/rollout-0"}}, bearer("viewer-token")).status, 403);
+        EXPECT_EQ(get(p, {{"reader", "job-000001/rollout-0"}}, bearer("alice-token")).status, 403);
         // (no relay assignment for this reader: 404, but not refused)
-        EXPECT_NE(get(p, {{"reader", "job-000001/rollout-0"}}, bearer("actor-token")).status,
-                  403);
+        EXPECT_NE(get(p, {{"reader", "job-000001/rollout-0"}}, bearer("actor-token")).status, 403);
     }
     const auto viewed = get("/api/v1/jobs/1/versions", {}, bearer("viewer-token"));
     ASSERT_EQ(viewed.status, 200);

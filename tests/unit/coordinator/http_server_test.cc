@@ -80,7 +80,8 @@ protected:
         boost::asio::write(s, boost::asio::buffer(req));
         boost::asio::streambuf buf;
         boost::asio::read_until(s, buf, "\r\n\r\n");
-        std::string head(boost::asio::buffers_begin(buf.data()), boost::asio::buffers_end(buf.data()));
+        std::string head(boost::asio::buffers_begin(buf.data()),
+                         boost::asio::buffers_end(buf.data()));
         return head.substr(0, head.find("\r\n"));
     }
     tcp::endpoint endpoint() const {
@@ -124,8 +125,8 @@ TEST_F(HttpServerTest, MalformedPercentEncodingIsAnswered400AndServerKeepsServin
 }
 
 TEST_F(HttpServerTest, OversizedHeaderIs431AndOversizedBodyIs413) {
-    const std::string big_header = "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " +
-                                   std::string(64 << 10, 'a') + "\r\n\r\n";
+    const std::string big_header =
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(64 << 10, 'a') + "\r\n\r\n";
     EXPECT_EQ(raw(big_header).rfind("HTTP/1.1 431", 0), 0u);
     const std::string big_target = "GET /" + std::string(64 << 10, 'a') + " HTTP/1.1\r\n\r\n";
     EXPECT_EQ(raw(big_target).rfind("HTTP/1.1 431", 0), 0u);
@@ -156,8 +157,8 @@ TEST_F(HttpServerTest, GarbageIs400AndTruncatedRequestsAreClosed) {
 TEST_F(HttpServerTest, HandlerExceptionIs500WithValidJson) {
     const std::string reply = roundtrip("/throw");
     ASSERT_EQ(reply.rfind("HTTP/1.1 500", 0), 0u) << reply;
-    const auto body = nlohmann::json::parse(reply.substr(reply.find("\r\n\r\n") + 4), nullptr,
-                                            false);
+    const auto body =
+        nlohmann::json::parse(reply.substr(reply.find("\r\n\r\n") + 4), nullptr, false);
     ASSERT_FALSE(body.is_discarded()) << reply;
     EXPECT_NE(body["error"].get<std::string>().find("bad \"thing\""), std::string::npos);
     EXPECT_EQ(roundtrip("/still-here").rfind("HTTP/1.1 200", 0), 0u);
