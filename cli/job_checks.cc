@@ -7,21 +7,11 @@
 #include "common/model/config.h"
 #include "common/model/job_setup.h"
 #include "common/model/tasks.h"
+#include "common/rl/task_factory.h"
 
 namespace tandem::cli {
 
 namespace {
-
-// The config (and recorded vocabulary) the job's policy will have: model.* for a random init,
-// otherwise model.init's config.json. No weights are made or read.
-Result<model::HfConfig> policy_config(const config::JobSpec& job, const model::Vocabulary& vocab) {
-    if (job.model.init == "random") {
-        TANDEM_ASSIGN_OR_RETURN(model::ModelConfig cfg,
-                                model::ModelConfig::from_spec(job.model, vocab.size()));
-        return model::HfConfig{cfg, std::nullopt};
-    }
-    return model::read_hf_config(job.model.init + "/config.json");
-}
 
 // What make_job_setup and the rollout actor's start reject, checked from the job file: loads the
 // task (errors name the dataset file and line) and checks the longest context against both
@@ -29,16 +19,16 @@ Result<model::HfConfig> policy_config(const config::JobSpec& job, const model::V
 // with the figures.
 std::vector<std::string> check_grpo_limits(const config::JobSpec& job, const std::string& file,
                                            std::string& summary) {
-    auto task = model::make_task(job.task);
+    auto task = rl::make_job_task(job);
     if (!task.ok()) return {fmt::format("{}: task: {}", file, task.status().message())};
     const int prompt = (*task)->max_prompt_tokens();
     const auto& r = job.rollout;
     const int64_t need = static_cast<int64_t>(prompt) + r.sampling.max_new_tokens;
     std::vector<std::string> errors;
-    auto policy = policy_config(job, (*task)->vocab());
+    auto policy = rl::policy_config(job, **task);
     if (!policy.ok()) {
         errors.push_back(fmt::format("{}: {}", file, policy.status().message()));
-    } else if (Status s = model::check_model_fits(job, policy->model, policy->vocab, **task);
+    } else if (Status s = rl::check_policy_fits(job, *policy, **task);
                !s.ok()) {
         errors.push_back(fmt::format("{}: {}", file, s.message()));
     }

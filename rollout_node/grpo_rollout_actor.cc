@@ -15,6 +15,7 @@
 #include "common/model/rng.h"
 #include "common/model/tasks.h"
 #include "common/rl/grpo_protocol.h"
+#include "common/rl/task_factory.h"
 #include "common/weights/reader.h"
 #include "rollout_node/rollout_loop.h"
 
@@ -100,8 +101,10 @@ private:
 class ModelGenerator final : public Generator {
 public:
     ModelGenerator(const runtime::JobRuntime& rt, ReaderWeights& weights,
-                   std::unique_ptr<model::Task> task, model::GroupGenerator gen)
-        : job_(rt.spec()), weights_(weights), task_(std::move(task)), gen_(std::move(gen)) {
+                   std::unique_ptr<rl::JobTask> task, std::unique_ptr<rl::TaskScorer> scorer,
+                   model::GroupGenerator gen)
+        : job_(rt.spec()), weights_(weights), task_(std::move(task)), scorer_(std::move(scorer)),
+          gen_(std::move(gen)) {
         const int R = job_.rollout.replicas, P = job_.algorithm.prompts_per_step;
         me_ = static_cast<int>(rt.actor().index);
         for (int p = me_; p < P; p += R) mine_.push_back(p);
@@ -112,7 +115,7 @@ public:
         auto view = weights_.reader().current();
         if (!view) return internal_error("no weights to generate with");
         const auto* params = reinterpret_cast<const float*>(view->bytes().data());
-        std::vector<model::Example> examples(mine_.size());
+        std::vector<rl::TextExample> examples(mine_.size());
         std::vector<std::vector<int32_t>> prompts(mine_.size());
         for (size_t i = 0; i < mine_.size(); ++i) {
             examples[i] = task_->example(first + static_cast<uint64_t>(mine_[i]));
@@ -126,13 +129,15 @@ public:
         TANDEM_ASSIGN_OR_RETURN(
             auto completions,
             gen_.generate(params, prompts, job_.algorithm.group_size, so, &gs));
+        TANDEM_ASSIGN_OR_RETURN(auto rewards, scorer_->score(examples, completions));
         rl::TrajectoryBatch out;
         out.rollout = me_;
         out.generated_tokens = gs.generated_tokens;
-        for (auto& c : completions) {
+        for (size_t i = 0; i < completions.size(); ++i) {
+            model::Completion& c = completions[i];
             model::Trajectory t;
             t.prompt = prompts[c.prompt];
-            t.reward = task_->score(examples[c.prompt], task_->vocab().decode(c.tokens));
+            t.reward = rewards[i];
             t.completion = std::move(c.tokens);
             t.behaviour_logprobs = std::move(c.logprobs);
             t.group = first + static_cast<uint64_t>(mine_[c.prompt]);
@@ -145,7 +150,8 @@ public:
 private:
     const config::JobSpec& job_;
     ReaderWeights& weights_;
-    std::unique_ptr<model::Task> task_;
+    std::unique_ptr<rl::JobTask> task_;
+    std::unique_ptr<rl::TaskScorer> scorer_;
     model::GroupGenerator gen_;
     int me_ = 0;
     std::vector<int> mine_;
@@ -187,15 +193,14 @@ private:
 Status run_grpo_rollout(runtime::JobRuntime& rt) {
     model::set_blas_threads(1);  // several actors share a node's cores
     const config::JobSpec& job = rt.spec();
-    TANDEM_ASSIGN_OR_RETURN(auto task, model::make_task(job.task));
-    TANDEM_ASSIGN_OR_RETURN(auto cfg, model::ModelConfig::from_spec(job.model, task->vocab().size()));
-    if (job.model.init != "random") {
-        TANDEM_ASSIGN_OR_RETURN(model::Pretrained p, model::load_pretrained(job.model.init));
-        cfg = p.weights.config();
-    }
+    TANDEM_ASSIGN_OR_RETURN(auto task, rl::make_job_task(job));
+    TANDEM_ASSIGN_OR_RETURN(model::HfConfig policy, rl::policy_config(job, *task));
+    const model::ModelConfig& cfg = policy.model;
     TANDEM_RETURN_IF_ERROR(model::check_context_length(job, task->max_prompt_tokens()));
-    TANDEM_ASSIGN_OR_RETURN(
-        auto gen, model::GroupGenerator::create(cfg, model::GeneratorOptions::from_job(job)));
+    model::GeneratorOptions go = model::GeneratorOptions::from_job(job);
+    go.eos_token = task->eos_token();
+    TANDEM_ASSIGN_OR_RETURN(auto gen, model::GroupGenerator::create(cfg, go));
+    TANDEM_ASSIGN_OR_RETURN(auto scorer, task->make_scorer());
     TANDEM_ASSIGN_OR_RETURN(weights::Layout layout, model::make_param_layout(cfg));
     weights::ReaderOptions ro;
     ro.job = rt.actor().job;
@@ -210,7 +215,7 @@ Status run_grpo_rollout(runtime::JobRuntime& rt) {
     TANDEM_ASSIGN_OR_RETURN(auto reader, weights::Reader::create(ro, std::move(layout)));
 
     ReaderWeights weights(rt, std::move(reader), relay);
-    ModelGenerator generator(rt, weights, std::move(task), std::move(gen));
+    ModelGenerator generator(rt, weights, std::move(task), std::move(scorer), std::move(gen));
     zmq::context_t zmq(1);
     ZmqOutbox outbox(zmq);
     RolloutLoopOptions opt;

@@ -15,6 +15,7 @@
 #include "common/model/tasks.h"
 #include "common/model/trainer.h"
 #include "common/rl/grpo_protocol.h"
+#include "common/rl/task_factory.h"
 #include "common/weights/publisher.h"
 #include "trainer_node/trainer_loop.h"
 
@@ -27,20 +28,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 double since(SteadyClock::time_point t0) {
     return std::chrono::duration<double>(SteadyClock::now() - t0).count();
-}
-
-Result<model::ModelWeights> initial_weights(const config::JobSpec& job,
-                                            const model::Vocabulary& vocab) {
-    if (job.model.init == "random") {
-        TANDEM_ASSIGN_OR_RETURN(auto cfg, model::ModelConfig::from_spec(job.model, vocab.size()));
-        return model::ModelWeights::random(cfg, job.model.seed);
-    }
-    TANDEM_ASSIGN_OR_RETURN(model::Pretrained p, model::load_pretrained(job.model.init));
-    if (p.vocab && !(*p.vocab == vocab)) {
-        return invalid_argument(
-            fmt::format("{}: the checkpoint's vocabulary differs from the task's", job.model.init));
-    }
-    return std::move(p.weights);
 }
 
 // The trainer's PULL socket, announced as its "trajectories" endpoint.
@@ -101,7 +88,7 @@ private:
     runtime::JobRuntime& rt_;
     const config::JobSpec& job_;
     runtime::RuntimeAnnouncer announcer_;
-    std::unique_ptr<model::Task> task_;
+    std::unique_ptr<rl::JobTask> task_;
     std::unique_ptr<model::GrpoTrainer> trainer_;
     std::unique_ptr<weights::Publisher> publisher_;
     std::string checkpoint_root_;
@@ -110,8 +97,8 @@ private:
 };
 
 Status GrpoLearner::setup(TrainerLoopOptions& opt) {
-    TANDEM_ASSIGN_OR_RETURN(task_, model::make_task(job_.task));
-    TANDEM_ASSIGN_OR_RETURN(model::ModelWeights w, initial_weights(job_, task_->vocab()));
+    TANDEM_ASSIGN_OR_RETURN(task_, rl::make_job_task(job_));
+    TANDEM_ASSIGN_OR_RETURN(model::ModelWeights w, rl::initial_policy(job_, *task_));
     const std::string job_dir = fmt::format("{}/jobs/{}", rt_.run_dir(), rt_.actor().job.str());
     std::filesystem::create_directories(job_dir);
     checkpoint_root_ = job_.checkpoint.dir.empty() ? job_dir + "/checkpoints" : job_.checkpoint.dir;
@@ -156,7 +143,7 @@ Status GrpoLearner::finished(const StepReport& r) {
         st.version = static_cast<int64_t>(r.info.version);
         st.data_cursor = r.info.data_cursor;
         TANDEM_ASSIGN_OR_RETURN(
-            std::string path, trainer_->save_checkpoint(checkpoint_root_, st, &task_->vocab()));
+            std::string path, trainer_->save_checkpoint(checkpoint_root_, st, task_->vocab()));
         (void)model::prune_checkpoints(checkpoint_root_, job_.checkpoint.keep_last);
         rt_.log(LogLevel::kInfo, fmt::format("checkpoint {}", path));
     }
@@ -171,15 +158,14 @@ Result<model::ModelWeights> GrpoLearner::warm_start(model::ModelWeights w) {
     so.algorithm.steps = job_.algorithm.warm_start_steps;
     so.algorithm.optimizer.lr = job_.algorithm.warm_start_lr;
     TANDEM_ASSIGN_OR_RETURN(auto warm, model::GrpoTrainer::create(std::move(w), so));
-    model::TaskStream stream(task_.get(), uint64_t{1} << 40);
+    uint64_t cursor = uint64_t{1} << 40;
     std::vector<model::Trajectory> answers(static_cast<size_t>(job_.algorithm.prompts_per_step) *
                                            static_cast<size_t>(job_.algorithm.group_size));
     for (int k = 1; k <= job_.algorithm.warm_start_steps; ++k) {
         for (auto& t : answers) {
-            const model::Example ex = stream.next();
+            const rl::TextExample ex = task_->example(cursor++);
             TANDEM_ASSIGN_OR_RETURN(t.prompt, task_->prompt_tokens(ex));
-            TANDEM_ASSIGN_OR_RETURN(t.completion, task_->vocab().encode(ex.answer));
-            t.completion.push_back(model::Vocabulary::kEos);
+            TANDEM_ASSIGN_OR_RETURN(t.completion, task_->answer_tokens(ex));
             t.behaviour_logprobs.assign(t.completion.size(), 0.0f);
         }
         TANDEM_ASSIGN_OR_RETURN(model::TrainStats ts, warm->supervised_step(answers));

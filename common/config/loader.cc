@@ -163,17 +163,19 @@ Result<JobSpec> load_job_file(const std::string& path, const std::vector<Overrid
     // A relative dataset path means: beside the job file when the file gives it, in the current
     // directory when an override does. Either way the submitted spec carries an absolute path, so
     // actors (started in other directories, maybe on other hosts with the same layout) find it.
-    std::string& dataset = spec.task.dataset;
-    if (!dataset.empty() && std::filesystem::path(dataset).is_relative()) {
-        const bool overridden =
-            std::any_of(overrides.begin(), overrides.end(), [](const Override& o) {
-                return o.path == std::vector<std::string>{"task", "dataset"};
-            });
+    // The same holds for task.tokenizer and a model.init other than "random".
+    const auto absolutize = [&](std::string& value, std::vector<std::string> key) {
+        if (value.empty() || !std::filesystem::path(value).is_relative()) return;
+        const bool overridden = std::any_of(overrides.begin(), overrides.end(),
+                                            [&](const Override& o) { return o.path == key; });
         const std::filesystem::path base = overridden
                                                ? std::filesystem::current_path()
                                                : std::filesystem::absolute(path).parent_path();
-        dataset = (base / dataset).lexically_normal().string();
-    }
+        value = (base / value).lexically_normal().string();
+    };
+    absolutize(spec.task.dataset, {"task", "dataset"});
+    absolutize(spec.task.tokenizer, {"task", "tokenizer"});
+    if (spec.model.init != "random") absolutize(spec.model.init, {"model", "init"});
     // A reward command runs beside the job file unless the file says where (so that
     // `python3 my_reward.py` finds the script wherever the actor starts).
     if (!spec.task.reward.command.empty() && spec.task.reward.working_dir.empty()) {
