@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/context.h"
+#include "common/log.h"
 #include "coordinator/history_server.h"
 
 namespace tandem::cli {
@@ -49,11 +50,16 @@ int cmd_dashboard(const std::vector<std::string>& argv) {
         }
         o.port = static_cast<uint16_t>(port);
     }
+    // The managers log what they restore at info; only warnings belong on this console.
+    LogOptions log_options;
+    log_options.console_level = LogLevel::kWarn;
+    if (Status s = init_logging(log_options); !s.ok()) return report(s);
     Status s = coord::serve_history(o, [&](const std::string& url) {
         std::cout << fmt::format("tandem dashboard: {} (read-only, from {}); Ctrl-C stops\n", url,
                                  o.state_dir)
                   << std::flush;
     });
+    shutdown_logging();
     if (!s.ok()) return report(s.with_context("tandem dashboard"));
     return kExitOk;
 }
