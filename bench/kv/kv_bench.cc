@@ -20,7 +20,10 @@
 //                     x 4 new tokens: generate time (first batch, and second with the cache
 //                     warm) and peak KV bytes with the system-prompt cache and without
 //
+// BLAS runs on one thread.
 // Usage: tandem-bench-kv [--quick] [--new N] [--drift_tokens N]
+#include <cblas.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -100,7 +103,10 @@ double seconds_since(Clock::time_point t0) {
     return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-void emit(const nlohmann::json& j) { std::printf("%s\n", j.dump().c_str()); }
+void emit(const nlohmann::json& j) {
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+}
 
 // Bytes per token of one layer's cache after `tokens` positions appended one at a time.
 KvCacheStats fill_cache(const ModelConfig& c, const Dt& dt, int64_t tokens) {
@@ -448,6 +454,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
+    openblas_set_num_threads(1);  // one core, as a rollout actor on a shared machine
     bench_bytes(quick);
     bench_attention(quick);
     bench_engine_decode(new_tokens);
