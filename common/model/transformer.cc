@@ -185,7 +185,7 @@ Status Transformer<T>::run_layers(const T* params, const PackedBatch& batch) {
 }
 
 template <typename T>
-void Transformer<T>::final_head(const T* params) {
+void Transformer<T>::head_inputs(const T* params) {
     const ModelConfig& c = config_;
     const ParamPtrs<const T> w(index_, params);
     const int64_t ns = static_cast<int64_t>(srow_.size()), h = c.hidden_size;
@@ -194,7 +194,20 @@ void Transformer<T>::final_head(const T* params) {
         std::memcpy(xs + i * h, x_out_.data() + srow_[i] * h, sizeof(T) * h);
     T* f = sized(f_, ns * h);
     rmsnorm_forward<T>(ns, h, xs, w.final_norm, c.rms_norm_eps, f, sized(rstd_f_, ns));
-    linear_forward<T>(ns, h, c.vocab_size, f, w.lm_head, sized(logits_, ns * c.vocab_size));
+}
+
+template <typename T>
+int64_t Transformer<T>::head_chunk_rows() const {
+    return std::max<int64_t>(1, head_chunk_elements_ / config_.vocab_size);
+}
+
+template <typename T>
+const T* Transformer<T>::head_logits(const T* params, int64_t row0, int64_t rows) {
+    const ParamPtrs<const T> w(index_, params);
+    const int64_t h = config_.hidden_size, V = config_.vocab_size;
+    T* out = sized(logits_, rows * V);
+    linear_forward<T>(rows, h, V, f_.data() + row0 * h, w.lm_head, out);
+    return out;
 }
 
 template <typename T>
@@ -221,14 +234,21 @@ Status Transformer<T>::forward(const T* params, const PackedBatch& batch, double
             target_.push_back(batch.tokens[row]);
         }
     }
-    final_head(params);
+    head_inputs(params);
     const int64_t n = batch.num_tokens(), ns = static_cast<int64_t>(srow_.size());
     std::fill(logp, logp + n, T(0));
     if (entropy) std::fill(entropy, entropy + n, T(0));
-    // Scored values are computed into a compact scratch, then spread to their token index.
-    T* lp = sized(dlogits_, 2 * ns);
-    token_logprob_forward<T>(ns, config_.vocab_size, logits_.data(), target_.data(), inv_temp_, lp,
-                             entropy ? lp + ns : nullptr);
+    // Scored values are computed into a compact scratch, then spread to their token index. The
+    // logits are made a chunk of rows at a time (all at once when they fit; then backward reuses
+    // them, else it recomputes each chunk).
+    T* lp = sized(lp_, 2 * ns);
+    const int64_t chunk = head_chunk_rows();
+    for (int64_t r0 = 0; r0 < ns; r0 += chunk) {
+        const int64_t rows = std::min(chunk, ns - r0);
+        const T* lg = head_logits(params, r0, rows);
+        token_logprob_forward<T>(rows, config_.vocab_size, lg, target_.data() + r0, inv_temp_,
+                                 lp + r0, entropy ? lp + ns + r0 : nullptr);
+    }
     for (int64_t i = 0; i < ns; ++i) {
         logp[trow_[i]] = lp[i];
         if (entropy) entropy[trow_[i]] = lp[ns + i];
@@ -242,8 +262,10 @@ Status Transformer<T>::logits(const T* params, const PackedBatch& batch, T* out)
     srow_.resize(static_cast<size_t>(batch.num_tokens()));
     for (int64_t r = 0; r < batch.num_tokens(); ++r) srow_[r] = r;
     target_.clear();  // no backward from here
-    final_head(params);
-    std::memcpy(out, logits_.data(), sizeof(T) * logits_.size());
+    head_inputs(params);
+    const ParamPtrs<const T> w(index_, params);
+    linear_forward<T>(batch.num_tokens(), config_.hidden_size, config_.vocab_size, f_.data(),
+                      w.lm_head, out);
     srow_.clear();
     trow_.clear();
     return Status();
@@ -264,10 +286,17 @@ Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
     // Head: logits -> final norm -> scatter into dx.
     T* ws = sized(w_scored_, ns);
     for (int64_t i = 0; i < ns; ++i) ws[i] = weight[trow_[i]];
-    T* dlogits = sized(dlogits_, ns * V);
-    token_logprob_backward<T>(ns, V, logits_.data(), target_.data(), inv_temp_, ws, dlogits);
     T* df = sized(df_, ns * h);
-    linear_backward<T>(ns, h, V, f_.data(), w.lm_head, dlogits, df, false, gw.lm_head);
+    const int64_t chunk = head_chunk_rows();
+    for (int64_t r0 = 0; r0 < ns; r0 += chunk) {
+        const int64_t rows = std::min(chunk, ns - r0);
+        // One chunk: forward() left its logits; several: recompute this one's.
+        const T* lg = ns <= chunk ? logits_.data() : head_logits(params, r0, rows);
+        T* dlogits = sized(dlogits_, rows * V);
+        token_logprob_backward<T>(rows, V, lg, target_.data() + r0, inv_temp_, ws + r0, dlogits);
+        linear_backward<T>(rows, h, V, f_.data() + r0 * h, w.lm_head, dlogits, df + r0 * h, false,
+                           gw.lm_head);
+    }
     T* dxs = sized(dxs_, ns * h);
     rmsnorm_backward<T>(ns, h, xs_.data(), w.final_norm, rstd_f_.data(), df, dxs, false,
                         gw.final_norm);

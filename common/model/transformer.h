@@ -77,6 +77,12 @@ public:
     // Invalidates the saved activations.
     Status logits(const T* params, const PackedBatch& batch, T* out);
 
+    // The head holds at most this many logits (rows x vocab) at once; a batch with more scored
+    // rows is processed in chunks and backward() recomputes each chunk's logits (one more head
+    // product) instead of keeping [rows, vocab] (a 151k vocabulary makes that GBs). Default 16M
+    // elements (64 MB in float).
+    void set_head_chunk_elements(int64_t elements) { head_chunk_elements_ = elements; }
+
 private:
     struct LayerActs {
         std::vector<T> x_in, rstd1, a, q, k, v, o, lse, x_mid, rstd2, b, g, u, s;
@@ -84,7 +90,11 @@ private:
     };
     Transformer() = default;
     Status run_layers(const T* params, const PackedBatch& batch);
-    void final_head(const T* params);
+    // xs_, rstd_f_, f_: the final norm of the rows in srow_.
+    void head_inputs(const T* params);
+    int64_t head_chunk_rows() const;
+    // logits_ = f_[row0, row0 + rows) lm_head^T.
+    const T* head_logits(const T* params, int64_t row0, int64_t rows);
 
     ModelConfig config_;
     weights::Layout layout_;
@@ -99,8 +109,9 @@ private:
     std::vector<int64_t> trow_;    // the predicted token's row (srow_ + 1 but for continuations)
     std::vector<int32_t> target_;  // tokens[trow_]
     double inv_temp_ = 1.0;
+    int64_t head_chunk_elements_ = int64_t{1} << 24;
     std::vector<LayerActs> acts_;
-    std::vector<T> x_out_, xs_, rstd_f_, f_, logits_;
+    std::vector<T> x_out_, xs_, rstd_f_, f_, logits_, lp_;
     // A continuation's keys and values gathered behind its prefix's (and their gradients).
     std::vector<T> kc_, vc_, dkc_, dvc_;
     // Backward workspace.
