@@ -522,5 +522,52 @@ TEST(GrpoFaults, PendingRolloutIsPlacedAgainWhenItsNodeRegistersAgain) {
     EXPECT_EQ(check_consumed_versions(rows, table_versions(c, job), 0), trajectories);
 }
 
+// kill -9 of the coordinator in the middle of a GRPO job and `tandem up` again: the actors never
+// talk to the coordinator directly (their runtime waits through their agents), so none restarts,
+// the job finishes every step, and the coordinator has every step's metrics.
+TEST(GrpoFaults, CoordinatorKilledMidJobAndBroughtBackFinishesWithNothingLostAndNoRestart) {
+    LocalCluster c("grpo_coord_kill");
+    ASSERT_EQ(c.up().code, 0);
+    const int kSteps = 300, kStaleness = 1;
+    auto sub = c.cli("job submit -f " + job_file() + " " + tiny_job_overrides(kSteps) +
+                     fmt::format(" async.max_staleness={}", kStaleness));
+    ASSERT_EQ(sub.code, 0) << sub.out;
+    const std::string job = "job-000001";
+    ASSERT_TRUE(wait_until([&] { return progress_step(c, job) >= 8; }, 40s)) << c.job(job).dump(2);
+    const std::string events_before = events_text(c, job);
+
+    ASSERT_EQ(::kill(c.pid_of("coordinator"), SIGKILL), 0);
+    ASSERT_TRUE(wait_until([&] { return c.get("/healthz").is_null(); }, 5s));
+    auto up = c.up();  // brings back only the coordinator
+    ASSERT_EQ(up.code, 0) << up.out;
+    EXPECT_EQ(up.out.find("started tandem-"), std::string::npos) << up.out;
+    const int64_t back_at_step = progress_step(c, job);
+
+    ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 60s))
+        << job_story(c, job);
+    EXPECT_LT(back_at_step, kSteps) << "the job ended before the coordinator came back";
+    const Json finished = c.job(job);
+    EXPECT_EQ(finished["restarts_used"], 0);
+    for (const auto& a : finished["actors"]) EXPECT_EQ(a["attempt"], 1) << a.dump();
+    const std::string ev = events_text(c, job);
+    EXPECT_EQ(ev.find("actor_restarted"), std::string::npos) << ev;
+    EXPECT_EQ(ev.rfind(events_before, 0), 0u) << "history changed";
+
+    // Every step once, in order, in the trainer's file and in the coordinator's metrics.
+    const auto rows = metrics_rows(c, job);
+    ASSERT_EQ(rows.size(), static_cast<size_t>(kSteps));
+    for (size_t i = 0; i < rows.size(); ++i) {
+        EXPECT_EQ(rows[i]["step"], static_cast<int64_t>(i + 1));
+        EXPECT_EQ(rows[i]["metrics"]["trainer/attempt"], 1);
+    }
+    const Json m = c.get("/api/v1/jobs/" + job + "/metrics?limit=100000");
+    ASSERT_TRUE(m.is_object()) << m.dump();
+    std::set<int64_t> steps;
+    for (const auto& r : m["metrics"]) steps.insert(r["step"].get<int64_t>());
+    EXPECT_EQ(steps.size(), static_cast<size_t>(kSteps)) << "steps missing at the coordinator";
+    const int64_t checked = check_consumed_versions(rows, table_versions(c, job), kStaleness);
+    EXPECT_EQ(checked, int64_t{kSteps} * kPrompts * 4);
+}
+
 }  // namespace
 }  // namespace tandem::testing
