@@ -187,13 +187,19 @@ Status Worker::set_am_handler(uint16_t id, AmHandler handler) {
     return Status();
 }
 
+ucs_status_t Worker::am_drop(void*, const void*, size_t, void*, size_t,
+                             const ucp_am_recv_param_t*) {
+    return UCS_OK;  // the data (whole message, eager) is released by UCX on return
+}
+
 void Worker::clear_am_handler(uint16_t id) {
     ucp_am_handler_param_t param{};
     param.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
-                       UCP_AM_HANDLER_PARAM_FIELD_ARG;
+                       UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
     param.id = id;
-    param.cb = nullptr;
+    param.cb = &Worker::am_drop;
     param.arg = nullptr;
+    param.flags = UCP_AM_FLAG_WHOLE_MSG;
     ucp_worker_set_am_recv_handler(handle_, &param);
     handlers_.erase(id);
 }

@@ -95,7 +95,9 @@ public:
     bool arm();
     int event_fd() const { return efd_; }
     Status set_am_handler(uint16_t id, AmHandler handler);
-    // Unregisters the handler for `id` (before its owner goes away).
+    // Unregisters the handler for `id` (before its owner goes away). Messages for `id` that arrive
+    // afterwards (a peer's last request racing the shutdown) are dropped quietly instead of
+    // reaching UCX with no callback, which logs "no registered callback for that id".
     void clear_am_handler(uint16_t id);
 
 private:
@@ -103,6 +105,8 @@ private:
         : context_(std::move(context)), handle_(handle) {}
     static ucs_status_t am_trampoline(void* arg, const void* header, size_t header_length,
                                       void* data, size_t length, const ucp_am_recv_param_t* param);
+    static ucs_status_t am_drop(void* arg, const void* header, size_t header_length, void* data,
+                                size_t length, const ucp_am_recv_param_t* param);
 
     std::shared_ptr<Context> context_;
     ucp_worker_h handle_;
