@@ -1,6 +1,10 @@
 #include "common/agent/runtime_server.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <filesystem>
 
@@ -41,6 +45,11 @@ Result<std::unique_ptr<RuntimeServer>> RuntimeServer::bind(zmq::context_t& zmq,
         socket->bind(endpoint);
     } catch (const zmq::error_t& e) {
         return unavailable(fmt::format("actor runtime socket {}: {}", endpoint, e.what()));
+    }
+    // Only this user's processes (the agent's actors) may speak for an actor.
+    if (!path.empty() && ::chmod(path.c_str(), 0600) != 0) {
+        return unavailable(fmt::format("actor runtime socket {}: chmod: {}", path,
+                                       std::strerror(errno)));
     }
     return std::unique_ptr<RuntimeServer>(
         new RuntimeServer(std::move(socket), std::move(endpoint), std::move(path)));
