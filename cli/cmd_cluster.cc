@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/context.h"
+#include "cli/launch_slurm.h"
 #include "cli/launch_ssh.h"
 #include "cli/processes.h"
 #include "common/config/loader.h"
@@ -23,11 +24,13 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kUpUsage =
-    "usage: tandem up -f CLUSTER.yaml [--run-dir DIR] [--timeout-s S] [KEY.PATH=VALUE ...]\n"
+    "usage: tandem up -f CLUSTER.yaml [--slurm] [--run-dir DIR] [--timeout-s S] [KEY.PATH=VALUE "
+    "...]\n"
     "  Starts the coordinator and the cluster's node agents that are not running (on other hosts\n"
     "  over ssh: nodes[].launcher, nodes[].ssh), waits until every node is registered, and prints\n"
     "  the coordinator's HTTP address. When a node cannot be started, says why per node and stops\n"
-    "  what this run started.\n";
+    "  what this run started. --slurm (inside an allocation): the nodes are the allocation's,\n"
+    "  roles from the file's slurm: section, agents started with srun (docs/hosts.md).\n";
 
 Status ensure_secret_files(const RunDir& run, const config::ClusterSpec& spec) {
     if (spec.secret_file.empty() && !fs::exists(run.secret_path())) {
@@ -49,13 +52,13 @@ Result<pid_t> start(const RunDir& run, const std::string& name,
 }
 
 int up(const std::vector<std::string>& argv) {
-    ArgSpec spec{.flags = {"--help"},
+    ArgSpec spec{.flags = {"--help", "--slurm"},
                  .options = {"--file", "--run-dir", "--timeout-s"},
                  .aliases = {{"-f", "--file"}}};
     auto args = parse_args(argv, spec);
     if (!args.ok()) return report(args.status().with_context("tandem up"));
     if (args->has("--help")) return std::cout << kUpUsage, kExitOk;
-    const auto file = args->get("--file");
+    auto file = args->get("--file");
     if (!file)
         return std::cerr << "tandem up: -f CLUSTER.yaml is required\n" << kUpUsage, kExitUsage;
     auto overrides = config::parse_overrides(args->positional);
@@ -64,6 +67,14 @@ int up(const std::vector<std::string>& argv) {
     if (!cluster.ok()) return report(cluster.status());
     const RunDir run = RunDir::of(*cluster, args->get("--run-dir").value_or(""));
     if (Status s = run.create(); !s.ok()) return report(s);
+    if (args->has("--slurm")) {
+        // The allocation's nodes replace the file's (written into the run directory).
+        auto generated = write_slurm_cluster(*cluster, run.root());
+        if (!generated.ok()) return report(generated.status().with_context("tandem up --slurm"));
+        file = *generated;
+        cluster = config::load_cluster_file(*file, *overrides);
+        if (!cluster.ok()) return report(cluster.status());
+    }
     if (Status s = ensure_secret_files(run, *cluster); !s.ok()) return report(s);
     const std::string cluster_path = fs::absolute(*file).string();
     (void)write_file_atomic(run.root() + "/cluster-file", cluster_path + "\n");
@@ -164,7 +175,9 @@ int up(const std::vector<std::string>& argv) {
             continue;
         }
         if (running_pid(run.pid_path(n.id), exe)) continue;
-        std::vector<std::string> a = {bin + "/" + exe, "--node", n.id};
+        std::vector<std::string> a;
+        if (launcher_of(n) == config::Launcher::kSlurm) a = srun_command(n);
+        a.insert(a.end(), {bin + "/" + exe, "--node", n.id});
         a.insert(a.end(), common.begin(), common.end());
         auto pid = start(run, n.id, a);
         if (!pid.ok()) return report(pid.status());
@@ -172,7 +185,8 @@ int up(const std::vector<std::string>& argv) {
         started_here.emplace_back(n.id, *pid);
         ++started;
     }
-    if (!failures.empty()) {
+    // All or nothing: names each node that failed and stops what this run started.
+    auto fail_launch = [&]() {
         std::cerr << fmt::format("tandem up: {} node(s) could not be started:\n", failures.size());
         for (const auto& f : failures) std::cerr << "  " << f << "\n";
         // All or nothing: stop what this run started (agents first, the coordinator last).
@@ -191,7 +205,8 @@ int up(const std::vector<std::string>& argv) {
         if (!started_here.empty() || !started_remote.empty())
             std::cerr << "tandem up: stopped what this run had started\n";
         return kExitFailed;
-    }
+    };
+    if (!failures.empty()) return fail_launch();
     // Wait until every node of the file is registered and alive.
     std::string missing;
     while (true) {
@@ -207,6 +222,17 @@ int up(const std::vector<std::string>& argv) {
             }
         }
         if (nodes.ok() && missing.empty()) break;
+        // An agent (or its srun) that exits before registering fails the launch at once.
+        for (const auto& [name, pid] : started_here) {
+            int status = 0;
+            if (name == "coordinator" || ::waitpid(pid, &status, WNOHANG) != pid) continue;
+            failures.push_back(fmt::format(
+                "node {}: its process exited before registering ({}); the end of {}:\n{}", name,
+                WIFEXITED(status) ? fmt::format("exit code {}", WEXITSTATUS(status))
+                                  : fmt::format("signal {}", WTERMSIG(status)),
+                run.out_path(name), tail_lines(run.out_path(name), 5)));
+        }
+        if (!failures.empty()) return fail_launch();
         if (std::chrono::steady_clock::now() >= deadline) {
             std::cerr << fmt::format(
                 "tandem up: nodes not registered after {} s: {} (see {}/logs)\n", timeout_s,

@@ -31,13 +31,11 @@ using Json = nlohmann::json;
 
 constexpr auto kSshTimeout = std::chrono::seconds(60);
 
-struct Ran {
-    int code = -1;  // exit code; -1 when it could not run or was killed at the deadline
-    std::string out, err;
-};
+using Ran = Captured;
 
-// Runs argv with `input` on stdin, stdout and stderr captured, killed at `timeout`.
-Ran run_captured(const std::vector<std::string>& argv, const std::string& input,
+}  // namespace
+
+Captured run_captured(const std::vector<std::string>& argv, const std::string& input,
                  std::chrono::milliseconds timeout) {
     Ran r;
     int in[2], out[2], err[2];
@@ -107,6 +105,8 @@ Ran run_captured(const std::vector<std::string>& argv, const std::string& input,
     if (WIFEXITED(status) && !timed_out) r.code = WEXITSTATUS(status);
     return r;
 }
+
+namespace {
 
 // A single-quoted shell word.
 std::string sq(const std::string& s) {

@@ -15,6 +15,7 @@
 //
 // Used by the CLI's one thread; not thread-safe.
 
+#include <chrono>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -24,6 +25,15 @@
 #include "common/status.h"
 
 namespace tandem::cli {
+
+// Runs argv with `input` on stdin, stdout and stderr captured, killed at `timeout`. `code` is -1
+// when it could not run or was killed at the deadline.
+struct Captured {
+    int code = -1;
+    std::string out, err;
+};
+Captured run_captured(const std::vector<std::string>& argv, const std::string& input,
+                      std::chrono::milliseconds timeout);
 
 // Whether `host` names this machine: loopback, its hostname, or an address of one of its
 // interfaces.

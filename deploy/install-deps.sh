@@ -24,6 +24,9 @@ packages=(
     # processes and namespaces used by integration tests; sshd per host in the cluster-in-a-box
     # tests (tests/integration/hosts) and ssh for `tandem up` of remote nodes
     iproute2 procps openssh-server openssh-client
+    # Slurm for tests/integration/hosts/slurm_test.cc (the test starts its own munged,
+    # slurmctld and slurmd)
+    slurm-wlm munge
     # dashboard: the browser test drives chromium; promtool (prometheus) checks /metrics and
     # deploy/monitoring's configs
     chromium prometheus

@@ -36,16 +36,18 @@ struct NodeResources {
     }
 };
 
-// How `tandem up` starts a node's agent: as a local process, over ssh on its host, or not at all
-// (manual: someone else starts it; `up` prints the command and waits for it to register).
-enum class Launcher { kLocal, kSsh, kManual };
+// How `tandem up` starts a node's agent: as a local process, over ssh on its host, with `srun` on
+// its node of a Slurm allocation (set by `tandem up --slurm`), or not at all (manual: someone else
+// starts it; `up` prints the command and waits for it to register).
+enum class Launcher { kLocal, kSsh, kManual, kSlurm };
 
 template <>
 struct EnumNames<Launcher> {
-    static constexpr std::array<std::pair<Launcher, const char*>, 3> kNames{{
+    static constexpr std::array<std::pair<Launcher, const char*>, 4> kNames{{
         {Launcher::kLocal, "local"},
         {Launcher::kSsh, "ssh"},
         {Launcher::kManual, "manual"},
+        {Launcher::kSlurm, "slurm"},
     }};
 };
 
@@ -152,12 +154,31 @@ struct CoordinatorSpec {
     }
 };
 
+// `tandem up --slurm`: how the nodes of the allocation (SLURM_JOB_NODELIST, in order) get roles.
+// The coordinator runs on the first node; the file's first node of each role is the template of
+// that role's nodes (resources, labels, interfaces...), their ids are <role>-<k>.
+struct SlurmSpec {
+    int trainer_nodes = 1;  // the first nodes of the allocation
+    int rollout_nodes = 0;  // the nodes after them; 0: all the rest
+    // Rollout nodes start again from the first host (a trainer and a rollout agent per host;
+    // rollout_nodes 0: one per host).
+    bool colocate = false;
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("trainer_nodes", s.trainer_nodes, Range{0, 100000});
+        v.field("rollout_nodes", s.rollout_nodes, Range{0, 100000});
+        v.field("colocate", s.colocate);
+    }
+};
+
 struct ClusterSpec {
     std::string name = "local";
     std::string run_dir = ".tandem";  // pids, logs, token, address; relative to the working dir
     std::string secret_file;          // cluster secret; empty: generated into the run dir
     CoordinatorSpec coordinator;
     std::vector<NodeSpec> nodes;
+    SlurmSpec slurm;
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -166,6 +187,7 @@ struct ClusterSpec {
         v.field("secret_file", s.secret_file);
         v.field("coordinator", s.coordinator);
         v.field("nodes", s.nodes, Required{}, NonEmpty{});
+        v.field("slurm", s.slurm);
         for (size_t i = 0; i < s.nodes.size(); ++i) {
             for (size_t j = 0; j < i; ++j) {
                 v.check(s.nodes[i].id.empty() || s.nodes[i].id != s.nodes[j].id, "nodes",

@@ -5,6 +5,8 @@
 #include <net/if.h>
 #include <netinet/in.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace tandem::config {
@@ -83,9 +85,19 @@ Result<NodeNetwork> resolve_node_network(const NodeSpec& node,
     } else if (own || is_loopback(node.host)) {
         net.advertise_address = node.host;
     } else {
+        // One candidate per interface (an interface with IPv4 and IPv6 addresses is one), its
+        // IPv4 address first.
         std::vector<HostInterface> candidates;
         for (const auto& i : ifs) {
-            if (!is_loopback(i.address)) candidates.push_back(i);
+            if (is_loopback(i.address)) continue;
+            auto same = std::find_if(candidates.begin(), candidates.end(),
+                                     [&](const HostInterface& c) { return c.name == i.name; });
+            if (same == candidates.end()) {
+                candidates.push_back(i);
+            } else if (same->address.find(':') != std::string::npos &&
+                       i.address.find(':') == std::string::npos) {
+                *same = i;
+            }
         }
         if (candidates.size() != 1) {
             return invalid_argument(fmt::format(
@@ -97,8 +109,12 @@ Result<NodeNetwork> resolve_node_network(const NodeSpec& node,
         net.advertise_address = candidates[0].address;
     }
     if (control) net.control_source = control->address;
-    size_t network_interfaces = 0;
-    for (const auto& i : ifs) network_interfaces += is_loopback(i.address) ? 0 : 1;
+    std::vector<std::string> names;  // interfaces with a non-loopback address
+    for (const auto& i : ifs) {
+        if (!is_loopback(i.address) && std::find(names.begin(), names.end(), i.name) == names.end())
+            names.push_back(i.name);
+    }
+    const size_t network_interfaces = names.size();
     if (weights) {
         net.weights_device = weights->name;
     } else if (const HostInterface* adv = find(ifs, net.advertise_address);

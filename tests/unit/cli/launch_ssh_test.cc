@@ -138,3 +138,16 @@ TEST(NodeNetwork, NamedPlanesGoToTheirInterfaces) {
 
 }  // namespace
 }  // namespace tandem::config
+
+namespace tandem::config {
+namespace {
+
+TEST(NodeNetwork, AnInterfaceWithIpv4AndIpv6AddressesIsOneInterface) {
+    auto net = resolve_node_network(
+        node_on("node7.example"), {{"lo", "127.0.0.1"}, {"eth0", "fd00::2"}, {"eth0", "10.0.0.2"}});
+    ASSERT_TRUE(net.ok()) << net.status().message();
+    EXPECT_EQ(net->advertise_address, "10.0.0.2");
+}
+
+}  // namespace
+}  // namespace tandem::config
