@@ -126,6 +126,8 @@ public:
             model::mix_seed(job_.task.seed, 0x726f6c6c, static_cast<uint64_t>(batch),
                             static_cast<uint64_t>(me_)));
         model::GenerateStats gs;
+        // The system-prompt KV cache (rollout.kv_cache.prefix_*) is kept per weight version.
+        gen_.set_weights_version(static_cast<int64_t>(view->version()));
         TANDEM_ASSIGN_OR_RETURN(
             auto completions,
             gen_.generate(params, prompts, job_.algorithm.group_size, so, &gs));
