@@ -71,7 +71,8 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
     const std::string name = "tandem-" + spec.name;
     const std::string coord_dns = fmt::format("{0}-coordinator-0.{0}", name);
     std::string m = fmt::format(
-        "# Rendered by `tandem deploy k8s` from the cluster file of cluster {cluster_name}: edit that\n"
+        "# Rendered by `tandem deploy k8s` from the cluster file of cluster {cluster_name}: edit "
+        "that\n"
         "# file and render again rather than editing this one.\n"
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-secret}}\ntype: Opaque\n"
         "stringData:\n  cluster-secret: \"{secret}\"\n  api-token: \"{token}\"\n"
@@ -82,9 +83,8 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
         "  selector: {{app.kubernetes.io/part-of: {name}}}\n  ports:\n"
         "    - {{name: agents, port: {agent_port}}}\n    - {{name: http, port: {http_port}}}\n",
         fmt::arg("name", name), fmt::arg("cluster_name", spec.name), fmt::arg("secret", o.secret),
-        fmt::arg("token", o.api_token),
-        fmt::arg("cluster", indent(cluster_text, 4)), fmt::arg("coord", coord_dns),
-        fmt::arg("agent_port", spec.coordinator.agent_port),
+        fmt::arg("token", o.api_token), fmt::arg("cluster", indent(cluster_text, 4)),
+        fmt::arg("coord", coord_dns), fmt::arg("agent_port", spec.coordinator.agent_port),
         fmt::arg("http_port", spec.coordinator.http_port));
     // The coordinator: binds its pod IP, state on a volume claim.
     m += fmt::format(
@@ -116,7 +116,8 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
         fmt::arg("name", name), fmt::arg("image", o.image), fmt::arg("run", kRunDir),
         fmt::arg("sec", kSecretDir), fmt::arg("cfg", kConfigDir),
         fmt::arg("agent_port", spec.coordinator.agent_port),
-        fmt::arg("http_port", spec.coordinator.http_port), fmt::arg("volumes", volumes_yaml(name, true)));
+        fmt::arg("http_port", spec.coordinator.http_port),
+        fmt::arg("volumes", volumes_yaml(name, true)));
     // One StatefulSet per role: pod k runs the role's k-th node of the file.
     for (const ActorRole role : {ActorRole::kTrainer, ActorRole::kRollout}) {
         std::string ids, indices;
@@ -143,11 +144,13 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
             "          # Pod k (the ordinal ending its name) is the k-th {role} node of the file.\n"
             "          command:\n            - bash\n            - -c\n            - >-\n"
             "              ids=({ids}); at=({indices}); k=${{HOSTNAME##*-}};\n"
-            "              exec tandem-{role}-node --cluster {cfg}/cluster.yaml --node ${{ids[$k]}}\n"
+            "              exec tandem-{role}-node --cluster {cfg}/cluster.yaml --node "
+            "${{ids[$k]}}\n"
             "              --run-dir {run} nodes.${{at[$k]}}.host=$POD_IP\n"
             "              coordinator.host={coord} secret_file={sec}/cluster-secret\n"
             "{resources}"
-            "          volumeMounts:\n            - {{name: cluster, mountPath: {cfg}, readOnly: true}}\n"
+            "          volumeMounts:\n            - {{name: cluster, mountPath: {cfg}, readOnly: "
+            "true}}\n"
             "            - {{name: secret, mountPath: {sec}, readOnly: true}}\n"
             "            - {{name: run, mountPath: {run}}}\n"
             "{volumes}"

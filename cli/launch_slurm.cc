@@ -46,8 +46,8 @@ Result<std::vector<std::string>> slurm_hosts(const std::string& nodelist) {
     const Captured r =
         run_captured({"scontrol", "show", "hostnames", nodelist}, "", std::chrono::seconds(30));
     if (r.code != 0) {
-        return unavailable(fmt::format("scontrol show hostnames {} failed ({}): {}", nodelist,
-                                       r.code, r.err));
+        return unavailable(
+            fmt::format("scontrol show hostnames {} failed ({}): {}", nodelist, r.code, r.err));
     }
     std::vector<std::string> hosts;
     std::istringstream in(r.out);
@@ -68,8 +68,7 @@ Result<config::ClusterSpec> slurm_cluster(const config::ClusterSpec& file,
     const int have = static_cast<int>(hosts.size());
     const bool colocate = file.slurm.colocate;
     const int first_rollout = colocate ? 0 : trainers;
-    const int rollouts =
-        file.slurm.rollout_nodes ? file.slurm.rollout_nodes : have - first_rollout;
+    const int rollouts = file.slurm.rollout_nodes ? file.slurm.rollout_nodes : have - first_rollout;
     if (trainers > have || first_rollout + rollouts > have || rollouts < 0) {
         return invalid_argument(fmt::format(
             "slurm: {} trainer and {} rollout nodes asked for, the allocation has {} ({})",
@@ -95,8 +94,12 @@ Result<config::ClusterSpec> slurm_cluster(const config::ClusterSpec& file,
 std::vector<std::string> srun_command(const config::NodeSpec& node) {
     // One task on the node, sharing the allocation's resources with the batch step; any task
     // failing ends the step (Slurm's view of a bad node).
-    return {on_path("srun"), "--nodes=1",          "--ntasks=1",
-            "--overlap",  "--kill-on-bad-exit=1", "--nodelist=" + node.host,
+    return {on_path("srun"),
+            "--nodes=1",
+            "--ntasks=1",
+            "--overlap",
+            "--kill-on-bad-exit=1",
+            "--nodelist=" + node.host,
             "--job-name=tandem-" + node.id};
 }
 

@@ -29,6 +29,7 @@ std::vector<std::string> srun_command(const config::NodeSpec& node);
 
 // Reads the allocation from the environment, writes the resolved cluster file into `run_root`
 // (cluster-slurm.yaml) and returns its path.
-Result<std::string> write_slurm_cluster(const config::ClusterSpec& file, const std::string& run_root);
+Result<std::string> write_slurm_cluster(const config::ClusterSpec& file,
+                                        const std::string& run_root);
 
 }  // namespace tandem::cli

@@ -36,7 +36,7 @@ using Ran = Captured;
 }  // namespace
 
 Captured run_captured(const std::vector<std::string>& argv, const std::string& input,
-                 std::chrono::milliseconds timeout) {
+                      std::chrono::milliseconds timeout) {
     Ran r;
     int in[2], out[2], err[2];
     if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 ||
@@ -148,9 +148,10 @@ Status explain(const config::NodeSpec& n, const Ran& r, const std::string& exe) 
         return unavailable(fmt::format("{}: {}: {}", who, cause, err));
     }
     if (r.code == kNoBinary)
-        return not_found(fmt::format("{}: binary missing: {} is not an executable there (set "
-                                     "nodes[].ssh.bin_dir)",
-                                     who, exe));
+        return not_found(
+            fmt::format("{}: binary missing: {} is not an executable there (set "
+                        "nodes[].ssh.bin_dir)",
+                        who, exe));
     if (r.code == kNoVersion)
         return internal_error(
             fmt::format("{}: {} --version failed: {}", who, exe, trim(r.out + r.err)));
@@ -207,8 +208,8 @@ config::Launcher launcher_of(const config::NodeSpec& node) {
 }
 
 std::vector<std::string> ssh_command(const config::NodeSpec& n) {
-    std::vector<std::string> a = {"ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-                                  "-o", "LogLevel=ERROR"};
+    std::vector<std::string> a = {
+        "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"};
     if (n.ssh.port != 22) a.insert(a.end(), {"-p", std::to_string(n.ssh.port)});
     if (!n.ssh.identity_file.empty())
         a.insert(a.end(), {"-i", n.ssh.identity_file, "-o", "IdentitiesOnly=yes"});
@@ -254,7 +255,8 @@ Result<SshOutcome> SshLauncher::ensure_running(const config::NodeSpec& n) const 
     const std::string exe = remote_exe(n);
     // The agent's command line: the copied files, this run's overrides, its own secret file.
     std::string agent = fmt::format(
-        "{} --cluster \"$d/cluster.yaml\" --node {} --run-dir \"$d\" \"secret_file=$d/cluster-secret\"",
+        "{} --cluster \"$d/cluster.yaml\" --node {} --run-dir \"$d\" "
+        "\"secret_file=$d/cluster-secret\"",
         sq(exe), sq(n.id));
     for (const auto& o : overrides_) agent += " " + sq(o);
     // One round trip: check, copy (stdin: the secret's line, then the cluster file), start.
@@ -272,8 +274,7 @@ Result<SshOutcome> SshLauncher::ensure_running(const config::NodeSpec& n) const 
         "echo $! > \"$d/agent.pid\"; echo started $!",
         fmt::arg("dir", sq(dir)), fmt::arg("exe", sq(exe)), fmt::arg("no_binary", kNoBinary),
         fmt::arg("no_version", kNoVersion), fmt::arg("version", sq(kVersion)),
-        fmt::arg("mismatch", kVersionMismatch), fmt::arg("agent", agent),
-        fmt::arg("node", n.id));
+        fmt::arg("mismatch", kVersionMismatch), fmt::arg("agent", agent), fmt::arg("node", n.id));
     std::vector<std::string> argv = ssh_command(n);
     argv.push_back(script);
     const Ran r = run_captured(argv, trim(secret) + "\n" + cluster_text, kSshTimeout);
@@ -283,8 +284,8 @@ Result<SshOutcome> SshLauncher::ensure_running(const config::NodeSpec& n) const 
     SshOutcome outcome;
     words >> what >> outcome.pid;
     if ((what != "started" && what != "running") || outcome.pid <= 0)
-        return internal_error(fmt::format("node {} ({}): unexpected answer: {}{}", n.id,
-                                          target_of(n), r.out, r.err));
+        return internal_error(
+            fmt::format("node {} ({}): unexpected answer: {}{}", n.id, target_of(n), r.out, r.err));
     outcome.started = what == "started";
     fs::create_directories(run_.root() + "/remote");
     const Json record = {{"node", n.id},
@@ -308,7 +309,8 @@ std::string SshLauncher::startup_report(const config::NodeSpec& n, size_t lines)
     return r.code == 0 ? r.out : trim(r.err) + "\n";
 }
 
-int stop_remote_agents(const RunDir& run, std::ostream& out, const std::vector<std::string>& nodes) {
+int stop_remote_agents(const RunDir& run, std::ostream& out,
+                       const std::vector<std::string>& nodes) {
     const std::string dir = run.root() + "/remote";
     if (!fs::exists(dir)) return 0;
     int stopped = 0;

@@ -52,8 +52,9 @@ struct SshOutcome {
 
 class SshLauncher {
 public:
-    // `cluster_path`: the local cluster file; `overrides`: KEY=VALUE given to `tandem up`, passed on
-    // to every agent; `local_bin_dir`: where this CLI's binaries are (the default remote bin_dir).
+    // `cluster_path`: the local cluster file; `overrides`: KEY=VALUE given to `tandem up`, passed
+    // on to every agent; `local_bin_dir`: where this CLI's binaries are (the default remote
+    // bin_dir).
     SshLauncher(const RunDir& run, const config::ClusterSpec& spec, std::string cluster_path,
                 std::vector<std::string> overrides, std::string local_bin_dir);
 

@@ -2,7 +2,8 @@
 // cluster in a box (every host a network namespace, each link limited by tc in both directions).
 // Per N and mode (direct: every reader pulls from the trainer; relay: readers in the relay tree,
 // fan-out F, by default 1 and 2) it prints one JSON line:
-//   {"hosts": N, "relay": bool, "fanout": F (relay only), "bytes": B, "rate": "1gbit", "seconds_per_version": best of the
+//   {"hosts": N, "relay": bool, "fanout": F (relay only), "bytes": B, "rate": "1gbit",
+//   "seconds_per_version": best of the
 //    timed versions (publish excluded: from the fetch commands to the last reader's answer),
 //    "trainer_egress_bytes_per_version": tx bytes on the trainer host's link per version,
 //    "copies_per_version": that / B}
@@ -42,8 +43,13 @@ public:
     Role(const testing::ClusterInABox& box, int host, const std::vector<std::string>& args) {
         int out[2], in[2];
         if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(in, O_CLOEXEC) != 0) return;
-        std::vector<std::string> argv = {"ip", "netns", "exec", box.namespace_name(host), "env",
-                                         "UCX_NET_DEVICES=eth0", TANDEM_BENCH_WEIGHTS};
+        std::vector<std::string> argv = {"ip",
+                                         "netns",
+                                         "exec",
+                                         box.namespace_name(host),
+                                         "env",
+                                         "UCX_NET_DEVICES=eth0",
+                                         TANDEM_BENCH_WEIGHTS};
         argv.insert(argv.end(), args.begin(), args.end());
         pid_ = ::fork();
         if (pid_ == 0) {
@@ -97,8 +103,7 @@ private:
 };
 
 uint64_t tx_bytes(const testing::ClusterInABox& box, int host) {
-    FILE* p = ::popen(
-        box.exec(host, "cat /sys/class/net/eth0/statistics/tx_bytes").c_str(), "r");
+    FILE* p = ::popen(box.exec(host, "cat /sys/class/net/eth0/statistics/tx_bytes").c_str(), "r");
     unsigned long long v = 0;
     if (p) {
         if (std::fscanf(p, "%llu", &v) != 1) v = 0;
@@ -125,15 +130,14 @@ std::vector<int> parse_list(const std::string& s) {
 
 int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, int versions) {
     const bool relay = fanout > 0;
-    auto box = testing::ClusterInABox::create(
-        {.hosts = readers + 1, .rate = rate, .sshd = false});
+    auto box = testing::ClusterInABox::create({.hosts = readers + 1, .rate = rate, .sshd = false});
     if (!box.ok()) {
         std::cout << json{{"hosts", readers}, {"error", box.status().message()}}.dump() << "\n";
         return 1;
     }
     const auto& b = **box;
-    const std::vector<std::string> common = {"--tls", "tcp,self", "--bytes", std::to_string(bytes),
-                                             "--chunk-bytes", "4M"};
+    const std::vector<std::string> common = {
+        "--tls", "tcp,self", "--bytes", std::to_string(bytes), "--chunk-bytes", "4M"};
     auto args = [&](const std::string& role, std::vector<std::string> more) {
         std::vector<std::string> a = {"--role", role};
         a.insert(a.end(), common.begin(), common.end());
@@ -178,7 +182,8 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
         for (auto& r : rs) {
             auto m = r->message();
             if (!m || !m->value("ok", false)) {
-                std::cout << json{{"hosts", readers}, {"relay", relay},
+                std::cout << json{{"hosts", readers},
+                                  {"relay", relay},
                                   {"error", m ? m->dump() : "no reply"}}
                                  .dump()
                           << "\n";
@@ -194,13 +199,13 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
     }
     const double per_version = static_cast<double>(egress) / versions;
     json out = {{"hosts", readers},
-                      {"relay", relay},
-                      {"bytes", bytes},
-                      {"rate", rate},
-                      {"versions", versions},
-                      {"seconds_per_version", best},
-                      {"trainer_egress_bytes_per_version", static_cast<uint64_t>(per_version)},
-                      {"copies_per_version", per_version / static_cast<double>(bytes)}};
+                {"relay", relay},
+                {"bytes", bytes},
+                {"rate", rate},
+                {"versions", versions},
+                {"seconds_per_version", best},
+                {"trainer_egress_bytes_per_version", static_cast<uint64_t>(per_version)},
+                {"copies_per_version", per_version / static_cast<double>(bytes)}};
     if (relay) out["fanout"] = fanout;
     std::cout << out.dump() << std::endl;
     return 0;
@@ -213,12 +218,18 @@ int main(int argc, char** argv) {
     int versions = 3;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string k = argv[i], v = argv[i + 1];
-        if (k == "--hosts") hosts = v;
-        else if (k == "--bytes") size = v;
-        else if (k == "--rate") rate = v;
-        else if (k == "--versions") versions = std::stoi(v);
-        else if (k == "--fanouts") fanouts = v;
-        else return std::cerr << "unknown option " << k << "\n", 2;
+        if (k == "--hosts")
+            hosts = v;
+        else if (k == "--bytes")
+            size = v;
+        else if (k == "--rate")
+            rate = v;
+        else if (k == "--versions")
+            versions = std::stoi(v);
+        else if (k == "--fanouts")
+            fanouts = v;
+        else
+            return std::cerr << "unknown option " << k << "\n", 2;
     }
     if (::geteuid() != 0) return std::cerr << "tandem-bench-cluster: needs root (netns)\n", 2;
     int rc = 0;

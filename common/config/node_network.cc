@@ -71,8 +71,10 @@ Result<NodeNetwork> resolve_node_network(const NodeSpec& node,
             "(it has: {})",
             node.id, plane, value, listing(ifs)));
     };
-    TANDEM_ASSIGN_OR_RETURN(const HostInterface* control, named("control", node.interfaces.control));
-    TANDEM_ASSIGN_OR_RETURN(const HostInterface* weights, named("weights", node.interfaces.weights));
+    TANDEM_ASSIGN_OR_RETURN(const HostInterface* control,
+                            named("control", node.interfaces.control));
+    TANDEM_ASSIGN_OR_RETURN(const HostInterface* weights,
+                            named("weights", node.interfaces.weights));
     TANDEM_ASSIGN_OR_RETURN(const HostInterface* traj,
                             named("trajectories", node.interfaces.trajectories));
     // The advertised address: as written, else the trajectory interface's, else the host's when it

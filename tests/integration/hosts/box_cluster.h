@@ -21,8 +21,8 @@ namespace tandem::testing {
 
 struct BoxNode {
     std::string id;
-    std::string role;      // trainer | rollout
-    int host = 0;          // box host index
+    std::string role;       // trainer | rollout
+    int host = 0;           // box host index
     std::string ssh_extra;  // more fields of its ssh mapping, ", port: 2222"
     std::string extra;      // more fields of the node, ", labels: {zone: a}"
 };
@@ -46,7 +46,8 @@ public:
                 "[StrictHostKeyChecking=no, UserKnownHostsFile=/dev/null]{more_ssh}}}{extra}}}\n",
                 fmt::arg("id", n.id), fmt::arg("role", n.role),
                 fmt::arg("addr", box.address(n.host)), fmt::arg("key", box.identity_file()),
-                fmt::arg("dir", dir_), fmt::arg("more_ssh", n.ssh_extra), fmt::arg("extra", n.extra));
+                fmt::arg("dir", dir_), fmt::arg("more_ssh", n.ssh_extra),
+                fmt::arg("extra", n.extra));
         }
         cluster_file_ = dir_ + "/cluster.yaml";
         std::ofstream(cluster_file_) << yaml;

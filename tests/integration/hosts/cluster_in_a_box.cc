@@ -125,7 +125,8 @@ Status ClusterInABox::build() {
             for (int b = 0; b + options_.networks <= 256 && subnet_a_ == 0; b += 8) {
                 bool free = true;
                 for (int k = 0; k < options_.networks; ++k)
-                    free = free && used.find(fmt::format(" 10.{}.{}.", a, b + k)) == std::string::npos;
+                    free =
+                        free && used.find(fmt::format(" 10.{}.{}.", a, b + k)) == std::string::npos;
                 if (free) subnet_a_ = a, subnet_b_ = b;
             }
         }
@@ -133,10 +134,10 @@ Status ClusterInABox::build() {
         bridges_made_ = true;
         for (int k = 0; k < options_.networks; ++k) {
             const std::string br = fmt::format("{}b{}", tag_, k);
-            TANDEM_RETURN_IF_ERROR(must(fmt::format(
-                "ip link add {br} type bridge && ip addr add {addr}/24 dev {br} && "
-                "ip link set {br} up",
-                fmt::arg("br", br), fmt::arg("addr", root_address(k)))));
+            TANDEM_RETURN_IF_ERROR(must(
+                fmt::format("ip link add {br} type bridge && ip addr add {addr}/24 dev {br} && "
+                            "ip link set {br} up",
+                            fmt::arg("br", br), fmt::arg("addr", root_address(k)))));
         }
     }
     for (int i = 0; i < options_.hosts; ++i) {
@@ -189,7 +190,8 @@ Status ClusterInABox::start_sshd(int host) {
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPrintMotd no\n"
         "AcceptEnv LANG\nSubsystem sftp internal-sftp\n",
-        fmt::arg("dir", dir_), fmt::arg("keys", refuse ? "authorized_keys_none" : "authorized_keys"));
+        fmt::arg("dir", dir_),
+        fmt::arg("keys", refuse ? "authorized_keys_none" : "authorized_keys"));
     const std::string log = fmt::format("{}/sshd_{}.log", dir_, host);
     const std::string ns = namespace_name(host);
     const pid_t pid = ::fork();
@@ -205,7 +207,8 @@ Status ClusterInABox::start_sshd(int host) {
     sshd_.push_back(pid);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (!tcp_open(address(host), 22)) {
-        if (::waitpid(pid, nullptr, WNOHANG) == pid || std::chrono::steady_clock::now() > deadline) {
+        if (::waitpid(pid, nullptr, WNOHANG) == pid ||
+            std::chrono::steady_clock::now() > deadline) {
             std::ifstream in(log);
             std::stringstream why;
             why << in.rdbuf();

@@ -26,9 +26,9 @@ namespace tandem::testing {
 
 struct BoxOptions {
     int hosts = 2;
-    int networks = 1;            // bridges; host i is on every one (eth0, eth1, ...)
-    std::string rate = "1gbit";  // tc tbf rate per link and direction; empty: no limit
-    bool sshd = true;            // start an sshd in every host that accepts the box's key
+    int networks = 1;             // bridges; host i is on every one (eth0, eth1, ...)
+    std::string rate = "1gbit";   // tc tbf rate per link and direction; empty: no limit
+    bool sshd = true;             // start an sshd in every host that accepts the box's key
     std::vector<int> refuse_ssh;  // hosts whose sshd refuses the box's key (auth refused)
 };
 

@@ -33,14 +33,14 @@ TEST(GpuBinding, ActorsGetDistinctDeclaredDevices) {
         "name: gpus\nrun_dir: {}\ncoordinator: {{agent_port: {}, http_port: {}, heartbeat_ms: 200, "
         "dead_after_ms: 1000}}\nnodes:\n"
         "  - {{id: trainer-0, role: trainer, resources: {{cpus: 2}}}}\n"
-        "  - {{id: rollout-0, role: rollout, resources: {{cpus: 4, gpus: 2}}, gpu_devices: [5, 7]}}\n",
+        "  - {{id: rollout-0, role: rollout, resources: {{cpus: 4, gpus: 2}}, gpu_devices: [5, "
+        "7]}}\n",
         run, free_port(), http_port);
     auto up = run_cmd(fmt::format("{} up -f {}/cluster.yaml --timeout-s 20", tandem, dir.string()));
     ASSERT_EQ(up.code, 0) << up.out;
-    std::ofstream(dir / "job.yaml")
-        << "name: gpus\nkind: diagnostic\ntrainer: {replicas: 1}\n"
-           "rollout: {replicas: 2, resources: {gpus: 1}}\n"
-           "diagnostic: {duration_s: 1, report_every_s: 0.2}\n";
+    std::ofstream(dir / "job.yaml") << "name: gpus\nkind: diagnostic\ntrainer: {replicas: 1}\n"
+                                       "rollout: {replicas: 2, resources: {gpus: 1}}\n"
+                                       "diagnostic: {duration_s: 1, report_every_s: 0.2}\n";
     auto sub = run_cmd(fmt::format("{} job submit -f {}/job.yaml --run-dir {} --follow", tandem,
                                    dir.string(), run));
     ASSERT_EQ(sub.code, 0) << sub.out;
@@ -60,9 +60,10 @@ TEST(GpuBinding, ActorsGetDistinctDeclaredDevices) {
     }
     EXPECT_EQ(devices, (std::set<std::string>{"5", "7"}));
     // A third GPU actor does not fit: the job waits and says why.
-    auto dry = run_cmd(fmt::format("{} job submit -f {}/job.yaml rollout.replicas=3 --dry-run "
-                                   "--run-dir {}",
-                                   tandem, dir.string(), run));
+    auto dry =
+        run_cmd(fmt::format("{} job submit -f {}/job.yaml rollout.replicas=3 --dry-run "
+                            "--run-dir {}",
+                            tandem, dir.string(), run));
     EXPECT_NE(dry.code, 0) << dry.out;
     EXPECT_NE(dry.out.find("gpu"), std::string::npos) << dry.out;
 }

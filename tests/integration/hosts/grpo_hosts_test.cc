@@ -31,10 +31,11 @@ TEST(GrpoAcrossHosts, WeightsUseTheNamedInterfaceAndTheJobSurvivesALostHost) {
     if (!box.ok()) GTEST_SKIP() << box.status().message();
     const auto& b = **box;
     const std::string weights_on_eth1 = ", interfaces: {weights: eth1}";
-    BoxCluster c(b, "grpo-hosts", {{"trainer-0", "trainer", 0, "", weights_on_eth1},
-                                   {"rollout-1", "rollout", 1, "", weights_on_eth1},
-                                   {"rollout-2", "rollout", 2, "", weights_on_eth1},
-                                   {"rollout-3", "rollout", 3, "", weights_on_eth1}});
+    BoxCluster c(b, "grpo-hosts",
+                 {{"trainer-0", "trainer", 0, "", weights_on_eth1},
+                  {"rollout-1", "rollout", 1, "", weights_on_eth1},
+                  {"rollout-2", "rollout", 2, "", weights_on_eth1},
+                  {"rollout-3", "rollout", 3, "", weights_on_eth1}});
     auto up = c.up();
     ASSERT_EQ(up.code, 0) << up.out;
     const uint64_t eth0_before = b.interface_bytes(0, 0), eth1_before = b.interface_bytes(0, 1);

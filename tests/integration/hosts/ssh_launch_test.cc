@@ -15,10 +15,11 @@ TEST(SshLaunch, UpStartsAgentsOnEveryHostUpAgainStartsNothingAndDownStopsThemAll
     auto box = ClusterInABox::create({.hosts = 4});
     if (!box.ok()) GTEST_SKIP() << box.status().message();
     const auto& b = **box;
-    BoxCluster c(b, "ssh-up", {{"trainer-0", "trainer", 0},
-                               {"rollout-1", "rollout", 1},
-                               {"rollout-2", "rollout", 2},
-                               {"rollout-3", "rollout", 3}});
+    BoxCluster c(b, "ssh-up",
+                 {{"trainer-0", "trainer", 0},
+                  {"rollout-1", "rollout", 1},
+                  {"rollout-2", "rollout", 2},
+                  {"rollout-3", "rollout", 3}});
     auto up = c.up();
     ASSERT_EQ(up.code, 0) << up.out;
     for (int h = 0; h < 4; ++h) {
@@ -29,8 +30,8 @@ TEST(SshLaunch, UpStartsAgentsOnEveryHostUpAgainStartsNothingAndDownStopsThemAll
         EXPECT_EQ(b.processes(h).size(), 1u) << "one agent on host " << h;
     }
     // The copied secret and cluster file are private to the remote user.
-    const auto mode = std::filesystem::status(c.dir() + "/remote/rollout-1/cluster-secret")
-                          .permissions();
+    const auto mode =
+        std::filesystem::status(c.dir() + "/remote/rollout-1/cluster-secret").permissions();
     EXPECT_EQ(mode & std::filesystem::perms::others_all, std::filesystem::perms::none);
     EXPECT_EQ(mode & std::filesystem::perms::group_all, std::filesystem::perms::none);
 
@@ -40,8 +41,7 @@ TEST(SshLaunch, UpStartsAgentsOnEveryHostUpAgainStartsNothingAndDownStopsThemAll
 
     auto down = c.cli("down");
     ASSERT_EQ(down.code, 0) << down.out;
-    EXPECT_NE(down.out.find("stopped rollout-3 on " + b.address(3)), std::string::npos)
-        << down.out;
+    EXPECT_NE(down.out.find("stopped rollout-3 on " + b.address(3)), std::string::npos) << down.out;
     for (int h = 0; h < 4; ++h) EXPECT_TRUE(b.processes(h).empty()) << "host " << h;
 }
 

@@ -20,7 +20,8 @@ constexpr const char* kCluster =
 TEST(DeployK8s, RendersOneStatefulSetPerRoleFromTheClusterFile) {
     auto spec = config::decode_document<config::ClusterSpec>(YAML::Load(kCluster), "lab.yaml");
     ASSERT_TRUE(spec.ok()) << spec.status().message();
-    auto files = render_k8s(*spec, kCluster, {.image = "reg/tandem:1", .secret = "s3", .api_token = "t4"});
+    auto files =
+        render_k8s(*spec, kCluster, {.image = "reg/tandem:1", .secret = "s3", .api_token = "t4"});
     ASSERT_TRUE(files.ok()) << files.status().message();
     ASSERT_EQ(files->count("Dockerfile"), 1u);
     const std::string& m = files->at("tandem-lab.yaml");

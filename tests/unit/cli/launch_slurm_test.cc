@@ -64,8 +64,8 @@ namespace tandem::cli {
 namespace {
 
 TEST(SlurmCluster, ColocatedRolesShareTheHosts) {
-    auto c = slurm_cluster(file_with("slurm: {trainer_nodes: 1, colocate: true}\n"), {"n1"},
-                           "10.0.0.1");
+    auto c =
+        slurm_cluster(file_with("slurm: {trainer_nodes: 1, colocate: true}\n"), {"n1"}, "10.0.0.1");
     ASSERT_TRUE(c.ok()) << c.status().message();
     ASSERT_EQ(c->nodes.size(), 2u);
     EXPECT_EQ(c->nodes[0].id, "trainer-0");

@@ -29,10 +29,22 @@ TEST(LaunchSsh, SshCommandCarriesUserPortKeyAndOptions) {
         "/k/id, options: [StrictHostKeyChecking=no]}}\n");
     ASSERT_TRUE(spec.ok()) << spec.status().message();
     const auto argv = ssh_command(spec->nodes[0]);
-    const std::vector<std::string> want = {
-        "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-        "-p", "2200", "-i", "/k/id", "-o", "IdentitiesOnly=yes", "-o",
-        "StrictHostKeyChecking=no", "rl@192.0.2.7"};
+    const std::vector<std::string> want = {"ssh",
+                                           "-o",
+                                           "BatchMode=yes",
+                                           "-o",
+                                           "ConnectTimeout=10",
+                                           "-o",
+                                           "LogLevel=ERROR",
+                                           "-p",
+                                           "2200",
+                                           "-i",
+                                           "/k/id",
+                                           "-o",
+                                           "IdentitiesOnly=yes",
+                                           "-o",
+                                           "StrictHostKeyChecking=no",
+                                           "rl@192.0.2.7"};
     EXPECT_EQ(argv, want);
 }
 
@@ -62,8 +74,8 @@ TEST(LaunchSsh, BadLauncherAndRepeatedGpuDeviceAreNamed) {
     ASSERT_FALSE(twice.ok());
     EXPECT_NE(twice.status().message().find("device 1 is listed twice"), std::string::npos)
         << twice.status().message();
-    auto count = parse(
-        "nodes:\n  - {id: t0, role: trainer, resources: {gpus: 1}, gpu_devices: [0, 1]}\n");
+    auto count =
+        parse("nodes:\n  - {id: t0, role: trainer, resources: {gpus: 1}, gpu_devices: [0, 1]}\n");
     ASSERT_FALSE(count.ok());
     EXPECT_NE(count.status().message().find("lists 2 devices but resources.gpus is 1"),
               std::string::npos)
@@ -115,7 +127,8 @@ TEST(NodeNetwork, SeveralInterfacesAndNoneNamedIsRefusedWithTheList) {
               std::string::npos)
         << net.status().message();
     // One interface: nothing to guess.
-    net = resolve_node_network(node_on("node7.example"), {{"lo", "127.0.0.1"}, {"eth0", "10.0.0.2"}});
+    net =
+        resolve_node_network(node_on("node7.example"), {{"lo", "127.0.0.1"}, {"eth0", "10.0.0.2"}});
     ASSERT_TRUE(net.ok());
     EXPECT_EQ(net->advertise_address, "10.0.0.2");
 }
