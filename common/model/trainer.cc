@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 
 #include <fmt/format.h>
@@ -23,7 +24,14 @@ TrainerOptions TrainerOptions::from_job(const config::JobSpec& job) {
     o.temperature = job.rollout.sampling.temperature;
     o.micro_batch = job.trainer.micro_batch;
     o.share_prompts = job.trainer.share_prompts;
-    if (job.model.init != "random") o.side_files_from = job.model.init;
+    // Tokenizer files go beside every checkpoint: from the task's tokenizer directory (text
+    // tasks), else from model.init when that is a model directory (not "random" or a config.json).
+    std::error_code ec;
+    if (!job.task.tokenizer.empty()) {
+        o.side_files_from = job.task.tokenizer;
+    } else if (job.model.init != "random" && std::filesystem::is_directory(job.model.init, ec)) {
+        o.side_files_from = job.model.init;
+    }
     return o;
 }
 

@@ -1,6 +1,8 @@
 // Llama / Qwen2 / Qwen3 in the engine: forward against an independent float64 reference,
 // gradients against finite differences, Hugging Face directories (single file, sharded, BF16 and
 // F16 storage) with their refusals, and checkpoint round trips.
+#include <unistd.h>
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +18,7 @@
 #include "common/model/hf_model.h"
 #include "common/model/inference.h"
 #include "common/model/kv_cache.h"
+#include "common/model/trainer.h"
 #include "common/model/transformer.h"
 #include "common/weights/safetensors.h"
 #include "tests/unit/model/hf_test_util.h"
@@ -418,6 +421,22 @@ TEST(HfDirectory, TrainerCheckpointReloadsWithIdenticalLogits) {
     ASSERT_TRUE(t->logits(w.data(), b, l1.data()).ok());
     ASSERT_TRUE(t->logits(back->model.weights.data(), b, l2.data()).ok());
     EXPECT_EQ(l1, l2);
+}
+
+TEST(TrainerOptions, CheckpointTokenizerFilesComeFromTheTaskTokenizerOrAModelDirectory) {
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                      fmt::format("tandem-side-files-{}", ::getpid());
+    std::filesystem::create_directories(dir / "model");
+    config::JobSpec job;
+    job.model.init = "random";
+    EXPECT_EQ(TrainerOptions::from_job(job).side_files_from, "");
+    job.model.init = (dir / "model").string();  // an HF directory: its tokenizer files
+    EXPECT_EQ(TrainerOptions::from_job(job).side_files_from, (dir / "model").string());
+    job.model.init = (dir / "model" / "config.json").string();  // a config file: none
+    EXPECT_EQ(TrainerOptions::from_job(job).side_files_from, "");
+    job.task.tokenizer = (dir / "tok").string();  // a text task's tokenizer wins
+    EXPECT_EQ(TrainerOptions::from_job(job).side_files_from, (dir / "tok").string());
+    std::filesystem::remove_all(dir);
 }
 
 }  // namespace
