@@ -20,6 +20,7 @@
 #include "common/weights/layout.h"
 #include "common/weights/publisher.h"
 #include "common/weights/reader.h"
+#include "python/src/bindings.h"
 
 namespace py = pybind11;
 
@@ -356,4 +357,6 @@ PYBIND11_MODULE(_tandem, m) {
         .def("copy_into", &PyReader::copy_into, py::arg("tensors"))
         .def_property_readonly("layout", &PyReader::layout)
         .def_property_readonly("last_fetch_seconds", &PyReader::last_fetch_seconds);
+
+    tandem::python::bind_runtime(m, g_error);
 }

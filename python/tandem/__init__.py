@@ -4,6 +4,7 @@ See docs/python.md for what exists and what does not yet.
 """
 
 from ._tandem import Directory, Layout, LayoutMismatchError, TandemError, TensorInfo
+from .runtime import Runtime, runtime
 from .weights import Publisher, Reader, layout_of
 
 __all__ = [
@@ -12,7 +13,9 @@ __all__ = [
     "LayoutMismatchError",
     "Publisher",
     "Reader",
+    "Runtime",
     "TandemError",
     "TensorInfo",
     "layout_of",
+    "runtime",
 ]
