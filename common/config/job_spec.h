@@ -263,9 +263,10 @@ struct ModelSpec {
         v.field("rms_norm_eps", s.rms_norm_eps, Range{0.0, 1.0});
         v.field("tie_embeddings", s.tie_embeddings);
         v.field("seed", s.seed);
-        v.check(s.hidden_size % s.num_heads == 0, "num_heads",
+        // A zero divisor is already refused by its Range above: no second message, no SIGFPE.
+        v.check(s.num_heads <= 0 || s.hidden_size % s.num_heads == 0, "num_heads",
                 fmt::format("must divide hidden_size ({})", s.hidden_size));
-        v.check(s.num_heads % s.num_kv_heads == 0, "num_kv_heads",
+        v.check(s.num_kv_heads <= 0 || s.num_heads % s.num_kv_heads == 0, "num_kv_heads",
                 fmt::format("must divide num_heads ({})", s.num_heads));
     }
 };

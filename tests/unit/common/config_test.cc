@@ -180,6 +180,16 @@ TEST_F(ConfigFileTest, BadEnumListsTheChoices) {
         << msg;
 }
 
+TEST_F(ConfigFileTest, ZeroHeadsAreRefusedByTheirRangeNotBySigfpe) {
+    // Found by tandem_fuzz_config: the divisibility checks divided by the zero they refuse.
+    std::string msg = job_error("name: j\nkind: grpo\nmodel: {num_heads: 0}\n");
+    EXPECT_NE(msg.find("model.num_heads"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("must divide hidden_size"), std::string::npos) << msg;
+    msg = job_error("name: j\nkind: grpo\nmodel: {num_heads: 4, num_kv_heads: 0}\n");
+    EXPECT_NE(msg.find("model.num_kv_heads"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("must divide num_heads"), std::string::npos) << msg;
+}
+
 TEST_F(ConfigFileTest, CrossFieldRulesAreChecked) {
     std::string msg = job_error("name: j\nkind: grpo\nmodel: {hidden_size: 64, num_heads: 5}\n");
     EXPECT_NE(msg.find("model.num_heads: must divide hidden_size (64)"), std::string::npos) << msg;
