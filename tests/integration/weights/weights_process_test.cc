@@ -414,8 +414,12 @@ TEST_P(WeightsProcesses, StaleRequestsOfAFailedFetchNeverWriteIntoTheNextOne) {
     EXPECT_EQ(end.draining, 0u);
     EXPECT_EQ(end.retired_buffers, 0u);
     if (exercised) {
-        // The slow publisher was held past the drain's wait: the forced close completed them.
-        EXPECT_GE(end.forced_closes, 1u);
+        // The failed operation was drained. Whether its requests were completed by the forced
+        // close or by answers already on the wire when the publisher was held depends on timing
+        // (CI under load: answers sent before `hold` arrived within the drain's wait, 0 forced
+        // closes); either way version 2, checked above, was never written into.
+        EXPECT_GE(end.operations, 1u);
+        EXPECT_GE(end.requests, left_in_flight);
     }
     std::printf("drain: %llu operation(s), %llu request(s), %llu forced close(s)\n",
                 static_cast<unsigned long long>(end.operations),
