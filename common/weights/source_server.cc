@@ -25,7 +25,7 @@ SourceServer::SourceServer(UcxLoop& loop, SlotProvider& provider, const Clock& c
 
 SourceServer::~SourceServer() {
     if (poller_ != 0) loop_.remove_poller(poller_);
-    loop_.worker().clear_am_handler(wire::kRequestAmId);
+    loop_.worker().drop_am_messages(wire::kRequestAmId);  // late requests: dropped quietly
     // Close each endpoint first: closing completes the replies in flight, whose headers and
     // payloads the Send entries keep alive until then.
     for (auto& [id, conn] : readers_) conn.endpoint.reset();

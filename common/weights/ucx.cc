@@ -195,6 +195,17 @@ ucs_status_t Worker::am_drop(void*, const void*, size_t, void*, size_t,
 void Worker::clear_am_handler(uint16_t id) {
     ucp_am_handler_param_t param{};
     param.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                       UCP_AM_HANDLER_PARAM_FIELD_ARG;
+    param.id = id;
+    param.cb = nullptr;
+    param.arg = nullptr;
+    ucp_worker_set_am_recv_handler(handle_, &param);
+    handlers_.erase(id);
+}
+
+void Worker::drop_am_messages(uint16_t id) {
+    ucp_am_handler_param_t param{};
+    param.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
                        UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
     param.id = id;
     param.cb = &Worker::am_drop;

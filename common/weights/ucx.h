@@ -95,10 +95,13 @@ public:
     bool arm();
     int event_fd() const { return efd_; }
     Status set_am_handler(uint16_t id, AmHandler handler);
-    // Unregisters the handler for `id` (before its owner goes away). Messages for `id` that arrive
-    // afterwards (a peer's last request racing the shutdown) are dropped quietly instead of
-    // reaching UCX with no callback, which logs "no registered callback for that id".
+    // Unregisters the handler for `id` (before its owner goes away).
     void clear_am_handler(uint16_t id);
+    // Replaces the handler for `id` with one that drops what arrives, for small eager messages
+    // that peers may still send after their receiver went away (a rollout's last request racing
+    // the trainer's SourceServer teardown): UCX would otherwise log "no registered callback for
+    // that id". Not for ids that carry rendezvous payloads (replies), which must be received.
+    void drop_am_messages(uint16_t id);
 
 private:
     Worker(std::shared_ptr<Context> context, ucp_worker_h handle)

@@ -1,6 +1,6 @@
-// Worker::clear_am_handler: an active message for an id whose handler was cleared (a rollout's
-// last request racing the trainer's SourceServer teardown) is dropped without UCX's
-// "no registered callback for that id" warning, over real UCX on loopback.
+// Worker::drop_am_messages: an active message for an id whose handler was replaced by the drop
+// handler (a rollout's last request racing the trainer's SourceServer teardown) is discarded
+// without UCX's "no registered callback for that id" warning, over real UCX on loopback.
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -64,7 +64,7 @@ void progress_until(Worker& a, Worker& b, const std::function<bool()>& done,
     }
 }
 
-TEST(WorkerAmHandler, MessageForAClearedIdIsDroppedQuietly) {
+TEST(WorkerAmHandler, MessageForADroppedIdIsDiscardedQuietly) {
     auto context = Context::create(UcxOptions{});
     ASSERT_TRUE(context.ok()) << context.status().to_string();
     auto server = Worker::create(*context, "server");
@@ -105,7 +105,7 @@ TEST(WorkerAmHandler, MessageForAClearedIdIsDroppedQuietly) {
     ASSERT_EQ(delivered, 1);
 
     OutputCapture capture;
-    (*server)->clear_am_handler(kId);
+    (*server)->drop_am_messages(kId);
     send(2);
     // Let the server see it: progress a while (there is nothing to wait for when it is dropped).
     progress_until(**server, **client, [] { return false; }, std::chrono::milliseconds(300));
