@@ -147,9 +147,8 @@ int up(const std::vector<std::string>& argv) {
             fs::remove(run.pid_path("coordinator"));
         }
         std::cerr << fmt::format(
-            "tandem up: the coordinator did not come up within {} s; the end of {}:\n{}",
-            timeout_s, run.out_path("coordinator"),
-            tail_lines(run.out_path("coordinator"), 5));
+            "tandem up: the coordinator did not come up within {} s; the end of {}:\n{}", timeout_s,
+            run.out_path("coordinator"), tail_lines(run.out_path("coordinator"), 5));
         return kExitFailed;
     }
     // Then the node agents: local processes, or over ssh on their hosts.

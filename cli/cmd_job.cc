@@ -70,7 +70,6 @@ int print_events(const Json& events) {
     return kExitOk;
 }
 
-
 // The newest "warm start ..." line among the job's log lines after `after` (moved past them);
 // empty when there is none.
 std::string latest_warm_start(const ClusterContext& ctx, const std::string& job, int64_t& after) {
@@ -164,9 +163,9 @@ int submit(const Args& args) {
     auto ctx = cluster_context(args);
     if (!ctx.ok()) return report(ctx.status());
     const bool dry_run = args.has("--dry-run");
-    auto r = ctx->post("/api/v1/jobs", {{"spec_yaml", config::to_yaml(job->spec)},
-                                       {"dry_run", dry_run},
-                                       {"source", *file}});
+    auto r = ctx->post(
+        "/api/v1/jobs",
+        {{"spec_yaml", config::to_yaml(job->spec)}, {"dry_run", dry_run}, {"source", *file}});
     if (!r.ok()) return report(r.status());
     const bool placed = (*r)["plan"].is_object();
     if (json_output(args)) {
@@ -305,9 +304,9 @@ int summary(const ClusterContext& ctx, const Args& args, const std::string& job)
     auto ms = [&](const char* name) { return out[name].get<double>() * 1e3; };
     const int64_t started = (*j)["started_ns"].get<int64_t>();
     const int64_t finished = (*j)["finished_ns"].get<int64_t>();
-    const std::string wall =
-        started > 0 && finished >= started ? " in " + format_duration_s((finished - started) / 1e9)
-                                           : "";
+    const std::string wall = started > 0 && finished >= started
+                                 ? " in " + format_duration_s((finished - started) / 1e9)
+                                 : "";
     std::cout << fmt::format("{} {}: {} steps{}\n", str(*j, "job"), str(*j, "state"), all, wall);
     if (out.contains("reward_first") && out.contains("reward_last5_mean")) {
         std::cout << fmt::format("  reward: first step {:.3f}, mean of the last 5 steps {:.3f}\n",
@@ -317,7 +316,8 @@ int summary(const ClusterContext& ctx, const Args& args, const std::string& job)
     if ((*j)["versions"].get<int64_t>() > 0)
         std::cout << fmt::format("  versions published: {}\n", (*j)["versions"].get<int64_t>());
     if (out.contains("weight_sync_wait_mean_s")) {
-        std::string line = fmt::format("  mean weight sync wait {:.1f} ms", ms("weight_sync_wait_mean_s"));
+        std::string line =
+            fmt::format("  mean weight sync wait {:.1f} ms", ms("weight_sync_wait_mean_s"));
         if (out.contains("weight_sync_fraction"))
             line += fmt::format(" ({:.1f}% of a step)",
                                 out["weight_sync_fraction"].get<double>() * 100);
@@ -369,7 +369,8 @@ int cmd_job(const std::vector<std::string>& argv) {
     const std::string job = *need_job();
     const bool follows = args->has("--follow");
     if (follows && sub != "status" && sub != "events" && sub != "logs") {
-        std::cerr << "tandem job " << sub << ": --follow applies to submit, status, events and logs\n"
+        std::cerr << "tandem job " << sub
+                  << ": --follow applies to submit, status, events and logs\n"
                   << kJobUsage;
         return kExitUsage;
     }

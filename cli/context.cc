@@ -81,8 +81,7 @@ Result<Json> ClusterContext::post(const std::string& target, const Json& body) c
 Result<ClusterContext> cluster_context(const Args& args) {
     const std::string output = args.get("--output").value_or("text");
     if (output != "text" && output != "json") {
-        return invalid_argument(
-            fmt::format("--output: expected text or json, got \"{}\"", output));
+        return invalid_argument(fmt::format("--output: expected text or json, got \"{}\"", output));
     }
     ClusterContext c;
     c.run_dir = args.get("--run-dir").value_or(".tandem");

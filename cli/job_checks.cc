@@ -28,8 +28,7 @@ std::vector<std::string> check_grpo_limits(const config::JobSpec& job, const std
     auto policy = rl::policy_config(job, **task);
     if (!policy.ok()) {
         errors.push_back(fmt::format("{}: {}", file, policy.status().message()));
-    } else if (Status s = rl::check_policy_fits(job, *policy, **task);
-               !s.ok()) {
+    } else if (Status s = rl::check_policy_fits(job, *policy, **task); !s.ok()) {
         errors.push_back(fmt::format("{}: {}", file, s.message()));
     }
     if (Status s = model::check_context_length(job, prompt); !s.ok()) {

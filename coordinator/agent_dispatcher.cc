@@ -108,7 +108,8 @@ void AgentDispatcher::handle(const std::string& routing_id,
     } else if (e.type == wire::VersionAssign::kType) {
         on_version_assign(routing_id, *node, e);
     } else if (e.type == wire::JobEvent::kType) {
-        // Recorded with the job's log lines (level "event"): the JobManager keeps events of its own.
+        // Recorded with the job's log lines (level "event"): the JobManager keeps events of its
+        // own.
         const auto m = *wire::body_as<wire::JobEvent>(e);
         wire::LogLines lines;
         lines.job = m.job;
@@ -219,8 +220,8 @@ void AgentDispatcher::on_version_assign(const std::string& routing_id, const std
     auto fail = [&](const Status& s) {
         reply.error_code = std::string(status_code_name(s.code()));
         reply.error = s.message();
-        log_.with({.job = m.job, .actor = m.actor}).warn("version for step {} refused: {}",
-                                                         m.step, s.message());
+        log_.with({.job = m.job, .actor = m.actor})
+            .warn("version for step {} refused: {}", m.step, s.message());
         send(routing_id, wire::make_envelope(reply, ++seq_));
     };
     auto job = JobId::parse(m.job);

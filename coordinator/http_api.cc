@@ -290,9 +290,9 @@ HttpResponse HttpApi::job_route(const HttpRequest& r, const Principal& who, cons
             const VersionRecord& newest = all.back();
             std::string why(version_state_name(newest.state));
             if (!newest.reason.empty()) why += " (" + newest.reason + ")";
-            return error_response(404,
-                                  fmt::format("{} has no available version: the newest, v{}, is {}",
-                                              j->id.str(), newest.version, why));
+            return error_response(
+                404, fmt::format("{} has no available version: the newest, v{}, is {}", j->id.str(),
+                                 newest.version, why));
         }
         return json_response(200, {{"job", j->id.str()},
                                    {"version", latest->version},

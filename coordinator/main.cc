@@ -79,8 +79,9 @@ int run(int argc, char** argv) {
     if (Status s = run_dir.create(); !s.ok()) return fail(1, s.message());
     // One coordinator per state directory: a second one exits 2 naming the holder.
     auto lock = coord::StateLock::acquire(run_dir.state_dir(*spec));
-    if (!lock.ok()) return fail(lock.status().code() == StatusCode::kAlreadyExists ? 2 : 1,
-                                lock.status().message());
+    if (!lock.ok())
+        return fail(lock.status().code() == StatusCode::kAlreadyExists ? 2 : 1,
+                    lock.status().message());
     auto secret = read_cluster_secret(*spec, run_dir);
     if (!secret.ok()) return fail(2, secret.status().message());
     auto token = read_file(run_dir.token_path());

@@ -178,9 +178,10 @@ Status VersionTable::publish(JobId job, Version version, const Json& descriptor,
         advance_fence(job, *fence);
         const wire::Fence current = numbering(job).fence;
         if (*fence < current) {
-            return unavailable(fmt::format("{} refused: its trainer (fence {}) was fenced off by "
-                                           "fence {}",
-                                           describe(job, version), fence->str(), current.str()));
+            return unavailable(
+                fmt::format("{} refused: its trainer (fence {}) was fenced off by "
+                            "fence {}",
+                            describe(job, version), fence->str(), current.str()));
         }
     }
     auto& table = versions_[job];

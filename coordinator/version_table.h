@@ -96,8 +96,8 @@ private:
     StateStore& store_;
     Logger log_;
     struct Numbering {
-        wire::Fence fence;                              // current
-        Version next = 0;                               // lowest number not yet used
+        wire::Fence fence;                                            // current
+        Version next = 0;                                             // lowest number not yet used
         std::map<std::pair<wire::Fence, int64_t>, Version> assigned;  // (fence, step) -> number
     };
     Numbering& numbering(JobId job);

@@ -54,8 +54,8 @@ Status KvPagedSequence::append(int64_t pos0, int64_t n, const float* k, const fl
     int64_t i = 0;
     while (i < n) {
         Page* last = pages_.empty() ? nullptr : &pages_.back();
-        const bool extend = last && !last->sealed && last->rows < T &&
-                            last->pos0 + last->rows == pos0 + i;
+        const bool extend =
+            last && !last->sealed && last->rows < T && last->pos0 + last->rows == pos0 + i;
         if (!extend) {
             Page p;
             p.pos0 = pos0 + i;
@@ -88,8 +88,8 @@ Status KvPagedSequence::seal_ready() {
         if (!kv_page_sealable(config_, closed, after)) break;
         std::vector<uint8_t> q(static_cast<size_t>(kv_page_bytes(config_.sealed)));
         const auto* kd = reinterpret_cast<const float*>(p.bytes.data());
-        TANDEM_RETURN_IF_ERROR(
-            kv_quantize_page(config_.sealed, kd, kd + static_cast<int64_t>(T) * E, p.rows, q.data()));
+        TANDEM_RETURN_IF_ERROR(kv_quantize_page(
+            config_.sealed, kd, kd + static_cast<int64_t>(T) * E, p.rows, q.data()));
         p.bytes = std::move(q);
         p.sealed = true;
         ++sealed_pages_;
@@ -103,8 +103,8 @@ std::vector<KvPageRef> KvPagedSequence::pages() const {
     std::vector<KvPageRef> refs;
     refs.reserve(pages_.size());
     for (const Page& p : pages_) {
-        refs.push_back(KvPageRef{p.sealed ? &config_.sealed : &f32_, p.bytes.data(), 0, p.rows,
-                                 p.pos0});
+        refs.push_back(
+            KvPageRef{p.sealed ? &config_.sealed : &f32_, p.bytes.data(), 0, p.rows, p.pos0});
     }
     return refs;
 }
@@ -151,7 +151,8 @@ Status KvDecodeShard::append(int64_t pos0, int64_t n, const float* k, const floa
     while (i < n) {
         const int64_t pos = pos0 + i;
         const int64_t len = std::min(n - i, (pos / T + 1) * T - pos);
-        if (owner(pos) == rank_) TANDEM_RETURN_IF_ERROR(seq_.append(pos, len, k + i * E, v + i * E));
+        if (owner(pos) == rank_)
+            TANDEM_RETURN_IF_ERROR(seq_.append(pos, len, k + i * E, v + i * E));
         i += len;
     }
     return Status();

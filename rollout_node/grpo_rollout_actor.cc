@@ -103,7 +103,10 @@ public:
     ModelGenerator(const runtime::JobRuntime& rt, ReaderWeights& weights,
                    std::unique_ptr<rl::JobTask> task, std::unique_ptr<rl::TaskScorer> scorer,
                    model::GroupGenerator gen)
-        : job_(rt.spec()), weights_(weights), task_(std::move(task)), scorer_(std::move(scorer)),
+        : job_(rt.spec()),
+          weights_(weights),
+          task_(std::move(task)),
+          scorer_(std::move(scorer)),
           gen_(std::move(gen)) {
         const int R = job_.rollout.replicas, P = job_.algorithm.prompts_per_step;
         me_ = static_cast<int>(rt.actor().index);
@@ -128,9 +131,8 @@ public:
         model::GenerateStats gs;
         // The system-prompt KV cache (rollout.kv_cache.prefix_*) is kept per weight version.
         gen_.set_weights_version(static_cast<int64_t>(view->version()));
-        TANDEM_ASSIGN_OR_RETURN(
-            auto completions,
-            gen_.generate(params, prompts, job_.algorithm.group_size, so, &gs));
+        TANDEM_ASSIGN_OR_RETURN(auto completions,
+                                gen_.generate(params, prompts, job_.algorithm.group_size, so, &gs));
         TANDEM_ASSIGN_OR_RETURN(auto rewards, scorer_->score(examples, completions));
         rl::TrajectoryBatch out;
         out.rollout = me_;

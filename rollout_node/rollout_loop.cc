@@ -30,8 +30,8 @@ void RolloutLoop::look_for_versions(const runtime::JobView& view) {
 
 void RolloutLoop::finish_fetch(const Status& s) {
     if (!s.ok()) {
-        rt_.log(LogLevel::kWarn, fmt::format("fetching version {} failed: {}",
-                                             fetching_.value_or(0), s.message()));
+        rt_.log(LogLevel::kWarn,
+                fmt::format("fetching version {} failed: {}", fetching_.value_or(0), s.message()));
         failed_ = fetching_;
     } else {
         weights_.swap();  // step boundary: no view of the weights is alive here
@@ -68,8 +68,8 @@ Result<bool> RolloutLoop::ensure(int64_t min_step, double* sync_wait_s, double* 
 Result<bool> RolloutLoop::resync() {
     const Clock& clock = rt_.clock();
     runtime::JobView view = rt_.view();
-    while (!view.fence.valid() && !view.cancelled) view = rt_.wait_change(view.generation,
-                                                                          clock.now() + opt_.poll);
+    while (!view.fence.valid() && !view.cancelled)
+        view = rt_.wait_change(view.generation, clock.now() + opt_.poll);
     if (view.cancelled) return false;
     const bool restart = following_.has_value();
     following_ = view.fence;
@@ -82,9 +82,9 @@ Result<bool> RolloutLoop::resync() {
     base_ = info;
     batch_ = info.step;  // a resumed trainer continues its data cursor
     const ActorId trainer_id{rt_.actor().job, ActorRole::kTrainer, 0};
-    TANDEM_ASSIGN_OR_RETURN(std::string endpoint,
-                            rt_.wait_endpoint(trainer_id, "trajectories",
-                                              clock.now() + opt_.endpoint_timeout));
+    TANDEM_ASSIGN_OR_RETURN(
+        std::string endpoint,
+        rt_.wait_endpoint(trainer_id, "trajectories", clock.now() + opt_.endpoint_timeout));
     TANDEM_RETURN_IF_ERROR(out_.connect(endpoint));
     rt_.log(LogLevel::kInfo,
             fmt::format("{}following trainer fence {} from version {} (step {}, data cursor {}); "

@@ -51,7 +51,8 @@ public:
         }
         if (ready <= 0) return std::optional<rl::TrajectoryBatch>();
         zmq::message_t msg;
-        if (!pull_.recv(msg, zmq::recv_flags::dontwait)) return std::optional<rl::TrajectoryBatch>();
+        if (!pull_.recv(msg, zmq::recv_flags::dontwait))
+            return std::optional<rl::TrajectoryBatch>();
         auto b = rl::TrajectoryBatch::decode(msg.to_string());
         if (!b.ok()) return invalid_argument(b.status().message());
         return std::optional<rl::TrajectoryBatch>(std::move(*b));
@@ -65,8 +66,7 @@ private:
 // metrics and checkpoints.
 class GrpoLearner final : public Learner {
 public:
-    explicit GrpoLearner(runtime::JobRuntime& rt)
-        : rt_(rt), job_(rt.spec()), announcer_(rt) {}
+    explicit GrpoLearner(runtime::JobRuntime& rt) : rt_(rt), job_(rt.spec()), announcer_(rt) {}
 
     // Builds the policy (or resumes a checkpoint) and the publisher; fills the loop's start.
     Status setup(TrainerLoopOptions& opt);
@@ -142,8 +142,8 @@ Status GrpoLearner::finished(const StepReport& r) {
         st.step = r.step;
         st.version = static_cast<int64_t>(r.info.version);
         st.data_cursor = r.info.data_cursor;
-        TANDEM_ASSIGN_OR_RETURN(
-            std::string path, trainer_->save_checkpoint(checkpoint_root_, st, task_->vocab()));
+        TANDEM_ASSIGN_OR_RETURN(std::string path,
+                                trainer_->save_checkpoint(checkpoint_root_, st, task_->vocab()));
         (void)model::prune_checkpoints(checkpoint_root_, job_.checkpoint.keep_last);
         rt_.log(LogLevel::kInfo, fmt::format("checkpoint {}", path));
     }
@@ -171,11 +171,11 @@ Result<model::ModelWeights> GrpoLearner::warm_start(model::ModelWeights w) {
         TANDEM_ASSIGN_OR_RETURN(model::TrainStats ts, warm->supervised_step(answers));
         if (k % 25 == 0 || k == job_.algorithm.warm_start_steps) {
             rt_.log(LogLevel::kInfo, fmt::format("warm start step {}/{}: loss {:.3f}", k,
-                                             job_.algorithm.warm_start_steps, ts.loss));
+                                                 job_.algorithm.warm_start_steps, ts.loss));
         }
     }
     rt_.log(LogLevel::kInfo, fmt::format("warm start: {} supervised steps in {:.1f} s",
-                                     job_.algorithm.warm_start_steps, since(t0)));
+                                         job_.algorithm.warm_start_steps, since(t0)));
     return warm->weights();
 }
 
@@ -183,8 +183,7 @@ void GrpoLearner::report(const StepReport& r) {
     const int64_t step = r.step;
     const model::TrainStats& ts = r.train;
     const Json& rs = r.rollout_stats;
-    const double step_s = r.step_s, train_s = r.train_s, publish_s = r.publish_s,
-                 wait_s = r.wait_s;
+    const double step_s = r.step_s, train_s = r.train_s, publish_s = r.publish_s, wait_s = r.wait_s;
     const double rollout_tokens = rs.value("generated_tokens", 0.0);
     Json v = {{"rollout/reward_mean", ts.reward_mean},
               {"rollout/reward_min", ts.reward_min},
@@ -237,8 +236,8 @@ void GrpoLearner::report(const StepReport& r) {
     if (metrics_file_)
         metrics_file_ << Json{{"step", step}, {"metrics", v}}.dump() << "\n" << std::flush;
     rt_.progress({{"step", step},
-                       {"fraction", static_cast<double>(step) / job_.algorithm.steps},
-                       {"reward", ts.reward_mean}});
+                  {"fraction", static_cast<double>(step) / job_.algorithm.steps},
+                  {"reward", ts.reward_mean}});
 }
 
 }  // namespace

@@ -56,8 +56,8 @@ size_t TrainerLoop::live_share(const runtime::JobView& view) const {
 }
 
 Status TrainerLoop::collect(std::vector<model::Trajectory>& batch, Json& stats) {
-    const size_t want = static_cast<size_t>(opt_.prompts_per_step) *
-                        static_cast<size_t>(opt_.group_size);
+    const size_t want =
+        static_cast<size_t>(opt_.prompts_per_step) * static_cast<size_t>(opt_.group_size);
     batch.clear();
     std::map<int64_t, int64_t> staleness, versions;
     double rollout_s = 0, wait_s = 0, fetch_s = 0, trainer_wait_s = 0;

@@ -1,11 +1,11 @@
 #pragma once
 
-// TrainerLoop: the GRPO trainer's step loop over the actor runtime. Each step takes prompts_per_step
-// whole groups of trajectories that the TrajectoryGate accepts (this trainer's fence, versions it
-// published, within the staleness bound), trains on them, asks the version table for the next
-// version's number and publishes it. While some rollout actor is not alive (the runtime's view of
-// its peers) a step takes the live ones' share: rollout k owns prompts k, k + R, ... of every
-// step, the others' prompts of that step are skipped and the data cursor still moves
+// TrainerLoop: the GRPO trainer's step loop over the actor runtime. Each step takes
+// prompts_per_step whole groups of trajectories that the TrajectoryGate accepts (this trainer's
+// fence, versions it published, within the staleness bound), trains on them, asks the version table
+// for the next version's number and publishes it. While some rollout actor is not alive (the
+// runtime's view of its peers) a step takes the live ones' share: rollout k owns prompts k, k + R,
+// ... of every step, the others' prompts of that step are skipped and the data cursor still moves
 // prompts_per_step a step. What the model does is the Learner's; where trajectories come from is
 // the TrajectoryInbox's; both are faked in tests/unit/runtime. Owned by the trainer thread.
 
@@ -27,10 +27,10 @@ using Json = nlohmann::json;
 
 // One finished step, for the Learner to report and checkpoint.
 struct StepReport {
-    int64_t step = 0;             // steps taken, this one included
-    runtime::VersionInfo info;    // the version published after it
+    int64_t step = 0;           // steps taken, this one included
+    runtime::VersionInfo info;  // the version published after it
     model::TrainStats train;
-    Json rollout_stats;           // what collect() saw: timings, staleness, versions, live rollouts
+    Json rollout_stats;  // what collect() saw: timings, staleness, versions, live rollouts
     double step_s = 0, train_s = 0, publish_s = 0, wait_s = 0;
 };
 
@@ -55,16 +55,17 @@ public:
 };
 
 struct TrainerLoopOptions {
-    int64_t start_step = 0;      // steps behind the starting weights (a resumed checkpoint's)
-    uint64_t start_cursor = 0;   // data cursor at start_step
-    Version first_version = 0;   // the lowest number to ask for (a resumed checkpoint's version)
-    int64_t steps = 0;           // the job's total
+    int64_t start_step = 0;     // steps behind the starting weights (a resumed checkpoint's)
+    uint64_t start_cursor = 0;  // data cursor at start_step
+    Version first_version = 0;  // the lowest number to ask for (a resumed checkpoint's version)
+    int64_t steps = 0;          // the job's total
     int prompts_per_step = 1;
     int group_size = 1;
-    int replicas = 1;            // rollout actors
+    int replicas = 1;  // rollout actors
     int64_t max_staleness = 0;
     Clock::Duration assign_timeout = std::chrono::minutes(10);  // a coordinator that stays away
-    Clock::Duration poll = std::chrono::milliseconds(50);  // how often a waiting step looks at peers
+    Clock::Duration poll =
+        std::chrono::milliseconds(50);  // how often a waiting step looks at peers
 };
 
 class TrainerLoop {
@@ -99,7 +100,7 @@ private:
     rl::TrajectoryGate gate_;
     runtime::VersionInfo current_;
     int64_t step_;
-    int live_logged_ = -1;  // live rollouts when last logged
+    int live_logged_ = -1;                  // live rollouts when last logged
     std::vector<model::Trajectory> carry_;  // accepted beyond the last batch
 };
 

@@ -55,8 +55,8 @@ struct Dt {
     KvDType dtype;
     bool kivi;
 };
-const Dt kDtypes[] = {{"f32", KvDType::kF32, false},   {"bf16", KvDType::kBF16, false},
-                      {"int8", KvDType::kInt8, false}, {"int4", KvDType::kInt4, false},
+const Dt kDtypes[] = {{"f32", KvDType::kF32, false},       {"bf16", KvDType::kBF16, false},
+                      {"int8", KvDType::kInt8, false},     {"int4", KvDType::kInt4, false},
                       {"int4-kivi", KvDType::kInt4, true}, {"int2", KvDType::kInt2, true}};
 
 KvCacheOptions kv_options(const Dt& dt, int64_t residual = 128, int group = 32) {
@@ -122,7 +122,9 @@ KvCacheStats fill_cache(const ModelConfig& c, const Dt& dt, int64_t tokens) {
     for (int64_t t = 0; t < tokens; ++t) {
         for (auto& x : k) x = n(rng);
         for (auto& x : v) x = n(rng);
-        if (!cache->append_kv(s, 1, [&](int) { return k.data(); }, [&](int) { return v.data(); })
+        if (!cache
+                 ->append_kv(
+                     s, 1, [&](int) { return k.data(); }, [&](int) { return v.data(); })
                  .ok()) {
             std::exit(1);
         }

@@ -48,7 +48,8 @@ std::string default_text(size_t min_bytes) {
         if (e.path().extension() == ".md") files.push_back(e.path());
     }
     files.push_back(root / "README.md");
-    for (const auto& e : fs::directory_iterator(root / "common/tokenizer")) files.push_back(e.path());
+    for (const auto& e : fs::directory_iterator(root / "common/tokenizer"))
+        files.push_back(e.path());
     std::sort(files.begin(), files.end());
     for (const auto& f : files) base += read(f);
     for (const auto& c : json::parse(read(root / "tests/data/tokenizer/corpus.json"))) {
@@ -109,7 +110,8 @@ int main(int argc, char** argv) {
         }
     }
     if (!model_dir.empty()) models = {model_dir};
-    const fs::path tmp = fs::temp_directory_path() / fmt::format("tandem-bench-tokenizer-{}.txt", getpid());
+    const fs::path tmp =
+        fs::temp_directory_path() / fmt::format("tandem-bench-tokenizer-{}.txt", getpid());
     std::string text;
     if (text_file.empty()) {
         text = default_text(min_bytes);

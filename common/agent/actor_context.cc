@@ -8,11 +8,10 @@
 namespace tandem::agent {
 
 Json ActorContext::to_json() const {
-    return {{"actor", actor.str()},   {"attempt", attempt},
-            {"node", node},           {"spec_yaml", spec_yaml},
-            {"placement", placement}, {"coordinator_http", coordinator_http},
-            {"run_dir", run_dir},     {"api_token", api_token},
-            {"runtime_endpoint", runtime_endpoint}};
+    return {
+        {"actor", actor.str()},   {"attempt", attempt},     {"node", node},
+        {"spec_yaml", spec_yaml}, {"placement", placement}, {"coordinator_http", coordinator_http},
+        {"run_dir", run_dir},     {"api_token", api_token}, {"runtime_endpoint", runtime_endpoint}};
 }
 
 Result<ActorContext> ActorContext::from_json(const Json& j) {

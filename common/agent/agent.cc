@@ -177,8 +177,8 @@ void Agent::start_actor(const wire::StartActor& m) {
     ctx.placement = m.placement;
     // GPU slots the coordinator assigned -> this node's device indices (declared gpu_devices, or
     // the slot itself), which the actor exports as CUDA_VISIBLE_DEVICES.
-    if (auto at = ctx.placement.find("actors"); at != ctx.placement.end() && at->contains(m.actor) &&
-                                               (*at)[m.actor].contains("gpus")) {
+    if (auto at = ctx.placement.find("actors");
+        at != ctx.placement.end() && at->contains(m.actor) && (*at)[m.actor].contains("gpus")) {
         auto& me = (*at)[m.actor];
         std::string devices;
         for (const auto& slot : me["gpus"]) {

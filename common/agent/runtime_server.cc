@@ -48,8 +48,8 @@ Result<std::unique_ptr<RuntimeServer>> RuntimeServer::bind(zmq::context_t& zmq,
     }
     // Only this user's processes (the agent's actors) may speak for an actor.
     if (!path.empty() && ::chmod(path.c_str(), 0600) != 0) {
-        return unavailable(fmt::format("actor runtime socket {}: chmod: {}", path,
-                                       std::strerror(errno)));
+        return unavailable(
+            fmt::format("actor runtime socket {}: chmod: {}", path, std::strerror(errno)));
     }
     return std::unique_ptr<RuntimeServer>(
         new RuntimeServer(std::move(socket), std::move(endpoint), std::move(path)));

@@ -65,7 +65,7 @@ private:
     std::unique_ptr<zmq::socket_t> socket_;
     std::string endpoint_;
     std::string path_;  // the socket file to remove (empty for an abstract socket)
-    std::map<std::string, Client> clients_;  // by routing id
+    std::map<std::string, Client> clients_;        // by routing id
     std::map<std::string, wire::Envelope> views_;  // last JobView by job
     bool connected_ = false;
     uint64_t seq_ = 0;

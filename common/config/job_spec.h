@@ -376,7 +376,7 @@ inline constexpr int kGrpoMaxActorRestarts = 3;
 struct JobSpec {
     std::string name;
     JobKind kind = JobKind::kGrpo;
-    int priority = 0;            // higher is placed first
+    int priority = 0;  // higher is placed first
     // Per job; beyond it the job fails. A grpo job that does not set it gets
     // kGrpoMaxActorRestarts when its file or text is loaded (load_job_file, parse_job_text).
     int max_actor_restarts = 0;

@@ -68,9 +68,9 @@ Result<std::vector<Completion>> GroupGenerator::generate(
     const SamplingOptions& o, GenerateStats* stats) {
     GenerateStats total;
     std::vector<Completion> out;
-    const auto waves = admission_waves(cache_, prompts, group_size, o.max_new_tokens,
-                                       options_.kv_budget_bytes, options_.job,
-                                       options_.share_prefix);
+    const auto waves =
+        admission_waves(cache_, prompts, group_size, o.max_new_tokens, options_.kv_budget_bytes,
+                        options_.job, options_.share_prefix);
     if (!waves.ok()) return waves.status();
     for (const auto& [first, count] : waves.value()) {
         GenerateStats ws;
@@ -164,7 +164,8 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
                 parents[p] = cache_.create();
             }
             for (int g = 0; g < group_size; ++g) logit_row[p * group_size + g] = items_.size();
-            items_.push_back({parents[p], std::span(prompts[p]).subspan(static_cast<size_t>(skip))});
+            items_.push_back(
+                {parents[p], std::span(prompts[p]).subspan(static_cast<size_t>(skip))});
             local.prompt_tokens += static_cast<int64_t>(prompts[p].size()) - skip;
         }
         if (prefix_) local.kv_evictions = prefix_->stats().evictions - evictions0;

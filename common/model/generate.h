@@ -35,12 +35,12 @@ struct GenerateStats {
     int64_t peak_tokens_per_rank = 0;  // most positions of one sharded sequence on one rank
     // KV memory (single-device path; docs/kv-cache.md), at the step that held the most bytes.
     int64_t kv_peak_bytes = 0;
-    double kv_bytes_per_token = 0.0;  // bytes / positions held at that step
-    int64_t kv_f32_blocks = 0;        // blocks in f32 (residual window, unfilled) at that step
+    double kv_bytes_per_token = 0.0;   // bytes / positions held at that step
+    int64_t kv_f32_blocks = 0;         // blocks in f32 (residual window, unfilled) at that step
     int64_t kv_sealed_blocks[5] = {};  // quantized blocks by kernels::KvDType at that step
-    int64_t kv_compressed = 0;        // blocks the background compressor requantized
-    int64_t kv_waves = 0;             // admission waves (prompts admitted under budget_bytes)
-    int64_t kv_evictions = 0;         // cached prefixes dropped (new version, budget)
+    int64_t kv_compressed = 0;         // blocks the background compressor requantized
+    int64_t kv_waves = 0;              // admission waves (prompts admitted under budget_bytes)
+    int64_t kv_evictions = 0;          // cached prefixes dropped (new version, budget)
 };
 
 struct GeneratorOptions {

@@ -21,8 +21,8 @@ int64_t worst_case_kv_bytes(const PagedKvCache& cache, int64_t prompt_tokens, in
     if (o.dtype == kernels::KvDType::kF32) return blocks * f32;
     // Compression only shrinks sealed blocks: the live format's size bounds them.
     const int64_t sealed = cache.sealed_block_bytes();
-    const bool kivi = o.dtype == kernels::KvDType::kInt2 ||
-                      (o.dtype == kernels::KvDType::kInt4 && o.kivi);
+    const bool kivi =
+        o.dtype == kernels::KvDType::kInt2 || (o.dtype == kernels::KvDType::kInt4 && o.kivi);
     const int64_t hot = std::min(own_blocks, (kivi ? ceil_div(o.residual_tokens, T) : 0) + 2);
     return blocks * sealed + (prompt_blocks + group * hot) * std::max<int64_t>(0, f32 - sealed);
 }

@@ -81,9 +81,10 @@ Result<PagedKvCache> PagedKvCache::create(const ModelConfig& config,
     }
     if (options.compress_after_tokens > 0 && options.dtype != kernels::KvDType::kF32) {
         const auto target = page_format(config, c.block_tokens_, options.compress_dtype,
-                                         /*kivi=*/true, options.value_group);
+                                        /*kivi=*/true, options.value_group);
         if (Status s = kernels::validate(target); !s.ok()) {
-            return invalid_argument(fmt::format("rollout.kv_cache.compress_dtype: {}", s.message()));
+            return invalid_argument(
+                fmt::format("rollout.kv_cache.compress_dtype: {}", s.message()));
         }
         c.compressor_ = std::make_unique<KvCompressor>(target, c.layers_);
     }
@@ -243,10 +244,10 @@ int32_t PagedKvCache::allocate_block() {
 }
 
 Status PagedKvCache::seal(int32_t block, const kernels::KvPageFormat& format) {
-    TANDEM_ASSIGN_OR_RETURN(
-        auto sealed, seal_block(
-                         format, layers_, fill_[block],
-                         [&](int l) { return key(l, block); }, [&](int l) { return value(l, block); }));
+    TANDEM_ASSIGN_OR_RETURN(auto sealed,
+                            seal_block(
+                                format, layers_, fill_[block], [&](int l) { return key(l, block); },
+                                [&](int l) { return value(l, block); }));
     // Release: publishes the sealed bytes to the compressor's worker (which loads with acquire
     // through its compare-exchange) and to attention calls on this thread.
     slots_[static_cast<size_t>(block)].store(std::move(sealed), std::memory_order_release);
@@ -362,8 +363,8 @@ Status PagedKvCache::read_kv(SeqId seq, int layer, float* k, float* v) const {
         }
         // Acquire: pairs with the release that published the block (seal or compressor swap).
         const auto blk = slots_[static_cast<size_t>(seg.block)].load(std::memory_order_acquire);
-        TANDEM_RETURN_IF_ERROR(kernels::kv_dequantize_page(blk->format, blk->page(layer),
-                                                           seg.slot0, seg.count, kd, vd));
+        TANDEM_RETURN_IF_ERROR(kernels::kv_dequantize_page(blk->format, blk->page(layer), seg.slot0,
+                                                           seg.count, kd, vd));
     }
     return Status();
 }

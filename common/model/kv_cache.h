@@ -33,9 +33,9 @@ namespace tandem::model {
 struct KvCacheOptions {
     int block_tokens = 16;
     kernels::KvDType dtype = kernels::KvDType::kF32;
-    bool kivi = false;             // int4: KIVI instead of per token
-    int64_t residual_tokens = 0;   // KIVI formats only
-    int value_group = 32;          // KIVI value channels per scale (clamped to head_dim)
+    bool kivi = false;                  // int4: KIVI instead of per token
+    int64_t residual_tokens = 0;        // KIVI formats only
+    int value_group = 32;               // KIVI value channels per scale (clamped to head_dim)
     int64_t compress_after_tokens = 0;  // 0: no background compression
     kernels::KvDType compress_dtype = kernels::KvDType::kInt2;
 
@@ -48,11 +48,11 @@ kernels::KvDType to_kernel_dtype(config::KvCacheDType dtype);
 
 // Memory held by the cache, counted once per block however many sequences share it.
 struct KvCacheStats {
-    int64_t bytes = 0;               // f32 blocks in use + sealed blocks
-    int64_t tokens = 0;              // positions held by blocks in use
-    int64_t f32_blocks = 0;          // blocks in use not sealed
-    int64_t sealed_blocks[5] = {};   // by kernels::KvDType
-    int64_t compressed = 0;          // blocks the background compressor swapped so far
+    int64_t bytes = 0;              // f32 blocks in use + sealed blocks
+    int64_t tokens = 0;             // positions held by blocks in use
+    int64_t f32_blocks = 0;         // blocks in use not sealed
+    int64_t sealed_blocks[5] = {};  // by kernels::KvDType
+    int64_t compressed = 0;         // blocks the background compressor swapped so far
     double bytes_per_token() const { return tokens ? static_cast<double>(bytes) / tokens : 0.0; }
 };
 
@@ -102,7 +102,9 @@ public:
 
     // Start of layer `layer`'s keys (values) in `block`: [block_tokens, kv_heads, head_dim].
     // Only for blocks not sealed (every slot append() hands out is in one).
-    float* key(int layer, int32_t block) { return k_[layer].data() + fslot_[block] * block_floats_; }
+    float* key(int layer, int32_t block) {
+        return k_[layer].data() + fslot_[block] * block_floats_;
+    }
     float* value(int layer, int32_t block) {
         return v_[layer].data() + fslot_[block] * block_floats_;
     }
@@ -168,12 +170,12 @@ private:
     kernels::KvPageFormat sealed_format_;
     ModelConfig config_;
     std::vector<std::vector<float>> k_, v_;  // f32 storage, per layer, by f32 slot
-    std::vector<int32_t> refs_;    // per block
-    std::vector<int32_t> fill_;    // slots written so far, per block
-    std::vector<int32_t> fslot_;   // per block: its f32 slot, -1 when sealed
-    std::vector<char> sealed_;     // per block
-    std::vector<char> submitted_;  // per block: given to the compressor
-    std::deque<KvBlockSlot> slots_;  // per block: the sealed block (stable addresses)
+    std::vector<int32_t> refs_;              // per block
+    std::vector<int32_t> fill_;              // slots written so far, per block
+    std::vector<int32_t> fslot_;             // per block: its f32 slot, -1 when sealed
+    std::vector<char> sealed_;               // per block
+    std::vector<char> submitted_;            // per block: given to the compressor
+    std::deque<KvBlockSlot> slots_;          // per block: the sealed block (stable addresses)
     std::vector<int32_t> free_;
     std::vector<int32_t> free_fslots_;
     int32_t fslots_ = 0;

@@ -12,8 +12,8 @@ Result<std::shared_ptr<const KvSealedBlock>> seal_block(const kernels::KvPageFor
     b->page_bytes = kernels::kv_page_bytes(format);
     b->bytes.resize(static_cast<size_t>(b->page_bytes * layers));
     for (int l = 0; l < layers; ++l) {
-        TANDEM_RETURN_IF_ERROR(
-            kernels::kv_quantize_page(format, k(l), v(l), rows, b->bytes.data() + l * b->page_bytes));
+        TANDEM_RETURN_IF_ERROR(kernels::kv_quantize_page(format, k(l), v(l), rows,
+                                                         b->bytes.data() + l * b->page_bytes));
     }
     return std::shared_ptr<const KvSealedBlock>(std::move(b));
 }

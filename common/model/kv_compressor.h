@@ -81,9 +81,9 @@ private:
     const int layers_;
     std::mutex mu_;
     std::condition_variable wake_, idle_;
-    std::deque<Job> jobs_;  // guarded by mu_
-    bool busy_ = false;     // guarded by mu_
-    bool stop_ = false;     // guarded by mu_
+    std::deque<Job> jobs_;                  // guarded by mu_
+    bool busy_ = false;                     // guarded by mu_
+    bool stop_ = false;                     // guarded by mu_
     std::function<void()> before_publish_;  // set before submit(); read by the worker
     // Statistics only: relaxed (no data is published through them).
     std::atomic<int64_t> swapped_{0}, discarded_{0}, failed_{0};

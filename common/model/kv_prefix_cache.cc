@@ -49,8 +49,7 @@ Status SystemPromptCache::ensure(InferenceEngine& engine, const float* params,
     return Status();
 }
 
-Status SystemPromptCache::prepare(InferenceEngine& engine, const float* params,
-                                  PagedKvCache& cache,
+Status SystemPromptCache::prepare(InferenceEngine& engine, const float* params, PagedKvCache& cache,
                                   std::span<const std::vector<int32_t>> prompts,
                                   const std::vector<int32_t>& explicit_tokens, int64_t version) {
     std::vector<int32_t> tokens = explicit_tokens;

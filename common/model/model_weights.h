@@ -65,8 +65,8 @@ struct SaveOptions;  // hf_model.h
 // embeddings no lm_head.weight is written, as Hugging Face does.
 Status save_pretrained(const std::string& dir, const ModelWeights& weights,
                        const Vocabulary* vocab);
-Status save_pretrained(const std::string& dir, const ModelWeights& weights,
-                       const Vocabulary* vocab, const SaveOptions& options);
+Status save_pretrained(const std::string& dir, const ModelWeights& weights, const Vocabulary* vocab,
+                       const SaveOptions& options);
 // Reads a Hugging Face directory (hf_model.h: inspect_hf_directory then load_hf_directory).
 // Tensors are matched by name; every tensor of the layout must be present (lm_head.weight may be
 // missing when tied) and unknown tensors are errors.

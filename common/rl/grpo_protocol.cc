@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-
 namespace tandem::rl {
 
 using Json = nlohmann::json;

@@ -16,15 +16,18 @@ Result<std::vector<PromptTemplate::Part>> PromptTemplate::parse_parts(std::strin
             continue;
         }
         if (c == '}') {
-            return invalid_argument(fmt::format("template: unmatched '}}' at offset {} (write }}}} "
-                                                "for a brace)", i));
+            return invalid_argument(
+                fmt::format("template: unmatched '}}' at offset {} (write }}}} "
+                            "for a brace)",
+                            i));
         }
         if (c != '{') {
             text += c;
             continue;
         }
         const size_t close = spec.find('}', i);
-        const std::string_view name = close == std::string_view::npos ? spec.substr(i) : spec.substr(i, close - i + 1);
+        const std::string_view name =
+            close == std::string_view::npos ? spec.substr(i) : spec.substr(i, close - i + 1);
         Part::Kind kind;
         if (name == "{system}") {
             kind = Part::Kind::kSystem;
@@ -32,9 +35,11 @@ Result<std::vector<PromptTemplate::Part>> PromptTemplate::parse_parts(std::strin
             kind = Part::Kind::kPrompt;
             has_prompt = true;
         } else {
-            return invalid_argument(fmt::format("template: unknown placeholder \"{}\" at offset {} "
-                                                "(use {{system}}, {{prompt}}, or {{{{ and }}}} for "
-                                                "braces)", name.substr(0, 40), i));
+            return invalid_argument(
+                fmt::format("template: unknown placeholder \"{}\" at offset {} "
+                            "(use {{system}}, {{prompt}}, or {{{{ and }}}} for "
+                            "braces)",
+                            name.substr(0, 40), i));
         }
         if (!text.empty()) parts.push_back({Part::Kind::kText, std::move(text)});
         text.clear();
@@ -58,7 +63,8 @@ Result<PromptTemplate> PromptTemplate::parse(std::string_view spec) {
             "<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\n";
         without = "<|begin_of_text|>" + turns;
-        with = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>" + turns;
+        with = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>" +
+               turns;
         t.has_bos_ = true;
         t.end_of_turn_ = {"<|eot_id|>", "<|end_of_text|>"};
     } else if (spec == "plain") {
@@ -75,9 +81,15 @@ std::string PromptTemplate::render(std::string_view system, std::string_view pro
     std::string out;
     for (const Part& p : system.empty() ? without_system_ : with_system_) {
         switch (p.kind) {
-            case Part::Kind::kText: out += p.text; break;
-            case Part::Kind::kSystem: out += system; break;
-            case Part::Kind::kPrompt: out += prompt; break;
+            case Part::Kind::kText:
+                out += p.text;
+                break;
+            case Part::Kind::kSystem:
+                out += system;
+                break;
+            case Part::Kind::kPrompt:
+                out += prompt;
+                break;
         }
     }
     return out;

@@ -31,8 +31,10 @@ void close_fd(int& fd) {
 
 // A line that is exactly one finite number (surrounding whitespace allowed).
 bool parse_reward(std::string_view line, double& out) {
-    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.front()))) line.remove_prefix(1);
-    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.remove_suffix(1);
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.front())))
+        line.remove_prefix(1);
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back())))
+        line.remove_suffix(1);
     if (line.empty()) return false;
     const std::string s(line);
     char* end = nullptr;
@@ -111,9 +113,10 @@ Result<std::unique_ptr<RewardCommand>> RewardCommand::start(const Options& optio
     rc->err_fd_ = err[0];
     if (spawn_error != 0) {
         rc->pid_ = -1;
-        return unavailable(fmt::format("reward command \"{}\": cannot start{}: {}", options.command,
-                                       options.working_dir.empty() ? "" : " in " + options.working_dir,
-                                       std::strerror(spawn_error)));
+        return unavailable(
+            fmt::format("reward command \"{}\": cannot start{}: {}", options.command,
+                        options.working_dir.empty() ? "" : " in " + options.working_dir,
+                        std::strerror(spawn_error)));
     }
     for (int fd : {rc->in_fd_, rc->out_fd_, rc->err_fd_}) {
         ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -129,13 +132,15 @@ void RewardCommand::stop() {
         // Wait for the command to close its output (it exits when stdin ends), at most 2 s.
         const auto deadline = Clock::now() + std::chrono::seconds(2);
         while (Clock::now() < deadline) {
-            const int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                  deadline - Clock::now()).count());
+            const int left = static_cast<int>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())
+                    .count());
             if (!pump(std::max(left, 1), nullptr)) break;
         }
         int status = 0;
         const int left = static_cast<int>(std::max<int64_t>(
-            1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
+            1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now())
+                   .count()));
         if (!wait_exit(pid_, left, status)) {
             ::kill(-pid_, SIGKILL);
             ::waitpid(pid_, &status, 0);
@@ -163,7 +168,8 @@ bool RewardCommand::pump(int wait_ms, std::string_view* pending_input) {
             const ssize_t got = ::read(fd, buf, sizeof(buf));
             if (got > 0) {
                 into.append(buf, static_cast<size_t>(got));
-                if (bounded && into.size() > 2 * kStderrKeep) into.erase(0, into.size() - kStderrKeep);
+                if (bounded && into.size() > 2 * kStderrKeep)
+                    into.erase(0, into.size() - kStderrKeep);
                 continue;
             }
             if (got < 0 && (errno == EAGAIN || errno == EINTR)) return;
@@ -174,7 +180,8 @@ bool RewardCommand::pump(int wait_ms, std::string_view* pending_input) {
     if (out_i >= 0 && fds[out_i].revents) drain(out_fd_, out_, false);
     if (err_i >= 0 && fds[err_i].revents) drain(err_fd_, err_, true);
     if (in_i >= 0 && fds[in_i].revents) {
-        const ssize_t sent = ::send(in_fd_, pending_input->data(), pending_input->size(), MSG_NOSIGNAL);
+        const ssize_t sent =
+            ::send(in_fd_, pending_input->data(), pending_input->size(), MSG_NOSIGNAL);
         if (sent > 0) {
             pending_input->remove_prefix(static_cast<size_t>(sent));
         } else if (sent < 0 && errno != EAGAIN && errno != EINTR) {
@@ -192,8 +199,9 @@ Status RewardCommand::fail(std::string what) {
     }
     std::string tail = err_.size() > kStderrKeep ? err_.substr(err_.size() - kStderrKeep) : err_;
     while (!tail.empty() && std::isspace(static_cast<unsigned char>(tail.back()))) tail.pop_back();
-    failed_ = invalid_argument(fmt::format("reward command \"{}\": {}; stderr: {}", options_.command,
-                                           what, tail.empty() ? "(empty)" : tail));
+    failed_ =
+        invalid_argument(fmt::format("reward command \"{}\": {}; stderr: {}", options_.command,
+                                     what, tail.empty() ? "(empty)" : tail));
     stop();
     return failed_;
 }
@@ -203,8 +211,9 @@ Result<std::vector<double>> RewardCommand::score(std::span<const RewardSample> s
     if (pid_ <= 0) return fail("not running");
     std::string input;
     for (const RewardSample& s : samples) {
-        input += nlohmann::json{{"prompt", s.prompt}, {"completion", s.completion}, {"answer", s.answer}}
-                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        input +=
+            nlohmann::json{{"prompt", s.prompt}, {"completion", s.completion}, {"answer", s.answer}}
+                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
         input += '\n';
     }
     std::string_view pending = input;
@@ -212,7 +221,8 @@ Result<std::vector<double>> RewardCommand::score(std::span<const RewardSample> s
     rewards.reserve(samples.size());
     const auto deadline = Clock::now() + std::chrono::milliseconds(options_.timeout_ms);
     while (rewards.size() < samples.size()) {
-        for (size_t nl; rewards.size() < samples.size() && (nl = out_.find('\n')) != std::string::npos;) {
+        for (size_t nl;
+             rewards.size() < samples.size() && (nl = out_.find('\n')) != std::string::npos;) {
             const std::string line = out_.substr(0, nl);
             out_.erase(0, nl + 1);
             double r = 0;
@@ -225,8 +235,8 @@ Result<std::vector<double>> RewardCommand::score(std::span<const RewardSample> s
         if (rewards.size() == samples.size()) break;
         const auto now = Clock::now();
         if (now >= deadline) {
-            return fail(fmt::format("no answer for sample {} of {} within {} ms", rewards.size() + 1,
-                                    samples.size(), options_.timeout_ms));
+            return fail(fmt::format("no answer for sample {} of {} within {} ms",
+                                    rewards.size() + 1, samples.size(), options_.timeout_ms));
         }
         const int left = static_cast<int>(
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count());

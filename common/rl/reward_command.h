@@ -34,8 +34,8 @@ struct RewardSample {
 class RewardCommand {
 public:
     struct Options {
-        std::string command;      // run as /bin/sh -c COMMAND
-        std::string working_dir;  // empty: this process's
+        std::string command;         // run as /bin/sh -c COMMAND
+        std::string working_dir;     // empty: this process's
         int64_t timeout_ms = 60000;  // for all the answers of one score() call
     };
 

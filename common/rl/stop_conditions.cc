@@ -11,8 +11,9 @@ bool StopConditions::is_eos(int32_t id) const {
 std::string StopConditions::completion_text(const tokenizer::Tokenizer& tok,
                                             std::span<const int32_t> ids) const {
     const auto eos = std::find_if(ids.begin(), ids.end(), [&](int32_t id) { return is_eos(id); });
-    std::string text = tok.decode(ids.subspan(0, static_cast<size_t>(eos - ids.begin())),
-                                  {.skip_special_tokens = true, .clean_up_tokenization_spaces = false});
+    std::string text =
+        tok.decode(ids.subspan(0, static_cast<size_t>(eos - ids.begin())),
+                   {.skip_special_tokens = true, .clean_up_tokenization_spaces = false});
     size_t cut = text.size();
     for (const std::string& s : stop_strings) {
         if (!s.empty()) cut = std::min(cut, text.find(s));

@@ -23,7 +23,8 @@ struct StopConditions {
     bool is_eos(int32_t id) const;
     // The decoded completion (special tokens skipped) cut before its first stop string and
     // before an end-of-sequence id.
-    std::string completion_text(const tokenizer::Tokenizer& tok, std::span<const int32_t> ids) const;
+    std::string completion_text(const tokenizer::Tokenizer& tok,
+                                std::span<const int32_t> ids) const;
 };
 
 // Watches one completion as it grows. Owned by one generation; not thread-safe.

@@ -102,8 +102,7 @@ private:
 
 class TextJobTask final : public JobTask {
 public:
-    TextJobTask(std::unique_ptr<TextTask> task, int32_t eos)
-        : task_(std::move(task)), eos_(eos) {}
+    TextJobTask(std::unique_ptr<TextTask> task, int32_t eos) : task_(std::move(task)), eos_(eos) {}
     TextExample example(uint64_t index) const override { return task_->example(index); }
     Result<std::vector<int32_t>> prompt_tokens(const TextExample& ex) const override {
         return task_->prompt_tokens(ex);
@@ -141,9 +140,10 @@ Result<std::unique_ptr<JobTask>> make_text_task(const config::JobSpec& job) {
     // Generation stops at one id (the tokenizer's eos, else the first stop id); the scorer cuts
     // completions at the others.
     const auto& stop_ids = task->stop().eos_ids;
-    const std::optional<int32_t> eos =
-        tok->eos_id() ? tok->eos_id()
-                      : stop_ids.empty() ? std::nullopt : std::optional<int32_t>(stop_ids.front());
+    const std::optional<int32_t> eos = tok->eos_id() ? tok->eos_id()
+                                       : stop_ids.empty()
+                                           ? std::nullopt
+                                           : std::optional<int32_t>(stop_ids.front());
     if (!eos) {
         return invalid_argument(fmt::format(
             "task.tokenizer: {} has no eos_token and model.init no eos_token_id: a text task "

@@ -14,7 +14,8 @@ namespace tandem::rl {
 namespace {
 
 bool blank(std::string_view s) {
-    return std::all_of(s.begin(), s.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
+    return std::all_of(s.begin(), s.end(),
+                       [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
 }
 
 Result<std::vector<TextExample>> read_rows(const config::TaskSpec& spec) {
@@ -57,7 +58,8 @@ Result<std::vector<TextExample>> read_rows(const config::TaskSpec& spec) {
 
 }  // namespace
 
-Result<std::shared_ptr<const tokenizer::Tokenizer>> load_task_tokenizer(const config::JobSpec& job) {
+Result<std::shared_ptr<const tokenizer::Tokenizer>> load_task_tokenizer(
+    const config::JobSpec& job) {
     std::string dir = job.task.tokenizer;
     if (dir.empty() && job.model.init != "random") dir = job.model.init;
     if (dir.empty()) {
@@ -142,7 +144,8 @@ Result<std::vector<double>> TextScorer::score(std::span<const ScoredSample> samp
     if (!command_) {
         std::vector<double> rewards;
         rewards.reserve(samples.size());
-        for (const ScoredSample& s : samples) rewards.push_back(task_.verify(*s.example, s.completion));
+        for (const ScoredSample& s : samples)
+            rewards.push_back(task_.verify(*s.example, s.completion));
         return rewards;
     }
     std::vector<RewardSample> batch;

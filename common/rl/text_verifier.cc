@@ -17,8 +17,8 @@ template <typename F>
 void for_each_number(std::string_view text, F&& f) {
     size_t i = 0;
     while (i < text.size()) {
-        const bool starts = digit(text[i]) ||
-                            (text[i] == '.' && i + 1 < text.size() && digit(text[i + 1]));
+        const bool starts =
+            digit(text[i]) || (text[i] == '.' && i + 1 < text.size() && digit(text[i + 1]));
         if (!starts) {
             ++i;
             continue;
@@ -60,7 +60,8 @@ std::optional<double> final_number(std::string_view text) {
     return found;
 }
 
-double verify_text(config::Verifier verifier, std::string_view answer, std::string_view completion) {
+double verify_text(config::Verifier verifier, std::string_view answer,
+                   std::string_view completion) {
     if (verifier == config::Verifier::kNumeric) {
         const auto a = final_number(answer);
         const auto c = final_number(completion);

@@ -9,9 +9,9 @@ namespace tandem::rl {
 Status TrajectoryGate::published(int64_t version) {
     if (version < 0) return invalid_argument(fmt::format("version {} is negative", version));
     if (!published_.empty() && version <= published_.back()) {
-        return invalid_argument(fmt::format(
-            "version {} does not rise above the last published version {}", version,
-            published_.back()));
+        return invalid_argument(
+            fmt::format("version {} does not rise above the last published version {}", version,
+                        published_.back()));
     }
     published_.push_back(version);
     return Status();

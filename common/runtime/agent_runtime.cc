@@ -113,8 +113,8 @@ void AgentRuntime::wake() {
 
 void AgentRuntime::io_loop() {
     zmq::socket_t socket(zmq_, zmq::socket_type::dealer);
-    socket.set(zmq::sockopt::linger, static_cast<int>(
-                                         std::chrono::milliseconds(kFlushOnExit).count()));
+    socket.set(zmq::sockopt::linger,
+               static_cast<int>(std::chrono::milliseconds(kFlushOnExit).count()));
     socket.set(zmq::sockopt::sndhwm, 100000);
     socket.connect(ctx_.runtime_endpoint);
     uint64_t seq = 0;
@@ -191,14 +191,14 @@ void AgentRuntime::on_message(const wire::Envelope& e) {
         assigning_.erase(m->step);
         if (!m->error_code.empty()) {
             const std::string msg = fmt::format("version for step {}: {}", m->step, m->error);
-            assigned_.emplace(m->step, m->error_code == "unavailable" ? unavailable(msg)
-                                                                      : invalid_argument(msg));
+            assigned_.emplace(
+                m->step, m->error_code == "unavailable" ? unavailable(msg) : invalid_argument(msg));
             return;
         }
         auto info = VersionInfo::from_json(m->info);
         if (info.ok()) {
-            highest_assigned_ = any_assigned_ ? std::max(highest_assigned_, info->version)
-                                              : info->version;
+            highest_assigned_ =
+                any_assigned_ ? std::max(highest_assigned_, info->version) : info->version;
             any_assigned_ = true;
         }
         assigned_.emplace(m->step, std::move(info));
@@ -244,9 +244,9 @@ bool AgentRuntime::wait_until(std::unique_lock<std::mutex>& lock, Clock::TimePoi
     while (!ready()) {
         if (stopping_ || clock_.now() >= deadline) return false;
         // The condition variable waits on the steady clock; Clock::TimePoint is one.
-        cv_.wait_until(lock, std::chrono::time_point_cast<std::chrono::steady_clock::duration>(
-                                 std::chrono::steady_clock::time_point(
-                                     deadline.time_since_epoch())));
+        cv_.wait_until(lock,
+                       std::chrono::time_point_cast<std::chrono::steady_clock::duration>(
+                           std::chrono::steady_clock::time_point(deadline.time_since_epoch())));
     }
     return true;
 }
@@ -278,8 +278,8 @@ Result<VersionInfo> AgentRuntime::assign_version(int64_t step, uint64_t data_cur
     lock.lock();
     if (!wait_until(lock, deadline, [&] { return assigned_.count(step) > 0; })) {
         return deadline_exceeded(
-            fmt::format("no version number for step {} from the coordinator ({} connected)",
-                        step, view_.connected ? "agent" : "agent not"));
+            fmt::format("no version number for step {} from the coordinator ({} connected)", step,
+                        view_.connected ? "agent" : "agent not"));
     }
     return assigned_.at(step);
 }
@@ -303,8 +303,7 @@ Status AgentRuntime::announce_version(const VersionInfo& info,
 }
 
 void AgentRuntime::retire_version(Version version, uint32_t shard) {
-    enqueue(envelope(
-        wire::VersionRetired{ctx_.actor.job.str(), version, shard, ctx_.actor.str()}));
+    enqueue(envelope(wire::VersionRetired{ctx_.actor.job.str(), version, shard, ctx_.actor.str()}));
 }
 
 Result<PublishedVersion> AgentRuntime::wait_version(
@@ -319,8 +318,7 @@ Result<PublishedVersion> AgentRuntime::wait_version(
 }
 
 Status AgentRuntime::announce_endpoint(std::string_view name, std::string_view address) {
-    wire::ActorEndpoint m{ctx_.actor.str(), ctx_.attempt, std::string(name),
-                          std::string(address)};
+    wire::ActorEndpoint m{ctx_.actor.str(), ctx_.attempt, std::string(name), std::string(address)};
     {
         std::lock_guard lock(mu_);
         endpoints_[std::string(name)] = {envelope(m), {}};
@@ -375,8 +373,8 @@ JobView AgentRuntime::wait_change(uint64_t seen, Clock::TimePoint deadline) {
 }
 
 void AgentRuntime::progress(const Json& progress) {
-    enqueue(envelope(wire::ActorState{ctx_.actor.str(), ctx_.attempt, wire::ActorPhase::kRunning,
-                                      0, "", progress}));
+    enqueue(envelope(wire::ActorState{ctx_.actor.str(), ctx_.attempt, wire::ActorPhase::kRunning, 0,
+                                      "", progress}));
 }
 
 void AgentRuntime::metrics(int64_t step, const Json& values) {
@@ -396,7 +394,8 @@ void AgentRuntime::event(std::string_view kind, std::string_view message) {
 void AgentRuntime::log(LogLevel level, std::string_view message) {
     wire::LogLines m;
     m.job = ctx_.actor.job.str();
-    m.lines.push_back({ctx_.actor.str(), clock_.wall_ns(), level_name(level), std::string(message)});
+    m.lines.push_back(
+        {ctx_.actor.str(), clock_.wall_ns(), level_name(level), std::string(message)});
     enqueue(envelope(m));
 }
 

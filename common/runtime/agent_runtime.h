@@ -42,8 +42,7 @@ public:
     const Clock& clock() const override { return clock_; }
 
     Result<VersionInfo> assign_version(int64_t step, uint64_t data_cursor,
-                                       Clock::TimePoint deadline,
-                                       Version at_least = 0) override;
+                                       Clock::TimePoint deadline, Version at_least = 0) override;
     Status announce_version(const VersionInfo& info,
                             const weights::VersionDescriptor& shard) override;
     void retire_version(Version version, uint32_t shard) override;
@@ -89,11 +88,11 @@ private:
         wire::Envelope request;
         Clock::TimePoint sent{};
     };
-    std::map<int64_t, Pending> assigning_;                 // by step
-    std::map<int64_t, Result<VersionInfo>> assigned_;      // by step, answered
-    std::map<Version, Pending> relay_joins_;               // by version
+    std::map<int64_t, Pending> assigning_;                  // by step
+    std::map<int64_t, Result<VersionInfo>> assigned_;       // by step, answered
+    std::map<Version, Pending> relay_joins_;                // by version
     std::map<Version, Result<RelayChoice>> relay_answers_;  // by version
-    std::map<Version, Pending> announced_;      // versions not yet seen in the view
+    std::map<Version, Pending> announced_;                  // versions not yet seen in the view
     std::map<std::string, Pending> endpoints_;  // name -> announcement (kept for the actor's life)
     std::set<std::string> endpoints_seen_;      // shown by the last view
     std::map<int64_t, Pending> metrics_;        // steps not yet recorded by the coordinator

@@ -124,8 +124,7 @@ public:
     // across trainer restarts and coordinator restarts. Waits out a coordinator restart until
     // `deadline`. unavailable when this trainer's fence has been superseded (fenced off).
     virtual Result<VersionInfo> assign_version(int64_t step, uint64_t data_cursor,
-                                               Clock::TimePoint deadline,
-                                               Version at_least = 0) = 0;
+                                               Clock::TimePoint deadline, Version at_least = 0) = 0;
     // One shard of an assigned version is committed and readable. Returns at once; the runtime
     // repeats the announcement until the coordinator's view shows the version (lost messages,
     // coordinator restarts).

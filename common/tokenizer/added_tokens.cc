@@ -64,7 +64,8 @@ void AddedTokenMatcher::split(std::string_view text, std::vector<Section>& out) 
         size_t j = i;
         while (j < text.size() && (node = child(node, static_cast<unsigned char>(text[j]))) >= 0) {
             ++j;
-            if (nodes_[static_cast<size_t>(node)].token >= 0) match = nodes_[static_cast<size_t>(node)].token;
+            if (nodes_[static_cast<size_t>(node)].token >= 0)
+                match = nodes_[static_cast<size_t>(node)].token;
         }
         if (match < 0) {
             ++i;

@@ -37,16 +37,18 @@ const BpeModel::Merge* BpeModel::MergeTable::find(int32_t left, int32_t right) c
 Result<std::unique_ptr<BpeModel>> BpeModel::from_json(const nlohmann::json& model, bool byte_level,
                                                       const std::string& where) {
     if (model.value("type", "BPE") != "BPE") {
-        return invalid_argument(where + ".type: unsupported model \"" +
-                                model.value("type", "") + "\" (only BPE is supported)");
+        return invalid_argument(where + ".type: unsupported model \"" + model.value("type", "") +
+                                "\" (only BPE is supported)");
     }
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-        if (model.contains(key) && model[key].is_string() && !model[key].get<std::string>().empty()) {
+        if (model.contains(key) && model[key].is_string() &&
+            !model[key].get<std::string>().empty()) {
             return invalid_argument(where + "." + key + ": not supported (\"" +
                                     model[key].get<std::string>() + "\")");
         }
     }
-    if (model.contains("dropout") && model["dropout"].is_number() && model["dropout"].get<double>() > 0) {
+    if (model.contains("dropout") && model["dropout"].is_number() &&
+        model["dropout"].get<double>() > 0) {
         return invalid_argument(where + ".dropout: BPE dropout is not supported");
     }
     if (!model.contains("vocab") || !model["vocab"].is_object()) {
@@ -63,7 +65,8 @@ Result<std::unique_ptr<BpeModel>> BpeModel::from_json(const nlohmann::json& mode
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
         const int64_t id = it.value().get<int64_t>();
         if (id < 0 || id > (1 << 30)) {
-            return invalid_argument(fmt::format("{}.vocab[\"{}\"]: id {} out of range", where, it.key(), id));
+            return invalid_argument(
+                fmt::format("{}.vocab[\"{}\"]: id {} out of range", where, it.key(), id));
         }
         m->vocab_.emplace(it.key(), static_cast<int32_t>(id));
         max_id = std::max(max_id, static_cast<int32_t>(id));
@@ -74,7 +77,8 @@ Result<std::unique_ptr<BpeModel>> BpeModel::from_json(const nlohmann::json& mode
     if (model.contains("unk_token") && model["unk_token"].is_string()) {
         const auto unk = m->token_to_id(model["unk_token"].get<std::string>());
         if (!unk) {
-            return invalid_argument(where + ".unk_token: \"" + model["unk_token"].get<std::string>() +
+            return invalid_argument(where + ".unk_token: \"" +
+                                    model["unk_token"].get<std::string>() +
                                     "\" is not in the vocabulary");
         }
         m->unk_id_ = *unk;
@@ -101,8 +105,8 @@ Result<std::unique_ptr<BpeModel>> BpeModel::from_json(const nlohmann::json& mode
             const std::string s = entry.get<std::string>();
             const size_t space = s.find(' ', 1);
             if (space == std::string::npos) {
-                return invalid_argument(fmt::format("{}.merges[{}]: expected \"left right\", got \"{}\"",
-                                                    where, rank, s));
+                return invalid_argument(fmt::format(
+                    "{}.merges[{}]: expected \"left right\", got \"{}\"", where, rank, s));
             }
             left = s.substr(0, space);
             right = s.substr(space + 1);
@@ -110,19 +114,20 @@ Result<std::unique_ptr<BpeModel>> BpeModel::from_json(const nlohmann::json& mode
             left = entry[0].get<std::string>();
             right = entry[1].get<std::string>();
         } else {
-            return invalid_argument(fmt::format("{}.merges[{}]: expected a string or a pair", where, rank));
+            return invalid_argument(
+                fmt::format("{}.merges[{}]: expected a string or a pair", where, rank));
         }
         const auto l = m->token_to_id(left);
         const auto r = m->token_to_id(right);
         const auto merged = m->token_to_id(left + right);
         if (!l || !r || !merged) {
-            return invalid_argument(fmt::format(
-                "{}.merges[{}]: \"{} {}\" names a token that is not in the vocabulary", where, rank,
-                left, right));
+            return invalid_argument(
+                fmt::format("{}.merges[{}]: \"{} {}\" names a token that is not in the vocabulary",
+                            where, rank, left, right));
         }
-        entries.push_back({(static_cast<uint64_t>(static_cast<uint32_t>(*l)) << 32) |
-                               static_cast<uint32_t>(*r),
-                           Merge{static_cast<int32_t>(rank), *merged}});
+        entries.push_back(
+            {(static_cast<uint64_t>(static_cast<uint32_t>(*l)) << 32) | static_cast<uint32_t>(*r),
+             Merge{static_cast<int32_t>(rank), *merged}});
     }
     m->merges_.build(entries);
     return m;
@@ -148,7 +153,8 @@ void BpeModel::initial_symbols(std::string_view word, std::vector<int32_t>& ids)
     }
     bool last_unk = false;
     for (size_t i = 0; i < word.size();) {
-        const size_t n = std::min(utf8_length(static_cast<unsigned char>(word[i])), word.size() - i);
+        const size_t n =
+            std::min(utf8_length(static_cast<unsigned char>(word[i])), word.size() - i);
         const auto id = token_to_id(word.substr(i, n));
         if (id) {
             ids.push_back(*id);
@@ -190,8 +196,8 @@ void BpeModel::merge(std::vector<int32_t>& ids) const {
     }
     std::vector<Candidate> storage;
     storage.reserve(static_cast<size_t>(n));
-    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue(std::greater<>{},
-                                                                               std::move(storage));
+    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue(
+        std::greater<>{}, std::move(storage));
     for (int i = 0; i + 1 < n; ++i) {
         if (const Merge* m = merges_.find(ids[i], ids[i + 1])) queue.push({m->rank, i, m->id});
     }
@@ -214,7 +220,8 @@ void BpeModel::merge(std::vector<int32_t>& ids) const {
             }
         }
         if (next[i] >= 0) {
-            if (const Merge* nm = merges_.find(ids[i], ids[next[i]])) queue.push({nm->rank, i, nm->id});
+            if (const Merge* nm = merges_.find(ids[i], ids[next[i]]))
+                queue.push({nm->rank, i, nm->id});
         }
     }
     int w = 0;

@@ -50,7 +50,8 @@ private:
 
     private:
         static uint64_t key(int32_t l, int32_t r) {
-            return (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r);
+            return (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) |
+                   static_cast<uint32_t>(r);
         }
         std::vector<uint64_t> keys_;
         std::vector<Merge> values_;
@@ -79,7 +80,8 @@ private:
     static constexpr size_t kCacheMaxWords = 1 << 18;
     static constexpr size_t kCacheMaxWordBytes = 64;
     mutable std::mutex cache_mu_;
-    mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache_;
+    mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>>
+        cache_;
 };
 
 }  // namespace tandem::tokenizer

@@ -49,7 +49,8 @@ std::vector<std::string> byte_fallback(std::vector<std::string> tokens) {
 }
 
 void strip(std::string& t, const std::string& content, size_t start, size_t stop) {
-    for (size_t i = 0; i < start && t.compare(0, content.size(), content) == 0 && !content.empty(); ++i) {
+    for (size_t i = 0; i < start && t.compare(0, content.size(), content) == 0 && !content.empty();
+         ++i) {
         t.erase(0, content.size());
     }
     for (size_t i = 0; i < stop && t.size() >= content.size() && !content.empty() &&
@@ -128,8 +129,10 @@ std::string Decoder::decode(std::vector<std::string> tokens) const {
                     for (size_t i = 0; i < t.size();) {
                         const size_t at = i;
                         const int b = alphabet.byte_of(next_code_point(t, i));
-                        if (b >= 0) bytes += static_cast<char>(b);
-                        else bytes.append(t, at, i - at);
+                        if (b >= 0)
+                            bytes += static_cast<char>(b);
+                        else
+                            bytes.append(t, at, i - at);
                     }
                 }
                 tokens.assign(1, utf8_lossy(bytes));

@@ -26,9 +26,9 @@ private:
     enum class Kind { kByteLevel, kMetaspace, kReplace, kByteFallback, kFuse, kStrip };
     struct Step {
         Kind kind;
-        std::string a;  // Replace: pattern; Metaspace: replacement; Strip: content
-        std::string b;  // Replace: content
-        bool prepend = true;        // Metaspace: strip the first token's leading space
+        std::string a;               // Replace: pattern; Metaspace: replacement; Strip: content
+        std::string b;               // Replace: content
+        bool prepend = true;         // Metaspace: strip the first token's leading space
         size_t start = 0, stop = 0;  // Strip
     };
     Status add(const nlohmann::json& json, const std::string& where);

@@ -16,10 +16,18 @@ const icu::Normalizer2* icu_normalizer(int kind) {
     UErrorCode ec = U_ZERO_ERROR;
     const icu::Normalizer2* n = nullptr;
     switch (kind) {
-        case 0: n = icu::Normalizer2::getNFCInstance(ec); break;
-        case 1: n = icu::Normalizer2::getNFDInstance(ec); break;
-        case 2: n = icu::Normalizer2::getNFKCInstance(ec); break;
-        default: n = icu::Normalizer2::getNFKDInstance(ec); break;
+        case 0:
+            n = icu::Normalizer2::getNFCInstance(ec);
+            break;
+        case 1:
+            n = icu::Normalizer2::getNFDInstance(ec);
+            break;
+        case 2:
+            n = icu::Normalizer2::getNFKCInstance(ec);
+            break;
+        default:
+            n = icu::Normalizer2::getNFKDInstance(ec);
+            break;
     }
     return U_SUCCESS(ec) ? n : nullptr;
 }
@@ -55,8 +63,8 @@ void lowercase(std::string& text) {
     UErrorCode ec = U_ZERO_ERROR;
     std::string out;
     icu::StringByteSink<std::string> sink(&out, static_cast<int32_t>(text.size()));
-    icu::CaseMap::utf8ToLower("", 0, icu::StringPiece(text.data(), static_cast<int32_t>(text.size())),
-                              sink, nullptr, ec);
+    icu::CaseMap::utf8ToLower(
+        "", 0, icu::StringPiece(text.data(), static_cast<int32_t>(text.size())), sink, nullptr, ec);
     if (U_SUCCESS(ec)) text = std::move(out);
 }
 
@@ -92,12 +100,18 @@ Status Normalizer::add(const nlohmann::json& json, const std::string& where) {
         }
         return Status::ok_status();
     }
-    if (type == "NFC") steps_.push_back({Kind::kNfc});
-    else if (type == "NFD") steps_.push_back({Kind::kNfd});
-    else if (type == "NFKC") steps_.push_back({Kind::kNfkc});
-    else if (type == "NFKD") steps_.push_back({Kind::kNfkd});
-    else if (type == "Lowercase") steps_.push_back({Kind::kLowercase});
-    else if (type == "Prepend") steps_.push_back({Kind::kPrepend, json.value("prepend", "")});
+    if (type == "NFC")
+        steps_.push_back({Kind::kNfc});
+    else if (type == "NFD")
+        steps_.push_back({Kind::kNfd});
+    else if (type == "NFKC")
+        steps_.push_back({Kind::kNfkc});
+    else if (type == "NFKD")
+        steps_.push_back({Kind::kNfkd});
+    else if (type == "Lowercase")
+        steps_.push_back({Kind::kLowercase});
+    else if (type == "Prepend")
+        steps_.push_back({Kind::kPrepend, json.value("prepend", "")});
     else if (type == "Strip") {
         Step s{Kind::kStrip};
         s.left = json.value("strip_left", false);
@@ -109,8 +123,8 @@ Status Normalizer::add(const nlohmann::json& json, const std::string& where) {
             return invalid_argument(where + ".pattern: only String patterns are supported in a " +
                                     "Replace normalizer, got " + pattern.dump());
         }
-        steps_.push_back({Kind::kReplace, pattern["String"].get<std::string>(),
-                          json.value("content", "")});
+        steps_.push_back(
+            {Kind::kReplace, pattern["String"].get<std::string>(), json.value("content", "")});
     } else {
         return invalid_argument(where + ".type: unsupported normalizer \"" + type + "\"");
     }
@@ -120,16 +134,30 @@ Status Normalizer::add(const nlohmann::json& json, const std::string& where) {
 void Normalizer::apply(std::string& text) const {
     for (const Step& s : steps_) {
         switch (s.kind) {
-            case Kind::kNfc: unicode_normalize(text, 0); break;
-            case Kind::kNfd: unicode_normalize(text, 1); break;
-            case Kind::kNfkc: unicode_normalize(text, 2); break;
-            case Kind::kNfkd: unicode_normalize(text, 3); break;
-            case Kind::kLowercase: lowercase(text); break;
+            case Kind::kNfc:
+                unicode_normalize(text, 0);
+                break;
+            case Kind::kNfd:
+                unicode_normalize(text, 1);
+                break;
+            case Kind::kNfkc:
+                unicode_normalize(text, 2);
+                break;
+            case Kind::kNfkd:
+                unicode_normalize(text, 3);
+                break;
+            case Kind::kLowercase:
+                lowercase(text);
+                break;
             case Kind::kPrepend:
                 if (!text.empty()) text.insert(0, s.a);
                 break;
-            case Kind::kReplace: replace_all(text, s.a, s.b); break;
-            case Kind::kStrip: strip(text, s.left, s.right); break;
+            case Kind::kReplace:
+                replace_all(text, s.a, s.b);
+                break;
+            case Kind::kStrip:
+                strip(text, s.left, s.right);
+                break;
         }
     }
 }

@@ -27,8 +27,8 @@ private:
     enum class Kind { kNfc, kNfd, kNfkc, kNfkd, kLowercase, kPrepend, kReplace, kStrip };
     struct Step {
         Kind kind;
-        std::string a;  // Prepend: the prefix; Replace: the pattern
-        std::string b;  // Replace: the replacement
+        std::string a;                     // Prepend: the prefix; Replace: the pattern
+        std::string b;                     // Replace: the replacement
         bool left = false, right = false;  // Strip
     };
     Status add(const nlohmann::json& json, const std::string& where);

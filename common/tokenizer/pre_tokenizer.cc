@@ -24,7 +24,9 @@ void split_by(const Regex& re, Behavior behavior, const std::string& text,
         while (pos < subject.size() && re.find(subject, pos, b, e)) {
             if (e == b) {  // an empty match splits nothing; step over one character
                 pos = b + 1;
-                while (pos < subject.size() && (static_cast<unsigned char>(subject[pos]) & 0xC0) == 0x80) ++pos;
+                while (pos < subject.size() &&
+                       (static_cast<unsigned char>(subject[pos]) & 0xC0) == 0x80)
+                    ++pos;
                 continue;
             }
             if (b > gap) out.push_back({p.begin + gap, p.begin + b});
@@ -65,7 +67,8 @@ Status PreTokenizer::add(const nlohmann::json& json, const std::string& where) {
     if (type == "Sequence") {
         const auto& list = json.value("pretokenizers", nlohmann::json::array());
         for (size_t i = 0; i < list.size(); ++i) {
-            TANDEM_RETURN_IF_ERROR(add(list[i], where + ".pretokenizers[" + std::to_string(i) + "]"));
+            TANDEM_RETURN_IF_ERROR(
+                add(list[i], where + ".pretokenizers[" + std::to_string(i) + "]"));
         }
         return Status::ok_status();
     }
@@ -74,7 +77,8 @@ Status PreTokenizer::add(const nlohmann::json& json, const std::string& where) {
         const auto& pattern = json.value("pattern", nlohmann::json::object());
         const bool literal = pattern.contains("String");
         if (!literal && !pattern.contains("Regex")) {
-            return invalid_argument(where + ".pattern: expected {\"Regex\": ...} or {\"String\": ...}");
+            return invalid_argument(where +
+                                    ".pattern: expected {\"Regex\": ...} or {\"String\": ...}");
         }
         auto re = Regex::compile(pattern[literal ? "String" : "Regex"].get<std::string>(), literal,
                                  where + ".pattern");
@@ -105,10 +109,14 @@ Status PreTokenizer::add(const nlohmann::json& json, const std::string& where) {
         step->split = json.value("split", true);
         std::string scheme = json.value("prepend_scheme", "");
         if (scheme.empty()) scheme = json.value("add_prefix_space", true) ? "always" : "never";
-        if (scheme == "always") step->prepend = Step::Prepend::kAlways;
-        else if (scheme == "first") step->prepend = Step::Prepend::kFirst;
-        else if (scheme == "never") step->prepend = Step::Prepend::kNever;
-        else return invalid_argument(where + ".prepend_scheme: unknown value \"" + scheme + "\"");
+        if (scheme == "always")
+            step->prepend = Step::Prepend::kAlways;
+        else if (scheme == "first")
+            step->prepend = Step::Prepend::kFirst;
+        else if (scheme == "never")
+            step->prepend = Step::Prepend::kNever;
+        else
+            return invalid_argument(where + ".prepend_scheme: unknown value \"" + scheme + "\"");
     } else {
         return invalid_argument(where + ".type: unsupported pre-tokenizer \"" + type + "\"");
     }
@@ -149,12 +157,15 @@ void PreTokenizer::split(std::string& text, bool first_section, std::vector<Piec
                     const bool prepend =
                         step->prepend == Step::Prepend::kAlways ||
                         (step->prepend == Step::Prepend::kFirst && first_section && p.begin == 0);
-                    if (prepend && text.compare(p.begin, r.size(), r) != 0 && text[p.begin] != ' ') {
+                    if (prepend && text.compare(p.begin, r.size(), r) != 0 &&
+                        text[p.begin] != ' ') {
                         out += r;
                     }
                     for (size_t i = p.begin; i < p.end; ++i) {
-                        if (text[i] == ' ') out += r;
-                        else out += text[i];
+                        if (text[i] == ' ')
+                            out += r;
+                        else
+                            out += text[i];
                     }
                     if (!step->split) {
                         moved.push_back({begin, out.size()});

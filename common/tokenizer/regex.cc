@@ -44,11 +44,10 @@ Regex::~Regex() = default;
 Result<Regex> Regex::compile(const std::string& pattern, bool literal, const std::string& where) {
     int error = 0;
     PCRE2_SIZE error_offset = 0;
-    const uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK |
-                             (literal ? PCRE2_LITERAL : 0u);
-    pcre2_code* code =
-        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options,
-                      &error, &error_offset, nullptr);
+    const uint32_t options =
+        PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK | (literal ? PCRE2_LITERAL : 0u);
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                     options, &error, &error_offset, nullptr);
     if (code == nullptr) {
         PCRE2_UCHAR message[256];
         pcre2_get_error_message(error, message, sizeof(message));
@@ -66,9 +65,9 @@ Result<Regex> Regex::compile(const std::string& pattern, bool literal, const std
 bool Regex::find(std::string_view subject, size_t offset, size_t& begin, size_t& end) const {
     MatchState& state = match_state();
     const auto* s = reinterpret_cast<PCRE2_SPTR>(subject.data());
-    int rc = jit_ ? pcre2_jit_match(code_->code, s, subject.size(), offset, 0, state.data,
-                                    state.context)
-                  : PCRE2_ERROR_JIT_BADOPTION;
+    int rc =
+        jit_ ? pcre2_jit_match(code_->code, s, subject.size(), offset, 0, state.data, state.context)
+             : PCRE2_ERROR_JIT_BADOPTION;
     if (rc == PCRE2_ERROR_JIT_BADOPTION || rc == PCRE2_ERROR_JIT_STACKLIMIT) {
         rc = pcre2_match(code_->code, s, subject.size(), offset, PCRE2_NO_UTF_CHECK, state.data,
                          state.context);

@@ -15,7 +15,8 @@ namespace tandem::tokenizer {
 class Regex {
 public:
     // `literal`: match `pattern` as a plain string. `where` names the key in errors.
-    static Result<Regex> compile(const std::string& pattern, bool literal, const std::string& where);
+    static Result<Regex> compile(const std::string& pattern, bool literal,
+                                 const std::string& where);
     Regex(Regex&&) noexcept;
     Regex& operator=(Regex&&) noexcept;
     ~Regex();

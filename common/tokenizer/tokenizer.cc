@@ -41,11 +41,12 @@ std::optional<std::string> config_token(const json& config, const char* key) {
 
 std::string clean_up_spaces(std::string text) {
     static const std::pair<const char*, const char*> kRules[] = {
-        {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},   {" ' ", "'"},
+        {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
         {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
     for (const auto& [from, to] : kRules) {
         const std::string f(from), t(to);
-        for (size_t pos = text.find(f); pos != std::string::npos; pos = text.find(f, pos + t.size())) {
+        for (size_t pos = text.find(f); pos != std::string::npos;
+             pos = text.find(f, pos + t.size())) {
             text.replace(pos, f.size(), t);
         }
     }
@@ -81,7 +82,8 @@ Status Tokenizer::Impl::post_processor(const json& j, const std::string& where) 
     if (type == "Sequence") {
         const auto& list = j.value("processors", json::array());
         for (size_t i = 0; i < list.size(); ++i) {
-            TANDEM_RETURN_IF_ERROR(post_processor(list[i], where + ".processors[" + std::to_string(i) + "]"));
+            TANDEM_RETURN_IF_ERROR(
+                post_processor(list[i], where + ".processors[" + std::to_string(i) + "]"));
         }
         return Status::ok_status();
     }
@@ -97,11 +99,13 @@ Status Tokenizer::Impl::post_processor(const json& j, const std::string& where) 
                 continue;
             }
             if (!item.contains("SpecialToken")) {
-                return invalid_argument(fmt::format("{}.single[{}]: expected Sequence or SpecialToken", where, i));
+                return invalid_argument(
+                    fmt::format("{}.single[{}]: expected Sequence or SpecialToken", where, i));
             }
             const std::string name = item["SpecialToken"].value("id", "");
             if (!specials.contains(name) || !specials[name].contains("ids")) {
-                return invalid_argument(fmt::format("{}.special_tokens: \"{}\" is not defined", where, name));
+                return invalid_argument(
+                    fmt::format("{}.special_tokens: \"{}\" is not defined", where, name));
             }
             for (const auto& id : specials[name]["ids"]) {
                 (after ? suffix : prefix).push_back(id.get<int32_t>());
@@ -163,8 +167,8 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json,
         auto decoder = Decoder::from_json(j.value("decoder", json()), "decoder");
         if (!decoder.ok()) return with_origin(decoder.status());
         impl->decoder = std::move(*decoder);
-        TANDEM_RETURN_IF_ERROR(with_origin(
-            impl->post_processor(j.value("post_processor", json()), "post_processor")));
+        TANDEM_RETURN_IF_ERROR(
+            with_origin(impl->post_processor(j.value("post_processor", json()), "post_processor")));
 
         impl->vocab_size = impl->model->max_id() + 1;
         const auto& added = j.value("added_tokens", json::array());
@@ -172,8 +176,10 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json,
             const json& a = added[i];
             AddedToken t{a.at("id").get<int32_t>(), a.at("content").get<std::string>(),
                          a.value("special", false), a.value("lstrip", false),
-                         a.value("rstrip", false), a.value("normalized", false)};
-            if (t.id < 0) return invalid_argument(fmt::format("{}: added_tokens[{}].id: negative", origin, i));
+                         a.value("rstrip", false),  a.value("normalized", false)};
+            if (t.id < 0)
+                return invalid_argument(
+                    fmt::format("{}: added_tokens[{}].id: negative", origin, i));
             if (t.special) impl->special.insert(t.id);
             impl->added_by_id[t.id] = impl->added.size();
             impl->added_by_content[t.content] = t.id;
@@ -269,7 +275,8 @@ Status Tokenizer::encode_into(std::string_view text, std::vector<int32_t>& out) 
     return Status::ok_status();
 }
 
-Result<std::vector<int32_t>> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+Result<std::vector<int32_t>> Tokenizer::encode(std::string_view text,
+                                               bool add_special_tokens) const {
     std::vector<int32_t> ids;
     if (add_special_tokens) ids = impl_->prefix;
     TANDEM_RETURN_IF_ERROR(encode_into(text, ids));
@@ -290,14 +297,16 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, const DecodeOptions&
         }
     }
     std::string text = m.decoder.decode(std::move(tokens));
-    if (options.clean_up_tokenization_spaces.value_or(m.clean_up)) text = clean_up_spaces(std::move(text));
+    if (options.clean_up_tokenization_spaces.value_or(m.clean_up))
+        text = clean_up_spaces(std::move(text));
     return text;
 }
 
 int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
-    if (const auto it = impl_->added_by_content.find(std::string(token)); it != impl_->added_by_content.end()) {
+    if (const auto it = impl_->added_by_content.find(std::string(token));
+        it != impl_->added_by_content.end()) {
         return it->second;
     }
     return impl_->model->token_to_id(token);

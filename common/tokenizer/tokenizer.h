@@ -47,7 +47,8 @@ public:
 
     // Ids of `text` (UTF-8; invalid_argument names the first invalid byte). With
     // `add_special_tokens`, the post-processor adds its tokens (BOS for Llama 2 and Llama 3.1+).
-    Result<std::vector<int32_t>> encode(std::string_view text, bool add_special_tokens = false) const;
+    Result<std::vector<int32_t>> encode(std::string_view text,
+                                        bool add_special_tokens = false) const;
     // Appends the ids of `text` to `out` (no post-processing).
     Status encode_into(std::string_view text, std::vector<int32_t>& out) const;
     // Text of `ids`; unknown ids are skipped.

@@ -91,7 +91,9 @@ std::string utf8_lossy(std::string_view bytes) {
 }
 
 uint32_t next_code_point(std::string_view text, size_t& i) {
-    const auto b = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(text[k])); };
+    const auto b = [&](size_t k) {
+        return static_cast<uint32_t>(static_cast<unsigned char>(text[k]));
+    };
     const uint32_t c = b(i);
     const size_t n = utf8_length(static_cast<unsigned char>(c));
     if (n == 1 || i + n > text.size()) {

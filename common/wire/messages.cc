@@ -172,12 +172,9 @@ Result<HeartbeatAck> HeartbeatAck::from_json(const Json& j) {
 }
 
 Json StartActor::to_json() const {
-    return {{"actor", actor},
-            {"job", job},
-            {"attempt", attempt},
-            {"spec_yaml", spec_yaml},
-            {"placement", placement},
-            {"epoch", epoch}};
+    return {{"actor", actor},         {"job", job},
+            {"attempt", attempt},     {"spec_yaml", spec_yaml},
+            {"placement", placement}, {"epoch", epoch}};
 }
 Result<StartActor> StartActor::from_json(const Json& j) {
     StartActor m;
@@ -192,9 +189,7 @@ Result<StartActor> StartActor::from_json(const Json& j) {
     return m;
 }
 
-Json StopActor::to_json() const {
-    return {{"actor", actor}, {"reason", reason}, {"epoch", epoch}};
-}
+Json StopActor::to_json() const { return {{"actor", actor}, {"reason", reason}, {"epoch", epoch}}; }
 Result<StopActor> StopActor::from_json(const Json& j) {
     StopActor m;
     JsonFields f(j, kType);

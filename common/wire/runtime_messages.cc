@@ -71,7 +71,9 @@ Result<RuntimeHello> RuntimeHello::from_json(const Json& j) { return decode<Runt
 Json VersionAssign::to_json() const { return encode(*this); }
 Result<VersionAssign> VersionAssign::from_json(const Json& j) { return decode<VersionAssign>(j); }
 Json VersionAssigned::to_json() const { return encode(*this); }
-Result<VersionAssigned> VersionAssigned::from_json(const Json& j) { return decode<VersionAssigned>(j); }
+Result<VersionAssigned> VersionAssigned::from_json(const Json& j) {
+    return decode<VersionAssigned>(j);
+}
 Json RelayAssigned::to_json() const { return encode(*this); }
 Result<RelayAssigned> RelayAssigned::from_json(const Json& j) { return decode<RelayAssigned>(j); }
 Json JobView::to_json() const { return encode(*this); }

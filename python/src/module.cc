@@ -65,7 +65,8 @@ std::string first_difference(const Layout& expected, const Layout& got) {
     const auto& a = expected.tensors();
     const auto& b = got.tensors();
     for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
-        if (i >= a.size()) return "tensor " + std::to_string(i) + ": unexpected " + tensor_text(b[i]);
+        if (i >= a.size())
+            return "tensor " + std::to_string(i) + ": unexpected " + tensor_text(b[i]);
         if (i >= b.size()) return "tensor " + std::to_string(i) + ": missing " + tensor_text(a[i]);
         if (a[i].name != b[i].name || a[i].dtype != b[i].dtype || a[i].shape != b[i].shape) {
             return "tensor " + std::to_string(i) + ": expected " + tensor_text(a[i]) + ", got " +
@@ -75,8 +76,8 @@ std::string first_difference(const Layout& expected, const Layout& got) {
     return "same tensors, different offsets";
 }
 
-[[noreturn]] void raise_mismatch(const std::string& what, const Layout& expected,
-                                 const Layout* got, uint64_t got_fingerprint) {
+[[noreturn]] void raise_mismatch(const std::string& what, const Layout& expected, const Layout* got,
+                                 uint64_t got_fingerprint) {
     std::string message = what + ": layout mismatch: expected " + expected.fingerprint_text() +
                           ", got " + fingerprint_text(got_fingerprint);
     if (got != nullptr) message += "; first difference at " + first_difference(expected, *got);
@@ -300,7 +301,8 @@ PYBIND11_MODULE(_tandem, m) {
     py::class_<Layout>(m, "Layout")
         .def_static(
             "from_specs",
-            [](const std::vector<std::tuple<std::string, std::string, std::vector<int64_t>>>& specs) {
+            [](const std::vector<std::tuple<std::string, std::string, std::vector<int64_t>>>&
+                   specs) {
                 std::vector<TensorSpec> out;
                 for (const auto& [name, dtype, shape] : specs) {
                     auto d = parse_dtype(dtype);

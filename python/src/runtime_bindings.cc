@@ -39,16 +39,15 @@ void bind_runtime(py::module_& m, PyObject* error) {
             [error](const std::string& context_path) {
                 auto ctx = agent::ActorContext::load(context_path);
                 if (!ctx.ok()) {
-                    PyErr_SetString(error, ("actor context " + context_path + ": " +
-                                            ctx.status().message())
-                                               .c_str());
+                    PyErr_SetString(
+                        error,
+                        ("actor context " + context_path + ": " + ctx.status().message()).c_str());
                     throw py::error_already_set();
                 }
                 auto rt = AgentRuntime::connect(std::move(*ctx), SystemClock::instance());
                 if (!rt.ok()) {
-                    PyErr_SetString(error, ("connecting to the node agent: " +
-                                            rt.status().message())
-                                               .c_str());
+                    PyErr_SetString(
+                        error, ("connecting to the node agent: " + rt.status().message()).c_str());
                     throw py::error_already_set();
                 }
                 return std::move(*rt);
@@ -60,7 +59,8 @@ void bind_runtime(py::module_& m, PyObject* error) {
         .def_property_readonly("run_dir", &AgentRuntime::run_dir)
         .def_property_readonly("placement_json",
                                [](const AgentRuntime& r) { return r.placement().dump(); })
-        .def_property_readonly("connected", [](const AgentRuntime& r) { return r.view().connected; })
+        .def_property_readonly("connected",
+                               [](const AgentRuntime& r) { return r.view().connected; })
         .def_property_readonly("cancelled", [](const AgentRuntime& r) { return r.cancelled(); })
         .def("progress_json",
              [](AgentRuntime& r, const std::string& j) { r.progress(parse_json(j)); })

@@ -158,8 +158,7 @@ public:
     runtime::JobView wait_change(uint64_t seen, Clock::TimePoint deadline) override {
         hook();
         std::unique_lock lock(mu_);
-        cv_.wait_until(lock, deadline,
-                       [&] { return view_.generation > seen || view_.cancelled; });
+        cv_.wait_until(lock, deadline, [&] { return view_.generation > seen || view_.cancelled; });
         return view_;
     }
     void progress(const Json&) override {}

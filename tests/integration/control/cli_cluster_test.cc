@@ -49,9 +49,9 @@ TEST(TandemCliCluster, UpNamesATakenPortAndLeavesNoPidFile) {
     auto up = run_cmd(LocalCluster::tandem() + " up -f " + c.path("cluster.yaml") +
                       fmt::format(" coordinator.http_port={} --timeout-s 10", held.port()));
     EXPECT_EQ(up.code, 1) << up.out;
-    EXPECT_NE(up.out.find(fmt::format("127.0.0.1:{} (coordinator.http_port) is not free",
-                                      held.port())),
-              std::string::npos)
+    EXPECT_NE(
+        up.out.find(fmt::format("127.0.0.1:{} (coordinator.http_port) is not free", held.port())),
+        std::string::npos)
         << up.out;
     EXPECT_NE(up.out.find("coordinator.http_port=PORT"), std::string::npos) << up.out;
     EXPECT_FALSE(std::filesystem::exists(c.run_dir() + "/pids/coordinator.pid"));
@@ -85,7 +85,8 @@ TEST(TandemCliCluster, FromElsewhereAddressAndTokenAreEnough) {
     const std::string tandem = LocalCluster::tandem();
     const std::string nowhere = " --run-dir " + c.path("no-run-dir");
     // No token: the coordinator refuses, and the CLI says what to pass.
-    auto refused = run_cmd(tandem + " job submit -f " + job + " --address " + c.address() + nowhere);
+    auto refused =
+        run_cmd(tandem + " job submit -f " + job + " --address " + c.address() + nowhere);
     EXPECT_EQ(refused.code, 1) << refused.out;
     EXPECT_NE(refused.out.find("--token"), std::string::npos) << refused.out;
     EXPECT_NE(refused.out.find("TANDEM_TOKEN"), std::string::npos) << refused.out;

@@ -87,7 +87,8 @@ TEST(MultiHost, RolloutNodesInOtherNamespacesRunAJobAndALostHostIsHandled) {
         }
     } down{tandem + " down --run-dir " + run_dir, dir};
 
-    // `up` starts the coordinator and the local trainer node, and says how to start the manual ones.
+    // `up` starts the coordinator and the local trainer node, and says how to start the manual
+    // ones.
     auto up = run_cmd(fmt::format("{} up -f {} --timeout-s 1", tandem, cluster));
     EXPECT_NE(up.out.find("node rollout-a is on " + a.address()), std::string::npos) << up.out;
 

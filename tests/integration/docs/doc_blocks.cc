@@ -64,8 +64,8 @@ Result<std::optional<Block>> parse_marker(const std::string& line, const std::st
     }
     if (first) return invalid_argument(fmt::format("{}: doctest marker: empty", where));
     if (b.mode == BlockMode::kSkip && trim(b.skip_reason).empty()) {
-        return invalid_argument(
-            fmt::format("{}: doctest: skip needs a reason=\"...\" (why it cannot run here)", where));
+        return invalid_argument(fmt::format(
+            "{}: doctest: skip needs a reason=\"...\" (why it cannot run here)", where));
     }
     return std::optional<Block>(b);
 }
@@ -167,8 +167,9 @@ Result<Page> parse_page(const std::string& text, const std::string& source) {
         if (pending) {
             parse_commands(b);
             page.marked.push_back(std::move(b));
-        } else if (is_shell(b.info) || (b.info.empty() && (b.body.starts_with("$ ") ||
-                                                            b.body.find("\n$ ") != std::string::npos))) {
+        } else if (is_shell(b.info) ||
+                   (b.info.empty() &&
+                    (b.body.starts_with("$ ") || b.body.find("\n$ ") != std::string::npos))) {
             page.unmarked_shell_lines.push_back(b.line);
         }
         pending.reset();

@@ -26,26 +26,26 @@ namespace tandem::doctest {
 enum class BlockMode { kRun, kSkip };
 
 struct Command {
-    std::string text;            // the command, continuation lines joined with "\n"
-    int expected_exit = 0;       // from a trailing "# exits N" comment
+    std::string text;                          // the command, continuation lines joined with "\n"
+    int expected_exit = 0;                     // from a trailing "# exits N" comment
     std::vector<std::string> expected_output;  // transcript blocks only
-    bool output_shown = false;   // the transcript shows output (or an empty line) below it
+    bool output_shown = false;  // the transcript shows output (or an empty line) below it
 };
 
 struct Block {
-    int line = 0;                // 1-based line of the opening fence
-    std::string info;            // the fence's info string ("sh", "console", "")
+    int line = 0;      // 1-based line of the opening fence
+    std::string info;  // the fence's info string ("sh", "console", "")
     BlockMode mode = BlockMode::kRun;
     std::string skip_reason;
     int timeout_s = 120;
-    bool any_numbers = false;    // numbers=any
+    bool any_numbers = false;  // numbers=any
     bool transcript = false;
-    std::string body;            // the lines between the fences
+    std::string body;               // the lines between the fences
     std::vector<Command> commands;  // transcript: one per "$ "; script: one per line with "# exits"
 };
 
 struct Page {
-    std::vector<Block> marked;   // every fence with a doctest marker, in order
+    std::vector<Block> marked;  // every fence with a doctest marker, in order
     // Shell fences (sh, bash, shell, console) with no marker: "FILE:LINE" each.
     std::vector<int> unmarked_shell_lines;
 };

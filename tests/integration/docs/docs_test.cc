@@ -160,9 +160,9 @@ class Scratch {
 public:
     explicit Scratch(const std::string& page) {
         std::string name = page;
-        std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');
-        root_ = fs::temp_directory_path() /
-                fmt::format("tandem-docs-{}-{}", ::getpid(), name);
+        std::replace_if(
+            name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');
+        root_ = fs::temp_directory_path() / fmt::format("tandem-docs-{}-{}", ::getpid(), name);
         fs::remove_all(root_);
         fs::create_directories(root_ / "build");
         fs::create_directories(root_ / ".doctest");

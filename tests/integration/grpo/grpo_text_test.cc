@@ -41,8 +41,8 @@ TEST(GrpoText, Qwen3TinyJobWarmStartsAndTrainsOnALocalCluster) {
     ASSERT_EQ(sub.code, 0) << sub.out << "\n" << logs;
     EXPECT_NE(logs.find("warm start: 20 supervised steps"), std::string::npos) << logs;
 
-    auto s = nlohmann::json::parse(c.cli("job summary grpo-qwen3-tiny --output json").out,
-                                   nullptr, false);
+    auto s = nlohmann::json::parse(c.cli("job summary grpo-qwen3-tiny --output json").out, nullptr,
+                                   false);
     ASSERT_TRUE(s.is_object());
     EXPECT_EQ(s["steps"], 4);
     EXPECT_EQ(s["versions_published"], 5);  // version 0 plus one per step

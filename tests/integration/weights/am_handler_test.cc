@@ -74,12 +74,12 @@ TEST(WorkerAmHandler, MessageForADroppedIdIsDiscardedQuietly) {
 
     int delivered = 0;
     ASSERT_TRUE((*server)
-                    ->set_am_handler(kId,
-                                     [&](std::span<const std::byte>, void*, size_t,
-                                         const ucp_am_recv_param_t&) {
-                                         ++delivered;
-                                         return UCS_OK;
-                                     })
+                    ->set_am_handler(
+                        kId,
+                        [&](std::span<const std::byte>, void*, size_t, const ucp_am_recv_param_t&) {
+                            ++delivered;
+                            return UCS_OK;
+                        })
                     .ok());
     auto ep = Endpoint::connect(*client, (*server)->address(), "server");
     ASSERT_TRUE(ep.ok()) << ep.status().to_string();
@@ -89,26 +89,28 @@ TEST(WorkerAmHandler, MessageForADroppedIdIsDiscardedQuietly) {
         ucp_request_param_t param{};
         param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
         param.flags = UCP_AM_SEND_FLAG_EAGER;
-        ucs_status_ptr_t req = ucp_am_send_nbx((*ep)->handle(), kId, &payload, sizeof payload,
-                                               nullptr, 0, &param);
+        ucs_status_ptr_t req =
+            ucp_am_send_nbx((*ep)->handle(), kId, &payload, sizeof payload, nullptr, 0, &param);
         ASSERT_FALSE(UCS_PTR_IS_ERR(req));
         if (UCS_PTR_IS_PTR(req)) {
-            progress_until(**server, **client,
-                           [&] { return ucp_request_check_status(req) != UCS_INPROGRESS; },
-                           std::chrono::seconds(10));
+            progress_until(
+                **server, **client, [&] { return ucp_request_check_status(req) != UCS_INPROGRESS; },
+                std::chrono::seconds(10));
             EXPECT_EQ(ucp_request_check_status(req), UCS_OK);
             ucp_request_free(req);
         }
     };
     send(1);
-    progress_until(**server, **client, [&] { return delivered == 1; }, std::chrono::seconds(10));
+    progress_until(
+        **server, **client, [&] { return delivered == 1; }, std::chrono::seconds(10));
     ASSERT_EQ(delivered, 1);
 
     OutputCapture capture;
     (*server)->drop_am_messages(kId);
     send(2);
     // Let the server see it: progress a while (there is nothing to wait for when it is dropped).
-    progress_until(**server, **client, [] { return false; }, std::chrono::milliseconds(300));
+    progress_until(
+        **server, **client, [] { return false; }, std::chrono::milliseconds(300));
     const std::string log = capture.restore();
     EXPECT_EQ(delivered, 1);
     EXPECT_EQ(log.find("no registered callback"), std::string::npos) << log;

@@ -61,7 +61,7 @@ TEST(WeightsCluster, NoVersionStaysAvailableOnceTheTrainerIsDone) {
     // A reader asking for the newest version by number is told why it cannot have it.
     const std::string newest = std::to_string(list.back()["version"].get<int64_t>());
     auto r = net::http_call(c.address(), "GET", "/api/v1/jobs/grpo-reverse/versions/" + newest, "",
-                           c.token());
+                            c.token());
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->status, 410) << r->body;
     EXPECT_NE(r->body.find("version " + newest + " of job-000001 is"), std::string::npos)
@@ -136,7 +136,7 @@ TEST(WeightsCluster, KilledTrainersVersionsBecomeUnavailableWithTheReason) {
     const std::string newest =
         std::to_string(versions["versions"].back()["version"].get<int64_t>());
     auto r = net::http_call(c.address(), "GET", "/api/v1/jobs/grpo-reverse/versions/" + newest, "",
-                           c.token());
+                            c.token());
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->status, 410) << r->body;
     EXPECT_NE(r->body.find("is unavailable: publisher job-000001/trainer-0"), std::string::npos)

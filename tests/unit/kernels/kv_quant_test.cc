@@ -164,11 +164,11 @@ TEST(KvQuant, PageBytesMatchTheDocumentedLayout) {
 }
 
 struct PagedCase {
-    std::vector<KvPageFormat> formats;              // one per page (pointed to by refs)
-    std::vector<std::vector<uint8_t>> pages;        //
-    std::vector<KvPageRef> refs;                    //
-    std::vector<float> k, v;                        // original keys/values in position order
-    std::vector<float> kd, vd;                      // dequantized, in position order
+    std::vector<KvPageFormat> formats;        // one per page (pointed to by refs)
+    std::vector<std::vector<uint8_t>> pages;  //
+    std::vector<KvPageRef> refs;              //
+    std::vector<float> k, v;                  // original keys/values in position order
+    std::vector<float> kd, vd;                // dequantized, in position order
 };
 
 // Pages of random formats holding `tk` tokens from position 0 (some pages partly used).
@@ -184,7 +184,8 @@ PagedCase make_paged_case(int hkv, int d, int T, int64_t tk, uint64_t seed, bool
     c.formats.reserve(static_cast<size_t>(tk));
     while (pos < tk) {
         pick = pick * 6364136223846793005ull + 1442695040888963407ull;
-        const int64_t rows = std::min<int64_t>(tk - pos, 1 + static_cast<int64_t>((pick >> 33) % T));
+        const int64_t rows =
+            std::min<int64_t>(tk - pos, 1 + static_cast<int64_t>((pick >> 33) % T));
         KvPageFormat f = fmts[(pick >> 40) % fmts.size()];
         if (!mixed) f = only == KvDType::kInt2 ? fmts[5] : fmts[only == KvDType::kInt8 ? 2 : 3];
         c.formats.push_back(f);
@@ -198,8 +199,8 @@ PagedCase make_paged_case(int hkv, int d, int T, int64_t tk, uint64_t seed, bool
         c.pages.push_back(std::move(page));
         c.refs.push_back(KvPageRef{nullptr, nullptr, row0, static_cast<int32_t>(rows), pos});
         std::vector<float> kd(static_cast<size_t>(rows * E)), vd(kd.size());
-        EXPECT_TRUE(kv_dequantize_page(f, c.pages.back().data(), row0, rows, kd.data(), vd.data())
-                        .ok());
+        EXPECT_TRUE(
+            kv_dequantize_page(f, c.pages.back().data(), row0, rows, kd.data(), vd.data()).ok());
         c.kd.insert(c.kd.end(), kd.begin(), kd.end());
         c.vd.insert(c.vd.end(), vd.begin(), vd.end());
         pos += rows;
@@ -286,8 +287,8 @@ TEST(KvPagedAttention, DriftFromTheUnquantizedReferenceIsBounded) {
         KvDType dt;
         double bound;
     };
-    for (const Case cs : {Case{KvDType::kInt8, 5e-3}, Case{KvDType::kInt4, 0.08},
-                          Case{KvDType::kInt2, 0.4}}) {
+    for (const Case cs :
+         {Case{KvDType::kInt8, 5e-3}, Case{KvDType::kInt4, 0.08}, Case{KvDType::kInt2, 0.4}}) {
         SCOPED_TRACE(kv_dtype_name(cs.dt));
         const PagedCase c = make_paged_case(hkv, d, T, tk, test_seed() + 11, false, cs.dt);
         auto p = params(tq, hq, hkv, d, true, tk - tq);
@@ -314,16 +315,16 @@ std::vector<float> expected_keys(const KvSequenceConfig& cfg, const std::vector<
     std::vector<float> out(static_cast<size_t>(len * E));
     for (int64_t p0 = 0; p0 < len; p0 += T) {
         const int64_t rows = std::min(T, len - p0);
-        const bool sealed = f.dtype != KvDType::kF32 &&
-                            kv_page_sealable(cfg, rows == T, len - p0 - rows);
+        const bool sealed =
+            f.dtype != KvDType::kF32 && kv_page_sealable(cfg, rows == T, len - p0 - rows);
         if (!sealed) {
             const auto& src = values ? v : k;
             std::copy(src.begin() + p0 * E, src.begin() + (p0 + rows) * E, out.begin() + p0 * E);
             continue;
         }
         std::vector<uint8_t> page(static_cast<size_t>(kv_page_bytes(f)));
-        EXPECT_TRUE(kv_quantize_page(f, k.data() + p0 * E, v.data() + p0 * E, rows, page.data())
-                        .ok());
+        EXPECT_TRUE(
+            kv_quantize_page(f, k.data() + p0 * E, v.data() + p0 * E, rows, page.data()).ok());
         std::vector<float> a(static_cast<size_t>(rows * E)), b(a.size());
         EXPECT_TRUE(kv_dequantize_page(f, page.data(), 0, rows, a.data(), b.data()).ok());
         const auto& src = values ? b : a;
@@ -347,9 +348,9 @@ TEST(KvPagedSequence, ResidualWindowFoldsAtEveryBoundary) {
             const auto k = random_floats(static_cast<size_t>(L * E), test_seed() + R);
             const auto v = random_floats(static_cast<size_t>(L * E), test_seed() + R + 100);
             for (int64_t len = 1; len <= L; ++len) {  // one token at a time: every boundary
-                ASSERT_TRUE(seq->append(len - 1, 1, k.data() + (len - 1) * E,
-                                        v.data() + (len - 1) * E)
-                                .ok());
+                ASSERT_TRUE(
+                    seq->append(len - 1, 1, k.data() + (len - 1) * E, v.data() + (len - 1) * E)
+                        .ok());
                 const int64_t window = cfg.sealed.kivi() ? R : 0;
                 const int64_t sealed = len >= window ? (len - window) / T : 0;
                 ASSERT_EQ(seq->sealed_pages(), sealed) << "len " << len;
@@ -428,10 +429,10 @@ TEST(KvDecodeShard, ShardedQuantizedDecodeMatchesTheSameShardsOnOneDevice) {
         std::vector<float> v = random_floats(static_cast<size_t>(len * E), test_seed() + 50);
         for (int r = 0; r < ranks; ++r) {
             for (const auto& seg : ring_shard(RingLayout::kZigzag, len, ranks, r).segments) {
-                ASSERT_TRUE(shards[r]
-                                .store(seg.pos0, seg.rows, k.data() + seg.pos0 * E,
-                                       v.data() + seg.pos0 * E)
-                                .ok());
+                ASSERT_TRUE(
+                    shards[r]
+                        .store(seg.pos0, seg.rows, k.data() + seg.pos0 * E, v.data() + seg.pos0 * E)
+                        .ok());
             }
         }
         uint64_t seed = test_seed() + 1000;
@@ -468,9 +469,9 @@ TEST(KvDecodeShard, ShardedQuantizedDecodeMatchesTheSameShardsOnOneDevice) {
             int64_t total = 0;
             for (const auto& ref : all) {
                 std::vector<float> a(static_cast<size_t>(ref.rows * E)), b(a.size());
-                ASSERT_TRUE(
-                    kv_dequantize_page(*ref.format, ref.page, ref.row0, ref.rows, a.data(), b.data())
-                        .ok());
+                ASSERT_TRUE(kv_dequantize_page(*ref.format, ref.page, ref.row0, ref.rows, a.data(),
+                                               b.data())
+                                .ok());
                 kd.insert(kd.end(), a.begin(), a.end());
                 vd.insert(vd.end(), b.begin(), b.end());
                 ASSERT_EQ(ref.pos0, total);  // the shards cover every position once

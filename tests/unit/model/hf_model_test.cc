@@ -424,8 +424,8 @@ TEST(HfDirectory, TrainerCheckpointReloadsWithIdenticalLogits) {
 }
 
 TEST(TrainerOptions, CheckpointTokenizerFilesComeFromTheTaskTokenizerOrAModelDirectory) {
-    const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                      fmt::format("tandem-side-files-{}", ::getpid());
+    const std::filesystem::path dir =
+        std::filesystem::temp_directory_path() / fmt::format("tandem-side-files-{}", ::getpid());
     std::filesystem::create_directories(dir / "model");
     config::JobSpec job;
     job.model.init = "random";

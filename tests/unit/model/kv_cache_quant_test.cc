@@ -86,11 +86,10 @@ TEST(QuantizedKvCache, TeacherForcedDriftAgainstTheF32CacheIsBoundedPerDtype) {
         bool kivi;
         double max_dlogp, mean_kl;
     };
-    for (const Case cs : {Case{KvDType::kBF16, false, 0.02, 1e-5},
-                          Case{KvDType::kInt8, false, 0.1, 2e-4},
-                          Case{KvDType::kInt4, false, 0.6, 0.01},
-                          Case{KvDType::kInt4, true, 0.5, 0.005},
-                          Case{KvDType::kInt2, true, 2.0, 0.1}}) {
+    for (const Case cs :
+         {Case{KvDType::kBF16, false, 0.02, 1e-5}, Case{KvDType::kInt8, false, 0.1, 2e-4},
+          Case{KvDType::kInt4, false, 0.6, 0.01}, Case{KvDType::kInt4, true, 0.5, 0.005},
+          Case{KvDType::kInt2, true, 2.0, 0.1}}) {
         SCOPED_TRACE(std::string(kernels::kv_dtype_name(cs.dt)) + (cs.kivi ? "/kivi" : ""));
         auto o = options(cs.dt, 8);
         o.kivi = cs.kivi;
@@ -263,7 +262,8 @@ model:
     EXPECT_EQ(o.kv.block_tokens, 16);
     EXPECT_EQ(o.kv.compress_after_tokens, 256);
     EXPECT_EQ(o.kv_budget_bytes, 1000000);
-    auto bad = config::parse_job_text("name: kv\nrollout:\n  kv_cache:\n    dtype: int3\n", "x.yaml");
+    auto bad =
+        config::parse_job_text("name: kv\nrollout:\n  kv_cache:\n    dtype: int3\n", "x.yaml");
     ASSERT_FALSE(bad.ok());
     EXPECT_NE(bad.status().message().find("kv_cache.dtype"), std::string::npos)
         << bad.status().message();

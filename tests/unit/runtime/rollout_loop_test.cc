@@ -167,7 +167,8 @@ TEST(RolloutLoop, FailedFetchIsLoggedAndANewerVersionIsFetched) {
     EXPECT_EQ(rig.weights.started, (std::vector<Version>{0, 1}));
     EXPECT_EQ(rig.out.sent[0].version, 1);
     bool logged = false;
-    for (const auto& l : rig.rt.logs()) logged = logged || l.find("fetching version 0 failed") != std::string::npos;
+    for (const auto& l : rig.rt.logs())
+        logged = logged || l.find("fetching version 0 failed") != std::string::npos;
     EXPECT_TRUE(logged);
 }
 

@@ -52,8 +52,7 @@ public:
 };
 
 // `prompts` groups of trajectories of `version` under `fence` from rollout `rollout`.
-rl::TrajectoryBatch batch_of(int64_t version, runtime::Fence fence, int prompts,
-                             int rollout = 0) {
+rl::TrajectoryBatch batch_of(int64_t version, runtime::Fence fence, int prompts, int rollout = 0) {
     rl::TrajectoryBatch b;
     b.rollout = rollout;
     b.version = version;
@@ -90,9 +89,8 @@ struct Rig {
     // Rollouts that answer every step on the trainer's current version.
     void on_policy_rollouts() {
         inbox.refill = [this] {
-            inbox.queue.push_back(
-                batch_of(static_cast<int64_t>(loop.current().version), loop.current().fence,
-                         kPrompts));
+            inbox.queue.push_back(batch_of(static_cast<int64_t>(loop.current().version),
+                                           loop.current().fence, kPrompts));
         };
     }
     FakeRuntime rt;
@@ -143,7 +141,8 @@ TEST(TrainerLoop, RefusesTrajectoriesOfAnotherFence) {
     EXPECT_EQ(rig.loop.gate().rejected_fenced(), kPrompts * kGroup);
     EXPECT_EQ(rig.learner.batches, (std::vector<size_t>{8}));
     bool logged = false;
-    for (const auto& l : rig.rt.logs()) logged = logged || l.find("is not this trainer") != std::string::npos;
+    for (const auto& l : rig.rt.logs())
+        logged = logged || l.find("is not this trainer") != std::string::npos;
     EXPECT_TRUE(logged);
 }
 

@@ -64,7 +64,8 @@ TEST_P(ReferenceCorpus, IdsMatchTheJavaScriptTokenizer) {
         EXPECT_EQ(*ids, ref["ids"].get<std::vector<int32_t>>()) << ref["name"];
         auto with_special = tok_->encode(text, /*add_special_tokens=*/true);
         ASSERT_TRUE(with_special.ok());
-        EXPECT_EQ(*with_special, ref["ids_with_special"].get<std::vector<int32_t>>()) << ref["name"];
+        EXPECT_EQ(*with_special, ref["ids_with_special"].get<std::vector<int32_t>>())
+            << ref["name"];
     }
 }
 
@@ -76,8 +77,9 @@ TEST_P(ReferenceCorpus, DecodeMatchesTheJavaScriptTokenizerAndRoundTrips) {
         const std::string decoded = tok_->decode(ids, {.clean_up_tokenization_spaces = false});
         EXPECT_EQ(decoded, ref["decoded"].get<std::string>()) << ref["name"];
         EXPECT_EQ(tok_->decode(ids), ref["decoded_default"].get<std::string>()) << ref["name"];
-        EXPECT_EQ(tok_->decode(ids, {.skip_special_tokens = true, .clean_up_tokenization_spaces = false}),
-                  ref["decoded_skip_special"].get<std::string>())
+        EXPECT_EQ(
+            tok_->decode(ids, {.skip_special_tokens = true, .clean_up_tokenization_spaces = false}),
+            ref["decoded_skip_special"].get<std::string>())
             << ref["name"];
         if (ref["roundtrip"].get<bool>()) EXPECT_EQ(decoded, text) << ref["name"];
     }
@@ -100,7 +102,8 @@ TEST_P(ReferenceCorpus, ByteLevelRoundTripsEveryTextItDoesNotNormalize) {
 // 400 seeded random mixtures of whitespace kinds, apostrophes, digits, scripts, ZWJ emoji, BOM,
 // NUL, special tokens and pieces of them (make_reference.mjs, randomTexts).
 TEST_P(ReferenceCorpus, RandomMixturesMatchTheJavaScriptTokenizer) {
-    const json random = read_json(fs::path(TANDEM_SOURCE_DIR) / "tests/data/tokenizer/random.reference.json");
+    const json random =
+        read_json(fs::path(TANDEM_SOURCE_DIR) / "tests/data/tokenizer/random.reference.json");
     const json& texts = random["texts"];
     const json& want = random[GetParam()];
     ASSERT_EQ(texts.size(), want.size());
@@ -136,7 +139,8 @@ TEST_P(ReferenceCorpus, ConfigNamesBosEosAndSpecialTokens) {
         EXPECT_EQ(tok_->pad_id(), 151643);  // <|endoftext|>
         EXPECT_FALSE(tok_->bos_id().has_value());
         EXPECT_EQ(tok_->vocab_size(), 151669);
-        EXPECT_EQ(tok_->describe(), "byte-level BPE, 151669 tokens (26 added, 14 special), with normalizer");
+        EXPECT_EQ(tok_->describe(),
+                  "byte-level BPE, 151669 tokens (26 added, 14 special), with normalizer");
         EXPECT_TRUE(tok_->is_special(151644));
         EXPECT_FALSE(tok_->is_special(*tok_->token_to_id("<think>")));
     } else if (model == "llama3") {

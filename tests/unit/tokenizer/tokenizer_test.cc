@@ -50,8 +50,10 @@ std::string refusal(const json& tokenizer) {
 TEST(Tokenizer, MergesApplyInRankOrderNotLeftToRight) {
     // "b c" ranks before "a b": abc -> a + bc, although "ab" is leftmost.
     const Tokenizer tok = make(char_bpe("abc", {"b c", "a b"}));
-    EXPECT_EQ(encode(tok, "abc"), (std::vector<int32_t>{*tok.token_to_id("a"), *tok.token_to_id("bc")}));
-    EXPECT_EQ(encode(tok, "abab"), (std::vector<int32_t>{*tok.token_to_id("ab"), *tok.token_to_id("ab")}));
+    EXPECT_EQ(encode(tok, "abc"),
+              (std::vector<int32_t>{*tok.token_to_id("a"), *tok.token_to_id("bc")}));
+    EXPECT_EQ(encode(tok, "abab"),
+              (std::vector<int32_t>{*tok.token_to_id("ab"), *tok.token_to_id("ab")}));
 }
 
 // The priority-queue merge agrees with the textbook loop (merge the lowest-ranked adjacent pair,
@@ -69,7 +71,8 @@ TEST(Tokenizer, LongWordsMergeAsTheTextbookLoopDoes) {
             if (rank.count({l, r}) || (l + r).size() > 6) continue;
             rank[{l, r}] = merges.size();
             merges.push_back(l + " " + r);
-            if (std::find(tokens.begin(), tokens.end(), l + r) == tokens.end()) tokens.push_back(l + r);
+            if (std::find(tokens.begin(), tokens.end(), l + r) == tokens.end())
+                tokens.push_back(l + r);
         }
         const Tokenizer tok = make(char_bpe(alphabet, merges));
         std::string word;
@@ -112,9 +115,15 @@ TEST(Tokenizer, ByteFallbackEncodesUnknownCharactersAsBytesAndDecodesThemBack) {
                     {"decoders", {{{"type", "ByteFallback"}}, {{"type", "Fuse"}}}}};
     const Tokenizer tok = make(t);
     EXPECT_EQ(encode(tok, "a\xC3\xA9"), (std::vector<int32_t>{0, 100 + 0xC3, 100 + 0xA9}));
-    EXPECT_EQ(tok.decode(encode(tok, "a\xC3\xA9" "b")), "a\xC3\xA9" "b");
+    EXPECT_EQ(tok.decode(encode(tok,
+                                "a\xC3\xA9"
+                                "b")),
+              "a\xC3\xA9"
+              "b");
     // A lone lead byte is not UTF-8: one replacement character per byte token.
-    EXPECT_EQ(tok.decode(std::vector<int32_t>{100 + 0xC3, 1}), "\xEF\xBF\xBD" "b");
+    EXPECT_EQ(tok.decode(std::vector<int32_t>{100 + 0xC3, 1}),
+              "\xEF\xBF\xBD"
+              "b");
 }
 
 TEST(Tokenizer, UnknownCharactersFuseIntoOneUnknownToken) {
@@ -136,7 +145,8 @@ TEST(Tokenizer, AddedTokensInTextMatchLongestFirstAndStripWhitespaceWhenAsked) {
     const Tokenizer tok = make(t);
     EXPECT_EQ(encode(tok, "a<x><x><x>b"), (std::vector<int32_t>{0, 51, 50, 1}));
     EXPECT_EQ(encode(tok, "a  <s>  b"), (std::vector<int32_t>{0, 52, 1}));
-    EXPECT_EQ(encode(tok, "<x"), (std::vector<int32_t>{*tok.token_to_id("<"), *tok.token_to_id("x")}));
+    EXPECT_EQ(encode(tok, "<x"),
+              (std::vector<int32_t>{*tok.token_to_id("<"), *tok.token_to_id("x")}));
     EXPECT_TRUE(tok.is_special(50));
     EXPECT_FALSE(tok.is_special(52));
     EXPECT_EQ(tok.decode(std::vector<int32_t>{0, 51, 52}, {.skip_special_tokens = true}), "a <s>");
@@ -148,10 +158,12 @@ TEST(Tokenizer, TemplateProcessingAddsBosAndEosOnlyWhenAsked) {
                          {{"id", 11}, {"content", "</s>"}, {"special", true}}};
     t["post_processor"] = {
         {"type", "TemplateProcessing"},
-        {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                    {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                    {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}}},
-        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {10}}}}, {"</s>", {{"id", "</s>"}, {"ids", {11}}}}}}};
+        {"single",
+         {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+          {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}}},
+        {"special_tokens",
+         {{"<s>", {{"id", "<s>"}, {"ids", {10}}}}, {"</s>", {{"id", "</s>"}, {"ids", {11}}}}}}};
     const Tokenizer tok = make(t, {{"bos_token", "<s>"}, {"eos_token", {{"content", "</s>"}}}});
     EXPECT_EQ(encode(tok, "ab"), (std::vector<int32_t>{0, 1}));
     EXPECT_EQ(encode(tok, "ab", true), (std::vector<int32_t>{10, 0, 1, 11}));
@@ -165,8 +177,8 @@ TEST(Tokenizer, MetaspaceReplacesSpacesAndPrependsOnlyToTheFirstSection) {
     t["model"]["vocab"][bar] = 5;
     t["model"]["vocab"][bar + "a"] = 6;
     t["model"]["merges"] = {bar + " a"};
-    t["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", bar}, {"prepend_scheme", "first"},
-                          {"split", true}};
+    t["pre_tokenizer"] = {
+        {"type", "Metaspace"}, {"replacement", bar}, {"prepend_scheme", "first"}, {"split", true}};
     t["decoder"] = {{"type", "Metaspace"}, {"replacement", bar}, {"prepend_scheme", "first"}};
     t["added_tokens"] = {{{"id", 20}, {"content", "<s>"}, {"special", true}}};
     const Tokenizer tok = make(t);
@@ -207,7 +219,8 @@ TEST(Tokenizer, UnsupportedComponentsAreRefusedNamingTheKey) {
     EXPECT_NE(refusal(t).find("model.merges[0]"), std::string::npos);
     t = char_bpe("ab", {});
     t["decoder"] = {{"type", "WordPiece"}};
-    EXPECT_NE(refusal(t).find("decoder.type: unsupported decoder \"WordPiece\""), std::string::npos);
+    EXPECT_NE(refusal(t).find("decoder.type: unsupported decoder \"WordPiece\""),
+              std::string::npos);
     t = char_bpe("ab", {});
     t["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}};
     EXPECT_NE(refusal(t).find("pre_tokenizer.pattern: regex does not compile"), std::string::npos);
