@@ -120,6 +120,7 @@ Publisher::Stats Publisher::stats() const {
     loop_->call([&] {
         if (server_) {
             s.requests_served = server_->stats().requests;
+            s.requests_refused = server_->stats().refused;
             s.bytes_served = server_->stats().bytes_served;
         }
     });

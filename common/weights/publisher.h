@@ -121,6 +121,7 @@ public:
         double last_commit_seconds = 0;  // header + announcement
         size_t live_leases = 0;
         uint64_t requests_served = 0;
+        uint64_t requests_refused = 0;  // answered with an error (expired lease, bad range, ...)
         uint64_t bytes_served = 0;
     };
     Stats stats() const;

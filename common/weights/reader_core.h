@@ -34,6 +34,8 @@ namespace tandem::weights {
 class Reader::Core : public SlotProvider, public std::enable_shared_from_this<Reader::Core> {
 public:
     static constexpr auto kLivenessInterval = std::chrono::milliseconds(100);
+    // Longest a shard's chunk loop runs before it lets the loop go round (step_chunks).
+    static constexpr auto kStepSlice = std::chrono::milliseconds(10);
     static constexpr uint64_t kPage = 4096;
     static constexpr uint64_t kMaxShards = 256;
     static constexpr auto kHelloValidity = std::chrono::seconds(30);

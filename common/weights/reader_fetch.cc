@@ -234,7 +234,8 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
             auto conn =
                 client_->connect(sf.source_address, sf.source_name, sf.source_host, sf.source_pid);
             if (!conn.ok()) {
-                fail(op, conn.status());
+                fail(op, conn.status().with_context(
+                             fmt::format("reading version {} shard {}", v, sf.shard.index)));
                 return;
             }
             sf.conn = *conn;
@@ -576,8 +577,13 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
             sf.await_call = client_->call(*sf.conn, rq);
         }
     }
-    // Keep window_reads pieces in flight: finish issuing started chunks first, in order.
-    while (sf.inflight.size() < options_.window_reads) {
+    // Keep window_reads pieces in flight: finish issuing started chunks first, in order. Gets on
+    // an attached shared-memory segment complete inside the call, so the window never fills:
+    // yield after a slice, so that the liveness checks in step() and other operations still run
+    // while a large version streams in (a publisher killed mid-read was noticed only once the
+    // whole version had been copied, seconds later on a loaded machine).
+    const auto slice_end = now + kStepSlice;
+    while (sf.inflight.size() < options_.window_reads && clock_.now() < slice_end) {
         ChunkWork* next = nullptr;
         size_t chunk = 0;
         for (auto& [c, work] : sf.active) {

@@ -53,9 +53,23 @@ Status SourceServer::start() {
 
 bool SourceServer::poll() {
     const auto now = clock_.now();
+    if (!held_.empty()) {
+        // Held requests the hook lets go now are handled first, in their order.
+        std::deque<Incoming> still;
+        std::deque<Incoming> go;
+        for (auto& in : held_) {
+            (options_.hold_request(in.request) ? still : go).push_back(std::move(in));
+        }
+        held_.swap(still);
+        for (auto it = go.rbegin(); it != go.rend(); ++it) inbox_.push_front(std::move(*it));
+    }
     while (!inbox_.empty()) {
         Incoming in = std::move(inbox_.front());
         inbox_.pop_front();
+        if (options_.hold_request && options_.hold_request(in.request)) {
+            held_.push_back(std::move(in));
+            continue;
+        }
         ++stats_.requests;
         if (!handle(in)) parked_.push_back(std::move(in));
     }
@@ -254,6 +268,7 @@ void SourceServer::reply_error(uint64_t reader_id, const wire::Request& request,
     r.type = request.type;
     r.request_id = request.request_id;
     r.code = static_cast<int32_t>(status.code());
+    ++stats_.refused;
     reply(reader_id, r, text_bytes(status.message()));
 }
 
@@ -269,6 +284,7 @@ void SourceServer::drop_reader(uint64_t reader_id, std::string_view why) {
     it->second.endpoint.reset();
     readers_.erase(it);
     std::erase_if(parked_, [&](const Incoming& in) { return in.request.reader_id == reader_id; });
+    std::erase_if(held_, [&](const Incoming& in) { return in.request.reader_id == reader_id; });
 }
 
 }  // namespace tandem::weights

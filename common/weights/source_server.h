@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -63,6 +64,11 @@ struct SourceServerOptions {
     std::chrono::milliseconds send_timeout_ms{10'000};
     // Connections with no traffic for this long are closed (readers say hello again).
     std::chrono::milliseconds idle_timeout_ms{120'000};
+    // Fault injection for tests only (tandem-weights-helper's --hold-control); empty otherwise.
+    // Called on the loop thread with each request before it is handled: while it returns true
+    // the request waits unanswered (never timed out) and is asked about again on the next poll,
+    // so a test can keep a reader's request in flight across a kill or a failed fetch.
+    std::function<bool(const wire::Request&)> hold_request;
 };
 
 // Serves lease, read and await requests (protocol.h) for a SlotProvider on a UcxLoop: connects
@@ -86,6 +92,7 @@ public:
         uint64_t requests = 0;
         uint64_t bytes_served = 0;
         uint64_t readers_dropped = 0;
+        uint64_t refused = 0;  // requests answered with an error
     };
     const Stats& stats() const { return stats_; }
 
@@ -123,6 +130,7 @@ private:
     const Logger log_;
     std::deque<Incoming> inbox_;
     std::deque<Incoming> parked_;
+    std::deque<Incoming> held_;  // by options_.hold_request (tests)
     std::map<uint64_t, ReaderConnection> readers_;
     bool notified_ = false;
     uint64_t poller_ = 0;

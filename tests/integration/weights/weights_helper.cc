@@ -3,7 +3,11 @@
 //   publish  --dir D --tls T [--seed S --bytes B --versions N --duration-ms M --chunk-bytes C
 //             --slots K --ttl-ms L --shard I --shards N --first-version F]
 //       publishes versions (N of them, or as many as fit in M ms), announcing each into D, then
-//       serves readers until stdin closes.
+//       serves readers until stdin closes. Lines on stdin: "publish" publishes the next version;
+//       with --hold-control also "hold acquire" or "hold read [FROM]" (fault injection: the
+//       publisher's SourceServer holds, unanswered, every such request, reads only at region
+//       offsets >= FROM, reporting each once as {"event":"held",...}) until "release"; "stats"
+//       prints the server's counters ({"event":"stats",...}).
 //   read     --dir D --tls T [--seed S --bytes B --mode pull|map|partial --version V --path P
 //             --relay --index I --readers N --fan-out F --join --duration-ms M --serve]
 //       reads a version (or, with --duration-ms, the newest version again and again) and checks
@@ -21,11 +25,15 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "common/weights/protocol.h"
 #include "common/weights/publisher.h"
 #include "common/weights/reader.h"
 #include "tests/integration/weights/test_support.h"
@@ -84,6 +92,51 @@ ucx::UcxOptions ucx_options(const Args& a) {
     return o;
 }
 
+// The publisher's request hold (--hold-control), set from stdin, asked on the loop thread.
+class HoldControl {
+public:
+    bool hold(const wire::Request& rq) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!type_ || rq.type != *type_) return false;
+        if (rq.type == wire::RequestType::kRead && rq.offset < from_) return false;
+        if (seen_.insert({rq.reader_id, rq.request_id}).second) {
+            ++held_;
+            emit({{"event", "held"},
+                  {"type", std::string(wire::request_type_name(rq.type))},
+                  {"version", rq.version},
+                  {"offset", rq.offset}});
+        }
+        return true;
+    }
+    // "hold acquire", "hold read [FROM]", "release"; false for other lines.
+    bool command(const std::string& line) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (line == "release") {
+            type_.reset();
+            emit({{"event", "released"}, {"held", held_}});
+            return true;
+        }
+        if (line.rfind("hold ", 0) != 0) return false;
+        std::istringstream words(line.substr(5));
+        std::string type;
+        words >> type >> from_;
+        type_ = type == "read" ? wire::RequestType::kRead : wire::RequestType::kAcquire;
+        emit({{"event", "holding"}, {"type", type}, {"from", from_}});
+        return true;
+    }
+    uint64_t held() {
+        std::lock_guard<std::mutex> lock(mu_);
+        return held_;
+    }
+
+private:
+    std::mutex mu_;
+    std::optional<wire::RequestType> type_;
+    uint64_t from_ = 0;
+    std::set<std::pair<uint64_t, uint64_t>> seen_;
+    uint64_t held_ = 0;
+};
+
 int publish(const Args& a) {
     const std::string dir = a.get("dir");
     const uint64_t seed = a.num("seed", 1);
@@ -98,6 +151,10 @@ int publish(const Args& a) {
     o.shard_index = static_cast<uint32_t>(a.num("shard", 0));
     o.shard_count = static_cast<uint32_t>(a.num("shards", 1));
     o.ucx = ucx_options(a);
+    HoldControl hold;
+    if (a.flag("hold-control")) {
+        o.server.hold_request = [&hold](const wire::Request& rq) { return hold.hold(rq); };
+    }
     auto publisher = Publisher::create(o, layout, announcer);
     if (!publisher.ok()) {
         emit({{"event", "error"}, {"message", publisher.status().to_string()}});
@@ -136,6 +193,16 @@ int publish(const Args& a) {
         for (auto nl = pending.find('\n'); nl != std::string::npos; nl = pending.find('\n')) {
             const std::string line = pending.substr(0, nl);
             pending.erase(0, nl + 1);
+            if (a.flag("hold-control") && hold.command(line)) continue;
+            if (line == "stats") {
+                const auto st = (*publisher)->stats();
+                emit({{"event", "stats"},
+                      {"requests", st.requests_served},
+                      {"refused", st.requests_refused},
+                      {"held", hold.held()},
+                      {"live_leases", st.live_leases}});
+                continue;
+            }
             if (line != "publish") continue;
             const auto t0 = Clock::now();
             fill_version(full.span(), seed, v);

@@ -246,33 +246,50 @@ TEST_P(WeightsProcesses, StressEveryCompletedReadIsConsistent) {
     EXPECT_EQ(publisher.wait(seconds(10)), 0);
 }
 
+// The publisher is SIGKILLed while a reader is in the middle of fetching from it: the reader must
+// fail that fetch within its timeouts, naming the publisher and the version. The kill lands
+// mid-fetch every time: the publisher holds the reader's requests for version 2 (its lease
+// request over shared memory, where chunks are one-sided gets; its chunk reads over TCP) and is
+// killed once it holds one. (Killing it after the reader's first good fetch instead sometimes
+// found the reader caught up and idle, waiting for a version that never came: no fetch at all.)
 TEST_P(WeightsProcesses, PublisherKilledMidReadFailsTheReaderWithinItsTimeout) {
-    auto publisher =
-        spawn("publish", {"--seed", "11", "--bytes", "48000000", "--duration-ms", "60000"});
-    expect_event(publisher, "ready", seconds(30));
+    constexpr uint64_t kChunk = 1 << 20;
+    auto publisher = spawn("publish", {"--seed", "11", "--bytes", "48000000", "--chunk-bytes",
+                                       std::to_string(kChunk), "--hold-control"});
+    expect_event(publisher, "done", seconds(30));
     auto reader = spawn("read", {"--seed", "11", "--bytes", "48000000", "--duration-ms", "60000",
                                  "--verbose", "--stall-ms", "1000", "--request-ms", "1000"});
-    // Wait for one good fetch, then kill the publisher while the reader keeps fetching.
-    for (;;) {
-        auto f = expect_event(reader, "fetch", seconds(30));
-        if (f.empty() || f.value("ok", false)) break;
-    }
+    auto first = expect_event(reader, "fetch", seconds(30));
+    ASSERT_TRUE(first.value("ok", false)) << first.dump();
+    ASSERT_EQ(first.value("version", 0), 1) << first.dump();
+
+    // Over TCP the reader reads by request: hold those past the first chunk, so some of version
+    // 2's data has arrived when the publisher dies.
+    const uint64_t data_offset =
+        SlotFormat::create({{0, random_layout(11, 48000000).total_bytes()}}, kChunk).data_offset;
+    ASSERT_TRUE(publisher.write_line(shm() ? "hold acquire"
+                                           : fmt::format("hold read {}", data_offset + kChunk)));
+    expect_event(publisher, "holding", seconds(10));
+    ASSERT_TRUE(publisher.write_line("publish"));
+    auto held = expect_event(publisher, "held", seconds(30));
+    ASSERT_EQ(held.value("type", ""), shm() ? "acquire" : "read") << held.dump();
     publisher.kill(SIGKILL);
     ASSERT_TRUE(publisher.wait(seconds(10)).has_value());
     const auto killed = std::chrono::steady_clock::now();
-    for (;;) {
-        auto f = expect_event(reader, "fetch", seconds(10));
-        if (f.empty()) break;  // expect_event already failed the test
-        if (!f.value("ok", true)) {
-            const double after_ms =
-                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - killed)
-                    .count();
-            std::printf("reader failed %.0f ms after the kill: %s\n", after_ms,
-                        f.value("message", "").c_str());
-            EXPECT_LT(after_ms, 4000.0);
-            break;
-        }
-    }
+
+    auto f = expect_event(reader, "fetch", seconds(10));
+    ASSERT_FALSE(f.empty());
+    const double after_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - killed)
+            .count();
+    const std::string message = f.value("message", "");
+    std::printf("reader failed %.0f ms after the kill: %s\n", after_ms, message.c_str());
+    EXPECT_FALSE(f.value("ok", true)) << f.dump();
+    EXPECT_EQ(f.value("version", 0), 2) << f.dump();
+    EXPECT_NE(message.find("publisher job-000001/trainer-0"), std::string::npos) << message;
+    EXPECT_NE(message.find("version 2"), std::string::npos) << message;
+    // Timeouts of 1000 ms (requests, stalls); the rest is margin for a loaded machine.
+    EXPECT_LT(after_ms, 4000.0);
     reader.kill(SIGKILL);
 }
 
