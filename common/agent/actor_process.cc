@@ -3,17 +3,48 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+extern "C" char** environ;
 
 namespace tandem::agent {
 
-Result<std::unique_ptr<ActorProcess>> ActorProcess::spawn(const std::vector<std::string>& argv) {
+namespace {
+
+// The child's side between fork and exec: only async-signal-safe calls.
+[[noreturn]] void exec_child(pid_t parent, int out_fd, int err_fd, const char* dir,
+                             char* const* argv, char* const* envp, const std::string& failed) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);  // the agent died before prctl
+    ::dup2(out_fd, STDOUT_FILENO);
+    ::dup2(err_fd, STDERR_FILENO);
+    if (dir != nullptr && ::chdir(dir) != 0) {
+        const char msg[] = "cannot enter the actor's working directory\n";
+        (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
+        ::_exit(127);
+    }
+    if (envp != nullptr) {
+        ::execve(argv[0], argv, envp);
+    } else {
+        ::execv(argv[0], argv);
+    }
+    (void)!::write(STDERR_FILENO, failed.data(), failed.size());
+    ::_exit(127);
+}
+
+Result<std::unique_ptr<ActorProcess>> start(const std::vector<std::string>& argv,
+                                            const std::string& working_dir,
+                                            const std::vector<std::string>* env,
+                                            ActorProcess* (*make)(pid_t, int, int)) {
     int out[2], err[2];
     if (::pipe2(out, O_CLOEXEC) != 0)
         return unavailable(fmt::format("pipe: {}", std::strerror(errno)));
@@ -25,6 +56,12 @@ Result<std::unique_ptr<ActorProcess>> ActorProcess::spawn(const std::vector<std:
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    std::vector<char*> envp;
+    if (env != nullptr) {
+        for (const auto& e : *env) envp.push_back(const_cast<char*>(e.c_str()));
+        envp.push_back(nullptr);
+    }
+    const std::string failed = fmt::format("exec of {} failed\n", argv.at(0));
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) {
@@ -32,20 +69,85 @@ Result<std::unique_ptr<ActorProcess>> ActorProcess::spawn(const std::vector<std:
         return unavailable(fmt::format("fork: {}", std::strerror(errno)));
     }
     if (pid == 0) {
-        // Child: only async-signal-safe calls until exec.
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != parent) ::_exit(127);  // the agent died before prctl
-        ::dup2(out[1], STDOUT_FILENO);
-        ::dup2(err[1], STDERR_FILENO);
-        ::execv(args[0], args.data());
-        const char msg[] = "exec of the actor binary failed\n";
-        (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
-        ::_exit(127);
+        exec_child(parent, out[1], err[1], working_dir.empty() ? nullptr : working_dir.c_str(),
+                   args.data(), env != nullptr ? envp.data() : nullptr, failed);
     }
     ::close(out[1]);
     ::close(err[1]);
     for (int fd : {out[0], err[0]}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-    return std::unique_ptr<ActorProcess>(new ActorProcess(pid, out[0], err[0]));
+    return std::unique_ptr<ActorProcess>(make(pid, out[0], err[0]));
+}
+
+bool executable(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ActorProcess>> ActorProcess::spawn(const std::vector<std::string>& argv) {
+    return start(argv, "", nullptr, [](pid_t pid, int out, int err) {
+        return new ActorProcess(pid, out, err);
+    });
+}
+
+Result<std::unique_ptr<ActorProcess>> ActorProcess::spawn(const Command& command) {
+    if (command.argv.empty() || command.argv[0].empty())
+        return invalid_argument("no program to run (command is empty)");
+    if (!command.working_dir.empty()) {
+        struct stat st {};
+        if (::stat(command.working_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+            return invalid_argument(
+                fmt::format("working directory {} does not exist", command.working_dir));
+    }
+    // The environment: the agent's, with command.env set over it.
+    std::map<std::string, std::string> vars;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+        const std::string_view kv(*e);
+        const size_t eq = kv.find('=');
+        if (eq != std::string_view::npos) vars[std::string(kv.substr(0, eq))] = kv.substr(eq + 1);
+    }
+    for (const auto& [k, v] : command.env) vars[k] = v;
+    std::vector<std::string> env;
+    for (const auto& [k, v] : vars) env.push_back(k + "=" + v);
+
+    // Resolve the program in the agent, so a typo is reported by name rather than as exit 127.
+    std::vector<std::string> argv = command.argv;
+    const std::string& program = command.argv[0];
+    if (program.find('/') != std::string::npos) {
+        std::string path = program;
+        if (path[0] != '/' && !command.working_dir.empty())
+            path = (std::filesystem::path(command.working_dir) / path).lexically_normal().string();
+        if (!executable(path))
+            return invalid_argument(fmt::format("{} is not an executable file", path));
+        argv[0] = path;
+    } else {
+        const std::string search = vars.count("PATH") != 0 ? vars["PATH"] : "/usr/bin:/bin";
+        std::string found;
+        for (size_t begin = 0; begin <= search.size();) {
+            size_t end = search.find(':', begin);
+            if (end == std::string::npos) end = search.size();
+            const std::string dir = search.substr(begin, end - begin);
+            const std::string candidate = (dir.empty() ? "." : dir) + "/" + program;
+            if (executable(candidate)) {
+                found = candidate;
+                break;
+            }
+            begin = end + 1;
+        }
+        if (found.empty())
+            return invalid_argument(fmt::format("{} was not found on PATH ({})", program, search));
+        argv[0] = found;
+    }
+    return start(argv, command.working_dir, &env, [](pid_t pid, int out, int err) {
+        return new ActorProcess(pid, out, err);
+    });
+}
+
+std::string ActorProcess::describe_exit(int code) const {
+    if (stderr_tail_.empty()) return fmt::format("exited with code {}, no stderr output", code);
+    return fmt::format("exited with code {}; last stderr lines: {}", code,
+                       fmt::join(stderr_tail_, " | "));
 }
 
 ActorProcess::~ActorProcess() {
@@ -80,6 +182,15 @@ std::vector<std::string> ActorProcess::read_lines(int fd) {
     if (closed) {
         if (!buf.empty()) lines.push_back(std::move(buf));
         buf.clear();
+    }
+    if (fd == err_fd_) {
+        for (const auto& line : lines) {
+            if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+            stderr_tail_.push_back(line.size() > 300 ? line.substr(0, 300) + "..." : line);
+            if (stderr_tail_.size() > kStderrTail) stderr_tail_.pop_front();
+        }
+    }
+    if (closed) {
         ::close(fd);
         if (fd == out_fd_) out_fd_ = -1;
         if (fd == err_fd_) err_fd_ = -1;

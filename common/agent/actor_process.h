@@ -7,6 +7,8 @@
 
 #include <sys/types.h>
 
+#include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +23,23 @@ class ActorProcess {
 public:
     // Starts `argv[0]` with `argv`; the child's stdout and stderr come back through the pipes.
     static Result<std::unique_ptr<ActorProcess>> spawn(const std::vector<std::string>& argv);
+
+    // A user's program (common/agent/user_actor.h). argv[0] is a path (relative: to working_dir)
+    // or a name looked up on PATH (env's PATH if it sets one, else the agent's); invalid_argument
+    // names what is missing before anything is forked.
+    struct Command {
+        std::vector<std::string> argv;
+        std::string working_dir;                 // empty: the agent's
+        std::map<std::string, std::string> env;  // set over the agent's environment
+    };
+    static Result<std::unique_ptr<ActorProcess>> spawn(const Command& command);
+
+    // The last kStderrTail non-empty lines read from stderr, oldest first.
+    static constexpr size_t kStderrTail = 5;
+    const std::deque<std::string>& stderr_tail() const { return stderr_tail_; }
+    // "exited with code 3; last stderr lines: a | b | c" (or "exited with code 3, no stderr
+    // output"): how an exit nobody explained is reported.
+    std::string describe_exit(int code) const;
     ~ActorProcess();  // kills and reaps a child still running
     ActorProcess(const ActorProcess&) = delete;
     ActorProcess& operator=(const ActorProcess&) = delete;
@@ -47,6 +66,7 @@ private:
     int out_fd_;
     int err_fd_;
     std::string out_buf_, err_buf_;
+    std::deque<std::string> stderr_tail_;
     std::optional<int> exit_code_;
     std::optional<Clock::TimePoint> kill_at_;
 };

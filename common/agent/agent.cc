@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 
 #include "common/agent/actor_context.h"
+#include "common/agent/user_actor.h"
+#include "common/config/loader.h"
 #include "common/version.h"
 #include "common/wire/zmq_io.h"
 #include "kernels/device.h"
@@ -210,9 +212,21 @@ void Agent::start_actor(const wire::StartActor& m) {
     };
     if (Status s = write_file_atomic(ctx_path, ctx.to_json().dump(), 0600); !s.ok())
         return fail_start(s.message());
-    const std::string exe =
-        fmt::format("{}/tandem-{}-node", opt_.bin_dir, actor_role_name(aid->role));
-    auto proc = ActorProcess::spawn({exe, "actor", "--context", ctx_path});
+    // A job may name a user actor (trainer.command / rollout.command) instead of the built-in one.
+    auto spec = config::parse_job_text(m.spec_yaml, m.actor);
+    if (!spec.ok()) return fail_start(spec.status().message());
+    ctx.spec = std::move(*spec);
+    Result<std::unique_ptr<ActorProcess>> proc = unavailable("not started");
+    if (auto user = user_command(ctx)) {
+        proc = ActorProcess::spawn(user_actor_command(*user, ctx, ctx_path, opt_.bin_dir));
+        if (!proc.ok())
+            return fail_start(fmt::format("{}.command: {}", actor_role_name(aid->role),
+                                          proc.status().message()));
+    } else {
+        const std::string exe =
+            fmt::format("{}/tandem-{}-node", opt_.bin_dir, actor_role_name(aid->role));
+        proc = ActorProcess::spawn({exe, "actor", "--context", ctx_path});
+    }
     if (!proc.ok()) return fail_start(proc.status().message());
     a.process = std::move(*proc);
     a.report.phase = wire::ActorPhase::kRunning;
@@ -234,8 +248,7 @@ void Agent::pump_actor(const std::string& name, Actor& a, int fd) {
     for (auto& line : a.process->read_lines(fd)) {
         std::string level = "info", msg = line;
         if (!is_stdout) {
-            level = "stderr";
-            if (!line.empty()) a.last_error = line;
+            level = "stderr";  // the last lines are kept by the process (describe_exit)
         }
         log_actor_line(a.job, name, std::move(level), std::move(msg));
     }
@@ -298,7 +311,9 @@ void Agent::reap_actors() {
             r.phase = wire::ActorPhase::kSucceeded;
         } else {
             r.phase = wire::ActorPhase::kFailed;
-            r.error = a.last_error.empty() ? fmt::format("exited with code {}", *code)
+            // The reason the actor reported (runtime fail() or an error line), else its exit code
+            // and last stderr lines.
+            r.error = a.last_error.empty() ? a.process->describe_exit(*code)
                                            : fmt::format("{} (exit code {})", a.last_error, *code);
         }
         log_.with({.job = a.job, .actor = it->first})

@@ -54,7 +54,7 @@ private:
     struct Actor {
         std::unique_ptr<ActorProcess> process;
         wire::ActorReport report;
-        std::string last_error;  // last stderr line or runtime error line
+        std::string last_error;  // the last error line through the runtime (fail())
         std::string job;
     };
     struct Finished {

@@ -4,6 +4,7 @@
 // configs/jobs/*.yaml. `tandem config check -f FILE` prints a file with every default filled in.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -108,9 +109,42 @@ struct PlacementSpec {
     }
 };
 
+// A user actor (docs/python.md, "User actors"): the program a node agent runs instead of the
+// built-in trainer or rollout actor, with the same scheduling, restarts, logs and exit reports.
+// Flattened into `trainer:` and `rollout:`.
+struct UserCommandSpec {
+    std::vector<std::string> command;  // argv; empty: the built-in actor
+    // Where it starts; empty: the job file's directory (load_job_file sets it), so relative paths
+    // in `command` mean "beside the job file".
+    std::string working_dir;
+    std::map<std::string, std::string> env;  // added to (or replacing in) the agent's environment
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("command", s.command);
+        v.field("working_dir", s.working_dir);
+        v.field("env", s.env);
+        bool empty_arg = false;
+        for (const auto& a : s.command) empty_arg = empty_arg || a.empty();
+        v.check(!empty_arg, "command", "an empty string is not a program or an argument");
+        v.check(!s.command.empty() || s.env.empty(), "env",
+                "only a user actor (command: [...]) takes env");
+        std::string bad;
+        for (const auto& [k, val] : s.env) {
+            if (!bad.empty()) break;
+            if (k.empty() || k.find('=') != std::string::npos || (k[0] >= '0' && k[0] <= '9'))
+                bad = fmt::format("'{}' is not a variable name", k);
+            else if (k.rfind("TANDEM_", 0) == 0)
+                bad = fmt::format("'{}': TANDEM_* variables are set by the node agent", k);
+        }
+        v.check(bad.empty(), "env", bad);
+    }
+};
+
 struct TrainerSpec {
     int replicas = 1;
     ActorResources resources;
+    UserCommandSpec user;  // command, working_dir, env (flattened)
     int weight_slots = 3;           // K published versions kept in registered memory
     int64_t chunk_bytes = 4 << 20;  // checksum and transfer granularity
     int64_t lease_ttl_ms = 10'000;  // a reader's lease on a version
@@ -123,6 +157,7 @@ struct TrainerSpec {
     static void visit(V& v, S& s) {
         v.field("replicas", s.replicas, Range{1, 1024});
         v.field("resources", s.resources);
+        UserCommandSpec::visit(v, s.user);
         v.field("weight_slots", s.weight_slots, Range{2, 64});
         v.field("chunk_bytes", s.chunk_bytes, Range<int64_t>{4096, int64_t{1} << 30});
         v.field("lease_ttl_ms", s.lease_ttl_ms, Range<int64_t>{10, 3'600'000});
@@ -154,6 +189,7 @@ struct SamplingSpec {
 struct RolloutSpec {
     int replicas = 2;
     ActorResources resources;
+    UserCommandSpec user;  // command, working_dir, env (flattened)
     SamplingSpec sampling;
     int context_parallel = 1;              // ranks a long context is sharded over
     int64_t max_tokens_per_device = 4096;  // longer contexts use ring attention
@@ -167,6 +203,7 @@ struct RolloutSpec {
     static void visit(V& v, S& s) {
         v.field("replicas", s.replicas, Range{1, 4096});
         v.field("resources", s.resources);
+        UserCommandSpec::visit(v, s.user);
         v.field("sampling", s.sampling);
         v.field("context_parallel", s.context_parallel, Range{1, 256});
         v.field("max_tokens_per_device", s.max_tokens_per_device,

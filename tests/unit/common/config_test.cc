@@ -301,5 +301,51 @@ TEST_F(ConfigFileTest, ResolvedYamlPrintsFloatsInTheirShortestForm) {
     }
 }
 
+TEST_F(ConfigFileTest, UserActorCommandStartsBesideTheJobFileAndRoundTrips) {
+    fs::create_directories(dir_ / "jobs");
+    const std::string path = write("jobs/j.yaml",
+                                   "name: j\nkind: grpo\n"
+                                   "trainer:\n  command: [/usr/bin/python3, train.py, --fast]\n"
+                                   "  env: {OMP_NUM_THREADS: \"1\"}\n"
+                                   "rollout:\n  command: [./roll.sh]\n  working_dir: sub\n");
+    auto spec = load_job_file(path);
+    ASSERT_TRUE(spec.ok()) << spec.status().message();
+    EXPECT_EQ(spec->trainer.user.command,
+              (std::vector<std::string>{"/usr/bin/python3", "train.py", "--fast"}));
+    EXPECT_EQ(spec->trainer.user.working_dir, (dir_ / "jobs").string());
+    EXPECT_EQ(spec->trainer.user.env.at("OMP_NUM_THREADS"), "1");
+    EXPECT_EQ(spec->rollout.user.working_dir, (dir_ / "jobs" / "sub").string());
+    // What the coordinator stores and the agent parses again.
+    auto again = parse_job_text(to_yaml(*spec), "resolved");
+    ASSERT_TRUE(again.ok()) << again.status().message();
+    EXPECT_EQ(again->trainer.user.command, spec->trainer.user.command);
+    EXPECT_EQ(again->rollout.user.working_dir, spec->rollout.user.working_dir);
+
+    auto builtin = load_job_file(write("b.yaml", kMinimalJob));
+    ASSERT_TRUE(builtin.ok());
+    EXPECT_TRUE(builtin->trainer.user.command.empty());
+    EXPECT_TRUE(builtin->trainer.user.working_dir.empty());
+}
+
+TEST_F(ConfigFileTest, BadUserActorCommandsAreNamedWithFileAndField) {
+    std::string msg = job_error("name: j\nkind: grpo\ntrainer:\n  command: python3 train.py\n");
+    EXPECT_NE(msg.find("job.yaml:4:12: trainer.command: expected a list, got \"python3 train.py\""),
+              std::string::npos)
+        << msg;
+    msg = job_error("name: j\nkind: grpo\nrollout:\n  command: [python3, \"\"]\n");
+    EXPECT_NE(msg.find("job.yaml:4:12: rollout.command: an empty string is not a program"),
+              std::string::npos)
+        << msg;
+    msg = job_error("name: j\nkind: grpo\ntrainer:\n  env: {A: b}\n");
+    EXPECT_NE(msg.find("trainer.env: only a user actor"), std::string::npos) << msg;
+    msg = job_error("name: j\nkind: grpo\ntrainer:\n  command: [x]\n  env: {TANDEM_JOB: y}\n");
+    EXPECT_NE(msg.find("trainer.env: 'TANDEM_JOB': TANDEM_* variables are set by the node agent"),
+              std::string::npos)
+        << msg;
+    msg = job_error("name: j\nkind: grpo\ntrainer:\n  comand: [x]\n");
+    EXPECT_NE(msg.find("trainer.comand"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("command"), std::string::npos) << msg;
+}
+
 }  // namespace
 }  // namespace tandem::config
