@@ -345,8 +345,10 @@ Result<const std::byte*> Publisher::readable(LeaseId id, uint64_t offset, uint64
     auto grant = leases_.find(id);
     if (!grant) return not_found(fmt::format("lease {} expired or was never granted", id));
     if (offset > format_.region_bytes || length > format_.region_bytes - offset) {
-        return invalid_argument(fmt::format("read of [{}, +{}) leaves slot region of {} bytes",
-                                            offset, length, format_.region_bytes));
+        return invalid_argument(fmt::format(
+            "read of [{}, +{}) leaves slot {} (version {}) of publisher {}: its region is {} bytes",
+            offset, length, grant->slot, grant->version, options_.publisher_id,
+            format_.region_bytes));
     }
     return static_cast<const std::byte*>(slots_[grant->slot].memory->data() + offset);
 }

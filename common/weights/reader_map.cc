@@ -21,14 +21,23 @@ Status Reader::Core::finish_map(Operation& op) {
                 fmt::format("version {} shard {} lives on host {}; mapping needs this host ({})", v,
                             sf->shard.index, sf->shard.host, host_identity()));
         }
+        // The slot's shared-memory path is a capability (docs/security.md): errors, which get
+        // logged, name the version, shard and publisher instead.
+        const std::string slot_name = fmt::format("the slot of version {} shard {} of {}", v,
+                                                  sf->shard.index, sf->source_name);
         auto mapping = ReadOnlyMapping::open(sf->shard.shm_path);
         if (!mapping.ok()) {
-            return mapping.status().with_context(
-                fmt::format("mapping version {} shard {}", v, sf->shard.index));
+            std::string message = mapping.status().message();
+            for (size_t at = message.find(sf->shard.shm_path); at != std::string::npos;
+                 at = message.find(sf->shard.shm_path, at)) {
+                message.replace(at, sf->shard.shm_path.size(), "its segment");
+            }
+            return Status(mapping.status().code(), message)
+                .with_context(fmt::format("mapping {}", slot_name));
         }
         if (mapping->size() < sf->lease.data_offset + sf->lease.data_bytes) {
             return invalid_argument(fmt::format("{} is {} bytes, too small for the lease",
-                                                sf->shard.shm_path, mapping->size()));
+                                                slot_name, mapping->size()));
         }
         const HeaderSnapshot h = read_header(*reinterpret_cast<const SlotHeader*>(mapping->data()));
         if (!h.closed() || h.fields.version != v ||

@@ -8,12 +8,15 @@
 
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include <gtest/gtest.h>
 
 #include "common/weights/publisher.h"
 #include "common/weights/reader.h"
 #include "common/weights/safetensors.h"
+#include "common/weights/source_client.h"
+#include "common/weights/ucx_loop.h"
 #include "tests/integration/weights/test_support.h"
 
 namespace tandem::weights::testing {
@@ -234,6 +237,117 @@ TEST_P(WeightsInProcess, GenerationKeepsTheOldViewUntilTheSwap) {
     held.reset();
     Status again = (*reader)->fetch(*directory_.newest(JobId(1)));
     EXPECT_TRUE(again.ok()) << again.to_string();
+}
+
+// A reader that asks a publisher for bytes outside the slot it leased (past the region's end, an
+// offset that would wrap, a lease it does not hold) is refused with an error naming the slot, the
+// version and the publisher, and nothing is read; the publisher keeps serving that reader's good
+// requests and other readers. The misbehaving reader speaks the protocol directly (a real Reader
+// checks a lease's offsets before it reads).
+TEST_P(WeightsInProcess, ReadsOutsideTheLeasedSlotAreRefusedAndServingGoesOn) {
+    const Layout layout = random_layout(25, 1 << 20);
+    auto publisher = Publisher::create(publisher_options(), layout, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    auto data = contents(layout, 25, 1);
+    ASSERT_TRUE((*publisher)->publish(1, data.span()).ok());
+
+    ucx::UcxOptions uo;
+    uo.transports = GetParam();
+    auto context = ucx::Context::create(uo);
+    ASSERT_TRUE(context.ok()) << context.status().to_string();
+    auto loop = UcxLoop::start(*context, {.name = "raw-reader"});
+    ASSERT_TRUE(loop.ok()) << loop.status().to_string();
+    std::unique_ptr<SourceClient> client;
+    std::shared_ptr<SourceConnection> conn;
+    ASSERT_TRUE((*loop)
+                    ->call([&]() -> Status {
+                        client = std::make_unique<SourceClient>(
+                            **loop, SystemClock::instance(), 0x5eed, Logger("weights-test"));
+                        TANDEM_RETURN_IF_ERROR(client->start());
+                        TANDEM_ASSIGN_OR_RETURN(
+                            conn, client->connect((*publisher)->worker_address(), "publisher", "",
+                                                  0));
+                        return Status();
+                    })
+                    .ok());
+    // Sends `rq` and waits for its reply (bytes land in `dest`).
+    auto round_trip = [&](wire::Request rq, std::vector<std::byte> payload = {},
+                          std::byte* dest = nullptr, size_t length = 0) {
+        auto call = (*loop)->call(
+            [&] { return client->call(*conn, rq, std::move(payload), dest, length); });
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!(*loop)->call([&] { return call->done(); })) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                ADD_FAILURE() << wire::request_type_name(rq.type) << ": no reply in 10 s";
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        return call;
+    };
+    wire::Request hello;
+    hello.type = wire::RequestType::kHello;
+    ASSERT_TRUE(round_trip(hello, (*loop)->address())->status.ok());
+    wire::Request acquire;
+    acquire.type = wire::RequestType::kAcquire;
+    acquire.job = 1;
+    acquire.version = 1;
+    auto lease = round_trip(acquire);
+    ASSERT_TRUE(lease->status.ok()) << lease->status.to_string();
+    const uint64_t region = lease->reply.region_bytes;
+    ASSERT_GT(region, lease->reply.data_offset);
+
+    std::vector<std::byte> sink(64 << 10);
+    struct Bad {
+        uint64_t offset, length;
+        const char* what;
+    };
+    for (const Bad& bad : {Bad{region - 100, 4096, "past the region's end"},
+                           Bad{region + 1, 0, "starting past the end"},
+                           Bad{~uint64_t{0} - 10, 100, "an offset that wraps"},
+                           Bad{4096, ~uint64_t{0} - 1000, "a length that wraps"}}) {
+        wire::Request rq;
+        rq.type = wire::RequestType::kRead;
+        rq.lease_id = lease->reply.lease_id;
+        rq.offset = bad.offset;
+        rq.length = bad.length;
+        auto r = round_trip(rq, {}, sink.data(), std::min<uint64_t>(bad.length, sink.size()));
+        EXPECT_EQ(r->status.code(), StatusCode::kInvalidArgument) << bad.what;
+        const std::string m = r->status.message();
+        EXPECT_NE(m.find("leaves slot"), std::string::npos) << bad.what << ": " << m;
+        EXPECT_NE(m.find("version 1"), std::string::npos) << bad.what << ": " << m;
+        EXPECT_NE(m.find("job-000001/trainer-0"), std::string::npos) << bad.what << ": " << m;
+    }
+    wire::Request foreign;
+    foreign.type = wire::RequestType::kRead;
+    foreign.lease_id = lease->reply.lease_id + 1000;
+    foreign.offset = lease->reply.data_offset;
+    foreign.length = 4096;
+    auto refused = round_trip(foreign, {}, sink.data(), 4096);
+    EXPECT_EQ(refused->status.code(), StatusCode::kNotFound) << refused->status.to_string();
+    EXPECT_GE((*publisher)->stats().requests_refused, 5u);
+
+    // The same connection still gets what its lease covers: the shard's first bytes.
+    wire::Request good;
+    good.type = wire::RequestType::kRead;
+    good.lease_id = lease->reply.lease_id;
+    good.offset = lease->reply.data_offset;
+    good.length = 4096;
+    auto served = round_trip(good, {}, sink.data(), 4096);
+    ASSERT_TRUE(served->status.ok()) << served->status.to_string();
+    EXPECT_EQ(std::memcmp(sink.data(), data.data(), 4096), 0);
+
+    // And another reader fetches the version as usual.
+    auto reader = Reader::create(reader_options(), layout);
+    ASSERT_TRUE(reader.ok()) << reader.status().to_string();
+    ASSERT_TRUE((*reader)->fetch(*directory_.newest(JobId(1))).ok());
+    ASSERT_TRUE((*reader)->swap());
+    EXPECT_EQ(first_mismatch((*reader)->current()->bytes(), 25, 1), std::nullopt);
+
+    (*loop)->call([&] {
+        conn.reset();
+        client.reset();
+    });
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, WeightsInProcess, ::testing::Values("shm,self", "tcp,self"),
