@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/runtime/agent_runtime.h"
 #include "common/weights/descriptor.h"
 #include "common/weights/dtype.h"
 #include "common/weights/layout.h"
@@ -180,6 +181,31 @@ public:
         publisher_ = take(Publisher::create(std::move(o), layout, directory_->versions()));
     }
 
+    // A publisher that announces through the actor runtime (the coordinator's version table).
+    PyPublisher(std::shared_ptr<runtime::AgentRuntime> rt, const Layout& layout, uint32_t slots,
+                uint64_t chunk_bytes, int64_t lease_ttl_ms, const std::string& transports)
+        : runtime_(std::move(rt)),
+          announcer_(std::make_unique<runtime::RuntimeAnnouncer>(*runtime_)) {
+        PublisherOptions o;
+        o.job = runtime_->actor().job;
+        o.publisher_id = runtime_->actor().str();
+        o.slots = slots;
+        o.chunk_bytes = chunk_bytes;
+        o.lease_ttl_ms = std::chrono::milliseconds(lease_ttl_ms);
+        o.ucx.transports = transports;
+        publisher_ = take(Publisher::create(std::move(o), layout, *announcer_));
+    }
+
+    // Publishes the version the runtime assigned (VersionInfo JSON from assign_version).
+    void publish_assigned(const std::string& info_json, const std::vector<TensorBytes>& tensors) {
+        if (!announcer_) raise(g_error, "invalid_argument: this publisher has no runtime");
+        auto info = runtime::VersionInfo::from_json(
+            nlohmann::json::parse(info_json, nullptr, /*allow_exceptions=*/false));
+        check(info.status());
+        announcer_->expect(*info);
+        publish(info->version, tensors);
+    }
+
     void publish(Version version, const std::vector<TensorBytes>& tensors) {
         const Layout& layout = publisher_->layout();
         const Layout got = layout_of(tensors);
@@ -212,6 +238,8 @@ public:
 
 private:
     std::shared_ptr<Directory> directory_;  // outlives the publisher (its announcer)
+    std::shared_ptr<runtime::AgentRuntime> runtime_;            // or this, with announcer_
+    std::unique_ptr<runtime::RuntimeAnnouncer> announcer_;
     std::unique_ptr<Publisher> publisher_;
 };
 
@@ -228,9 +256,63 @@ public:
         reader_ = take(Reader::create(std::move(o), layout));
     }
 
+    // A reader that finds versions through the actor runtime.
+    PyReader(std::shared_ptr<runtime::AgentRuntime> rt, const Layout& layout,
+             const std::string& transports)
+        : runtime_(std::move(rt)), job_(runtime_->actor().job.number()) {
+        ReaderOptions o;
+        o.job = runtime_->actor().job;
+        o.reader_id = runtime_->actor().str();
+        o.ucx.transports = transports;
+        o.verify_on_helper_thread = layout.total_bytes() > (uint64_t{8} << 20);
+        reader_ = take(Reader::create(std::move(o), layout));
+    }
+
+    // Waits (up to timeout_s) for an available version newer than `newer_than` and returns its
+    // VersionInfo JSON with "layout_fingerprint" added; fetch_waited() then fetches it.
+    std::string wait_version(int64_t newer_than, double timeout_s) {
+        if (!runtime_) raise(g_error, "invalid_argument: this reader has no runtime");
+        Result<runtime::PublishedVersion> v = unavailable("not asked");
+        {
+            py::gil_scoped_release release;
+            const auto deadline =
+                runtime_->clock().now() + std::chrono::duration_cast<Clock::Duration>(
+                                              std::chrono::duration<double>(timeout_s));
+            v = runtime_->wait_version(
+                [&](const runtime::VersionInfo& i) {
+                    return static_cast<int64_t>(i.version) > newer_than;
+                },
+                deadline);
+        }
+        check(v.status());
+        waited_ = *v;
+        nlohmann::json j = v->info.to_json();
+        j["layout_fingerprint"] = v->descriptor.layout_fingerprint;
+        return j.dump();
+    }
+
+    // Fetches the version wait_version() returned and makes it current.
+    Version fetch_waited() {
+        if (!waited_) raise(g_error, "invalid_argument: wait_version first");
+        const VersionDescriptor d = waited_->descriptor;
+        const Layout& expected = reader_->layout();
+        if (d.layout_fingerprint != expected.fingerprint())
+            raise_mismatch("fetch of version " + std::to_string(d.version), expected, nullptr,
+                           d.layout_fingerprint);
+        Status s;
+        {
+            py::gil_scoped_release release;
+            s = reader_->fetch(d);
+            if (s.ok()) reader_->swap();
+        }
+        check(s);
+        return d.version;
+    }
+
     // Fetches `version` (the newest when None, waiting up to timeout_s for a given one) and makes
     // it current. Returns the version fetched.
     Version fetch(std::optional<Version> version, double timeout_s) {
+        if (!directory_) raise(g_error, "invalid_argument: a runtime reader uses wait_version");
         const VersionDescriptor d = directory_->descriptor(job_, version, timeout_s);
         const Layout& expected = reader_->layout();
         if (d.layout_fingerprint != expected.fingerprint()) {
@@ -268,7 +350,9 @@ public:
 
 private:
     std::shared_ptr<Directory> directory_;
+    std::shared_ptr<runtime::AgentRuntime> runtime_;  // or this
     uint64_t job_;
+    std::optional<runtime::PublishedVersion> waited_;
     std::unique_ptr<Reader> reader_;
 };
 
@@ -344,7 +428,13 @@ PYBIND11_MODULE(_tandem, m) {
              py::arg("directory"), py::arg("layout"), py::arg("job") = 1,
              py::arg("publisher_id") = "job-000001/trainer-0", py::arg("slots") = 3,
              py::arg("chunk_bytes") = kDefaultChunkBytes, py::arg("transports") = "")
+        .def(py::init<std::shared_ptr<tandem::runtime::AgentRuntime>, const Layout&, uint32_t,
+                      uint64_t, int64_t, const std::string&>(),
+             py::arg("runtime"), py::arg("layout"), py::arg("slots"), py::arg("chunk_bytes"),
+             py::arg("lease_ttl_ms"), py::arg("transports"))
         .def("publish", &PyPublisher::publish, py::arg("version"), py::arg("tensors"))
+        .def("publish_assigned", &PyPublisher::publish_assigned, py::arg("info_json"),
+             py::arg("tensors"))
         .def_property_readonly("layout", &PyPublisher::layout)
         .def_property_readonly("newest", &PyPublisher::newest)
         .def_property_readonly("last_copy_seconds", &PyPublisher::last_copy_seconds);
@@ -354,6 +444,11 @@ PYBIND11_MODULE(_tandem, m) {
                       const std::string&>(),
              py::arg("directory"), py::arg("layout"), py::arg("job") = 1,
              py::arg("reader_id") = "job-000001/rollout-0", py::arg("transports") = "")
+        .def(py::init<std::shared_ptr<tandem::runtime::AgentRuntime>, const Layout&,
+                      const std::string&>(),
+             py::arg("runtime"), py::arg("layout"), py::arg("transports"))
+        .def("wait_version", &PyReader::wait_version, py::arg("newer_than"), py::arg("timeout_s"))
+        .def("fetch_waited", &PyReader::fetch_waited)
         .def("fetch", &PyReader::fetch, py::arg("version") = py::none(),
              py::arg("timeout_s") = 30.0)
         .def("copy_into", &PyReader::copy_into, py::arg("tensors"))
@@ -361,4 +456,5 @@ PYBIND11_MODULE(_tandem, m) {
         .def_property_readonly("last_fetch_seconds", &PyReader::last_fetch_seconds);
 
     tandem::python::bind_runtime(m, g_error);
+    tandem::python::bind_trajectories(m, g_error);
 }

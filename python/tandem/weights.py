@@ -5,6 +5,9 @@ publisher's registered slot, or out of the reader's verified buffer, with the GI
 CPU tensors only for now.
 """
 
+import json
+import os
+
 from . import _tandem
 
 # torch dtype name -> safetensors dtype name (the weight plane's DType).
@@ -69,18 +72,65 @@ def layout_of(tensors):
         [(name, _dtype_name(name, t), list(t.shape)) for name, t in tensors.items()])
 
 
+def _layout_file(runtime, fingerprint_text):
+    return os.path.join(runtime.run_dir, "jobs", runtime.job, "layouts",
+                        fingerprint_text.replace(":", "-") + ".json")
+
+
+def _write_layout_file(runtime, layout):
+    """Where readers of this job find a publisher's tensors by fingerprint, so that a mismatch can
+    name the first differing tensor (readers on other hosts without the run directory name the
+    fingerprints only)."""
+    path = _layout_file(runtime, layout.fingerprint_text)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump([[t.name, t.dtype, list(t.shape)] for t in layout.tensors], f)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass  # the message without the tensor is still right
+
+
+def _mismatch(runtime, what, expected, fingerprint):
+    got_text = "fp:%016x" % fingerprint
+    message = f"{what}: layout mismatch: expected {expected.fingerprint_text}, got {got_text}"
+    try:
+        with open(_layout_file(runtime, got_text)) as f:
+            got = _tandem.Layout.from_specs([tuple(t) for t in json.load(f)])
+        message += "; first difference at " + expected.first_difference(got)
+    except (OSError, ValueError, _tandem.TandemError):
+        message += " (the publisher's tensors are not known here)"
+    return _tandem.LayoutMismatchError(message)
+
+
+def _is_runtime(obj):
+    from .runtime import Runtime
+    return isinstance(obj, Runtime)
+
+
 class Publisher:
     """Publishes versions of a dict[str, Tensor] with one fixed layout.
 
-    `directory` is where versions are announced (an in-process `tandem.Directory` for now).
+    `where` is either the actor's `tandem.runtime()` (versions are numbered by the coordinator
+    and read by the job's rollouts, built-in or not) or an in-process `tandem.Directory`.
     """
 
-    def __init__(self, directory, layout, job=1, publisher_id="job-000001/trainer-0", slots=3,
-                 chunk_bytes=4 << 20, transports=""):
+    def __init__(self, where, layout, job=1, publisher_id="job-000001/trainer-0", slots=3,
+                 chunk_bytes=4 << 20, transports=None):
         if isinstance(layout, dict):
             layout = layout_of(layout)
-        self._impl = _tandem.Publisher(directory, layout, job, publisher_id, slots, chunk_bytes,
-                                       transports)
+        self._runtime = None
+        if _is_runtime(where):
+            trainer = where.spec["trainer"]
+            self._runtime = where
+            self._impl = _tandem.Publisher(
+                where._impl, layout, int(trainer["weight_slots"]), int(trainer["chunk_bytes"]),
+                int(trainer["lease_ttl_ms"]),
+                where.weight_transports() if transports is None else transports)
+            _write_layout_file(where, layout)
+        else:
+            self._impl = _tandem.Publisher(where, layout, job, publisher_id, slots, chunk_bytes,
+                                           transports or "")
 
     @property
     def layout(self):
@@ -92,18 +142,61 @@ class Publisher:
 
     def publish(self, version, tensors):
         """Copies `tensors` (the layout's names, dtypes and shapes, in order) into a slot and
-        announces it as `version`. Raises LayoutMismatchError naming both fingerprints and the
+        announces it as `version`: a number for a Directory, the dict runtime.assign_version()
+        returned for a runtime. Raises LayoutMismatchError naming both fingerprints and the
         first differing tensor."""
-        self._impl.publish(version, _entries(tensors))
+        if self._runtime is not None:
+            if not isinstance(version, dict):
+                raise _tandem.TandemError(
+                    "publish through the runtime takes the dict runtime.assign_version() "
+                    "returned (or use publish_step)")
+            self._impl.publish_assigned(json.dumps(version), _entries(tensors))
+        else:
+            self._impl.publish(version, _entries(tensors))
+
+    def publish_step(self, step, tensors, data_cursor=0, timeout_s=600.0):
+        """Asks the runtime for the number of the version after `step` steps, publishes
+        `tensors` under it and returns its info dict."""
+        info = self._runtime.assign_version(step, data_cursor, timeout_s)
+        self.publish(info, tensors)
+        return info
 
 
 class Reader:
-    """Fetches versions published with `layout` and hands them out as tensors."""
+    """Fetches versions published with `layout` and hands them out as tensors.
 
-    def __init__(self, directory, layout, job=1, reader_id="job-000001/rollout-0", transports=""):
+    `where` is either the actor's `tandem.runtime()` (use fetch_newer) or an in-process
+    `tandem.Directory` (use fetch).
+    """
+
+    def __init__(self, where, layout, job=1, reader_id="job-000001/rollout-0", transports=None):
         if isinstance(layout, dict):
             layout = layout_of(layout)
-        self._impl = _tandem.Reader(directory, layout, job, reader_id, transports)
+        self._runtime = None
+        if _is_runtime(where):
+            self._runtime = where
+            self._impl = _tandem.Reader(
+                where._impl, layout, where.weight_transports() if transports is None else transports)
+        else:
+            self._impl = _tandem.Reader(where, layout, job, reader_id, transports or "")
+
+    def fetch_newer(self, newer_than=-1, into=None, timeout_s=60.0):
+        """Waits (up to timeout_s) for a version newer than `newer_than` (-1: any) through the
+        runtime, fetches the newest one and returns (info, state_dict), or info when `into` is
+        given (filled in place). info: {"version", "fence", "step", "data_cursor",
+        "layout_fingerprint"}. A version with another layout raises LayoutMismatchError naming
+        both fingerprints and the first differing tensor."""
+        info = json.loads(self._impl.wait_version(int(newer_than), float(timeout_s)))
+        if info["layout_fingerprint"] != self.layout.fingerprint:
+            raise _mismatch(self._runtime, f"fetch of version {info['version']}", self.layout,
+                            info["layout_fingerprint"])
+        self._impl.fetch_waited()
+        if into is None:
+            into = self.empty_state_dict()
+            self._impl.copy_into(_entries(into, writable=True))
+            return info, into
+        self._impl.copy_into(_entries(into, writable=True))
+        return info
 
     @property
     def layout(self):

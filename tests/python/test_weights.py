@@ -5,29 +5,15 @@ Exits 77 (skipped, reason printed) when torch or the tandem module is missing an
 not say it built the module.
 """
 
-import os
-import sys
 import unittest
 
-SKIP = 77
+import support
 
+support.require_torch_and_tandem()
 
-def _skip(reason):
-    print(f"SKIPPED: {reason}")
-    sys.exit(SKIP)
+import torch  # noqa: E402
 
-
-try:
-    import torch
-except ImportError as e:
-    _skip(f"torch is not importable by {sys.executable} ({e}); apt-get install python3-torch")
-
-try:
-    import tandem
-except ImportError as e:
-    if os.environ.get("TANDEM_PYTHON_BUILT") == "ON":
-        raise  # the build says it made the module: failing to import it is a failure
-    _skip(f"the tandem module is not built ({e}); it needs pybind11-dev and python3-dev")
+import tandem  # noqa: E402
 
 
 def make_state(seed, hidden=64):

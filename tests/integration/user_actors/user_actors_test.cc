@@ -1,0 +1,107 @@
+// User actors (a job file's `trainer: {command: [...]}`, docs/python.md): a program that exits
+// without reporting is named with its exit code and last stderr lines, and the Python GRPO
+// example (examples/pytorch_grpo) trains the built-in C++ rollouts through the SDK.
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/integration/control/cluster_harness.h"
+
+namespace tandem::testing {
+namespace {
+
+// Why the Python example cannot run here, or "" when it can.
+std::string python_missing() {
+    const std::string sdk = std::string(TANDEM_BINARY_DIR) + "/python/tandem/__init__.py";
+    if (!std::filesystem::exists(sdk)) return "the tandem Python module is not built (" + sdk + ")";
+    if (std::system("/usr/bin/python3 -c 'import torch, yaml' >/dev/null 2>&1") != 0)
+        return "/usr/bin/python3 lacks torch or yaml (python3-torch, python3-yaml)";
+    return "";
+}
+
+TEST(UserActors, AnActorThatExitsWithoutReportingIsNamedWithCodeAndLastStderrLines) {
+    LocalCluster c("user-exit", /*rollout_nodes=*/1);
+    auto up = c.up();
+    ASSERT_EQ(up.code, 0) << up.out;
+    const std::string job = c.write_file(
+        "exit3.yaml",
+        "name: exit3\nkind: diagnostic\ndiagnostic: {duration_s: 30}\n"
+        "trainer:\n  command: [sh, -c, 'echo starting; echo \"first problem\" >&2; "
+        "echo \"Traceback: boom\" >&2; exit 3']\nrollout: {replicas: 1}\n");
+    auto sub = c.cli("job submit -f " + job + " --follow");
+    EXPECT_NE(sub.code, 0) << sub.out;
+    const std::string expected = "exited with code 3; last stderr lines: first problem | "
+                                 "Traceback: boom";
+    const std::string status = c.cli("job status exit3").out;
+    EXPECT_NE(status.find(expected), std::string::npos) << status;
+    const std::string events = c.cli("job events exit3").out;
+    EXPECT_NE(events.find(expected), std::string::npos) << events;
+    // Its stdout and stderr are the job's log lines.
+    const std::string logs = c.cli("job logs exit3").out;
+    EXPECT_NE(logs.find("starting"), std::string::npos) << logs;
+    EXPECT_NE(logs.find("first problem"), std::string::npos) << logs;
+}
+
+TEST(UserActors, AMissingProgramIsNamedWithItsField) {
+    LocalCluster c("user-missing", /*rollout_nodes=*/1);
+    auto up = c.up();
+    ASSERT_EQ(up.code, 0) << up.out;
+    const std::string job = c.write_file(
+        "missing.yaml", "name: missing\nkind: diagnostic\ndiagnostic: {duration_s: 30}\n"
+                        "trainer:\n  command: [./no-such-train.py]\nrollout: {replicas: 1}\n");
+    auto sub = c.cli("job submit -f " + job + " --follow");
+    EXPECT_NE(sub.code, 0) << sub.out;
+    const std::string status = c.cli("job status missing").out;
+    EXPECT_NE(status.find("trainer.command: " + c.path("no-such-train.py") +
+                          " is not an executable file"),
+              std::string::npos)
+        << status;
+}
+
+TEST(UserActors, PythonTrainerExampleTrainsTheBuiltInRollouts) {
+    if (auto why = python_missing(); !why.empty()) GTEST_SKIP() << why;
+    LocalCluster c("user-pytorch", /*rollout_nodes=*/2);
+    auto up = c.up();
+    ASSERT_EQ(up.code, 0) << up.out;
+    const std::string job_file =
+        std::string(TANDEM_SOURCE_DIR) + "/examples/pytorch_grpo/job.yaml";
+    constexpr int kSteps = 12;
+    auto sub = c.cli("job submit -f " + job_file + " algorithm.steps=" + std::to_string(kSteps) +
+                     " algorithm.warm_start_steps=10 algorithm.optimizer.lr=2e-3 --follow");
+    const std::string logs = c.cli("job logs pytorch-grpo").out;
+    ASSERT_EQ(sub.code, 0) << sub.out << "\n" << logs;
+
+    auto m = c.get("/api/v1/jobs/pytorch-grpo/metrics");
+    ASSERT_TRUE(m.is_object()) << "no metrics";
+    const auto& rows = m["metrics"];
+    ASSERT_EQ(rows.size(), static_cast<size_t>(kSteps)) << m.dump();
+    double first = 0, last = 0;
+    int64_t prev_version = -1;
+    for (size_t i = 0; i < rows.size(); ++i) {
+        const auto& v = rows[i]["values"];
+        const double r = v["rollout/reward_mean"].get<double>();
+        if (i < 3) first += r / 3;
+        if (i + 3 >= rows.size()) last += r / 3;
+        // The built-in rollouts generated every step's trajectories with the version the Python
+        // trainer published before it (strict on-policy), and nothing else.
+        const auto consumed_min = v["weights/consumed_version_min"].get<int64_t>();
+        const auto consumed_max = v["weights/consumed_version_max"].get<int64_t>();
+        if (prev_version >= 0) {
+            EXPECT_EQ(consumed_min, prev_version) << "step " << i + 1;
+            EXPECT_EQ(consumed_max, prev_version) << "step " << i + 1;
+        }
+        prev_version = v["weights/version"].get<int64_t>();
+        // Same weights, same tokens: the PyTorch policy gives the C++ rollouts' log-probs.
+        EXPECT_LT(v["train/onpolicy_ratio_error"].get<double>(), 1e-3) << "step " << i + 1;
+    }
+    EXPECT_GT(last, first + 0.02) << "reward of the first 3 steps " << first << ", last 3 " << last
+                                  << "\n"
+                                  << m.dump();
+    // The rollouts that read those versions are the built-in ones.
+    EXPECT_NE(logs.find("rollout-0"), std::string::npos) << logs;
+}
+
+}  // namespace
+}  // namespace tandem::testing
