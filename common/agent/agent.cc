@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -352,12 +353,16 @@ int Agent::run(const std::atomic<bool>& stop) {
     connect();
     next_register_ = clock_.now();
     std::mt19937_64 rng(std::hash<std::string>()(instance_));
+    const auto dead_after = std::chrono::milliseconds(opt_.cluster.coordinator.dead_after_ms);
+    // Registration retries stay well inside the silence that replaces the socket, so every socket
+    // carries registrations (a backoff beyond it would replace each socket before its first one).
+    const auto max_backoff = std::clamp<Clock::Duration>(dead_after / 4, kMinBackoff, kMaxBackoff);
     while (!stop.load(std::memory_order_relaxed) && !refused_) {  // relaxed: a flag, no data
         const auto now = clock_.now();
         if (!registered_ && now >= next_register_) {
             send_register();
             next_register_ = now + backoff_ + std::chrono::milliseconds(rng() % 100);
-            backoff_ = std::min<Clock::Duration>(backoff_ * 2, kMaxBackoff);
+            backoff_ = std::min<Clock::Duration>(backoff_ * 2, max_backoff);
         }
         if (registered_ && now >= next_heartbeat_) {
             send_heartbeat();
@@ -367,14 +372,17 @@ int Agent::run(const std::atomic<bool>& stop) {
             flush_logs();
             next_log_flush_ = now + std::chrono::milliseconds(200);
         }
-        // Nothing heard for longer than the coordinator takes to declare us dead: it is gone or
-        // restarting. Start over with a fresh socket and register again.
+        // Registered and nothing heard for longer than the coordinator takes to declare us dead:
+        // it is gone or restarting. A fresh socket drops what was queued for the old one
+        // (heartbeats, logs), and registration starts at once. Unregistered, the socket is kept
+        // (ZeroMQ reconnects by itself; registrations are retried above) and replaced only after
+        // twice that without an answer, in case its connection is wedged.
         const auto silent = now - last_heard_;
-        if (silent > std::chrono::milliseconds(opt_.cluster.coordinator.dead_after_ms)) {
+        if (silent > (registered_ ? dead_after : 2 * dead_after)) {
             log_.warn("no answer from the coordinator for {:.1f} s; reconnecting",
                       std::chrono::duration<double>(silent).count());
             connect();
-            next_register_ = now + backoff_;
+            next_register_ = now;
         }
 
         std::vector<zmq::pollitem_t> items;
@@ -388,7 +396,12 @@ int Agent::run(const std::atomic<bool>& stop) {
                 fds.emplace_back(name, fd);
             }
         }
-        zmq::poll(items.data(), items.size(), std::chrono::milliseconds(50));
+        try {
+            zmq::poll(items.data(), items.size(), std::chrono::milliseconds(50));
+        } catch (const zmq::error_t& e) {
+            if (e.num() != EINTR) throw;
+            continue;  // a signal (SIGTERM sets `stop`): look at the flag again
+        }
         if (items[0].revents & ZMQ_POLLIN) {
             while (auto frames = wire::try_recv_frames(*socket_)) on_message(*frames);
         }

@@ -58,12 +58,6 @@ TEST(TandemCliCluster, UpNamesATakenPortAndLeavesNoPidFile) {
 }
 
 TEST(TandemCliCluster, AGoneCoordinatorIsNamedWithTandemUp) {
-    // Quarantined: the second `tandem up` (after kill -9 of the coordinator) intermittently
-    // fails because the restarted coordinator receives nothing from the agents that are still
-    // running (2 of about 6 runs on 2026-12-04, cause not found; see that day's closing note).
-    // Remove this skip when the reconnect is fixed.
-    GTEST_SKIP() << "quarantined: a restarted coordinator intermittently gets no messages from "
-                    "the surviving agents (cause not found, 2026-12-04)";
     LocalCluster c("gone", 1);
     ASSERT_EQ(c.up().code, 0);
     const pid_t pid = c.pid_of("coordinator");

@@ -1,7 +1,9 @@
 // Agent fencing against a stand-in coordinator (a ROUTER socket in the test): after registering
 // with epoch 5, a start_actor stamped with epoch 4 (an older coordinator incarnation) is refused,
 // and one stamped with epoch 5 is acted on. Commands on one connection arrive in order, so the
-// first actor_state the agent sends names which start it acted on first.
+// first actor_state the agent sends names which start it acted on first. And reconnection: an
+// agent whose coordinator stays away for many times dead_after_ms registers with the one that
+// comes back on the same port.
 #include "common/agent/agent.h"
 
 #include <gtest/gtest.h>
@@ -28,17 +30,19 @@ using Clock = std::chrono::steady_clock;
 
 class StandInCoordinator {
 public:
-    StandInCoordinator() : router_(ctx_, zmq::socket_type::router) {
+    // port 0: any free one.
+    explicit StandInCoordinator(int port = 0) : router_(ctx_, zmq::socket_type::router) {
         router_.set(zmq::sockopt::linger, 0);
-        router_.bind("tcp://127.0.0.1:*");
+        router_.bind(port ? fmt::format("tcp://127.0.0.1:{}", port) : "tcp://127.0.0.1:*");
         const std::string ep = router_.get(zmq::sockopt::last_endpoint);
         port_ = std::stoi(ep.substr(ep.rfind(':') + 1));
     }
     int port() const { return port_; }
 
-    // The next message of `type` from the agent (others skipped), within 10 s.
-    std::optional<wire::Envelope> next(const std::string& type) {
-        const auto deadline = Clock::now() + std::chrono::seconds(10);
+    // The next message of `type` from the agent (others skipped), within `within`.
+    std::optional<wire::Envelope> next(const std::string& type,
+                                       Clock::duration within = std::chrono::seconds(10)) {
+        const auto deadline = Clock::now() + within;
         while (Clock::now() < deadline) {
             zmq::pollitem_t item{router_.handle(), 0, ZMQ_POLLIN, 0};
             zmq::poll(&item, 1, std::chrono::milliseconds(50));
@@ -117,6 +121,57 @@ TEST(AgentEpoch, StartFromAnOlderCoordinatorEpochIsRefused) {
     auto m = wire::body_as<wire::ActorState>(*state);
     ASSERT_TRUE(m.ok());
     EXPECT_EQ(m->actor, "job-000001/rollout-1");
+    std::filesystem::remove_all(dir);
+}
+
+// The coordinator is killed and comes back after many times dead_after_ms (a slow restart under
+// load). The agent keeps registering on every socket it makes: its registration backoff stays
+// below the silence after which it replaces the socket (it used to grow past it, and the agent
+// then replaced each socket before registering on it: the new coordinator never heard from it).
+TEST(AgentReconnect, RegistersWithACoordinatorThatComesBackLate) {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     fmt::format("tandem-agent-reconnect-{}", ::getpid());
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    auto coordinator = std::make_unique<StandInCoordinator>();
+    const int port = coordinator->port();
+
+    AgentOptions o;
+    o.cluster.coordinator.host = "127.0.0.1";
+    o.cluster.coordinator.agent_port = port;
+    o.cluster.coordinator.heartbeat_ms = 50;
+    o.cluster.coordinator.dead_after_ms = 200;
+    o.node.id = "n0";
+    o.node.role = ActorRole::kRollout;
+    o.secret = "secret";
+    o.run_dir = dir.string();
+    o.bin_dir = (dir / "no-such-bin").string();
+    o.resources = {2, 1024, 0};
+    Agent agent(SystemClock::instance(), o);
+    std::atomic<bool> stop{false};
+    std::thread loop([&] { agent.run(stop); });
+    struct Stopper {
+        std::atomic<bool>& stop;
+        std::thread& loop;
+        ~Stopper() {
+            stop = true;
+            if (loop.joinable()) loop.join();
+        }
+    } stopper{stop, loop};
+
+    ASSERT_TRUE(coordinator->next(wire::Register::kType).has_value());
+    wire::RegisterAck ack;
+    ack.node_id = "n0";
+    ack.heartbeat_ms = 50;
+    ack.epoch = 1;
+    coordinator->send(ack);
+    ASSERT_TRUE(coordinator->next(wire::Heartbeat::kType).has_value());
+    coordinator.reset();  // gone without a word, like kill -9
+    std::this_thread::sleep_for(std::chrono::milliseconds(3000));  // 15 x dead_after_ms
+    coordinator = std::make_unique<StandInCoordinator>(port);
+    // Within two socket replacements (2 x 2 x dead_after_ms) plus the backoff, with margin.
+    EXPECT_TRUE(coordinator->next(wire::Register::kType, std::chrono::seconds(5)).has_value())
+        << "the agent never registered with the coordinator that came back";
     std::filesystem::remove_all(dir);
 }
 
