@@ -107,8 +107,20 @@ void Agent::send_heartbeat() {
 }
 
 void Agent::on_message(const std::vector<std::string>& frames) {
-    auto env = wire::decode(frames);
+    wire::Envelope header;
+    auto env = wire::decode(frames, &header);
     if (!env.ok()) {
+        if (header.major != wire::kProtocolMajor) {
+            // Another Tandem release: nothing it says can be understood. Stop instead of
+            // registering for ever.
+            log_.error("the coordinator speaks control protocol {}.{}, this agent (tandem {}) "
+                       "speaks {}.{}: node {} will not join; install the same Tandem release on "
+                       "the coordinator and every node",
+                       header.major, header.minor, kVersion, wire::kProtocolMajor,
+                       wire::kProtocolMinor, opt_.node.id);
+            refused_ = 2;
+            return;
+        }
         log_.warn("refused a message from the coordinator: {}", env.status().message());
         return;
     }

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <optional>
 #include <string>
 #include <thread>
@@ -55,6 +56,9 @@ public:
             }
         }
         return std::nullopt;
+    }
+    void send_raw(const wire::Envelope& e) {
+        ASSERT_TRUE(wire::send_envelope(router_, e, routing_).ok());
     }
     template <typename M>
     void send(const M& m) {
@@ -172,6 +176,50 @@ TEST(AgentReconnect, RegistersWithACoordinatorThatComesBackLate) {
     // Within two socket replacements (2 x 2 x dead_after_ms) plus the backoff, with margin.
     EXPECT_TRUE(coordinator->next(wire::Register::kType, std::chrono::seconds(5)).has_value())
         << "the agent never registered with the coordinator that came back";
+    std::filesystem::remove_all(dir);
+}
+
+// A coordinator of another protocol major answers the registration: the agent cannot understand
+// it, so it stops with exit code 2 (its log names both versions) instead of registering for ever.
+TEST(AgentVersion, StopsWhenTheCoordinatorSpeaksAnotherProtocolMajor) {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     fmt::format("tandem-agent-protocol-{}", ::getpid());
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    StandInCoordinator coordinator;
+    AgentOptions o;
+    o.cluster.coordinator.host = "127.0.0.1";
+    o.cluster.coordinator.agent_port = coordinator.port();
+    o.node.id = "n0";
+    o.node.role = ActorRole::kRollout;
+    o.secret = "secret";
+    o.run_dir = dir.string();
+    o.bin_dir = (dir / "no-such-bin").string();
+    o.resources = {2, 1024, 0};
+    Agent agent(SystemClock::instance(), o);
+    std::atomic<bool> stop{false};
+    std::promise<int> result;
+    std::future<int> code = result.get_future();
+    std::thread loop([&] { result.set_value(agent.run(stop)); });
+    struct Stopper {
+        std::atomic<bool>& stop;
+        std::thread& loop;
+        ~Stopper() {
+            stop = true;
+            if (loop.joinable()) loop.join();
+        }
+    } stopper{stop, loop};
+
+    ASSERT_TRUE(coordinator.next(wire::Register::kType).has_value());
+    wire::RegisterAck ack;
+    ack.node_id = "n0";
+    ack.epoch = 5;
+    wire::Envelope e = wire::make_envelope(ack, 1);
+    e.major = wire::kProtocolMajor + 1;
+    coordinator.send_raw(e);
+    ASSERT_EQ(code.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+        << "the agent kept running after a reply it cannot read";
+    EXPECT_EQ(code.get(), 2);
     std::filesystem::remove_all(dir);
 }
 
