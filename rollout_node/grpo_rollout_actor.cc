@@ -137,6 +137,15 @@ public:
         rl::TrajectoryBatch out;
         out.rollout = me_;
         out.generated_tokens = gs.generated_tokens;
+        out.kv = {.bytes_in_use = gs.kv_peak_bytes,
+                  .budget_bytes = job_.rollout.kv_cache.budget_bytes,
+                  .prefix_bytes = gs.kv_prefix_bytes,
+                  .prefix_hits = gs.kv_prefix_hits,
+                  .admission_waits = gs.kv_admission_waits,
+                  .evictions = gs.kv_evictions,
+                  .compressed_blocks = gs.kv_compressed,
+                  .bytes_per_token = gs.kv_bytes_per_token,
+                  .compression = gs.kv_compression};
         for (size_t i = 0; i < completions.size(); ++i) {
             model::Completion& c = completions[i];
             model::Trajectory t;

@@ -228,6 +228,10 @@ void GrpoLearner::report(const StepReport& r) {
               {"throughput/rollout_tokens_per_s", step_s > 0 ? rollout_tokens / step_s : 0.0},
               {"throughput/train_tokens_per_s",
                train_s > 0 ? static_cast<double>(ts.tokens) / train_s : 0.0}};
+    // The rollouts' KV caches (docs/kv-cache.md): kv/bytes_in_use, kv/budget_bytes, ...
+    if (rs.contains("kv")) {
+        for (const auto& [name, value] : rs["kv"].items()) v["kv/" + name] = value;
+    }
     // The coordinator takes flat numbers; the histograms go to the JSONL file only.
     Json flat = v;
     flat.erase("weights/staleness_hist");

@@ -7,6 +7,55 @@
 
 namespace tandem::trainer {
 
+namespace {
+
+// The step's kv/* figures (docs/kv-cache.md): byte gauges are each rollout's most over its
+// batches of the step, summed over rollouts (the job's KV memory); counts are summed over
+// batches; bytes per token and the compression ratio are the largest a rollout reported.
+class KvStepStats {
+public:
+    void add(const rl::TrajectoryBatch& b) {
+        rl::RolloutKvStats& r = by_rollout_[b.rollout];
+        r.bytes_in_use = std::max(r.bytes_in_use, b.kv.bytes_in_use);
+        r.budget_bytes = std::max(r.budget_bytes, b.kv.budget_bytes);
+        r.prefix_bytes = std::max(r.prefix_bytes, b.kv.prefix_bytes);
+        r.prefix_hits += b.kv.prefix_hits;
+        r.admission_waits += b.kv.admission_waits;
+        r.evictions += b.kv.evictions;
+        r.compressed_blocks += b.kv.compressed_blocks;
+        r.bytes_per_token = std::max(r.bytes_per_token, b.kv.bytes_per_token);
+        r.compression = std::max(r.compression, b.kv.compression);
+    }
+    Json json() const {
+        rl::RolloutKvStats t;
+        for (const auto& [rollout, r] : by_rollout_) {
+            t.bytes_in_use += r.bytes_in_use;
+            t.budget_bytes += r.budget_bytes;
+            t.prefix_bytes += r.prefix_bytes;
+            t.prefix_hits += r.prefix_hits;
+            t.admission_waits += r.admission_waits;
+            t.evictions += r.evictions;
+            t.compressed_blocks += r.compressed_blocks;
+            t.bytes_per_token = std::max(t.bytes_per_token, r.bytes_per_token);
+            t.compression = std::max(t.compression, r.compression);
+        }
+        return {{"bytes_in_use", t.bytes_in_use},
+                {"budget_bytes", t.budget_bytes},
+                {"prefix_bytes", t.prefix_bytes},
+                {"prefix_hits", t.prefix_hits},
+                {"admission_waits", t.admission_waits},
+                {"evictions", t.evictions},
+                {"compressed_blocks", t.compressed_blocks},
+                {"bytes_per_token", t.bytes_per_token},
+                {"compression", t.compression}};
+    }
+
+private:
+    std::map<int64_t, rl::RolloutKvStats> by_rollout_;
+};
+
+}  // namespace
+
 TrainerLoop::TrainerLoop(runtime::JobRuntime& runtime, Learner& learner, TrajectoryInbox& inbox,
                          TrainerLoopOptions options)
     : rt_(runtime),
@@ -63,6 +112,7 @@ Status TrainerLoop::collect(std::vector<model::Trajectory>& batch, Json& stats) 
     double rollout_s = 0, wait_s = 0, fetch_s = 0, trainer_wait_s = 0;
     int64_t tokens = 0, batches = 0;
     uint64_t group_min = UINT64_MAX, group_max = 0;
+    KvStepStats kv;
     auto take = [&](model::Trajectory&& t, const wire::Fence& fence) {
         // Carried trajectories are judged again: they may have gone stale since.
         if (gate_.check(t.version, fence) != rl::TrajectoryGate::Verdict::kAccept) return;
@@ -109,6 +159,7 @@ Status TrainerLoop::collect(std::vector<model::Trajectory>& batch, Json& stats) 
         trainer_wait_s = std::max(trainer_wait_s, b->trainer_wait_s);
         fetch_s = std::max(fetch_s, b->fetch_s);
         tokens += b->generated_tokens;
+        kv.add(*b);
         ++batches;
         const int64_t unknown = gate_.rejected_unknown(), fenced = gate_.rejected_fenced();
         for (auto& t : b->trajectories) take(std::move(t), b->fence);
@@ -149,6 +200,7 @@ Status TrainerLoop::collect(std::vector<model::Trajectory>& batch, Json& stats) 
         {"group_min", batch.empty() ? 0 : group_min},
         {"group_max", batch.empty() ? 0 : group_max},
         {"live_rollouts", live},
+        {"kv", kv.json()},
         {"prompts", batch.size() / static_cast<size_t>(opt_.group_size)}};
     return Status();
 }

@@ -68,6 +68,10 @@ Result<std::vector<Completion>> GroupGenerator::generate(
     const SamplingOptions& o, GenerateStats* stats) {
     GenerateStats total;
     std::vector<Completion> out;
+    const auto hits = [&] {
+        return prefix_ ? prefix_->stats().hits + prefix_->stats().shifted_hits : 0;
+    };
+    const int64_t hits0 = hits();
     const auto waves =
         admission_waves(cache_, prompts, group_size, o.max_new_tokens, options_.kv_budget_bytes,
                         options_.job, options_.share_prefix);
@@ -83,6 +87,9 @@ Result<std::vector<Completion>> GroupGenerator::generate(
         accumulate_stats(total, ws);
     }
     total.kv_waves = static_cast<int64_t>(waves.value().size());
+    total.kv_admission_waits = static_cast<int64_t>(prompts.size()) - waves.value()[0].second;
+    total.kv_prefix_hits = hits() - hits0;
+    total.kv_prefix_bytes = prefix_ ? prefix_->stats().bytes : 0;
     if (stats) *stats = total;
     return out;
 }

@@ -41,6 +41,14 @@ struct GenerateStats {
     int64_t kv_compressed = 0;         // blocks the background compressor requantized
     int64_t kv_waves = 0;              // admission waves (prompts admitted under budget_bytes)
     int64_t kv_evictions = 0;          // cached prefixes dropped (new version, budget)
+    // Job metrics (kv/*, docs/kv-cache.md): at the peak step, bytes per position against the f32
+    // bytes of a position (1 for f32 with full blocks); the pinned system-prompt prefix's bytes
+    // (inside kv_peak_bytes); prompts that forked or re-rotated it; prompts admitted after the
+    // first wave (they waited for an earlier wave to finish under budget_bytes).
+    double kv_compression = 0.0;
+    int64_t kv_prefix_bytes = 0;
+    int64_t kv_prefix_hits = 0;
+    int64_t kv_admission_waits = 0;
 };
 
 struct GeneratorOptions {

@@ -62,6 +62,9 @@ void note_kv_peak(GenerateStats& stats, const PagedKvCache& cache) {
     if (st.bytes <= stats.kv_peak_bytes) return;
     stats.kv_peak_bytes = st.bytes;
     stats.kv_bytes_per_token = st.bytes_per_token();
+    const double f32_per_token =
+        static_cast<double>(cache.f32_block_bytes()) / cache.block_tokens();
+    stats.kv_compression = st.bytes_per_token() / f32_per_token;
     stats.kv_f32_blocks = st.f32_blocks;
     std::copy(std::begin(st.sealed_blocks), std::end(st.sealed_blocks), stats.kv_sealed_blocks);
 }
@@ -76,6 +79,7 @@ void accumulate_stats(GenerateStats& total, const GenerateStats& w) {
     if (w.kv_peak_bytes > total.kv_peak_bytes) {
         total.kv_peak_bytes = w.kv_peak_bytes;
         total.kv_bytes_per_token = w.kv_bytes_per_token;
+        total.kv_compression = w.kv_compression;
         total.kv_f32_blocks = w.kv_f32_blocks;
         std::copy(std::begin(w.kv_sealed_blocks), std::end(w.kv_sealed_blocks),
                   total.kv_sealed_blocks);

@@ -25,6 +25,16 @@ std::string TrajectoryBatch::encode() const {
                     {"trainer_wait_s", trainer_wait_s},
                     {"fetch_s", fetch_s},
                     {"generated_tokens", generated_tokens},
+                    {"kv",
+                     {{"bytes_in_use", kv.bytes_in_use},
+                      {"budget_bytes", kv.budget_bytes},
+                      {"prefix_bytes", kv.prefix_bytes},
+                      {"prefix_hits", kv.prefix_hits},
+                      {"admission_waits", kv.admission_waits},
+                      {"evictions", kv.evictions},
+                      {"compressed_blocks", kv.compressed_blocks},
+                      {"bytes_per_token", kv.bytes_per_token},
+                      {"compression", kv.compression}}},
                     {"trajectories", trajs}};
     const std::vector<uint8_t> bytes = Json::to_msgpack(j);
     return std::string(bytes.begin(), bytes.end());
@@ -45,6 +55,18 @@ Result<TrajectoryBatch> TrajectoryBatch::decode(const std::string& bytes) {
         b.trainer_wait_s = j.at("trainer_wait_s").get<double>();
         b.fetch_s = j.at("fetch_s").get<double>();
         b.generated_tokens = j.at("generated_tokens").get<int64_t>();
+        if (j.contains("kv")) {  // absent from rollouts that predate it
+            const Json& kv = j.at("kv");
+            b.kv.bytes_in_use = kv.at("bytes_in_use").get<int64_t>();
+            b.kv.budget_bytes = kv.at("budget_bytes").get<int64_t>();
+            b.kv.prefix_bytes = kv.at("prefix_bytes").get<int64_t>();
+            b.kv.prefix_hits = kv.at("prefix_hits").get<int64_t>();
+            b.kv.admission_waits = kv.at("admission_waits").get<int64_t>();
+            b.kv.evictions = kv.at("evictions").get<int64_t>();
+            b.kv.compressed_blocks = kv.at("compressed_blocks").get<int64_t>();
+            b.kv.bytes_per_token = kv.at("bytes_per_token").get<double>();
+            b.kv.compression = kv.at("compression").get<double>();
+        }
         for (const auto& t : j.at("trajectories")) {
             model::Trajectory tr;
             tr.prompt = t.at("p").get<std::vector<int32_t>>();

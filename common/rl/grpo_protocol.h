@@ -21,6 +21,20 @@
 
 namespace tandem::rl {
 
+// The KV cache of one rollout batch (model::GenerateStats; docs/kv-cache.md). The trainer turns
+// them into the step's kv/* metrics.
+struct RolloutKvStats {
+    int64_t bytes_in_use = 0;       // the most the cache held during the batch (prefix included)
+    int64_t budget_bytes = 0;       // rollout.kv_cache.budget_bytes (0: none)
+    int64_t prefix_bytes = 0;       // the pinned system-prompt prefix
+    int64_t prefix_hits = 0;        // prompts that reused the prefix (forked or re-rotated)
+    int64_t admission_waits = 0;    // prompts that waited for an earlier admission wave
+    int64_t evictions = 0;          // cached prefixes dropped
+    int64_t compressed_blocks = 0;  // blocks the background compressor requantized
+    double bytes_per_token = 0;     // at the peak
+    double compression = 0;         // bytes per position against f32, at the peak
+};
+
 // One rollout actor's contribution to one training step.
 struct TrajectoryBatch {
     int64_t rollout = 0;            // rollout actor index
@@ -32,6 +46,7 @@ struct TrajectoryBatch {
     double trainer_wait_s = 0;      // blocked because the trainer had not published it yet
     double fetch_s = 0;             // last weight fetch (in the background unless waited for)
     int64_t generated_tokens = 0;
+    RolloutKvStats kv;
     std::vector<model::Trajectory> trajectories;
 
     std::string encode() const;  // msgpack

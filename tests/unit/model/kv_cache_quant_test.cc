@@ -191,6 +191,8 @@ TEST(QuantizedKvCache, BudgetAdmitsPromptsInWavesWithoutChangingCompletions) {
     ASSERT_TRUE(rb.ok()) << rb.status().to_string();
     EXPECT_EQ(sa.kv_waves, 1);
     EXPECT_GE(sb.kv_waves, 3);
+    EXPECT_EQ(sa.kv_admission_waits, 0);
+    EXPECT_GE(sb.kv_admission_waits, 3);  // at most 2 of the 5 prompts in the first wave
     EXPECT_LE(sb.kv_peak_bytes, limited.kv_budget_bytes);
     EXPECT_LT(sb.kv_peak_bytes, sa.kv_peak_bytes);
     ASSERT_EQ(ra->size(), rb->size());
@@ -236,6 +238,11 @@ TEST(QuantizedKvCache, QuantizedGenerationReportsMemoryByPrecision) {
     EXPECT_GT(q.kv_f32_blocks, 0);
     EXPECT_GT(f32s.kv_bytes_per_token, 0.0);
     EXPECT_LT(q.kv_bytes_per_token, f32s.kv_bytes_per_token);
+    // The compression ratio (job metric kv/compression): bytes per position against f32's.
+    const double f32_per_token = 2.0 * cfg.num_layers * cfg.kv_dim() * sizeof(float);
+    EXPECT_NEAR(q.kv_compression, q.kv_bytes_per_token / f32_per_token, 1e-12);
+    EXPECT_GE(f32s.kv_compression, 1.0);  // f32, partly filled blocks included
+    EXPECT_LT(q.kv_compression, f32s.kv_compression);
 }
 
 TEST(QuantizedKvCache, JobFileOptionsReachTheGenerator) {

@@ -84,6 +84,11 @@ TEST(SystemPromptCache, PrefilledOncePerVersionReusedAndInvalidatedOnANewVersion
     EXPECT_GT(st->bytes, 0);
     // Prompt tokens prefilled per batch: only the suffixes.
     EXPECT_EQ(s_gen.prompt_tokens, s_ref.prompt_tokens - 4 * 40);
+    // The job metrics kv/prefix_hits and kv/prefix_bytes.
+    EXPECT_EQ(s_gen.kv_prefix_hits, 4);
+    EXPECT_EQ(s_gen.kv_prefix_bytes, st->bytes);
+    EXPECT_EQ(s_ref.kv_prefix_bytes, 0);
+    EXPECT_EQ(s_ref.kv_prefix_hits, 0);
 
     // A new version: the cached KV of version 1 must not be used with version 2's weights.
     gen->set_weights_version(2);

@@ -100,5 +100,21 @@ TEST(TrajectoryBatch, FenceSurvivesEncoding) {
     EXPECT_EQ(d->version, 5);
 }
 
+TEST(TrajectoryBatch, KvStatsSurviveEncoding) {
+    TrajectoryBatch b;
+    b.kv = {1000, 4096, 300, 7, 2, 1, 5, 12.5, 0.27};
+    auto d = TrajectoryBatch::decode(b.encode());
+    ASSERT_TRUE(d.ok()) << d.status().message();
+    EXPECT_EQ(d->kv.bytes_in_use, 1000);
+    EXPECT_EQ(d->kv.budget_bytes, 4096);
+    EXPECT_EQ(d->kv.prefix_bytes, 300);
+    EXPECT_EQ(d->kv.prefix_hits, 7);
+    EXPECT_EQ(d->kv.admission_waits, 2);
+    EXPECT_EQ(d->kv.evictions, 1);
+    EXPECT_EQ(d->kv.compressed_blocks, 5);
+    EXPECT_EQ(d->kv.bytes_per_token, 12.5);
+    EXPECT_EQ(d->kv.compression, 0.27);
+}
+
 }  // namespace
 }  // namespace tandem::rl

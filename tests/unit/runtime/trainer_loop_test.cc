@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <tuple>
 
 #include "tests/fakes/fake_runtime.h"
 #include "trainer_node/trainer_loop.h"
@@ -175,6 +176,32 @@ TEST(TrainerLoop, LostRolloutStepTakesTheLiveShareAndTheCursorStillMoves) {
     EXPECT_EQ(rig.loop.live_share(rig.rt.view()), size_t{4});
     rig.rt.set_peer(rollout_id(1), 2, "running");  // restarted: full steps again
     EXPECT_EQ(rig.loop.live_share(rig.rt.view()), size_t{8});
+}
+
+TEST(TrainerLoop, KvStatsOfTheStepAreSummedOverRolloutsAndTheirBatches) {
+    Rig rig(options(1, /*replicas=*/2));
+    ASSERT_TRUE(rig.loop.start().ok());
+    const auto v = static_cast<int64_t>(rig.loop.current().version);
+    const auto f = rig.loop.current().fence;
+    // Rollout 0 sends its share in two batches (its bytes: the larger peak), rollout 1 in one.
+    for (auto [rollout, bytes, hits, ratio] :
+         {std::tuple{0, 1000, 3, 0.3}, std::tuple{0, 1500, 4, 0.25}, std::tuple{1, 700, 5, 0.5}}) {
+        rl::TrajectoryBatch b = batch_of(v, f, 1, rollout);
+        b.kv = {bytes, 2000, 200, hits, 1, 0, 2, 10.0, ratio};
+        rig.inbox.queue.push_back(b);
+    }
+    rig.inbox.queue.push_back(batch_of(v, f, 1, 1));  // a batch without KV figures
+    ASSERT_TRUE(rig.loop.step().ok());
+    ASSERT_EQ(rig.learner.reports.size(), 1u);
+    const Json kv = rig.learner.reports.back().rollout_stats["kv"];
+    EXPECT_EQ(kv["bytes_in_use"], 1500 + 700);
+    EXPECT_EQ(kv["budget_bytes"], 2 * 2000);
+    EXPECT_EQ(kv["prefix_bytes"], 2 * 200);
+    EXPECT_EQ(kv["prefix_hits"], 3 + 4 + 5);
+    EXPECT_EQ(kv["admission_waits"], 3);
+    EXPECT_EQ(kv["compressed_blocks"], 6);
+    EXPECT_EQ(kv["compression"], 0.5);
+    EXPECT_EQ(kv["bytes_per_token"], 10.0);
 }
 
 TEST(TrainerLoop, ResumedTrainerContinuesFromItsCheckpointStepCursorAndVersion) {
