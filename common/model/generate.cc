@@ -72,9 +72,23 @@ Result<std::vector<Completion>> GroupGenerator::generate(
         return prefix_ ? prefix_->stats().hits + prefix_->stats().shifted_hits : 0;
     };
     const int64_t hits0 = hits();
-    const auto waves =
-        admission_waves(cache_, prompts, group_size, o.max_new_tokens, options_.kv_budget_bytes,
-                        options_.job, options_.share_prefix);
+    // The system-prompt prefix is prefilled (or found valid) once for the whole call, before
+    // admission: its pinned blocks take part of the budget, and the prompts that fork it do not
+    // hold its tokens again.
+    const int64_t evictions0 = prefix_ ? prefix_->stats().evictions : 0;
+    int64_t pinned = 0;
+    std::vector<int64_t> shared(prompts.size(), 0);
+    if (prefix_ && options_.share_prefix) {
+        TANDEM_RETURN_IF_ERROR(prefix_->prepare(engine_, params, cache_, prompts, system_prompt_,
+                                                weights_version_));
+        pinned = prefix_->stats().bytes;
+        for (size_t p = 0; p < prompts.size(); ++p) {
+            if (prefix_->find(prompts[p]) == 0) shared[p] = std::ssize(prefix_->tokens());
+        }
+    }
+    const auto waves = admission_waves(cache_, prompts, group_size, o.max_new_tokens,
+                                       options_.kv_budget_bytes, options_.job,
+                                       options_.share_prefix, pinned, shared);
     if (!waves.ok()) return waves.status();
     for (const auto& [first, count] : waves.value()) {
         GenerateStats ws;
@@ -90,6 +104,7 @@ Result<std::vector<Completion>> GroupGenerator::generate(
     total.kv_admission_waits = static_cast<int64_t>(prompts.size()) - waves.value()[0].second;
     total.kv_prefix_hits = hits() - hits0;
     total.kv_prefix_bytes = prefix_ ? prefix_->stats().bytes : 0;
+    total.kv_evictions = prefix_ ? prefix_->stats().evictions - evictions0 : 0;
     if (stats) *stats = total;
     return out;
 }
@@ -152,11 +167,6 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
     std::vector<int64_t> logit_row(static_cast<size_t>(B), -1);
     if (options_.share_prefix) {
         std::vector<PagedKvCache::SeqId> parents(static_cast<size_t>(P));
-        const int64_t evictions0 = prefix_ ? prefix_->stats().evictions : 0;
-        if (prefix_) {
-            TANDEM_RETURN_IF_ERROR(prefix_->prepare(engine_, params, cache_, prompts,
-                                                    system_prompt_, weights_version_));
-        }
         for (int64_t p = 0; p < P; ++p) {
             if (sharded[p]) continue;
             // A prompt holding the cached system prompt starts from it (kv_prefix_cache.h).
@@ -175,7 +185,6 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
                 {parents[p], std::span(prompts[p]).subspan(static_cast<size_t>(skip))});
             local.prompt_tokens += static_cast<int64_t>(prompts[p].size()) - skip;
         }
-        if (prefix_) local.kv_evictions = prefix_->stats().evictions - evictions0;
         logits_.resize(items_.size() * V);
         if (!items_.empty()) {
             TANDEM_RETURN_IF_ERROR(engine_.forward(params, cache_, items_, logits_.data()));

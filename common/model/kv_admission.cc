@@ -29,24 +29,33 @@ int64_t worst_case_kv_bytes(const PagedKvCache& cache, int64_t prompt_tokens, in
 
 Result<std::vector<std::pair<int64_t, int64_t>>> admission_waves(
     const PagedKvCache& cache, std::span<const std::vector<int32_t>> prompts, int group,
-    int64_t new_tokens, int64_t budget_bytes, const std::string& job, bool share_prefix) {
+    int64_t new_tokens, int64_t budget_bytes, const std::string& job, bool share_prefix,
+    int64_t pinned_bytes, std::span<const int64_t> shared_tokens) {
     std::vector<std::pair<int64_t, int64_t>> waves;
     const int64_t P = static_cast<int64_t>(prompts.size());
     if (budget_bytes <= 0 || P == 0) {
         waves.emplace_back(0, P);
         return waves;
     }
+    const int64_t room = budget_bytes - pinned_bytes;  // what the waves' sequences may hold
     int64_t first = 0, used = 0;
     for (int64_t p = 0; p < P; ++p) {
-        const int64_t need = worst_case_kv_bytes(cache, static_cast<int64_t>(prompts[p].size()),
-                                                 group, new_tokens, share_prefix);
-        if (need > budget_bytes) {
+        const int64_t shared = shared_tokens.empty() ? 0 : shared_tokens[p];
+        const int64_t own = static_cast<int64_t>(prompts[p].size()) - shared;
+        const int64_t need = worst_case_kv_bytes(cache, own, group, new_tokens, share_prefix);
+        if (need > room) {
             return invalid_argument(fmt::format(
-                "job {}: prompt {} ({} tokens, {} samples of up to {} new tokens) needs up to {} "
-                "KV bytes, more than rollout.kv_cache.budget_bytes ({})",
-                job, p, prompts[p].size(), group, new_tokens, need, budget_bytes));
+                "job {}: prompt {} ({} tokens{}, {} samples of up to {} new tokens) needs up to {} "
+                "KV bytes{}, more than rollout.kv_cache.budget_bytes ({})",
+                job, p, prompts[p].size(),
+                shared > 0 ? fmt::format(", {} of them in the shared prefix", shared) : "", group,
+                new_tokens, need,
+                pinned_bytes > 0
+                    ? fmt::format(" plus {} of the pinned system-prompt prefix", pinned_bytes)
+                    : "",
+                budget_bytes));
         }
-        if (used + need > budget_bytes) {
+        if (used + need > room) {
             waves.emplace_back(first, p - first);
             first = p;
             used = 0;

@@ -25,11 +25,15 @@ namespace tandem::model {
 int64_t worst_case_kv_bytes(const PagedKvCache& cache, int64_t prompt_tokens, int group,
                             int64_t new_tokens, bool share_prefix = true);
 
-// [first, count) ranges of prompts, in order. budget_bytes 0: one wave of everything. A prompt
-// that alone exceeds the budget is invalid_argument naming the job, the prompt and both sizes.
+// [first, count) ranges of prompts, in order. budget_bytes 0: one wave of everything.
+// pinned_bytes are held through every wave (the system-prompt prefix, kv_prefix_cache.h), so each
+// wave gets budget_bytes - pinned_bytes; shared_tokens[p] (empty: all 0) are the first tokens of
+// prompt p that it forks from the pinned prefix instead of holding itself. A prompt that does
+// not fit alone is invalid_argument naming the job, the prompt and the sizes (the prefix's too).
 Result<std::vector<std::pair<int64_t, int64_t>>> admission_waves(
     const PagedKvCache& cache, std::span<const std::vector<int32_t>> prompts, int group,
-    int64_t new_tokens, int64_t budget_bytes, const std::string& job, bool share_prefix = true);
+    int64_t new_tokens, int64_t budget_bytes, const std::string& job, bool share_prefix = true,
+    int64_t pinned_bytes = 0, std::span<const int64_t> shared_tokens = {});
 
 // Records the cache's current memory in `stats` when it is the most seen so far.
 void note_kv_peak(GenerateStats& stats, const PagedKvCache& cache);

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "common/model/generate.h"
+#include "common/model/kv_admission.h"
 #include "common/model/model_weights.h"
 #include "tests/unit/model/kv_test_util.h"
 
@@ -182,6 +183,68 @@ TEST(SystemPromptCache, ShiftedReuseByRotationIsCloseToAFullRecompute) {
         EXPECT_GE(kl, -1e-9);
         EXPECT_EQ(pc.stats().shifted_hits, 1);
     }
+}
+
+// rollout.kv_cache.budget_bytes covers the pinned prefix: a budget that holds every prompt's
+// sequences but not them plus the prefix queues prompts into more waves (same tokens), and one
+// that holds a prompt alone but not with the prefix refuses the batch, naming the prefix.
+TEST(SystemPromptCache, BudgetCountsThePinnedPrefix) {
+    const ModelConfig c = testing::kv_test_config(96);
+    const auto system = seq(40, 21);
+    const auto ps = prompts_with(system);
+    SamplingOptions so;
+    so.max_new_tokens = 8;
+    so.seed = 19;
+    constexpr int kGroup = 4;
+    GeneratorOptions o;
+    o.block_tokens = 8;
+    o.prefix.auto_tokens = 40;
+    o.prefix.dtype = KvDType::kF32;
+    const ModelWeights w = weights(c, 6);
+    auto unlimited = GroupGenerator::create(c, o);
+    ASSERT_TRUE(unlimited.ok());
+    GenerateStats s_free;
+    auto ref = unlimited->generate(w.data(), ps, kGroup, so, &s_free);
+    ASSERT_TRUE(ref.ok()) << ref.status().to_string();
+    const int64_t prefix = unlimited->prefix_stats()->bytes;
+    ASSERT_GT(prefix, 0);
+    EXPECT_EQ(s_free.kv_prefix_bytes, prefix);
+    // What the prompts' own sequences need (each forks the 40 prefix tokens).
+    PagedKvCache probe(c, 8);
+    int64_t all = 0, largest = 0;
+    for (const auto& p : ps) {
+        const int64_t need = worst_case_kv_bytes(probe, std::ssize(p) - 40, kGroup, 8);
+        all += need;
+        largest = std::max(largest, need);
+    }
+
+    auto run = [&](int64_t budget, GenerateStats* st) {
+        GeneratorOptions b = o;
+        b.kv_budget_bytes = budget;
+        auto g = GroupGenerator::create(c, b);
+        EXPECT_TRUE(g.ok());
+        return g->generate(w.data(), ps, kGroup, so, st);
+    };
+    GenerateStats fits, tight;
+    auto a = run(all + prefix, &fits);  // sequences and prefix: one wave
+    ASSERT_TRUE(a.ok()) << a.status().to_string();
+    EXPECT_EQ(fits.kv_waves, 1);
+    EXPECT_LE(fits.kv_peak_bytes, all + prefix);
+    auto b = run(all + prefix / 2, &tight);  // the sequences fit, not with the prefix: queued
+    ASSERT_TRUE(b.ok()) << b.status().to_string();
+    EXPECT_GE(tight.kv_waves, 2);
+    EXPECT_GE(tight.kv_admission_waits, 1);
+    EXPECT_LE(tight.kv_peak_bytes, all + prefix / 2);
+    ASSERT_EQ(b->size(), ref->size());
+    for (size_t i = 0; i < b->size(); ++i) EXPECT_EQ((*b)[i].tokens, (*ref)[i].tokens) << i;
+    EXPECT_EQ(unlimited->prefix_stats()->prefills, 1);
+    // The largest prompt fits the budget alone, not with the prefix: refused, naming it.
+    auto refused = run(largest + prefix / 2, nullptr);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(refused.status().message().find("pinned system-prompt prefix"), std::string::npos)
+        << refused.status().message();
+    EXPECT_NE(refused.status().message().find(std::to_string(prefix)), std::string::npos);
 }
 
 TEST(SystemPromptCache, RecomputeModeDoesNotReuseAShiftedPrefix) {
