@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root, after deploy/gpu/bundle.sh built gpu-bundle/:
-# the GPU tests, the CUDA kernel against PyTorch on the same inputs, and the attention benchmark
-# against PyTorch's scaled_dot_product_attention. Full output goes to $OUT (or /tmp/tandem-gpu);
-# a short table is printed last.
+# the GPU tests (device, device ops, device model, attention, NCCL ring, weights), the CUDA
+# attention kernel against PyTorch on the same inputs, the attention benchmark against PyTorch's
+# scaled_dot_product_attention, and the device model's forward against transformers on the same
+# shapes. Full output goes to $OUT (or /tmp/tandem-gpu); a short table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=gpu-bundle
+[ -d "$B" ] || [ ! -f build/gpu-bundle.tar.gz ] || tar -xzf build/gpu-bundle.tar.gz
 O=${OUT:-/tmp/tandem-gpu}
 mkdir -p "$O"
 nccl_dir=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
+# cuBLASLt for the device GEMMs (dlopened; without it they use a slow fallback kernel and the
+# tests say so): the CUDA toolkit's, else PyTorch's wheel.
+cublas_dir=$( (ls -d /usr/local/cuda/lib64/libcublasLt.so.* 2>/dev/null | head -1 | xargs -r dirname) ||
+              true)
+[ -n "$cublas_dir" ] || cublas_dir=$(python3 -c '
+import glob, os, nvidia
+for root in list(nvidia.__path__):
+    for p in sorted(glob.glob(os.path.join(root, "**", "libcublasLt.so.*"), recursive=True), reverse=True):
+        print(os.path.dirname(p)); raise SystemExit' 2>/dev/null || true)
 export UCX_MODULE_DIR="$PWD/$B/lib/ucx"
-export LD_LIBRARY_PATH="$PWD/$B/lib${nccl_dir:+:$nccl_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$PWD/$B/lib${nccl_dir:+:$nccl_dir}${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv > "$O/nvidia-smi.txt" 2>&1
 declare -A result
-for t in tandem_gpu_device tandem_gpu_kernels_attention tandem_gpu_kernels_ring_nccl tandem_gpu_weights; do
+for t in tandem_gpu_device tandem_gpu_ops tandem_gpu_model tandem_gpu_kernels_attention \
+         tandem_gpu_kernels_ring_nccl tandem_gpu_weights; do
     timeout 300 "$B/$t" > "$O/$t.txt" 2>&1
     rc=$?
     result[$t]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/$t.txt" | tr -s ' ' | tr '\n' ' ')"
@@ -21,7 +33,11 @@ done
 timeout 200 python3 deploy/gpu/check_attention.py "$B" /tmp/tandem-attn-check > "$O/attention_vs_torch.jsonl" 2> "$O/attention_vs_torch.err"
 timeout 300 "$B/tandem-bench-attention" --case gpu_forward > "$O/bench_gpu_forward.jsonl" 2> "$O/bench.err"
 timeout 200 python3 bench/attention/sdpa_baseline.py > "$O/sdpa_baseline.jsonl" 2> "$O/sdpa.err"
+timeout 240 "$B/tandem-bench-gpu-model" > "$O/bench_gpu_model.jsonl" 2> "$O/bench_gpu_model.err"
+timeout 240 python3 bench/gpu/torch_forward_baseline.py > "$O/torch_forward.jsonl" 2> "$O/torch_forward.err"
 echo "== $(head -2 "$O/nvidia-smi.txt" | tail -1)"
+echo "cuBLASLt from: ${cublas_dir:-not found (fallback GEMM kernel)}"
+grep -h -E '^gemm|logits max|log-prob max' "$O"/tandem_gpu_ops.txt "$O"/tandem_gpu_model.txt 2>/dev/null | sort -u | head -12
 for t in "${!result[@]}"; do echo "$t: ${result[$t]}"; done
 grep -h -E 'FAILED|Failure|error' "$O"/tandem_gpu_*.txt | head -20
 python3 - "$O" <<'PY'
@@ -42,6 +58,21 @@ for r in lines("bench_gpu_forward.jsonl"):
     s = sdpa.get((r["dtype"], r["t"], r["causal"]))
     print(f"fwd {r['dtype']:>4} t={r['t']:<6} causal={int(r['causal'])} tandem={r['tflops']:6.1f} TFLOP/s"
           f" sdpa={s if s else float('nan'):6.1f} ratio={(r['tflops']/s) if s else float('nan'):.2f}")
+torch = {(r["model"], r["attn"]): r["tokens_per_s"] for r in lines("torch_forward.jsonl") if "tokens_per_s" in r}
+for r in lines("torch_forward.jsonl"):
+    if r.get("skipped"):
+        print("torch baseline skipped:", r.get("reason"))
+for r in lines("bench_gpu_model.jsonl"):
+    if r.get("skipped"):
+        print("gpu model bench skipped:", r.get("reason")); continue
+    if r["bench"] == "gpu_gemm":
+        print(f"gemm {r['model']:<13} {r['gemm']:<16} {r['m']}x{r['n']}x{r['k']} {r['tflops']:6.1f} TFLOP/s")
+        continue
+    e, s = torch.get((r["model"], "eager")), torch.get((r["model"], "sdpa"))
+    print(f"forward {r['model']:<13} {r['batch']}x{r['seq']} tandem={r['tokens_per_s']:9.0f} tok/s"
+          f" torch_eager={e or float('nan'):9.0f} torch_sdpa={s or float('nan'):9.0f}"
+          f" ratio_eager={(r['tokens_per_s']/e) if e else float('nan'):.2f}"
+          f" peak={r['peak_device_mib']:.0f} MiB fallback_gemms={r['gemm_fallback_calls']}")
 PY
 for f in "$O"/*.err; do [ -s "$f" ] && { echo "-- $f"; tail -3 "$f"; }; done
 exit 0

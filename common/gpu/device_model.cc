@@ -1,0 +1,339 @@
+#include "common/gpu/device_model.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "common/model/decoder_layer.h"
+#include "kernels/attention.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/half.h"
+
+namespace tandem::gpu {
+
+using kernels::cuda::Bf16;
+using kernels::cuda::DeviceBuffer;
+using kernels::cuda::Stream;
+namespace ops = kernels::cuda;
+
+// The device copies of one batch's indices and the last hidden rows.
+struct DeviceModel::Rows {
+    int64_t n = 0;
+    std::vector<int32_t> pos;        // host copy
+    DeviceBuffer tokens, positions;  // int32 [n]
+    DeviceBuffer f;                  // bf16 [n, hidden]: the final norm's output
+};
+
+Result<std::unique_ptr<DeviceModel>> DeviceModel::create(const model::ModelConfig& config,
+                                                         kernels::cuda::DeviceAllocator& alloc,
+                                                         kernels::cuda::Gemm& gemm,
+                                                         const Stream& s) {
+    TANDEM_RETURN_IF_ERROR(config.validate());
+    if (config.vocab_size <= 0) return invalid_argument("device model: vocab_size must be > 0");
+    std::unique_ptr<DeviceModel> m(new DeviceModel(config, alloc, gemm));
+    TANDEM_ASSIGN_OR_RETURN(weights::Layout layout, model::make_param_layout(config));
+    TANDEM_ASSIGN_OR_RETURN(m->index_, model::ParamIndex::create(config, layout));
+    TANDEM_ASSIGN_OR_RETURN(m->weights_, alloc.allocate(m->index_.elements * sizeof(Bf16),
+                                                        "device model weights (bf16)"));
+    // The CPU engine's own table (angles in double, stored as float), so both rotate alike.
+    const model::RopeTable<float> rope = model::make_rope_table<float>(config);
+    const size_t table = static_cast<size_t>(config.max_seq_len) * (config.head_dim() / 2);
+    TANDEM_ASSIGN_OR_RETURN(m->cos_, alloc.allocate(table * sizeof(float), "RoPE cos table"));
+    TANDEM_ASSIGN_OR_RETURN(m->sin_, alloc.allocate(table * sizeof(float), "RoPE sin table"));
+    TANDEM_RETURN_IF_ERROR(
+        ops::copy_to_device(s, m->cos_.as(), rope.cos(0), table * sizeof(float)));
+    TANDEM_RETURN_IF_ERROR(
+        ops::copy_to_device(s, m->sin_.as(), rope.sin(0), table * sizeof(float)));
+    return m;
+}
+
+Status DeviceModel::load(const Stream& s, const float* params) {
+    if (!params) return invalid_argument("device model: load from a null parameter buffer");
+    std::vector<uint16_t> bits(index_.elements);
+    for (uint64_t i = 0; i < index_.elements; ++i) bits[i] = kernels::float_to_bf16_bits(params[i]);
+    TANDEM_RETURN_IF_ERROR(
+        ops::copy_to_device(s, weights_.as(), bits.data(), bits.size() * sizeof(uint16_t)));
+    loaded_ = true;
+    return Status();
+}
+
+Status DeviceModel::prepare(const Stream& s, const model::PackedBatch& batch, Rows& rows) {
+    using model::PackedBatch;
+    const model::ModelConfig& c = config_;
+    if (!loaded_) return invalid_argument("device model: no weights loaded (call load first)");
+    const int64_t n = batch.num_tokens();
+    if (batch.begin.size() != batch.score_from.size() + 1 || batch.begin.back() != n ||
+        batch.prefix.size() != batch.score_from.size()) {
+        return invalid_argument(
+            "device model: malformed PackedBatch (offsets disagree with tokens)");
+    }
+    rows.n = n;
+    rows.pos.assign(static_cast<size_t>(n), 0);
+    for (int64_t q = 0; q < batch.num_sequences(); ++q) {
+        const int64_t p = batch.prefix[q];
+        if (p != PackedBatch::kNoPrefix &&
+            (p < 0 || p >= q || batch.prefix[p] != PackedBatch::kNoPrefix ||
+             batch.length(p) == 0)) {
+            return invalid_argument(fmt::format(
+                "device model: sequence {} continues sequence {}, which is not an earlier, "
+                "non-empty sequence without a prefix of its own",
+                q, p));
+        }
+        const int64_t len = batch.length(q), first = batch.first_position(q);
+        if (first + len > c.max_seq_len) {
+            return invalid_argument(
+                fmt::format("device model: sequence {} has {} tokens, more than max_seq_len {}", q,
+                            first + len, c.max_seq_len));
+        }
+        for (int64_t i = 0; i < len; ++i) {
+            rows.pos[batch.begin[q] + i] = static_cast<int32_t>(first + i);
+        }
+    }
+    for (int64_t r = 0; r < n; ++r) {
+        const int32_t t = batch.tokens[r];
+        if (t < 0 || t >= c.vocab_size) {
+            return invalid_argument(
+                fmt::format("device model: token {} at row {} is outside the vocabulary ({})", t, r,
+                            c.vocab_size));
+        }
+    }
+    if (n == 0) return Status();
+    TANDEM_ASSIGN_OR_RETURN(rows.tokens, alloc_.allocate(n * sizeof(int32_t), "batch tokens"));
+    TANDEM_ASSIGN_OR_RETURN(rows.positions,
+                            alloc_.allocate(n * sizeof(int32_t), "batch positions"));
+    TANDEM_RETURN_IF_ERROR(
+        ops::copy_to_device(s, rows.tokens.as(), batch.tokens.data(), n * sizeof(int32_t)));
+    TANDEM_RETURN_IF_ERROR(
+        ops::copy_to_device(s, rows.positions.as(), rows.pos.data(), n * sizeof(int32_t)));
+    return Status();
+}
+
+namespace {
+
+// Causal attention of `len` rows at positions [first, first + len) to keys [0, first + len).
+kernels::AttentionParams self_attention(const model::ModelConfig& c, int64_t len, int64_t first) {
+    kernels::AttentionParams p;
+    p.tq = len;
+    p.tk = first + len;
+    p.q_pos0 = first;
+    p.hq = c.num_heads;
+    p.hkv = c.num_kv_heads;
+    p.d = c.head_dim();
+    p.scale = kernels::default_softmax_scale(p.d);
+    p.causal = true;
+    return p;
+}
+
+}  // namespace
+
+Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch, Rows& rows) {
+    using model::PackedBatch;
+    const model::ModelConfig& c = config_;
+    const int64_t n = rows.n, h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(),
+                  inter = c.intermediate_size, hq = c.num_heads;
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    const model::ParamPtrs<const Bf16> w(index_, weights_.as<const Bf16>());
+    auto alloc = [&](int64_t elems, size_t elem_bytes, const char* what) {
+        return alloc_.allocate(static_cast<size_t>(elems) * elem_bytes, what);
+    };
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer x, alloc(n * h, 4, "residual stream"));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer a, alloc(n * std::max(h, qd), 2, "normed rows / o"));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer proj, alloc(n * std::max(qd, inter), 4, "projection"));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer proj2, alloc(n * inter, 4, "up projection"));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer qb, alloc(n * qd, 2, "q (bf16)"));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer kb, alloc(n * kvd, 2, "k (bf16)"));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer vb, alloc(n * kvd, 2, "v (bf16)"));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer o, alloc(n * qd, 4, "attention output"));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer lse, alloc(n * hq, 4, "attention lse"));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer sw, alloc(n * inter, 2, "swiglu (bf16)"));
+    // Longest continuation with its prefix: keys and values gathered behind the prefix's.
+    int64_t longest = 0;
+    for (int64_t q = 0; q < batch.num_sequences(); ++q) {
+        if (batch.prefix[q] != PackedBatch::kNoPrefix) {
+            longest = std::max(longest, batch.first_position(q) + batch.length(q));
+        }
+    }
+    DeviceBuffer kc, vc;
+    if (longest > 0) {
+        TANDEM_ASSIGN_OR_RETURN(kc, alloc(longest * kvd, 2, "continuation keys"));
+        TANDEM_ASSIGN_OR_RETURN(vc, alloc(longest * kvd, 2, "continuation values"));
+    }
+    const int32_t* pos = rows.positions.as<const int32_t>();
+
+    TANDEM_RETURN_IF_ERROR(ops::embedding_forward(
+        s, n, h, c.vocab_size, rows.tokens.as<const int32_t>(), w.embed, x.as<float>()));
+    for (int l = 0; l < c.num_layers; ++l) {
+        const auto& L = w.layers[l];
+        // Attention block.
+        TANDEM_RETURN_IF_ERROR(
+            ops::rmsnorm_forward(s, n, h, x.as<float>(), L.input_norm, eps, a.as<Bf16>(), nullptr));
+        auto project_heads = [&](const Bf16* wt, const Bf16* bias, const Bf16* norm, int heads,
+                                 bool rope, Bf16* out) -> Status {
+            const int64_t width = int64_t{heads} * c.head_dim();
+            TANDEM_RETURN_IF_ERROR(
+                gemm_.linear(s, n, h, width, a.as<Bf16>(), wt, proj.as<float>(), false));
+            ops::HeadPrepare hp;
+            hp.n = n;
+            hp.heads = heads;
+            hp.d = c.head_dim();
+            hp.bias = bias;
+            hp.norm_w = norm;
+            hp.eps = eps;
+            if (rope) {
+                hp.cos = cos_.as<const float>();
+                hp.sin = sin_.as<const float>();
+                hp.pos = pos;
+            }
+            return ops::head_prepare(s, hp, proj.as<float>(), out);
+        };
+        TANDEM_RETURN_IF_ERROR(
+            project_heads(L.wq, L.bq, L.q_norm, c.num_heads, true, qb.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(
+            project_heads(L.wk, L.bk, L.k_norm, c.num_kv_heads, true, kb.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(
+            project_heads(L.wv, L.bv, nullptr, c.num_kv_heads, false, vb.as<Bf16>()));
+        for (int64_t q = 0; q < batch.num_sequences(); ++q) {
+            const int64_t b0 = batch.begin[q], len = batch.length(q);
+            if (len == 0) continue;
+            const int64_t p = batch.prefix[q];
+            const Bf16* keys = kb.as<Bf16>() + b0 * kvd;
+            const Bf16* values = vb.as<Bf16>() + b0 * kvd;
+            int64_t first = 0;
+            if (p != PackedBatch::kNoPrefix) {
+                const int64_t p0 = batch.begin[p], plen = batch.length(p);
+                const size_t pre = static_cast<size_t>(plen * kvd) * sizeof(Bf16);
+                const size_t own = static_cast<size_t>(len * kvd) * sizeof(Bf16);
+                TANDEM_RETURN_IF_ERROR(
+                    ops::copy_on_device(s, kc.as(), kb.as<Bf16>() + p0 * kvd, pre));
+                TANDEM_RETURN_IF_ERROR(
+                    ops::copy_on_device(s, kc.as<Bf16>() + plen * kvd, keys, own));
+                TANDEM_RETURN_IF_ERROR(
+                    ops::copy_on_device(s, vc.as(), vb.as<Bf16>() + p0 * kvd, pre));
+                TANDEM_RETURN_IF_ERROR(
+                    ops::copy_on_device(s, vc.as<Bf16>() + plen * kvd, values, own));
+                keys = kc.as<Bf16>();
+                values = vc.as<Bf16>();
+                first = plen;
+            }
+            TANDEM_RETURN_IF_ERROR(kernels::attention_forward_cuda(
+                self_attention(c, len, first), kernels::DType::kBF16, qb.as<Bf16>() + b0 * qd, keys,
+                values, o.as<float>() + b0 * qd, lse.as<float>() + b0 * hq, s.handle()));
+        }
+        TANDEM_RETURN_IF_ERROR(ops::to_bf16(s, n * qd, o.as<float>(), a.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(gemm_.linear(s, n, qd, h, a.as<Bf16>(), L.wo, x.as<float>(), true));
+        if (L.bo) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, h, L.bo, x.as<float>()));
+        // MLP block.
+        TANDEM_RETURN_IF_ERROR(
+            ops::rmsnorm_forward(s, n, h, x.as<float>(), L.post_norm, eps, a.as<Bf16>(), nullptr));
+        TANDEM_RETURN_IF_ERROR(
+            gemm_.linear(s, n, h, inter, a.as<Bf16>(), L.wg, proj.as<float>(), false));
+        TANDEM_RETURN_IF_ERROR(
+            gemm_.linear(s, n, h, inter, a.as<Bf16>(), L.wu, proj2.as<float>(), false));
+        if (L.bg) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, inter, L.bg, proj.as<float>()));
+        if (L.bu) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, inter, L.bu, proj2.as<float>()));
+        TANDEM_RETURN_IF_ERROR(
+            ops::swiglu_forward(s, n * inter, proj.as<float>(), proj2.as<float>(), sw.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(
+            gemm_.linear(s, n, inter, h, sw.as<Bf16>(), L.wd, x.as<float>(), true));
+        if (L.bd) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, h, L.bd, x.as<float>()));
+    }
+    TANDEM_ASSIGN_OR_RETURN(rows.f, alloc(n * h, 2, "final norm output"));
+    return ops::rmsnorm_forward(s, n, h, x.as<float>(), w.final_norm, eps, rows.f.as<Bf16>(),
+                                nullptr);
+}
+
+Status DeviceModel::logits(const Stream& s, const model::PackedBatch& batch, float* out) {
+    Rows rows;
+    TANDEM_RETURN_IF_ERROR(prepare(s, batch, rows));
+    if (rows.n == 0) return Status();
+    if (!out) return invalid_argument("device model: logits into a null buffer");
+    TANDEM_RETURN_IF_ERROR(run_layers(s, batch, rows));
+    const model::ModelConfig& c = config_;
+    const int64_t V = c.vocab_size, h = c.hidden_size;
+    const model::ParamPtrs<const Bf16> w(index_, weights_.as<const Bf16>());
+    // A chunk of rows at a time (at most 16M logits on the device).
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 24) / V);
+    TANDEM_ASSIGN_OR_RETURN(
+        DeviceBuffer lg,
+        alloc_.allocate(static_cast<size_t>(std::min(chunk, rows.n) * V) * sizeof(float),
+                        "logits"));
+    for (int64_t r0 = 0; r0 < rows.n; r0 += chunk) {
+        const int64_t nr = std::min(chunk, rows.n - r0);
+        TANDEM_RETURN_IF_ERROR(gemm_.linear(s, nr, h, V, rows.f.as<Bf16>() + r0 * h, w.lm_head,
+                                            lg.as<float>(), false));
+        TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, out + r0 * V, lg.as(),
+                                                 static_cast<size_t>(nr * V) * sizeof(float)));
+        // Pageable destination: the copy completes on the host only with the stream.
+        TANDEM_RETURN_IF_ERROR(s.synchronize("device model logits"));
+    }
+    return Status();
+}
+
+Status DeviceModel::logprobs(const Stream& s, const model::PackedBatch& batch, double temperature,
+                             float* logp, float* entropy) {
+    using model::PackedBatch;
+    if (!(temperature > 0.0)) {
+        return invalid_argument(
+            fmt::format("device model: temperature must be > 0, got {}", temperature));
+    }
+    Rows rows;
+    TANDEM_RETURN_IF_ERROR(prepare(s, batch, rows));
+    const int64_t n = rows.n;
+    if (n > 0 && !logp) return invalid_argument("device model: logprobs into a null buffer");
+    std::fill(logp, logp + n, 0.0f);
+    if (entropy) std::fill(entropy, entropy + n, 0.0f);
+    // Scored rows, as Transformer::forward picks them.
+    std::vector<int32_t> srow, target;
+    std::vector<int64_t> trow;
+    for (int64_t q = 0; q < batch.num_sequences(); ++q) {
+        const int64_t p = batch.prefix[q];
+        const int64_t from =
+            p == PackedBatch::kNoPrefix ? std::max<int64_t>(batch.score_from[q], 1) : 0;
+        for (int64_t i = from; i < batch.length(q); ++i) {
+            const int64_t row = batch.begin[q] + i;
+            srow.push_back(static_cast<int32_t>(i > 0 ? row - 1 : batch.begin[p + 1] - 1));
+            trow.push_back(row);
+            target.push_back(batch.tokens[row]);
+        }
+    }
+    const int64_t ns = static_cast<int64_t>(srow.size());
+    if (ns == 0) return Status();
+    TANDEM_RETURN_IF_ERROR(run_layers(s, batch, rows));
+    const model::ModelConfig& c = config_;
+    const int64_t V = c.vocab_size, h = c.hidden_size;
+    const model::ParamPtrs<const Bf16> w(index_, weights_.as<const Bf16>());
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer idx,
+                            alloc_.allocate(2 * ns * sizeof(int32_t), "scored rows"));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, idx.as(), srow.data(), ns * sizeof(int32_t)));
+    TANDEM_RETURN_IF_ERROR(
+        ops::copy_to_device(s, idx.as<int32_t>() + ns, target.data(), ns * sizeof(int32_t)));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer fs, alloc_.allocate(ns * h * sizeof(Bf16), "scored rows"));
+    TANDEM_RETURN_IF_ERROR(ops::gather_rows(s, ns, h, idx.as<const int32_t>(),
+                                            rows.f.as<const Bf16>(), fs.as<Bf16>()));
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer lp, alloc_.allocate(2 * ns * sizeof(float), "log-probs"));
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 24) / V);
+    TANDEM_ASSIGN_OR_RETURN(
+        DeviceBuffer lg,
+        alloc_.allocate(static_cast<size_t>(std::min(chunk, ns) * V) * sizeof(float), "logits"));
+    const float inv_temp = static_cast<float>(1.0 / temperature);
+    for (int64_t r0 = 0; r0 < ns; r0 += chunk) {
+        const int64_t nr = std::min(chunk, ns - r0);
+        TANDEM_RETURN_IF_ERROR(
+            gemm_.linear(s, nr, h, V, fs.as<Bf16>() + r0 * h, w.lm_head, lg.as<float>(), false));
+        TANDEM_RETURN_IF_ERROR(ops::logprob_forward(
+            s, nr, V, lg.as<float>(), idx.as<const int32_t>() + ns + r0, inv_temp,
+            lp.as<float>() + r0, entropy ? lp.as<float>() + ns + r0 : nullptr));
+    }
+    std::vector<float> host(static_cast<size_t>(2 * ns));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, host.data(), lp.as(), host.size() * sizeof(float)));
+    TANDEM_RETURN_IF_ERROR(s.synchronize("device model log-probs"));
+    for (int64_t i = 0; i < ns; ++i) {
+        logp[trow[i]] = host[i];
+        if (entropy) entropy[trow[i]] = host[ns + i];
+    }
+    return Status();
+}
+
+}  // namespace tandem::gpu
