@@ -1,6 +1,7 @@
-// `tandem model info|tokenize|logits|generate`: inspecting and running a Hugging Face model
-// directory with the built-in engine (CPU, fp32 compute). Bad input (a directory the engine
-// refuses, tokens outside the vocabulary, malformed options) exits 2 with the error.
+// `tandem model info|tokenize|logits|generate|eval|create`: inspecting and running a Hugging Face
+// model directory with the built-in engine (CPU, fp32 compute; BF16/F16 weights stay in their
+// stored dtype for logits, generate and eval, widened a layer at a time). Bad input (a directory
+// the engine refuses, tokens outside the vocabulary, malformed options) exits 2 with the error.
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +20,8 @@
 #include "common/config/loader.h"
 #include "common/model/generate.h"
 #include "common/model/hf_model.h"
+#include "common/model/inference.h"
+#include "common/model/kv_cache.h"
 #include "common/model/transformer.h"
 #include "common/rl/text_task.h"
 #include "common/tokenizer/tokenizer.h"
@@ -38,7 +41,8 @@ constexpr const char* kUsage =
     "                              float32 [T, vocab] logits of every position\n"
     "  generate  (--prompt TEXT | --tokens 1,2,3) [--max-new-tokens N] [--temperature T]\n"
     "            [--top-p P] [--seed S] [--output json]\n"
-    "                              one completion (temperature 0: greedy); stops at EOS\n"
+    "                              one completion (temperature 0: greedy); stops at any EOS id\n"
+    "                              of tokenizer.json, config.json or generation_config.json\n"
     "  create    --config CONFIG.json [--seed S] [--std X] [--side-files-from DIR]\n"
     "                              a new directory DIR (--model) with random weights as "
     "transformers\n"
@@ -168,10 +172,16 @@ nlohmann::json describe(const model::HfDirectory& d) {
         {"stored_bytes", stored},
         {"stored_dtypes", d.stored_bytes_by_dtype},
         {"compute_dtype", "F32"},
-        {"resident_bytes", layout.ok() ? layout->total_bytes() : 0},
+        // The weights as logits/generate/eval hold them: BF16/F16 stay as stored.
+        {"resident_dtype", std::string(weights::dtype_name(model::resident_dtype(d)))},
+        {"resident_bytes", model::resident_bytes(d)},
+        // As a trainer holds them (fp32 master weights).
+        {"f32_bytes", layout.ok() ? layout->total_bytes() : 0},
     };
     if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
-    if (!c.eos_token_ids.empty()) j["eos_token_ids"] = c.eos_token_ids;
+    // config.json's and generation_config.json's eos ids.
+    auto eos = model::model_eos_ids(d.dir);
+    if (eos.ok() && !eos->empty()) j["eos_token_ids"] = *eos;
     return j;
 }
 
@@ -201,14 +211,15 @@ int run_info(const Args& args, const std::string& dir) {
         "  max positions {}, rope {} (theta {}), rms_norm_eps {}\n"
         "  tied embeddings {}, qkv bias {}, o bias {}, mlp bias {}, q/k norm {}\n"
         "  parameters {}, stored as {} in {} file(s)\n"
-        "  resident {} bytes (F32 compute)\n"
+        "  resident {} bytes as {} (F32 compute; {} bytes as F32 for training)\n"
         "  tokenizer: {}\n",
         dir, j["architecture"].get<std::string>(), j["model_type"].get<std::string>(), c.num_layers,
         c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim(), c.vocab_size,
         c.max_seq_len, j["rope"]["type"].get<std::string>(), c.rope_theta, c.rms_norm_eps,
         yes_no(c.tie_embeddings), yes_no(c.qkv_bias), yes_no(c.o_bias), yes_no(c.mlp_bias),
         yes_no(c.qk_norm), d->parameters, dtypes, d->files.size(),
-        j["resident_bytes"].get<uint64_t>(),
+        j["resident_bytes"].get<uint64_t>(), j["resident_dtype"].get<std::string>(),
+        j["f32_bytes"].get<uint64_t>(),
         j["tokenizer"].is_null() ? std::string("none") : j["tokenizer"].get<std::string>());
     return kExitOk;
 }
@@ -274,16 +285,32 @@ int run_logits(const Args& args, const std::string& dir) {
     auto d = model::inspect_hf_directory(dir);
     if (!d.ok()) return fail(from_status(d.status()));
     if (Status s = check_tokens(d->config.model, *ids); !s.ok()) return fail(from_status(s));
-    auto loaded = model::load_hf_directory(*d);
-    if (!loaded.ok()) return fail(from_status(loaded.status()));
-    const model::ModelWeights& w = loaded->weights;
-    auto t = model::Transformer<float>::create(w.config());
-    if (!t.ok()) return fail(from_status(t.status()));
-    model::PackedBatch batch;
-    batch.add_sequence(*ids, 1);
-    const int64_t rows = static_cast<int64_t>(ids->size()), vocab = w.config().vocab_size;
+    const model::ModelConfig& c = d->config.model;
+    const int64_t rows = static_cast<int64_t>(ids->size()), vocab = c.vocab_size;
     std::vector<float> logits(static_cast<size_t>(rows * vocab));
-    if (Status s = t->logits(w.data(), batch, logits.data()); !s.ok()) return fail(from_status(s));
+    if (model::resident_dtype(*d) == weights::DType::kF32) {
+        // The training path's forward, so a checkpoint's logits are exactly the trainer's.
+        auto loaded = model::load_hf_directory(*d);
+        if (!loaded.ok()) return fail(from_status(loaded.status()));
+        auto t = model::Transformer<float>::create(c);
+        if (!t.ok()) return fail(from_status(t.status()));
+        model::PackedBatch batch;
+        batch.add_sequence(*ids, 1);
+        Status s = t->logits(loaded->weights.data(), batch, logits.data());
+        if (!s.ok()) return fail(from_status(s));
+    } else {
+        // BF16/F16 weights stay as stored; the inference engine widens a layer at a time.
+        auto stored = model::load_hf_directory_stored(*d);
+        if (!stored.ok()) return fail(from_status(stored.status()));
+        auto engine = model::InferenceEngine::create(c);
+        if (!engine.ok()) return fail(from_status(engine.status()));
+        auto cache = model::PagedKvCache::create(c, model::KvCacheOptions{});
+        if (!cache.ok()) return fail(from_status(cache.status()));
+        const model::ForwardItem item{cache->create(), *ids};
+        Status s = engine->forward(stored->view(), *cache, std::span(&item, 1), logits.data(),
+                                   /*all_rows=*/true);
+        if (!s.ok()) return fail(from_status(s));
+    }
     if (Status s = write_npy_f32(*out, rows, vocab, logits); !s.ok()) {
         return fail({kExitFailed, s.message()});
     }
@@ -345,17 +372,19 @@ int run_generate(const Args& args, const std::string& dir) {
     }
     if (Status s = check_tokens(c, ids); !s.ok()) return fail(from_status(s));
     model::GeneratorOptions gen;
-    // The tokenizer's EOS, else the config's first; -1 never matches.
-    gen.eos_token = tok && tok->eos_id()       ? *tok->eos_id()
-                    : !c.eos_token_ids.empty() ? c.eos_token_ids[0]
-                                               : -1;
+    // Stops at the tokenizer's EOS and every eos id of config.json and generation_config.json;
+    // -1 never matches.
+    auto model_eos = model::model_eos_ids(dir);
+    if (!model_eos.ok()) return fail(from_status(model_eos.status()));
+    gen.eos_token = tok && tok->eos_id() ? *tok->eos_id() : -1;
+    gen.stop_tokens = *model_eos;
     gen.job = "tandem model generate";
-    auto loaded = model::load_hf_directory(*d);
+    auto loaded = model::load_hf_directory_stored(*d);
     if (!loaded.ok()) return fail(from_status(loaded.status()));
     auto generator = model::GroupGenerator::create(c, gen);
     if (!generator.ok()) return fail(from_status(generator.status()));
     const std::vector<std::vector<int32_t>> prompts{ids};
-    auto out = generator->generate(loaded->weights.data(), prompts, 1, sampling);
+    auto out = generator->generate(loaded->view(), prompts, 1, sampling);
     if (!out.ok()) return fail(from_status(out.status()));
     const model::Completion& comp = out->front();
     const std::string text = tok ? tok->decode(comp.tokens) : "";
@@ -442,8 +471,9 @@ int run_eval(const Args& args, const std::string& dir) {
     const model::ModelConfig& c = d->config.model;
     auto tok = rl::load_task_tokenizer(*job);
     if (!tok.ok()) return fail(from_status(tok.status()));
-    const std::vector<int32_t> model_eos(c.eos_token_ids.begin(), c.eos_token_ids.end());
-    auto task = rl::TextTask::load(job->task, job->rollout.sampling, *tok, model_eos);
+    auto model_eos = model::model_eos_ids(dir);
+    if (!model_eos.ok()) return fail(from_status(model_eos.status()));
+    auto task = rl::TextTask::load(job->task, job->rollout.sampling, *tok, *model_eos);
     if (!task.ok()) return fail(from_status(task.status()));
     const uint64_t n = limit > 0 ? std::min(limit, (*task)->size()) : (*task)->size();
     std::vector<rl::TextExample> examples;
@@ -454,19 +484,20 @@ int run_eval(const Args& args, const std::string& dir) {
         if (!ids.ok()) return fail(from_status(ids.status()));
         prompts.push_back(std::move(ids).value());
     }
-    auto loaded = model::load_hf_directory(*d);
+    auto loaded = model::load_hf_directory_stored(*d);
     if (!loaded.ok()) return fail(from_status(loaded.status()));
     model::GeneratorOptions gen;
-    // Generation stops at one id; the completion text is cut at every stop condition after.
-    const auto& eos = (*task)->stop().eos_ids;
-    gen.eos_token = (*tok)->eos_id() ? *(*tok)->eos_id() : eos.empty() ? -1 : eos.front();
+    // Generation stops at every stop id of the task (tokenizer, template end-of-turn, model eos
+    // ids); the completion text is cut at stop strings after.
+    gen.eos_token = -1;
+    gen.stop_tokens = (*task)->stop().eos_ids;
     gen.job = *file;
     auto generator = model::GroupGenerator::create(c, gen);
     if (!generator.ok()) return fail(from_status(generator.status()));
     model::SamplingOptions greedy;
     greedy.temperature = 0.0;
     greedy.max_new_tokens = job->rollout.sampling.max_new_tokens;
-    auto out = generator->generate(loaded->weights.data(), prompts, 1, greedy);
+    auto out = generator->generate(loaded->view(), prompts, 1, greedy);
     if (!out.ok()) return fail(from_status(out.status()));
     std::vector<std::string> completions;
     std::vector<rl::ScoredSample> samples;

@@ -212,6 +212,7 @@ Status run_grpo_rollout(runtime::JobRuntime& rt) {
     TANDEM_RETURN_IF_ERROR(model::check_context_length(job, task->max_prompt_tokens()));
     model::GeneratorOptions go = model::GeneratorOptions::from_job(job);
     go.eos_token = task->eos_token();
+    go.stop_tokens = task->stop_tokens();
     TANDEM_ASSIGN_OR_RETURN(auto gen, model::GroupGenerator::create(cfg, go));
     TANDEM_ASSIGN_OR_RETURN(auto scorer, task->make_scorer());
     TANDEM_ASSIGN_OR_RETURN(weights::Layout layout, model::make_param_layout(cfg));

@@ -91,7 +91,7 @@ Result<Timing> measure_one_rank(const ModelConfig& cfg, const ModelWeights& w,
         }
         const auto t0 = std::chrono::steady_clock::now();
         TANDEM_RETURN_IF_ERROR(
-            gen->generate(w.data(), prompts, groups, so, -1, rngs, out, nullptr));
+            gen->generate(w.data(), prompts, groups, so, /*stop_ids=*/{}, rngs, out, nullptr));
         const double s = seconds(t0);
         t.out = std::move(out);
         return s;

@@ -20,7 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/config/loader.h"
-#include "common/model/local_loop.h"
+#include "common/rl/local_loop.h"
 
 namespace {
 
@@ -70,10 +70,10 @@ int run(int argc, char** argv) {
     int step_to_09 = -1;
     const auto t0 = std::chrono::steady_clock::now();
     double sft_s = 0, sft_nll = 0;
-    model::LocalLoopOptions lo;
+    rl::LocalLoopOptions lo;
     lo.supervised_steps = sft_steps;
     lo.supervised_lr = sft_lr;
-    lo.on_supervised_step = [&](const model::LocalStep& s) {
+    lo.on_supervised_step = [&](const rl::LocalStep& s) {
         sft_s += s.step_s;
         sft_nll = s.train.loss;
         nlohmann::json j;
@@ -83,7 +83,7 @@ int run(int argc, char** argv) {
         j["step_s"] = s.step_s;
         std::printf("%s\n", j.dump().c_str());
     };
-    lo.on_step = [&](const model::LocalStep& s) {
+    lo.on_step = [&](const rl::LocalStep& s) {
         nlohmann::json j;
         j["case"] = "grpo_step";
         j["step"] = s.step;
@@ -118,7 +118,7 @@ int run(int argc, char** argv) {
             if (m >= 0.9) step_to_09 = static_cast<int>(s.step);
         }
     };
-    auto result = model::run_local_grpo(*job, lo);
+    auto result = rl::run_local_grpo(*job, lo);
     if (!result.ok()) {
         std::fprintf(stderr, "%s\n", result.status().to_string().c_str());
         return 1;

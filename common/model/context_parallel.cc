@@ -365,7 +365,8 @@ Result<std::unique_ptr<ContextParallelGenerator>> ContextParallelGenerator::crea
 Status ContextParallelGenerator::generate(const float* params,
                                           std::span<const std::vector<int32_t>> prompts,
                                           std::span<const ContextParallelGroup> groups,
-                                          const SamplingOptions& o, int32_t eos_token,
+                                          const SamplingOptions& o,
+                                          std::span<const int32_t> stop_ids,
                                           std::span<Rng> rngs, std::span<Completion> out,
                                           ContextParallelStats* stats) {
     Impl& I = *impl_;
@@ -456,7 +457,7 @@ Status ContextParallelGenerator::generate(const float* params,
             out[b].tokens.push_back(t.token);
             out[b].logprobs.push_back(t.logprob);
             last[b] = t.token;
-            if (t.token == eos_token) {
+            if (std::binary_search(stop_ids.begin(), stop_ids.end(), t.token)) {
                 out[b].finished = true;
             } else if (o.max_new_tokens > 1) {
                 active.push_back(b);
@@ -481,7 +482,7 @@ Status ContextParallelGenerator::generate(const float* params,
             out[b].tokens.push_back(t.token);
             out[b].logprobs.push_back(t.logprob);
             last[b] = t.token;
-            if (t.token == eos_token) {
+            if (std::binary_search(stop_ids.begin(), stop_ids.end(), t.token)) {
                 out[b].finished = true;
             } else if (static_cast<int>(out[b].tokens.size()) < o.max_new_tokens) {
                 active[keep++] = b;

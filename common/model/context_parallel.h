@@ -91,11 +91,12 @@ public:
     // Samples the completions of every member of `groups`: out[b] gets tokens and behaviour
     // log-probs drawn with rngs[b], exactly as single-device generation would (same sampler, same
     // random stream; attention differs only by the rounding of the log-sum-exp merge).
-    // Positions must stay below the model's max_seq_len (checked by the caller).
+    // A sample ends at any of `stop_ids` (sorted). Positions must stay below the model's
+    // max_seq_len (checked by the caller).
     Status generate(const float* params, std::span<const std::vector<int32_t>> prompts,
                     std::span<const ContextParallelGroup> groups, const SamplingOptions& options,
-                    int32_t eos_token, std::span<Rng> rngs, std::span<Completion> out,
-                    ContextParallelStats* stats);
+                    std::span<const int32_t> stop_ids, std::span<Rng> rngs,
+                    std::span<Completion> out, ContextParallelStats* stats);
 
 private:
     struct Impl;

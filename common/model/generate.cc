@@ -1,5 +1,7 @@
 #include "common/model/generate.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "common/model/context_parallel.h"
@@ -26,6 +28,11 @@ GroupGenerator::GroupGenerator(InferenceEngine engine, PagedKvCache cache, Gener
       cache_(std::move(cache)),
       options_(std::move(options)),
       sharded_(std::move(sharded)) {
+    stop_ids_ = options_.stop_tokens;
+    stop_ids_.push_back(options_.eos_token);
+    std::erase_if(stop_ids_, [](int32_t id) { return id < 0; });
+    std::sort(stop_ids_.begin(), stop_ids_.end());
+    stop_ids_.erase(std::unique(stop_ids_.begin(), stop_ids_.end()), stop_ids_.end());
     if (options_.prefix.enabled()) prefix_ = std::make_unique<SystemPromptCache>(options_.prefix);
 }
 
@@ -64,7 +71,7 @@ Result<GroupGenerator> GroupGenerator::create(const ModelConfig& config, Generat
 }
 
 Result<std::vector<Completion>> GroupGenerator::generate(
-    const float* params, std::span<const std::vector<int32_t>> prompts, int group_size,
+    WeightView params, std::span<const std::vector<int32_t>> prompts, int group_size,
     const SamplingOptions& o, GenerateStats* stats) {
     GenerateStats total;
     std::vector<Completion> out;
@@ -78,9 +85,9 @@ Result<std::vector<Completion>> GroupGenerator::generate(
     const int64_t evictions0 = prefix_ ? prefix_->stats().evictions : 0;
     int64_t pinned = 0;
     std::vector<int64_t> shared(prompts.size(), 0);
-    if (prefix_ && options_.share_prefix) {
-        TANDEM_RETURN_IF_ERROR(prefix_->prepare(engine_, params, cache_, prompts, system_prompt_,
-                                                weights_version_));
+    if (prefix_ && options_.share_prefix && params.is_f32()) {
+        TANDEM_RETURN_IF_ERROR(prefix_->prepare(engine_, params.f32(), cache_, prompts,
+                                                system_prompt_, weights_version_));
         pinned = prefix_->stats().bytes;
         for (size_t p = 0; p < prompts.size(); ++p) {
             if (prefix_->find(prompts[p]) == 0) shared[p] = std::ssize(prefix_->tokens());
@@ -110,7 +117,7 @@ Result<std::vector<Completion>> GroupGenerator::generate(
 }
 
 Result<std::vector<Completion>> GroupGenerator::generate_wave(
-    const float* params, std::span<const std::vector<int32_t>> prompts, int64_t prompt0,
+    WeightView params, std::span<const std::vector<int32_t>> prompts, int64_t prompt0,
     int group_size, const SamplingOptions& o, GenerateStats& stats) {
     const ModelConfig& c = engine_.config();
     const int V = c.vocab_size;
@@ -143,6 +150,16 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
         }
         sharded[p] = 1;
     }
+    const bool any_sharded = std::find(sharded.begin(), sharded.end(), 1) != sharded.end();
+    if (!params.is_f32() && (prefix_ || any_sharded)) {
+        return invalid_argument(fmt::format(
+            "job {}: weights held as {} run without the system-prompt cache and context "
+            "parallelism; widen them to F32 (load_hf_directory) for those",
+            options_.job, weights::dtype_name(params.dtype)));
+    }
+    const auto is_stop = [&](int32_t token) {
+        return std::binary_search(stop_ids_.begin(), stop_ids_.end(), token);
+    };
     GenerateStats local;
     const int64_t B = P * group_size;
     std::vector<Completion> out(static_cast<size_t>(B));
@@ -173,8 +190,8 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
             const auto off = prefix_ ? prefix_->find(prompts[p]) : std::nullopt;
             int64_t skip = 0;
             if (off) {
-                TANDEM_ASSIGN_OR_RETURN(parents[p],
-                                        prefix_->start(engine_, params, cache_, prompts[p], *off));
+                TANDEM_ASSIGN_OR_RETURN(
+                    parents[p], prefix_->start(engine_, params.f32(), cache_, prompts[p], *off));
                 skip = *off + static_cast<int64_t>(prefix_->tokens().size());
                 local.prompt_tokens += *off;
             } else {
@@ -219,7 +236,7 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
         out[b].tokens.push_back(t.token);
         out[b].logprobs.push_back(t.logprob);
         last_tok_[b] = t.token;
-        if (t.token == options_.eos_token) {
+        if (is_stop(t.token)) {
             out[b].finished = true;
         } else if (o.max_new_tokens > 1) {
             active_.push_back(static_cast<int32_t>(b));
@@ -244,7 +261,7 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
             out[b].tokens.push_back(t.token);
             out[b].logprobs.push_back(t.logprob);
             last_tok_[b] = t.token;
-            if (t.token == options_.eos_token) {
+            if (is_stop(t.token)) {
                 out[b].finished = true;
             } else if (static_cast<int>(out[b].tokens.size()) < o.max_new_tokens) {
                 active_[keep++] = b;
@@ -269,7 +286,7 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
     if (!groups.empty()) {
         ContextParallelStats cs;
         TANDEM_RETURN_IF_ERROR(
-            sharded_->generate(params, prompts, groups, o, options_.eos_token, rngs_, out, &cs));
+            sharded_->generate(params.f32(), prompts, groups, o, stop_ids_, rngs_, out, &cs));
         local.prompt_tokens += cs.prompt_tokens;
         local.decode_steps += cs.decode_steps;
         local.sharded_sequences = cs.sequences;

@@ -21,9 +21,9 @@ namespace tandem::model {
 struct Completion {
     int32_t prompt = 0;           // index into the prompts passed to generate()
     int32_t sample = 0;           // 0 .. group_size - 1
-    std::vector<int32_t> tokens;  // sampled tokens, ending with eos when finished
+    std::vector<int32_t> tokens;  // sampled tokens, ending with a stop id when finished
     std::vector<float> logprobs;  // behaviour log-prob of each token
-    bool finished = false;        // ended with eos (false: stopped at max_new_tokens)
+    bool finished = false;        // ended with a stop id (false: stopped at max_new_tokens)
 };
 
 struct GenerateStats {
@@ -55,7 +55,10 @@ struct GeneratorOptions {
     int block_tokens = 16;
     // false: every sample prefills its own copy of the prompt (the reference for tests).
     bool share_prefix = true;
+    // A completion ends at eos_token or any of stop_tokens (a model's list of eos ids, as in
+    // config.json / generation_config.json; model_eos_ids in hf_model.h). Negative ids never match.
     int32_t eos_token = 2;
+    std::vector<int32_t> stop_tokens;
     // A prompt whose context (prompt + max_new_tokens) is longer than max_tokens_per_device runs
     // with its KV cache sharded over `context_parallel` ranks (common/model/context_parallel.h);
     // longer than context_parallel x max_tokens_per_device is an error. 0: no limit.
@@ -92,11 +95,13 @@ public:
     void set_system_prompt(std::vector<int32_t> tokens);
     const PrefixCacheStats* prefix_stats() const { return prefix_ ? &prefix_->stats() : nullptr; }
 
-    // Samples `group_size` completions of each prompt with the weights in `params` (the flat fp32
-    // buffer of the model's layout). The random stream of sample g of prompt p depends only on
-    // (options.seed, p, g), so the result does not depend on batching or prefix sharing.
+    // Samples `group_size` completions of each prompt with the weights in `params` (the flat
+    // buffer of the model's layout: fp32, or BF16/F16 as stored_weights.h keeps them; those run
+    // without the system-prompt cache and context parallelism, which need fp32). The random
+    // stream of sample g of prompt p depends only on (options.seed, p, g), so the result does not
+    // depend on batching or prefix sharing.
     // Completions come back ordered by (prompt, sample).
-    Result<std::vector<Completion>> generate(const float* params,
+    Result<std::vector<Completion>> generate(WeightView params,
                                              std::span<const std::vector<int32_t>> prompts,
                                              int group_size, const SamplingOptions& options,
                                              GenerateStats* stats = nullptr);
@@ -105,7 +110,7 @@ private:
     GroupGenerator(InferenceEngine engine, PagedKvCache cache, GeneratorOptions options,
                    std::unique_ptr<ContextParallelGenerator> sharded);
     // One admission wave: prompts are numbered from `prompt0` for the random streams.
-    Result<std::vector<Completion>> generate_wave(const float* params,
+    Result<std::vector<Completion>> generate_wave(WeightView params,
                                                   std::span<const std::vector<int32_t>> prompts,
                                                   int64_t prompt0, int group_size,
                                                   const SamplingOptions& options,
@@ -116,6 +121,7 @@ private:
     GeneratorOptions options_;
     std::unique_ptr<ContextParallelGenerator> sharded_;  // null when context_parallel == 1
     Sampler sampler_;
+    std::vector<int32_t> stop_ids_;  // eos_token and stop_tokens, sorted, unique, >= 0
     std::vector<Rng> rngs_;
     std::vector<PagedKvCache::SeqId> seqs_;
     std::vector<int32_t> active_;

@@ -1,6 +1,7 @@
 #include "common/model/hf_model.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -193,8 +194,11 @@ Result<HfDirectory> inspect_hf_directory(const std::string& dir) {
     return out;
 }
 
-Result<Pretrained> load_hf_directory(const HfDirectory& d) {
-    TANDEM_ASSIGN_OR_RETURN(ModelWeights w, ModelWeights::zeros(d.config.model));
+namespace {
+
+// Reads every tensor of a checked directory and hands it to `put` (its entry and raw bytes).
+template <typename Put>
+Status read_tensors(const HfDirectory& d, Put&& put) {
     std::vector<std::byte> scratch;
     for (size_t fi = 0; fi < d.files.size(); ++fi) {
         const std::string path = d.dir + "/" + d.files[fi];
@@ -209,11 +213,74 @@ Result<Pretrained> load_hf_directory(const HfDirectory& d) {
                         static_cast<std::streamsize>(e.bytes))) {
                 return data_loss(fmt::format("{}: tensor \"{}\": read failed", path, e.name));
             }
-            Status s = w.set_tensor(e.name, e.shape, e.dtype, scratch);
+            Status s = put(e, std::span<const std::byte>(scratch));
             if (!s.ok()) return s.with_context(path);
         }
     }
+    return Status();
+}
+
+}  // namespace
+
+Result<Pretrained> load_hf_directory(const HfDirectory& d) {
+    TANDEM_ASSIGN_OR_RETURN(ModelWeights w, ModelWeights::zeros(d.config.model));
+    TANDEM_RETURN_IF_ERROR(read_tensors(d, [&](const SafetensorsEntry& e, auto bytes) {
+        return w.set_tensor(e.name, e.shape, e.dtype, bytes);
+    }));
     return Pretrained{std::move(w), d.config.vocab};
+}
+
+weights::DType resident_dtype(const HfDirectory& d) {
+    if (d.stored_bytes_by_dtype.size() != 1) return weights::DType::kF32;
+    const std::string& only = d.stored_bytes_by_dtype.begin()->first;
+    if (only == weights::dtype_name(weights::DType::kBF16)) return weights::DType::kBF16;
+    if (only == weights::dtype_name(weights::DType::kF16)) return weights::DType::kF16;
+    return weights::DType::kF32;
+}
+
+uint64_t resident_bytes(const HfDirectory& d) {
+    auto layout = make_param_layout(d.config.model);
+    if (!layout.ok()) return 0;
+    return layout->total_bytes() / 4 * weights::dtype_size(resident_dtype(d));
+}
+
+Result<StoredWeights> load_hf_directory_stored(const HfDirectory& d) {
+    TANDEM_ASSIGN_OR_RETURN(StoredWeights w,
+                            StoredWeights::zeros(d.config.model, resident_dtype(d)));
+    TANDEM_RETURN_IF_ERROR(read_tensors(d, [&](const SafetensorsEntry& e, auto bytes) {
+        return w.set_tensor(e.name, e.shape, e.dtype, bytes);
+    }));
+    return w;
+}
+
+Result<std::vector<int32_t>> model_eos_ids(const std::string& path) {
+    const bool is_dir = fs::is_directory(path);
+    std::vector<int32_t> ids;
+    auto add = [&](const std::string& file) -> Status {
+        TANDEM_ASSIGN_OR_RETURN(nlohmann::json j, read_json_file(file));
+        auto it = j.find("eos_token_id");
+        if (it == j.end() || it->is_null()) return Status();
+        const auto one = [&](const nlohmann::json& v) -> Status {
+            if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX) {
+                return invalid_argument(fmt::format(
+                    "{}: field \"eos_token_id\": {} is not a token id", file, v.dump()));
+            }
+            ids.push_back(v.get<int32_t>());
+            return Status();
+        };
+        if (it->is_array()) {
+            for (const auto& v : *it) TANDEM_RETURN_IF_ERROR(one(v));
+            return Status();
+        }
+        return one(*it);
+    };
+    TANDEM_RETURN_IF_ERROR(add(is_dir ? path + "/config.json" : path));
+    if (is_dir && fs::exists(path + "/generation_config.json")) {
+        TANDEM_RETURN_IF_ERROR(add(path + "/generation_config.json"));
+    }
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    return ids;
 }
 
 Result<Pretrained> load_pretrained(const std::string& dir) {

@@ -2,7 +2,9 @@
 
 // Hugging Face model directories as transformers writes them: config.json plus model.safetensors,
 // or shards model-0000i-of-0000n.safetensors listed by model.safetensors.index.json, with
-// tensors stored as F32, BF16 or F16 (the engine computes in fp32: they are widened on load).
+// tensors stored as F32, BF16 or F16. The engine computes in fp32: load_hf_directory widens every
+// tensor (a trainer's master weights); load_hf_directory_stored keeps BF16/F16 tensors as they
+// are stored, half the resident bytes, for inference (stored_weights.h).
 //
 // Loading is two-phase so that nothing is read or allocated for a directory the engine cannot
 // run: inspect_hf_directory() parses config.json and every safetensors header and checks each
@@ -17,6 +19,7 @@
 
 #include "common/model/config.h"
 #include "common/model/model_weights.h"
+#include "common/model/stored_weights.h"
 #include "common/status.h"
 #include "common/weights/dtype.h"
 
@@ -54,6 +57,19 @@ struct HfDirectory {
 Result<HfDirectory> inspect_hf_directory(const std::string& dir);
 // Reads the tensors of a checked directory into fp32 weights.
 Result<Pretrained> load_hf_directory(const HfDirectory& dir);
+
+// The dtype load_hf_directory_stored keeps: BF16 or F16 when every tensor is stored so, else F32.
+weights::DType resident_dtype(const HfDirectory& dir);
+// The bytes load_hf_directory_stored holds for the parameters.
+uint64_t resident_bytes(const HfDirectory& dir);
+// Reads the tensors of a checked directory in resident_dtype(dir), for inference.
+Result<StoredWeights> load_hf_directory_stored(const HfDirectory& dir);
+
+// The ids generation stops at by the model's own files, sorted and unique: config.json's
+// eos_token_id (an id or a list) and, for a directory, generation_config.json's when that file
+// exists (Llama 3 Instruct lists [128001, 128008, 128009] there). `path` is a model directory or
+// a config.json file. Errors name the file and the field.
+Result<std::vector<int32_t>> model_eos_ids(const std::string& path);
 
 // Files beside the weights that describe the tokenizer and generation defaults; a checkpoint
 // copies those present in the model's source directory.

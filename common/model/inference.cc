@@ -34,6 +34,7 @@ Result<InferenceEngine> InferenceEngine::create(const ModelConfig& config) {
     TANDEM_ASSIGN_OR_RETURN(e.layout_, make_param_layout(config));
     TANDEM_ASSIGN_OR_RETURN(e.index_, ParamIndex::create(config, e.layout_));
     e.rope_ = make_rope_table<float>(config);
+    e.layer_ranges_ = layer_ranges(config, e.layout_);
     return e;
 }
 
@@ -120,7 +121,7 @@ Status InferenceEngine::attend(const PagedKvCache& cache, int layer,
     return Status();
 }
 
-Status InferenceEngine::forward(const float* params, PagedKvCache& cache,
+Status InferenceEngine::forward(WeightView params, PagedKvCache& cache,
                                 std::span<const ForwardItem> items, float* logits, bool all_rows) {
     const ModelConfig& c = config_;
     const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
@@ -151,7 +152,6 @@ Status InferenceEngine::forward(const float* params, PagedKvCache& cache,
         TANDEM_RETURN_IF_ERROR(
             cache.append(items[i].seq, static_cast<int64_t>(items[i].tokens.size()), slots_));
     }
-    const ParamPtrs<const float> w(index_, params);
     float* x = sized(x_, n * h);
     for (size_t i = 0; i < items.size(); ++i) {
         for (size_t t = 0; t < items[i].tokens.size(); ++t) {
@@ -161,7 +161,8 @@ Status InferenceEngine::forward(const float* params, PagedKvCache& cache,
                     "inference: token {} is outside the vocabulary ({})", tok, c.vocab_size));
             }
             std::memcpy(x + (row0_[i] + static_cast<int64_t>(t)) * h,
-                        w.embed + static_cast<int64_t>(tok) * h, sizeof(float) * h);
+                        params.widen(index_.embed + static_cast<uint64_t>(tok) * h, h, wide_row_),
+                        sizeof(float) * h);
         }
     }
     float* a = sized(a_, n * h);
@@ -173,7 +174,10 @@ Status InferenceEngine::forward(const float* params, PagedKvCache& cache,
     float* g = sized(g_, n * inter);
     float* u = sized(u_, n * inter);
     for (int l = 0; l < c.num_layers; ++l) {
-        const auto& L = w.layers[l];
+        const auto [begin, end] = layer_ranges_[static_cast<size_t>(l)];
+        const auto L = layer_pointers(
+            index_.layers[l], params.widen(begin, static_cast<int64_t>(end - begin), wide_layer_),
+            begin);
         rmsnorm_forward<float>(n, h, x, L.input_norm, c.rms_norm_eps, a, rstd);
         qkv_forward<float>(c, L, rope_, n, pos_.data(), a, q, k, v, qk_);
         for (int64_t r = 0; r < n; ++r) {
@@ -201,8 +205,21 @@ Status InferenceEngine::forward(const float* params, PagedKvCache& cache,
     float* xs = sized(xs_, no * h);
     for (int64_t i = 0; i < no; ++i)
         std::memcpy(xs + i * h, x + out_rows_[i] * h, sizeof(float) * h);
-    rmsnorm_forward<float>(no, h, xs, w.final_norm, c.rms_norm_eps, a, rstd);
-    linear_forward<float>(no, h, c.vocab_size, a, w.lm_head, logits);
+    rmsnorm_forward<float>(no, h, xs, params.widen(index_.final_norm, h, wide_norm_),
+                           c.rms_norm_eps, a, rstd);
+    if (params.is_f32()) {
+        linear_forward<float>(no, h, c.vocab_size, a, params.f32() + index_.lm_head, logits);
+        return Status();
+    }
+    // The head widened in chunks of rows (it is the largest tensor), each chunk's logits columns
+    // written in place.
+    constexpr int64_t kHeadRows = 4096;
+    for (int64_t r0 = 0; r0 < c.vocab_size; r0 += kHeadRows) {
+        const int64_t rows = std::min(kHeadRows, c.vocab_size - r0);
+        const float* wh = params.widen(index_.lm_head + static_cast<uint64_t>(r0) * h, rows * h,
+                                       wide_head_);
+        gemm<float>(false, true, no, rows, h, 1.0f, a, h, wh, h, 0.0f, logits + r0, c.vocab_size);
+    }
     return Status();
 }
 

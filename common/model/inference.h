@@ -15,6 +15,7 @@
 #include "common/model/kv_cache.h"
 #include "common/model/layers.h"
 #include "common/model/params.h"
+#include "common/model/stored_weights.h"
 #include "common/status.h"
 
 namespace tandem::model {
@@ -34,9 +35,11 @@ public:
     const weights::Layout& layout() const { return layout_; }
 
     // Appends every item's tokens to its sequence in `cache` and runs the model on them.
-    // `params` is the flat fp32 buffer laid out by layout(). Writes logits [items, vocab] of the
-    // last token of each item, or, when `all_rows`, [total tokens, vocab] in item order.
-    Status forward(const float* params, PagedKvCache& cache, std::span<const ForwardItem> items,
+    // `params` is the flat buffer laid out by layout(): fp32, or BF16/F16 with the same element
+    // offsets (stored_weights.h), widened a layer at a time (the LM head in row chunks) into the
+    // engine's workspace, so compute is fp32 either way. Writes logits [items, vocab] of the last
+    // token of each item, or, when `all_rows`, [total tokens, vocab] in item order.
+    Status forward(WeightView params, PagedKvCache& cache, std::span<const ForwardItem> items,
                    float* logits, bool all_rows = false);
 
     // When false, every sequence attends on its own even where blocks are shared (tests compare
@@ -51,6 +54,7 @@ private:
     weights::Layout layout_;
     ParamIndex index_;
     RopeTable<float> rope_;
+    std::vector<std::pair<uint64_t, uint64_t>> layer_ranges_;  // element ranges of each layer
     bool group_shared_ = true;
     // Workspace.
     std::vector<int64_t> row0_;  // first row of each item
@@ -59,6 +63,7 @@ private:
     std::vector<int64_t> out_rows_;
     std::vector<float> x_, a_, q_, k_, v_, o_, lse_, g_, u_, xs_, rstd_, qg_, og_, lseg_;
     QkNormActs<float> qk_;
+    std::vector<float> wide_layer_, wide_row_, wide_norm_, wide_head_;  // widened BF16/F16 weights
 };
 
 }  // namespace tandem::model

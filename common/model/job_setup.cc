@@ -5,6 +5,13 @@
 namespace tandem::model {
 
 Result<JobSetup> make_job_setup(const config::JobSpec& job) {
+    if (job.task.name == config::TaskName::kText) {
+        return invalid_argument(fmt::format(
+            "job {}: task.name text needs its tokenizer: model::make_job_setup covers the "
+            "built-in and jsonl tasks; use rl::make_job_setup (common/rl/local_loop.h), which "
+            "covers every task kind",
+            job.name));
+    }
     JobSetup s;
     TANDEM_ASSIGN_OR_RETURN(s.task, make_task(job.task));
     const Vocabulary& vocab = s.task->vocab();

@@ -18,6 +18,8 @@ struct JobSetup {
     ModelWeights initial;  // version 0: random from model.seed, or loaded from model.init
 };
 
+// The built-in and jsonl tasks (character vocabulary; a text task is refused, naming
+// rl::make_job_setup in common/rl/local_loop.h, which covers every task kind).
 // model.init "random": ModelWeights::random(config from model + task vocabulary, model.seed).
 // Otherwise a directory with config.json + model.safetensors; its vocabulary (when recorded)
 // must be the task's.

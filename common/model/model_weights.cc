@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include "common/model/rng.h"
+#include "common/model/stored_weights.h"
 #include "common/weights/safetensors.h"
 
 namespace tandem::model {
@@ -48,36 +49,6 @@ Status ModelWeights::assign(std::span<const std::byte> bytes) {
     return Status();
 }
 
-namespace {
-
-float half_to_float(uint16_t h) {
-    const uint32_t sign = (h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t mant = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else {  // subnormal: normalise
-            exp = 127 - 15 + 1;
-            while (!(mant & 0x400)) {
-                mant <<= 1;
-                --exp;
-            }
-            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-        }
-    } else if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (mant << 13);
-    } else {
-        bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-    }
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-}
-
-}  // namespace
-
 Status ModelWeights::set_tensor(const std::string& name, const std::vector<int64_t>& shape,
                                 weights::DType dtype, std::span<const std::byte> src) {
     const weights::TensorInfo* t = layout_.find(name);
@@ -98,20 +69,12 @@ Status ModelWeights::set_tensor(const std::string& name, const std::vector<int64
             std::memcpy(dst, src.data(), n * 4);
             return Status();
         case weights::DType::kBF16:
-            for (uint64_t i = 0; i < n; ++i) {
-                uint16_t v;
-                std::memcpy(&v, src.data() + 2 * i, 2);
-                const uint32_t bits = static_cast<uint32_t>(v) << 16;
-                std::memcpy(dst + i, &bits, 4);
-            }
+        case weights::DType::kF16: {
+            std::vector<uint16_t> raw(n);
+            std::memcpy(raw.data(), src.data(), n * 2);
+            widen_to_f32(dtype, raw.data(), static_cast<int64_t>(n), dst);
             return Status();
-        case weights::DType::kF16:
-            for (uint64_t i = 0; i < n; ++i) {
-                uint16_t v;
-                std::memcpy(&v, src.data() + 2 * i, 2);
-                dst[i] = half_to_float(v);
-            }
-            return Status();
+        }
         default:
             return invalid_argument(
                 fmt::format("model weights: \"{}\" has dtype {}; F32, BF16 or "

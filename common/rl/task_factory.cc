@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "common/model/hf_model.h"
 #include "common/model/job_setup.h"
 #include "common/model/tasks.h"
 
@@ -54,6 +55,7 @@ public:
     int max_prompt_tokens() const override { return task_->max_prompt_tokens(); }
     int vocab_size() const override { return task_->vocab().size(); }
     int32_t eos_token() const override { return model::Vocabulary::kEos; }
+    std::vector<int32_t> stop_tokens() const override { return {model::Vocabulary::kEos}; }
     const model::Vocabulary* vocab() const override { return &task_->vocab(); }
     Result<std::unique_ptr<TaskScorer>> make_scorer() const override {
         return std::unique_ptr<TaskScorer>(new BuiltinScorer(*task_));
@@ -115,6 +117,7 @@ public:
     int max_prompt_tokens() const override { return task_->max_prompt_tokens(); }
     int vocab_size() const override { return task_->tokenizer().vocab_size(); }
     int32_t eos_token() const override { return eos_; }
+    std::vector<int32_t> stop_tokens() const override { return task_->stop().eos_ids; }
     const model::Vocabulary* vocab() const override { return nullptr; }
     Result<std::unique_ptr<TaskScorer>> make_scorer() const override {
         TANDEM_ASSIGN_OR_RETURN(auto scorer, TextScorer::create(*task_));
@@ -130,15 +133,12 @@ Result<std::unique_ptr<JobTask>> make_text_task(const config::JobSpec& job) {
     TANDEM_ASSIGN_OR_RETURN(auto tok, load_task_tokenizer(job));
     std::vector<int32_t> model_eos;
     if (job.model.init != "random") {
-        const std::string path =
-            init_is_config_file(job) ? job.model.init : job.model.init + "/config.json";
-        TANDEM_ASSIGN_OR_RETURN(model::HfConfig cfg, model::read_hf_config(path));
-        model_eos.assign(cfg.model.eos_token_ids.begin(), cfg.model.eos_token_ids.end());
+        TANDEM_ASSIGN_OR_RETURN(model_eos, model::model_eos_ids(job.model.init));
     }
     TANDEM_ASSIGN_OR_RETURN(auto task,
                             TextTask::load(job.task, job.rollout.sampling, tok, model_eos));
-    // Generation stops at one id (the tokenizer's eos, else the first stop id); the scorer cuts
-    // completions at the others.
+    // Generation stops at every stop id (stop_tokens()); the answers of a warm start end with the
+    // tokenizer's eos, else the first stop id. The scorer also cuts completions at stop strings.
     const auto& stop_ids = task->stop().eos_ids;
     const std::optional<int32_t> eos = tok->eos_id() ? tok->eos_id()
                                        : stop_ids.empty()

@@ -59,8 +59,12 @@ public:
     // Every id the task produces is below this; the policy's vocab_size must be at least this
     // (built-in tasks: exactly this).
     virtual int vocab_size() const = 0;
-    // The id generation stops at (the text task's other stop conditions apply when scoring).
+    // The id a supervised answer ends with (answer_tokens) and generation stops at.
     virtual int32_t eos_token() const = 0;
+    // Every id generation stops at (GeneratorOptions::stop_tokens): eos_token() and, for a text
+    // task, the template's end-of-turn tokens and the model's eos ids (config.json and
+    // generation_config.json). Stop strings are applied when scoring.
+    virtual std::vector<int32_t> stop_tokens() const = 0;
     // The character vocabulary of built-in and jsonl tasks (checkpoints record it); null for
     // text tasks.
     virtual const model::Vocabulary* vocab() const = 0;
@@ -68,8 +72,8 @@ public:
 };
 
 // The task of a job's `task:` section. A text task's tokenizer is task.tokenizer, else model.init
-// when it is a directory; the model's config.json eos_token_id (when model.init has one) joins
-// its stop ids.
+// when it is a directory; the model's eos ids (model::model_eos_ids of model.init: config.json's
+// eos_token_id and generation_config.json's) join its stop ids.
 Result<std::unique_ptr<JobTask>> make_job_task(const config::JobSpec& job);
 
 // The policy's config (and the vocabulary its checkpoint recorded, if any) from the job file;

@@ -8,7 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "common/model/layers.h"
-#include "common/model/local_loop.h"
+#include "common/rl/local_loop.h"
 #include "common/model/optimizer.h"
 #include "common/model/trainer.h"
 #include "tests/unit/model/test_util.h"
@@ -248,7 +248,7 @@ TEST(LocalGrpo, ReverseTaskLearnsWellAboveTheRandomPolicy) {
     job.task.min_length = job.task.max_length = 3;
     job.rollout.sampling.max_new_tokens = 4;
     std::vector<double> rewards;
-    auto run = run_local_grpo(job, {.steps = 60, .on_step = [&](const LocalStep& s) {
+    auto run = rl::run_local_grpo(job, {.steps = 60, .on_step = [&](const rl::LocalStep& s) {
                                         rewards.push_back(s.reward_mean);
                                     }});
     ASSERT_TRUE(run.ok()) << run.status().to_string();

@@ -3,6 +3,7 @@
 // not been built (the test target does not depend on it).
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 #include <fstream>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "common/model/checkpoint.h"
 #include "common/model/hf_model.h"
@@ -175,6 +177,66 @@ TEST(TandemModelCli, EvalScoresATextTaskWithTheModelsTokenizer) {
                   "/job.yaml --limit 2 task.reward.command='python3 fail.py'"),
               1);
     EXPECT_EQ(run(kTandem + " model tokenize --model " + m + " --text 'hi <|im_end|>'"), 0);
+}
+
+TEST(TandemModelCli, Bf16DirectoriesStayBf16AndGiveTheReferenceLogits) {
+    if (!fs::exists(kTandem)) GTEST_SKIP() << kTandem << " is not built";
+    const std::string m = std::string(TANDEM_SOURCE_DIR) + "/tests/data/hf_models/qwen3_bf16";
+    if (!fs::exists(m + "/logits.npy")) GTEST_SKIP() << m << " is missing";
+    const auto [info, rc] = capture(kTandem + " model info --model " + m + " --output json");
+    ASSERT_EQ(rc, 0) << info;
+    const auto j = nlohmann::json::parse(info);
+    EXPECT_EQ(j["resident_dtype"], "BF16");
+    EXPECT_EQ(j["resident_bytes"].get<uint64_t>() * 2, j["f32_bytes"].get<uint64_t>());
+    // The reference tokens (tests/data/hf_models/manifest.json) against transformers.
+    const auto manifest = nlohmann::json::parse(std::ifstream(m + "/../manifest.json"));
+    std::vector<int32_t> tokens = manifest["tokens"].get<std::vector<int32_t>>();
+    testing::HfTempDir dir;
+    std::string list;
+    for (int32_t t : tokens) list += (list.empty() ? "" : ",") + std::to_string(t);
+    const std::string npy = dir.path() + "/logits.npy";
+    ASSERT_EQ(run(kTandem + " model logits --model " + m + " --tokens " + list + " --out " + npy),
+              0);
+    const size_t n = tokens.size() * static_cast<size_t>(j["vocab_size"].get<int>());
+    const std::vector<float> got = read_npy_payload(npy, n);
+    const std::vector<float> ref = read_npy_payload(m + "/logits.npy", n);
+    ASSERT_EQ(got.size(), n);
+    ASSERT_EQ(ref.size(), n);
+    double scale = 0, worst = 0;
+    for (float x : ref) scale = std::max(scale, static_cast<double>(std::abs(x)));
+    for (size_t i = 0; i < n; ++i) {
+        worst = std::max(worst, std::abs(static_cast<double>(got[i]) - ref[i]) / scale);
+    }
+    EXPECT_LE(worst, 1e-4);
+}
+
+TEST(TandemModelCli, GenerateStopsAtEveryEosIdOfGenerationConfig) {
+    if (!fs::exists(kTandem)) GTEST_SKIP() << kTandem << " is not built";
+    testing::HfTempDir dir;
+    ModelConfig c = testing::qwen3_config();
+    c.eos_token_ids = {};  // none in config.json: generation_config.json alone lists them
+    const ModelWeights w = testing::hf_random_weights(c, 31);
+    const std::string m = dir.path() + "/m";
+    ASSERT_TRUE(save_pretrained(m, w, nullptr).ok());
+    const std::string gen = kTandem + " model generate --model " + m +
+                            " --tokens 1,2,3,4 --max-new-tokens 12 --output json";
+    auto [free_out, rc] = capture(gen);
+    ASSERT_EQ(rc, 0) << free_out;
+    const std::vector<int32_t> ids =
+        nlohmann::json::parse(free_out)["ids"].get<std::vector<int32_t>>();
+    ASSERT_EQ(ids.size(), 12u);
+    // List the 6th generated token second of three: greedy decoding ends at its first occurrence.
+    const int32_t target = ids[5];
+    const size_t first =
+        static_cast<size_t>(std::find(ids.begin(), ids.end(), target) - ids.begin());
+    std::ofstream(m + "/generation_config.json")
+        << "{\"eos_token_id\": [" << c.vocab_size + 1 << ", " << target << "]}";
+    auto [cut_out, rc2] = capture(gen);
+    ASSERT_EQ(rc2, 0) << cut_out;
+    const auto cut = nlohmann::json::parse(cut_out);
+    EXPECT_EQ(cut["ids"].get<std::vector<int32_t>>(),
+              std::vector<int32_t>(ids.begin(), ids.begin() + first + 1));
+    EXPECT_TRUE(cut["finished"].get<bool>());
 }
 
 }  // namespace

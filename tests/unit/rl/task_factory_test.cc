@@ -2,12 +2,17 @@
 // see of a built-in task and of a text task on the real Qwen3 tokenizer (tests/reference/
 // tokenizers, installed by npm ci), the policy from a config.json file, and the fit checks.
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "common/config/loader.h"
+#include "common/model/job_setup.h"
+#include "common/rl/local_loop.h"
 #include "common/rl/task_factory.h"
 
 namespace tandem::rl {
@@ -146,6 +151,66 @@ TEST(JobTask, PolicyFitChecksNameTheVocabularyAndThePositions) {
     s = check_policy_fits(*job, short_ctx, **task);
     ASSERT_FALSE(s.ok());
     EXPECT_NE(s.message().find("max_position_embeddings (16)"), std::string::npos) << s.message();
+}
+
+TEST(JobTask, TextTaskStopIdsJoinGenerationConfigEosIds) {
+    // model.init a directory: config.json's and generation_config.json's eos ids are stop ids
+    // (Llama 3 Instruct style lists), beside the tokenizer's <|im_end|>.
+    if (!fs::exists(kQwen3 / "tokenizer.json")) GTEST_SKIP() << kQwen3 << " missing (npm ci)";
+    const fs::path dir = fs::path(::testing::TempDir()) / "tandem_stop_ids_init";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    fs::copy_file(kSource / "configs/models/qwen3-tiny.json", dir / "config.json");
+    std::ofstream(dir / "generation_config.json") << R"({"eos_token_id": [151643, 151645, 7]})";
+    auto job = qwen3_tiny_job({"model.init=" + dir.string()});
+    ASSERT_TRUE(job.ok()) << job.status().to_string();
+    auto task = make_job_task(*job);
+    ASSERT_TRUE(task.ok()) << task.status().to_string();
+    const std::vector<int32_t> stops = (*task)->stop_tokens();
+    for (int32_t id : {7, 151643, 151645}) {
+        EXPECT_NE(std::find(stops.begin(), stops.end(), id), stops.end()) << id;
+    }
+    EXPECT_EQ((*task)->eos_token(), 151645);
+    // A malformed list is refused naming the file.
+    std::ofstream(dir / "generation_config.json") << R"({"eos_token_id": ["x"]})";
+    auto bad = make_job_task(*job);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.status().message().find("generation_config.json"), std::string::npos)
+        << bad.status().message();
+    fs::remove_all(dir);
+}
+
+TEST(LocalLoop, TextTaskJobsRunThroughMakeJobSetupAndTheInProcessLoop) {
+    if (!fs::exists(kQwen3 / "tokenizer.json")) GTEST_SKIP() << kQwen3 << " missing (npm ci)";
+    auto job = qwen3_tiny_job({"algorithm.prompts_per_step=2", "algorithm.group_size=2",
+                               "rollout.sampling.max_new_tokens=3"});
+    ASSERT_TRUE(job.ok()) << job.status().to_string();
+    // The character-vocabulary setup refuses a text task and names the one that takes it.
+    auto builtin = model::make_job_setup(*job);
+    ASSERT_FALSE(builtin.ok());
+    EXPECT_NE(builtin.status().message().find("rl::make_job_setup"), std::string::npos)
+        << builtin.status().message();
+    auto setup = make_job_setup(*job);
+    ASSERT_TRUE(setup.ok()) << setup.status().to_string();
+    EXPECT_EQ(setup->task->vocab(), nullptr);
+    EXPECT_EQ(setup->initial.config().vocab_size, 151936);
+    std::vector<LocalStep> warm;
+    auto run = run_local_grpo(*job, {.steps = 2,
+                                     .supervised_steps = 1,
+                                     .on_supervised_step = [&](const LocalStep& s) {
+                                         warm.push_back(s);
+                                     }});
+    ASSERT_TRUE(run.ok()) << run.status().to_string();
+    ASSERT_EQ(run->size(), 2u);
+    ASSERT_EQ(warm.size(), 1u);
+    EXPECT_EQ(warm[0].step, -1);
+    for (const LocalStep& s : *run) {
+        EXPECT_GE(s.reward_mean, 0.0);
+        EXPECT_LE(s.reward_mean, 1.0);
+        EXPECT_GT(s.generated_tokens, 0);
+        EXPECT_LE(s.generated_tokens, 2 * 2 * 3);
+        EXPECT_TRUE(std::isfinite(s.train.loss));
+    }
 }
 
 }  // namespace

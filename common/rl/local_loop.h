@@ -2,7 +2,8 @@
 
 // GRPO in one process, synchronously: generate a batch with the current weights, score it,
 // take one optimizer step, repeat. No cluster, no weight plane: the reference for what the
-// trainer and rollout actors do across processes, used by tests and bench/grpo.
+// trainer and rollout actors do across processes, used by tests and bench/grpo. Any task kind
+// (rl::JobTask: the built-in generators, jsonl, and text tasks with a real tokenizer).
 
 #include <cstdint>
 #include <functional>
@@ -10,13 +11,22 @@
 
 #include "common/config/job_spec.h"
 #include "common/model/trainer.h"
+#include "common/rl/task_factory.h"
 #include "common/status.h"
 
-namespace tandem::model {
+namespace tandem::rl {
+
+// What the local loop (and every actor of a job) derives from the job file alone: the task and
+// the version-0 policy (make_job_task, initial_policy, and the context-length check).
+struct JobSetup {
+    std::unique_ptr<JobTask> task;
+    model::ModelWeights initial;
+};
+Result<JobSetup> make_job_setup(const config::JobSpec& job);
 
 struct LocalStep {
     int64_t step = 0;  // 1-based
-    TrainStats train;
+    model::TrainStats train;
     double reward_mean = 0;  // of the rollouts used for this step
     int64_t generated_tokens = 0;
     double rollout_s = 0, train_s = 0, step_s = 0;
@@ -39,4 +49,4 @@ struct LocalLoopOptions {
 Result<std::vector<LocalStep>> run_local_grpo(const config::JobSpec& job,
                                               const LocalLoopOptions& options = {});
 
-}  // namespace tandem::model
+}  // namespace tandem::rl
