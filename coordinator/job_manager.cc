@@ -105,7 +105,7 @@ std::vector<NodeCapacity> JobManager::capacities() const {
             const auto& r = resources_of(j, a.id.role);
             it->second.free_cpus -= r.cpus;
             it->second.free_memory_mb -= r.memory_mb;
-            it->second.free_gpus -= r.gpus;
+            it->second.free_gpus -= r.gpu_share();
             it->second.actors += 1;
         }
     }
@@ -249,18 +249,23 @@ void JobManager::start_actor(JobRecord& job, ActorRecord& actor) {
     actor.phase = wire::ActorPhase::kStarting;
     actor.exit_code = 0;
     actor.endpoints = Json::object();
-    // Which of the node's GPUs: none another live actor on the node holds.
+    // Which of the node's GPUs: none another live actor on the node holds, unless both share
+    // (resources.actors_per_gpu).
     actor.gpus.clear();
-    if (const int gpus = resources_of(job, actor.id.role).gpus; gpus > 0) {
-        std::set<int> used;
+    const config::ActorResources& want = resources_of(job, actor.id.role);
+    if (want.gpus > 0) {
+        std::map<int, double> load;
         for (const auto& [jid, j] : jobs_) {
             for (const auto& other : j.actors) {
-                if (&other != &actor && other.node == actor.node && live(other))
-                    used.insert(other.gpus.begin(), other.gpus.end());
+                if (&other == &actor || other.node != actor.node || !live(other)) continue;
+                const int k = resources_of(j, other.id.role).actors_per_gpu;
+                // An exclusive holder fills its slot: nobody shares it.
+                for (int slot : other.gpus) load[slot] += k > 1 ? 1.0 / k : 1.0;
             }
         }
         const auto* n = nodes_.find(actor.node);
-        auto slots = assign_gpus(actor.node, n ? n->record.resources.gpus : 0, used, gpus);
+        auto slots = assign_gpus(actor.node, n ? n->record.resources.gpus : 0, load, want.gpus,
+                                 want.actors_per_gpu);
         if (slots.ok()) {
             actor.gpus = *slots;
         } else {

@@ -51,7 +51,7 @@ struct ActorRecord {
     std::string last_error;
     Json progress = Json::object();
     Json endpoints = Json::object();  // name -> address, for this attempt
-    std::vector<int> gpus;            // GPU slots of this attempt on its node (not persisted)
+    std::vector<int> gpus;            // GPU slots of this attempt on its node
 
     std::string name() const { return id.str(); }
 };

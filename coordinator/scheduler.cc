@@ -10,13 +10,13 @@ namespace {
 
 bool fits(const NodeCapacity& n, const config::ActorResources& r) {
     return n.alive && n.free_cpus + 1e-9 >= r.cpus && n.free_memory_mb >= r.memory_mb &&
-           n.free_gpus >= r.gpus;
+           n.free_gpus + 1e-9 >= r.gpu_share();
 }
 
 void take(NodeCapacity& n, const config::ActorResources& r) {
     n.free_cpus -= r.cpus;
     n.free_memory_mb -= r.memory_mb;
-    n.free_gpus -= r.gpus;
+    n.free_gpus -= r.gpu_share();
     n.actors += 1;
 }
 
@@ -28,7 +28,8 @@ std::string plural(int n, std::string_view word) {
 std::string shortage(const NodeCapacity& n, const config::ActorResources& r) {
     if (!n.alive) return fmt::format("{} dead", n.id);
     std::vector<std::string> lacks;
-    if (n.free_gpus < r.gpus) lacks.push_back(fmt::format("{} free gpus", n.free_gpus));
+    if (n.free_gpus + 1e-9 < r.gpu_share())
+        lacks.push_back(fmt::format("{:g} free gpus", n.free_gpus));
     if (n.free_cpus + 1e-9 < r.cpus) lacks.push_back(fmt::format("{:g} free cpus", n.free_cpus));
     if (n.free_memory_mb < r.memory_mb)
         lacks.push_back(fmt::format("{} MiB free", n.free_memory_mb));
@@ -39,7 +40,11 @@ std::string shortage(const NodeCapacity& n, const config::ActorResources& r) {
 
 std::string demand_text(const config::ActorResources& r) {
     std::string s;
-    if (r.gpus > 0) s += plural(r.gpus, "gpu") + ", ";
+    if (r.gpus > 0) {
+        s += plural(r.gpus, "gpu");
+        if (r.actors_per_gpu > 1) s += fmt::format(" (shared by up to {})", r.actors_per_gpu);
+        s += ", ";
+    }
     s += fmt::format("{:g} cpu{}, {} MiB", r.cpus, r.cpus == 1.0 ? "" : "s", r.memory_mb);
     return s;
 }
@@ -144,15 +149,43 @@ Result<Placement> place(const PlacementRequest& request, std::vector<NodeCapacit
 
 Result<std::vector<int>> assign_gpus(const std::string& node, int64_t node_gpus,
                                      const std::set<int>& used, int64_t want) {
-    std::vector<int> out;
-    for (int slot = 0; slot < node_gpus && static_cast<int64_t>(out.size()) < want; ++slot) {
-        if (!used.contains(slot)) out.push_back(slot);
+    std::map<int, double> load;
+    for (int slot : used) load[slot] = 1.0;
+    return assign_gpus(node, node_gpus, load, want, 1);
+}
+
+Result<std::vector<int>> assign_gpus(const std::string& node, int64_t node_gpus,
+                                     const std::map<int, double>& load, int64_t want,
+                                     int actors_per_gpu) {
+    const double part = 1.0 / std::max(1, actors_per_gpu);
+    auto used = [&](int slot) {
+        auto it = load.find(slot);
+        return it == load.end() ? 0.0 : it->second;
+    };
+    // Candidates: slots with room for `part` (an exclusive actor needs an unused one). Sharing
+    // actors take the fullest first; ties and exclusive actors by slot number.
+    std::vector<int> room;
+    for (int slot = 0; slot < node_gpus; ++slot) {
+        const double u = used(slot);
+        if (actors_per_gpu > 1 ? u + part <= 1.0 + 1e-9 : u <= 1e-9) room.push_back(slot);
     }
-    if (static_cast<int64_t>(out.size()) < want) {
+    if (actors_per_gpu > 1) {
+        std::stable_sort(room.begin(), room.end(),
+                         [&](int a, int b) { return used(a) > used(b) + 1e-9; });
+    }
+    if (static_cast<int64_t>(room.size()) < want) {
+        if (actors_per_gpu > 1) {
+            return unavailable(fmt::format(
+                "node {} has {} of its {} gpus with room for an actor sharing one {} ways; {} "
+                "needed",
+                node, room.size(), node_gpus, actors_per_gpu, want));
+        }
         return unavailable(fmt::format("node {} has {} of its {} gpus free; {} needed", node,
-                                       out.size(), node_gpus, want));
+                                       room.size(), node_gpus, want));
     }
-    return out;
+    room.resize(static_cast<size_t>(want));
+    std::sort(room.begin(), room.end());
+    return room;
 }
 
 }  // namespace tandem::coord

@@ -24,7 +24,7 @@ struct NodeCapacity {
     bool alive = true;
     double free_cpus = 0;
     int64_t free_memory_mb = 0;
-    int64_t free_gpus = 0;
+    double free_gpus = 0;  // GPUs not taken (an actor sharing its GPU takes a fraction)
     int actors = 0;  // actors of any job already on the node
 };
 
@@ -48,6 +48,13 @@ using Placement = std::map<std::string, std::string>;
 // only counts GPUs; this picks which. Error (unavailable) names the node when too few are free.
 Result<std::vector<int>> assign_gpus(const std::string& node, int64_t node_gpus,
                                      const std::set<int>& used, int64_t want);
+// The same with sharing: `load` is the part of each slot in use (an actor holding a slot with
+// actors_per_gpu k uses 1/k of it). An actor with actors_per_gpu 1 takes only unused slots; one
+// with k > 1 takes slots with 1/k left, those already partly used first, so k such actors fill
+// one GPU before the next is used.
+Result<std::vector<int>> assign_gpus(const std::string& node, int64_t node_gpus,
+                                     const std::map<int, double>& load, int64_t want,
+                                     int actors_per_gpu);
 
 // Places every actor or none. The error (unavailable) reads like "needs 2 rollout actors with
 // 1 gpu, 1 cpu, 512 MiB each; rollout nodes can take 1 (rollout-0: 0 free gpus; rollout-1 dead)".

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS actors (
     job INTEGER NOT NULL, actor TEXT NOT NULL, node TEXT NOT NULL, attempt INTEGER NOT NULL,
     phase TEXT NOT NULL, exit_code INTEGER NOT NULL, last_error TEXT NOT NULL,
-    progress TEXT NOT NULL, endpoints TEXT NOT NULL, PRIMARY KEY (job, actor));
+    progress TEXT NOT NULL, endpoints TEXT NOT NULL, gpus TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (job, actor));
 CREATE TABLE IF NOT EXISTS events (
     job INTEGER NOT NULL, seq INTEGER NOT NULL, ts_ns INTEGER NOT NULL, kind TEXT NOT NULL,
     message TEXT NOT NULL, PRIMARY KEY (job, seq));
@@ -95,7 +96,8 @@ Result<std::unique_ptr<StateStore>> StateStore::open_existing(const std::string&
     std::unique_ptr<StateStore> store(new StateStore(std::move(db)));
     auto version = meta(*store->db_, "schema_version");
     if (!version.ok()) return version.status().with_context(path);
-    if (*version != std::to_string(kSchemaVersion)) {
+    store->actor_gpus_ = *version != "2";
+    if (*version != std::to_string(kSchemaVersion) && *version != "2") {
         return invalid_argument(fmt::format("{}: schema version {} is not supported (expected {})",
                                             path, *version, kSchemaVersion));
     }
@@ -110,7 +112,12 @@ Status StateStore::migrate() {
     TANDEM_RETURN_IF_ERROR(db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
     TANDEM_RETURN_IF_ERROR(db_->exec(kSchema));
     auto version = meta(*db_, "schema_version");
-    if (version.ok() && *version != std::to_string(kSchemaVersion)) {
+    const bool from_2 = version.ok() && *version == "2";
+    if (from_2) {  // 2 -> 3: the actors' GPU slots
+        TANDEM_RETURN_IF_ERROR(
+            db_->exec("ALTER TABLE actors ADD COLUMN gpus TEXT NOT NULL DEFAULT '[]'"));
+    }
+    if (version.ok() && !from_2 && *version != std::to_string(kSchemaVersion)) {
         return invalid_argument(fmt::format("{}: schema version {} is not supported (expected {})",
                                             db_->path(), *version, kSchemaVersion));
     }
@@ -187,7 +194,7 @@ Status StateStore::save_job(const JobRecord& j) {
     for (const auto& a : j.actors) {
         TANDEM_ASSIGN_OR_RETURN(
             Stmt s,
-            db_->prepare("INSERT OR REPLACE INTO actors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+            db_->prepare("INSERT OR REPLACE INTO actors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
         TANDEM_RETURN_IF_ERROR(s.bind(1, static_cast<int64_t>(j.id.number()))
                                    .bind(2, a.name())
                                    .bind(3, a.node)
@@ -197,6 +204,7 @@ Status StateStore::save_job(const JobRecord& j) {
                                    .bind(7, a.last_error)
                                    .bind(8, a.progress.dump())
                                    .bind(9, a.endpoints.dump())
+                                   .bind(10, Json(a.gpus).dump())
                                    .run());
     }
     return tx.commit();
@@ -229,10 +237,10 @@ Result<std::vector<JobRecord>> StateStore::load_jobs() {
     for (auto& j : out) {
         TANDEM_ASSIGN_OR_RETURN(
             Stmt s,
-            db_->prepare(
-                "SELECT actor, node, attempt, phase, exit_code, last_error, progress, endpoints "
-                "FROM actors "
-                "WHERE job = ? ORDER BY actor"));
+            db_->prepare(fmt::format(
+                "SELECT actor, node, attempt, phase, exit_code, last_error, progress, endpoints, "
+                "{} FROM actors WHERE job = ? ORDER BY actor",
+                actor_gpus_ ? "gpus" : "'[]'")));
         s.bind(1, static_cast<int64_t>(j.id.number()));
         while (s.row()) {
             ActorRecord a;
@@ -244,6 +252,11 @@ Result<std::vector<JobRecord>> StateStore::load_jobs() {
             a.last_error = s.text(5);
             a.progress = Json::parse(s.text(6), nullptr, false);
             a.endpoints = Json::parse(s.text(7), nullptr, false);
+            const Json gpus = Json::parse(s.text(8), nullptr, false);
+            if (gpus.is_array()) {
+                for (const Json& g : gpus)
+                    if (g.is_number_integer()) a.gpus.push_back(g.get<int>());
+            }
             j.actors.push_back(std::move(a));
         }
         TANDEM_RETURN_IF_ERROR(s.status());

@@ -16,7 +16,9 @@ namespace tandem::coord {
 
 class StateStore {
 public:
-    static constexpr int kSchemaVersion = 2;  // 2: store-assigned event/log seqs, actor endpoints
+    // 2: store-assigned event/log seqs, actor endpoints; 3: actors' GPU slots (a version-2
+    // database gets the column when opened for writing; read as none when opened to read).
+    static constexpr int kSchemaVersion = 3;
 
     // Opens (creating if needed) `dir`/state.db and bumps the coordinator epoch.
     static Result<std::unique_ptr<StateStore>> open(const std::string& dir);
@@ -56,6 +58,7 @@ private:
 
     std::unique_ptr<Database> db_;
     uint64_t epoch_ = 0;
+    bool actor_gpus_ = true;  // the actors table has the gpus column (schema 3)
 };
 
 }  // namespace tandem::coord

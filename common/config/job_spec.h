@@ -89,12 +89,20 @@ struct ActorResources {
     double cpus = 1.0;
     int64_t memory_mb = 512;
     int gpus = 0;
+    // Actors of this role that may share each of their GPUs (1: a GPU of its own). With gpus: 1
+    // and actors_per_gpu: 2, two such actors run on one device; never beside an actor that has
+    // its GPU to itself.
+    int actors_per_gpu = 1;
+
+    // GPUs this actor takes from its node's count (gpus / actors_per_gpu).
+    double gpu_share() const { return static_cast<double>(gpus) / actors_per_gpu; }
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
         v.field("cpus", s.cpus, Range{0.0, 4096.0});
         v.field("memory_mb", s.memory_mb, Range<int64_t>{0, int64_t{1} << 40});
         v.field("gpus", s.gpus, Range{0, 1024});
+        v.field("actors_per_gpu", s.actors_per_gpu, Range{1, 64});
     }
 };
 

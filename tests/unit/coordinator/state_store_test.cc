@@ -82,6 +82,7 @@ JobRecord sample_job(uint64_t n) {
         a.exit_code = 137;
         a.last_error = "killed";
         a.progress = {{"fraction", 0.5}};
+        if (role == ActorRole::kRollout) a.gpus = {static_cast<int>(index), 3};
         j.actors.push_back(a);
     }
     return j;
@@ -158,6 +159,39 @@ TEST_F(StateStoreTest, JobsWithTheirActorsRoundTrip) {
     }
     EXPECT_EQ(j.actors[0].node, "t0");
     EXPECT_EQ(j.actors[2].node, "r1");
+    // GPU slots survive a restart, so a new actor is never given one a running actor holds.
+    EXPECT_TRUE(j.actors[0].gpus.empty());
+    EXPECT_EQ(j.actors[2].gpus, (std::vector<int>{1, 3}));
+}
+
+// A state directory of schema 2 (before GPU slots were stored): opened for writing it gets the
+// column and keeps its jobs; opened to read (tandem dashboard) its actors have no slots.
+TEST_F(StateStoreTest, ASchema2DatabaseGetsTheGpuColumn) {
+    ASSERT_TRUE(store_->save_job(sample_job(1)).ok());
+    store_.reset();
+    {
+        auto db = Database::open(dir_.str() + "/state.db");
+        ASSERT_TRUE(db.ok()) << db.status().to_string();
+        ASSERT_TRUE((*db)->exec("ALTER TABLE actors DROP COLUMN gpus").ok());
+        ASSERT_TRUE((*db)->exec("UPDATE meta SET value = '2' WHERE key = 'schema_version'").ok());
+    }
+    auto reader = StateStore::open_existing(dir_.str());
+    ASSERT_TRUE(reader.ok()) << reader.status().to_string();
+    auto old = (*reader)->load_jobs();
+    ASSERT_TRUE(old.ok()) << old.status().to_string();
+    ASSERT_EQ(old->size(), 1u);
+    EXPECT_TRUE((*old)[0].actors[2].gpus.empty());
+    reader->reset();
+    reopen();
+    auto jobs = store_->load_jobs();
+    ASSERT_TRUE(jobs.ok()) << jobs.status().to_string();
+    ASSERT_EQ(jobs->size(), 1u);
+    JobRecord j = (*jobs)[0];
+    EXPECT_TRUE(j.actors[2].gpus.empty());
+    j.actors[2].gpus = {2};
+    ASSERT_TRUE(store_->save_job(j).ok());
+    reopen();
+    EXPECT_EQ((*store_->load_jobs())[0].actors[2].gpus, (std::vector<int>{2}));
 }
 
 TEST_F(StateStoreTest, SavingAJobAgainUpdatesItAndItsActors) {
