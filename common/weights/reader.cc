@@ -114,7 +114,12 @@ Status Reader::Core::init() {
         client_ = std::make_unique<SourceClient>(*loop_, clock_, random_id(), log_);
         TANDEM_RETURN_IF_ERROR(client_->start());
         if (options_.relay) {
-            server_ = std::make_unique<SourceServer>(*loop_, *this, clock_, options_.server, log_);
+            relay_ = std::make_unique<RelayServe>(
+                RelayServe::Options{options_.job, options_.reader_id, options_.relay_lease_ttl_ms,
+                                    layout_.fingerprint(), meta_bytes_},
+                buffers_, table_);
+            server_ =
+                std::make_unique<SourceServer>(*loop_, *relay_, clock_, options_.server, log_);
             TANDEM_RETURN_IF_ERROR(server_->start());
         }
         poller_ = loop_->add_poller([this] { return poll(); });

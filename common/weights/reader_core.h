@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/weights/lease_table.h"
 #include "common/weights/manifest.h"
+#include "common/weights/reader_relay.h"
 #include "common/weights/slot_format.h"
 #include "common/weights/slot_memory.h"
 #include "common/weights/source_client.h"
@@ -31,7 +32,7 @@ namespace tandem::weights {
 // ---------------------------------------------------------------------------------------------
 // The reader's state, owned by its loop thread except where a member says otherwise.
 
-class Reader::Core : public SlotProvider, public std::enable_shared_from_this<Reader::Core> {
+class Reader::Core : public std::enable_shared_from_this<Reader::Core> {
 public:
     static constexpr auto kLivenessInterval = std::chrono::milliseconds(100);
     // Longest a shard's chunk loop runs before it lets the loop go round (step_chunks).
@@ -41,7 +42,7 @@ public:
     static constexpr auto kHelloValidity = std::chrono::seconds(30);
 
     Core(ReaderOptions options, Layout layout, const Clock& clock);
-    ~Core() override;
+    ~Core();
 
     Status init();
     void shutdown();
@@ -180,25 +181,7 @@ public:
     };
 
 private:
-    // One of the two buffers, and what the relay side knows about its content.
-    struct Buffer {
-        std::shared_ptr<SlotMemory> memory;
-        Version version = 0;
-        bool filling = false;
-        bool complete = false;
-        Status failed;
-        struct ShardState {
-            bool manifest_ready = false;
-            uint64_t manifest_offset = 0;
-            uint64_t chunk_count = 0;
-            uint64_t chunk_bytes = 0;
-            uint64_t manifest_digest = 0;
-            ByteRange range;
-            std::vector<uint8_t> verified;
-            uint64_t prefix = 0;
-        };
-        std::vector<ShardState> shards;
-    };
+    using Buffer = ReaderBuffer;
     struct MapLease {
         std::shared_ptr<SourceConnection> conn;
         LeaseId lease = 0;
@@ -244,14 +227,6 @@ private:
     void drop_map(uint64_t id);
     uint32_t shard_index_of(const Operation& op, const ShardFetch& sf) const;
 
-    // SlotProvider (relay), loop thread.
-    Result<std::optional<LeaseOffer>> acquire(JobId job, Version version, uint32_t shard,
-                                              const std::string& holder) override;
-    Result<LeaseGrant> renew(LeaseId id) override;
-    void release(LeaseId id) override;
-    Result<const std::byte*> readable(LeaseId id, uint64_t offset, uint64_t length) override;
-    Result<uint64_t> chunks_ready(LeaseId id) override;
-
     const ReaderOptions options_;
     const Layout layout_;
     const Clock& clock_;
@@ -260,17 +235,16 @@ private:
 
     std::unique_ptr<UcxLoop> loop_;
     std::unique_ptr<SourceClient> client_;
-    std::unique_ptr<SourceServer> server_;
-    std::array<Buffer, 2> buffers_;
+    ReaderBuffers buffers_;
     LeaseTable table_;
+    std::unique_ptr<RelayServe> relay_;     // with options_.relay: serves buffers_ downstream
+    std::unique_ptr<SourceServer> server_;  // on relay_
     std::unique_ptr<PieceHasher> hasher_;
     std::unordered_map<uint64_t, DigestWait> digest_waits_;
     uint64_t next_tag_ = 1;
     std::vector<std::shared_ptr<Operation>> ops_;
     std::map<uint64_t, MapEntry> maps_;
     uint64_t next_map_ = 1;
-    std::map<LeaseId, uint32_t> relay_lease_shard_;
-    std::optional<Version> newest_started_;
     uint64_t poller_ = 0;
     std::vector<std::shared_ptr<Operation>> retired_;  // ops whose requests never completed
     std::vector<std::shared_ptr<SlotMemory>> retired_memory_;

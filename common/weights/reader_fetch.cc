@@ -1,4 +1,6 @@
 #include "common/weights/reader_core.h"
+#include "common/weights/reader_partial.h"
+#include "common/weights/reader_pull.h"
 
 #include <unistd.h>
 
@@ -55,14 +57,7 @@ void Reader::Core::begin(Operation& op) {
             sf->source_pid = sf->shard.pid;
         }
         if (op.kind == Kind::kPartial) {
-            const ByteRange r = sf->shard.range;
-            for (const CopyRange& c : op.plan.copies) {
-                const uint64_t lo = std::max(c.src_offset, r.begin);
-                const uint64_t hi = std::min(c.src_offset + c.bytes, r.end);
-                if (lo < hi)
-                    sf->copies.push_back(
-                        {lo - r.begin, c.dst_offset + (lo - c.src_offset), hi - lo});
-            }
+            sf->copies = partial_copies_in_shard(op.plan, sf->shard.range);
             if (sf->copies.empty()) continue;
         }
         sf->state = op.kind == Kind::kPull ? State::kClaim : State::kConnect;
@@ -96,35 +91,16 @@ bool Reader::Core::poll() {
             op->shards.front()->state != State::kClaim || now < op->claim_retry) {
             continue;
         }
-        if (any_slot_draining()) {
-            // A failed fetch's stale requests may still write into a buffer: wait (bounded by
-            // its drain) rather than hand that buffer to this fetch.
-            op->claim_retry = now + std::chrono::milliseconds(1);
+        const PullClaim claim = claim_pull_buffer(table_, any_slot_draining(), dead_slot_, now);
+        if (claim.outcome == PullClaim::Outcome::kRefused) {
+            fail(*op, claim.why);
             continue;
         }
-        auto claim = table_.claim_for_write();
-        if (!claim.ok()) {
-            fail(*op, unavailable("another fetch is already filling the spare buffer"));
+        if (claim.outcome == PullClaim::Outcome::kWait) {
+            op->claim_retry = claim.retry_at;
             continue;
         }
-        if (claim->all_pinned) {
-            fail(*op, unavailable("both reader buffers hold versions in use (the current one "
-                                  "and an older one a caller still holds)"));
-            continue;
-        }
-        if (!claim->slot) {
-            op->claim_retry = claim->retry_at;
-            continue;
-        }
-        const uint32_t slot = *claim->slot;
-        if (dead_slot_ == slot) {
-            table_.abort_write(slot);
-            fail(*op, unavailable(fmt::format(
-                          "reader buffer {} was retired (a failed fetch's requests never completed "
-                          "and no replacement memory could be had)",
-                          slot)));
-            continue;
-        }
+        const uint32_t slot = claim.slot;
         {
             std::lock_guard<std::mutex> lock(mu_);
             if (fetched_slot_ == slot) fetched_slot_.reset();
@@ -153,7 +129,7 @@ bool Reader::Core::poll() {
             table_.mark_published(slot, op->version.version);
             end_write(header(slot),
                       {op->version.version, layout_.total_bytes(), 0, layout_.fingerprint(), 0});
-            newest_started_ = std::max(newest_started_.value_or(0), op->version.version);
+            relay_->pull_started(op->version.version);
             server_->notify();
         }
     }
@@ -492,15 +468,7 @@ Status Reader::Core::check_meta(Operation& op, ShardFetch& sf) {
         if (server_) server_->notify();
         for (size_t c = 0; c < count; ++c) sf.todo.push_back(c);
     } else {
-        for (size_t c = 0; c < count; ++c) {
-            const ByteRange r = sf.manifest.chunk_range(c);
-            for (const CopyRange& copy : sf.copies) {
-                if (copy.src_offset < r.end && r.begin < copy.src_offset + copy.bytes) {
-                    sf.todo.push_back(c);
-                    break;
-                }
-            }
-        }
+        for (size_t c : partial_chunks_needed(sf.manifest, sf.copies)) sf.todo.push_back(c);
     }
     sf.needed = sf.todo.size();
     return Status();
@@ -735,15 +703,8 @@ void Reader::Core::chunk_verified(Operation& op, ShardFetch& sf, size_t chunk, s
         if (server_) server_->notify();
         return;
     }
-    const ByteRange r = sf.manifest.chunk_range(chunk);
-    const std::byte* src = sf.scratch.data() + scratch * sf.lease.chunk_bytes;
-    for (const CopyRange& c : sf.copies) {
-        const uint64_t lo = std::max(c.src_offset, r.begin);
-        const uint64_t hi = std::min(c.src_offset + c.bytes, r.end);
-        if (lo >= hi) continue;
-        std::memcpy(op.partial.data() + c.dst_offset + (lo - c.src_offset), src + (lo - r.begin),
-                    hi - lo);
-    }
+    partial_copy_chunk(sf.manifest, chunk, sf.scratch.data() + scratch * sf.lease.chunk_bytes,
+                       sf.copies, op.partial.data());
     sf.free_scratch.push_back(scratch);
 }
 
@@ -885,99 +846,6 @@ void Reader::Core::fail(Operation& op, const Status& status) {
         ++drain_stats_.draining;
     }
     op.promise.set_value(status);
-}
-
-size_t Reader::Core::outstanding(Operation& op) {
-    size_t n = 0;
-    auto receiving = [](const std::shared_ptr<PendingCall>& call) {
-        return call && call->recv.pending();
-    };
-    for (auto& sfp : op.shards) {
-        ShardFetch& sf = *sfp;
-        for (auto& f : sf.inflight) n += (f.get.pending() || receiving(f.call)) ? 1 : 0;
-        for (int i = 0; i < 2; ++i) {
-            n += (sf.meta_get[i].pending() || receiving(sf.meta_call[i])) ? 1 : 0;
-        }
-    }
-    return n;
-}
-
-bool Reader::Core::any_slot_draining() const {
-    for (const auto& op : ops_) {
-        if (op->draining && op->holds_slot) return true;
-    }
-    return false;
-}
-
-bool Reader::Core::drain(Operation& op) {
-    const auto now = clock_.now();
-    const size_t left = outstanding(op);
-    switch (op.drain.next(left, now)) {
-        case DrainStep::kWait:
-            return false;
-        case DrainStep::kDone: {
-            op.draining = false;
-            for (auto& sf : op.shards) sf->inflight.clear();
-            log_.with({.version = op.version.version})
-                .info("version {}: requests in flight drained{}", op.version.version,
-                      op.drain.forced() ? " after force-closing the connection" : "");
-            std::lock_guard<std::mutex> lock(mu_);
-            --drain_stats_.draining;
-            return true;
-        }
-        case DrainStep::kForceClose: {
-            size_t closed = 0;
-            for (auto& sf : op.shards) {
-                if (!sf->conn || sf->conn->endpoint->closed()) continue;
-                client_->forget(sf->conn, UCS_ERR_CANCELED);
-                sf->conn->endpoint->close_now(options_.ucx.close_timeout_ms);
-                ++closed;
-            }
-            log_.with({.version = op.version.version})
-                .warn(
-                    "version {}: {} request(s) still in flight {} ms after the failure; "
-                    "force-closed {} connection(s)",
-                    op.version.version, left, options_.drain_timeout_ms.count(), closed);
-            std::lock_guard<std::mutex> lock(mu_);
-            drain_stats_.forced_closes += closed;
-            return false;
-        }
-        case DrainStep::kRetire:
-            op.draining = false;  // the caller retires it
-            log_.with({.version = op.version.version})
-                .error(
-                    "version {}: {} request(s) still in flight after force-closing the "
-                    "connection; retiring {} for good",
-                    op.version.version, left,
-                    op.holds_slot ? fmt::format("buffer {}", op.slot)
-                                  : std::string("the operation's memory"));
-            return false;
-    }
-    return false;
-}
-
-void Reader::Core::retire(std::shared_ptr<Operation> op, bool replace) {
-    if (op->holds_slot && replace) {
-        Buffer& b = buffers_[op->slot];
-        auto fresh = SlotMemory::create(
-            loop_->worker().context(), b.memory->size(),
-            fmt::format("tandem-weights-reader{}-r{}", op->slot, retired_memory_.size() + 1));
-        retired_memory_.push_back(b.memory);
-        if (fresh.ok()) {
-            b.memory = std::move(*fresh);
-            init_header(header(op->slot));
-        } else {
-            // No memory for a replacement: pulls that claim this slot are refused.
-            log_.error("cannot replace retired buffer {}: {}", op->slot,
-                       fresh.status().to_string());
-            dead_slot_ = op->slot;
-        }
-    }
-    op->holds_slot = false;
-    retired_.push_back(std::move(op));
-    std::lock_guard<std::mutex> lock(mu_);
-    ++drain_stats_.retired_buffers;
-    --drain_stats_.draining;
 }
 
 }  // namespace tandem::weights
