@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
+#include <optional>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -60,9 +63,151 @@ void append_job_families(const JobRecord& j, const VersionTable& versions, Famil
             .samples.push_back({job_labels(j), static_cast<double>(list.back().relays.size())});
     }
     append_job_step_families(j, out);
+    append_weight_families(j, out);
+}
+
+// A non-negative number at `key` of `obj`, if there is one.
+std::optional<double> number_at(const Json& obj, const char* key) {
+    if (!obj.is_object()) return std::nullopt;
+    auto it = obj.find(key);
+    if (it == obj.end() || !it->is_number() || it->get<double>() < 0) return std::nullopt;
+    return it->get<double>();
+}
+
+// One histogram's series from per-bucket (not cumulative) counts; counts has one more entry than
+// bounds (above the last bound).
+void append_histogram(Family& f, const Metrics::Labels& labels, const std::vector<double>& bounds,
+                      const std::vector<double>& counts, double sum) {
+    double cum = 0;
+    for (size_t i = 0; i < bounds.size(); ++i) {
+        cum += counts[i];
+        Metrics::Labels l = labels;
+        l["le"] = render_value(bounds[i]);
+        f.suffixed.push_back({"_bucket", l, cum});
+    }
+    cum += counts.back();
+    Metrics::Labels l = labels;
+    l["le"] = "+Inf";
+    f.suffixed.push_back({"_bucket", l, cum});
+    f.suffixed.push_back({"_sum", labels, sum});
+    f.suffixed.push_back({"_count", labels, cum});
 }
 
 }  // namespace
+
+void append_weight_families(const JobRecord& job, Families& out) {
+    struct Scalar {
+        const char* key;
+        const char* family;
+        const char* type;
+        const char* help;
+    };
+    static constexpr Scalar kScalars[] = {
+        {"published_versions", "tandem_weights_versions_published_total", "counter",
+         "Weight versions an actor published"},
+        {"published_bytes", "tandem_weights_published_bytes_total", "counter",
+         "Bytes of the weight versions an actor published"},
+        {"publish_seconds", "tandem_weights_publish_seconds_total", "counter",
+         "Seconds an actor spent publishing weight versions (copy, checksums, announce)"},
+        {"leases_held", "tandem_weights_leases_held", "gauge",
+         "Readers' leases on an actor's published versions, now"},
+        {"lease_waits", "tandem_weights_lease_waits_total", "counter",
+         "Publishes that waited for a reader's lease to end before reusing a slot"},
+        {"last_fetch_bytes_per_second", "tandem_weights_fetch_bytes_per_second", "gauge",
+         "Bytes per second of an actor's last weight fetch"},
+        {"checksum_failures", "tandem_weights_checksum_failures_total", "counter",
+         "Weight chunks read again after a bad checksum"},
+    };
+    for (const ActorRecord& a : job.actors) {
+        const Json& w = a.progress.is_object() && a.progress.contains("weights")
+                            ? a.progress["weights"]
+                            : Json();
+        if (!w.is_object()) continue;
+        const Metrics::Labels labels = {{"job", job.id.str()}, {"actor", a.name()}};
+        for (const Scalar& s : kScalars) {
+            if (auto v = number_at(w, s.key)) {
+                Family& f = family(out, s.family, s.help);
+                f.type = s.type;
+                f.samples.push_back({labels, *v});
+            }
+        }
+        // {label value: bytes} maps.
+        for (const auto& [key, fam, label, help] :
+             {std::tuple{"served_bytes", "tandem_weights_served_bytes_total", "source",
+                         "Bytes other readers read from an actor (publisher or relay)"},
+              std::tuple{"fetched_bytes", "tandem_weights_fetched_bytes_total", "transport",
+                         "Bytes of weight versions an actor fetched, by read path"}}) {
+            const auto it = w.find(key);
+            if (it == w.end() || !it->is_object()) continue;
+            for (auto e = it->begin(); e != it->end(); ++e) {
+                if (!e.value().is_number()) continue;
+                Family& f = family(out, fam, help);
+                f.type = "counter";
+                Metrics::Labels l = labels;
+                l[label] = e.key();
+                f.samples.push_back({l, e.value().get<double>()});
+            }
+        }
+        // Fetch durations: {bounds, by_transport: {t: {counts, sum}}}.
+        if (auto fs = w.find("fetch_seconds"); fs != w.end() && fs->is_object()) {
+            const Json& b = fs->value("bounds", Json());
+            const Json& by = fs->value("by_transport", Json());
+            std::vector<double> bounds;
+            bool ok = b.is_array() && by.is_object();
+            if (ok) {
+                for (const Json& x : b) {
+                    ok = ok && x.is_number() && (bounds.empty() || x.get<double>() > bounds.back());
+                    if (ok) bounds.push_back(x.get<double>());
+                }
+            }
+            for (auto t = by.begin(); ok && t != by.end(); ++t) {
+                const Json& counts = t.value().value("counts", Json());
+                const auto sum = number_at(t.value(), "sum");
+                if (!counts.is_array() || counts.size() != bounds.size() + 1 || !sum) continue;
+                std::vector<double> c;
+                for (const Json& x : counts) c.push_back(x.is_number() ? x.get<double>() : 0.0);
+                Family& f = family(out, "tandem_weights_fetch_seconds",
+                                   "Seconds per weight fetch (lease to verified copy), by read path");
+                f.type = "histogram";
+                Metrics::Labels l = labels;
+                l["transport"] = t.key();
+                append_histogram(f, l, bounds, c, *sum);
+            }
+        }
+        // Staleness: {"<versions behind>": trajectories}; one bucket per distance up to the
+        // largest seen.
+        if (auto st = w.find("staleness"); st != w.end() && st->is_object() && !st->empty()) {
+            std::map<int64_t, double> by;
+            for (auto e = st->begin(); e != st->end(); ++e) {
+                char* end = nullptr;
+                const long long behind = std::strtoll(e.key().c_str(), &end, 10);
+                if (end == e.key().c_str() || *end != '\0' || behind < 0 || behind > 1000000 ||
+                    !e.value().is_number())
+                    continue;
+                by[behind] += e.value().get<double>();
+            }
+            if (!by.empty()) {
+                std::vector<double> bounds, counts;
+                double sum = 0;
+                for (int64_t k = 0; k <= by.rbegin()->first && k < 64; ++k) {
+                    bounds.push_back(static_cast<double>(k));
+                    counts.push_back(by.count(k) ? by[k] : 0.0);
+                }
+                double above = 0;
+                for (const auto& [k, n] : by) {
+                    sum += static_cast<double>(k) * n;
+                    if (k >= 64) above += n;
+                }
+                counts.push_back(above);
+                Family& f = family(out, "tandem_weights_trajectory_staleness_versions",
+                                   "Trajectories a trainer trained on, by how many versions behind "
+                                   "its own they were generated");
+                f.type = "histogram";
+                append_histogram(f, labels, bounds, counts, sum);
+            }
+        }
+    }
+}
 
 std::string job_metric_family(const std::string& key) {
     // Units spelled out as Prometheus' naming rules (and `promtool check metrics`) want them.
@@ -96,6 +241,10 @@ std::string job_metric_family(const std::string& key) {
         previous = token;
         start = end + 1;
     }
+    // A gauge may not end in _total (Prometheus keeps that for counters; promtool refuses it):
+    // "trajectories/refused_total" -> tandem_job_trajectories_refused.
+    if (out.size() > 6 && out.ends_with("_total") && out != "tandem_job_total")
+        out.resize(out.size() - 6);
     return out;
 }
 
@@ -104,6 +253,9 @@ void append_job_step_families(const JobRecord& job, Families& out) {
     for (auto it = job.last_metrics.begin(); it != job.last_metrics.end(); ++it) {
         const Json& v = it.value();
         if (!v.is_number() && !v.is_boolean()) continue;  // histograms and text stay out
+        // One step's staleness counts (weights/staleness_hist/<behind>): the trainer's
+        // tandem_weights_trajectory_staleness_versions histogram carries them.
+        if (it.key().rfind("weights/staleness_hist/", 0) == 0) continue;
         const std::string name = job_metric_family(it.key());
         if (std::find(std::begin(kReserved), std::end(kReserved), name) != std::end(kReserved))
             continue;

@@ -133,10 +133,17 @@ std::string Metrics::render() const {
     for (const auto& fn : collectors_) {
         for (const Family& f : fn()) {
             if (!taken.insert(f.name).second) continue;
+            if (f.type == "histogram") {
+                for (const char* suffix : {"_bucket", "_sum", "_count"}) taken.insert(f.name + suffix);
+            }
             out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", f.name, escape_help(f.help), f.name,
                                f.type);
             for (const auto& [labels, v] : f.samples)
                 out += fmt::format("{}{} {}\n", f.name, render_labels(labels), render_value(v));
+            for (const auto& s : f.suffixed) {
+                out += fmt::format("{}{}{} {}\n", f.name, s.suffix, render_labels(s.labels),
+                                   render_value(s.value));
+            }
         }
     }
     return out;

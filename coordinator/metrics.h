@@ -34,6 +34,13 @@ public:
         std::string help;
         std::string type = "gauge";
         std::vector<std::pair<Labels, double>> samples;
+        // Samples named `name` + suffix (a histogram's _bucket, _sum and _count), after `samples`.
+        struct Suffixed {
+            std::string suffix;
+            Labels labels;
+            double value = 0;
+        };
+        std::vector<Suffixed> suffixed;
     };
     void collector(std::function<std::vector<Family>()> fn);
 

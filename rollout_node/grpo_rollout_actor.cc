@@ -17,6 +17,7 @@
 #include "common/rl/grpo_protocol.h"
 #include "common/rl/task_factory.h"
 #include "common/weights/reader.h"
+#include "common/rl/weight_telemetry.h"
 #include "rollout_node/rollout_loop.h"
 
 namespace tandem::rollout {
@@ -36,6 +37,8 @@ public:
 
     void start_fetch(const runtime::PublishedVersion& v) override {
         if (relay_) {
+        fetch_start_ns_ = rt_.clock().wall_ns();
+        source_ = "publisher";
             fetching_ = std::async(std::launch::async,
                                    [this, d = v.descriptor] { return fetch_in_relay_tree(d); });
         } else {
@@ -50,6 +53,7 @@ public:
         Status s = fetching_.get();
         last_fetch_s_ = reader_->last_fetch().seconds;  // the transfer, as the reader timed it
         return s;
+        if (s.ok()) report_fetch();
     }
     void swap() override { reader_->swap(); }
     std::optional<Version> current() const override {
@@ -62,6 +66,21 @@ public:
 
 private:
     // Joins the version's relay tree with this reader's relay source, reads where the table puts
+    // The finished fetch joins the weight-plane counters the coordinator exports
+    // (rl::WeightTelemetry, reported as this actor's progress).
+    void report_fetch() {
+        const weights::FetchStats f = reader_->last_fetch();
+        telemetry_.on_fetch({.version = static_cast<int64_t>(f.version),
+                             .start_ns = fetch_start_ns_,
+                             .seconds = f.seconds,
+                             .bytes = f.bytes,
+                             .transport = std::string(weights::read_path_name(f.path)),
+                             .source = f.via_relay ? source_ : "publisher",
+                             .rereads = f.rereads});
+        telemetry_.set_relay_served_bytes(reader_->relay_bytes_served());
+        rt_.progress({{"weights", telemetry_.to_json()}});
+    }
+
     // it, and falls back to the publishers when that reader fails.
     Status fetch_in_relay_tree(const weights::VersionDescriptor& version) {
         auto source = rt_.relay_source(version.version, reader_->relay_source(),
@@ -74,6 +93,7 @@ private:
         }
         if (!*source) return reader_->fetch(version);  // the table put this reader under them
         Status s = reader_->fetch(version, &**source);
+        source_ = (*source)->reader;  // read by wait_fetch after the future's result
         if (s.ok()) {
             if (relayed_.fetch_add(1) == 0) {
                 rt_.log(LogLevel::kInfo,
@@ -94,6 +114,9 @@ private:
     std::future<Status> fetching_;
     double last_fetch_s_ = 0;
     std::atomic<int64_t> relayed_{0};  // versions read from another rollout
+    int64_t fetch_start_ns_ = 0;
+    std::string source_;  // written by the fetch thread before its future is ready
+    rl::WeightTelemetry telemetry_;
 };
 
 // Samples group_size completions for this rollout's share of a step's prompts (indices me,

@@ -16,6 +16,7 @@
 #include "common/model/trainer.h"
 #include "common/rl/grpo_protocol.h"
 #include "common/rl/task_factory.h"
+#include "common/rl/weight_telemetry.h"
 #include "common/weights/publisher.h"
 #include "trainer_node/trainer_loop.h"
 
@@ -94,6 +95,8 @@ private:
     std::string checkpoint_root_;
     std::ofstream metrics_file_;
     const rl::TrajectoryGate* gate_ = nullptr;
+    rl::WeightTelemetry telemetry_;  // reported as progress["weights"]
+    double publish_seconds_ = 0;
 };
 
 Status GrpoLearner::setup(TrainerLoopOptions& opt) {
@@ -236,12 +239,27 @@ void GrpoLearner::report(const StepReport& r) {
     Json flat = v;
     flat.erase("weights/staleness_hist");
     flat.erase("weights/consumed_versions");
+    // The staleness histogram as numbers: weights/staleness_hist/<versions behind> = trajectories.
+    if (rs.contains("staleness_hist") && rs["staleness_hist"].is_object()) {
+        for (const auto& [behind, n] : rs["staleness_hist"].items())
+            flat["weights/staleness_hist/" + behind] = n;
+    }
     rt_.metrics(step, flat);
     if (metrics_file_)
         metrics_file_ << Json{{"step", step}, {"metrics", v}}.dump() << "\n" << std::flush;
+    telemetry_.add_staleness(rs.value("staleness_hist", Json::object()));
+    publish_seconds_ += publish_s;
+    const weights::Publisher::Stats ps = publisher_->stats();
+    telemetry_.set_publisher({.versions = ps.published,
+                              .bytes = ps.published * publisher_->shard_range().size(),
+                              .lease_waits = ps.reclaim_waits,
+                              .live_leases = ps.live_leases,
+                              .served_bytes = ps.bytes_served,
+                              .seconds = publish_seconds_});
     rt_.progress({{"step", step},
                   {"fraction", static_cast<double>(step) / job_.algorithm.steps},
-                  {"reward", ts.reward_mean}});
+                  {"reward", ts.reward_mean},
+                  {"weights", telemetry_.to_json()}});
 }
 
 }  // namespace

@@ -364,6 +364,12 @@ const Layout& Reader::layout() const { return core_->layout(); }
 
 FetchStats Reader::last_fetch() const { return core_->last_fetch(); }
 DrainStats Reader::drain_stats() const { return core_->drain_stats(); }
+uint64_t Reader::relay_bytes_served() const { return core_->relay_bytes_served(); }
+uint64_t Reader::Core::relay_bytes_served() const {
+    uint64_t n = 0;
+    loop_->call([&] { n = server_ ? server_->stats().bytes_served : 0; });  // loop-owned counters
+    return n;
+}
 
 Result<Version> fetch_newest(Reader& reader,
                              const std::function<std::optional<VersionDescriptor>()>& newest,

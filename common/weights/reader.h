@@ -193,6 +193,8 @@ public:
     const Layout& layout() const;
     FetchStats last_fetch() const;
     DrainStats drain_stats() const;
+    // Bytes other readers read from this one through the relay tree.
+    uint64_t relay_bytes_served() const;
 
     class Core;
 

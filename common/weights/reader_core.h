@@ -71,6 +71,8 @@ public:
         std::lock_guard<std::mutex> lock(mu_);
         return drain_stats_;
     }
+    // Bytes this reader's relay server sent to other readers (0 without relay).
+    uint64_t relay_bytes_served() const;
     RelaySource relay_source() const {
         return {options_.reader_id, loop_->address(), host_identity(),
                 static_cast<int64_t>(getpid())};

@@ -189,12 +189,16 @@ try {
     reward: await rewardPoints(),
     kl: await attr('[data-chart="KL"]', "data-points"),
     versions: await attr("#version-timeline", "data-points"),
+    fetches: await attr("#version-timeline", "data-fetches"),
+    fetchRows: await page.locator("#versions .fetch-row").count(),
   };
   check(live.reward === 3 * steps, `the reward chart has mean/min/max of all ${steps} steps (${live.reward} points)`);
   check(live.kl === steps, `the KL chart has ${steps} points (${live.kl})`);
   const histPoints = await attr('[data-chart^="staleness histogram"]', "data-points");
   check(histPoints >= steps, `the staleness histogram has a share for each of the ${steps} steps (${histPoints} points)`);
   check(live.versions === versionCount, `the version timeline has all ${versionCount} versions (${live.versions})`);
+  check(live.fetches > 0 && live.fetchRows > 0,
+        `the version timeline shows the rollouts' fetches (${live.fetches} points, ${live.fetchRows} rows)`);
   await page.screenshot({ path: path.join(OUT, "job.png") });
   await page.evaluate(() => document.querySelector("#versions-h").scrollIntoView());
   await page.screenshot({ path: path.join(OUT, "versions.png") });
@@ -239,6 +243,11 @@ try {
   const metrics = await (await fetch(`${base}/metrics`, { headers: { Authorization: `Bearer ${token}` } })).text();
   check(metrics.includes(`tandem_job_rollout_reward_mean{job="${job}",name="grpo-reverse"}`),
         "/metrics has tandem_job_rollout_reward_mean for the job");
+  check(metrics.includes(`tandem_weights_trajectory_staleness_versions_count{actor="${job}/trainer-0",job="${job}"}`),
+        "/metrics has the trainer's staleness histogram");
+  check(/tandem_weights_fetch_seconds_bucket\{actor="[^"]*rollout-0"/.test(metrics) &&
+        metrics.includes(`tandem_weights_versions_published_total{actor="${job}/trainer-0",job="${job}"}`),
+        "/metrics has the rollouts' fetch histogram and the trainer's published versions");
   const promtool = spawnSync("promtool", ["check", "metrics"], { input: metrics, encoding: "utf8" });
   if (promtool.error) log("note: no promtool on PATH; /metrics not linted here (apt-get install prometheus)");
   else check(promtool.status === 0, `promtool check metrics accepts /metrics ${promtool.stdout}${promtool.stderr}`);
@@ -259,11 +268,15 @@ try {
   const hist = {
     reward: await rewardPoints(),
     versions: await attr("#version-timeline", "data-points"),
+    fetches: await attr("#version-timeline", "data-fetches"),
     lines: await attr("#logs", "data-lines"),
     mode: await page.textContent("#mode"),
   };
   check(hist.reward === live.reward, `after tandem down the reward chart has the same ${live.reward} points (${hist.reward})`);
   check(hist.versions === live.versions, `after tandem down the version timeline has the same ${live.versions} versions (${hist.versions})`);
+  // The actors report their newest 16 fetches each: the live page collected more as they came.
+  check(hist.fetches > 0 && hist.fetches <= live.fetches,
+        `after tandem down the timeline has the rollouts' last fetches (${hist.fetches} of ${live.fetches})`);
   check(hist.lines === allLines, `after tandem down the logs have the same ${allLines} lines (${hist.lines})`);
   check(hist.mode.includes("history"), `the history dashboard says so ("${hist.mode}")`);
   await page.screenshot({ path: path.join(OUT, "history-job.png") });

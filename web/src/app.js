@@ -12,6 +12,7 @@ const versionsEvery = (n) => Math.max(5000, 3 * n);
 const VERSIONS_REFRESHED = 8;     // the newest versions fetched again (their state changes)
 const PAGE = 2000;                // rows per metrics/logs request (keeps each request short)
 const MAX_LOG_LINES = 20000;
+const STALE_HIST = "weights/staleness_hist/";  // per-step trajectories by versions behind
 const SHOWN_LOG_LINES = 600;
 
 const state = { mode: "live", timer: null, page: null, gen: 0 };
@@ -80,6 +81,13 @@ function fmtDuration(s) {
   if (s < 120) return s.toFixed(1) + " s";
   if (s < 7200) return (s / 60).toFixed(1) + " min";
   return (s / 3600).toFixed(1) + " h";
+}
+function fmtBytes(b) {
+  if (typeof b !== "number") return "-";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (b >= 1024 && i < units.length - 1) { b /= 1024; ++i; }
+  return (i ? b.toFixed(1) : String(b)) + " " + units[i];
 }
 function stateSpan(s) { return el("span", { class: `state state-${s}` }, s); }
 function setStatus(text, isError) {
@@ -293,19 +301,22 @@ function jobPage(root, jobId) {
     new Chart("weight version and lag", ["weights/version", "weights/consumed_version_min", "weights/consumed_version_max"]),
     new Chart("trajectories dropped / rejected", ["weights/dropped_trajectories", "weights/rejected_unknown_version"]),
   ];
-  // From the trainer's own metrics file (RUN_DIR/jobs/JOB/metrics.jsonl) when the coordinator can
-  // read it: the share of each step's trajectories by how many versions behind they were.
+  // The share of each step's trajectories by how many versions behind they were: from the per-step
+  // metrics weights/staleness_hist/<behind>, or (jobs run before the trainer reported those) from
+  // the trainer's own metrics file (RUN_DIR/jobs/JOB/metrics.jsonl) when the coordinator can read it.
   const staleHist = new Chart("staleness histogram (share of trajectories, by versions behind)",
                               (h) => Object.keys(h.cols).sort((a, b) => parseInt(a.split("=")[1]) - parseInt(b.split("=")[1])));
   charts.push(staleHist);
   const other = new Chart("other metrics", (s) => Object.keys(s.cols).filter((k) =>
-    !charts.some((c) => c !== staleHist && c.seriesKeys.includes(k)) && !k.startsWith("staleness/")).sort());
+    !charts.some((c) => c !== staleHist && c.seriesKeys.includes(k)) && !k.startsWith("staleness/") &&
+    !k.startsWith(STALE_HIST)).sort());
   charts.push(other);
   const chartBox = el("div", { class: "charts", id: "charts" }, charts.map((c) => c.node));
 
   const versionsBox = el("div", { id: "versions", class: "versions-box" });
-  const versionChart = el("div", { class: "chart", id: "version-timeline", "data-points": "0" },
-                          el("h3", {}, "version timeline: publish time (s since the first version)"));
+  const versionChart = el("div", { class: "chart", id: "version-timeline", "data-points": "0", "data-fetches": "0" },
+                          el("h3", {}, "version timeline: publish time, and when each rollout had fetched it (s since the first version)"));
+  const weightsBox = el("div", { class: "card kv small", id: "weights-summary" });
   const eventsBox = el("div", { id: "events" });
 
   const level = el("select", { id: "log-level" }, ["", "debug", "info", "warn", "error"].map((l) =>
@@ -321,7 +332,7 @@ function jobPage(root, jobId) {
                  el("a", { href: "#versions-h" }, "versions"), el("a", { href: "#events-h" }, "events"),
                  el("a", { href: "#logs-h" }, "logs")),
               el("h2", {}, "Per-step metrics"), chartBox,
-              el("h2", { id: "versions-h" }, "Weight versions"), versionChart, versionsBox,
+              el("h2", { id: "versions-h" }, "Weight versions"), weightsBox, versionChart, versionsBox,
               el("h2", { id: "events-h" }, "Events"), eventsBox,
               el("h2", { id: "logs-h" }, "Logs ", el("a", { class: "small", href: `#/logs/${jobId}` },
                                                      "(every process's lines about this job)")),
@@ -332,14 +343,22 @@ function jobPage(root, jobId) {
   const store = { steps: [], cols: {} };
   const hstore = { steps: [], cols: {} };  // staleness histogram shares by step
   const st = { lastStep: -1, lastEvent: 0, lastLog: 0, logs: [], actors: new Set(), versionsAt: 0,
-               versionsCount: -1, versions: [], job: null, vplot: null, trainerOffset: 0 };
+               versionsCount: -1, versions: [], job: null, vplot: null, trainerOffset: 0,
+               fetches: new Map(), histFromMetrics: false };
 
   const appendMetrics = (rows) => {
     for (const row of rows) {
+      const hist = {};
+      for (const [k, v] of Object.entries(row.values))
+        if (k.startsWith(STALE_HIST) && typeof v === "number") hist[k.slice(STALE_HIST.length)] = v;
+      if (Object.keys(hist).length) {
+        st.histFromMetrics = true;
+        appendHistogram({ step: row.step, metrics: { "weights/staleness_hist": hist } });
+      }
       const i = store.steps.length;
       store.steps.push(row.step);
       for (const [k, v] of Object.entries(row.values)) {
-        if (typeof v !== "number") continue;
+        if (typeof v !== "number" || k.startsWith(STALE_HIST)) continue;
         if (!store.cols[k]) store.cols[k] = new Array(i).fill(null);
         store.cols[k].push(v);
       }
@@ -391,22 +410,58 @@ function jobPage(root, jobId) {
     ], j.actors || [], null));
   };
 
+  // The weight-plane counters each actor reports (progress.weights, rl::WeightTelemetry): the
+  // trainer's publishes and leases, and each rollout's newest fetches, kept here as they arrive.
+  const takeWeights = (j) => {
+    const parts = [];
+    for (const a of j.actors || []) {
+      const w = a.progress && a.progress.weights;
+      if (!w || typeof w !== "object") continue;
+      for (const f of w.fetches || []) st.fetches.set(`${a.actor}@${f.version}@${f.start_ns}`, Object.assign({ actor: a.actor }, f));
+      if (typeof w.published_versions === "number") {
+        parts.push(["published by " + a.actor, `${w.published_versions} versions, ${fmtBytes(w.published_bytes)}` +
+                    (w.published_versions ? `, ${fmtNum(1000 * w.publish_seconds / w.published_versions)} ms each` : "")],
+                   ["leases held now", w.leases_held], ["publishes that waited for a lease", w.lease_waits],
+                   ["served by the trainer", fmtBytes((w.served_bytes || {}).publisher)]);
+      }
+      if (typeof w.last_fetch_bytes_per_second === "number") {
+        parts.push([a.actor, `${fmtBytes(Object.values(w.fetched_bytes || {}).reduce((x, y) => x + y, 0))} fetched, ` +
+                    `last ${fmtNum(w.last_fetch_bytes_per_second / 1e9)} GB/s, relayed ${fmtBytes((w.served_bytes || {}).relay)}` +
+                    (w.checksum_failures ? `, ${w.checksum_failures} chunks re-read` : "")]);
+      }
+    }
+    weightsBox.replaceChildren(...parts.map(([k, v]) => el("div", {}, el("span", {}, k), String(v ?? "-"))));
+    weightsBox.setAttribute("data-fetches", String(st.fetches.size));
+  };
+
   const renderVersions = (versions) => {
     const t0 = versions.length ? versions[0].published_ns : 0;
-    const xs = versions.map((v) => (v.published_ns - t0) / 1e9);
-    const ys = versions.map((v) => v.version);
+    // One x axis for both series: publish times, and the ends of the fetches that were seen.
+    const fetches = [...st.fetches.values()].filter((f) => versions.length && f.start_ns >= t0);
+    const points = versions.map((v) => [(v.published_ns - t0) / 1e9, v.version, null])
+      .concat(fetches.map((f) => [(f.start_ns - t0) / 1e9 + f.seconds, null, f.version]))
+      .sort((a, b) => a[0] - b[0]);
+    const data = [points.map((p) => p[0]), points.map((p) => p[1]), points.map((p) => p[2])];
     versionChart.setAttribute("data-points", String(versions.length));
+    versionChart.setAttribute("data-fetches", String(fetches.length));
     if (versions.length && typeof uPlot !== "undefined") {
       const width = Math.max(300, versionChart.clientWidth - 14);
       if (!st.vplot) {
         st.vplot = new uPlot({ width, height: 180, scales: { x: { time: false } },
-          series: [{ label: "s" }, { label: "version", stroke: PALETTE[0], width: 0,
-                                     points: { show: true, size: 4, fill: PALETTE[0] } }],
+          series: [{ label: "s" }, { label: "published", stroke: PALETTE[0], width: 0,
+                                     points: { show: true, size: 5, fill: PALETTE[0] } },
+                   { label: "fetched by a rollout", stroke: PALETTE[1], width: 0,
+                     points: { show: true, size: 4, fill: PALETTE[1] } }],
           axes: [{ label: "seconds since version " + versions[0].version }, { label: "version" }] },
-          [xs, ys], versionChart);
+          data, versionChart);
       } else {
-        st.vplot.setData([xs, ys]);
+        st.vplot.setData(data);
       }
+    }
+    const byVersion = new Map();
+    for (const f of st.fetches.values()) {
+      if (!byVersion.has(f.version)) byVersion.set(f.version, []);
+      byVersion.get(f.version).push(f);
     }
     const shown = versions.slice(-200).reverse();
     versionsBox.replaceChildren(
@@ -421,6 +476,12 @@ function jobPage(root, jobId) {
             `${p.actor || "?"}${p.attempt >= 0 ? " #" + p.attempt : ""} on ${p.node || "?"}`).join(", ") },
         { key: "relays", label: "relay tree (reader <- parent)", render: (v) => el("div", { class: "small" },
             (v.relays || []).map((l) => el("div", {}, `${l.reader} <- ${l.parent || "publisher"} (depth ${l.depth})`))) },
+        { key: "fetches", label: "fetches (rollout: after publish, lease held, GB/s, read path, from)", render: (v) =>
+            el("div", { class: "small fetch-rows" }, (byVersion.get(v.version) || []).sort((a, b) => a.start_ns - b.start_ns).map((f) =>
+              el("div", { class: "fetch-row" }, `${f.actor.split("/").pop()}: +${fmtDuration((f.start_ns - v.published_ns) / 1e9)}, ` +
+                 `lease ${fmtDuration(f.seconds)} then released, ${fmtNum(f.seconds > 0 ? f.bytes / f.seconds / 1e9 : 0)} GB/s, ` +
+                 `${f.transport}, from ${f.source === "publisher" ? "the trainer" : f.source}` +
+                 (f.rereads ? `, ${f.rereads} chunks re-read` : "")))) },
       ], shown.map((v, i) => {
         const prev = versions[versions.length - 1 - i - 1];
         return Object.assign({}, v, prev ? { gap: (v.published_ns - prev.published_ns) / 1e9 } : {});
@@ -451,6 +512,8 @@ function jobPage(root, jobId) {
     st.job = j;
     document.getElementById("job-title").textContent = `${j.job} (${j.name})`;
     renderHeader(j);
+    const fetchesBefore = st.fetches.size;
+    takeWeights(j);
     // Metrics, events and logs after what we have, page by page.
     for (let page = 0; page < 250; ++page) {
       const m = await api(`/api/v1/jobs/${j.job}/metrics?after=${st.lastStep}&limit=${PAGE}`);
@@ -458,7 +521,7 @@ function jobPage(root, jobId) {
       if (m.metrics.length < PAGE) break;
     }
     // Asked again every poll while missing: the trainer opens its file once it has started.
-    if (j.kind === "grpo") {
+    if (j.kind === "grpo" && !st.histFromMetrics) {
       for (let page = 0; page < 50; ++page) {
         const t = await api(`/api/v1/trainer-metrics/${j.job}?offset=${st.trainerOffset}`);
         if (!t.available) {
@@ -512,6 +575,8 @@ function jobPage(root, jobId) {
       const byVersion = new Map(st.versions.map((v) => [v.version, v]));
       for (const v of fresh) byVersion.set(v.version, v);
       st.versions = [...byVersion.values()].sort((a, b) => a.version - b.version);
+      renderVersions(st.versions);
+    } else if (st.fetches.size !== fetchesBefore && st.versions.length) {
       renderVersions(st.versions);
     }
   };
