@@ -175,7 +175,8 @@ int up(const std::vector<std::string>& argv) {
         }
         if (running_pid(run.pid_path(n.id), exe)) continue;
         std::vector<std::string> a;
-        if (launcher_of(n) == config::Launcher::kSlurm) a = srun_command(n);
+        if (launcher_of(n) == config::Launcher::kSlurm)
+            a = srun_command(n, slurm_het_group(cluster->slurm, n.role));
         a.insert(a.end(), {bin + "/" + exe, "--node", n.id});
         a.insert(a.end(), common.begin(), common.end());
         auto pid = start(run, n.id, a);

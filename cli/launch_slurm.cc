@@ -40,6 +40,35 @@ std::string on_path(const std::string& name) {
     return name;
 }
 
+// The cluster: `file` with its coordinator on `coordinator_address` and one node per host of
+// each role, each copied from the file's first node of its role, launched by Slurm.
+config::ClusterSpec with_nodes(const config::ClusterSpec& file,
+                               const std::vector<std::string>& trainer_hosts,
+                               const std::vector<std::string>& rollout_hosts,
+                               const std::string& coordinator_address) {
+    const config::NodeSpec* templates[2] = {nullptr, nullptr};
+    for (const auto& n : file.nodes) {
+        auto& t = templates[n.role == ActorRole::kTrainer ? 0 : 1];
+        if (!t) t = &n;
+    }
+    config::ClusterSpec out = file;
+    out.coordinator.host = coordinator_address;
+    out.nodes.clear();
+    for (const bool trainer : {true, false}) {
+        const auto& hosts = trainer ? trainer_hosts : rollout_hosts;
+        for (size_t k = 0; k < hosts.size(); ++k) {
+            const config::NodeSpec* t = templates[trainer ? 0 : 1];
+            config::NodeSpec n = t ? *t : config::NodeSpec{};
+            n.role = trainer ? ActorRole::kTrainer : ActorRole::kRollout;
+            n.id = fmt::format("{}-{}", actor_role_name(n.role), k);  // index within the role
+            n.host = hosts[k];
+            n.launcher = config::Launcher::kSlurm;
+            out.nodes.push_back(std::move(n));
+        }
+    }
+    return out;
+}
+
 }  // namespace
 
 Result<std::vector<std::string>> slurm_hosts(const std::string& nodelist) {
@@ -59,11 +88,6 @@ Result<std::vector<std::string>> slurm_hosts(const std::string& nodelist) {
 Result<config::ClusterSpec> slurm_cluster(const config::ClusterSpec& file,
                                           const std::vector<std::string>& hosts,
                                           const std::string& coordinator_address) {
-    const config::NodeSpec* templates[2] = {nullptr, nullptr};
-    for (const auto& n : file.nodes) {
-        auto& t = templates[n.role == ActorRole::kTrainer ? 0 : 1];
-        if (!t) t = &n;
-    }
     const int trainers = file.slurm.trainer_nodes;
     const int have = static_cast<int>(hosts.size());
     const bool colocate = file.slurm.colocate;
@@ -74,33 +98,53 @@ Result<config::ClusterSpec> slurm_cluster(const config::ClusterSpec& file,
             "slurm: {} trainer and {} rollout nodes asked for, the allocation has {} ({})",
             trainers, rollouts, have, fmt::join(hosts, ",")));
     }
-    config::ClusterSpec out = file;
-    out.coordinator.host = coordinator_address;
-    out.nodes.clear();
-    for (int i = 0; i < trainers + rollouts; ++i) {
-        const bool trainer = i < trainers;
-        const config::NodeSpec* t = templates[trainer ? 0 : 1];
-        config::NodeSpec n = t ? *t : config::NodeSpec{};
-        n.role = trainer ? ActorRole::kTrainer : ActorRole::kRollout;
-        const int k = trainer ? i : i - trainers;  // index within the role
-        n.id = fmt::format("{}-{}", actor_role_name(n.role), k);
-        n.host = hosts[static_cast<size_t>(trainer ? k : first_rollout + k)];
-        n.launcher = config::Launcher::kSlurm;
-        out.nodes.push_back(std::move(n));
-    }
-    return out;
+    return with_nodes(
+        file,
+        std::vector<std::string>(hosts.begin(), hosts.begin() + trainers),
+        std::vector<std::string>(hosts.begin() + first_rollout,
+                                 hosts.begin() + first_rollout + rollouts),
+        coordinator_address);
 }
 
-std::vector<std::string> srun_command(const config::NodeSpec& node) {
+Result<config::ClusterSpec> slurm_het_cluster(const config::ClusterSpec& file,
+                                              const std::vector<std::string>& trainer_hosts,
+                                              const std::vector<std::string>& rollout_hosts,
+                                              const std::string& coordinator_address) {
+    if (file.slurm.colocate) {
+        return invalid_argument(
+            "slurm: colocate and hetjob exclude each other (a het group per role)");
+    }
+    auto first = [](const std::vector<std::string>& hosts, int n, int group,
+                    const char* role) -> Result<std::vector<std::string>> {
+        if (n > static_cast<int>(hosts.size())) {
+            return invalid_argument(
+                fmt::format("slurm: {} {} nodes asked for, het group {} has {} ({})", n, role,
+                            group, hosts.size(), fmt::join(hosts, ",")));
+        }
+        return std::vector<std::string>(hosts.begin(), n ? hosts.begin() + n : hosts.end());
+    };
+    TANDEM_ASSIGN_OR_RETURN(auto trainers,
+                            first(trainer_hosts, file.slurm.trainer_nodes, 0, "trainer"));
+    TANDEM_ASSIGN_OR_RETURN(auto rollouts,
+                            first(rollout_hosts, file.slurm.rollout_nodes, 1, "rollout"));
+    return with_nodes(file, trainers, rollouts, coordinator_address);
+}
+
+int slurm_het_group(const config::SlurmSpec& slurm, ActorRole role) {
+    if (!slurm.hetjob) return -1;
+    return role == ActorRole::kTrainer ? 0 : 1;
+}
+
+std::vector<std::string> srun_command(const config::NodeSpec& node, int het_group) {
     // One task on the node, sharing the allocation's resources with the batch step; any task
     // failing ends the step (Slurm's view of a bad node).
-    return {on_path("srun"),
-            "--nodes=1",
-            "--ntasks=1",
-            "--overlap",
-            "--kill-on-bad-exit=1",
-            "--nodelist=" + node.host,
-            "--job-name=tandem-" + node.id};
+    std::vector<std::string> argv = {on_path("srun")};
+    if (het_group >= 0) argv.push_back(fmt::format("--het-group={}", het_group));
+    for (std::string a : {"--nodes=1", "--ntasks=1", "--overlap", "--kill-on-bad-exit=1"})
+        argv.push_back(a);
+    argv.push_back("--nodelist=" + node.host);
+    argv.push_back("--job-name=tandem-" + node.id);
+    return argv;
 }
 
 Result<std::string> write_slurm_cluster(const config::ClusterSpec& file,
@@ -111,9 +155,27 @@ Result<std::string> write_slurm_cluster(const config::ClusterSpec& file,
             "tandem up --slurm runs inside a Slurm allocation (sbatch or salloc): "
             "SLURM_JOB_NODELIST is not set");
     }
-    TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> hosts, slurm_hosts(nodelist));
-    TANDEM_ASSIGN_OR_RETURN(config::ClusterSpec spec,
-                            slurm_cluster(file, hosts, resolve(hosts.front())));
+    config::ClusterSpec spec;
+    if (file.slurm.hetjob) {
+        std::vector<std::string> groups[2];
+        for (int g = 0; g < 2; ++g) {
+            const std::string var = fmt::format("SLURM_JOB_NODELIST_HET_GROUP_{}", g);
+            const char* list = std::getenv(var.c_str());
+            if (!list || !*list) {
+                return invalid_argument(fmt::format(
+                    "slurm.hetjob is set but this allocation is not a heterogeneous job with "
+                    "two components ({} is not set): submit as `sbatch -N T : -N R ...` or with "
+                    "`#SBATCH hetjob`, trainer nodes first",
+                    var));
+            }
+            TANDEM_ASSIGN_OR_RETURN(groups[g], slurm_hosts(list));
+        }
+        TANDEM_ASSIGN_OR_RETURN(spec, slurm_het_cluster(file, groups[0], groups[1],
+                                                        resolve(groups[0].front())));
+    } else {
+        TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> hosts, slurm_hosts(nodelist));
+        TANDEM_ASSIGN_OR_RETURN(spec, slurm_cluster(file, hosts, resolve(hosts.front())));
+    }
     const std::string path = run_root + "/cluster-slurm.yaml";
     TANDEM_RETURN_IF_ERROR(write_file_atomic(
         path, "# Generated by `tandem up --slurm` for this allocation.\n" + config::to_yaml(spec)));

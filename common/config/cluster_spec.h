@@ -163,12 +163,17 @@ struct SlurmSpec {
     // Rollout nodes start again from the first host (a trainer and a rollout agent per host;
     // rollout_nodes 0: one per host).
     bool colocate = false;
+    // A heterogeneous job (`sbatch A : B`, `#SBATCH hetjob`): trainer nodes are the first
+    // trainer_nodes of het group 0 (0: all of them), rollout nodes the first rollout_nodes of
+    // group 1, and each agent's srun gets --het-group of its role.
+    bool hetjob = false;
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
         v.field("trainer_nodes", s.trainer_nodes, Range{0, 100000});
         v.field("rollout_nodes", s.rollout_nodes, Range{0, 100000});
         v.field("colocate", s.colocate);
+        v.field("hetjob", s.hetjob);
     }
 };
 

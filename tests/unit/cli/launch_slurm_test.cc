@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+
 #include "common/config/loader.h"
 
 namespace tandem::cli {
@@ -71,6 +73,51 @@ TEST(SlurmCluster, ColocatedRolesShareTheHosts) {
     EXPECT_EQ(c->nodes[0].id, "trainer-0");
     EXPECT_EQ(c->nodes[1].id, "rollout-0");
     EXPECT_EQ(c->nodes[1].host, "n1");
+}
+
+}  // namespace
+}  // namespace tandem::cli
+
+namespace tandem::cli {
+namespace {
+
+TEST(SlurmHetjob, RolesComeFromTheirHetGroupsAndSrunNamesTheGroup) {
+    const auto file = file_with("slurm: {hetjob: true, rollout_nodes: 2}\n");
+    auto c = slurm_het_cluster(file, {"cpu01"}, {"gpu01", "gpu02", "gpu03"}, "10.0.0.1");
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    ASSERT_EQ(c->nodes.size(), 3u);  // trainer_nodes 1 (the default), rollout_nodes 2
+    EXPECT_EQ(c->nodes[0].id, "trainer-0");
+    EXPECT_EQ(c->nodes[0].host, "cpu01");
+    EXPECT_EQ(c->nodes[1].id, "rollout-0");
+    EXPECT_EQ(c->nodes[1].host, "gpu01");
+    EXPECT_EQ(c->nodes[2].host, "gpu02");
+    EXPECT_EQ(c->coordinator.host, "10.0.0.1");
+    EXPECT_EQ(slurm_het_group(c->slurm, ActorRole::kTrainer), 0);
+    EXPECT_EQ(slurm_het_group(c->slurm, ActorRole::kRollout), 1);
+    const auto argv = srun_command(c->nodes[2], 1);
+    EXPECT_EQ(argv[1], "--het-group=1");  // before the step's other options
+    EXPECT_NE(std::find(argv.begin(), argv.end(), "--nodelist=gpu02"), argv.end());
+    // Not a hetjob: no group.
+    EXPECT_EQ(slurm_het_group(config::SlurmSpec{}, ActorRole::kRollout), -1);
+    EXPECT_EQ(std::count_if(argv.begin(), argv.end(),
+                            [](const std::string& a) { return a.starts_with("--het-group"); }),
+              1);
+    const auto plain = srun_command(c->nodes[2]);
+    EXPECT_EQ(std::count_if(plain.begin(), plain.end(),
+                            [](const std::string& a) { return a.starts_with("--het-group"); }),
+              0);
+}
+
+TEST(SlurmHetjob, TooSmallAGroupAndColocateAreNamed) {
+    auto c = slurm_het_cluster(file_with("slurm: {hetjob: true, trainer_nodes: 2}\n"), {"cpu01"},
+                               {"gpu01"}, "10.0.0.1");
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.status().message(),
+              "slurm: 2 trainer nodes asked for, het group 0 has 1 (cpu01)");
+    auto d = slurm_het_cluster(file_with("slurm: {hetjob: true, colocate: true}\n"), {"n1"},
+                               {"n2"}, "10.0.0.1");
+    ASSERT_FALSE(d.ok());
+    EXPECT_NE(d.status().message().find("colocate and hetjob"), std::string::npos);
 }
 
 }  // namespace
