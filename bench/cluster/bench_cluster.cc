@@ -6,12 +6,15 @@
 //   "seconds_per_version": best of the
 //    timed versions (publish excluded: from the fetch commands to the last reader's answer),
 //    "trainer_egress_bytes_per_version": tx bytes on the trainer host's link per version,
-//    "copies_per_version": that / B}
+//    "copies_per_version": that / B, "cpu_busy_share": the machine's CPU busy share (all cores)
+//    over the timed versions}
 // The publisher and readers are tandem-bench-weights --role processes (UCX over TCP) started in
 // the hosts with `ip netns exec`.
 //
 //   tandem-bench-cluster [--hosts 1,2,4,6] [--bytes 64M] [--rate 1gbit] [--versions 3]
-//                        [--fanouts 1,2]
+//                        [--fanouts 1,2] [--direct 1] [--chunk-bytes 4M]
+// --direct 0 leaves out the direct case; --chunk-bytes is the publisher's chunk (the relay's
+// forwarding unit: a relay serves a chunk once it has verified all of it).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -20,6 +23,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -102,6 +106,20 @@ private:
     int in_ = -1;
 };
 
+// The machine's CPU time (all cores, in clock ticks from /proc/stat): {busy, total}. The box hosts
+// share this machine's cores, so the busy share over a version says whether the transfer was
+// bound by CPU rather than by the links.
+std::pair<uint64_t, uint64_t> cpu_ticks() {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    uint64_t v[8] = {};
+    in >> cpu >> v[0] >> v[1] >> v[2] >> v[3] >> v[4] >> v[5] >> v[6] >> v[7];
+    const uint64_t idle = v[3] + v[4];
+    uint64_t total = 0;
+    for (uint64_t x : v) total += x;
+    return {total - idle, total};
+}
+
 uint64_t tx_bytes(const testing::ClusterInABox& box, int host) {
     FILE* p = ::popen(box.exec(host, "cat /sys/class/net/eth0/statistics/tx_bytes").c_str(), "r");
     unsigned long long v = 0;
@@ -128,7 +146,8 @@ std::vector<int> parse_list(const std::string& s) {
     return out;
 }
 
-int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, int versions) {
+int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, int versions,
+             const std::string& chunk) {
     const bool relay = fanout > 0;
     auto box = testing::ClusterInABox::create({.hosts = readers + 1, .rate = rate, .sshd = false});
     if (!box.ok()) {
@@ -137,7 +156,7 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
     }
     const auto& b = **box;
     const std::vector<std::string> common = {
-        "--tls", "tcp,self", "--bytes", std::to_string(bytes), "--chunk-bytes", "4M"};
+        "--tls", "tcp,self", "--bytes", std::to_string(bytes), "--chunk-bytes", chunk};
     auto args = [&](const std::string& role, std::vector<std::string> more) {
         std::vector<std::string> a = {"--role", role};
         a.insert(a.end(), common.begin(), common.end());
@@ -167,12 +186,13 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
     }
     const auto plan = weights::plan_relay_tree(names, relay ? static_cast<uint32_t>(fanout) : 1);
     double best = 1e30;
-    uint64_t egress = 0;
+    uint64_t egress = 0, busy = 0, ticks = 0;
     for (int v = 0; v < versions + 1; ++v) {  // the first version warms up connections
         publisher.send("publish");
         auto d = publisher.message();
         if (!d || !d->contains("descriptor")) return 1;
         const uint64_t tx0 = tx_bytes(b, 0);
+        const auto cpu0 = cpu_ticks();
         const auto t0 = std::chrono::steady_clock::now();
         for (int r = 0; r < readers; ++r) {
             json cmd = {{"descriptor", d->at("descriptor")}};
@@ -193,6 +213,9 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (v > 0) {
+            const auto cpu1 = cpu_ticks();
+            busy += cpu1.first - cpu0.first;
+            ticks += cpu1.second - cpu0.second;
             best = std::min(best, s);
             egress += tx_bytes(b, 0) - tx0;
         }
@@ -202,10 +225,12 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
                 {"relay", relay},
                 {"bytes", bytes},
                 {"rate", rate},
+                {"chunk_bytes", parse_size(chunk)},
                 {"versions", versions},
                 {"seconds_per_version", best},
                 {"trainer_egress_bytes_per_version", static_cast<uint64_t>(per_version)},
-                {"copies_per_version", per_version / static_cast<double>(bytes)}};
+                {"copies_per_version", per_version / static_cast<double>(bytes)},
+                {"cpu_busy_share", ticks ? static_cast<double>(busy) / ticks : 0.0}};
     if (relay) out["fanout"] = fanout;
     std::cout << out.dump() << std::endl;
     return 0;
@@ -214,8 +239,9 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string hosts = "1,2,4,6", size = "64M", rate = "1gbit", fanouts = "1,2";
+    std::string hosts = "1,2,4,6", size = "64M", rate = "1gbit", fanouts = "1,2", chunk = "4M";
     int versions = 3;
+    bool direct = true;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string k = argv[i], v = argv[i + 1];
         if (k == "--hosts")
@@ -228,14 +254,19 @@ int main(int argc, char** argv) {
             versions = std::stoi(v);
         else if (k == "--fanouts")
             fanouts = v;
+        else if (k == "--direct")
+            direct = v != "0";
+        else if (k == "--chunk-bytes")
+            chunk = v;
         else
             return std::cerr << "unknown option " << k << "\n", 2;
     }
     if (::geteuid() != 0) return std::cerr << "tandem-bench-cluster: needs root (netns)\n", 2;
     int rc = 0;
     for (int n : parse_list(hosts)) {
-        rc |= run_case(n, 0, parse_size(size), rate, versions);
-        for (int f : parse_list(fanouts)) rc |= run_case(n, f, parse_size(size), rate, versions);
+        if (direct) rc |= run_case(n, 0, parse_size(size), rate, versions, chunk);
+        for (int f : parse_list(fanouts))
+            rc |= run_case(n, f, parse_size(size), rate, versions, chunk);
     }
     return rc;
 }
