@@ -30,8 +30,9 @@ packages=(
     # dashboard: the browser test drives chromium; promtool (prometheus) checks /metrics and
     # deploy/monitoring's configs
     chromium prometheus
-    # Python SDK (python/, tests/python): pybind11 and headers for /usr/bin/python3, torch, numpy
-    pybind11-dev python3-dev python3-numpy python3-torch
+    # Python SDK (python/, tests/python, examples/): pybind11 and headers for /usr/bin/python3,
+    # torch, numpy, yaml (Runtime.spec)
+    pybind11-dev python3-dev python3-numpy python3-torch python3-yaml
 )
 
 # The JavaScript reference tokenizers (and the Llama 2/3 and Qwen3 tokenizer files they ship) for
