@@ -25,6 +25,7 @@ AgentDispatcher::AgentDispatcher(const Clock& clock, AgentServer& server, NodeRe
       versions_(versions),
       metrics_(metrics),
       settings_(settings),
+      ack_every_(std::chrono::milliseconds(nodes.spec().dead_after_ms) / 2),
       log_("agents"),
       bad_input_log_(Logger("agents"), std::chrono::seconds(5), clock),
       runtime_link_(server, nodes),
@@ -161,7 +162,7 @@ void AgentDispatcher::on_register(const std::string& routing_id, const wire::Env
 
 void AgentDispatcher::on_heartbeat(const std::string& routing_id, const wire::Envelope& e) {
     auto m = *wire::body_as<wire::Heartbeat>(e);
-    const auto* entry = nodes_.on_heartbeat(m, routing_id);
+    auto* entry = nodes_.on_heartbeat(m, routing_id);
     if (!entry) {
         reply_error(
             routing_id,
@@ -170,8 +171,18 @@ void AgentDispatcher::on_heartbeat(const std::string& routing_id, const wire::En
         return;
     }
     if (m.last_rtt_us >= 0) metrics_.observe("tandem_heartbeat_rtt_seconds", m.last_rtt_us / 1e6);
-    wire::HeartbeatAck ack{m.sent_ns, m.epoch};
-    send(routing_id, wire::make_envelope(ack, ++seq_));
+    // No reply per heartbeat: an ack when the agent asks for one ("echo", its round-trip sample)
+    // or when this node has had none for dead_after_ms / 2, so that an agent hears a live
+    // coordinator well within its silence limit (2 x dead_after_ms).
+    const auto echo = e.body.find("echo");
+    const bool asked = echo != e.body.end() && echo->is_boolean() && echo->get<bool>();
+    if (asked || entry->last_heartbeat - entry->last_ack >= ack_every_) {
+        entry->last_ack = entry->last_heartbeat;
+        send(routing_id, wire::make_envelope(wire::HeartbeatAck{m.sent_ns, m.epoch}, ++seq_));
+    }
+    // Level-triggered state: agents send their whole actor list when it changed and every few
+    // heartbeats; a heartbeat without one has no state to reconcile.
+    if (!e.body.contains("actors")) return;
     for (const auto& actor : jobs_.reconcile(m.node_id, m.actors)) {
         send(routing_id,
              wire::make_envelope(wire::StopActor{actor, "not part of a running job"}, ++seq_));

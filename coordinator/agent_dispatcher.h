@@ -77,6 +77,7 @@ private:
     VersionTable& versions_;
     Metrics& metrics_;
     const DispatcherSettings settings_;
+    const Clock::Duration ack_every_;  // the longest a live node goes without a heartbeat_ack
     Logger log_;
     RateLimitedLogger bad_input_log_;
     std::map<std::string, double*> messages_by_type_;  // counter cells, by message type

@@ -78,6 +78,7 @@ Result<const NodeRegistry::Entry*> NodeRegistry::on_register(const wire::Registe
     e.routing_id = routing_id;
     e.instance = m.instance;
     e.last_heartbeat = now;
+    e.last_ack = now;  // the register_ack counts as one
     by_routing_[routing_id] = m.node_id;
     if (Status s = store_.save_node(e.record); !s.ok())
         log_.error("saving node {}: {}", m.node_id, s.message());
@@ -87,8 +88,8 @@ Result<const NodeRegistry::Entry*> NodeRegistry::on_register(const wire::Registe
     return &e;
 }
 
-const NodeRegistry::Entry* NodeRegistry::on_heartbeat(const wire::Heartbeat& m,
-                                                      const std::string& routing_id) {
+NodeRegistry::Entry* NodeRegistry::on_heartbeat(const wire::Heartbeat& m,
+                                                const std::string& routing_id) {
     auto it = nodes_.find(m.node_id);
     if (it == nodes_.end() || it->second.routing_id != routing_id ||
         it->second.record.state != NodeState::kAlive) {

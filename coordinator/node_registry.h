@@ -32,6 +32,7 @@ public:
         std::string routing_id;  // empty until the agent registers with this coordinator
         std::string instance;
         Clock::TimePoint last_heartbeat{};
+        Clock::TimePoint last_ack{};  // the last heartbeat_ack sent to it (AgentDispatcher)
     };
 
     NodeRegistry(const Clock& clock, StateStore& store, const config::CoordinatorSpec& spec,
@@ -45,7 +46,7 @@ public:
     // already_exists for a second live agent with the id.
     Result<const Entry*> on_register(const wire::Register& m, const std::string& routing_id);
     // nullptr if the sender is not the registered agent of m.node_id (it must register again).
-    const Entry* on_heartbeat(const wire::Heartbeat& m, const std::string& routing_id);
+    Entry* on_heartbeat(const wire::Heartbeat& m, const std::string& routing_id);
 
     // Marks nodes dead whose last heartbeat is older than dead_after_ms; returns them with the
     // reason ("missed heartbeats for 5.2 s").
@@ -55,6 +56,7 @@ public:
     std::optional<std::string> node_of(const std::string& routing_id) const;
     const std::map<std::string, Entry>& entries() const { return nodes_; }
     size_t alive_count() const;
+    const config::CoordinatorSpec& spec() const { return spec_; }
 
 private:
     const Clock& clock_;

@@ -1,11 +1,18 @@
-// tandem-bench-control: many simulated node agents (DEALER sockets on a few threads) heartbeating
-// against a real tandem-coordinator process. Prints one JSON object per line:
+// tandem-bench-control: many simulated node agents (DEALER sockets on a few threads of a few
+// child processes, so that 10,000 agents fit the per-process file limit) heartbeating against a
+// real tandem-coordinator process. They speak the agents' protocol: a heartbeat is not answered
+// except when it asks for an echo (every --echo-every'th) or the node has had no ack for
+// dead_after_ms / 2; the full actor list rides on every 10th heartbeat. Prints one JSON object per
+// line:
 //   {"case":"heartbeat", agents, rate_hz, seconds, coordinator_cpu_pct, rtt_p50_ms, rtt_p99_ms,
-//   ...}
+//   ...}   rtt: a heartbeat until its answer reaches the agent (heartbeat-to-command latency)
 //   {"case":"submit_to_placed", samples, p50_ms, p99_ms, ...}
+//   {"case":"node_loss", detect_ms, limit_ms, ...}   an agent stops: until the API says it is dead
 //
-//   tandem-bench-control [--agents 1000] [--seconds 20] [--threads 4] [--submits 20]
+//   tandem-bench-control [--agents 1000] [--seconds 20] [--threads 4] [--procs N] [--submits 20]
+//                        [--rate-hz 1] [--echo-every 10]
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -20,6 +27,7 @@
 #include <iostream>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -65,24 +73,55 @@ double percentile(std::vector<double> v, double p) {
     return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
-struct Shared {
-    std::mutex mu;
-    std::vector<double> rtt_ms;                       // guarded by mu
-    std::map<std::string, Clock::time_point> starts;  // actor -> StartActor receipt; guarded by mu
-    std::atomic<bool> measuring{false};
-    std::atomic<bool> stop{false};
-    std::atomic<int> registered{0};
+int64_t ns_of(Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// What a simulator process reports to the benchmark, one line each (steady-clock nanoseconds,
+// which are the same clock in every process): "G" an agent registered; "R <at_ns> <rtt_ms>" a
+// heartbeat answered; "S <actor> <at_ns>" a start_actor arrived; "L <node> <last_heartbeat_ns>" the
+// agent that was told to stop heartbeating sent its last one.
+class Report {
+public:
+    explicit Report(int fd) : fd_(fd) {}
+    void line(const std::string& l, bool now = false) {
+        std::lock_guard lock(mu_);
+        if (buf_.size() + l.size() + 1 > PIPE_BUF) flush_locked();
+        buf_ += l;
+        buf_ += '\n';
+        if (now) flush_locked();
+    }
+    void flush() {
+        std::lock_guard lock(mu_);
+        flush_locked();
+    }
+
+private:
+    void flush_locked() {
+        // Whole lines of at most PIPE_BUF bytes: one atomic write.
+        if (!buf_.empty()) (void)!::write(fd_, buf_.data(), buf_.size());
+        buf_.clear();
+    }
+    const int fd_;
+    std::mutex mu_;
+    std::string buf_;
 };
 
+std::atomic<bool> g_stop_one{false};  // SIGUSR1: the first agent stops heartbeating
+std::atomic<bool> g_stop{false};      // SIGTERM: the simulator ends
+
 // One thread drives `ids` simulated agents: registers each, then heartbeats at `rate_hz` with
-// jitter, answers nothing else, records heartbeat round trips and StartActor arrivals.
+// jitter, answers nothing else, reports heartbeat round trips and start_actor arrivals.
 void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::string& secret,
-                  std::vector<std::string> ids, double rate_hz, Shared& shared) {
+                  std::vector<std::string> ids, double rate_hz, int echo_every, bool first,
+                  Report& report) {
     struct Sim {
         std::string id;
         std::unique_ptr<zmq::socket_t> s;
         Clock::time_point next;
         bool registered = false;
+        bool stopped = false;
+        uint64_t beats = 0;
     };
     std::mt19937_64 rng(std::hash<std::string>()(ids.front()));
     std::vector<Sim> sims;
@@ -105,31 +144,47 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
         (void)wire::send_envelope(*sim.s, wire::make_envelope(r, 1));
         sim.next = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                       period * (static_cast<double>(rng() % 1000) / 1000.0));
+        sim.beats = rng() % static_cast<uint64_t>(std::max(1, echo_every));
         sims.push_back(std::move(sim));
     }
     uint64_t seq = 1;
     std::vector<zmq::pollitem_t> items;
     for (auto& s : sims) items.push_back({s.s->handle(), 0, ZMQ_POLLIN, 0});
-    while (!shared.stop.load()) {
+    auto last_flush = Clock::now();
+    while (!g_stop.load()) {
         const auto now = Clock::now();
+        if (first && g_stop_one.load() && !sims[0].stopped) {
+            sims[0].stopped = true;
+            const auto last = sims[0].next - period;  // when it sent its last heartbeat
+            report.line(fmt::format("L {} {}", sims[0].id, ns_of(last)), true);
+        }
         for (auto& s : sims) {
-            if (!s.registered || now < s.next) continue;
+            if (!s.registered || s.stopped || now < s.next) continue;
             wire::Heartbeat h;
             h.node_id = s.id;
-            h.sent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch())
-                            .count();
-            (void)wire::send_envelope(*s.s, wire::make_envelope(h, ++seq));
+            h.sent_ns = ns_of(now);
+            auto e = wire::make_envelope(h, ++seq);
+            ++s.beats;
+            if (echo_every > 0 && s.beats % static_cast<uint64_t>(echo_every) == 0)
+                e.body["echo"] = true;
+            if (s.beats % 10 != 0) e.body.erase("actors");  // unchanged: not sent
+            (void)wire::send_envelope(*s.s, e);
             s.next += period;
         }
         // Sleep until the next heartbeat is due (or a reply arrives), not a fixed tick, so the
         // simulator itself leaves the cores to the coordinator.
         auto next = Clock::now() + std::chrono::milliseconds(50);
         for (const auto& s : sims) {
-            if (s.registered) next = std::min(next, s.next);
+            if (s.registered && !s.stopped) next = std::min(next, s.next);
         }
         const auto wait =
             std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now());
-        zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds(0)));
+        try {
+            zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds(0)));
+        } catch (const zmq::error_t& e) {
+            if (e.num() != EINTR) throw;
+            continue;
+        }
         for (size_t i = 0; i < items.size(); ++i) {
             if (!(items[i].revents & ZMQ_POLLIN)) continue;
             while (auto frames = wire::try_recv_frames(*sims[i].s)) {
@@ -137,28 +192,124 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
                 if (!env.ok()) continue;
                 const auto t = Clock::now();
                 if (env->type == wire::RegisterAck::kType) {
+                    if (!sims[i].registered) report.line("G");
                     sims[i].registered = true;
-                    shared.registered.fetch_add(1);
-                } else if (env->type == wire::HeartbeatAck::kType && shared.measuring.load()) {
+                } else if (env->type == wire::HeartbeatAck::kType) {
                     const auto sent = std::chrono::nanoseconds(env->body["sent_ns"].get<int64_t>());
                     const double ms =
                         std::chrono::duration<double, std::milli>(t.time_since_epoch() - sent)
                             .count();
-                    std::lock_guard lock(shared.mu);
-                    shared.rtt_ms.push_back(ms);
+                    report.line(fmt::format("R {} {:.4f}", ns_of(t), ms));
                 } else if (env->type == wire::StartActor::kType) {
-                    std::lock_guard lock(shared.mu);
-                    shared.starts[env->body["actor"].get<std::string>()] = t;
+                    report.line(
+                        fmt::format("S {} {}", env->body["actor"].get<std::string>(), ns_of(t)),
+                        true);
                 }
             }
         }
+        if (Clock::now() - last_flush > std::chrono::milliseconds(200)) {
+            report.flush();
+            last_flush = Clock::now();
+        }
     }
+    report.flush();
+}
+
+// A simulator process: `threads` threads over `ids`, reporting on `fd`.
+[[noreturn]] void simulator(const std::string& endpoint, const std::string& secret,
+                            const std::vector<std::string>& ids, int threads, double rate_hz,
+                            int echo_every, bool first, int fd) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    ::signal(SIGUSR1, [](int) { g_stop_one = true; });
+    ::signal(SIGTERM, [](int) { g_stop = true; });
+    {
+        zmq::context_t ctx(1);
+        zmq_ctx_set(ctx.handle(), ZMQ_MAX_SOCKETS, static_cast<int>(ids.size()) + 64);
+        Report report(fd);
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t) {
+            std::vector<std::string> mine;
+            for (size_t i = static_cast<size_t>(t); i < ids.size();
+                 i += static_cast<size_t>(threads))
+                mine.push_back(ids[i]);
+            if (mine.empty()) continue;
+            pool.emplace_back(agent_thread, std::ref(ctx), endpoint, secret, mine, rate_hz,
+                              echo_every, first && t == 0, std::ref(report));
+        }
+        for (auto& t : pool) t.join();
+    }
+    ::_exit(0);
+}
+
+struct Shared {
+    std::mutex mu;
+    std::vector<std::pair<int64_t, double>> rtt;  // (at ns, ms); guarded by mu
+    std::map<std::string, int64_t> starts;        // actor -> start_actor arrival ns; guarded by mu
+    std::optional<std::pair<std::string, int64_t>> lost;  // guarded by mu
+    std::atomic<int> registered{0};
+};
+
+// Reads the simulators' report lines until every pipe closes.
+void read_reports(std::vector<int> fds, Shared& shared) {
+    std::vector<std::string> partial(fds.size());
+    size_t open = fds.size();
+    std::vector<pollfd> p;
+    for (int fd : fds) p.push_back({fd, POLLIN, 0});
+    char buf[65536];
+    while (open > 0) {
+        if (::poll(p.data(), p.size(), 200) <= 0) continue;
+        for (size_t i = 0; i < p.size(); ++i) {
+            if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP))) continue;
+            const ssize_t n = ::read(p[i].fd, buf, sizeof(buf));
+            if (n <= 0) {
+                ::close(p[i].fd);
+                p[i].fd = -1;
+                --open;
+                continue;
+            }
+            partial[i].append(buf, static_cast<size_t>(n));
+            size_t start = 0, nl;
+            std::lock_guard lock(shared.mu);
+            while ((nl = partial[i].find('\n', start)) != std::string::npos) {
+                std::istringstream l(partial[i].substr(start, nl - start));
+                start = nl + 1;
+                char kind = 0;
+                l >> kind;
+                if (kind == 'G') {
+                    shared.registered.fetch_add(1);
+                } else if (kind == 'R') {
+                    int64_t at = 0;
+                    double ms = 0;
+                    l >> at >> ms;
+                    shared.rtt.emplace_back(at, ms);
+                } else if (kind == 'S') {
+                    std::string actor;
+                    int64_t at = 0;
+                    l >> actor >> at;
+                    shared.starts[actor] = at;
+                } else if (kind == 'L') {
+                    std::string node;
+                    int64_t at = 0;
+                    l >> node >> at;
+                    shared.lost = {node, at};
+                }
+            }
+            partial[i].erase(0, start);
+        }
+    }
+}
+
+double load_average() {
+    std::ifstream in("/proc/loadavg");
+    double l = -1;
+    in >> l;
+    return l;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    int agents = 1000, seconds = 20, threads = 4, submits = 20;
+    int agents = 1000, seconds = 20, threads = 4, procs = 0, submits = 20, echo_every = 10;
     double rate_hz = 1.0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
@@ -168,15 +319,35 @@ int main(int argc, char** argv) {
             seconds = std::stoi(argv[i + 1]);
         else if (a == "--threads")
             threads = std::stoi(argv[i + 1]);
+        else if (a == "--procs")
+            procs = std::stoi(argv[i + 1]);
         else if (a == "--submits")
             submits = std::stoi(argv[i + 1]);
         else if (a == "--rate-hz")
             rate_hz = std::stod(argv[i + 1]);
+        else if (a == "--echo-every")
+            echo_every = std::stoi(argv[i + 1]);
+        else {
+            std::cerr << "tandem-bench-control: unknown option " << a << "\n";
+            return 2;
+        }
     }
     rlimit lim{};
     getrlimit(RLIMIT_NOFILE, &lim);
     lim.rlim_cur = lim.rlim_max;
     setrlimit(RLIMIT_NOFILE, &lim);
+    // A simulated agent holds two descriptors (its TCP connection and its socket's mailbox): split
+    // the agents over processes so that each stays within the file limit.
+    const int per_proc_max = std::max<int>(1, static_cast<int>(lim.rlim_cur / 2) - 512);
+    if (procs <= 0) procs = std::max(1, (agents + per_proc_max - 1) / per_proc_max);
+    if ((agents + procs - 1) / procs > per_proc_max) {
+        std::cerr << fmt::format(
+            "tandem-bench-control: {} agents in {} processes exceed the file limit ({} per "
+            "process, 2 per agent): raise --procs\n",
+            agents, procs, lim.rlim_cur);
+        return 2;
+    }
+    const double load_before = load_average();
 
     namespace fs = std::filesystem;
     const fs::path dir =
@@ -184,14 +355,15 @@ int main(int argc, char** argv) {
     fs::create_directories(dir / "run");
     const int agent_port = free_port(), http_port = free_port();
     const std::string secret = "bench-secret", token = "bench-token";
+    const int heartbeat_ms = static_cast<int>(1000 / rate_hz);
+    const int dead_after_ms = static_cast<int>(5000 / rate_hz);
     std::ofstream(dir / "run" / "cluster-secret") << secret << "\n";
     std::ofstream(dir / "run" / "api-token") << token << "\n";
     std::ofstream(dir / "cluster.yaml") << fmt::format(
         "name: bench\nrun_dir: {}\ncoordinator: {{agent_port: {}, http_port: {}, heartbeat_ms: {}, "
         "dead_after_ms: {}}}\n"
         "nodes:\n  - {{id: placeholder, role: trainer}}\n",
-        (dir / "run").string(), agent_port, http_port, static_cast<int>(1000 / rate_hz),
-        static_cast<int>(5000 / rate_hz));
+        (dir / "run").string(), agent_port, http_port, heartbeat_ms, dead_after_ms);
     const std::string coord_bin =
         fs::canonical("/proc/self/exe").parent_path().parent_path().parent_path().string() +
         "/bin/tandem-coordinator";
@@ -210,37 +382,63 @@ int main(int argc, char** argv) {
         if (net::http_call(http, "GET", "/healthz").ok()) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    auto coordinator_alive = [&] { return ::waitpid(coord, nullptr, WNOHANG) == 0; };
 
-    zmq::context_t ctx(2);
-    zmq_ctx_set(ctx.handle(), ZMQ_MAX_SOCKETS, agents + 64);
-    Shared shared;
-    std::vector<std::thread> pool;
     const std::string endpoint = fmt::format("tcp://127.0.0.1:{}", agent_port);
-    for (int t = 0; t < threads; ++t) {
+    std::vector<pid_t> sims;
+    std::vector<int> fds;
+    for (int p = 0; p < procs; ++p) {
         std::vector<std::string> ids;
-        for (int i = t; i < agents; i += threads) ids.push_back(fmt::format("sim-{:05d}", i));
-        pool.emplace_back(agent_thread, std::ref(ctx), endpoint, secret, ids, rate_hz,
-                          std::ref(shared));
+        for (int i = p; i < agents; i += procs) ids.push_back(fmt::format("sim-{:05d}", i));
+        int pipe_fds[2];
+        if (::pipe(pipe_fds) != 0) return 1;
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            ::close(pipe_fds[0]);
+            simulator(endpoint, secret, ids, std::max(1, threads / procs), rate_hz, echo_every,
+                      p == 0, pipe_fds[1]);
+        }
+        ::close(pipe_fds[1]);
+        sims.push_back(pid);
+        fds.push_back(pipe_fds[0]);
     }
+    Shared shared;
+    std::thread reader(read_reports, fds, std::ref(shared));
+    auto finish = [&](int code) {
+        for (pid_t pid : sims) ::kill(pid, SIGTERM);
+        for (pid_t pid : sims) ::waitpid(pid, nullptr, 0);
+        reader.join();
+        ::kill(coord, SIGTERM);
+        ::waitpid(coord, nullptr, 0);
+        fs::remove_all(dir);
+        return code;
+    };
+
     const auto reg_start = Clock::now();
     while (shared.registered.load() < agents &&
-           Clock::now() - reg_start < std::chrono::seconds(60)) {
+           Clock::now() - reg_start < std::chrono::seconds(120) && coordinator_alive()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     const double register_s = std::chrono::duration<double>(Clock::now() - reg_start).count();
     std::this_thread::sleep_for(std::chrono::seconds(2));  // let the heartbeat phases settle
+    if (!coordinator_alive()) {
+        std::cerr << "tandem-bench-control: the coordinator exited while agents registered\n";
+        return finish(1);
+    }
 
-    shared.measuring = true;
     const double cpu0 = cpu_seconds(coord);
     const auto t0 = Clock::now();
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
     const double cpu1 = cpu_seconds(coord);
-    const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
-    shared.measuring = false;
+    const auto t1 = Clock::now();
+    const double wall = std::chrono::duration<double>(t1 - t0).count();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the last reports
     std::vector<double> rtt;
     {
         std::lock_guard lock(shared.mu);
-        rtt = shared.rtt_ms;
+        for (const auto& [at, ms] : shared.rtt) {
+            if (at >= ns_of(t0) && at <= ns_of(t1)) rtt.push_back(ms);
+        }
     }
     const double cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
     std::cout << Json{{"case", "heartbeat"},
@@ -248,15 +446,20 @@ int main(int argc, char** argv) {
                       {"registered", shared.registered.load()},
                       {"register_all_s", register_s},
                       {"rate_hz", rate_hz},
+                      {"echo_every", echo_every},
                       {"seconds", wall},
-                      {"heartbeats", rtt.size()},
+                      {"answers", rtt.size()},
+                      {"answers_per_heartbeat",
+                       static_cast<double>(rtt.size()) / (wall * rate_hz * agents)},
                       {"coordinator_cpu_pct", cpu_pct},
                       {"rtt_p50_ms", percentile(rtt, 0.50)},
                       {"rtt_p99_ms", percentile(rtt, 0.99)},
                       {"rtt_max_ms", percentile(rtt, 1.0)},
-                      {"target_cpu_pct", 10},
-                      {"target_p99_ms", 10},
-                      {"ratio", cpu_pct / 10.0}}
+                      {"load_before", load_before},
+                      {"load_after", load_average()},
+                      {"target_cpu_pct", 25},
+                      {"target_p99_ms", 20},
+                      {"ratio", cpu_pct / 25.0}}
                      .dump()
               << std::endl;
 
@@ -275,7 +478,7 @@ int main(int argc, char** argv) {
         const std::string job = Json::parse(r->body)["job"];
         const std::vector<std::string> actors = {job + "/trainer-0", job + "/rollout-0",
                                                  job + "/rollout-1"};
-        Clock::time_point placed{};
+        int64_t placed = 0;
         const auto deadline = Clock::now() + std::chrono::seconds(5);
         while (Clock::now() < deadline) {
             {
@@ -292,7 +495,7 @@ int main(int argc, char** argv) {
             }
             std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
-        lat.push_back(std::chrono::duration<double, std::milli>(placed - s0).count());
+        lat.push_back(static_cast<double>(placed - ns_of(s0)) / 1e6);
         (void)net::http_call(http, "POST", "/api/v1/jobs/" + job + "/cancel", "{}", token);
     }
     std::cout << Json{{"case", "submit_to_placed"},
@@ -305,10 +508,34 @@ int main(int argc, char** argv) {
                      .dump()
               << std::endl;
 
-    shared.stop = true;
-    for (auto& t : pool) t.join();
-    ::kill(coord, SIGTERM);
-    ::waitpid(coord, nullptr, 0);
-    fs::remove_all(dir);
-    return 0;
+    // Node loss: the first agent stops heartbeating; time from its last heartbeat until the API
+    // counts a dead node. The limit is dead_after_ms plus one heartbeat.
+    ::kill(sims[0], SIGUSR1);
+    double detect_ms = -1;
+    const auto loss_deadline = Clock::now() + std::chrono::milliseconds(3 * dead_after_ms);
+    while (Clock::now() < loss_deadline) {
+        auto r = net::http_call(http, "GET", "/api/v1/cluster", "", token);
+        const auto t = Clock::now();
+        if (r.ok() && r->status == 200) {
+            auto j = Json::parse(r->body, nullptr, false);
+            if (j.is_object() && j["nodes"].value("dead", 0) >= 1) {
+                std::lock_guard lock(shared.mu);
+                if (shared.lost)
+                    detect_ms = static_cast<double>(ns_of(t) - shared.lost->second) / 1e6;
+                break;
+            }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const double limit_ms = dead_after_ms + heartbeat_ms;
+    std::cout << Json{{"case", "node_loss"},
+                      {"agents", agents},
+                      {"dead_after_ms", dead_after_ms},
+                      {"heartbeat_ms", heartbeat_ms},
+                      {"detect_ms", detect_ms},
+                      {"limit_ms", limit_ms},
+                      {"ratio", detect_ms / limit_ms}}
+                     .dump()
+              << std::endl;
+    return finish(0);
 }

@@ -24,6 +24,8 @@ constexpr auto kStopGrace = std::chrono::seconds(5);
 constexpr auto kFinishedKeep = std::chrono::seconds(60);
 constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::seconds(5);
+constexpr uint64_t kEchoEvery = 10;        // heartbeats per round-trip sample
+constexpr uint64_t kFullReportEvery = 10;  // heartbeats per unconditional actor list
 
 int64_t to_us(Clock::Duration d) {
     return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
@@ -101,9 +103,19 @@ void Agent::send_heartbeat() {
     m.node_id = opt_.node.id;
     m.sent_ns = clock_.now().time_since_epoch().count();
     m.epoch = epoch_;
-    m.last_rtt_us = last_rtt_us_;
+    m.last_rtt_us = last_rtt_us_;  // each round-trip sample once
+    last_rtt_us_ = -1;
     m.actors = reports();
-    send_msg(m);
+    wire::Envelope e = wire::make_envelope(m, ++seq_);
+    // The coordinator answers a heartbeat only when asked ("echo": a round-trip sample) or when
+    // this node has had no answer for dead_after_ms / 2. The actor list is level-triggered state,
+    // sent when it changed and on every kFullReportEvery'th heartbeat, and left out otherwise.
+    ++heartbeats_;
+    if (heartbeats_ % kEchoEvery == 0) e.body["echo"] = true;
+    std::string reported = e.body["actors"].dump();
+    if (reported == last_reported_ && heartbeats_ % kFullReportEvery != 0) e.body.erase("actors");
+    last_reported_ = std::move(reported);
+    send(e);
 }
 
 void Agent::on_message(const std::vector<std::string>& frames) {
@@ -135,6 +147,7 @@ void Agent::on_message(const std::vector<std::string>& frames) {
         actor_token_ = m.actor_token;
         heartbeat_ms_ = m.heartbeat_ms;
         next_heartbeat_ = clock_.now();
+        last_reported_.clear();  // the first heartbeat carries the actor list
         if (runtime_) runtime_->set_connected(true);
         log_.info("registered with the coordinator (epoch {}, {} actors running)", epoch_,
                   actors_.size());
@@ -384,13 +397,14 @@ int Agent::run(const std::atomic<bool>& stop) {
             flush_logs();
             next_log_flush_ = now + std::chrono::milliseconds(200);
         }
-        // Registered and nothing heard for longer than the coordinator takes to declare us dead:
-        // it is gone or restarting. A fresh socket drops what was queued for the old one
-        // (heartbeats, logs), and registration starts at once. Unregistered, the socket is kept
-        // (ZeroMQ reconnects by itself; registrations are retried above) and replaced only after
-        // twice that without an answer, in case its connection is wedged.
+        // Nothing heard for twice the time the coordinator takes to declare us dead (a live one
+        // answers a heartbeat at least every dead_after_ms / 2): it is gone, restarting, or the
+        // connection is wedged. A fresh socket drops what was queued for the old one (heartbeats,
+        // logs), and registration starts at once. (A coordinator that restarts on the same
+        // address usually hears this socket sooner: ZeroMQ reconnects by itself, the restarted
+        // coordinator answers the next heartbeat with not_found, and the agent registers again.)
         const auto silent = now - last_heard_;
-        if (silent > (registered_ ? dead_after : 2 * dead_after)) {
+        if (silent > 2 * dead_after) {
             log_.warn("no answer from the coordinator for {:.1f} s; reconnecting",
                       std::chrono::duration<double>(silent).count());
             connect();

@@ -100,6 +100,8 @@ private:
     uint64_t stale_commands_ = 0;  // from the RegisterAck; written into every actor's context
     int64_t heartbeat_ms_;
     int64_t last_rtt_us_ = -1;
+    uint64_t heartbeats_ = 0;
+    std::string last_reported_;  // the actor list the last heartbeat carried (JSON)
     Clock::TimePoint last_heard_{};
     Clock::TimePoint next_heartbeat_{};
     Clock::TimePoint next_register_{};

@@ -14,6 +14,7 @@
 #include <boost/asio/io_context.hpp>
 #include <zmq.hpp>
 
+#include "common/wire/zmq_io.h"
 #include "coordinator/agent_dispatcher.h"
 #include "coordinator/agent_server.h"
 #include "coordinator/json_depth.h"
@@ -596,6 +597,57 @@ TEST_F(HttpApiMetricsTest, MetricsAreInPrometheusTextFormat) {
         EXPECT_TRUE(line.starts_with("tandem_")) << line;
         EXPECT_NE(line.rfind(' '), std::string::npos) << line;
     }
+}
+
+// The dispatcher answers a heartbeat only when the agent asks (echo) or when the node has had no
+// answer for dead_after_ms / 2, and reconciles actors only when the heartbeat carries its list.
+TEST_F(HttpApiMetricsTest, HeartbeatsAreAnsweredWhenAskedOrWhenTheNodeHeardNothingForAWhile) {
+    server_->set_handler([this](const std::string& routing, const std::vector<std::string>& f) {
+        dispatcher_->handle(routing, f);
+    });
+    zmq::socket_t agent(zmq_, zmq::socket_type::dealer);
+    agent.set(zmq::sockopt::linger, 0);
+    agent.connect(server_->endpoint());
+    uint64_t seq = 0;
+    auto send = [&](wire::Envelope e) {
+        e.seq = ++seq;
+        ASSERT_TRUE(wire::send_envelope(agent, e).ok());
+    };
+    // The types the agent received while the loop ran for `ms`.
+    auto received = [&](int ms) {
+        std::vector<std::string> types;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+        while (std::chrono::steady_clock::now() < deadline) {
+            io_.run_for(std::chrono::milliseconds(5));
+            while (auto frames = wire::try_recv_frames(agent)) {
+                auto e = wire::decode(*frames);
+                if (e.ok()) types.push_back(e->type);
+            }
+        }
+        return types;
+    };
+    auto heartbeat = [&](bool echo, bool with_actors) {
+        wire::Heartbeat h;
+        h.node_id = "r0";
+        h.sent_ns = 42;
+        h.actors.push_back({"job-000009/rollout-0", 1, wire::ActorPhase::kRunning, 0, ""});
+        auto e = wire::make_envelope(h, 0);
+        if (echo) e.body["echo"] = true;
+        if (!with_actors) e.body.erase("actors");
+        send(e);
+    };
+    send(wire::make_envelope(register_msg("r0", "rollout"), 0));
+    EXPECT_EQ(received(200), std::vector<std::string>{"register_ack"});
+
+    heartbeat(false, false);  // just after the register_ack, nothing new: no answer
+    EXPECT_TRUE(received(100).empty());
+    heartbeat(true, false);  // asked for
+    EXPECT_EQ(received(200), std::vector<std::string>{"heartbeat_ack"});
+    clock_.advance(std::chrono::milliseconds(coordinator_spec().dead_after_ms / 2));
+    heartbeat(false, false);  // dead_after_ms / 2 without an answer
+    EXPECT_EQ(received(200), std::vector<std::string>{"heartbeat_ack"});
+    heartbeat(false, true);  // its list names an actor of no job: stop it
+    EXPECT_EQ(received(200), std::vector<std::string>{"stop_actor"});
 }
 
 TEST(Metrics, HistogramBucketsAreCumulative) {
