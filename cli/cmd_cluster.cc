@@ -15,6 +15,7 @@
 #include "cli/launch_ssh.h"
 #include "cli/processes.h"
 #include "common/config/loader.h"
+#include "common/net/curve.h"
 #include "common/run_dir.h"
 
 namespace tandem::cli {
@@ -24,13 +25,17 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kUpUsage =
-    "usage: tandem up -f CLUSTER.yaml [--slurm] [--run-dir DIR] [--timeout-s S] [KEY.PATH=VALUE "
+    "usage: tandem up -f CLUSTER.yaml [--slurm] [--rotate-keys] [--run-dir DIR] [--timeout-s S] "
+    "[KEY.PATH=VALUE "
     "...]\n"
     "  Starts the coordinator and the cluster's node agents that are not running (on other hosts\n"
     "  over ssh: nodes[].launcher, nodes[].ssh), waits until every node is registered, and prints\n"
     "  the coordinator's HTTP address. When a node cannot be started, says why per node and stops\n"
     "  what this run started. --slurm (inside an allocation): the nodes are the allocation's,\n"
-    "  roles from the file's slurm: section, agents started with srun (docs/hosts.md).\n";
+    "  roles from the file's slurm: section, agents started with srun (docs/hosts.md).\n"
+    "  With CURVE on (security.curve; on as soon as an address is not loopback), makes the\n"
+    "  coordinator's and each node's key pair in RUN_DIR/keys when missing; --rotate-keys makes\n"
+    "  new ones (the cluster must be down).\n";
 
 Status ensure_secret_files(const RunDir& run, const config::ClusterSpec& spec) {
     if (spec.secret_file.empty() && !fs::exists(run.secret_path())) {
@@ -44,6 +49,27 @@ Status ensure_secret_files(const RunDir& run, const config::ClusterSpec& spec) {
     return Status();
 }
 
+// CURVE key pairs (docs/security.md): RUN_DIR/keys/coordinator.key and <node>.key (0600) with
+// their .pub files, for the nodes whose public key the cluster file does not give. Existing pairs
+// are kept unless `rotate`.
+Status ensure_curve_keys(const RunDir& run, const config::ClusterSpec& spec, bool rotate) {
+    if (!spec.curve_enabled()) return Status();
+    if (!net::curve_available())
+        return unavailable(
+            "CURVE is on (security.curve, or an address that is not loopback) but this libzmq has "
+            "no CURVE: install a libzmq built with libsodium (Debian's libzmq5 is)");
+    std::vector<std::string> names = {"coordinator"};
+    for (const auto& n : spec.nodes) {
+        if (n.public_key.empty()) names.push_back(n.id);
+    }
+    for (const auto& name : names) {
+        if (!rotate && fs::exists(net::curve_key_path(run.root(), name))) continue;
+        TANDEM_ASSIGN_OR_RETURN(net::CurveKeys keys, net::generate_curve_keys());
+        TANDEM_RETURN_IF_ERROR(net::write_curve_keys(run.root(), name, keys));
+    }
+    return Status();
+}
+
 Result<pid_t> start(const RunDir& run, const std::string& name,
                     const std::vector<std::string>& argv) {
     TANDEM_ASSIGN_OR_RETURN(pid_t pid, spawn_daemon(argv, run.out_path(name)));
@@ -52,7 +78,7 @@ Result<pid_t> start(const RunDir& run, const std::string& name,
 }
 
 int up(const std::vector<std::string>& argv) {
-    ArgSpec spec{.flags = {"--help", "--slurm"},
+    ArgSpec spec{.flags = {"--help", "--slurm", "--rotate-keys"},
                  .options = {"--file", "--run-dir", "--timeout-s"},
                  .aliases = {{"-f", "--file"}}};
     auto args = parse_args(argv, spec);
@@ -76,6 +102,13 @@ int up(const std::vector<std::string>& argv) {
         if (!cluster.ok()) return report(cluster.status());
     }
     if (Status s = ensure_secret_files(run, *cluster); !s.ok()) return report(s);
+    const bool rotate = args->has("--rotate-keys");
+    if (rotate && running_pid(run.pid_path("coordinator"), "tandem-coordinator")) {
+        std::cerr << "tandem up --rotate-keys: the coordinator is running; `tandem down` first\n";
+        return kExitUsage;
+    }
+    if (Status s = ensure_curve_keys(run, *cluster, rotate); !s.ok())
+        return report(s.with_context(*file));
     const std::string cluster_path = fs::absolute(*file).string();
     (void)write_file_atomic(run.root() + "/cluster-file", cluster_path + "\n");
     const double timeout_s = std::stod(args->get("--timeout-s").value_or("20"));

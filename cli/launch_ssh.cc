@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/net/curve.h"
 #include "common/version.h"
 
 namespace tandem::cli {
@@ -251,6 +252,18 @@ std::string SshLauncher::remote_exe(const config::NodeSpec& n) const {
 Result<SshOutcome> SshLauncher::ensure_running(const config::NodeSpec& n) const {
     TANDEM_ASSIGN_OR_RETURN(std::string secret, read_cluster_secret(spec_, run_));
     TANDEM_ASSIGN_OR_RETURN(std::string cluster_text, read_file(cluster_path_));
+    // With CURVE: the node's secret key (unless the cluster file gives its public key: then its
+    // key is on the host already) and the coordinator's public key travel like the secret.
+    std::string node_key, coordinator_key;
+    if (spec_.curve_enabled()) {
+        if (n.public_key.empty()) {
+            TANDEM_ASSIGN_OR_RETURN(net::CurveKeys k,
+                                    net::read_curve_keys(net::curve_key_path(run_.root(), n.id)));
+            node_key = k.secret_z85;
+        }
+        TANDEM_ASSIGN_OR_RETURN(coordinator_key, net::read_curve_public(net::curve_public_path(
+                                                     run_.root(), "coordinator")));
+    }
     const std::string dir = remote_dir(n);
     const std::string exe = remote_exe(n);
     // The agent's command line: the copied files, this run's overrides, its own secret file.
@@ -259,7 +272,8 @@ Result<SshOutcome> SshLauncher::ensure_running(const config::NodeSpec& n) const 
         "\"secret_file=$d/cluster-secret\"",
         sq(exe), sq(n.id));
     for (const auto& o : overrides_) agent += " " + sq(o);
-    // One round trip: check, copy (stdin: the secret's line, then the cluster file), start.
+    // One round trip: check, copy (stdin: the secret's line, the node's CURVE key and the
+    // coordinator's public key, each a line, empty without CURVE; then the cluster file), start.
     const std::string script = fmt::format(
         "umask 077; d={dir}; case $d in /*) ;; *) d=\"$HOME/$d\";; esac; "
         "mkdir -p \"$d/logs\" || exit 6; "
@@ -269,7 +283,11 @@ Result<SshOutcome> SshLauncher::ensure_running(const config::NodeSpec& n) const 
         "[ -x {exe} ] || exit {no_binary}; "
         "v=$({exe} --version 2>&1) || {{ echo \"$v\"; exit {no_version}; }}; "
         "[ \"$v\" = {version} ] || {{ echo \"$v\"; exit {mismatch}; }}; "
-        "IFS= read -r s; printf '%s\\n' \"$s\" > \"$d/cluster-secret\"; cat > \"$d/cluster.yaml\"; "
+        "IFS= read -r s; printf '%s\\n' \"$s\" > \"$d/cluster-secret\"; "
+        "IFS= read -r k; IFS= read -r c; mkdir -p \"$d/keys\" || exit 6; "
+        "if [ -n \"$k\" ]; then printf '%s\\n' \"$k\" > \"$d/keys/\"{node}.key; fi; "
+        "if [ -n \"$c\" ]; then printf '%s\\n' \"$c\" > \"$d/keys/coordinator.pub\"; fi; "
+        "cat > \"$d/cluster.yaml\"; "
         "setsid {agent} > \"$d/logs/{node}.out\" 2>&1 < /dev/null & "
         "echo $! > \"$d/agent.pid\"; echo started $!",
         fmt::arg("dir", sq(dir)), fmt::arg("exe", sq(exe)), fmt::arg("no_binary", kNoBinary),
@@ -277,7 +295,9 @@ Result<SshOutcome> SshLauncher::ensure_running(const config::NodeSpec& n) const 
         fmt::arg("mismatch", kVersionMismatch), fmt::arg("agent", agent), fmt::arg("node", n.id));
     std::vector<std::string> argv = ssh_command(n);
     argv.push_back(script);
-    const Ran r = run_captured(argv, trim(secret) + "\n" + cluster_text, kSshTimeout);
+    const Ran r = run_captured(
+        argv, trim(secret) + "\n" + node_key + "\n" + coordinator_key + "\n" + cluster_text,
+        kSshTimeout);
     if (r.code != 0) return explain(n, r, exe);
     std::istringstream words(r.out);
     std::string what;

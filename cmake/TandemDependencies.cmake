@@ -11,6 +11,7 @@ find_package(nlohmann_json 3.10 REQUIRED)   # nlohmann_json::nlohmann_json
 find_package(SQLite3 REQUIRED)              # SQLite::SQLite3
 find_package(Boost 1.74 REQUIRED)           # Boost::headers (Asio, Beast)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)   # PkgConfig::ZMQ
+pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)  # PkgConfig::SODIUM (CURVE key derivation)
 find_package(cppzmq REQUIRED)               # cppzmq (header-only C++ binding)
 pkg_check_modules(UCX REQUIRED IMPORTED_TARGET ucx)      # PkgConfig::UCX (ucp, uct, ucs)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)  # PkgConfig::XXHASH

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <boost/asio/post.hpp>
 
+#include "common/wire/messages.h"
 #include "common/wire/zmq_io.h"
 
 namespace tandem::coord {
@@ -17,13 +18,15 @@ std::string hex_id(const std::string& id) {
 }  // namespace
 
 AgentServer::AgentServer(boost::asio::io_context& io, zmq::context_t& zmq,
-                         const std::string& endpoint, AgentServerLimits limits)
+                         const std::string& endpoint, AgentServerLimits limits,
+                         const SocketSetup& setup)
     : io_(io), socket_(zmq, zmq::socket_type::router), fd_(io), limits_(limits) {
     socket_.set(zmq::sockopt::router_mandatory, 1);  // unknown peers fail the send, not silently
     socket_.set(zmq::sockopt::maxmsgsize, limits_.max_frame_bytes);  // larger: disconnected
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::sndhwm, 100000);
     socket_.set(zmq::sockopt::rcvhwm, 100000);
+    if (setup) setup(socket_);
     socket_.bind(endpoint);
     fd_.assign(socket_.get(zmq::sockopt::fd));
     arm();
@@ -32,9 +35,10 @@ AgentServer::AgentServer(boost::asio::io_context& io, zmq::context_t& zmq,
 Result<std::unique_ptr<AgentServer>> AgentServer::bind(boost::asio::io_context& io,
                                                        zmq::context_t& zmq,
                                                        const std::string& endpoint,
-                                                       AgentServerLimits limits) {
+                                                       AgentServerLimits limits,
+                                                       const SocketSetup& setup) {
     try {
-        return std::make_unique<AgentServer>(io, zmq, endpoint, limits);
+        return std::make_unique<AgentServer>(io, zmq, endpoint, limits, setup);
     } catch (const zmq::error_t& e) {
         return unavailable(
             fmt::format("cannot bind the agent socket to {}: {}", endpoint, e.what()));
@@ -66,7 +70,8 @@ void AgentServer::drain() {
             in_drain_ = false;
             return;
         }
-        auto frames = wire::try_recv_frames(socket_);
+        std::string user_id;  // the ZAP handler's name for the peer's CURVE key
+        auto frames = wire::try_recv_frames(socket_, &user_id);
         if (!frames) break;
         if (frames->empty()) continue;
         std::string routing = std::move((*frames)[0]);
@@ -75,6 +80,13 @@ void AgentServer::drain() {
         if (frames->size() > limits_.max_frames) {
             ++dropped_too_many_frames_;
             continue;
+        }
+        if (gate_) {
+            if (Status s = gate_(user_id, *frames); !s.ok()) {
+                wire::Error err{std::string(status_code_name(s.code())), s.message(), 0};
+                (void)wire::send_envelope(socket_, wire::make_envelope(err, 0), routing);
+                continue;
+            }
         }
         if (handler_) handler_(routing, *frames);
     }

@@ -39,9 +39,14 @@ class AgentServer {
 public:
     // Receives (routing id, frames after the routing id).
     using Handler = std::function<void(const std::string&, const std::vector<std::string>&)>;
+    // Sets socket options before the bind (CURVE: common/net/curve.h).
+    using SocketSetup = std::function<void(zmq::socket_t&)>;
+    // Sees each admitted message with its connection's ZAP User-Id ("" without CURVE) before the
+    // handler; a message it refuses is answered with an error of its status and dropped.
+    using Gate = std::function<Status(const std::string&, const std::vector<std::string>&)>;
 
     AgentServer(boost::asio::io_context& io, zmq::context_t& zmq, const std::string& endpoint,
-                AgentServerLimits limits = {});
+                AgentServerLimits limits = {}, const SocketSetup& setup = {});
     ~AgentServer();
     AgentServer(const AgentServer&) = delete;
     AgentServer& operator=(const AgentServer&) = delete;
@@ -49,9 +54,11 @@ public:
     static Result<std::unique_ptr<AgentServer>> bind(boost::asio::io_context& io,
                                                      zmq::context_t& zmq,
                                                      const std::string& endpoint,
-                                                     AgentServerLimits limits = {});
+                                                     AgentServerLimits limits = {},
+                                                     const SocketSetup& setup = {});
 
     void set_handler(Handler h) { handler_ = std::move(h); }
+    void set_gate(Gate g) { gate_ = std::move(g); }
     Status send(const std::string& routing_id, const wire::Envelope& e);
 
     // The bound endpoint ("tcp://127.0.0.1:PORT" when bound to port *).
@@ -77,6 +84,7 @@ private:
     zmq::socket_t socket_;
     boost::asio::posix::stream_descriptor fd_;
     Handler handler_;
+    Gate gate_;
     bool drain_posted_ = false;
     bool in_drain_ = false;  // sends from inside drain() need no extra drain
     const AgentServerLimits limits_;

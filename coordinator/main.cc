@@ -16,6 +16,7 @@
 #include "common/run_dir.h"
 #include "common/version.h"
 #include "coordinator/agent_dispatcher.h"
+#include "coordinator/agent_security.h"
 #include "coordinator/agent_server.h"
 #include "coordinator/auth.h"
 #include "coordinator/cluster_metrics.h"
@@ -118,13 +119,37 @@ int run(int argc, char** argv) {
     zmq::context_t zmq_ctx(1);
     const auto& cs = spec->coordinator;
     const std::string agent_endpoint = fmt::format("tcp://{}:{}", cs.host, cs.agent_port);
-    auto server = coord::AgentServer::bind(io, zmq_ctx, agent_endpoint);
+    // CURVE on the agent plane (docs/security.md): per-node keys, checked by a ZAP handler.
+    std::optional<coord::AgentCurve> curve;
+    if (spec->curve_enabled()) {
+        auto c = coord::load_agent_curve(*spec, run_dir.root(), zmq_ctx);
+        if (!c.ok()) return fail(2, fmt::format("{}: {}", cluster_file, c.status().message()));
+        curve = std::move(*c);
+    }
+    Status curve_setup;
+    auto server = coord::AgentServer::bind(io, zmq_ctx, agent_endpoint, {}, [&](zmq::socket_t& s) {
+        if (!curve) return;
+        net::set_curve_server(s, curve->keys, coord::kAgentZapDomain);
+        curve_setup = curve->zap->watch(s, "agent ROUTER");
+    });
     if (!server.ok()) return fail(1, server.status().message());
+    if (!curve_setup.ok()) return fail(1, curve_setup.message());
+    coord::AgentIdentity identity;
+    if (curve) {
+        curve->zap->start();
+        (*server)->set_gate([&](const std::string& user_id, const std::vector<std::string>& f) {
+            return identity.check(user_id, f);
+        });
+    }
 
     coord::Metrics metrics;
     coord::NodeRegistry registry(clock, **store, cs, *secret);
     coord::NodeSender sender(**server, registry, (*store)->epoch());
-    coord::JobManager jobs(clock, **store, registry, sender, metrics);
+    // With CURVE, trajectory actors get their keys in start_actor (derived from the coordinator's).
+    std::optional<coord::TrajectoryKeyStamper> stamper;
+    if (curve) stamper.emplace(sender, curve->keys.secret_z85);
+    coord::AgentLink& link = stamper ? static_cast<coord::AgentLink&>(*stamper) : sender;
+    coord::JobManager jobs(clock, **store, registry, link, metrics);
     coord::VersionTable versions(clock, **store);
     coord::AgentDispatcher dispatcher(clock, **server, registry, jobs, versions, metrics,
                                       {cs.heartbeat_ms, (*store)->epoch(), *actor_token});
@@ -134,6 +159,19 @@ int run(int argc, char** argv) {
     coord::HttpApi api(clock, jobs, registry, versions, **store, metrics, *auth,
                        {spec->name, (*store)->epoch()});
     coord::register_cluster_metrics(metrics, clock, jobs, registry, versions);
+    if (curve) {
+        metrics.collector([&] {
+            coord::Metrics::Family f{"tandem_agent_refused_total",
+                                     "Agent connections refused by CURVE (failed handshakes: "
+                                     "unknown keys, peers without CURVE) and messages claiming "
+                                     "another node's id",
+                                     "counter",
+                                     {{{{"reason", "handshake"}},
+                                       static_cast<double>(curve->zap->failed_handshakes())},
+                                      {{{"reason", "node_id"}}, static_cast<double>(identity.refused())}}};
+            return std::vector<coord::Metrics::Family>{f};
+        });
+    }
     const coord::Dashboard dashboard({.run_dir = run_dir.root(), .auth = &*auth});
     auto http = coord::HttpServer::listen(io, cs.http_bind, static_cast<uint16_t>(cs.http_port),
                                           [&](const coord::HttpRequest& r) {
@@ -163,8 +201,9 @@ int run(int argc, char** argv) {
     if (Status s = write_file_atomic(run_dir.address_path(), address.dump() + "\n"); !s.ok()) {
         return fail(1, s.message());
     }
-    log.info("tandem-coordinator {} (epoch {}) serving agents on {} and HTTP on {}", kVersion,
-             (*store)->epoch(), agent_endpoint, http_url);
+    log.info("tandem-coordinator {} (epoch {}) serving agents on {} ({}) and HTTP on {}", kVersion,
+             (*store)->epoch(), agent_endpoint, curve ? "CURVE" : "no CURVE: loopback only",
+             http_url);
 
     boost::asio::steady_timer sweep_timer(io);
     every(sweep_timer, std::chrono::milliseconds(std::max<int64_t>(10, cs.heartbeat_ms / 4)), [&] {

@@ -11,6 +11,8 @@ packages=(
     build-essential cmake ninja-build pkg-config git
     # control plane: ZeroMQ, Boost.Asio/Beast, SQLite, JSON
     libzmq3-dev cppzmq-dev libboost-dev libsqlite3-dev nlohmann-json3-dev
+    # CURVE key derivation (libzmq itself uses it for CURVE)
+    libsodium-dev
     # weight plane: UCX (library and ucx_perftest), xxHash
     libucx-dev ucx-utils libxxhash-dev
     # config and logging

@@ -14,6 +14,7 @@
 #include "common/model/params.h"
 #include "common/model/rng.h"
 #include "common/model/tasks.h"
+#include "common/net/trajectory_curve.h"
 #include "common/rl/grpo_protocol.h"
 #include "common/rl/task_factory.h"
 #include "common/weights/reader.h"
@@ -193,16 +194,18 @@ private:
     std::vector<int> mine_;
 };
 
-// PUSH to the trainer run's PULL socket.
+// PUSH to the trainer run's PULL socket; a CURVE client with the placement's trajectory keys.
 class ZmqOutbox final : public TrajectoryOutbox {
 public:
-    explicit ZmqOutbox(zmq::context_t& zmq) : zmq_(zmq) {}
+    ZmqOutbox(zmq::context_t& zmq, const nlohmann::json& placement)
+        : zmq_(zmq), placement_(placement) {}
     Status connect(const std::string& endpoint) override {
         if (push_ && endpoint == endpoint_) return Status();
         // Batches still queued for a gone trainer are dropped with the old socket.
         push_ = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::push);
         push_->set(zmq::sockopt::linger, 2000);
         push_->set(zmq::sockopt::sndhwm, 64);
+        TANDEM_RETURN_IF_ERROR(net::secure_trajectory_client(*push_, placement_));
         push_->connect(endpoint);
         endpoint_ = endpoint;
         return Status();
@@ -220,6 +223,7 @@ public:
 
 private:
     zmq::context_t& zmq_;
+    const nlohmann::json placement_;
     std::unique_ptr<zmq::socket_t> push_;
     std::string endpoint_;
 };
@@ -254,7 +258,7 @@ Status run_grpo_rollout(runtime::JobRuntime& rt) {
     ReaderWeights weights(rt, std::move(reader), relay);
     ModelGenerator generator(rt, weights, std::move(task), std::move(scorer), std::move(gen));
     zmq::context_t zmq(1);
-    ZmqOutbox outbox(zmq);
+    ZmqOutbox outbox(zmq, rt.placement());
     RolloutLoopOptions opt;
     opt.max_staleness = job.async.max_staleness;
     opt.prompts_per_step = job.algorithm.prompts_per_step;

@@ -14,6 +14,7 @@
 #include "common/model/model_weights.h"
 #include "common/model/tasks.h"
 #include "common/model/trainer.h"
+#include "common/net/trajectory_curve.h"
 #include "common/rl/grpo_protocol.h"
 #include "common/rl/task_factory.h"
 #include "common/rl/weight_telemetry.h"
@@ -31,15 +32,27 @@ double since(SteadyClock::time_point t0) {
     return std::chrono::duration<double>(SteadyClock::now() - t0).count();
 }
 
-// The trainer's PULL socket, announced as its "trajectories" endpoint.
+// The trainer's PULL socket, announced as its "trajectories" endpoint. With the placement's
+// trajectory keys it is a CURVE server that accepts only the job's rollouts (docs/security.md).
 class ZmqInbox final : public TrajectoryInbox {
 public:
-    ZmqInbox(zmq::context_t& zmq, const std::string& host) : pull_(zmq, zmq::socket_type::pull) {
+    explicit ZmqInbox(zmq::context_t& zmq) : zmq_(zmq), pull_(zmq, zmq::socket_type::pull) {
         pull_.set(zmq::sockopt::linger, 0);
         pull_.set(zmq::sockopt::rcvhwm, 1000);
-        pull_.bind(fmt::format("tcp://{}:*", host));
+    }
+    Status bind(const std::string& host, const Json& placement) {
+        TANDEM_ASSIGN_OR_RETURN(zap_, net::secure_trajectory_server(zmq_, pull_, placement));
+        try {
+            pull_.bind(fmt::format("tcp://{}:*", host));
+        } catch (const zmq::error_t& e) {
+            return unavailable(fmt::format("cannot bind the trajectory socket on {}: {}", host,
+                                           e.what()));
+        }
+        return Status();
     }
     std::string endpoint() const { return pull_.get(zmq::sockopt::last_endpoint); }
+    // Connections refused by CURVE (a key not of this job's rollouts, a peer without CURVE).
+    uint64_t refused() const { return zap_ ? zap_->failed_handshakes() : 0; }
     Result<std::optional<rl::TrajectoryBatch>> next(Clock::TimePoint deadline) override {
         const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - SystemClock::instance().now());
@@ -60,7 +73,9 @@ public:
     }
 
 private:
+    zmq::context_t& zmq_;
     zmq::socket_t pull_;
+    std::unique_ptr<net::ZapHandler> zap_;  // null without CURVE
 };
 
 // The GRPO model behind the loop: warm start, training steps, publishing into registered memory,
@@ -72,6 +87,7 @@ public:
     // Builds the policy (or resumes a checkpoint) and the publisher; fills the loop's start.
     Status setup(TrainerLoopOptions& opt);
     void watch(const rl::TrajectoryGate* gate) { gate_ = gate; }
+    void watch_inbox(const ZmqInbox* inbox) { inbox_ = inbox; }
 
     Result<model::TrainStats> train(std::vector<model::Trajectory>& batch) override {
         return trainer_->step(batch);
@@ -95,6 +111,7 @@ private:
     std::string checkpoint_root_;
     std::ofstream metrics_file_;
     const rl::TrajectoryGate* gate_ = nullptr;
+    const ZmqInbox* inbox_ = nullptr;
     rl::WeightTelemetry telemetry_;  // reported as progress["weights"]
     double publish_seconds_ = 0;
 };
@@ -210,6 +227,7 @@ void GrpoLearner::report(const StepReport& r) {
               {"weights/dropped_trajectories", gate_ ? gate_->dropped_stale() : 0},
               {"weights/rejected_unknown_version", gate_ ? gate_->rejected_unknown() : 0},
               {"weights/rejected_fenced", gate_ ? gate_->rejected_fenced() : 0},
+              {"trajectories/refused_total", inbox_ ? inbox_->refused() : 0},
               {"data/cursor", r.info.data_cursor},
               {"data/group_min", rs["group_min"]},
               {"data/group_max", rs["group_max"]},
@@ -276,10 +294,12 @@ Status run_grpo_trainer(runtime::JobRuntime& rt) {
     GrpoLearner learner(rt);
     TANDEM_RETURN_IF_ERROR(learner.setup(opt));
     zmq::context_t zmq(1);
-    ZmqInbox inbox(zmq, rt.bind_host());
+    ZmqInbox inbox(zmq);
+    TANDEM_RETURN_IF_ERROR(inbox.bind(rt.bind_host(), rt.placement()));
     TANDEM_RETURN_IF_ERROR(rt.announce_endpoint("trajectories", inbox.endpoint()));
     TrainerLoop loop(rt, learner, inbox, opt);
     learner.watch(&loop.gate());
+    learner.watch_inbox(&inbox);
     return loop.run();
 }
 

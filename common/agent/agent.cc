@@ -62,6 +62,8 @@ void Agent::connect() {
     socket_->set(zmq::sockopt::maxmsgsize, int64_t{64} << 20);  // a larger frame: disconnected
     socket_->set(zmq::sockopt::reconnect_ivl, 100);
     socket_->set(zmq::sockopt::reconnect_ivl_max, 2000);
+    if (!opt_.curve_server_key.empty())
+        net::set_curve_client(*socket_, opt_.curve_keys, opt_.curve_server_key);
     const auto& c = opt_.cluster.coordinator;
     const std::string endpoint = fmt::format("tcp://{}:{}", c.host, c.agent_port);
     socket_->connect(endpoint);

@@ -21,6 +21,7 @@
 #include "common/clock.h"
 #include "common/config/cluster_spec.h"
 #include "common/log.h"
+#include "common/net/curve.h"
 #include "common/run_dir.h"
 #include "common/wire/messages.h"
 
@@ -34,6 +35,10 @@ struct AgentOptions {
     std::string bin_dir;           // where tandem-trainer-node and tandem-rollout-node live
     wire::Resources resources;     // detected, with the cluster file's overrides applied
     std::string coordinator_http;  // passed on to actors
+    // CURVE (docs/security.md): this node's key pair and the coordinator's public key; an empty
+    // server key: no CURVE (a loopback-only cluster).
+    net::CurveKeys curve_keys;
+    std::string curve_server_key;
 };
 
 // Detected cpus, memory and CUDA GPUs, overridden by the node's `resources` in the cluster file.

@@ -118,6 +118,27 @@ int node_main(ActorRole role, int argc, char** argv, const ActorMain& actor) {
     opt.run_dir = std::filesystem::absolute(run_dir.root()).string();
     opt.bin_dir = std::filesystem::canonical("/proc/self/exe").parent_path().string();
     opt.resources = detect_resources(node->resources);
+    if (spec->curve_enabled()) {
+        // This node's key pair and the coordinator's public key (docs/security.md).
+        auto keys = net::read_curve_keys(net::curve_key_path(run_dir.root(), node_id));
+        if (!keys.ok())
+            return fail(binary, 2,
+                        fmt::format("CURVE is on for {} ({}): {}", cluster_file,
+                                    spec->security.curve == config::CurveMode::kOn
+                                        ? "security.curve: on"
+                                        : "an address is not loopback",
+                                    keys.status().message()));
+        opt.curve_keys = *keys;
+        opt.curve_server_key = spec->coordinator.public_key;
+        if (opt.curve_server_key.empty()) {
+            auto pub = net::read_curve_public(net::curve_public_path(run_dir.root(), "coordinator"));
+            if (!pub.ok())
+                return fail(binary, 2,
+                            fmt::format("{} (or set coordinator.public_key in {})",
+                                        pub.status().message(), cluster_file));
+            opt.curve_server_key = *pub;
+        }
+    }
     opt.coordinator_http =
         fmt::format("http://{}:{}", spec->coordinator.host, spec->coordinator.http_port);
     // The planes' interfaces: peers reach the node at its advertised address (registered as its

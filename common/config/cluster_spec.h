@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/config/schema.h"
+#include "common/config/security.h"
 #include "common/ids.h"
 
 namespace tandem::config {
@@ -99,6 +100,9 @@ struct NodeSpec {
     std::string advertise_address;  // the address peers use to reach this node; empty: host
     PlaneInterfaces interfaces;
     std::vector<int> gpu_devices;  // declared device indices; empty: 0..gpus-1 (detected or set)
+    // The node's CURVE public key (Z85) when its key pair is made elsewhere (a remote node whose
+    // secret key is already on its host at RUN_DIR/keys/<id>.key); empty: `tandem up` makes one.
+    std::string public_key;
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -112,6 +116,11 @@ struct NodeSpec {
         v.field("advertise_address", s.advertise_address);
         v.field("interfaces", s.interfaces);
         v.field("gpu_devices", s.gpu_devices);
+        v.field("public_key", s.public_key);
+        if (!s.public_key.empty()) {
+            const Status key_ok = validate_z85_key(s.public_key);
+            v.check(key_ok.ok(), "public_key", key_ok.message());
+        }
         for (size_t i = 0; i < s.gpu_devices.size(); ++i) {
             v.check(s.gpu_devices[i] >= 0, "gpu_devices",
                     fmt::format("device indices are >= 0, got {}", s.gpu_devices[i]));
@@ -137,6 +146,9 @@ struct CoordinatorSpec {
     int64_t heartbeat_ms = 1000;
     int64_t dead_after_ms = 5000;
     std::string state_dir;  // SQLite state; empty: <run_dir>/state
+    // The coordinator's CURVE public key (Z85) for agents whose run directory lacks
+    // keys/coordinator.pub; empty: read from there.
+    std::string public_key;
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -147,6 +159,11 @@ struct CoordinatorSpec {
         v.field("heartbeat_ms", s.heartbeat_ms, Range<int64_t>{10, 600'000});
         v.field("dead_after_ms", s.dead_after_ms, Range<int64_t>{20, 3'600'000});
         v.field("state_dir", s.state_dir);
+        v.field("public_key", s.public_key);
+        if (!s.public_key.empty()) {
+            const Status key_ok = validate_z85_key(s.public_key);
+            v.check(key_ok.ok(), "public_key", key_ok.message());
+        }
         v.check(s.dead_after_ms > s.heartbeat_ms, "dead_after_ms",
                 fmt::format("must be greater than heartbeat_ms ({})", s.heartbeat_ms));
         v.check(s.agent_port != s.http_port, "http_port",
@@ -177,6 +194,29 @@ struct SlurmSpec {
     }
 };
 
+// ZeroMQ CURVE on the agent and trajectory planes (docs/security.md). auto: on as soon as any
+// address of the cluster (coordinator.host, nodes[].host, nodes[].advertise_address) is not
+// loopback, off on a loopback-only cluster; off is refused unless every address is loopback.
+enum class CurveMode { kAuto, kOn, kOff };
+
+template <>
+struct EnumNames<CurveMode> {
+    static constexpr std::array<std::pair<CurveMode, const char*>, 3> kNames{{
+        {CurveMode::kAuto, "auto"},
+        {CurveMode::kOn, "on"},
+        {CurveMode::kOff, "off"},
+    }};
+};
+
+struct SecuritySpec {
+    CurveMode curve = CurveMode::kAuto;
+
+    template <typename V, typename S>
+    static void visit(V& v, S& s) {
+        v.field("curve", s.curve);
+    }
+};
+
 struct ClusterSpec {
     std::string name = "local";
     std::string run_dir = ".tandem";  // pids, logs, token, address; relative to the working dir
@@ -184,6 +224,22 @@ struct ClusterSpec {
     CoordinatorSpec coordinator;
     std::vector<NodeSpec> nodes;
     SlurmSpec slurm;
+    SecuritySpec security;
+
+    // The first address of the cluster that is not loopback ("" when all are).
+    std::string first_remote_address() const {
+        if (!is_loopback_host(coordinator.host)) return coordinator.host;
+        for (const auto& n : nodes) {
+            if (!is_loopback_host(n.host)) return n.host;
+            if (!n.advertise_address.empty() && !is_loopback_host(n.advertise_address))
+                return n.advertise_address;
+        }
+        return "";
+    }
+    bool curve_enabled() const {
+        return security.curve == CurveMode::kOn ||
+               (security.curve == CurveMode::kAuto && !first_remote_address().empty());
+    }
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -193,6 +249,12 @@ struct ClusterSpec {
         v.field("coordinator", s.coordinator);
         v.field("nodes", s.nodes, Required{}, NonEmpty{});
         v.field("slurm", s.slurm);
+        v.field("security", s.security);
+        const std::string remote = s.first_remote_address();
+        v.check(s.security.curve != CurveMode::kOff || remote.empty(), "security",
+                fmt::format("curve: off is allowed only when every address is loopback, and {} "
+                            "is not (remove it, or set auto or on)",
+                            remote));
         for (size_t i = 0; i < s.nodes.size(); ++i) {
             for (size_t j = 0; j < i; ++j) {
                 v.check(s.nodes[i].id.empty() || s.nodes[i].id != s.nodes[j].id, "nodes",

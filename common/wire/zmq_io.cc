@@ -27,7 +27,8 @@ Status send_envelope(zmq::socket_t& socket, const Envelope& e,
     return Status();
 }
 
-std::optional<std::vector<std::string>> try_recv_frames(zmq::socket_t& socket) {
+std::optional<std::vector<std::string>> try_recv_frames(zmq::socket_t& socket,
+                                                        std::string* user_id) {
     std::vector<std::string> frames;
     zmq::message_t msg;
     auto r = socket.recv(msg, zmq::recv_flags::dontwait);
@@ -36,6 +37,11 @@ std::optional<std::vector<std::string>> try_recv_frames(zmq::socket_t& socket) {
     while (msg.more()) {
         (void)socket.recv(msg, zmq::recv_flags::none);  // the rest of a multipart is already here
         frames.push_back(msg.to_string());
+    }
+    if (user_id) {
+        // From the last part: a ROUTER's routing-id part carries no connection metadata.
+        const char* u = zmq_msg_gets(msg.handle(), "User-Id");  // null without ZAP
+        *user_id = u ? u : "";
     }
     return frames;
 }

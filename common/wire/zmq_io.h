@@ -18,7 +18,9 @@ namespace tandem::wire {
 Status send_envelope(zmq::socket_t& socket, const Envelope& e,
                      const std::optional<std::string>& routing_id = std::nullopt);
 
-// Receives one multipart message without blocking; nullopt when none is waiting.
-std::optional<std::vector<std::string>> try_recv_frames(zmq::socket_t& socket);
+// Receives one multipart message without blocking; nullopt when none is waiting. `user_id`, if
+// given, receives the connection's ZAP "User-Id" ("" when it has none).
+std::optional<std::vector<std::string>> try_recv_frames(zmq::socket_t& socket,
+                                                        std::string* user_id = nullptr);
 
 }  // namespace tandem::wire

@@ -3,8 +3,10 @@
 //    (max_actor_restarts) and, with checkpoint.resume: auto, it continues from the checkpoint's
 //    step and data cursor and numbers its versions above every version published before;
 //  - a rollout node is killed (SIGKILL) mid-job; the coordinator restarts its actor on the other
-//    rollout node and the job finishes; trajectories of versions the trainer never published
-//    (forged here and pushed to its socket) are rejected and counted.
+//    rollout node and the job finishes. With CURVE forced on, batches pushed to the trainer's
+//    socket by a peer that is not one of the job's rollouts (no CURVE, or a key of its own) are
+//    refused at the socket and counted; trajectories of versions the trainer never published,
+//    forged here and pushed with a rollout's key, are rejected by the trainer and counted.
 //  - a rollout node and its actor are killed (SIGKILL) and no other node has room: the actor
 //    waits as pending, the trainer takes each step from the live rollout, and the job finishes;
 //    when the node registers again the pending actor is placed there and full steps resume.
@@ -20,6 +22,7 @@
 #include <set>
 #include <zmq.hpp>
 
+#include "common/net/trajectory_curve.h"
 #include "common/rl/grpo_protocol.h"
 #include "tests/integration/control/cluster_harness.h"
 
@@ -268,9 +271,11 @@ TEST(GrpoFaults, ResubmittedJobResumesFromASharedCheckpointDirectory) {
 }
 
 // Pushes one batch of `n` well-formed trajectories claiming `version` of `fence` to the trainer's
-// socket.
+// socket, as a CURVE client with `curve` (the placement's "trajectory_curve" of a rollout) when it
+// is not null.
 void push_forged_batch(const std::string& endpoint, int64_t version, int n,
-                       wire::Fence fence = {1, 1}) {
+                       wire::Fence fence = {1, 1}, const Json& curve = nullptr,
+                       int linger_ms = 5000) {
     rl::TrajectoryBatch b;
     b.rollout = 99;
     b.batch = 0;
@@ -288,7 +293,10 @@ void push_forged_batch(const std::string& endpoint, int64_t version, int n,
     }
     zmq::context_t ctx(1);
     zmq::socket_t push(ctx, zmq::socket_type::push);
-    push.set(zmq::sockopt::linger, 5000);
+    push.set(zmq::sockopt::linger, linger_ms);
+    if (!curve.is_null()) {
+        ASSERT_TRUE(net::secure_trajectory_client(push, {{"trajectory_curve", curve}}).ok());
+    }
     push.connect(endpoint);
     const std::string bytes = b.encode();
     push.send(zmq::buffer(bytes), zmq::send_flags::none);
@@ -296,6 +304,7 @@ void push_forged_batch(const std::string& endpoint, int64_t version, int n,
 
 TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected) {
     LocalCluster c("grpo_rollout_kill");
+    std::ofstream(c.cluster_file(), std::ios::app) << "security:\n  curve: on\n";
     ASSERT_EQ(c.up().code, 0);
     // The job pauses for the node's death (dead_after_ms) and the restart; 200 steps keep it
     // running well past that.
@@ -317,10 +326,22 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
     }
     ASSERT_FALSE(endpoint.empty()) << running.dump(2);
     ASSERT_FALSE(victim.empty());
-    push_forged_batch(endpoint, 1'000'000, 4);
-    push_forged_batch(endpoint, -7, 4);
-    // A version the trainer did publish, but under another fence (another trainer run).
-    push_forged_batch(endpoint, 3, 4, wire::Fence{1, 7});
+    // Not one of the job's rollouts: refused at the socket (no CURVE; a key of its own).
+    auto coordinator_key = net::read_curve_keys(c.run_dir() + "/keys/coordinator.key");
+    ASSERT_TRUE(coordinator_key.ok()) << coordinator_key.status().message();
+    auto rollout_curve = net::trajectory_curve_for(coordinator_key->secret_z85,
+                                                   job + "/rollout-0", Json::object());
+    ASSERT_TRUE(rollout_curve.ok()) << rollout_curve.status().message();
+    Json stranger = *rollout_curve;
+    stranger["secret_key"] = net::generate_curve_keys()->secret_z85;
+    // (A refused batch is never sent: a short linger, so the job does not run out meanwhile.)
+    push_forged_batch(endpoint, 2, 4, wire::Fence{1, 1}, nullptr, 1000);
+    push_forged_batch(endpoint, 2, 4, wire::Fence{1, 1}, stranger, 1000);
+    // With a rollout's own key: the trainer itself turns away versions it never published...
+    push_forged_batch(endpoint, 1'000'000, 4, wire::Fence{1, 1}, *rollout_curve);
+    push_forged_batch(endpoint, -7, 4, wire::Fence{1, 1}, *rollout_curve);
+    // ...and a version it did publish, but under another fence (another trainer run).
+    push_forged_batch(endpoint, 3, 4, wire::Fence{1, 7}, *rollout_curve);
 
     const int64_t killed_at_step = progress_step(c, job);
     ASSERT_EQ(::kill(c.pid_of(victim), SIGKILL), 0);
@@ -345,7 +366,9 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
     for (const auto& r : rows) {
         EXPECT_EQ(r["metrics"]["trainer/attempt"], 1) << "the trainer was not restarted";
     }
-    // The forged batches were turned away and counted, and never trained on.
+    // The forged batches were turned away and counted, and never trained on: the strangers' at
+    // the socket, the rollout key's by the trainer.
+    EXPECT_GE(rows.back()["metrics"]["trajectories/refused_total"].get<int64_t>(), 2);
     EXPECT_GE(rows.back()["metrics"]["weights/rejected_unknown_version"].get<int64_t>(), 8);
     EXPECT_GE(rows.back()["metrics"]["weights/rejected_fenced"].get<int64_t>(), 4);
     const int64_t checked = check_consumed_versions(rows, table_versions(c, job), kStaleness);
