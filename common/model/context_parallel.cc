@@ -99,17 +99,52 @@ private:
     std::vector<std::thread> threads_;
 };
 
-// K/V rows of one layer of one shard piece, in the order they were stored.
+// K/V rows of one layer of one shard piece, in the order they were stored: f32 rows, or
+// quantized pages with their residual window (`paged`, rollout.kv_cache.dtype other than f32).
 struct KvRows {
     std::vector<float> k, v;
+    std::optional<kernels::KvPagedSequence> paged;
     int64_t rows = 0;
 
-    void push(const float* kr, const float* vr, int64_t n, int64_t kvd) {
-        k.insert(k.end(), kr, kr + n * kvd);
-        v.insert(v.end(), vr, vr + n * kvd);
+    // n rows at positions pos[0..n) (increasing; runs of consecutive positions share pages).
+    Status push(const int32_t* pos, const float* kr, const float* vr, int64_t n, int64_t kvd) {
         rows += n;
+        if (!paged) {
+            k.insert(k.end(), kr, kr + n * kvd);
+            v.insert(v.end(), vr, vr + n * kvd);
+            return Status();
+        }
+        for (int64_t i = 0, j = 0; i < n; i = j) {
+            for (j = i + 1; j < n && pos[j] == pos[j - 1] + 1; ++j) {
+            }
+            TANDEM_RETURN_IF_ERROR(paged->append(pos[i], j - i, kr + i * kvd, vr + i * kvd));
+        }
+        return Status();
+    }
+    // Attention of p.tq queries over these rows (p.tk is set here), accumulated as p says.
+    Status attend(kernels::AttentionParams p, const float* q, float* o, float* lse) const {
+        if (!paged) {
+            p.tk = rows;
+            return attention_forward<float>(p, q, k.data(), v.data(), o, lse);
+        }
+        const std::vector<kernels::KvPageRef> pages = paged->pages();
+        return kernels::kv_paged_attention_cpu(p, pages, q, o, lse);
+    }
+    int64_t bytes(int64_t kvd) const {
+        return paged ? paged->bytes() : 2 * rows * kvd * static_cast<int64_t>(sizeof(float));
     }
 };
+
+// `layers` empty pieces in the shards' format.
+Result<std::vector<KvRows>> new_pieces(const std::optional<kernels::KvSequenceConfig>& kv,
+                                       int layers) {
+    std::vector<KvRows> out(static_cast<size_t>(layers));
+    if (!kv) return out;
+    for (auto& piece : out) {
+        TANDEM_ASSIGN_OR_RETURN(piece.paged, kernels::KvPagedSequence::create(*kv));
+    }
+    return out;
+}
 
 // One token of a decode step, identical on every rank.
 struct StepItem {
@@ -192,8 +227,9 @@ Status ContextParallelGenerator::Impl::prefill(int r, const float* params,
                                                std::vector<KvRows>& shared) {
     const ModelConfig& c = config;
     const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
-    shared.assign(static_cast<size_t>(c.num_layers), KvRows{});
+    TANDEM_ASSIGN_OR_RETURN(shared, new_pieces(options.kv, c.num_layers));
     for (auto& kv : shared) {
+        if (kv.paged) continue;
         kv.k.reserve(static_cast<size_t>(plan.quota * kvd));
         kv.v.reserve(static_cast<size_t>(plan.quota * kvd));
     }
@@ -235,7 +271,7 @@ Status ContextParallelGenerator::Impl::prefill(int r, const float* params,
         if (n > 0) {
             rmsnorm_forward<float>(n, h, x, L.input_norm, c.rms_norm_eps, a, rstd);
             qkv_forward<float>(c, L, rope, n, R.pos.data(), a, q, k, v, R.qk);
-            shared[l].push(k, v, n, kvd);
+            TANDEM_RETURN_IF_ERROR(shared[l].push(R.pos.data(), k, v, n, kvd));
         }
         // Collective: every rank takes part, even one that holds no rows.
         TANDEM_RETURN_IF_ERROR(ring->forward(q, k, v, o, lse));
@@ -294,7 +330,7 @@ Status ContextParallelGenerator::Impl::step(int r, const float* params,
             const StepItem& it = items[i];
             if (plans[it.group].owner(it.pos) != r) continue;
             KvRows& dst = it.tail < 0 ? R.shared[it.group][l] : R.tails[it.tail][l];
-            dst.push(k + i * kvd, v + i * kvd, 1, kvd);
+            TANDEM_RETURN_IF_ERROR(dst.push(&it.pos, k + i * kvd, v + i * kvd, 1, kvd));
         }
         // This rank's partial: o = 0, lse = -inf is the identity of the merge.
         std::fill(mine_o, mine_o + m * qd, 0.0f);
@@ -308,9 +344,7 @@ Status ContextParallelGenerator::Impl::step(int r, const float* params,
             if (sh.rows > 0) {
                 kernels::AttentionParams p = base;
                 p.tq = j - i;
-                p.tk = sh.rows;
-                TANDEM_RETURN_IF_ERROR(attention_forward<float>(
-                    p, q + i * qd, sh.k.data(), sh.v.data(), mine_o + i * qd, mine_lse + i));
+                TANDEM_RETURN_IF_ERROR(sh.attend(p, q + i * qd, mine_o + i * qd, mine_lse + i));
             }
             for (int64_t t = i; t < j; ++t) {
                 if (items[t].tail < 0) continue;
@@ -318,9 +352,7 @@ Status ContextParallelGenerator::Impl::step(int r, const float* params,
                 if (tl.rows == 0) continue;
                 kernels::AttentionParams p = base;
                 p.tq = 1;
-                p.tk = tl.rows;
-                TANDEM_RETURN_IF_ERROR(attention_forward<float>(
-                    p, q + t * qd, tl.k.data(), tl.v.data(), mine_o + t * qd, mine_lse + t));
+                TANDEM_RETURN_IF_ERROR(tl.attend(p, q + t * qd, mine_o + t * qd, mine_lse + t));
             }
             i = j;
         }
@@ -353,6 +385,17 @@ Result<std::unique_ptr<ContextParallelGenerator>> ContextParallelGenerator::crea
             options.ranks));
     }
     TANDEM_RETURN_IF_ERROR(config.validate());
+    if (options.kv) {
+        const kernels::KvPageFormat& f = options.kv->sealed;
+        if (f.hkv != config.num_kv_heads || f.d != config.head_dim()) {
+            return invalid_argument(fmt::format(
+                "context parallel: KV format {} does not match the model's {} kv heads of {}",
+                kernels::describe(f), config.num_kv_heads, config.head_dim()));
+        }
+        if (auto s = kernels::KvPagedSequence::create(*options.kv); !s.ok()) {
+            return invalid_argument(fmt::format("rollout.kv_cache: {}", s.status().message()));
+        }
+    }
     auto impl = std::make_unique<Impl>(config, options);
     TANDEM_ASSIGN_OR_RETURN(impl->layout, make_param_layout(config));
     TANDEM_ASSIGN_OR_RETURN(impl->index, ParamIndex::create(config, impl->layout));
@@ -423,9 +466,29 @@ Status ContextParallelGenerator::generate(const float* params,
     }
     for (auto& R : I.ranks) {
         R.shared.assign(static_cast<size_t>(ngroups), {});
-        R.tails.assign(static_cast<size_t>(members),
-                       std::vector<KvRows>(static_cast<size_t>(I.config.num_layers)));
+        R.tails.clear();
+        for (int32_t t = 0; t < members; ++t) {
+            TANDEM_ASSIGN_OR_RETURN(auto tail, new_pieces(I.options.kv, I.config.num_layers));
+            R.tails.push_back(std::move(tail));
+        }
     }
+    // KV bytes of every rank's shards (read between steps, when no rank runs).
+    const int64_t kvd = I.config.kv_dim();
+    auto note_kv = [&] {
+        int64_t bytes = 0, tokens = 0;
+        for (const auto& R : I.ranks) {
+            for (const auto* pieces : {&R.shared, &R.tails}) {
+                for (const auto& layers : *pieces) {
+                    for (const auto& piece : layers) bytes += piece.bytes(kvd);
+                    if (!layers.empty()) tokens += layers[0].rows;
+                }
+            }
+        }
+        if (bytes > local.peak_kv_bytes) {
+            local.peak_kv_bytes = bytes;
+            local.peak_kv_tokens = tokens;
+        }
+    };
     // Ring prefill of every prompt but its last token, group by group (the same order on every
     // rank, so the collectives pair up).
     TANDEM_RETURN_IF_ERROR(I.threads.run([&](int r) -> Status {
@@ -443,9 +506,12 @@ Status ContextParallelGenerator::generate(const float* params,
             {prompt.back(), static_cast<int32_t>(prompt.size() - 1), static_cast<int32_t>(gi), -1});
     }
     std::vector<float> logits(static_cast<size_t>(ngroups) * V);
-    auto run_step = [&]() {
+    auto run_step = [&]() -> Status {
         logits.resize(items.size() * static_cast<size_t>(V));
-        return I.threads.run([&](int r) { return I.step(r, params, items, plans, logits.data()); });
+        TANDEM_RETURN_IF_ERROR(
+            I.threads.run([&](int r) { return I.step(r, params, items, plans, logits.data()); }));
+        note_kv();
+        return Status();
     };
     TANDEM_RETURN_IF_ERROR(run_step());
     Sampler sampler;

@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -34,6 +35,7 @@
 #include "common/model/rng.h"
 #include "common/model/sampler.h"
 #include "common/status.h"
+#include "kernels/kv_sequence.h"
 #include "kernels/ring/ring_layout.h"
 
 namespace tandem::model {
@@ -74,6 +76,8 @@ struct ContextParallelStats {
     int64_t decode_steps = 0;
     int64_t sequences = 0;
     int64_t peak_tokens_per_rank = 0;  // most positions of one sequence held by one rank
+    int64_t peak_kv_bytes = 0;         // most KV bytes all ranks' shards held together
+    int64_t peak_kv_tokens = 0;        // positions (per layer) they held at that point
 };
 
 // Owns the rank threads, their transports and KV shards. The driver (generate()) is one thread;

@@ -61,6 +61,10 @@ Result<GroupGenerator> GroupGenerator::create(const ModelConfig& config, Generat
     if (options.context_parallel > 1) {
         ContextParallelOptions cp;
         cp.ranks = options.context_parallel;
+        // The shards store KV like the single-device cache (rollout.kv_cache).
+        if (options.kv.dtype != kernels::KvDType::kF32) {
+            cp.kv = kv_sequence_config(config, options.kv);
+        }
         TANDEM_ASSIGN_OR_RETURN(sharded, ContextParallelGenerator::create(config, cp));
     }
     KvCacheOptions kv = options.kv;
@@ -291,6 +295,13 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
         local.decode_steps += cs.decode_steps;
         local.sharded_sequences = cs.sequences;
         local.peak_tokens_per_rank = cs.peak_tokens_per_rank;
+        if (cs.peak_kv_bytes > local.kv_peak_bytes && cs.peak_kv_tokens > 0) {
+            local.kv_peak_bytes = cs.peak_kv_bytes;
+            local.kv_bytes_per_token =
+                static_cast<double>(cs.peak_kv_bytes) / static_cast<double>(cs.peak_kv_tokens);
+            local.kv_compression = local.kv_bytes_per_token /
+                                   (2.0 * c.num_layers * c.kv_dim() * sizeof(float));
+        }
     }
     for (const auto& cp : out) local.generated_tokens += static_cast<int64_t>(cp.tokens.size());
     stats = local;

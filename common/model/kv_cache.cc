@@ -55,6 +55,15 @@ kernels::KvPageFormat page_format(const ModelConfig& config, int block_tokens, k
 
 }  // namespace
 
+kernels::KvSequenceConfig kv_sequence_config(const ModelConfig& config,
+                                             const KvCacheOptions& options) {
+    kernels::KvSequenceConfig c;
+    c.sealed = page_format(config, options.block_tokens, options.dtype, options.kivi,
+                           options.value_group);
+    c.residual_tokens = options.residual_tokens;
+    return c;
+}
+
 PagedKvCache::PagedKvCache(const ModelConfig& config, int block_tokens)
     : block_tokens_(block_tokens < 1 ? 1 : block_tokens),
       block_floats_(static_cast<int64_t>(block_tokens_) * config.kv_dim()),

@@ -27,6 +27,7 @@
 #include "common/status.h"
 #include "kernels/attention.h"
 #include "kernels/kv_quant.h"
+#include "kernels/kv_sequence.h"
 
 namespace tandem::model {
 
@@ -45,6 +46,10 @@ struct KvCacheOptions {
 };
 
 kernels::KvDType to_kernel_dtype(config::KvCacheDType dtype);
+// The sealed page format and residual window of `options` for `config`'s kv heads, as the
+// context-parallel shards store them (kernels::KvPagedSequence).
+kernels::KvSequenceConfig kv_sequence_config(const ModelConfig& config,
+                                             const KvCacheOptions& options);
 
 // Memory held by the cache, counted once per block however many sequences share it.
 struct KvCacheStats {
