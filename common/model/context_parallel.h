@@ -46,6 +46,11 @@ struct ContextParallelOptions {
     int ranks = 2;  // 1 runs the same code without a ring partner (a baseline for benchmarks)
     kernels::RingLayout layout = kernels::RingLayout::kZigzag;
     std::chrono::milliseconds timeout{60000};  // each wait on a neighbour
+    // rollout.kv_cache: unset, the shards hold f32 rows. Set, every shard piece (a group's shared
+    // prompt rows, a sample's tail, per layer) is a kernels::KvPagedSequence: pages of
+    // kv->sealed.page_tokens rows sealed at kv->sealed's format by the residual-window rule of
+    // kernels/kv_sequence.h, read by kernels::kv_paged_attention_cpu (docs/kv-cache.md).
+    std::optional<kernels::KvSequenceConfig> kv;
 };
 
 // Where the positions of one sequence live: [0, prefill_len) by the ring layout, then
