@@ -3,8 +3,9 @@
 //
 //   bytes_per_token   the engine's PagedKvCache after 4096 positions appended one at a time
 //                     (R = 128, group 32), scales and the f32 window included, vs f32; per layer
-//                     (every layer is the same), for the Qwen3-0.6B KV shape (8 kv heads of 128)
-//                     and the default task's (2 of 16)
+//                     (every layer is the same), for the Qwen3-0.6B KV shape (8 kv heads of 128),
+//                     a 64-wide head shape (8 kv heads of 64, as Llama-3.2-1B) and the default
+//                     task's (2 of 16)
 //   sequences_at_budget  4096-token sequences of Qwen3-0.6B (28 layers) that fit 1 GiB
 //   attention_decode  one query token over a 4096-token cache (16 query heads, 8 kv heads of 128)
 //                     through kv_paged_attention_cpu: tokens/s of the attention of one layer
@@ -21,7 +22,12 @@
 //                     warm) and peak KV bytes with the system-prompt cache and without
 //
 // BLAS runs on one thread.
-// Usage: tandem-bench-kv [--quick] [--new N] [--drift_tokens N]
+//   drift_trained     (--trained STEPS, alone) the default job's policy after STEPS supervised
+//                     steps, teacher-forced over 256 held-out examples: mean KL, max |dlogprob|
+//                     and greedy exact match per dtype against the f32 cache (group 4, R = 4)
+//
+// Usage: tandem-bench-kv [--quick] [--bytes_only] [--new N] [--drift_tokens N]
+//                        [--trained STEPS [--job FILE]]
 #include <cblas.h>
 
 #include <algorithm>
@@ -35,11 +41,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/config/loader.h"
 #include "common/model/generate.h"
+#include "common/model/job_setup.h"
 #include "common/model/inference.h"
 #include "common/model/kv_cache.h"
 #include "common/model/kv_prefix_cache.h"
 #include "common/model/model_weights.h"
+#include "common/model/trainer.h"
 #include "kernels/kv_quant.h"
 #include "kernels/kv_sequence.h"
 
@@ -138,7 +147,10 @@ void bench_bytes(bool quick) {
         const char* name;
         ModelConfig c;
     };
+    ModelConfig head64 = qwen3_config(1, 16, 8192);
+    head64.explicit_head_dim = 64;
     const Shape shapes[] = {{"qwen3-0.6b", qwen3_config(1, 16, 8192)},
+                            {"head_dim-64", head64},
                             {"default-task", default_task_config(8192)}};
     for (const Shape& sh : shapes) {
         ModelConfig c = sh.c;
@@ -331,6 +343,112 @@ void bench_drift(int positions, bool quick) {
     }
 }
 
+// The default task's policy trained by `steps` supervised steps from random weights (the job's
+// warm start: prompts_per_step x group_size examples a step at warm_start_lr), then teacher-forced
+// over 256 held-out examples: the prompt prefilled, the answer fed one token at a time, the
+// distributions at the answer positions compared with the f32 cache. Group 4 and R = 4: the
+// sequences are about 19 tokens, so group 32 / R = 128 would quantize nothing.
+void bench_trained_drift(const std::string& job_file, int steps) {
+    auto job = config::load_job_file(job_file);
+    if (!job.ok()) {
+        std::fprintf(stderr, "%s\n", job.status().to_string().c_str());
+        std::exit(1);
+    }
+    auto setup = make_job_setup(*job);
+    if (!setup.ok()) std::exit(1);
+    const Task& task = *setup->task;
+    TrainerOptions to = TrainerOptions::from_job(*job);
+    to.algorithm.steps = steps;
+    to.algorithm.optimizer.lr = job->algorithm.warm_start_lr;
+    auto trainer = GrpoTrainer::create(std::move(setup->initial), to);
+    if (!trainer.ok()) std::exit(1);
+    auto answer = [&](const Example& ex) {
+        auto ids = task.vocab().encode(ex.answer);
+        if (!ids.ok()) std::exit(1);
+        ids->push_back(Vocabulary::kEos);
+        return *ids;
+    };
+    const auto t0 = Clock::now();
+    uint64_t cursor = uint64_t{1} << 40;
+    std::vector<Trajectory> batch(static_cast<size_t>(job->algorithm.prompts_per_step) *
+                                  static_cast<size_t>(job->algorithm.group_size));
+    double nll = 0;
+    for (int k = 0; k < steps; ++k) {
+        for (auto& t : batch) {
+            const Example ex = task.example(cursor++);
+            t.prompt = *task.prompt_tokens(ex);
+            t.completion = answer(ex);
+            t.behaviour_logprobs.assign(t.completion.size(), 0.0f);
+        }
+        auto st = (*trainer)->supervised_step(batch);
+        if (!st.ok()) std::exit(1);
+        nll = st->loss;
+    }
+    const double train_s = seconds_since(t0);
+    const ModelWeights& w = (*trainer)->weights();
+    const ModelConfig& c = w.config();
+    auto engine = InferenceEngine::create(c);
+    if (!engine.ok()) std::exit(1);
+    // Answer-position log-probs of held-out examples with `kv`; also the greedy exact-match rate.
+    auto run = [&](const KvCacheOptions& kv, double* exact) {
+        std::vector<std::vector<double>> out;
+        std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+        int right = 0;
+        for (uint64_t i = 0; i < 256; ++i) {
+            auto cache = PagedKvCache::create(c, kv);
+            if (!cache.ok()) std::exit(1);
+            const Example ex = task.example(uint64_t{1} << 50 | i);
+            const auto prompt = *task.prompt_tokens(ex);
+            const auto ans = answer(ex);
+            const auto s = cache->create();
+            const ForwardItem first{s, prompt};
+            if (!engine->forward(w.data(), *cache, std::span(&first, 1), logits.data()).ok())
+                std::exit(1);
+            bool ok = true;
+            for (size_t j = 0; j < ans.size(); ++j) {
+                out.push_back(log_softmax(logits.data(), c.vocab_size));
+                const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();
+                ok = ok && best == ans[j];
+                if (j + 1 == ans.size()) break;
+                const ForwardItem it{s, std::span(ans).subspan(j, 1)};
+                if (!engine->forward(w.data(), *cache, std::span(&it, 1), logits.data()).ok())
+                    std::exit(1);
+            }
+            right += ok ? 1 : 0;
+        }
+        *exact = right / 256.0;
+        return out;
+    };
+    KvCacheOptions f32o;
+    f32o.block_tokens = 4;
+    double exact_f32 = 0;
+    const auto ref = run(f32o, &exact_f32);
+    for (const Dt& dt : kDtypes) {
+        double exact = exact_f32;
+        const auto got = dt.dtype == KvDType::kF32 ? ref : run(kv_options(dt, 4, 4), &exact);
+        double worst = 0, kl = 0;
+        for (size_t i = 0; i < ref.size(); ++i) {
+            for (size_t j = 0; j < ref[i].size(); ++j) {
+                worst = std::max(worst, std::fabs(got[i][j] - ref[i][j]));
+                kl += std::exp(ref[i][j]) * (ref[i][j] - got[i][j]);
+            }
+        }
+        emit({{"case", "drift_trained"},
+              {"shape", "default-task"},
+              {"job", job_file},
+              {"supervised_steps", steps},
+              {"train_s", train_s},
+              {"final_nll", nll},
+              {"dtype", dt.name},
+              {"answer_positions", ref.size()},
+              {"residual_tokens", 4},
+              {"group", 4},
+              {"mean_kl", kl / static_cast<double>(ref.size())},
+              {"max_abs_dlogprob", worst},
+              {"greedy_exact_match", exact}});
+    }
+}
+
 void bench_prefix_shift() {
     const ModelConfig c = qwen3_config(2, 4096, 512);
     auto w = ModelWeights::random(c, 4, 0.1);
@@ -439,25 +557,39 @@ void bench_system_prompt() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    bool quick = false;
-    int new_tokens = 256, drift_tokens = 512;
+    bool quick = false, bytes_only = false;
+    int new_tokens = 256, drift_tokens = 512, trained_steps = 0;
+    std::string job_file = "configs/jobs/grpo-reverse.yaml";
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--quick") {
             quick = true;
             new_tokens = 64;
             drift_tokens = 192;
+        } else if (a == "--bytes_only") {
+            bytes_only = true;
+        } else if (a == "--trained" && i + 1 < argc) {
+            trained_steps = std::atoi(argv[++i]);
+        } else if (a == "--job" && i + 1 < argc) {
+            job_file = argv[++i];
         } else if (a == "--new" && i + 1 < argc) {
             new_tokens = std::atoi(argv[++i]);
         } else if (a == "--drift_tokens" && i + 1 < argc) {
             drift_tokens = std::atoi(argv[++i]);
         } else {
-            std::fprintf(stderr, "usage: tandem-bench-kv [--quick] [--new N] [--drift_tokens N]\n");
+            std::fprintf(stderr,
+                         "usage: tandem-bench-kv [--quick] [--bytes_only] [--new N] "
+                         "[--drift_tokens N] [--trained STEPS [--job FILE]]\n");
             return 2;
         }
     }
     openblas_set_num_threads(1);  // one core, as a rollout actor on a shared machine
+    if (trained_steps > 0) {  // only the trained-policy drift
+        bench_trained_drift(job_file, trained_steps);
+        return 0;
+    }
     bench_bytes(quick);
+    if (bytes_only) return 0;
     bench_attention(quick);
     bench_engine_decode(new_tokens);
     bench_drift(drift_tokens, quick);

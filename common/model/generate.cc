@@ -97,9 +97,9 @@ Result<std::vector<Completion>> GroupGenerator::generate(
             if (prefix_->find(prompts[p]) == 0) shared[p] = std::ssize(prefix_->tokens());
         }
     }
-    const auto waves = admission_waves(cache_, prompts, group_size, o.max_new_tokens,
-                                       options_.kv_budget_bytes, options_.job,
-                                       options_.share_prefix, pinned, shared);
+    const auto waves =
+        admission_waves(cache_, prompts, group_size, o.max_new_tokens, options_.kv_budget_bytes,
+                        options_.job, options_.share_prefix, pinned, shared);
     if (!waves.ok()) return waves.status();
     for (const auto& [first, count] : waves.value()) {
         GenerateStats ws;
