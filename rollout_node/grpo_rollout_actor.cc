@@ -17,8 +17,8 @@
 #include "common/net/trajectory_curve.h"
 #include "common/rl/grpo_protocol.h"
 #include "common/rl/task_factory.h"
-#include "common/weights/reader.h"
 #include "common/rl/weight_telemetry.h"
+#include "common/weights/reader.h"
 #include "rollout_node/rollout_loop.h"
 
 namespace tandem::rollout {
@@ -37,9 +37,9 @@ public:
         : rt_(rt), reader_(std::move(reader)), relay_(relay) {}
 
     void start_fetch(const runtime::PublishedVersion& v) override {
-        if (relay_) {
         fetch_start_ns_ = rt_.clock().wall_ns();
         source_ = "publisher";
+        if (relay_) {
             fetching_ = std::async(std::launch::async,
                                    [this, d = v.descriptor] { return fetch_in_relay_tree(d); });
         } else {
@@ -53,8 +53,8 @@ public:
         if (fetching_.wait_for(wait) != std::future_status::ready) return std::nullopt;
         Status s = fetching_.get();
         last_fetch_s_ = reader_->last_fetch().seconds;  // the transfer, as the reader timed it
-        return s;
         if (s.ok()) report_fetch();
+        return s;
     }
     void swap() override { reader_->swap(); }
     std::optional<Version> current() const override {
@@ -66,7 +66,6 @@ public:
     weights::Reader& reader() { return *reader_; }
 
 private:
-    // Joins the version's relay tree with this reader's relay source, reads where the table puts
     // The finished fetch joins the weight-plane counters the coordinator exports
     // (rl::WeightTelemetry, reported as this actor's progress).
     void report_fetch() {
@@ -82,6 +81,7 @@ private:
         rt_.progress({{"weights", telemetry_.to_json()}});
     }
 
+    // Joins the version's relay tree with this reader's relay source, reads where the table puts
     // it, and falls back to the publishers when that reader fails.
     Status fetch_in_relay_tree(const weights::VersionDescriptor& version) {
         auto source = rt_.relay_source(version.version, reader_->relay_source(),
@@ -93,8 +93,8 @@ private:
             return reader_->fetch(version);
         }
         if (!*source) return reader_->fetch(version);  // the table put this reader under them
-        Status s = reader_->fetch(version, &**source);
         source_ = (*source)->reader;  // read by wait_fetch after the future's result
+        Status s = reader_->fetch(version, &**source);
         if (s.ok()) {
             if (relayed_.fetch_add(1) == 0) {
                 rt_.log(LogLevel::kInfo,
@@ -114,10 +114,10 @@ private:
     bool relay_;
     std::future<Status> fetching_;
     double last_fetch_s_ = 0;
-    std::atomic<int64_t> relayed_{0};  // versions read from another rollout
     int64_t fetch_start_ns_ = 0;
     std::string source_;  // written by the fetch thread before its future is ready
     rl::WeightTelemetry telemetry_;
+    std::atomic<int64_t> relayed_{0};  // versions read from another rollout
 };
 
 // Samples group_size completions for this rollout's share of a step's prompts (indices me,
