@@ -103,5 +103,45 @@ TEST(UserActors, PythonTrainerExampleTrainsTheBuiltInRollouts) {
     EXPECT_NE(logs.find("rollout-0"), std::string::npos) << logs;
 }
 
+TEST(UserActors, PythonRolloutsReadEveryVersionOfTheBuiltInTrainer) {
+    if (auto why = python_missing(); !why.empty()) GTEST_SKIP() << why;
+    LocalCluster c("user-rollout", /*rollout_nodes=*/2);
+    auto up = c.up();
+    ASSERT_EQ(up.code, 0) << up.out;
+    const std::string job_file =
+        std::string(TANDEM_SOURCE_DIR) + "/examples/python_rollout/job.yaml";
+    constexpr int kSteps = 5;
+    auto sub = c.cli("job submit -f " + job_file + " algorithm.steps=" + std::to_string(kSteps) +
+                     " algorithm.warm_start_steps=0 --follow");
+    const std::string logs = c.cli("job logs python-rollout").out;
+    ASSERT_EQ(sub.code, 0) << sub.out << "\n" << logs;
+    // The built-in trainer trained every step on the Python rollouts' trajectories...
+    auto m = c.get("/api/v1/jobs/python-rollout/metrics");
+    ASSERT_TRUE(m.is_object()) << "no metrics";
+    ASSERT_EQ(m["metrics"].size(), static_cast<size_t>(kSteps)) << m.dump();
+    for (const auto& row : m["metrics"]) {
+        EXPECT_EQ(row["values"]["weights/rejected_unknown_version"], 0) << row.dump();
+        EXPECT_EQ(row["values"]["weights/rejected_fenced"], 0) << row.dump();
+    }
+    // ...and each Python rollout fetched every version it generated with, in order.
+    for (const std::string r : {"rollout-0", "rollout-1"}) {
+        size_t from = 0;
+        for (int v = 0; v < kSteps; ++v) {
+            const std::string line = fmt::format("fetched version {} (step {}", v, v);
+            size_t at = std::string::npos;
+            for (size_t i = logs.find(line, from); i != std::string::npos;
+                 i = logs.find(line, i + 1)) {
+                const size_t bol = logs.rfind('\n', i);
+                if (logs.substr(bol + 1, i - bol).find("/" + r) != std::string::npos) {
+                    at = i;
+                    break;
+                }
+            }
+            ASSERT_NE(at, std::string::npos) << r << " never logged: " << line << "\n" << logs;
+            from = at;
+        }
+    }
+}
+
 }  // namespace
 }  // namespace tandem::testing
