@@ -334,9 +334,6 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
     ASSERT_TRUE(rollout_curve.ok()) << rollout_curve.status().message();
     Json stranger = *rollout_curve;
     stranger["secret_key"] = net::generate_curve_keys()->secret_z85;
-    // (A refused batch is never sent: a short linger, so the job does not run out meanwhile.)
-    push_forged_batch(endpoint, 2, 4, wire::Fence{1, 1}, nullptr, 1000);
-    push_forged_batch(endpoint, 2, 4, wire::Fence{1, 1}, stranger, 1000);
     // With a rollout's own key: the trainer itself turns away versions it never published...
     push_forged_batch(endpoint, 1'000'000, 4, wire::Fence{1, 1}, *rollout_curve);
     push_forged_batch(endpoint, -7, 4, wire::Fence{1, 1}, *rollout_curve);
@@ -345,6 +342,10 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
 
     const int64_t killed_at_step = progress_step(c, job);
     ASSERT_EQ(::kill(c.pid_of(victim), SIGKILL), 0);
+    // While the job waits for the lost node (a refused batch is never sent: the pushes wait out a
+    // short linger, which would let a running job finish before the kill).
+    push_forged_batch(endpoint, 2, 4, wire::Fence{1, 1}, nullptr, 500);
+    push_forged_batch(endpoint, 2, 4, wire::Fence{1, 1}, stranger, 500);
     ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 50s))
         << job_story(c, job);
     EXPECT_LT(killed_at_step, kSteps) << "the job ended before the kill";
