@@ -1,10 +1,11 @@
 #pragma once
 
 // What an actor process gets from its node agent. An actor is a child process of the agent
-// (`tandem-<role>-node actor --context FILE`): a crash, an abort or a kill takes only the actor
-// down, and the agent reports the exit with the last stderr line. The actor reaches the cluster
-// only through the actor runtime (common/runtime/job_runtime.h) at `runtime_endpoint`; its stdout
-// and stderr are forwarded as log lines of its job.
+// (`tandem-<role>-node actor --context FILE`, or a job's own `command:`): a crash, an abort or a
+// kill takes only the actor down, and the agent reports the exit with its code and last stderr
+// lines. The actor reaches the cluster only through the actor runtime
+// (common/runtime/job_runtime.h) at `runtime_endpoint`; its stdout and stderr are forwarded as log
+// lines of its job.
 
 #include <string>
 
