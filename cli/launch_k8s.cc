@@ -63,6 +63,28 @@ std::string volumes_yaml(const std::string& name, bool secret) {
     return v;
 }
 
+// The Secret's CURVE entries: key-NAME (secret key) and pub-NAME (public key) per pair.
+std::string curve_secret_yaml(const K8sOptions& o) {
+    std::string out;
+    for (const auto& [name, keys] : o.curve_keys)
+        out += fmt::format("  key-{0}: \"{1}\"\n  pub-{0}: \"{2}\"\n", name, keys.secret_z85,
+                           keys.public_z85);
+    return out;
+}
+
+// Shell that puts a pod's keys where the coordinator or agent reads them (RUN_DIR/keys, 0700;
+// the Secret's files are 0400): its own secret key (absent for a node whose public key the
+// cluster file gives: that node brings its own) and every public key. `self` is a shell word, so
+// an agent pod passes its node id as ${ids[$k]}.
+std::string curve_copy_sh(const K8sOptions& o, const std::string& self) {
+    if (o.curve_keys.empty()) return "";
+    return fmt::format(
+        "umask 077 && mkdir -p {run}/keys && if [ -e {sec}/key-{self} ]; then cp "
+        "{sec}/key-{self} {run}/keys/{self}.key; fi && "
+        "for f in {sec}/pub-*; do cp $f {run}/keys/${{f##*/pub-}}.pub; done && ",
+        fmt::arg("run", kRunDir), fmt::arg("sec", kSecretDir), fmt::arg("self", self));
+}
+
 }  // namespace
 
 Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec& spec,
@@ -75,7 +97,7 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
         "that\n"
         "# file and render again rather than editing this one.\n"
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-secret}}\ntype: Opaque\n"
-        "stringData:\n  cluster-secret: \"{secret}\"\n  api-token: \"{token}\"\n"
+        "stringData:\n  cluster-secret: \"{secret}\"\n  api-token: \"{token}\"\n{curve}"
         "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}-cluster}}\ndata:\n"
         "  cluster.yaml: |\n{cluster}"
         "---\n# Stable DNS names for every pod: {coord} is the coordinator.\n"
@@ -83,7 +105,8 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
         "  selector: {{app.kubernetes.io/part-of: {name}}}\n  ports:\n"
         "    - {{name: agents, port: {agent_port}}}\n    - {{name: http, port: {http_port}}}\n",
         fmt::arg("name", name), fmt::arg("cluster_name", spec.name), fmt::arg("secret", o.secret),
-        fmt::arg("token", o.api_token), fmt::arg("cluster", indent(cluster_text, 4)),
+        fmt::arg("token", o.api_token), fmt::arg("curve", curve_secret_yaml(o)),
+        fmt::arg("cluster", indent(cluster_text, 4)),
         fmt::arg("coord", coord_dns), fmt::arg("agent_port", spec.coordinator.agent_port),
         fmt::arg("http_port", spec.coordinator.http_port));
     // The coordinator: binds its pod IP, state on a volume claim.
@@ -94,7 +117,7 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
         "  template:\n    metadata:\n      labels: {{app.kubernetes.io/name: {name}-coordinator, "
         "app.kubernetes.io/part-of: {name}}}\n    spec:\n"
         "      initContainers:\n        - name: api-token\n          image: {image}\n"
-        "          command: [sh, -c, \"umask 077 && cp {sec}/api-token {run}/api-token\"]\n"
+        "          command: [sh, -c, \"{keys}umask 077 && cp {sec}/api-token {run}/api-token\"]\n"
         "          volumeMounts:\n            - {{name: state, mountPath: {run}}}\n"
         "            - {{name: secret, mountPath: {sec}, readOnly: true}}\n"
         "      containers:\n        - name: coordinator\n          image: {image}\n"
@@ -117,7 +140,8 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
         fmt::arg("sec", kSecretDir), fmt::arg("cfg", kConfigDir),
         fmt::arg("agent_port", spec.coordinator.agent_port),
         fmt::arg("http_port", spec.coordinator.http_port),
-        fmt::arg("volumes", volumes_yaml(name, true)));
+        fmt::arg("volumes", volumes_yaml(name, true)),
+        fmt::arg("keys", curve_copy_sh(o, "coordinator")));
     // One StatefulSet per role: pod k runs the role's k-th node of the file.
     for (const ActorRole role : {ActorRole::kTrainer, ActorRole::kRollout}) {
         std::string ids, indices;
@@ -144,7 +168,7 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
             "          # Pod k (the ordinal ending its name) is the k-th {role} node of the file.\n"
             "          command:\n            - bash\n            - -c\n            - >-\n"
             "              ids=({ids}); at=({indices}); k=${{HOSTNAME##*-}};\n"
-            "              exec tandem-{role}-node --cluster {cfg}/cluster.yaml --node "
+            "              {keys}exec tandem-{role}-node --cluster {cfg}/cluster.yaml --node "
             "${{ids[$k]}}\n"
             "              --run-dir {run} nodes.${{at[$k]}}.host=$POD_IP\n"
             "              coordinator.host={coord} secret_file={sec}/cluster-secret\n"
@@ -159,7 +183,8 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
             fmt::arg("image", o.image), fmt::arg("ids", ids), fmt::arg("indices", indices),
             fmt::arg("cfg", kConfigDir), fmt::arg("run", kRunDir), fmt::arg("coord", coord_dns),
             fmt::arg("sec", kSecretDir), fmt::arg("resources", resources_yaml(first->resources)),
-            fmt::arg("volumes", volumes_yaml(name, true)));
+            fmt::arg("volumes", volumes_yaml(name, true)),
+            fmt::arg("keys", curve_copy_sh(o, "${ids[$k]}")));
     }
     const std::string dockerfile =
         "# Rendered by `tandem deploy k8s`: the Tandem binaries on Debian 12, built from this\n"
@@ -181,8 +206,8 @@ int cmd_deploy(const std::vector<std::string>& argv) {
     constexpr const char* kUsage =
         "usage: tandem deploy k8s -f CLUSTER.yaml [-o DIR] [--image IMAGE]\n"
         "  Renders Kubernetes manifests (tandem-NAME.yaml) and a Dockerfile from the cluster file\n"
-        "  into DIR (default: k8s). The manifest holds a new cluster secret and API token: it is\n"
-        "  written 0600.\n";
+        "  into DIR (default: k8s). The manifest holds a new cluster secret and API token (and,\n"
+        "  with CURVE on, new key pairs for the coordinator and every node): it is written 0600.\n";
     ArgSpec spec{.flags = {"--help"},
                  .options = {"--file", "--out", "--image"},
                  .aliases = {{"-f", "--file"}, {"-o", "--out"}}};
@@ -203,6 +228,22 @@ int cmd_deploy(const std::vector<std::string>& argv) {
     if (!secret.ok() || !token.ok()) return report(secret.ok() ? token.status() : secret.status());
     o.secret = *secret;
     o.api_token = *token;
+    if (cluster->curve_enabled()) {
+        // Fresh pairs for the coordinator and every node whose public key the file does not
+        // give, as `tandem up` makes them (docs/security.md).
+        if (!net::curve_available())
+            return report(unavailable(
+                "tandem deploy k8s: CURVE is on (security.curve, or an address that is not "
+                "loopback) but this libzmq has no CURVE: install a libzmq built with libsodium"));
+        std::vector<std::string> names{"coordinator"};
+        for (const auto& n : cluster->nodes)
+            if (n.public_key.empty()) names.push_back(n.id);
+        for (const auto& n : names) {
+            auto keys = net::generate_curve_keys();
+            if (!keys.ok()) return report(keys.status());
+            o.curve_keys[n] = *keys;
+        }
+    }
     auto files = render_k8s(*cluster, *text, o);
     if (!files.ok()) return report(files.status());
     const std::string out = args->get("--out").value_or("k8s");

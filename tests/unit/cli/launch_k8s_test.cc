@@ -52,5 +52,45 @@ TEST(DeployK8s, RendersOneStatefulSetPerRoleFromTheClusterFile) {
         << cmd;
 }
 
+// With CURVE on (this cluster's addresses are not loopback), the Secret carries each pair and
+// every pod copies its own secret key and the public keys into RUN_DIR/keys before it starts.
+TEST(DeployK8s, CarriesTheCurveKeysIntoEveryPodsRunDirectory) {
+    auto spec = config::decode_document<config::ClusterSpec>(YAML::Load(kCluster), "lab.yaml");
+    ASSERT_TRUE(spec.ok()) << spec.status().message();
+    ASSERT_TRUE(spec->curve_enabled());
+    K8sOptions o{.image = "reg/tandem:1", .secret = "s3", .api_token = "t4"};
+    for (const char* name : {"coordinator", "trainer-a", "rollout-a", "rollout-b"})
+        o.curve_keys[name] = {.public_z85 = std::string("P-") + name,
+                              .secret_z85 = std::string("S-") + name};
+    auto files = render_k8s(*spec, kCluster, o);
+    ASSERT_TRUE(files.ok()) << files.status().message();
+    std::map<std::string, YAML::Node> by_name;
+    for (const auto& d : YAML::LoadAll(files->at("tandem-lab.yaml")))
+        by_name[d["metadata"]["name"].as<std::string>()] = d;
+    const auto data = by_name["tandem-lab-secret"]["stringData"];
+    EXPECT_EQ(data["key-coordinator"].as<std::string>(), "S-coordinator");
+    EXPECT_EQ(data["pub-rollout-b"].as<std::string>(), "P-rollout-b");
+    const std::string init = by_name["tandem-lab-coordinator"]["spec"]["template"]["spec"]
+                                    ["initContainers"][0]["command"][2]
+                                        .as<std::string>();
+    EXPECT_NE(init.find("cp /etc/tandem-secret/key-coordinator /var/lib/tandem/keys/coordinator.key"),
+              std::string::npos)
+        << init;
+    EXPECT_NE(init.find("/etc/tandem-secret/pub-*"), std::string::npos) << init;
+    const std::string cmd = by_name["tandem-lab-rollout"]["spec"]["template"]["spec"]["containers"]
+                                   [0]["command"][2]
+                                       .as<std::string>();
+    EXPECT_NE(cmd.find("cp /etc/tandem-secret/key-${ids[$k]} /var/lib/tandem/keys/${ids[$k]}.key"),
+              std::string::npos)
+        << cmd;
+    EXPECT_LT(cmd.find("/keys/"), cmd.find("exec tandem-rollout-node")) << cmd;
+
+    // Without keys (CURVE off) nothing about keys is rendered.
+    o.curve_keys.clear();
+    auto plain = render_k8s(*spec, kCluster, o);
+    ASSERT_TRUE(plain.ok());
+    EXPECT_EQ(plain->at("tandem-lab.yaml").find("keys"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tandem::cli
