@@ -2,12 +2,16 @@
 // A trainer binds an inbox (ZeroMQ PULL) and announces it as its "trajectories" endpoint; rollouts
 // PUSH msgpack batches to it (rl::TrajectoryBatch, common/rl/grpo_protocol.h: the built-in
 // rollouts' format). Batches cross into Python as JSON text; tandem/trajectories.py makes dicts.
+// With "trajectory_curve" in the actor's placement (a cluster with CURVE on, docs/security.md) the
+// sockets are set up by the built-in actors' helpers (common/net/trajectory_curve.h): the inbox is
+// a CURVE server that accepts only the job's rollouts, the outbox a CURVE client.
 // Each object is used by one Python thread at a time; waits release the GIL.
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
+#include "common/net/trajectory_curve.h"
 #include "python/src/bindings.h"
 
 namespace py = pybind11;
@@ -30,18 +35,35 @@ using Json = nlohmann::json;
     throw py::error_already_set();
 }
 
+// The actor's placement (JSON text; empty: none, plain sockets).
+Json placement_of(PyObject* error, const std::string& placement_json) {
+    if (placement_json.empty()) return Json::object();
+    Json j = Json::parse(placement_json, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+        raise(error, "invalid_argument: the placement is not a JSON object");
+    return j;
+}
+
 class Inbox {
 public:
-    Inbox(PyObject* error, const std::string& host) : error_(error) {
+    Inbox(PyObject* error, const std::string& host, const std::string& placement_json)
+        : error_(error) {
+        const Json placement = placement_of(error_, placement_json);
         try {
             pull_.set(zmq::sockopt::linger, 0);
             pull_.set(zmq::sockopt::rcvhwm, 1000);
+            auto zap = net::secure_trajectory_server(zmq_, pull_, placement);
+            if (!zap.ok()) raise(error_, zap.status().to_string());
+            zap_ = std::move(*zap);
             pull_.bind(fmt::format("tcp://{}:*", host));
         } catch (const zmq::error_t& e) {
             raise(error_, fmt::format("unavailable: trajectory inbox on {}: {}", host, e.what()));
         }
     }
     std::string endpoint() const { return pull_.get(zmq::sockopt::last_endpoint); }
+    bool curve() const { return zap_ != nullptr; }
+    // Connections refused by CURVE (a key not of this job's rollouts, a peer without CURVE).
+    uint64_t refused() const { return zap_ ? zap_->failed_handshakes() : 0; }
 
     // The next batch as JSON text, or None when none came within timeout_s.
     std::optional<std::string> next(double timeout_s) {
@@ -77,19 +99,26 @@ private:
     PyObject* error_;
     zmq::context_t zmq_{1};
     zmq::socket_t pull_{zmq_, zmq::socket_type::pull};
+    std::unique_ptr<net::ZapHandler> zap_;  // null without CURVE; closed before the context
 };
 
 class Outbox {
 public:
-    Outbox(PyObject* error, const std::string& address) : error_(error), address_(address) {
+    Outbox(PyObject* error, const std::string& address, const std::string& placement_json)
+        : error_(error), address_(address) {
+        const Json placement = placement_of(error_, placement_json);
         try {
             push_.set(zmq::sockopt::linger, 2000);
             push_.set(zmq::sockopt::sndhwm, 1000);
+            const Status s = net::secure_trajectory_client(push_, placement);
+            if (!s.ok()) raise(error_, s.to_string());
+            curve_ = placement.contains("trajectory_curve");
             push_.connect(address);
         } catch (const zmq::error_t& e) {
             raise(error_, fmt::format("unavailable: trajectory outbox to {}: {}", address, e.what()));
         }
     }
+    bool curve() const { return curve_; }
     // Sends one batch (JSON text of a map) as msgpack; waits up to timeout_s for room.
     void send(const std::string& json_text, double timeout_s) {
         Json j = Json::parse(json_text, nullptr, false);
@@ -122,6 +151,7 @@ public:
 private:
     PyObject* error_;
     std::string address_;
+    bool curve_ = false;
     zmq::context_t zmq_{1};
     zmq::socket_t push_{zmq_, zmq::socket_type::push};
 };
@@ -130,13 +160,20 @@ private:
 
 void bind_trajectories(py::module_& m, PyObject* error) {
     py::class_<Inbox>(m, "TrajectoryInbox")
-        .def(py::init([error](const std::string& host) { return new Inbox(error, host); }),
-             py::arg("host"))
+        .def(py::init([error](const std::string& host, const std::string& placement_json) {
+                 return new Inbox(error, host, placement_json);
+             }),
+             py::arg("host"), py::arg("placement_json") = "")
         .def_property_readonly("endpoint", &Inbox::endpoint)
+        .def_property_readonly("curve", &Inbox::curve)
+        .def_property_readonly("refused", &Inbox::refused)
         .def("next_json", &Inbox::next, py::arg("timeout_s"));
     py::class_<Outbox>(m, "TrajectoryOutbox")
-        .def(py::init([error](const std::string& address) { return new Outbox(error, address); }),
-             py::arg("address"))
+        .def(py::init([error](const std::string& address, const std::string& placement_json) {
+                 return new Outbox(error, address, placement_json);
+             }),
+             py::arg("address"), py::arg("placement_json") = "")
+        .def_property_readonly("curve", &Outbox::curve)
         .def("send_json", &Outbox::send, py::arg("json_text"), py::arg("timeout_s"));
 }
 

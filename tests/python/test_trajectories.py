@@ -5,7 +5,11 @@ Exits 77 (skipped, reason printed) when torch or the tandem module is missing an
 not say it built the module.
 """
 
+import ctypes
+import ctypes.util
+import json
 import tempfile
+import time
 import unittest
 
 import support
@@ -35,7 +39,6 @@ class TrajectoryPlaneTest(unittest.TestCase):
                  "fence": {"job_attempt": 1, "trainer_epoch": 2},
                  "trajectories": [{"p": [1, 5, 6], "c": [7, 2], "lp": [-0.5, -0.25], "r": 0.5,
                                    "g": 12, "v": 7}]}
-        import json
         outbox.send_json(json.dumps(batch), 5.0)
         got = None
         for _ in range(50):  # up to 5 s, each a wait on the socket
@@ -51,6 +54,72 @@ class TrajectoryPlaneTest(unittest.TestCase):
         outbox = _tandem.TrajectoryOutbox(inbox.endpoint)
         with self.assertRaises(ValueError):
             outbox.send_json("[1, 2]", 1.0)
+
+
+def curve_pair():
+    """A fresh CURVE key pair (Z85 public, secret) from libzmq, or None without CURVE."""
+    name = ctypes.util.find_library("zmq")
+    if name is None:
+        return None
+    lib = ctypes.CDLL(name)
+    public, secret = ctypes.create_string_buffer(41), ctypes.create_string_buffer(41)
+    if lib.zmq_curve_keypair(public, secret) != 0:
+        return None
+    return public.value.decode(), secret.value.decode()
+
+
+def receive(inbox, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = inbox.next_json(0.1)
+        if text is not None:
+            return json.loads(text)
+    return None
+
+
+class TrajectoryCurveTest(unittest.TestCase):
+    """Placements as the coordinator sends them with CURVE on (common/net/trajectory_curve.h)."""
+
+    def setUp(self):
+        self.trainer, self.rollout, self.stranger = curve_pair(), curve_pair(), curve_pair()
+        if self.trainer is None:
+            self.skipTest("this libzmq has no CURVE (zmq_curve_keypair failed)")
+        placement = {"trajectory_curve": {"secret_key": self.trainer[1],
+                                          "peers": {self.rollout[0]: "job-000001/rollout-0"}}}
+        self.inbox = _tandem.TrajectoryInbox("127.0.0.1", json.dumps(placement))
+
+    def outbox(self, pair):
+        placement = {"trajectory_curve": {"secret_key": pair[1], "server_key": self.trainer[0]}}
+        return _tandem.TrajectoryOutbox(self.inbox.endpoint, json.dumps(placement))
+
+    def test_the_jobs_rollout_key_gets_through(self):
+        outbox = self.outbox(self.rollout)
+        self.assertTrue(self.inbox.curve)
+        self.assertTrue(outbox.curve)
+        batch = {"rollout": 0, "batch": 1, "version": 3, "trajectories": []}
+        outbox.send_json(json.dumps(batch), 5.0)
+        self.assertEqual(receive(self.inbox, 5.0), batch)
+        self.assertEqual(self.inbox.refused, 0)
+
+    def test_another_key_and_a_plain_socket_are_refused(self):
+        batch = {"rollout": 9, "batch": 1, "version": 3, "trajectories": []}
+        stranger = self.outbox(self.stranger)
+        plain = _tandem.TrajectoryOutbox(self.inbox.endpoint)
+        self.assertFalse(plain.curve)
+        for outbox in (stranger, plain):
+            try:
+                outbox.send_json(json.dumps(batch), 0.5)
+            except tandem.TandemError:
+                pass  # no connection ever completes: no room to queue is as good
+        self.assertIsNone(receive(self.inbox, 1.0))
+        deadline = time.monotonic() + 5.0
+        while self.inbox.refused < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreaterEqual(self.inbox.refused, 2)
+
+    def test_a_placement_without_keys_is_refused_by_name(self):
+        with self.assertRaisesRegex(tandem.TandemError, "trajectory_curve: no secret_key"):
+            _tandem.TrajectoryInbox("127.0.0.1", json.dumps({"trajectory_curve": {}}))
 
 
 class RuntimeLayoutMismatchTest(unittest.TestCase):
