@@ -75,7 +75,7 @@ def main():
     state = reader.empty_state_dict()
     outbox = tandem.TrajectoryOutbox(rt)  # waits for the trainer's "trajectories" endpoint
     rt.log(f"reading layout {reader.layout.fingerprint_text}; prompts {me}, {me + replicas}, ... "
-           f"of each step")
+           f"of each step; trajectories {'over CURVE' if outbox.curve else 'in clear'}")
     last = -1
     batch = 0
     while not rt.cancelled:

@@ -63,7 +63,8 @@ def main():
     fence = info["fence"]
     published = {info["version"]}
     rt.log(f"published version {info['version']} (fence {fence}), layout "
-           f"{publisher.layout.fingerprint_text}; training {alg['steps']} steps")
+           f"{publisher.layout.fingerprint_text}; training {alg['steps']} steps; trajectories "
+           f"{'over CURVE' if inbox.curve else 'in clear'}")
 
     want = alg["prompts_per_step"] * alg["group_size"]
     staleness = spec["async"]["max_staleness"]
@@ -145,6 +146,7 @@ def main():
             "weights/consumed_version_min": min(rollout_versions),
             "weights/consumed_version_max": max(rollout_versions),
             "weights/dropped_trajectories": dropped,
+            "trajectories/refused_total": inbox.refused,
             "timing_s/trajectory_wait": wait_s,
             "timing_s/train": train_s,
             "timing_s/publish": publish_s,

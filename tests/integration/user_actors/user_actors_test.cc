@@ -1,12 +1,16 @@
 // User actors (a job file's `trainer: {command: [...]}`, docs/python.md): a program that exits
 // without reporting is named with its exit code and last stderr lines, and the Python GRPO
-// example (examples/pytorch_grpo) trains the built-in C++ rollouts through the SDK.
+// example (examples/pytorch_grpo) trains the built-in C++ rollouts through the SDK, and the
+// Python rollout example (examples/python_rollout) feeds the built-in trainer; both examples also
+// run on a cluster with CURVE forced on (the SDK's trajectory sockets then use the job's keys).
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "common/net/curve.h"
 #include "tests/integration/control/cluster_harness.h"
 
 namespace tandem::testing {
@@ -141,6 +145,47 @@ TEST(UserActors, PythonRolloutsReadEveryVersionOfTheBuiltInTrainer) {
             from = at;
         }
     }
+}
+
+// Runs examples/<example>/job.yaml (job `job`) for 2 steps on a one-rollout cluster with
+// security.curve: on, and checks that its trainer trained both steps, refused no trajectory
+// connection, and that the Python side logged its socket as CURVE.
+void run_example_over_curve(const std::string& cluster, const std::string& example,
+                            const std::string& job) {
+    LocalCluster c(cluster, /*rollout_nodes=*/1);
+    std::ofstream(c.cluster_file(), std::ios::app) << "security:\n  curve: on\n";
+    auto up = c.up();
+    ASSERT_EQ(up.code, 0) << up.out;
+    const std::string job_file =
+        std::string(TANDEM_SOURCE_DIR) + "/examples/" + example + "/job.yaml";
+    constexpr int kSteps = 2;
+    auto sub = c.cli("job submit -f " + job_file + " algorithm.steps=" + std::to_string(kSteps) +
+                     " algorithm.warm_start_steps=0 rollout.replicas=1 --follow");
+    const std::string logs = c.cli("job logs " + job).out;
+    ASSERT_EQ(sub.code, 0) << sub.out << "\n" << logs;
+    auto m = c.get("/api/v1/jobs/" + job + "/metrics");
+    ASSERT_TRUE(m.is_object()) << "no metrics";
+    ASSERT_EQ(m["metrics"].size(), static_cast<size_t>(kSteps)) << m.dump();
+    for (const auto& row : m["metrics"]) {
+        EXPECT_EQ(row["values"].value("trajectories/refused_total", -1.0), 0.0) << row.dump();
+    }
+    EXPECT_NE(logs.find("trajectories over CURVE"), std::string::npos) << logs;
+}
+
+// The built-in trainer's PULL is a CURVE server that accepts only the job's rollout keys: the
+// Python rollout's batches reach it only if the SDK's outbox speaks CURVE with its key.
+TEST(UserActors, PythonRolloutsFeedTheBuiltInTrainerOverCurve) {
+    if (auto why = python_missing(); !why.empty()) GTEST_SKIP() << why;
+    if (!net::curve_available()) GTEST_SKIP() << "this libzmq has no CURVE";
+    run_example_over_curve("user-curve", "python_rollout", "python-rollout");
+}
+
+// The Python trainer's inbox is the CURVE server here: the built-in rollout's batches reach it
+// only if it took the job's keys (its own and its rollouts') from the placement.
+TEST(UserActors, PythonTrainerTrainsTheBuiltInRolloutsOverCurve) {
+    if (auto why = python_missing(); !why.empty()) GTEST_SKIP() << why;
+    if (!net::curve_available()) GTEST_SKIP() << "this libzmq has no CURVE";
+    run_example_over_curve("user-curve-trainer", "pytorch_grpo", "pytorch-grpo");
 }
 
 }  // namespace
