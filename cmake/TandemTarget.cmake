@@ -11,6 +11,11 @@ function(tandem_add_test)
     tandem_target_defaults(${T_NAME})
     target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
     target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
+    # Test code itself (assertions, fixtures, small references) is compiled at -O1 in Release: a
+    # quarter less compile time for half of the build's CPU, which keeps CI in its budget. The code
+    # under test is the libraries' Release build. (No -O level reassociates floating point without
+    # -ffast-math, so the test's own arithmetic gives the same bits at -O1.)
+    target_compile_options(${T_NAME} PRIVATE $<$<CONFIG:Release>:-O1>)
     if(NOT T_TIMEOUT)
         set(T_TIMEOUT 120)
     endif()
