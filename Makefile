@@ -27,23 +27,23 @@ test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure --timeout 600 -j $(JOBS) $$exclude
 
 # ASan + UBSan (preset asan: -O1 -g1, build/asan) over the unit and fuzz tests of the parts that
-# face the network: the coordinator (HTTP, agents), the wire protocol, common (config loader) and
-# the fuzz replays; .ci/run runs it after `make test`. The other unit suites (model, kernels,
+# face the network: the coordinator (HTTP, agents), the wire protocol, common (config loader),
+# CURVE (keys, the ZAP handler) and the fuzz replays; .ci/run runs it after `make test`. The other unit suites (model, kernels,
 # weights, RL, tokenizer, runtime, agent) pass under the same preset too but would add about 550 s
 # of building on 2 cores, past the 20-minute CI budget: ASAN_TESTS=all builds and runs every unit
 # and fuzz suite (docs/security.md, "Sanitizers").
-ASAN_NET   := tandem_unit_common tandem_unit_wire tandem_unit_coordinator \
+ASAN_NET   := tandem_unit_common tandem_unit_wire tandem_unit_coordinator tandem_unit_curve \
               tandem_fuzz_config tandem_fuzz_wire tandem_fuzz_http
 ASAN_TESTS ?= net
 ifeq ($(ASAN_TESTS),all)
-ASAN_BUILD := tandem_unit_common tandem_unit_cli tandem_unit_kernels tandem_unit_kv_kernels \
+ASAN_BUILD := tandem_unit_common tandem_unit_cli tandem_unit_curve tandem_unit_kernels tandem_unit_kv_kernels \
               tandem_unit_weights tandem_unit_wire tandem_unit_coordinator tandem_unit_monitoring \
               tandem_unit_model tandem_unit_model_kv tandem_unit_rl tandem_unit_text_task \
               tandem_unit_runtime tandem_unit_tokenizer tandem_unit_agent \
               tandem_fuzz_config_replay tandem_fuzz_wire_replay tandem_fuzz_http_replay
 ASAN_RUN   := -E '^tandem_python_'
 else
-ASAN_BUILD := tandem_unit_common tandem_unit_wire tandem_unit_coordinator \
+ASAN_BUILD := tandem_unit_common tandem_unit_wire tandem_unit_coordinator tandem_unit_curve \
               tandem_fuzz_config_replay tandem_fuzz_wire_replay tandem_fuzz_http_replay
 ASAN_RUN   := -R '^($(subst $(eval) ,|,$(strip $(ASAN_NET))))$$'
 endif
