@@ -106,8 +106,8 @@ Result<std::map<std::string, std::string>> render_k8s(const config::ClusterSpec&
         "    - {{name: agents, port: {agent_port}}}\n    - {{name: http, port: {http_port}}}\n",
         fmt::arg("name", name), fmt::arg("cluster_name", spec.name), fmt::arg("secret", o.secret),
         fmt::arg("token", o.api_token), fmt::arg("curve", curve_secret_yaml(o)),
-        fmt::arg("cluster", indent(cluster_text, 4)),
-        fmt::arg("coord", coord_dns), fmt::arg("agent_port", spec.coordinator.agent_port),
+        fmt::arg("cluster", indent(cluster_text, 4)), fmt::arg("coord", coord_dns),
+        fmt::arg("agent_port", spec.coordinator.agent_port),
         fmt::arg("http_port", spec.coordinator.http_port));
     // The coordinator: binds its pod IP, state on a volume claim.
     m += fmt::format(

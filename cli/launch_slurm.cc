@@ -98,12 +98,10 @@ Result<config::ClusterSpec> slurm_cluster(const config::ClusterSpec& file,
             "slurm: {} trainer and {} rollout nodes asked for, the allocation has {} ({})",
             trainers, rollouts, have, fmt::join(hosts, ",")));
     }
-    return with_nodes(
-        file,
-        std::vector<std::string>(hosts.begin(), hosts.begin() + trainers),
-        std::vector<std::string>(hosts.begin() + first_rollout,
-                                 hosts.begin() + first_rollout + rollouts),
-        coordinator_address);
+    return with_nodes(file, std::vector<std::string>(hosts.begin(), hosts.begin() + trainers),
+                      std::vector<std::string>(hosts.begin() + first_rollout,
+                                               hosts.begin() + first_rollout + rollouts),
+                      coordinator_address);
 }
 
 Result<config::ClusterSpec> slurm_het_cluster(const config::ClusterSpec& file,
@@ -170,8 +168,8 @@ Result<std::string> write_slurm_cluster(const config::ClusterSpec& file,
             }
             TANDEM_ASSIGN_OR_RETURN(groups[g], slurm_hosts(list));
         }
-        TANDEM_ASSIGN_OR_RETURN(spec, slurm_het_cluster(file, groups[0], groups[1],
-                                                        resolve(groups[0].front())));
+        TANDEM_ASSIGN_OR_RETURN(
+            spec, slurm_het_cluster(file, groups[0], groups[1], resolve(groups[0].front())));
     } else {
         TANDEM_ASSIGN_OR_RETURN(std::vector<std::string> hosts, slurm_hosts(nodelist));
         TANDEM_ASSIGN_OR_RETURN(spec, slurm_cluster(file, hosts, resolve(hosts.front())));

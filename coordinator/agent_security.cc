@@ -25,10 +25,10 @@ Result<AgentCurve> load_agent_curve(const config::ClusterSpec& spec, const std::
         if (key.empty()) {
             auto pub = net::read_curve_public(net::curve_public_path(run_dir, n.id));
             if (!pub.ok())
-                return invalid_argument(fmt::format(
-                    "node {} has no CURVE public key: nodes[{}].public_key is empty and {} (`tandem "
-                    "up` makes the node's keys there)",
-                    n.id, i, pub.status().message()));
+                return invalid_argument(
+                    fmt::format("node {} has no CURVE public key: nodes[{}].public_key is empty "
+                                "and {} (`tandem up` makes the node's keys there)",
+                                n.id, i, pub.status().message()));
             key = *pub;
         }
         out.zap->allow(kAgentZapDomain, key, n.id);
@@ -53,9 +53,10 @@ Status AgentIdentity::check(const std::string& user_id, const std::vector<std::s
     ++refused_;
     const std::string who = user_id.empty() ? std::string("an unauthenticated peer") : user_id;
     if (logged_.size() < 1024 && logged_.insert(user_id + "\n" + claimed).second) {
-        log_.warn("refused {} claiming node id {} from the connection of node {}: a node may only "
-                  "use the id its CURVE key belongs to (logged once per pair)",
-                  type, claimed, who);
+        log_.warn(
+            "refused {} claiming node id {} from the connection of node {}: a node may only "
+            "use the id its CURVE key belongs to (logged once per pair)",
+            type, claimed, who);
     }
     return permission_denied(fmt::format(
         "node id {} does not belong to this connection's CURVE key (the key of {})", claimed, who));

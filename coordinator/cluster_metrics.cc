@@ -166,8 +166,9 @@ void append_weight_families(const JobRecord& job, Families& out) {
                 if (!counts.is_array() || counts.size() != bounds.size() + 1 || !sum) continue;
                 std::vector<double> c;
                 for (const Json& x : counts) c.push_back(x.is_number() ? x.get<double>() : 0.0);
-                Family& f = family(out, "tandem_weights_fetch_seconds",
-                                   "Seconds per weight fetch (lease to verified copy), by read path");
+                Family& f =
+                    family(out, "tandem_weights_fetch_seconds",
+                           "Seconds per weight fetch (lease to verified copy), by read path");
                 f.type = "histogram";
                 Metrics::Labels l = labels;
                 l["transport"] = t.key();

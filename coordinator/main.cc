@@ -161,14 +161,14 @@ int run(int argc, char** argv) {
     coord::register_cluster_metrics(metrics, clock, jobs, registry, versions);
     if (curve) {
         metrics.collector([&] {
-            coord::Metrics::Family f{"tandem_agent_refused_total",
-                                     "Agent connections refused by CURVE (failed handshakes: "
-                                     "unknown keys, peers without CURVE) and messages claiming "
-                                     "another node's id",
-                                     "counter",
-                                     {{{{"reason", "handshake"}},
-                                       static_cast<double>(curve->zap->failed_handshakes())},
-                                      {{{"reason", "node_id"}}, static_cast<double>(identity.refused())}}};
+            coord::Metrics::Family f{
+                "tandem_agent_refused_total",
+                "Agent connections refused by CURVE (failed handshakes: "
+                "unknown keys, peers without CURVE) and messages claiming "
+                "another node's id",
+                "counter",
+                {{{{"reason", "handshake"}}, static_cast<double>(curve->zap->failed_handshakes())},
+                 {{{"reason", "node_id"}}, static_cast<double>(identity.refused())}}};
             return std::vector<coord::Metrics::Family>{f};
         });
     }

@@ -134,7 +134,8 @@ std::string Metrics::render() const {
         for (const Family& f : fn()) {
             if (!taken.insert(f.name).second) continue;
             if (f.type == "histogram") {
-                for (const char* suffix : {"_bucket", "_sum", "_count"}) taken.insert(f.name + suffix);
+                for (const char* suffix : {"_bucket", "_sum", "_count"})
+                    taken.insert(f.name + suffix);
             }
             out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", f.name, escape_help(f.help), f.name,
                                f.type);

@@ -25,7 +25,7 @@ struct NodeCapacity {
     double free_cpus = 0;
     int64_t free_memory_mb = 0;
     double free_gpus = 0;  // GPUs not taken (an actor sharing its GPU takes a fraction)
-    int actors = 0;  // actors of any job already on the node
+    int actors = 0;        // actors of any job already on the node
 };
 
 struct ActorDemand {

@@ -45,8 +45,8 @@ public:
         try {
             pull_.bind(fmt::format("tcp://{}:*", host));
         } catch (const zmq::error_t& e) {
-            return unavailable(fmt::format("cannot bind the trajectory socket on {}: {}", host,
-                                           e.what()));
+            return unavailable(
+                fmt::format("cannot bind the trajectory socket on {}: {}", host, e.what()));
         }
         return Status();
     }

@@ -584,7 +584,7 @@ int main(int argc, char** argv) {
         }
     }
     openblas_set_num_threads(1);  // one core, as a rollout actor on a shared machine
-    if (trained_steps > 0) {  // only the trained-policy drift
+    if (trained_steps > 0) {      // only the trained-policy drift
         bench_trained_drift(job_file, trained_steps);
         return 0;
     }

@@ -80,15 +80,15 @@ Result<std::unique_ptr<ActorProcess>> start(const std::vector<std::string>& argv
 
 bool executable(const std::string& path) {
     struct stat st {};
-    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+    return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+           ::access(path.c_str(), X_OK) == 0;
 }
 
 }  // namespace
 
 Result<std::unique_ptr<ActorProcess>> ActorProcess::spawn(const std::vector<std::string>& argv) {
-    return start(argv, "", nullptr, [](pid_t pid, int out, int err) {
-        return new ActorProcess(pid, out, err);
-    });
+    return start(argv, "", nullptr,
+                 [](pid_t pid, int out, int err) { return new ActorProcess(pid, out, err); });
 }
 
 Result<std::unique_ptr<ActorProcess>> ActorProcess::spawn(const Command& command) {
@@ -139,9 +139,8 @@ Result<std::unique_ptr<ActorProcess>> ActorProcess::spawn(const Command& command
             return invalid_argument(fmt::format("{} was not found on PATH ({})", program, search));
         argv[0] = found;
     }
-    return start(argv, command.working_dir, &env, [](pid_t pid, int out, int err) {
-        return new ActorProcess(pid, out, err);
-    });
+    return start(argv, command.working_dir, &env,
+                 [](pid_t pid, int out, int err) { return new ActorProcess(pid, out, err); });
 }
 
 std::string ActorProcess::describe_exit(int code) const {

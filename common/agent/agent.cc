@@ -127,11 +127,12 @@ void Agent::on_message(const std::vector<std::string>& frames) {
         if (header.major != wire::kProtocolMajor) {
             // Another Tandem release: nothing it says can be understood. Stop instead of
             // registering for ever.
-            log_.error("the coordinator speaks control protocol {}.{}, this agent (tandem {}) "
-                       "speaks {}.{}: node {} will not join; install the same Tandem release on "
-                       "the coordinator and every node",
-                       header.major, header.minor, kVersion, wire::kProtocolMajor,
-                       wire::kProtocolMinor, opt_.node.id);
+            log_.error(
+                "the coordinator speaks control protocol {}.{}, this agent (tandem {}) "
+                "speaks {}.{}: node {} will not join; install the same Tandem release on "
+                "the coordinator and every node",
+                header.major, header.minor, kVersion, wire::kProtocolMajor, wire::kProtocolMinor,
+                opt_.node.id);
             refused_ = 2;
             return;
         }
@@ -248,8 +249,8 @@ void Agent::start_actor(const wire::StartActor& m) {
     if (auto user = user_command(ctx)) {
         proc = ActorProcess::spawn(user_actor_command(*user, ctx, ctx_path, opt_.bin_dir));
         if (!proc.ok())
-            return fail_start(fmt::format("{}.command: {}", actor_role_name(aid->role),
-                                          proc.status().message()));
+            return fail_start(
+                fmt::format("{}.command: {}", actor_role_name(aid->role), proc.status().message()));
     } else {
         const std::string exe =
             fmt::format("{}/tandem-{}-node", opt_.bin_dir, actor_role_name(aid->role));

@@ -131,7 +131,8 @@ int node_main(ActorRole role, int argc, char** argv, const ActorMain& actor) {
         opt.curve_keys = *keys;
         opt.curve_server_key = spec->coordinator.public_key;
         if (opt.curve_server_key.empty()) {
-            auto pub = net::read_curve_public(net::curve_public_path(run_dir.root(), "coordinator"));
+            auto pub =
+                net::read_curve_public(net::curve_public_path(run_dir.root(), "coordinator"));
             if (!pub.ok())
                 return fail(binary, 2,
                             fmt::format("{} (or set coordinator.public_key in {})",

@@ -152,7 +152,7 @@ struct UserCommandSpec {
 struct TrainerSpec {
     int replicas = 1;
     ActorResources resources;
-    UserCommandSpec user;  // command, working_dir, env (flattened)
+    UserCommandSpec user;           // command, working_dir, env (flattened)
     int weight_slots = 3;           // K published versions kept in registered memory
     int64_t chunk_bytes = 4 << 20;  // checksum and transfer granularity
     int64_t lease_ttl_ms = 10'000;  // a reader's lease on a version

@@ -183,8 +183,8 @@ Result<JobSpec> load_job_file(const std::string& path, const std::vector<Overrid
     }
     // User actors start in their working_dir, the job file's directory unless the file says
     // otherwise (a relative working_dir is beside the job file too).
-    for (auto [user, role] : {std::pair{&spec.trainer.user, "trainer"},
-                              std::pair{&spec.rollout.user, "rollout"}}) {
+    for (auto [user, role] :
+         {std::pair{&spec.trainer.user, "trainer"}, std::pair{&spec.rollout.user, "rollout"}}) {
         if (user->command.empty()) continue;
         if (user->working_dir.empty()) {
             user->working_dir = std::filesystem::absolute(path).parent_path().string();

@@ -409,9 +409,8 @@ Status ContextParallelGenerator::generate(const float* params,
                                           std::span<const std::vector<int32_t>> prompts,
                                           std::span<const ContextParallelGroup> groups,
                                           const SamplingOptions& o,
-                                          std::span<const int32_t> stop_ids,
-                                          std::span<Rng> rngs, std::span<Completion> out,
-                                          ContextParallelStats* stats) {
+                                          std::span<const int32_t> stop_ids, std::span<Rng> rngs,
+                                          std::span<Completion> out, ContextParallelStats* stats) {
     Impl& I = *impl_;
     const int V = I.config.vocab_size;
     const int P = I.options.ranks;

@@ -299,8 +299,8 @@ Result<std::vector<Completion>> GroupGenerator::generate_wave(
             local.kv_peak_bytes = cs.peak_kv_bytes;
             local.kv_bytes_per_token =
                 static_cast<double>(cs.peak_kv_bytes) / static_cast<double>(cs.peak_kv_tokens);
-            local.kv_compression = local.kv_bytes_per_token /
-                                   (2.0 * c.num_layers * c.kv_dim() * sizeof(float));
+            local.kv_compression =
+                local.kv_bytes_per_token / (2.0 * c.num_layers * c.kv_dim() * sizeof(float));
         }
     }
     for (const auto& cp : out) local.generated_tokens += static_cast<int64_t>(cp.tokens.size());

@@ -216,8 +216,8 @@ Status InferenceEngine::forward(WeightView params, PagedKvCache& cache,
     constexpr int64_t kHeadRows = 4096;
     for (int64_t r0 = 0; r0 < c.vocab_size; r0 += kHeadRows) {
         const int64_t rows = std::min(kHeadRows, c.vocab_size - r0);
-        const float* wh = params.widen(index_.lm_head + static_cast<uint64_t>(r0) * h, rows * h,
-                                       wide_head_);
+        const float* wh =
+            params.widen(index_.lm_head + static_cast<uint64_t>(r0) * h, rows * h, wide_head_);
         gemm<float>(false, true, no, rows, h, 1.0f, a, h, wh, h, 0.0f, logits + r0, c.vocab_size);
     }
     return Status();

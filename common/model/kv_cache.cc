@@ -58,8 +58,8 @@ kernels::KvPageFormat page_format(const ModelConfig& config, int block_tokens, k
 kernels::KvSequenceConfig kv_sequence_config(const ModelConfig& config,
                                              const KvCacheOptions& options) {
     kernels::KvSequenceConfig c;
-    c.sealed = page_format(config, options.block_tokens, options.dtype, options.kivi,
-                           options.value_group);
+    c.sealed =
+        page_format(config, options.block_tokens, options.dtype, options.kivi, options.value_group);
     c.residual_tokens = options.residual_tokens;
     return c;
 }

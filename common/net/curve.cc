@@ -35,9 +35,10 @@ bool curve_available() { return zmq_has("curve") != 0; }
 Result<CurveKeys> generate_curve_keys() {
     char pub[41] = {}, sec[41] = {};
     if (zmq_curve_keypair(pub, sec) != 0)
-        return unavailable(fmt::format("cannot make a CURVE key pair: {} (is libzmq built with "
-                                       "libsodium?)",
-                                       zmq_strerror(zmq_errno())));
+        return unavailable(
+            fmt::format("cannot make a CURVE key pair: {} (is libzmq built with "
+                        "libsodium?)",
+                        zmq_strerror(zmq_errno())));
     return CurveKeys{std::string(pub, 40), std::string(sec, 40)};
 }
 
@@ -45,8 +46,8 @@ Result<CurveKeys> curve_keys_from_secret(const std::string& secret_z85) {
     TANDEM_RETURN_IF_ERROR(config::validate_z85_key(secret_z85));
     char pub[41] = {};
     if (zmq_curve_public(pub, secret_z85.c_str()) != 0)
-        return invalid_argument(fmt::format("cannot compute the CURVE public key: {}",
-                                            zmq_strerror(zmq_errno())));
+        return invalid_argument(
+            fmt::format("cannot compute the CURVE public key: {}", zmq_strerror(zmq_errno())));
     return CurveKeys{std::string(pub, 40), secret_z85};
 }
 
@@ -79,12 +80,13 @@ Status write_curve_keys(const std::string& run_dir, const std::string& name, con
     std::filesystem::create_directories(dir, ec);
     if (ec) return unavailable(fmt::format("cannot create {}: {}", dir, ec.message()));
     ::chmod(dir.c_str(), 0700);
-    TANDEM_RETURN_IF_ERROR(write_file_atomic(curve_key_path(run_dir, name), k.secret_z85 + "\n", 0600));
+    TANDEM_RETURN_IF_ERROR(
+        write_file_atomic(curve_key_path(run_dir, name), k.secret_z85 + "\n", 0600));
     return write_file_atomic(curve_public_path(run_dir, name), k.public_z85 + "\n", 0644);
 }
 
 Result<CurveKeys> read_curve_keys(const std::string& key_path) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(key_path.c_str(), &st) != 0)
         return not_found(fmt::format("{}: no CURVE key file ({})", key_path, std::strerror(errno)));
     if (st.st_mode & 077)
@@ -96,15 +98,16 @@ Result<CurveKeys> read_curve_keys(const std::string& key_path) {
     if (Status s = config::validate_z85_key(secret); !s.ok())
         return invalid_argument(fmt::format("{}: {}", key_path, s.message()));
     auto keys = curve_keys_from_secret(secret);
-    if (!keys.ok()) return invalid_argument(fmt::format("{}: {}", key_path, keys.status().message()));
+    if (!keys.ok())
+        return invalid_argument(fmt::format("{}: {}", key_path, keys.status().message()));
     return keys;
 }
 
 Result<std::string> read_curve_public(const std::string& pub_path) {
     auto text = read_file(pub_path);
     if (!text.ok())
-        return not_found(fmt::format("{}: no CURVE public key file: {}", pub_path,
-                                     text.status().message()));
+        return not_found(
+            fmt::format("{}: no CURVE public key file: {}", pub_path, text.status().message()));
     const std::string key = trim(*text);
     if (Status s = config::validate_z85_key(key); !s.ok())
         return invalid_argument(fmt::format("{}: {}", pub_path, s.message()));
@@ -127,8 +130,9 @@ void set_curve_client(zmq::socket_t& socket, const CurveKeys& keys,
 Result<std::unique_ptr<ZapHandler>> ZapHandler::create(zmq::context_t& zmq,
                                                        const std::string& log_component) {
     if (!curve_available())
-        return unavailable("this libzmq has no CURVE (zmq_has(\"curve\") is false): install a "
-                           "libzmq built with libsodium (Debian's libzmq5 is)");
+        return unavailable(
+            "this libzmq has no CURVE (zmq_has(\"curve\") is false): install a "
+            "libzmq built with libsodium (Debian's libzmq5 is)");
     try {
         return std::unique_ptr<ZapHandler>(new ZapHandler(zmq, log_component));
     } catch (const zmq::error_t& e) {
@@ -154,13 +158,13 @@ void ZapHandler::allow(const std::string& domain, const std::string& public_z85,
 }
 
 Status ZapHandler::watch(zmq::socket_t& server, const std::string& label) {
-    const std::string endpoint =
-        fmt::format("inproc://tandem-zap-monitor-{}-{}", static_cast<void*>(this), monitors_.size());
+    const std::string endpoint = fmt::format("inproc://tandem-zap-monitor-{}-{}",
+                                             static_cast<void*>(this), monitors_.size());
     constexpr int kEvents = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
     if (zmq_socket_monitor(server.handle(), endpoint.c_str(), kEvents) != 0)
-        return unavailable(fmt::format("cannot monitor the {} socket: {}", label,
-                                       zmq_strerror(zmq_errno())));
+        return unavailable(
+            fmt::format("cannot monitor the {} socket: {}", label, zmq_strerror(zmq_errno())));
     auto pair = std::make_unique<zmq::socket_t>(zmq_, zmq::socket_type::pair);
     pair->set(zmq::sockopt::linger, 0);
     pair->connect(endpoint);
@@ -197,12 +201,13 @@ std::vector<std::string> ZapHandler::answer(const std::vector<std::string>& requ
     refused_keys_.fetch_add(1, std::memory_order_relaxed);
     const std::string what = key.empty() ? mechanism : key;
     if (logged_.size() < 1024 && logged_.insert(what + "@" + address).second) {
-        log_.warn("refused a {} connection from {}: {} (domain {}); further refusals of this peer "
-                  "are counted, not logged",
-                  mechanism, address,
-                  key.empty() ? std::string("not a CURVE client")
-                              : fmt::format("public key {} is not one of its peers", key),
-                  domain);
+        log_.warn(
+            "refused a {} connection from {}: {} (domain {}); further refusals of this peer "
+            "are counted, not logged",
+            mechanism, address,
+            key.empty() ? std::string("not a CURVE client")
+                        : fmt::format("public key {} is not one of its peers", key),
+            domain);
     }
     return reply("400", "unknown key");
 }
@@ -215,9 +220,10 @@ void ZapHandler::on_monitor_event(size_t index) {
     if (event.size() >= 2) std::memcpy(&code, event.data(), 2);
     const uint64_t n = failed_handshakes_.fetch_add(1, std::memory_order_relaxed) + 1;
     if (n == 1) {
-        log_.warn("a peer failed the CURVE handshake on the {} socket ({}; event {:#x}); further "
-                  "failures are counted",
-                  monitor_labels_[index], address.to_string(), code);
+        log_.warn(
+            "a peer failed the CURVE handshake on the {} socket ({}; event {:#x}); further "
+            "failures are counted",
+            monitor_labels_[index], address.to_string(), code);
     }
 }
 

@@ -28,20 +28,21 @@ Result<CurveKeys> keys_of(const Json& tc) {
 Result<Json> trajectory_curve_for(const std::string& root_secret_z85, const std::string& actor,
                                   const Json& placement) {
     TANDEM_ASSIGN_OR_RETURN(ActorId id, ActorId::parse(actor));
-    TANDEM_ASSIGN_OR_RETURN(CurveKeys server, derive_curve_keys(root_secret_z85, server_label(id.job)));
+    TANDEM_ASSIGN_OR_RETURN(CurveKeys server,
+                            derive_curve_keys(root_secret_z85, server_label(id.job)));
     if (id.role == ActorRole::kRollout) {
-        TANDEM_ASSIGN_OR_RETURN(CurveKeys mine,
-                                derive_curve_keys(root_secret_z85, rollout_label(id.job, id.index)));
+        TANDEM_ASSIGN_OR_RETURN(
+            CurveKeys mine, derive_curve_keys(root_secret_z85, rollout_label(id.job, id.index)));
         return Json{{"secret_key", mine.secret_z85}, {"server_key", server.public_z85}};
     }
     Json peers = Json::object();
-    const Json actors = placement.is_object() ? placement.value("actors", Json::object())
-                                              : Json::object();
+    const Json actors =
+        placement.is_object() ? placement.value("actors", Json::object()) : Json::object();
     for (const auto& [name, where] : actors.items()) {
         auto peer = ActorId::parse(name);
         if (!peer.ok() || peer->role != ActorRole::kRollout || peer->job != id.job) continue;
-        TANDEM_ASSIGN_OR_RETURN(CurveKeys k,
-                                derive_curve_keys(root_secret_z85, rollout_label(id.job, peer->index)));
+        TANDEM_ASSIGN_OR_RETURN(
+            CurveKeys k, derive_curve_keys(root_secret_z85, rollout_label(id.job, peer->index)));
         peers[k.public_z85] = name;
     }
     return Json{{"secret_key", server.secret_z85}, {"peers", peers}};

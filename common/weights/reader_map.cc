@@ -36,8 +36,8 @@ Status Reader::Core::finish_map(Operation& op) {
                 .with_context(fmt::format("mapping {}", slot_name));
         }
         if (mapping->size() < sf->lease.data_offset + sf->lease.data_bytes) {
-            return invalid_argument(fmt::format("{} is {} bytes, too small for the lease",
-                                                slot_name, mapping->size()));
+            return invalid_argument(
+                fmt::format("{} is {} bytes, too small for the lease", slot_name, mapping->size()));
         }
         const HeaderSnapshot h = read_header(*reinterpret_cast<const SlotHeader*>(mapping->data()));
         if (!h.closed() || h.fields.version != v ||

@@ -87,9 +87,9 @@ Result<const std::byte*> RelayServe::readable(LeaseId id, uint64_t offset, uint6
     if (offset + length <= options_.meta_bytes) return st.manifest_ready ? p : nullptr;
     const uint64_t begin = options_.meta_bytes + st.range.begin;
     if (offset < begin || offset + length > begin + st.range.size() || st.chunk_bytes == 0) {
-        return invalid_argument(fmt::format(
-            "read of [{}, +{}) is outside shard {} of version {} at relay {}", offset, length,
-            shard, b.version, options_.reader_id));
+        return invalid_argument(
+            fmt::format("read of [{}, +{}) is outside shard {} of version {} at relay {}", offset,
+                        length, shard, b.version, options_.reader_id));
     }
     if (length == 0) return p;
     const uint64_t first = (offset - begin) / st.chunk_bytes;

@@ -237,8 +237,8 @@ public:
     double last_copy_seconds() const { return publisher_->stats().last_copy_seconds; }
 
 private:
-    std::shared_ptr<Directory> directory_;  // outlives the publisher (its announcer)
-    std::shared_ptr<runtime::AgentRuntime> runtime_;            // or this, with announcer_
+    std::shared_ptr<Directory> directory_;            // outlives the publisher (its announcer)
+    std::shared_ptr<runtime::AgentRuntime> runtime_;  // or this, with announcer_
     std::unique_ptr<runtime::RuntimeAnnouncer> announcer_;
     std::unique_ptr<Publisher> publisher_;
 };

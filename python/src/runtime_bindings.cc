@@ -39,9 +39,9 @@ Clock::TimePoint deadline_in(const runtime::JobRuntime& r, double timeout_s) {
 template <typename T>
 T take(PyObject* error, Result<T> r) {
     if (!r.ok()) {
-        PyErr_SetString(error, (std::string(status_code_name(r.status().code())) + ": " +
-                                r.status().message())
-                                   .c_str());
+        PyErr_SetString(
+            error, (std::string(status_code_name(r.status().code())) + ": " + r.status().message())
+                       .c_str());
         throw py::error_already_set();
     }
     return std::move(*r);

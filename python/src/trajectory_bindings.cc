@@ -115,7 +115,8 @@ public:
             curve_ = placement.contains("trajectory_curve");
             push_.connect(address);
         } catch (const zmq::error_t& e) {
-            raise(error_, fmt::format("unavailable: trajectory outbox to {}: {}", address, e.what()));
+            raise(error_,
+                  fmt::format("unavailable: trajectory outbox to {}: {}", address, e.what()));
         }
     }
     bool curve() const { return curve_; }
@@ -136,9 +137,9 @@ public:
                 ready = 0;
             }
             if (ready > 0) {
-                sent = push_.send(zmq::buffer(bytes.data(), bytes.size()),
-                                  zmq::send_flags::dontwait)
-                           .has_value();
+                sent =
+                    push_.send(zmq::buffer(bytes.data(), bytes.size()), zmq::send_flags::dontwait)
+                        .has_value();
             }
         }
         if (!sent) {

@@ -329,8 +329,8 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
     // Not one of the job's rollouts: refused at the socket (no CURVE; a key of its own).
     auto coordinator_key = net::read_curve_keys(c.run_dir() + "/keys/coordinator.key");
     ASSERT_TRUE(coordinator_key.ok()) << coordinator_key.status().message();
-    auto rollout_curve = net::trajectory_curve_for(coordinator_key->secret_z85,
-                                                   job + "/rollout-0", Json::object());
+    auto rollout_curve =
+        net::trajectory_curve_for(coordinator_key->secret_z85, job + "/rollout-0", Json::object());
     ASSERT_TRUE(rollout_curve.ok()) << rollout_curve.status().message();
     Json stranger = *rollout_curve;
     stranger["secret_key"] = net::generate_curve_keys()->secret_z85;

@@ -21,7 +21,7 @@ namespace {
 using namespace std::chrono_literals;
 
 unsigned mode_of(const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(path.c_str(), &st) != 0) return 0;
     return st.st_mode & 0777;
 }
@@ -109,11 +109,11 @@ TEST(Curve, ACurveClusterRunsAJobAndRefusesForeignAgents) {
     const CmdResult nodes = c.cli("nodes");
     EXPECT_EQ(nodes.code, 0) << nodes.out;
     EXPECT_EQ(nodes.out.find("dead"), std::string::npos) << nodes.out;
-    const CmdResult job = c.cli(
-        "job submit -f " + std::string(TANDEM_SOURCE_DIR) +
-        "/configs/jobs/grpo-reverse.yaml algorithm.warm_start_steps=0 algorithm.steps=3 "
-        "algorithm.prompts_per_step=4 algorithm.group_size=2 model.hidden_size=32 "
-        "model.num_layers=1 model.intermediate_size=64 --follow");
+    const CmdResult job =
+        c.cli("job submit -f " + std::string(TANDEM_SOURCE_DIR) +
+              "/configs/jobs/grpo-reverse.yaml algorithm.warm_start_steps=0 algorithm.steps=3 "
+              "algorithm.prompts_per_step=4 algorithm.group_size=2 model.hidden_size=32 "
+              "model.num_layers=1 model.intermediate_size=64 --follow");
     ASSERT_EQ(job.code, 0) << job.out;
     const auto detail = c.job("job-000001");
     ASSERT_TRUE(detail.is_object());

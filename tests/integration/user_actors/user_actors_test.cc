@@ -29,15 +29,16 @@ TEST(UserActors, AnActorThatExitsWithoutReportingIsNamedWithCodeAndLastStderrLin
     LocalCluster c("user-exit", /*rollout_nodes=*/1);
     auto up = c.up();
     ASSERT_EQ(up.code, 0) << up.out;
-    const std::string job = c.write_file(
-        "exit3.yaml",
-        "name: exit3\nkind: diagnostic\ndiagnostic: {duration_s: 30}\n"
-        "trainer:\n  command: [sh, -c, 'echo starting; echo \"first problem\" >&2; "
-        "echo \"Traceback: boom\" >&2; exit 3']\nrollout: {replicas: 1}\n");
+    const std::string job =
+        c.write_file("exit3.yaml",
+                     "name: exit3\nkind: diagnostic\ndiagnostic: {duration_s: 30}\n"
+                     "trainer:\n  command: [sh, -c, 'echo starting; echo \"first problem\" >&2; "
+                     "echo \"Traceback: boom\" >&2; exit 3']\nrollout: {replicas: 1}\n");
     auto sub = c.cli("job submit -f " + job + " --follow");
     EXPECT_NE(sub.code, 0) << sub.out;
-    const std::string expected = "exited with code 3; last stderr lines: first problem | "
-                                 "Traceback: boom";
+    const std::string expected =
+        "exited with code 3; last stderr lines: first problem | "
+        "Traceback: boom";
     const std::string status = c.cli("job status exit3").out;
     EXPECT_NE(status.find(expected), std::string::npos) << status;
     const std::string events = c.cli("job events exit3").out;
@@ -52,9 +53,10 @@ TEST(UserActors, AMissingProgramIsNamedWithItsField) {
     LocalCluster c("user-missing", /*rollout_nodes=*/1);
     auto up = c.up();
     ASSERT_EQ(up.code, 0) << up.out;
-    const std::string job = c.write_file(
-        "missing.yaml", "name: missing\nkind: diagnostic\ndiagnostic: {duration_s: 30}\n"
-                        "trainer:\n  command: [./no-such-train.py]\nrollout: {replicas: 1}\n");
+    const std::string job =
+        c.write_file("missing.yaml",
+                     "name: missing\nkind: diagnostic\ndiagnostic: {duration_s: 30}\n"
+                     "trainer:\n  command: [./no-such-train.py]\nrollout: {replicas: 1}\n");
     auto sub = c.cli("job submit -f " + job + " --follow");
     EXPECT_NE(sub.code, 0) << sub.out;
     const std::string status = c.cli("job status missing").out;
@@ -69,8 +71,7 @@ TEST(UserActors, PythonTrainerExampleTrainsTheBuiltInRollouts) {
     LocalCluster c("user-pytorch", /*rollout_nodes=*/2);
     auto up = c.up();
     ASSERT_EQ(up.code, 0) << up.out;
-    const std::string job_file =
-        std::string(TANDEM_SOURCE_DIR) + "/examples/pytorch_grpo/job.yaml";
+    const std::string job_file = std::string(TANDEM_SOURCE_DIR) + "/examples/pytorch_grpo/job.yaml";
     constexpr int kSteps = 12;
     auto sub = c.cli("job submit -f " + job_file + " algorithm.steps=" + std::to_string(kSteps) +
                      " algorithm.warm_start_steps=10 algorithm.optimizer.lr=2e-3 --follow");

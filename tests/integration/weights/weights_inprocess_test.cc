@@ -261,12 +261,12 @@ TEST_P(WeightsInProcess, ReadsOutsideTheLeasedSlotAreRefusedAndServingGoesOn) {
     std::shared_ptr<SourceConnection> conn;
     ASSERT_TRUE((*loop)
                     ->call([&]() -> Status {
-                        client = std::make_unique<SourceClient>(
-                            **loop, SystemClock::instance(), 0x5eed, Logger("weights-test"));
+                        client = std::make_unique<SourceClient>(**loop, SystemClock::instance(),
+                                                                0x5eed, Logger("weights-test"));
                         TANDEM_RETURN_IF_ERROR(client->start());
                         TANDEM_ASSIGN_OR_RETURN(
-                            conn, client->connect((*publisher)->worker_address(), "publisher", "",
-                                                  0));
+                            conn,
+                            client->connect((*publisher)->worker_address(), "publisher", "", 0));
                         return Status();
                     })
                     .ok());

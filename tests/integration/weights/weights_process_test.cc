@@ -475,7 +475,6 @@ TEST_P(WeightsProcesses, StaleRequestsOfAFailedFetchNeverWriteIntoTheNextOne) {
                 static_cast<unsigned long long>(end.operations),
                 static_cast<unsigned long long>(end.requests),
                 static_cast<unsigned long long>(end.forced_closes));
-
 }
 
 // The deterministic form of the case above, on the request/response path: the slow publisher
@@ -488,9 +487,9 @@ TEST_P(WeightsProcesses, HeldReadsOfAFailedFetchAreRefusedOnceItsLeaseIsReleased
     constexpr uint64_t kSeed = 43;
     constexpr uint64_t kBytes = 4'000'000;
     constexpr uint64_t kChunk = 64 << 10;
-    auto slow = spawn("publish",
-                      {"--seed", std::to_string(kSeed), "--bytes", std::to_string(kBytes),
-                       "--chunk-bytes", std::to_string(kChunk), "--hold-control"});
+    auto slow =
+        spawn("publish", {"--seed", std::to_string(kSeed), "--bytes", std::to_string(kBytes),
+                          "--chunk-bytes", std::to_string(kChunk), "--hold-control"});
     expect_event(slow, "done", seconds(30));
     auto v1 = load_version(dir_.path(), JobId(1), 1);
     ASSERT_TRUE(v1.has_value());

@@ -73,13 +73,14 @@ TEST(DeployK8s, CarriesTheCurveKeysIntoEveryPodsRunDirectory) {
     const std::string init = by_name["tandem-lab-coordinator"]["spec"]["template"]["spec"]
                                     ["initContainers"][0]["command"][2]
                                         .as<std::string>();
-    EXPECT_NE(init.find("cp /etc/tandem-secret/key-coordinator /var/lib/tandem/keys/coordinator.key"),
-              std::string::npos)
+    EXPECT_NE(
+        init.find("cp /etc/tandem-secret/key-coordinator /var/lib/tandem/keys/coordinator.key"),
+        std::string::npos)
         << init;
     EXPECT_NE(init.find("/etc/tandem-secret/pub-*"), std::string::npos) << init;
-    const std::string cmd = by_name["tandem-lab-rollout"]["spec"]["template"]["spec"]["containers"]
-                                   [0]["command"][2]
-                                       .as<std::string>();
+    const std::string cmd =
+        by_name["tandem-lab-rollout"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+            .as<std::string>();
     EXPECT_NE(cmd.find("cp /etc/tandem-secret/key-${ids[$k]} /var/lib/tandem/keys/${ids[$k]}.key"),
               std::string::npos)
         << cmd;

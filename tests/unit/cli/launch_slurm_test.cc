@@ -112,10 +112,9 @@ TEST(SlurmHetjob, TooSmallAGroupAndColocateAreNamed) {
     auto c = slurm_het_cluster(file_with("slurm: {hetjob: true, trainer_nodes: 2}\n"), {"cpu01"},
                                {"gpu01"}, "10.0.0.1");
     ASSERT_FALSE(c.ok());
-    EXPECT_EQ(c.status().message(),
-              "slurm: 2 trainer nodes asked for, het group 0 has 1 (cpu01)");
-    auto d = slurm_het_cluster(file_with("slurm: {hetjob: true, colocate: true}\n"), {"n1"},
-                               {"n2"}, "10.0.0.1");
+    EXPECT_EQ(c.status().message(), "slurm: 2 trainer nodes asked for, het group 0 has 1 (cpu01)");
+    auto d = slurm_het_cluster(file_with("slurm: {hetjob: true, colocate: true}\n"), {"n1"}, {"n2"},
+                               "10.0.0.1");
     ASSERT_FALSE(d.ok());
     EXPECT_NE(d.status().message().find("colocate and hetjob"), std::string::npos);
 }

@@ -110,17 +110,31 @@ TEST(ClusterMetrics, RenderedJobFamiliesPassPromtool) {
 JobRecord job_with_weight_telemetry() {
     JobRecord j = job_with_metrics(Json::object());
     rl::WeightTelemetry trainer;
-    trainer.set_publisher({.versions = 4, .bytes = 4096, .lease_waits = 1, .live_leases = 2,
-                           .served_bytes = 3072, .seconds = 0.5});
+    trainer.set_publisher({.versions = 4,
+                           .bytes = 4096,
+                           .lease_waits = 1,
+                           .live_leases = 2,
+                           .served_bytes = 3072,
+                           .seconds = 0.5});
     trainer.add_staleness({{"0", 6}, {"2", 2}});
     trainer.add_staleness({{"0", 2}, {"x", 9}});
     rl::WeightTelemetry rollout;
-    rollout.on_fetch({.version = 1, .start_ns = 10, .seconds = 0.004, .bytes = 1024,
-                      .transport = "am", .source = "publisher"});
-    rollout.on_fetch({.version = 2, .start_ns = 20, .seconds = 0.2, .bytes = 1024,
-                      .transport = "am", .source = "job-000007/rollout-1", .rereads = 1});
+    rollout.on_fetch({.version = 1,
+                      .start_ns = 10,
+                      .seconds = 0.004,
+                      .bytes = 1024,
+                      .transport = "am",
+                      .source = "publisher"});
+    rollout.on_fetch({.version = 2,
+                      .start_ns = 20,
+                      .seconds = 0.2,
+                      .bytes = 1024,
+                      .transport = "am",
+                      .source = "job-000007/rollout-1",
+                      .rereads = 1});
     rollout.set_relay_served_bytes(512);
-    for (const auto& [name, t] : {std::pair{"trainer-0", &trainer}, std::pair{"rollout-0", &rollout}}) {
+    for (const auto& [name, t] :
+         {std::pair{"trainer-0", &trainer}, std::pair{"rollout-0", &rollout}}) {
         ActorRecord a;
         a.id = *ActorId::parse(std::string("job-000007/") + name);
         a.progress = {{"step", 3}, {"weights", t->to_json()}};
@@ -128,8 +142,9 @@ JobRecord job_with_weight_telemetry() {
     }
     ActorRecord odd;  // malformed reports are left out
     odd.id = *ActorId::parse("job-000007/rollout-1");
-    odd.progress = {{"weights", {{"published_versions", "many"}, {"fetch_seconds", 3},
-                                 {"staleness", {{"-1", 4}}}}}};
+    odd.progress = {
+        {"weights",
+         {{"published_versions", "many"}, {"fetch_seconds", 3}, {"staleness", {{"-1", 4}}}}}};
     j.actors.push_back(odd);
     return j;
 }
@@ -390,7 +405,8 @@ TEST(DeployMonitoring, GrafanaPrometheusQueriesParse) {
         if (p.value("type", "") == "row" || p["datasource"]["uid"] != "tandem-prometheus") continue;
         for (const auto& t : p["targets"]) {
             std::string expr = t.value("expr", "");
-            for (size_t at; (at = expr.find("$job")) != std::string::npos;) expr.replace(at, 4, ".*");
+            for (size_t at; (at = expr.find("$job")) != std::string::npos;)
+                expr.replace(at, 4, ".*");
             rules += fmt::format("      - record: grafana:panel_{}\n        expr: {}\n", n++,
                                  Json(expr).dump());  // a JSON string is a YAML string
         }

@@ -71,7 +71,8 @@ TEST(PlaceWithSharedGpus, FourActorsSharingTwoWaysFitOnTwoGpus) {
     r.cpus = 1;
     r.gpus = 1;
     r.actors_per_gpu = 2;
-    for (uint32_t i = 0; i < 4; ++i) req.actors.push_back({ActorId{JobId(1), ActorRole::kRollout, i}, r});
+    for (uint32_t i = 0; i < 4; ++i)
+        req.actors.push_back({ActorId{JobId(1), ActorRole::kRollout, i}, r});
     auto p = place(req, {gpu_node("r0", 2)});
     ASSERT_TRUE(p.ok()) << p.status().to_string();
     EXPECT_EQ(p->size(), 4u);

@@ -193,8 +193,8 @@ TEST(ContextParallelGeneration, QuantizedShardsStayCloseToF32ShardsAndHoldFewerB
         double max_dlogprob;  // bound on shared prefixes
         double max_ratio;     // peak bytes against f32
     };
-    for (const Case k : {Case{kernels::KvDType::kInt8, 0.15, 0.75},
-                         Case{kernels::KvDType::kInt2, 1.5, 0.85}}) {
+    for (const Case k :
+         {Case{kernels::KvDType::kInt8, 0.15, 0.75}, Case{kernels::KvDType::kInt2, 1.5, 0.85}}) {
         SCOPED_TRACE(kernels::kv_dtype_name(k.dtype));
         KvCacheOptions kv;
         kv.dtype = k.dtype;
@@ -213,19 +213,18 @@ TEST(ContextParallelGeneration, QuantizedShardsStayCloseToF32ShardsAndHoldFewerB
             for (size_t j = 0; j < std::min(a.size(), b.size()); ++j) {
                 ASSERT_TRUE(std::isfinite(got[i].logprobs[j]));
                 if (a[j] != b[j]) break;  // the same draw gave another token: streams part here
-                worst = std::max<double>(worst,
-                                         std::fabs(ref[i].logprobs[j] - got[i].logprobs[j]));
+                worst = std::max<double>(worst, std::fabs(ref[i].logprobs[j] - got[i].logprobs[j]));
                 ++compared;
             }
         }
         const double ratio =
             static_cast<double>(qs.kv_peak_bytes) / static_cast<double>(f32s.kv_peak_bytes);
-        std::printf("%s shards: max |dlogprob| %.4g over %lld tokens, %lld/%zu completions "
-                    "identical, peak KV %lld vs %lld bytes (%.3fx)\n",
-                    kernels::kv_dtype_name(k.dtype), worst, static_cast<long long>(compared),
-                    static_cast<long long>(identical), got.size(),
-                    static_cast<long long>(qs.kv_peak_bytes),
-                    static_cast<long long>(f32s.kv_peak_bytes), ratio);
+        std::printf(
+            "%s shards: max |dlogprob| %.4g over %lld tokens, %lld/%zu completions "
+            "identical, peak KV %lld vs %lld bytes (%.3fx)\n",
+            kernels::kv_dtype_name(k.dtype), worst, static_cast<long long>(compared),
+            static_cast<long long>(identical), got.size(), static_cast<long long>(qs.kv_peak_bytes),
+            static_cast<long long>(f32s.kv_peak_bytes), ratio);
         EXPECT_GT(compared, 20);
         EXPECT_LE(worst, k.max_dlogprob);
         EXPECT_LT(ratio, k.max_ratio);

@@ -249,8 +249,8 @@ TEST(LocalGrpo, ReverseTaskLearnsWellAboveTheRandomPolicy) {
     job.rollout.sampling.max_new_tokens = 4;
     std::vector<double> rewards;
     auto run = rl::run_local_grpo(job, {.steps = 60, .on_step = [&](const rl::LocalStep& s) {
-                                        rewards.push_back(s.reward_mean);
-                                    }});
+                                            rewards.push_back(s.reward_mean);
+                                        }});
     ASSERT_TRUE(run.ok()) << run.status().to_string();
     ASSERT_EQ(rewards.size(), 60u);
     double last5 = 0;

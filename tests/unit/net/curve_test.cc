@@ -56,7 +56,7 @@ private:
 };
 
 unsigned mode_of(const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     ::stat(path.c_str(), &st);
     return st.st_mode & 0777;
 }
@@ -85,7 +85,8 @@ TEST(CurveKeys, ClusterFileErrorsNameTheFileAndTheField) {
     const std::string nodes =
         "nodes:\n"
         "  - {id: t0, role: trainer, host: 127.0.0.1}\n"
-        "  - {id: r0, role: rollout, host: 127.0.0.1, public_key: \"" + good.substr(0, 30) + "\"}\n";
+        "  - {id: r0, role: rollout, host: 127.0.0.1, public_key: \"" +
+        good.substr(0, 30) + "\"}\n";
     const std::string bad_key = dir.write("bad_key.yaml", nodes);
     auto r = config::load_cluster_file(bad_key);
     ASSERT_FALSE(r.ok());
@@ -93,18 +94,18 @@ TEST(CurveKeys, ClusterFileErrorsNameTheFileAndTheField) {
     EXPECT_NE(r.status().message().find("nodes[1].public_key"), std::string::npos)
         << r.status().message();
 
-    const std::string coord = dir.write(
-        "coord.yaml", "coordinator: {public_key: \"" + std::string(40, '~') + "\"}\n" +
-                          "nodes:\n  - {id: t0, role: trainer}\n");
+    const std::string coord =
+        dir.write("coord.yaml", "coordinator: {public_key: \"" + std::string(40, '~') + "\"}\n" +
+                                    "nodes:\n  - {id: t0, role: trainer}\n");
     r = config::load_cluster_file(coord);
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.status().message().find("coordinator.public_key"), std::string::npos)
         << r.status().message();
 
     // curve: off is refused once an address is not loopback, naming it.
-    const std::string remote = dir.write(
-        "remote.yaml",
-        "security: {curve: off}\nnodes:\n  - {id: t0, role: trainer, host: 10.1.2.3}\n");
+    const std::string remote =
+        dir.write("remote.yaml",
+                  "security: {curve: off}\nnodes:\n  - {id: t0, role: trainer, host: 10.1.2.3}\n");
     r = config::load_cluster_file(remote);
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.status().message().find("security"), std::string::npos) << r.status().message();
@@ -272,7 +273,8 @@ TEST(ZapHandler, LiveSocketsGetTheKeysNameAndStrangersAreCounted) {
                              std::chrono::seconds(5)));
     }
     zmq::pollitem_t item{server.router.handle(), 0, ZMQ_POLLIN, 0};
-    EXPECT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(100)), 0) << "a refused peer got through";
+    EXPECT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(100)), 0)
+        << "a refused peer got through";
 }
 
 std::vector<std::string> frames_of(const wire::Envelope& e) { return wire::encode(e); }
@@ -371,7 +373,8 @@ TEST(TrajectoryCurve, TheTrainerAcceptsExactlyItsJobsRolloutKeys) {
     zmq::message_t msg;
     ASSERT_TRUE(pull.recv(msg));
     EXPECT_EQ(msg.to_string(), "batch");
-    EXPECT_TRUE(wait_for([&] { return (*zap)->failed_handshakes() >= 1; }, std::chrono::seconds(5)));
+    EXPECT_TRUE(
+        wait_for([&] { return (*zap)->failed_handshakes() >= 1; }, std::chrono::seconds(5)));
     EXPECT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(100)), 0) << "the forged batch arrived";
     // No "trajectory_curve": the sockets stay plain.
     zmq::socket_t plain(ctx, zmq::socket_type::pull);

@@ -195,11 +195,10 @@ TEST(LocalLoop, TextTaskJobsRunThroughMakeJobSetupAndTheInProcessLoop) {
     EXPECT_EQ(setup->task->vocab(), nullptr);
     EXPECT_EQ(setup->initial.config().vocab_size, 151936);
     std::vector<LocalStep> warm;
-    auto run = run_local_grpo(*job, {.steps = 2,
-                                     .supervised_steps = 1,
-                                     .on_supervised_step = [&](const LocalStep& s) {
-                                         warm.push_back(s);
-                                     }});
+    auto run = run_local_grpo(
+        *job, {.steps = 2, .supervised_steps = 1, .on_supervised_step = [&](const LocalStep& s) {
+                   warm.push_back(s);
+               }});
     ASSERT_TRUE(run.ok()) << run.status().to_string();
     ASSERT_EQ(run->size(), 2u);
     ASSERT_EQ(warm.size(), 1u);

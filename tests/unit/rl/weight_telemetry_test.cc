@@ -10,8 +10,11 @@ TEST(WeightTelemetry, KeepsTheNewestFetchRowsAndCountsThemAll) {
     WeightTelemetry t;
     const size_t n = WeightTelemetry::kFetchRows + 5;
     for (size_t i = 0; i < n; ++i) {
-        t.on_fetch({.version = static_cast<int64_t>(i), .start_ns = 1000 + static_cast<int64_t>(i),
-                    .seconds = 0.5, .bytes = 100, .transport = i % 2 ? "get" : "am",
+        t.on_fetch({.version = static_cast<int64_t>(i),
+                    .start_ns = 1000 + static_cast<int64_t>(i),
+                    .seconds = 0.5,
+                    .bytes = 100,
+                    .transport = i % 2 ? "get" : "am",
                     .source = "publisher"});
     }
     const auto j = t.to_json();

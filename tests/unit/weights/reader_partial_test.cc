@@ -22,8 +22,8 @@ Layout test_layout() {
 
 TEST(ReaderPartial, ShardByShardChunkByChunkEqualsThePlanAppliedAtOnce) {
     const Layout layout = test_layout();
-    auto plan = layout.plan_partial(
-        {{"b", RowRange{10, 73}}, {"a", std::nullopt}, {"d", RowRange{0, 1}}});
+    auto plan =
+        layout.plan_partial({{"b", RowRange{10, 73}}, {"a", std::nullopt}, {"d", RowRange{0, 1}}});
     ASSERT_TRUE(plan.ok()) << plan.status().to_string();
     std::vector<std::byte> full(layout.total_bytes());
     std::mt19937 rng(7);

@@ -62,10 +62,10 @@ protected:
     testing::FakeClock clock_;
     ReaderBuffers buffers_;
     LeaseTable table_{clock_, 2, std::chrono::milliseconds(1000)};
-    RelayServe relay_{{JobId(3), "job-000003/rollout-1", std::chrono::milliseconds(1000), 0xf00,
-                       kMeta},
-                      buffers_,
-                      table_};
+    RelayServe relay_{
+        {JobId(3), "job-000003/rollout-1", std::chrono::milliseconds(1000), 0xf00, kMeta},
+        buffers_,
+        table_};
 };
 
 TEST_F(RelayServeTest, AVersionNotStartedYetWaitsAndAnotherJobIsRefused) {
