@@ -83,33 +83,64 @@ wire::StartActor start(const std::string& actor, uint64_t epoch) {
     return m;
 }
 
-TEST(AgentEpoch, StartFromAnOlderCoordinatorEpochIsRefused) {
-    const auto dir =
-        std::filesystem::temp_directory_path() / fmt::format("tandem-agent-epoch-{}", ::getpid());
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    StandInCoordinator coordinator;
+// A fresh directory for one test, removed when the test ends (after the agent has stopped, when
+// declared before it).
+struct ScratchDir {
+    explicit ScratchDir(const std::string& name)
+        : path(std::filesystem::temp_directory_path() /
+               fmt::format("tandem-agent-{}-{}", name, ::getpid())) {
+        std::filesystem::remove_all(path);
+        std::filesystem::create_directories(path);
+    }
+    ~ScratchDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    std::filesystem::path path;
+};
 
+// A rollout agent n0 that registers with the stand-in coordinator on `port`. Its bin_dir does
+// not exist: starting an actor fails fast, which is all these tests need.
+AgentOptions agent_options(const std::filesystem::path& dir, int port) {
     AgentOptions o;
     o.cluster.coordinator.host = "127.0.0.1";
-    o.cluster.coordinator.agent_port = coordinator.port();
+    o.cluster.coordinator.agent_port = port;
     o.node.id = "n0";
     o.node.role = ActorRole::kRollout;
     o.secret = "secret";
     o.run_dir = dir.string();
-    o.bin_dir = (dir / "no-such-bin").string();  // starting an actor fails fast: fine here
+    o.bin_dir = (dir / "no-such-bin").string();
     o.resources = {2, 1024, 0};
-    Agent agent(SystemClock::instance(), o);
-    std::atomic<bool> stop{false};
-    std::thread loop([&] { agent.run(stop); });
-    struct Stopper {
-        std::atomic<bool>& stop;
-        std::thread& loop;
-        ~Stopper() {
-            stop = true;
-            if (loop.joinable()) loop.join();
-        }
-    } stopper{stop, loop};
+    return o;
+}
+
+// Runs `agent` on its own thread until the test ends (then stops and joins it); code() is what
+// run() returned.
+class AgentThread {
+public:
+    explicit AgentThread(Agent& agent)
+        : code_(result_.get_future()),
+          loop_([this, &agent] { result_.set_value(agent.run(stop_)); }) {}
+    AgentThread(const AgentThread&) = delete;
+    AgentThread& operator=(const AgentThread&) = delete;
+    ~AgentThread() {
+        stop_ = true;
+        loop_.join();
+    }
+    std::future<int>& code() { return code_; }
+
+private:
+    std::atomic<bool> stop_{false};
+    std::promise<int> result_;
+    std::future<int> code_;
+    std::thread loop_;  // started once the members above exist
+};
+
+TEST(AgentEpoch, StartFromAnOlderCoordinatorEpochIsRefused) {
+    ScratchDir dir("epoch");
+    StandInCoordinator coordinator;
+    Agent agent(SystemClock::instance(), agent_options(dir.path, coordinator.port()));
+    AgentThread running(agent);
 
     ASSERT_TRUE(coordinator.next(wire::Register::kType).has_value());
     wire::RegisterAck ack;
@@ -125,7 +156,6 @@ TEST(AgentEpoch, StartFromAnOlderCoordinatorEpochIsRefused) {
     auto m = wire::body_as<wire::ActorState>(*state);
     ASSERT_TRUE(m.ok());
     EXPECT_EQ(m->actor, "job-000001/rollout-1");
-    std::filesystem::remove_all(dir);
 }
 
 // The coordinator is killed and comes back after many times dead_after_ms (a slow restart under
@@ -133,35 +163,14 @@ TEST(AgentEpoch, StartFromAnOlderCoordinatorEpochIsRefused) {
 // below the silence after which it replaces the socket (it used to grow past it, and the agent
 // then replaced each socket before registering on it: the new coordinator never heard from it).
 TEST(AgentReconnect, RegistersWithACoordinatorThatComesBackLate) {
-    const auto dir = std::filesystem::temp_directory_path() /
-                     fmt::format("tandem-agent-reconnect-{}", ::getpid());
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
+    ScratchDir dir("reconnect");
     auto coordinator = std::make_unique<StandInCoordinator>();
     const int port = coordinator->port();
-
-    AgentOptions o;
-    o.cluster.coordinator.host = "127.0.0.1";
-    o.cluster.coordinator.agent_port = port;
+    AgentOptions o = agent_options(dir.path, port);
     o.cluster.coordinator.heartbeat_ms = 50;
     o.cluster.coordinator.dead_after_ms = 200;
-    o.node.id = "n0";
-    o.node.role = ActorRole::kRollout;
-    o.secret = "secret";
-    o.run_dir = dir.string();
-    o.bin_dir = (dir / "no-such-bin").string();
-    o.resources = {2, 1024, 0};
     Agent agent(SystemClock::instance(), o);
-    std::atomic<bool> stop{false};
-    std::thread loop([&] { agent.run(stop); });
-    struct Stopper {
-        std::atomic<bool>& stop;
-        std::thread& loop;
-        ~Stopper() {
-            stop = true;
-            if (loop.joinable()) loop.join();
-        }
-    } stopper{stop, loop};
+    AgentThread running(agent);
 
     ASSERT_TRUE(coordinator->next(wire::Register::kType).has_value());
     wire::RegisterAck ack;
@@ -176,39 +185,15 @@ TEST(AgentReconnect, RegistersWithACoordinatorThatComesBackLate) {
     // Within two socket replacements (2 x 2 x dead_after_ms) plus the backoff, with margin.
     EXPECT_TRUE(coordinator->next(wire::Register::kType, std::chrono::seconds(5)).has_value())
         << "the agent never registered with the coordinator that came back";
-    std::filesystem::remove_all(dir);
 }
 
 // A coordinator of another protocol major answers the registration: the agent cannot understand
 // it, so it stops with exit code 2 (its log names both versions) instead of registering for ever.
 TEST(AgentVersion, StopsWhenTheCoordinatorSpeaksAnotherProtocolMajor) {
-    const auto dir = std::filesystem::temp_directory_path() /
-                     fmt::format("tandem-agent-protocol-{}", ::getpid());
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
+    ScratchDir dir("protocol");
     StandInCoordinator coordinator;
-    AgentOptions o;
-    o.cluster.coordinator.host = "127.0.0.1";
-    o.cluster.coordinator.agent_port = coordinator.port();
-    o.node.id = "n0";
-    o.node.role = ActorRole::kRollout;
-    o.secret = "secret";
-    o.run_dir = dir.string();
-    o.bin_dir = (dir / "no-such-bin").string();
-    o.resources = {2, 1024, 0};
-    Agent agent(SystemClock::instance(), o);
-    std::atomic<bool> stop{false};
-    std::promise<int> result;
-    std::future<int> code = result.get_future();
-    std::thread loop([&] { result.set_value(agent.run(stop)); });
-    struct Stopper {
-        std::atomic<bool>& stop;
-        std::thread& loop;
-        ~Stopper() {
-            stop = true;
-            if (loop.joinable()) loop.join();
-        }
-    } stopper{stop, loop};
+    Agent agent(SystemClock::instance(), agent_options(dir.path, coordinator.port()));
+    AgentThread running(agent);
 
     ASSERT_TRUE(coordinator.next(wire::Register::kType).has_value());
     wire::RegisterAck ack;
@@ -217,10 +202,9 @@ TEST(AgentVersion, StopsWhenTheCoordinatorSpeaksAnotherProtocolMajor) {
     wire::Envelope e = wire::make_envelope(ack, 1);
     e.major = wire::kProtocolMajor + 1;
     coordinator.send_raw(e);
-    ASSERT_EQ(code.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+    ASSERT_EQ(running.code().wait_for(std::chrono::seconds(10)), std::future_status::ready)
         << "the agent kept running after a reply it cannot read";
-    EXPECT_EQ(code.get(), 2);
-    std::filesystem::remove_all(dir);
+    EXPECT_EQ(running.code().get(), 2);
 }
 
 }  // namespace
