@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "common/model/decoder_layer.h"
+#include "common/model/self_attention.h"
 #include "kernels/attention.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/half.h"
@@ -110,24 +111,6 @@ Status DeviceModel::prepare(const Stream& s, const model::PackedBatch& batch, Ro
     return Status();
 }
 
-namespace {
-
-// Causal attention of `len` rows at positions [first, first + len) to keys [0, first + len).
-kernels::AttentionParams self_attention(const model::ModelConfig& c, int64_t len, int64_t first) {
-    kernels::AttentionParams p;
-    p.tq = len;
-    p.tk = first + len;
-    p.q_pos0 = first;
-    p.hq = c.num_heads;
-    p.hkv = c.num_kv_heads;
-    p.d = c.head_dim();
-    p.scale = kernels::default_softmax_scale(p.d);
-    p.causal = true;
-    return p;
-}
-
-}  // namespace
-
 Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch, Rows& rows) {
     using model::PackedBatch;
     const model::ModelConfig& c = config_;
@@ -218,7 +201,7 @@ Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch,
                 first = plen;
             }
             TANDEM_RETURN_IF_ERROR(kernels::attention_forward_cuda(
-                self_attention(c, len, first), kernels::DType::kBF16, qb.as<Bf16>() + b0 * qd, keys,
+                model::self_attention(c, len, first), kernels::DType::kBF16, qb.as<Bf16>() + b0 * qd, keys,
                 values, o.as<float>() + b0 * qd, lse.as<float>() + b0 * hq, s.handle()));
         }
         TANDEM_RETURN_IF_ERROR(ops::to_bf16(s, n * qd, o.as<float>(), a.as<Bf16>()));

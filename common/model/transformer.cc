@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "common/model/decoder_layer.h"
+#include "common/model/self_attention.h"
 
 namespace tandem::model {
 
@@ -65,21 +66,6 @@ template <typename T>
 T* sized(std::vector<T>& v, int64_t n) {
     v.resize(static_cast<size_t>(n));
     return v.data();
-}
-
-// Causal attention of `len` query rows at positions [first, first + len) to the keys at
-// positions [0, first + len): a whole sequence (first = 0) or a continuation behind its prefix.
-kernels::AttentionParams self_attention(const ModelConfig& c, int64_t len, int64_t first = 0) {
-    kernels::AttentionParams p;
-    p.tq = len;
-    p.tk = first + len;
-    p.q_pos0 = first;
-    p.hq = c.num_heads;
-    p.hkv = c.num_kv_heads;
-    p.d = c.head_dim();
-    p.scale = kernels::default_softmax_scale(p.d);
-    p.causal = true;
-    return p;
 }
 
 // [a rows; b rows] of width w into `buf`.
