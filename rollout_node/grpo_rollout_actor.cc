@@ -19,6 +19,7 @@
 #include "common/rl/task_factory.h"
 #include "common/rl/weight_telemetry.h"
 #include "common/weights/reader.h"
+#include "common/weights/reader_mismatch.h"
 #include "rollout_node/rollout_loop.h"
 
 namespace tandem::rollout {
@@ -253,6 +254,9 @@ Status run_grpo_rollout(runtime::JobRuntime& rt) {
     // With no more rollouts than the fan-out every one would read the publishers anyway.
     const bool relay = job.rollout.replicas > job.rollout.relay_fanout;
     ro.relay = relay;
+    // A trainer of another layout (a Python publisher leaves its tensors there) is refused
+    // naming the first differing tensor.
+    ro.layouts_dir = weights::job_layouts_dir(rt.run_dir(), rt.actor().job);
     TANDEM_ASSIGN_OR_RETURN(auto reader, weights::Reader::create(ro, std::move(layout)));
 
     ReaderWeights weights(rt, std::move(reader), relay);

@@ -1,4 +1,5 @@
 #include "common/weights/reader_core.h"
+#include "common/weights/reader_mismatch.h"
 
 #include <unistd.h>
 
@@ -192,7 +193,8 @@ Status Reader::Core::validate(const VersionDescriptor& version) const {
         return invalid_argument(
             fmt::format("layout mismatch: version {} of {} has layout {}, this reader expects {}",
                         version.version, version.job.str(),
-                        fingerprint_text(version.layout_fingerprint), layout_.fingerprint_text()));
+                        fingerprint_text(version.layout_fingerprint), layout_.fingerprint_text()) +
+            mismatch_detail(layout_, options_.layouts_dir, version.layout_fingerprint));
     }
     if (!version.complete()) {
         return unavailable(fmt::format("version {} is not complete ({} of {} shards)",

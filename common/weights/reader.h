@@ -57,6 +57,9 @@ struct ReaderOptions {
     std::chrono::milliseconds drain_timeout_ms{2000};
     // Smallest chunk size a source may use (sizes the reader's manifest space).
     uint64_t min_chunk_bytes = 4096;
+    // Where the job's publishers leave their layouts by fingerprint (job_layouts_dir in
+    // reader_mismatch.h); when set, a layout mismatch names the first differing tensor.
+    std::string layouts_dir;
     // Serve fetched versions to other readers (relay tree); see relay_source().
     bool relay = false;
     std::chrono::milliseconds relay_lease_ttl_ms{5000};

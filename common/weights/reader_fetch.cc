@@ -1,4 +1,5 @@
 #include "common/weights/reader_core.h"
+#include "common/weights/reader_mismatch.h"
 #include "common/weights/reader_partial.h"
 #include "common/weights/reader_pull.h"
 
@@ -387,8 +388,9 @@ Status Reader::Core::accept_lease(Operation& op, ShardFetch& sf) {
     sf.next_renew = clock_.now() + std::chrono::milliseconds(r.ttl_ms / 3);
     if (r.layout_fingerprint != layout_.fingerprint()) {
         return invalid_argument(fmt::format(
-            "layout mismatch: {} serves version {} with layout {}, this reader expects {}",
-            sf.source_name, v, fingerprint_text(r.layout_fingerprint), layout_.fingerprint_text()));
+            "layout mismatch: {} serves version {} with layout {}, this reader expects {}{}",
+            sf.source_name, v, fingerprint_text(r.layout_fingerprint), layout_.fingerprint_text(),
+            mismatch_detail(layout_, options_.layouts_dir, r.layout_fingerprint)));
     }
     if (r.version != v || r.data_bytes != sf.shard.range.size() ||
         r.chunk_bytes < options_.min_chunk_bytes ||
@@ -442,9 +444,11 @@ Status Reader::Core::check_meta(Operation& op, ShardFetch& sf) {
     }
     if (h.fields.layout_fingerprint != layout_.fingerprint()) {
         return invalid_argument(
-            fmt::format("layout mismatch: slot {} of {} holds layout {}, this reader expects {}",
+            fmt::format("layout mismatch: slot {} of {} holds layout {}, this reader expects {}{}",
                         sf.lease.slot, sf.source_name,
-                        fingerprint_text(h.fields.layout_fingerprint), layout_.fingerprint_text()));
+                        fingerprint_text(h.fields.layout_fingerprint), layout_.fingerprint_text(),
+                        mismatch_detail(layout_, options_.layouts_dir,
+                                        h.fields.layout_fingerprint)));
     }
     sf.manifest =
         Manifest(sf.lease.chunk_bytes, sf.lease.data_bytes,

@@ -14,6 +14,7 @@
 
 #include "common/weights/publisher.h"
 #include "common/weights/reader.h"
+#include "common/weights/reader_mismatch.h"
 #include "common/weights/safetensors.h"
 #include "common/weights/source_client.h"
 #include "common/weights/ucx_loop.h"
@@ -75,6 +76,37 @@ TEST_P(WeightsInProcess, LayoutMismatchIsRefusedNamingBothFingerprints) {
     EXPECT_NE(p.message().find(published.fingerprint_text()), std::string::npos) << p.message();
     EXPECT_NE(p.message().find(expected.fingerprint_text()), std::string::npos) << p.message();
     EXPECT_EQ(directory_.newest(JobId(1))->version, 1u);
+}
+
+// A rollout reading a publisher of another layout (a Python trainer leaves its tensors in the
+// job's layouts directory) is told which tensor differs first, besides both fingerprints.
+TEST_P(WeightsInProcess, LayoutMismatchNamesTheFirstDifferingTensorFromThePublishersLayoutFile) {
+    auto specs = [](int64_t rows) {
+        return std::vector<TensorSpec>{{"model.embed_tokens.weight", DType::kF32, {64, 32}},
+                                       {"model.norm.weight", DType::kF32, {rows}},
+                                       {"lm_head.weight", DType::kF32, {64, 32}}};
+    };
+    const Layout published = *Layout::create(specs(48));
+    const Layout expected = *Layout::create(specs(32));
+    TempDir dir;
+    ASSERT_TRUE(write_layout_file(dir.path(), published).ok());
+    auto publisher = Publisher::create(publisher_options(), published, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    auto data = contents(published, 23, 1);
+    ASSERT_TRUE((*publisher)->publish(1, data.span()).ok());
+    ReaderOptions o = reader_options();
+    o.layouts_dir = dir.path();
+    auto reader = Reader::create(o, expected);
+    ASSERT_TRUE(reader.ok()) << reader.status().to_string();
+    Status s = (*reader)->fetch(*directory_.newest(JobId(1)));
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find(published.fingerprint_text()), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(expected.fingerprint_text()), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("first difference at tensor 1 model.norm.weight: shape [32] "
+                               "expected, [48] published"),
+              std::string::npos)
+        << s.message();
+    EXPECT_FALSE((*reader)->fetched_version().has_value());
 }
 
 TEST_P(WeightsInProcess, TruncatedSafetensorsPublishesNothing) {
