@@ -1,13 +1,18 @@
 // `tandem up --slurm` and deploy/slurm/tandem.sbatch against a real single-node Slurm (Debian
 // slurm-wlm): the test starts its own munged, slurmctld and slurmd on private ports and a private
 // state directory, and stops them at the end. Skips with the reason when Slurm is not installed
-// or does not come up (not root, no munge...).
+// or does not come up (not root, no munge...). The hetjob case runs a second slurmd on this
+// machine as a second node (`localhost`): Slurm's backfill scheduler, the only one that starts
+// hetjobs, reserves whole nodes for a component, so two components never start on one node.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <map>
+
 #include <gtest/gtest.h>
 
+#include "common/config/loader.h"
 #include "tests/integration/control/cluster_harness.h"
 
 namespace tandem::testing {
@@ -16,10 +21,12 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// munged + slurmctld + slurmd for this machine alone, torn down by the destructor.
+// munged + slurmctld + slurmd for this machine alone, torn down by the destructor. With
+// `two_nodes`, a second slurmd on this machine serves a second node named localhost (each node
+// then has 1 CPU).
 class SingleNodeSlurm {
 public:
-    SingleNodeSlurm() {
+    explicit SingleNodeSlurm(bool two_nodes = false) {
         dir_ = (fs::temp_directory_path() / fmt::format("tandem-slurm-{}", ::getpid())).string();
         fs::remove_all(dir_);
         fs::create_directories(dir_ + "/state");
@@ -51,27 +58,45 @@ public:
         }
         char host[256] = {};
         ::gethostname(host, sizeof(host) - 1);
+        host_ = host;
         const int ctld_port = free_port(), d_port = free_port();
+        // Two nodes: one slurmd each (`slurmd -N`), told apart by their ports; the spool, pid
+        // and log paths carry the node name (%n).
+        const std::string nodes =
+            two_nodes ? fmt::format("NodeName={} Port={} CPUs=1 State=UNKNOWN\n"
+                                    "NodeName=localhost Port={} CPUs=1 State=UNKNOWN\n",
+                                    host, d_port, free_port())
+                      : fmt::format("NodeName={} CPUs={} State=UNKNOWN\n", host,
+                                    ::sysconf(_SC_NPROCESSORS_ONLN));
         std::ofstream(conf()) << fmt::format(
             "ClusterName=tandemtest\nSlurmctldHost={host}\nAuthType=auth/munge\n"
             "CredType=cred/munge\nAuthInfo=socket={d}/munge.sock\nSlurmUser=root\n"
             "SlurmdUser=root\nSlurmctldPort={cp}\nSlurmdPort={dp}\nStateSaveLocation={d}/state\n"
-            "SlurmdSpoolDir={d}/spool\nSlurmctldPidFile={d}/slurmctld.pid\n"
-            "SlurmdPidFile={d}/slurmd.pid\nSlurmctldLogFile={d}/slurmctld.log\n"
-            "SlurmdLogFile={d}/slurmd.log\nProctrackType=proctrack/linuxproc\n"
+            "SlurmdSpoolDir={d}/spool/%n\nSlurmctldPidFile={d}/slurmctld.pid\n"
+            "SlurmdPidFile={d}/slurmd-%n.pid\nSlurmctldLogFile={d}/slurmctld.log\n"
+            "SlurmdLogFile={d}/slurmd-%n.log\nProctrackType=proctrack/linuxproc\n"
             "TaskPlugin=task/none\nJobAcctGatherType=jobacct_gather/none\n"
             "SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nReturnToService=2\n"
-            "MpiDefault=none\nNodeName={host} CPUs={cpus} State=UNKNOWN\n"
+            // Hetjobs start only from the backfill scheduler: run it every second.
+            "SchedulerParameters=bf_interval=1\n"
+            "MpiDefault=none\n{nodes}"
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP "
             "OverSubscribe=YES\n",
             fmt::arg("host", host), fmt::arg("d", dir_), fmt::arg("cp", ctld_port),
-            fmt::arg("dp", d_port), fmt::arg("cpus", ::sysconf(_SC_NPROCESSORS_ONLN)));
+            fmt::arg("dp", d_port), fmt::arg("nodes", nodes));
         ctld_ = spawn({"/usr/sbin/slurmctld", "-D", "-i", "-f", conf()}, "slurmctld.out");
-        slurmd_ = spawn({"/usr/sbin/slurmd", "-D", "-f", conf()}, "slurmd.out");
-        if (!wait_until([&] { return run_cmd(env() + " sinfo -h -o %T").out == "idle\n"; }, 30s)) {
+        slurmd_ = spawn({"/usr/sbin/slurmd", "-D", "-N", host, "-f", conf()}, "slurmd.out");
+        if (two_nodes) {
+            slurmd2_ =
+                spawn({"/usr/sbin/slurmd", "-D", "-N", "localhost", "-f", conf()}, "slurmd2.out");
+        }
+        const std::string idle = fmt::format("{} idle\n", two_nodes ? 2 : 1);
+        if (!wait_until([&] { return run_cmd(env() + " sinfo -h -o '%D %T'").out == idle; },
+                        30s)) {
             {
-                fail("the Slurm node did not become idle: " + run_cmd(env() + " sinfo").out +
-                     read(dir_ + "/slurmctld.log") + read(dir_ + "/slurmd.log"));
+                fail("the Slurm nodes did not become idle: " + run_cmd(env() + " sinfo").out +
+                     read(dir_ + "/slurmctld.log") + read(dir_ + "/slurmd.out") +
+                     read(dir_ + "/slurmd2.out"));
                 return;
             }
         }
@@ -79,7 +104,7 @@ public:
     }
     ~SingleNodeSlurm() {
         run_cmd(env() + " scancel --full --user=root 2>/dev/null");
-        for (pid_t p : {slurmd_, ctld_, munged_}) {
+        for (pid_t p : {slurmd2_, slurmd_, ctld_, munged_}) {
             if (p <= 0) continue;
             ::kill(p, SIGTERM);
             if (!wait_until([&] { return ::waitpid(p, nullptr, WNOHANG) == p; }, 10s)) {
@@ -96,6 +121,7 @@ public:
     bool ok() const { return ok_; }
     const std::string& why() const { return why_; }
     const std::string& dir() const { return dir_; }
+    const std::string& host() const { return host_; }  // the first node's name
     std::string conf() const { return dir_ + "/slurm.conf"; }
     std::string env() const { return "SLURM_CONF=" + conf(); }
 
@@ -125,31 +151,44 @@ private:
         return pid;
     }
 
-    std::string dir_, why_;
+    std::string dir_, why_, host_;
     bool ok_ = false;
-    pid_t munged_ = -1, ctld_ = -1, slurmd_ = -1;
+    pid_t munged_ = -1, ctld_ = -1, slurmd_ = -1, slurmd2_ = -1;
 };
 
-// A cluster file for `up --slurm`: the allocation's one node runs a trainer and a rollout agent.
-std::string write_cluster(const std::string& dir, const std::string& rollout_extra) {
+// A cluster file for `up --slurm`: by default the allocation's one node runs a trainer and a
+// rollout agent.
+std::string write_cluster(const std::string& dir, const std::string& rollout_extra,
+                          const std::string& slurm = "{trainer_nodes: 1, colocate: true}") {
     const std::string path = dir + "/cluster.yaml";
     std::ofstream(path) << fmt::format(
         "name: slurm\ncoordinator: {{agent_port: {}, http_bind: 127.0.0.1, http_port: {}, "
         "heartbeat_ms: 200, dead_after_ms: 1000}}\n"
-        "slurm: {{trainer_nodes: 1, colocate: true}}\n"
+        "slurm: {}\n"
         "nodes:\n  - {{id: t, role: trainer, resources: {{cpus: 1}}}}\n"
         "  - {{id: r, role: rollout, resources: {{cpus: 1}}{}}}\n",
-        free_port(), free_port(), rollout_extra);
+        free_port(), free_port(), slurm, rollout_extra);
     return path;
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void write_diagnostic_job(const std::string& path) {
+    std::ofstream(path)
+        << "name: d\nkind: diagnostic\ntrainer: {replicas: 1}\nrollout: {replicas: 1}\n"
+           "diagnostic: {duration_s: 1, report_every_s: 0.2}\n";
 }
 
 TEST(Slurm, SbatchBringsTheClusterUpRunsTheJobAndTearsItDown) {
     SingleNodeSlurm slurm;
     if (!slurm.ok()) GTEST_SKIP() << slurm.why();
     const std::string cluster = write_cluster(slurm.dir(), "");
-    std::ofstream(slurm.dir() + "/job.yaml")
-        << "name: d\nkind: diagnostic\ntrainer: {replicas: 1}\nrollout: {replicas: 1}\n"
-           "diagnostic: {duration_s: 1, report_every_s: 0.2}\n";
+    write_diagnostic_job(slurm.dir() + "/job.yaml");
     const std::string out = slurm.dir() + "/job.out";
     auto r = run_cmd(
         fmt::format("cd {d} && {env} TANDEM_BIN={bin} sbatch --wait -N1 -o {out} "
@@ -158,15 +197,43 @@ TEST(Slurm, SbatchBringsTheClusterUpRunsTheJobAndTearsItDown) {
                     fmt::arg("d", slurm.dir()), fmt::arg("env", slurm.env()),
                     fmt::arg("bin", std::string(TANDEM_BINARY_DIR) + "/bin"), fmt::arg("out", out),
                     fmt::arg("src", TANDEM_SOURCE_DIR), fmt::arg("cluster", cluster)));
-    std::ifstream in(out);
-    std::stringstream text;
-    text << in.rdbuf();
-    EXPECT_EQ(r.code, 0) << r.out << text.str();
-    EXPECT_NE(text.str().find("cluster slurm is up: 2 nodes registered"), std::string::npos)
-        << text.str();
-    EXPECT_NE(text.str().find("started tandem-rollout-node rollout-0"), std::string::npos)
-        << text.str();
-    EXPECT_NE(text.str().find("process(es) stopped"), std::string::npos) << text.str();
+    const std::string text = read_text(out);
+    EXPECT_EQ(r.code, 0) << r.out << text;
+    EXPECT_NE(text.find("cluster slurm is up: 2 nodes registered"), std::string::npos) << text;
+    EXPECT_NE(text.find("started tandem-rollout-node rollout-0"), std::string::npos) << text;
+    EXPECT_NE(text.find("process(es) stopped"), std::string::npos) << text;
+}
+
+// `sbatch A : B` with `slurm: {hetjob: true}`: the trainer agent is started in het group 0 on its
+// node and the rollout agent in group 1 on the other (an srun naming a node outside its het group
+// fails the step, so the job getting through shows the groups are right).
+TEST(Slurm, HetjobRunsTheTrainerInGroupZeroAndTheRolloutInGroupOne) {
+    SingleNodeSlurm slurm(/*two_nodes=*/true);
+    if (!slurm.ok()) GTEST_SKIP() << slurm.why();
+    const std::string cluster =
+        write_cluster(slurm.dir(), "", "{hetjob: true, trainer_nodes: 1, rollout_nodes: 1}");
+    write_diagnostic_job(slurm.dir() + "/job.yaml");
+    const std::string out = slurm.dir() + "/job.out", run = slurm.dir() + "/run";
+    auto r = run_cmd(fmt::format(
+        "cd {d} && {env} TANDEM_BIN={bin} TANDEM_RUN_DIR={run} timeout 120 sbatch --wait -o {out} "
+        "-N1 -w {host} : -N1 -w localhost {src}/deploy/slurm/tandem.sbatch {cluster} {d}/job.yaml",
+        fmt::arg("d", slurm.dir()), fmt::arg("env", slurm.env()),
+        fmt::arg("bin", std::string(TANDEM_BINARY_DIR) + "/bin"), fmt::arg("run", run),
+        fmt::arg("out", out), fmt::arg("host", slurm.host()), fmt::arg("src", TANDEM_SOURCE_DIR),
+        fmt::arg("cluster", cluster)));
+    const std::string text = read_text(out);
+    EXPECT_EQ(r.code, 0) << r.out << text;
+    EXPECT_NE(text.find("cluster slurm is up: 2 nodes registered"), std::string::npos) << text;
+    EXPECT_NE(text.find("started tandem-trainer-node trainer-0"), std::string::npos) << text;
+    EXPECT_NE(text.find("started tandem-rollout-node rollout-0"), std::string::npos) << text;
+    EXPECT_NE(text.find("process(es) stopped"), std::string::npos) << text;
+    // The generated cluster: the trainer on group 0's node, the rollout on group 1's.
+    auto spec = config::load_cluster_file(run + "/cluster-slurm.yaml");
+    ASSERT_TRUE(spec.ok()) << spec.status().to_string();
+    std::map<std::string, std::string> host_of;
+    for (const auto& n : spec->nodes) host_of[n.id] = n.host;
+    EXPECT_EQ(host_of, (std::map<std::string, std::string>{{"trainer-0", slurm.host()},
+                                                           {"rollout-0", "localhost"}}));
 }
 
 TEST(Slurm, ANodeThatCannotStartFailsTheLaunchWithItsName) {
