@@ -1,0 +1,34 @@
+#pragma once
+
+// Attention backward on the device: the gradients of the attention forward of kernels/attention.h
+// (attention_forward_cuda) from its saved o and lse, with the same shapes and conventions (q
+// [tq, hq, d], k and v [tk, hkv, d], lse [hq, tq] natural log with lse_stride, causal masking by
+// global positions, GQA: query head h reads key/value head h / (hq / hkv)). The CPU twin is
+// common/model/layers.h's attention_backward (kernels' attention_backward_cpu in fp32, a direct
+// reference in double), which tests/gpu/attention_backward_cuda_test.cc compares it with.
+//
+// Arithmetic: inputs q, k, v in `dtype` (kBF16, as the device model stores them, or kF32; kF16
+// is refused), o, lse, dout and the gradients fp32, fp32 accumulation. Probabilities are
+// recomputed from lse (no [tq, tk] matrix is stored). Deterministic: every gradient element is
+// summed by one warp in a fixed order (no atomics). One warp per query row and head for dq, one
+// per key row and key/value head for dk and dv, so the cost is about three times the forward's
+// dot products on CUDA cores: made for correctness first; a tiled tensor-core version is future
+// work.
+
+#include "common/status.h"
+#include "kernels/attention.h"
+#include "kernels/cuda/runtime.h"
+
+namespace tandem::kernels::cuda {
+
+// dq [tq, hq, d], dk and dv [tk, hkv, d] (fp32 device memory): the gradients of sum(o * dout)
+// for o = attention(q, k, v). With accumulate_grads they are added to what the buffers hold
+// (continuations add their prefix's key gradients), else overwritten. Rows without a visible key
+// (lse = -inf) get zero gradients. p.accumulate must be false. Enqueued on `s`; shapes are
+// checked at once (kernels::validate), errors name attention_backward.
+Status attention_backward(const Stream& s, const AttentionParams& p, DType dtype, const void* q,
+                          const void* k, const void* v, const float* o, const float* lse,
+                          const float* dout, float* dq, float* dk, float* dv,
+                          bool accumulate_grads);
+
+}  // namespace tandem::kernels::cuda
