@@ -30,6 +30,10 @@ for t in tandem_gpu_device tandem_gpu_ops tandem_gpu_model tandem_gpu_kernels_at
     rc=$?
     result[$t]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/$t.txt" | tr -s ' ' | tr '\n' ' ')"
 done
+# Decode attention over quantized KV pages against the CPU kernel and a double reference.
+timeout 120 "$B/tandem_gpu_kv_attention" > "$O/tandem_gpu_kv_attention.txt" 2>&1
+rc=$?
+result[tandem_gpu_kv_attention]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_kv_attention.txt" | tr -s ' ' | tr '\n' ' ')"
 timeout 200 python3 deploy/gpu/check_attention.py "$B" /tmp/tandem-attn-check > "$O/attention_vs_torch.jsonl" 2> "$O/attention_vs_torch.err"
 timeout 300 "$B/tandem-bench-attention" --case gpu_forward > "$O/bench_gpu_forward.jsonl" 2> "$O/bench.err"
 timeout 200 python3 bench/attention/sdpa_baseline.py > "$O/sdpa_baseline.jsonl" 2> "$O/sdpa.err"
