@@ -58,7 +58,13 @@ TokenLoss grpo_token_loss(double logp, double behaviour_logp, double ref_logp, d
     } else {
         t.clipped = true;
     }
-    t.loss = -std::min(surr1, surr2);
+    double obj = std::min(surr1, surr2);
+    if (advantage < 0 && o.dual_clip > 0 && obj < o.dual_clip * advantage) {
+        obj = o.dual_clip * advantage;
+        dobj = 0;
+        t.clipped = true;
+    }
+    t.loss = -obj;
     t.weight = -dobj;
     if (o.kl_coef > 0) {
         const double d = ref_logp - logp;

@@ -20,6 +20,12 @@ std::vector<double> group_advantages(std::span<const double> rewards,
 
 struct GrpoOptions {
     double clip_eps = 0.2;
+    // Dual clip (Ye et al. 2020): with A < 0 the policy term is at least dual_clip * A, so a
+    // token whose ratio exceeds dual_clip gets no gradient. Without it -min(ratio A, clip A)
+    // grows with the ratio for A < 0: behaviour log-probs from a different sampler (a quantized
+    // KV cache, stale weights) can put ratios of e^5..e^9 on single tokens, whose gradient then
+    // outweighs the batch. 0: off. On-policy ratios stay near 1 and never reach it.
+    double dual_clip = 3.0;
     double kl_coef = 0.0;      // weight of the k3 estimator of KL(policy || reference)
     double temperature = 1.0;  // log-probs are taken at this temperature on both sides
 
@@ -29,6 +35,7 @@ struct GrpoOptions {
 
 // One completion token's share of the loss. With ratio = exp(logp - behaviour_logp):
 //   loss = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + kl_coef * k3,
+//          with the policy term at most -dual_clip * A when A < 0 (dual clip),
 //   k3   = exp(ref - logp) - (ref - logp) - 1,
 // scaled by `scale` (1 / tokens in the batch: token-mean aggregation). `weight` is dloss/dlogp,
 // the per-token weight the model's backward takes.

@@ -57,6 +57,29 @@ TEST(GrpoTokenLoss, WeightIsTheDerivativeOfTheLoss) {
     EXPECT_EQ(t.kl, 0.0);
 }
 
+TEST(GrpoTokenLoss, DualClipBoundsTheWeightOfNegativeAdvantagesFromAnotherSampler) {
+    // Behaviour log-probs from a quantized KV cache can sit nats below the trainer's: ratio e^9.
+    GrpoOptions o;
+    o.clip_eps = 0.2;
+    const double beh = -10.0, lp = -1.0, adv = -0.7, scale = 0.5;
+    const TokenLoss t = grpo_token_loss(lp, beh, lp, adv, o, scale);
+    EXPECT_GT(t.ratio, o.dual_clip);
+    EXPECT_TRUE(t.clipped);
+    EXPECT_EQ(t.weight, 0.0);
+    EXPECT_NEAR(t.loss, -o.dual_clip * adv * scale, 1e-12);
+    // Below the dual clip the unclipped branch stays: weight -ratio * A * scale.
+    const TokenLoss below = grpo_token_loss(beh + std::log(2.5), beh, beh, adv, o, scale);
+    EXPECT_FALSE(below.clipped);
+    EXPECT_NEAR(below.weight, -2.5 * adv * scale, 1e-9);
+    // Positive advantages are untouched (the ordinary clip already caps them), and off it is the
+    // plain clipped objective: weight -ratio * A * scale however large the ratio.
+    EXPECT_TRUE(grpo_token_loss(lp, beh, lp, 0.7, o, scale).clipped);
+    o.dual_clip = 0;
+    const TokenLoss off = grpo_token_loss(lp, beh, lp, adv, o, scale);
+    EXPECT_FALSE(off.clipped);
+    EXPECT_NEAR(off.weight, -std::exp(9.0) * adv * scale, 1e-6);
+}
+
 TEST(LearningRate, WarmupThenConstantLinearOrCosine) {
     config::OptimizerSpec s;
     s.lr = 1.0;
