@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "common/gpu/device_acts.h"
 #include "common/model/decoder_layer.h"
 #include "common/model/self_attention.h"
 #include "kernels/attention.h"
@@ -19,13 +20,11 @@ using kernels::cuda::DeviceBuffer;
 using kernels::cuda::Stream;
 namespace ops = kernels::cuda;
 
-// The device copies of one batch's indices and the last hidden rows.
-struct DeviceModel::Rows {
-    int64_t n = 0;
-    std::vector<int32_t> pos;        // host copy
-    DeviceBuffer tokens, positions;  // int32 [n]
-    DeviceBuffer f;                  // bf16 [n, hidden]: the final norm's output
-};
+DeviceModel::DeviceModel(const model::ModelConfig& c, kernels::cuda::DeviceAllocator& alloc,
+                         kernels::cuda::Gemm& gemm)
+    : config_(c), alloc_(alloc), gemm_(gemm) {}
+
+DeviceModel::~DeviceModel() = default;
 
 Result<std::unique_ptr<DeviceModel>> DeviceModel::create(const model::ModelConfig& config,
                                                          kernels::cuda::DeviceAllocator& alloc,
@@ -111,7 +110,8 @@ Status DeviceModel::prepare(const Stream& s, const model::PackedBatch& batch, Ro
     return Status();
 }
 
-Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch, Rows& rows) {
+Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch, Rows& rows,
+                               Saved* saved) {
     using model::PackedBatch;
     const model::ModelConfig& c = config_;
     const int64_t n = rows.n, h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(),
@@ -124,13 +124,22 @@ Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch,
     TANDEM_ASSIGN_OR_RETURN(DeviceBuffer x, alloc(n * h, 4, "residual stream"));
     TANDEM_ASSIGN_OR_RETURN(DeviceBuffer a, alloc(n * std::max(h, qd), 2, "normed rows / o"));
     TANDEM_ASSIGN_OR_RETURN(DeviceBuffer proj, alloc(n * std::max(qd, inter), 4, "projection"));
-    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer proj2, alloc(n * inter, 4, "up projection"));
-    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer qb, alloc(n * qd, 2, "q (bf16)"));
-    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer kb, alloc(n * kvd, 2, "k (bf16)"));
-    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer vb, alloc(n * kvd, 2, "v (bf16)"));
-    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer o, alloc(n * qd, 4, "attention output"));
-    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer lse, alloc(n * hq, 4, "attention lse"));
     TANDEM_ASSIGN_OR_RETURN(DeviceBuffer sw, alloc(n * inter, 2, "swiglu (bf16)"));
+    // Inference reuses one set of buffers for every layer; training keeps each layer's.
+    struct Scratch {
+        DeviceBuffer proj2, qb, kb, vb, o, lse;
+    } scratch;
+    if (!saved) {
+        TANDEM_ASSIGN_OR_RETURN(scratch.proj2, alloc(n * inter, 4, "up projection"));
+        TANDEM_ASSIGN_OR_RETURN(scratch.qb, alloc(n * qd, 2, "q (bf16)"));
+        TANDEM_ASSIGN_OR_RETURN(scratch.kb, alloc(n * kvd, 2, "k (bf16)"));
+        TANDEM_ASSIGN_OR_RETURN(scratch.vb, alloc(n * kvd, 2, "v (bf16)"));
+        TANDEM_ASSIGN_OR_RETURN(scratch.o, alloc(n * qd, 4, "attention output"));
+        TANDEM_ASSIGN_OR_RETURN(scratch.lse, alloc(n * hq, 4, "attention lse"));
+    } else {
+        saved->layers.clear();
+        saved->layers.resize(static_cast<size_t>(c.num_layers));
+    }
     // Longest continuation with its prefix: keys and values gathered behind the prefix's.
     int64_t longest = 0;
     for (int64_t q = 0; q < batch.num_sequences(); ++q) {
@@ -149,14 +158,48 @@ Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch,
         s, n, h, c.vocab_size, rows.tokens.as<const int32_t>(), w.embed, x.as<float>()));
     for (int l = 0; l < c.num_layers; ++l) {
         const auto& L = w.layers[l];
+        // This layer's activation buffers: its own when training, else the shared scratch.
+        LayerActs* A = saved ? &saved->layers[static_cast<size_t>(l)] : nullptr;
+        if (A) {
+            TANDEM_ASSIGN_OR_RETURN(A->x_in, alloc(n * h, 4, "saved layer input"));
+            TANDEM_ASSIGN_OR_RETURN(A->rstd1, alloc(n, 4, "saved input norm rstd"));
+            TANDEM_ASSIGN_OR_RETURN(A->a, alloc(n * h, 2, "saved normed input"));
+            TANDEM_ASSIGN_OR_RETURN(A->q, alloc(n * qd, 2, "saved q"));
+            TANDEM_ASSIGN_OR_RETURN(A->k, alloc(n * kvd, 2, "saved k"));
+            TANDEM_ASSIGN_OR_RETURN(A->v, alloc(n * kvd, 2, "saved v"));
+            if (L.q_norm) {
+                TANDEM_ASSIGN_OR_RETURN(A->q_raw, alloc(n * qd, 4, "saved q before its norm"));
+                TANDEM_ASSIGN_OR_RETURN(A->k_raw, alloc(n * kvd, 4, "saved k before its norm"));
+                TANDEM_ASSIGN_OR_RETURN(A->rstd_q, alloc(n * hq, 4, "saved q norm rstd"));
+                TANDEM_ASSIGN_OR_RETURN(A->rstd_k,
+                                        alloc(n * c.num_kv_heads, 4, "saved k norm rstd"));
+            }
+            TANDEM_ASSIGN_OR_RETURN(A->o, alloc(n * qd, 4, "saved attention output"));
+            TANDEM_ASSIGN_OR_RETURN(A->lse, alloc(n * hq, 4, "saved attention lse"));
+            TANDEM_ASSIGN_OR_RETURN(A->x_mid, alloc(n * h, 4, "saved attention residual"));
+            TANDEM_ASSIGN_OR_RETURN(A->rstd2, alloc(n, 4, "saved post norm rstd"));
+            TANDEM_ASSIGN_OR_RETURN(A->b, alloc(n * h, 2, "saved post norm output"));
+            TANDEM_ASSIGN_OR_RETURN(A->g, alloc(n * inter, 4, "saved gate projection"));
+            TANDEM_ASSIGN_OR_RETURN(A->u, alloc(n * inter, 4, "saved up projection"));
+            TANDEM_RETURN_IF_ERROR(ops::copy_on_device(s, A->x_in.as(), x.as(),
+                                                       static_cast<size_t>(n * h) * 4));
+        }
+        Bf16* an = A ? A->a.as<Bf16>() : a.as<Bf16>();
+        Bf16* qb = A ? A->q.as<Bf16>() : scratch.qb.as<Bf16>();
+        Bf16* kb = A ? A->k.as<Bf16>() : scratch.kb.as<Bf16>();
+        Bf16* vb = A ? A->v.as<Bf16>() : scratch.vb.as<Bf16>();
+        float* o = A ? A->o.as<float>() : scratch.o.as<float>();
+        float* lse = A ? A->lse.as<float>() : scratch.lse.as<float>();
+        float* g = A ? A->g.as<float>() : proj.as<float>();
+        float* u = A ? A->u.as<float>() : scratch.proj2.as<float>();
         // Attention block.
-        TANDEM_RETURN_IF_ERROR(
-            ops::rmsnorm_forward(s, n, h, x.as<float>(), L.input_norm, eps, a.as<Bf16>(), nullptr));
+        TANDEM_RETURN_IF_ERROR(ops::rmsnorm_forward(s, n, h, x.as<float>(), L.input_norm, eps, an,
+                                                    A ? A->rstd1.as<float>() : nullptr));
         auto project_heads = [&](const Bf16* wt, const Bf16* bias, const Bf16* norm, int heads,
-                                 bool rope, Bf16* out) -> Status {
+                                 bool rope, DeviceBuffer* raw, DeviceBuffer* rstd,
+                                 Bf16* out) -> Status {
             const int64_t width = int64_t{heads} * c.head_dim();
-            TANDEM_RETURN_IF_ERROR(
-                gemm_.linear(s, n, h, width, a.as<Bf16>(), wt, proj.as<float>(), false));
+            TANDEM_RETURN_IF_ERROR(gemm_.linear(s, n, h, width, an, wt, proj.as<float>(), false));
             ops::HeadPrepare hp;
             hp.n = n;
             hp.heads = heads;
@@ -169,31 +212,35 @@ Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch,
                 hp.sin = sin_.as<const float>();
                 hp.pos = pos;
             }
+            if (A && norm) {
+                hp.raw = raw->as<float>();
+                hp.rstd = rstd->as<float>();
+            }
             return ops::head_prepare(s, hp, proj.as<float>(), out);
         };
+        TANDEM_RETURN_IF_ERROR(project_heads(L.wq, L.bq, L.q_norm, c.num_heads, true,
+                                             A ? &A->q_raw : nullptr, A ? &A->rstd_q : nullptr,
+                                             qb));
+        TANDEM_RETURN_IF_ERROR(project_heads(L.wk, L.bk, L.k_norm, c.num_kv_heads, true,
+                                             A ? &A->k_raw : nullptr, A ? &A->rstd_k : nullptr,
+                                             kb));
         TANDEM_RETURN_IF_ERROR(
-            project_heads(L.wq, L.bq, L.q_norm, c.num_heads, true, qb.as<Bf16>()));
-        TANDEM_RETURN_IF_ERROR(
-            project_heads(L.wk, L.bk, L.k_norm, c.num_kv_heads, true, kb.as<Bf16>()));
-        TANDEM_RETURN_IF_ERROR(
-            project_heads(L.wv, L.bv, nullptr, c.num_kv_heads, false, vb.as<Bf16>()));
+            project_heads(L.wv, L.bv, nullptr, c.num_kv_heads, false, nullptr, nullptr, vb));
         for (int64_t q = 0; q < batch.num_sequences(); ++q) {
             const int64_t b0 = batch.begin[q], len = batch.length(q);
             if (len == 0) continue;
             const int64_t p = batch.prefix[q];
-            const Bf16* keys = kb.as<Bf16>() + b0 * kvd;
-            const Bf16* values = vb.as<Bf16>() + b0 * kvd;
+            const Bf16* keys = kb + b0 * kvd;
+            const Bf16* values = vb + b0 * kvd;
             int64_t first = 0;
             if (p != PackedBatch::kNoPrefix) {
                 const int64_t p0 = batch.begin[p], plen = batch.length(p);
                 const size_t pre = static_cast<size_t>(plen * kvd) * sizeof(Bf16);
                 const size_t own = static_cast<size_t>(len * kvd) * sizeof(Bf16);
-                TANDEM_RETURN_IF_ERROR(
-                    ops::copy_on_device(s, kc.as(), kb.as<Bf16>() + p0 * kvd, pre));
+                TANDEM_RETURN_IF_ERROR(ops::copy_on_device(s, kc.as(), kb + p0 * kvd, pre));
                 TANDEM_RETURN_IF_ERROR(
                     ops::copy_on_device(s, kc.as<Bf16>() + plen * kvd, keys, own));
-                TANDEM_RETURN_IF_ERROR(
-                    ops::copy_on_device(s, vc.as(), vb.as<Bf16>() + p0 * kvd, pre));
+                TANDEM_RETURN_IF_ERROR(ops::copy_on_device(s, vc.as(), vb + p0 * kvd, pre));
                 TANDEM_RETURN_IF_ERROR(
                     ops::copy_on_device(s, vc.as<Bf16>() + plen * kvd, values, own));
                 keys = kc.as<Bf16>();
@@ -201,30 +248,38 @@ Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch,
                 first = plen;
             }
             TANDEM_RETURN_IF_ERROR(kernels::attention_forward_cuda(
-                model::self_attention(c, len, first), kernels::DType::kBF16, qb.as<Bf16>() + b0 * qd, keys,
-                values, o.as<float>() + b0 * qd, lse.as<float>() + b0 * hq, s.handle()));
+                model::self_attention(c, len, first), kernels::DType::kBF16, qb + b0 * qd, keys,
+                values, o + b0 * qd, lse + b0 * hq, s.handle()));
         }
-        TANDEM_RETURN_IF_ERROR(ops::to_bf16(s, n * qd, o.as<float>(), a.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(ops::to_bf16(s, n * qd, o, a.as<Bf16>()));
         TANDEM_RETURN_IF_ERROR(gemm_.linear(s, n, qd, h, a.as<Bf16>(), L.wo, x.as<float>(), true));
         if (L.bo) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, h, L.bo, x.as<float>()));
+        if (A) {
+            TANDEM_RETURN_IF_ERROR(ops::copy_on_device(s, A->x_mid.as(), x.as(),
+                                                       static_cast<size_t>(n * h) * 4));
+        }
         // MLP block.
-        TANDEM_RETURN_IF_ERROR(
-            ops::rmsnorm_forward(s, n, h, x.as<float>(), L.post_norm, eps, a.as<Bf16>(), nullptr));
-        TANDEM_RETURN_IF_ERROR(
-            gemm_.linear(s, n, h, inter, a.as<Bf16>(), L.wg, proj.as<float>(), false));
-        TANDEM_RETURN_IF_ERROR(
-            gemm_.linear(s, n, h, inter, a.as<Bf16>(), L.wu, proj2.as<float>(), false));
-        if (L.bg) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, inter, L.bg, proj.as<float>()));
-        if (L.bu) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, inter, L.bu, proj2.as<float>()));
-        TANDEM_RETURN_IF_ERROR(
-            ops::swiglu_forward(s, n * inter, proj.as<float>(), proj2.as<float>(), sw.as<Bf16>()));
+        Bf16* bn = A ? A->b.as<Bf16>() : a.as<Bf16>();
+        TANDEM_RETURN_IF_ERROR(ops::rmsnorm_forward(s, n, h, x.as<float>(), L.post_norm, eps, bn,
+                                                    A ? A->rstd2.as<float>() : nullptr));
+        TANDEM_RETURN_IF_ERROR(gemm_.linear(s, n, h, inter, bn, L.wg, g, false));
+        TANDEM_RETURN_IF_ERROR(gemm_.linear(s, n, h, inter, bn, L.wu, u, false));
+        if (L.bg) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, inter, L.bg, g));
+        if (L.bu) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, inter, L.bu, u));
+        TANDEM_RETURN_IF_ERROR(ops::swiglu_forward(s, n * inter, g, u, sw.as<Bf16>()));
         TANDEM_RETURN_IF_ERROR(
             gemm_.linear(s, n, inter, h, sw.as<Bf16>(), L.wd, x.as<float>(), true));
         if (L.bd) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, h, L.bd, x.as<float>()));
     }
     TANDEM_ASSIGN_OR_RETURN(rows.f, alloc(n * h, 2, "final norm output"));
-    return ops::rmsnorm_forward(s, n, h, x.as<float>(), w.final_norm, eps, rows.f.as<Bf16>(),
-                                nullptr);
+    if (saved) {
+        TANDEM_ASSIGN_OR_RETURN(saved->rstd_f, alloc(n, 4, "saved final norm rstd"));
+    }
+    TANDEM_RETURN_IF_ERROR(ops::rmsnorm_forward(s, n, h, x.as<float>(), w.final_norm, eps,
+                                                rows.f.as<Bf16>(),
+                                                saved ? saved->rstd_f.as<float>() : nullptr));
+    if (saved) saved->x_out = std::move(x);
+    return Status();
 }
 
 Status DeviceModel::logits(const Stream& s, const model::PackedBatch& batch, float* out) {
@@ -232,7 +287,7 @@ Status DeviceModel::logits(const Stream& s, const model::PackedBatch& batch, flo
     TANDEM_RETURN_IF_ERROR(prepare(s, batch, rows));
     if (rows.n == 0) return Status();
     if (!out) return invalid_argument("device model: logits into a null buffer");
-    TANDEM_RETURN_IF_ERROR(run_layers(s, batch, rows));
+    TANDEM_RETURN_IF_ERROR(run_layers(s, batch, rows, nullptr));
     const model::ModelConfig& c = config_;
     const int64_t V = c.vocab_size, h = c.hidden_size;
     const model::ParamPtrs<const Bf16> w(index_, weights_.as<const Bf16>());
@@ -256,12 +311,27 @@ Status DeviceModel::logits(const Stream& s, const model::PackedBatch& batch, flo
 
 Status DeviceModel::logprobs(const Stream& s, const model::PackedBatch& batch, double temperature,
                              float* logp, float* entropy) {
+    return scored_forward(s, batch, temperature, logp, entropy, false);
+}
+
+Status DeviceModel::train_forward(const Stream& s, const model::PackedBatch& batch,
+                                  double temperature, float* logp, float* entropy) {
+    return scored_forward(s, batch, temperature, logp, entropy, true);
+}
+
+void DeviceModel::release_activations() { saved_.reset(); }
+
+Status DeviceModel::scored_forward(const Stream& s, const model::PackedBatch& batch,
+                                   double temperature, float* logp, float* entropy, bool keep) {
     using model::PackedBatch;
+    saved_.reset();
     if (!(temperature > 0.0)) {
         return invalid_argument(
             fmt::format("device model: temperature must be > 0, got {}", temperature));
     }
-    Rows rows;
+    std::unique_ptr<Saved> saved = keep ? std::make_unique<Saved>() : nullptr;
+    Rows local;
+    Rows& rows = saved ? saved->rows : local;
     TANDEM_RETURN_IF_ERROR(prepare(s, batch, rows));
     const int64_t n = rows.n;
     if (n > 0 && !logp) return invalid_argument("device model: logprobs into a null buffer");
@@ -282,8 +352,11 @@ Status DeviceModel::logprobs(const Stream& s, const model::PackedBatch& batch, d
         }
     }
     const int64_t ns = static_cast<int64_t>(srow.size());
-    if (ns == 0) return Status();
-    TANDEM_RETURN_IF_ERROR(run_layers(s, batch, rows));
+    if (ns == 0) {
+        if (saved) saved_ = std::make_unique<Saved>();  // backward has nothing to do
+        return Status();
+    }
+    TANDEM_RETURN_IF_ERROR(run_layers(s, batch, rows, saved.get()));
     const model::ModelConfig& c = config_;
     const int64_t V = c.vocab_size, h = c.hidden_size;
     const model::ParamPtrs<const Bf16> w(index_, weights_.as<const Bf16>());
@@ -315,6 +388,16 @@ Status DeviceModel::logprobs(const Stream& s, const model::PackedBatch& batch, d
     for (int64_t i = 0; i < ns; ++i) {
         logp[trow[i]] = host[i];
         if (entropy) entropy[trow[i]] = host[ns + i];
+    }
+    if (saved) {
+        saved->begin = batch.begin;
+        saved->prefix = batch.prefix;
+        saved->ns = ns;
+        saved->idx = std::move(idx);
+        saved->fs = std::move(fs);
+        saved->trow = std::move(trow);
+        saved->inv_temp = inv_temp;
+        saved_ = std::move(saved);
     }
     return Status();
 }

@@ -1,6 +1,6 @@
 #pragma once
 
-// The decoder's forward pass on one CUDA device, for the architectures common/model runs (Llama,
+// The decoder's forward and backward passes on one CUDA device, for the architectures common/model runs (Llama,
 // Qwen2, Qwen3: q/k/v/o/MLP biases, Qwen3's q/k norm, every RoPE scaling config.h accepts).
 // Weights live in device memory in bf16, at the same element offsets as the CPU engine's fp32
 // flat buffer (common/model/params.h), so the CPU buffer uploads as is. Arithmetic follows
@@ -48,15 +48,39 @@ public:
     Status logprobs(const kernels::cuda::Stream& s, const model::PackedBatch& batch,
                     double temperature, float* logp, float* entropy);
 
+    // Training (common/gpu/device_backward.cc). train_forward is logprobs() that also keeps the
+    // activations backward() needs in device memory (until the next train_forward or
+    // release_activations()). Waits for the stream.
+    Status train_forward(const kernels::cuda::Stream& s, const model::PackedBatch& batch,
+                         double temperature, float* logp, float* entropy);
+    // grads (device fp32 [index().elements], the CPU engine's offsets) += d/dparams of
+    // sum_i weight[i] * logp[i] for the last train_forward, as Transformer::backward; weight is
+    // on the host, indexed like batch.tokens (unscored positions are ignored). Activation
+    // gradients are fp32; they enter the GEMMs rounded to bf16. Enqueues only.
+    Status backward(const kernels::cuda::Stream& s, const float* weight, float* grads);
+    void release_activations();
+    // The bf16 compute copy of the weights (index().elements values), which an optimizer on the
+    // device rewrites after each update.
+    kernels::cuda::Bf16* weights_bf16() { return weights_.as<kernels::cuda::Bf16>(); }
+    // Marks the weights as loaded once an optimizer has written weights_bf16() itself.
+    void set_loaded() { loaded_ = true; }
+
+    ~DeviceModel();
+
 private:
     struct Rows;
+    struct Saved;
     DeviceModel(const model::ModelConfig& c, kernels::cuda::DeviceAllocator& alloc,
-                kernels::cuda::Gemm& gemm)
-        : config_(c), alloc_(alloc), gemm_(gemm) {}
+                kernels::cuda::Gemm& gemm);
     // Checks the batch and uploads tokens and positions.
     Status prepare(const kernels::cuda::Stream& s, const model::PackedBatch& batch, Rows& rows);
-    // The decoder layers and the final norm: rows.f [n, hidden] bf16.
-    Status run_layers(const kernels::cuda::Stream& s, const model::PackedBatch& batch, Rows& rows);
+    // The decoder layers and the final norm: rows.f [n, hidden] bf16. With `saved`, every
+    // layer's activations are kept there (training).
+    Status run_layers(const kernels::cuda::Stream& s, const model::PackedBatch& batch, Rows& rows,
+                      Saved* saved);
+    // logprobs() and train_forward(): with `keep`, the activations go to saved_.
+    Status scored_forward(const kernels::cuda::Stream& s, const model::PackedBatch& batch,
+                          double temperature, float* logp, float* entropy, bool keep);
 
     model::ModelConfig config_;
     kernels::cuda::DeviceAllocator& alloc_;
@@ -65,6 +89,7 @@ private:
     kernels::cuda::DeviceBuffer weights_;    // bf16 [index_.elements]
     kernels::cuda::DeviceBuffer cos_, sin_;  // fp32 [max_seq_len, head_dim / 2]
     bool loaded_ = false;
+    std::unique_ptr<Saved> saved_;  // the last train_forward's activations
 };
 
 }  // namespace tandem::gpu

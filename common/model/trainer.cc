@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "common/model/grpo_batch.h"
+
 namespace tandem::model {
 
 namespace {
@@ -68,55 +70,11 @@ Result<std::unique_ptr<GrpoTrainer>> GrpoTrainer::create(ModelWeights initial,
 
 Status GrpoTrainer::validate(std::span<const Trajectory> batch, TrainStats& st,
                              int64_t& total_tokens) const {
-    const ModelConfig& c = weights_.config();
-    if (batch.empty()) return invalid_argument("trainer: empty batch");
-    total_tokens = 0;
-    st.reward_min = std::numeric_limits<double>::infinity();
-    st.reward_max = -std::numeric_limits<double>::infinity();
-    for (size_t i = 0; i < batch.size(); ++i) {
-        const Trajectory& t = batch[i];
-        if (t.prompt.empty() || t.completion.empty() ||
-            t.behaviour_logprobs.size() != t.completion.size()) {
-            return invalid_argument(fmt::format(
-                "trainer: trajectory {} (group {}) has {} prompt tokens, {} completion tokens "
-                "and {} behaviour log-probs",
-                i, t.group, t.prompt.size(), t.completion.size(), t.behaviour_logprobs.size()));
-        }
-        if (static_cast<int64_t>(t.prompt.size() + t.completion.size()) > c.max_seq_len) {
-            return invalid_argument(fmt::format(
-                "trainer: trajectory {} is longer than max_seq_len {}", i, c.max_seq_len));
-        }
-        total_tokens += static_cast<int64_t>(t.completion.size());
-        st.reward_mean += t.reward;
-        st.reward_min = std::min(st.reward_min, t.reward);
-        st.reward_max = std::max(st.reward_max, t.reward);
-    }
-    st.reward_mean /= static_cast<double>(batch.size());
-    st.sequences = static_cast<int64_t>(batch.size());
-    st.tokens = total_tokens;
-    st.response_length_mean = static_cast<double>(total_tokens) / static_cast<double>(batch.size());
-    return Status();
+    return validate_trajectories(batch, weights_.config(), st, total_tokens);
 }
 
 void GrpoTrainer::pack(std::span<const Trajectory> batch, size_t b0, size_t b1) {
-    packed_.clear();
-    completion_begin_.clear();
-    int64_t prefix = PackedBatch::kNoPrefix;
-    for (size_t i = b0; i < b1; ++i) {
-        const Trajectory& t = batch[i];
-        if (!options_.share_prompts) {
-            packed_.add(t.prompt, t.completion);
-            completion_begin_.push_back(packed_.begin.back() -
-                                        static_cast<int64_t>(t.completion.size()));
-            continue;
-        }
-        if (prefix == PackedBatch::kNoPrefix ||
-            !std::ranges::equal(batch[i - 1].prompt, t.prompt)) {
-            prefix = packed_.add_prefix(t.prompt);
-        }
-        const int64_t s = packed_.add_continuation(prefix, t.completion);
-        completion_begin_.push_back(packed_.begin[s]);
-    }
+    pack_trajectories(batch, b0, b1, options_.share_prompts, packed_, completion_begin_);
 }
 
 Result<TrainStats> GrpoTrainer::supervised_step(std::span<const Trajectory> batch) {
@@ -163,16 +121,9 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
     TrainStats st;
     int64_t total_tokens = 0;
     TANDEM_RETURN_IF_ERROR(validate(batch, st, total_tokens));
-    std::vector<double> rewards(batch.size());
-    std::vector<uint64_t> groups(batch.size());
-    for (size_t i = 0; i < batch.size(); ++i) {
-        rewards[i] = batch[i].reward;
-        groups[i] = batch[i].group;
-    }
     const std::vector<double> adv =
-        group_advantages(rewards, groups, 1e-6, options_.scale_advantages_by_std);
-    for (const double a : adv) st.advantage_abs_mean += std::abs(a);
-    int64_t clipped = 0, evaluated = 0;
+        trajectory_advantages(batch, options_.scale_advantages_by_std, st);
+    GrpoTokenCounts counts;
     const size_t mb = static_cast<size_t>(std::max(1, options_.mini_batches));
     for (size_t m = 0; m < mb; ++m) {
         const size_t m0 = batch.size() * m / mb, m1 = batch.size() * (m + 1) / mb;
@@ -180,7 +131,6 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
         int64_t mb_tokens = 0;
         for (size_t i = m0; i < m1; ++i)
             mb_tokens += static_cast<int64_t>(batch[i].completion.size());
-        const double scale = 1.0 / static_cast<double>(mb_tokens);
         std::fill(grads_.begin(), grads_.end(), 0.0f);
         for (size_t b0 = m0; b0 < m1; b0 += static_cast<size_t>(options_.micro_batch)) {
             const size_t b1 = std::min(m1, b0 + static_cast<size_t>(options_.micro_batch));
@@ -198,29 +148,9 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
                     reference_->data(), packed_, grpo_.temperature, ref_logp_.data(), nullptr));
             }
             st.forward_s += seconds_since(t0);
-            for (size_t i = b0; i < b1; ++i) {
-                const Trajectory& t = batch[i];
-                const int64_t base = completion_begin_[i - b0];
-                for (size_t j = 0; j < t.completion.size(); ++j) {
-                    const int64_t idx = base + static_cast<int64_t>(j);
-                    const double lp = logp_[idx];
-                    const double ref = reference_model_ ? ref_logp_[idx] : lp;
-                    const TokenLoss tl =
-                        grpo_token_loss(lp, t.behaviour_logprobs[j], ref, adv[i], grpo_, scale);
-                    weight_[idx] = static_cast<float>(tl.weight);
-                    // Loss and KL are token means over the batch: mini-batch means weighted by
-                    // their share of the tokens.
-                    st.loss += tl.loss * static_cast<double>(mb_tokens) / total_tokens;
-                    st.kl += tl.kl;
-                    st.entropy += entropy_[idx];
-                    st.ratio_mean += tl.ratio;
-                    st.ratio_max = std::max(st.ratio_max, tl.ratio);
-                    st.logprob_diff_max =
-                        std::max(st.logprob_diff_max, std::abs(lp - t.behaviour_logprobs[j]));
-                    clipped += tl.clipped;
-                    ++evaluated;
-                }
-            }
+            score_grpo_tokens(batch, b0, b1, completion_begin_, logp_.data(),
+                              reference_model_ ? ref_logp_.data() : nullptr, entropy_.data(), adv,
+                              grpo_, mb_tokens, total_tokens, weight_.data(), st, counts);
             t0 = std::chrono::steady_clock::now();
             TANDEM_RETURN_IF_ERROR(
                 policy_.backward(weights_.data(), weight_.data(), grads_.data()));
@@ -233,14 +163,8 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
         st.lr = r.lr;
         ++st.updates;
     }
-    const double ns = static_cast<double>(batch.size());
-    const double ne = static_cast<double>(std::max<int64_t>(evaluated, 1));
     st.step = ++steps_;
-    st.kl /= ne;
-    st.entropy /= ne;
-    st.ratio_mean /= ne;
-    st.clip_fraction = static_cast<double>(clipped) / ne;
-    st.advantage_abs_mean /= ns;
+    finish_grpo_stats(batch.size(), counts, st);
     return st;
 }
 

@@ -13,123 +13,19 @@
 #include "common/gpu/device_model.h"
 #include "common/model/transformer.h"
 #include "tests/gpu/cuda_test_util.h"
+#include "tests/gpu/model_test_util.h"
 #include "tests/unit/kernels/support/attention_reference.h"
 
 namespace tandem::gpu {
 namespace {
 
 using kernels::cuda::testing::CudaFixture;
+using testing::base_config;
+using testing::Case;
+using testing::cases;
+using testing::make_batch;
+using testing::random_params;
 using kernels::testkit::test_seed;
-
-struct Case {
-    const char* name;
-    model::ModelConfig config;
-};
-
-model::ModelConfig base_config() {
-    model::ModelConfig c;
-    c.vocab_size = 256;
-    c.hidden_size = 128;
-    c.num_layers = 2;
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.intermediate_size = 352;
-    c.max_seq_len = 64;
-    c.rms_norm_eps = 1e-6;
-    return c;
-}
-
-std::vector<Case> cases() {
-    std::vector<Case> out;
-    {
-        model::ModelConfig c = base_config();  // Llama 3 style: tied, llama3 RoPE scaling
-        c.rope_theta = 500000.0;
-        c.rope_scaling.type = model::RopeScaling::Type::kLlama3;
-        c.rope_scaling.factor = 8.0;
-        c.rope_scaling.original_max_position_embeddings = 16;
-        out.push_back({"llama3", c});
-    }
-    {
-        model::ModelConfig c = base_config();  // Llama with attention_bias and mlp_bias
-        c.architecture = model::Architecture::kLlama;
-        c.qkv_bias = c.o_bias = c.mlp_bias = true;
-        c.tie_embeddings = false;
-        c.rope_scaling.type = model::RopeScaling::Type::kLinear;
-        c.rope_scaling.factor = 2.0;
-        out.push_back({"llama_biases", c});
-    }
-    {
-        model::ModelConfig c = base_config();  // Qwen2: q/k/v biases, untied, MQA-ish GQA
-        c.architecture = model::Architecture::kQwen2;
-        c.qkv_bias = true;
-        c.tie_embeddings = false;
-        c.num_kv_heads = 1;
-        c.rope_theta = 1000000.0;
-        out.push_back({"qwen2", c});
-    }
-    {
-        model::ModelConfig c = base_config();  // Qwen3: q/k norm, head_dim != hidden / heads
-        c.architecture = model::Architecture::kQwen3;
-        c.qk_norm = true;
-        c.explicit_head_dim = 64;
-        c.rope_theta = 1000000.0;
-        out.push_back({"qwen3", c});
-    }
-    return out;
-}
-
-// Random weights (normal, std 0.08; biases std 0.5; norms 1 + N(0, 0.1)) rounded to bf16.
-std::vector<float> random_params(const model::ParamIndex& index, const model::ModelConfig& c,
-                                 uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<float> dist(0.0f, 0.08f);
-    std::vector<float> p(index.elements);
-    for (auto& v : p) v = dist(rng);
-    auto norm = [&](uint64_t off, int64_t len) {
-        if (off == model::ParamIndex::kAbsent) return;
-        for (int64_t i = 0; i < len; ++i) p[off + i] = 1.0f + dist(rng);
-    };
-    // Biases large enough that leaving one out moves the logits far beyond the tolerance.
-    std::normal_distribution<float> big(0.0f, 0.5f);
-    auto bias = [&](uint64_t off, int64_t len) {
-        if (off == model::ParamIndex::kAbsent) return;
-        for (int64_t i = 0; i < len; ++i) p[off + i] = big(rng);
-    };
-    for (const auto& l : index.layers) {
-        bias(l.bq, c.q_dim());
-        bias(l.bk, c.kv_dim());
-        bias(l.bv, c.kv_dim());
-        bias(l.bo, c.hidden_size);
-        bias(l.bg, c.intermediate_size);
-        bias(l.bu, c.intermediate_size);
-        bias(l.bd, c.hidden_size);
-        norm(l.input_norm, c.hidden_size);
-        norm(l.post_norm, c.hidden_size);
-        norm(l.q_norm, c.head_dim());
-        norm(l.k_norm, c.head_dim());
-    }
-    norm(index.final_norm, c.hidden_size);
-    kernels::round_to_16bit(p, true);
-    return p;
-}
-
-std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937_64& rng) {
-    std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
-    std::vector<int32_t> out(static_cast<size_t>(n));
-    for (auto& t : out) t = dist(rng);
-    return out;
-}
-
-model::PackedBatch make_batch(int vocab, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    model::PackedBatch b;
-    b.add_sequence(random_tokens(20, vocab, rng), 5);
-    const int64_t prompt = b.add_prefix(random_tokens(9, vocab, rng));
-    b.add_continuation(prompt, random_tokens(7, vocab, rng));
-    b.add_continuation(prompt, random_tokens(12, vocab, rng));
-    b.add(random_tokens(3, vocab, rng), random_tokens(10, vocab, rng));
-    return b;
-}
 
 class DeviceModelTest : public CudaFixture {};
 
@@ -138,11 +34,10 @@ TEST_F(DeviceModelTest, LogitsAndLogProbsMatchTheCpuEngineForEachArchitecture) {
     for (const Case& cs : cases()) {
         SCOPED_TRACE(cs.name);
         const model::ModelConfig& c = cs.config;
-        auto dm = DeviceModel::create(c, *alloc_, *gemm_, s());
-        ASSERT_TRUE(dm.ok()) << dm.status().to_string();
-        const std::vector<float> params =
-            random_params((*dm)->index(), c, uint64_t{test_seed()} * 131 + ++salt);
-        ASSERT_TRUE((*dm)->load(s(), params.data()).ok());
+        std::vector<float> params;
+        const auto dm =
+            testing::random_device_model(*this, c, uint64_t{test_seed()} * 131 + ++salt, params);
+        ASSERT_TRUE(dm);
         const model::PackedBatch batch = make_batch(c.vocab_size, uint64_t{test_seed()} + salt);
         const int64_t n = batch.num_tokens(), V = c.vocab_size;
 
@@ -153,7 +48,7 @@ TEST_F(DeviceModelTest, LogitsAndLogProbsMatchTheCpuEngineForEachArchitecture) {
         // Logits of every position.
         std::vector<float> got(static_cast<size_t>(n * V));
         alloc_->reset_peak();
-        const Status st = (*dm)->logits(s(), batch, got.data());
+        const Status st = dm->logits(s(), batch, got.data());
         ASSERT_TRUE(st.ok()) << st.to_string();
         std::vector<double> want(got.size());
         ASSERT_TRUE(ref->logits(pd.data(), batch, want.data()).ok());
@@ -177,7 +72,7 @@ TEST_F(DeviceModelTest, LogitsAndLogProbsMatchTheCpuEngineForEachArchitecture) {
 
         // Log-probs and entropies of the scored positions at temperature 0.8.
         std::vector<float> lp(static_cast<size_t>(n)), ent(static_cast<size_t>(n));
-        const Status st2 = (*dm)->logprobs(s(), batch, 0.8, lp.data(), ent.data());
+        const Status st2 = dm->logprobs(s(), batch, 0.8, lp.data(), ent.data());
         ASSERT_TRUE(st2.ok()) << st2.to_string();
         std::vector<double> want_lp(static_cast<size_t>(n)), want_ent(static_cast<size_t>(n));
         ASSERT_TRUE(ref->forward(pd.data(), batch, 0.8, want_lp.data(), want_ent.data()).ok());
