@@ -1,5 +1,6 @@
-// tandem-bench-gpu-model: the device decoder's forward (log-probs of every position) and its GEMMs
-// at the shapes of Qwen2.5-0.5B and Llama-3.2-1B with random weights, one JSON object per line.
+// tandem-bench-gpu-model: the device decoder's forward (log-probs of every position), its training
+// pass (forward with saved activations + backward to fp32 gradients) and its GEMMs at the shapes
+// of Qwen2.5-0.5B and Llama-3.2-1B with random weights, one JSON object per line.
 // bench/gpu/torch_forward_baseline.py measures PyTorch (transformers, bf16, eager) on the same
 // shapes in the same run (deploy/gpu/run.sh pairs them). Without a device it prints one line
 // {"bench": "gpu_model", "skipped": true, "reason": ...}.
@@ -142,6 +143,40 @@ int run(const Shape& sh, int batch, int seq, int iters) {
         static_cast<double>((*alloc)->peak_bytes()) / (1 << 20), (*gemm)->description().c_str(),
         static_cast<long long>((*gemm)->fallback_calls()));
     std::fflush(stdout);
+
+    // The training pass as DeviceTrainer runs it per micro-batch: the forward keeping every
+    // layer's activations, then the backward into fp32 gradients (loss weight 1 / n per token).
+    {
+        auto grads = (*alloc)->allocate((*dm)->index().elements * sizeof(float), "bench gradients");
+        if (!grads.ok()) {
+            std::fprintf(stderr, "%s\n", grads.status().to_string().c_str());
+            return 1;
+        }
+        const std::vector<float> weight(static_cast<size_t>(n), 1.0f / static_cast<float>(n));
+        auto pass = [&]() {
+            Status r = (*dm)->train_forward(s, b, 1.0, lp.data(), ent.data());
+            if (r.ok()) r = (*dm)->backward(s, weight.data(), grads->as<float>());
+            if (r.ok()) r = s.synchronize("bench training pass");
+            return r;
+        };
+        st = pass();  // warm-up
+        (*alloc)->reset_peak();
+        const auto a = Clock::now();
+        for (int i = 0; i < iters && st.ok(); ++i) st = pass();
+        const auto e = Clock::now();
+        (*dm)->release_activations();
+        if (!st.ok()) {
+            std::fprintf(stderr, "%s\n", st.to_string().c_str());
+            return 1;
+        }
+        const double t = seconds(a, e) / iters;
+        std::printf(
+            "{\"bench\": \"gpu_train_pass\", \"model\": \"%s\", \"batch\": %d, \"seq\": %d, "
+            "\"tokens_per_s\": %.1f, \"seconds_per_batch\": %.5f, \"peak_device_mib\": %.1f}\n",
+            sh.name, batch, seq, static_cast<double>(n) / t, t,
+            static_cast<double>((*alloc)->peak_bytes()) / (1 << 20));
+        std::fflush(stdout);
+    }
 
     // The model's GEMMs alone at n rows: TFLOP/s of y = x W^T.
     const int64_t h = c.hidden_size;

@@ -9,18 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON >/dev/null
 targets=(tandem_gpu_device tandem_gpu_kernels_attention tandem_gpu_kernels_ring_nccl
-         tandem_gpu_weights tandem_gpu_ops tandem_gpu_model tandem-bench-attention
+         tandem_gpu_weights tandem_gpu_ops tandem_gpu_model tandem_gpu_train tandem-bench-attention
          tandem-bench-gpu-model tandem-attn)
 cmake --build build/gpu --target "${targets[@]}" -j "$(nproc)"
 rm -rf gpu-bundle && mkdir -p gpu-bundle/lib
 cp build/gpu/tests/gpu/tandem_gpu_device build/gpu/tests/gpu/tandem_gpu_kernels_attention \
    build/gpu/tests/gpu/tandem_gpu_kernels_ring_nccl build/gpu/tests/gpu/tandem_gpu_ops \
-   build/gpu/tests/gpu/tandem_gpu_model build/gpu/bench/attention/tandem-bench-attention \
+   build/gpu/tests/gpu/tandem_gpu_model build/gpu/tests/gpu/tandem_gpu_train \
+   build/gpu/bench/attention/tandem-bench-attention \
    build/gpu/bench/gpu/tandem-bench-gpu-model \
    build/gpu/kernels/tandem-attn build/gpu/tests/integration/weights/tandem_gpu_weights gpu-bundle/
-# Decode attention over quantized KV pages (kernels/cuda/kv_attention.h, docs/kv-cache.md).
-cmake --build build/gpu --target tandem_gpu_kv_attention -j "$(nproc)"
-cp build/gpu/tests/gpu/tandem_gpu_kv_attention gpu-bundle/
 # The binaries are not stripped of symbols by the Release build; strip them (the bundle travels
 # under a 64 MiB limit).
 strip gpu-bundle/tandem* 2>/dev/null || true

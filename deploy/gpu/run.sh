@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root, after deploy/gpu/bundle.sh built gpu-bundle/:
-# the GPU tests (device, device ops, device model, attention, NCCL ring, weights), the CUDA
-# attention kernel against PyTorch on the same inputs, the attention benchmark against PyTorch's
-# scaled_dot_product_attention, and the device model's forward against transformers on the same
-# shapes. Full output goes to $OUT (or /tmp/tandem-gpu); a short table is printed last.
+# the GPU tests (device, device ops, device model, training path, attention, NCCL ring, weights),
+# the CUDA attention kernel against PyTorch on the same inputs, the attention benchmark against
+# PyTorch's scaled_dot_product_attention, and the device model's forward against transformers on
+# the same shapes. Full output goes to $OUT (or /tmp/tandem-gpu); a short table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=gpu-bundle
@@ -24,16 +24,12 @@ export UCX_MODULE_DIR="$PWD/$B/lib/ucx"
 export LD_LIBRARY_PATH="$PWD/$B/lib${nccl_dir:+:$nccl_dir}${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv > "$O/nvidia-smi.txt" 2>&1
 declare -A result
-for t in tandem_gpu_device tandem_gpu_ops tandem_gpu_model tandem_gpu_kernels_attention \
-         tandem_gpu_kernels_ring_nccl tandem_gpu_weights; do
+for t in tandem_gpu_device tandem_gpu_ops tandem_gpu_model tandem_gpu_train \
+         tandem_gpu_kernels_attention tandem_gpu_kernels_ring_nccl tandem_gpu_weights; do
     timeout 300 "$B/$t" > "$O/$t.txt" 2>&1
     rc=$?
     result[$t]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/$t.txt" | tr -s ' ' | tr '\n' ' ')"
 done
-# Decode attention over quantized KV pages against the CPU kernel and a double reference.
-timeout 120 "$B/tandem_gpu_kv_attention" > "$O/tandem_gpu_kv_attention.txt" 2>&1
-rc=$?
-result[tandem_gpu_kv_attention]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_kv_attention.txt" | tr -s ' ' | tr '\n' ' ')"
 timeout 200 python3 deploy/gpu/check_attention.py "$B" /tmp/tandem-attn-check > "$O/attention_vs_torch.jsonl" 2> "$O/attention_vs_torch.err"
 timeout 300 "$B/tandem-bench-attention" --case gpu_forward > "$O/bench_gpu_forward.jsonl" 2> "$O/bench.err"
 timeout 200 python3 bench/attention/sdpa_baseline.py > "$O/sdpa_baseline.jsonl" 2> "$O/sdpa.err"
@@ -42,6 +38,9 @@ timeout 240 python3 bench/gpu/torch_forward_baseline.py > "$O/torch_forward.json
 echo "== $(head -2 "$O/nvidia-smi.txt" | tail -1)"
 echo "cuBLASLt from: ${cublas_dir:-not found (fallback GEMM kernel)}"
 grep -h -E '^gemm|logits max|log-prob max' "$O"/tandem_gpu_ops.txt "$O"/tandem_gpu_model.txt 2>/dev/null | sort -u | head -12
+# Training path: the whole-model gradient against the CPU engine, one GRPO step against the CPU
+# trainer (loss, grad norm, updated weights), per architecture.
+grep -h -E 'gradient norm|: loss |updated weights' "$O"/tandem_gpu_train.txt 2>/dev/null | head -12
 for t in "${!result[@]}"; do echo "$t: ${result[$t]}"; done
 grep -h -E 'FAILED|Failure|error' "$O"/tandem_gpu_*.txt | head -20
 python3 - "$O" <<'PY'
@@ -69,6 +68,10 @@ for r in lines("torch_forward.jsonl"):
 for r in lines("bench_gpu_model.jsonl"):
     if r.get("skipped"):
         print("gpu model bench skipped:", r.get("reason")); continue
+    if r["bench"] == "gpu_train_pass":
+        print(f"train pass {r['model']:<13} {r['batch']}x{r['seq']} tandem={r['tokens_per_s']:9.0f} tok/s"
+              f" (forward with saved activations + backward) peak={r['peak_device_mib']:.0f} MiB")
+        continue
     if r["bench"] == "gpu_gemm":
         print(f"gemm {r['model']:<13} {r['gemm']:<16} {r['m']}x{r['n']}x{r['k']} {r['tflops']:6.1f} TFLOP/s")
         continue
