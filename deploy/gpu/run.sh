@@ -30,6 +30,16 @@ for t in tandem_gpu_device tandem_gpu_ops tandem_gpu_model tandem_gpu_train \
     rc=$?
     result[$t]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/$t.txt" | tr -s ' ' | tr '\n' ' ')"
 done
+# Opt-in (TANDEM_GPU_SANITIZE=1; memcheck slows kernels 10-100x): compute-sanitizer memcheck and
+# racecheck over the training-path kernels on the small test models.
+san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+if [ "${TANDEM_GPU_SANITIZE:-0}" = 1 ] && [ -n "$san" ]; then
+    for tool in memcheck racecheck; do
+        timeout 240 "$san" --tool "$tool" "$B/tandem_gpu_train" \
+            --gtest_filter='CudaAttentionBackward.*:DeviceTrainTest.Backward*' \
+            > "$O/sanitizer_$tool.txt" 2>&1
+    done
+fi
 timeout 200 python3 deploy/gpu/check_attention.py "$B" /tmp/tandem-attn-check > "$O/attention_vs_torch.jsonl" 2> "$O/attention_vs_torch.err"
 timeout 300 "$B/tandem-bench-attention" --case gpu_forward > "$O/bench_gpu_forward.jsonl" 2> "$O/bench.err"
 timeout 200 python3 bench/attention/sdpa_baseline.py > "$O/sdpa_baseline.jsonl" 2> "$O/sdpa.err"
@@ -42,6 +52,9 @@ grep -h -E '^gemm|logits max|log-prob max' "$O"/tandem_gpu_ops.txt "$O"/tandem_g
 # trainer (loss, grad norm, updated weights), per architecture.
 grep -h -E 'gradient norm|: loss |updated weights' "$O"/tandem_gpu_train.txt 2>/dev/null | head -12
 for t in "${!result[@]}"; do echo "$t: ${result[$t]}"; done
+for f in "$O"/sanitizer_*.txt; do
+    [ -f "$f" ] && echo "$(basename "$f" .txt): $(grep -h 'ERROR SUMMARY' "$f" | tail -1)"
+done
 grep -h -E 'FAILED|Failure|error' "$O"/tandem_gpu_*.txt | head -20
 python3 - "$O" <<'PY'
 import json, sys, os
