@@ -138,8 +138,8 @@ void Reader::Core::shutdown() {
         // Failed operations still draining get their bounded drain now (nothing progresses the
         // worker after this); what even a forced close cannot complete is retired.
         for (auto& op : ops_) {
-            while (op->draining && !drain(*op)) {
-                if (!op->draining) {
+            while (op->draining() && !drain(*op)) {
+                if (!op->draining()) {
                     retire(op, false);
                     break;
                 }

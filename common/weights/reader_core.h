@@ -1,7 +1,8 @@
 #pragma once
 
-// Internal to the reader (reader.cc, reader_fetch.cc, reader_map.cc, reader_relay.cc): the state
-// behind Reader, owned by its UCX loop thread.
+// Internal to the reader (reader.cc, reader_fetch.cc, reader_map.cc, reader_drain.cc): the state
+// behind Reader, owned by its UCX loop thread. Each shard read's state machine is ShardMachine
+// (reader_shard.h), each failed operation's drain OperationDrain (reader_drain.h).
 
 #include <xxhash.h>
 
@@ -15,14 +16,15 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/weights/drain.h"
 #include "common/weights/piece_hasher.h"
 #include "common/weights/reader.h"
+#include "common/weights/reader_drain.h"
 
 #include "common/log.h"
 #include "common/weights/lease_table.h"
 #include "common/weights/manifest.h"
 #include "common/weights/reader_relay.h"
+#include "common/weights/reader_shard.h"
 #include "common/weights/slot_format.h"
 #include "common/weights/slot_memory.h"
 #include "common/weights/source_client.h"
@@ -106,8 +108,6 @@ public:
         ShardFetch* sf = nullptr;
         size_t chunk = 0;
     };
-    enum class State { kClaim, kConnect, kHello, kAcquire, kMeta, kChunks, kHeaderAfter, kDone };
-
     struct ShardFetch {
         ShardDescriptor shard;
         std::string source_name;
@@ -116,7 +116,7 @@ public:
         int64_t source_pid = 0;
         bool via_relay = false;
 
-        State state = State::kConnect;
+        ShardMachine machine{ShardRoute::kPartial};  // set by begin() for the operation's kind
         std::shared_ptr<SourceConnection> conn;
         std::shared_ptr<PendingCall> call;  // control call in flight
         wire::Reply lease;
@@ -149,13 +149,11 @@ public:
         std::vector<size_t> free_scratch;
         std::vector<CopyRange> copies;  // in shard-local source offsets
 
-        Clock::TimePoint last_progress{};
         Clock::TimePoint next_renew{};
         Clock::TimePoint next_liveness{};
         std::shared_ptr<PendingCall> renew_call;
         uint64_t rereads_done = 0;
         uint64_t piece_bytes = 0;  // one get or one read request
-        Clock::TimePoint phase_started{};
     };
 
     struct Operation {
@@ -177,9 +175,9 @@ public:
         std::shared_ptr<const MappedWeights> mapped;
         // A failed operation whose requests UCX may still complete: it (and the memory those
         // requests target) stays alive, and kPull's buffer stays out of use, until they are done.
-        bool draining = false;
+        OperationDrain drain;
         bool holds_slot = false;  // kPull: op.slot must not be claimed until the drain ends
-        DrainTracker drain;
+        bool draining() const { return drain.active(); }
     };
 
 private:
@@ -216,6 +214,10 @@ private:
     // Requests of `op` UCX has not completed yet that write into memory (gets, rendezvous
     // receives, for data, headers and manifests).
     static size_t outstanding(Operation& op);
+    class DrainHandle;  // an operation as its drain sees it (reader_drain.cc)
+    // Starts the drain of failed `op` if it has requests in flight (`holds_slot`: a pull's
+    // buffer stays out of use meanwhile).
+    void start_drain(Operation& op, bool holds_slot);
     // Advances a failed operation's drain; true once it holds nothing in flight.
     bool drain(Operation& op);
     // Gives up the memory `op`'s stale requests target: kept (never reused or freed) for the life

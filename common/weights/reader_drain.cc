@@ -1,12 +1,101 @@
+#include "common/weights/reader_drain.h"
+
 #include "common/weights/reader_core.h"
 
 #include <fmt/format.h>
 
 namespace tandem::weights {
 
+DrainEvent OperationDrain::start(DrainTarget& target, Clock::TimePoint now,
+                                 std::chrono::milliseconds wait,
+                                 std::chrono::milliseconds force_wait) {
+    DrainEvent e;
+    e.outstanding = target.outstanding();
+    if (e.outstanding == 0) {
+        e.kind = DrainEvent::Kind::kDrained;
+        return e;
+    }
+    tracker_ = DrainTracker(now, wait, force_wait);
+    active_ = true;
+    e.kind = DrainEvent::Kind::kStarted;
+    return e;
+}
+
+DrainEvent OperationDrain::step(DrainTarget& target, Clock::TimePoint now) {
+    DrainEvent e;
+    if (!active_) {
+        e.kind = DrainEvent::Kind::kDrained;  // over already: nothing more to count
+        e.forced = tracker_.forced();
+        return e;
+    }
+    e.outstanding = target.outstanding();
+    switch (tracker_.next(e.outstanding, now)) {
+        case DrainStep::kWait:
+            e.kind = DrainEvent::Kind::kWaiting;
+            break;
+        case DrainStep::kForceClose:
+            e.kind = DrainEvent::Kind::kForceClosed;
+            e.closed = target.force_close();
+            break;
+        case DrainStep::kDone:
+            e.kind = DrainEvent::Kind::kDrained;
+            active_ = false;
+            break;
+        case DrainStep::kRetire:
+            e.kind = DrainEvent::Kind::kRetire;
+            active_ = false;
+            break;
+    }
+    e.forced = tracker_.forced();
+    return e;
+}
+
+void count_drain(DrainStats& stats, const DrainEvent& event) {
+    switch (event.kind) {
+        case DrainEvent::Kind::kStarted:
+            ++stats.operations;
+            stats.requests += event.outstanding;
+            ++stats.draining;
+            break;
+        case DrainEvent::Kind::kForceClosed:
+            stats.forced_closes += event.closed;
+            break;
+        case DrainEvent::Kind::kDrained:
+            --stats.draining;
+            break;
+        case DrainEvent::Kind::kRetire:
+            ++stats.retired_buffers;
+            --stats.draining;
+            break;
+        case DrainEvent::Kind::kWaiting:
+            break;
+    }
+}
+
 // Drain: a failed operation's UCX requests that may still write into its memory (drain.h). The
 // operation, and the buffer or scratch memory its requests target, stay out of use until UCX has
 // completed them, their endpoints were force-closed, or the memory is retired for good.
+
+// A draining operation as its drain sees it.
+class Reader::Core::DrainHandle final : public DrainTarget {
+public:
+    DrainHandle(Core& core, Operation& op) : core_(core), op_(op) {}
+    size_t outstanding() override { return Core::outstanding(op_); }
+    size_t force_close() override {
+        size_t closed = 0;
+        for (auto& sf : op_.shards) {
+            if (!sf->conn || sf->conn->endpoint->closed()) continue;
+            core_.client_->forget(sf->conn, UCS_ERR_CANCELED);
+            sf->conn->endpoint->close_now(core_.options_.ucx.close_timeout_ms);
+            ++closed;
+        }
+        return closed;
+    }
+
+private:
+    Core& core_;
+    Operation& op_;
+};
 
 size_t Reader::Core::outstanding(Operation& op) {
     size_t n = 0;
@@ -25,51 +114,57 @@ size_t Reader::Core::outstanding(Operation& op) {
 
 bool Reader::Core::any_slot_draining() const {
     for (const auto& op : ops_) {
-        if (op->draining && op->holds_slot) return true;
+        if (op->draining() && op->holds_slot) return true;
     }
     return false;
 }
 
+void Reader::Core::start_drain(Operation& op, bool holds_slot) {
+    DrainHandle target(*this, op);
+    const DrainEvent started = op.drain.start(target, clock_.now(), options_.drain_timeout_ms,
+                                              options_.ucx.close_timeout_ms);
+    if (started.kind != DrainEvent::Kind::kStarted) return;
+    op.holds_slot = holds_slot;
+    log_.with({.version = op.version.version})
+        .info("version {}: draining {} request(s) still in flight before {} is reused",
+              op.version.version, started.outstanding,
+              holds_slot ? fmt::format("buffer {}", op.slot) : std::string("its memory"));
+    std::lock_guard<std::mutex> lock(mu_);
+    count_drain(drain_stats_, started);
+}
+
 bool Reader::Core::drain(Operation& op) {
-    const auto now = clock_.now();
-    const size_t left = outstanding(op);
-    switch (op.drain.next(left, now)) {
-        case DrainStep::kWait:
+    DrainHandle target(*this, op);
+    const DrainEvent e = op.drain.step(target, clock_.now());
+    switch (e.kind) {
+        case DrainEvent::Kind::kStarted:
+        case DrainEvent::Kind::kWaiting:
             return false;
-        case DrainStep::kDone: {
-            op.draining = false;
+        case DrainEvent::Kind::kDrained: {
             for (auto& sf : op.shards) sf->inflight.clear();
             log_.with({.version = op.version.version})
                 .info("version {}: requests in flight drained{}", op.version.version,
-                      op.drain.forced() ? " after force-closing the connection" : "");
+                      e.forced ? " after force-closing the connection" : "");
             std::lock_guard<std::mutex> lock(mu_);
-            --drain_stats_.draining;
+            count_drain(drain_stats_, e);
             return true;
         }
-        case DrainStep::kForceClose: {
-            size_t closed = 0;
-            for (auto& sf : op.shards) {
-                if (!sf->conn || sf->conn->endpoint->closed()) continue;
-                client_->forget(sf->conn, UCS_ERR_CANCELED);
-                sf->conn->endpoint->close_now(options_.ucx.close_timeout_ms);
-                ++closed;
-            }
+        case DrainEvent::Kind::kForceClosed: {
             log_.with({.version = op.version.version})
                 .warn(
                     "version {}: {} request(s) still in flight {} ms after the failure; "
                     "force-closed {} connection(s)",
-                    op.version.version, left, options_.drain_timeout_ms.count(), closed);
+                    op.version.version, e.outstanding, options_.drain_timeout_ms.count(), e.closed);
             std::lock_guard<std::mutex> lock(mu_);
-            drain_stats_.forced_closes += closed;
+            count_drain(drain_stats_, e);
             return false;
         }
-        case DrainStep::kRetire:
-            op.draining = false;  // the caller retires it
+        case DrainEvent::Kind::kRetire:  // the caller retires it (retire() counts it)
             log_.with({.version = op.version.version})
                 .error(
                     "version {}: {} request(s) still in flight after force-closing the "
                     "connection; retiring {} for good",
-                    op.version.version, left,
+                    op.version.version, e.outstanding,
                     op.holds_slot ? fmt::format("buffer {}", op.slot)
                                   : std::string("the operation's memory"));
             return false;
@@ -97,8 +192,7 @@ void Reader::Core::retire(std::shared_ptr<Operation> op, bool replace) {
     op->holds_slot = false;
     retired_.push_back(std::move(op));
     std::lock_guard<std::mutex> lock(mu_);
-    ++drain_stats_.retired_buffers;
-    --drain_stats_.draining;
+    count_drain(drain_stats_, {.kind = DrainEvent::Kind::kRetire});
 }
 
 }  // namespace tandem::weights

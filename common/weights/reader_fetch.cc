@@ -13,8 +13,9 @@
 
 namespace tandem::weights {
 
-// Pull and partial reads: the per-shard state machine (hello, lease, header and manifest, chunk
-// pieces in a window, checksums, header re-check, release).
+// Pull, partial and map reads: the fetch loop that drives each shard's ShardMachine
+// (reader_shard.h) with the source's answers (hello, lease, header and manifest, chunk pieces in
+// a window, checksums, header re-check, release).
 
 void Reader::Core::begin(Operation& op) {
     op.started = clock_.now();
@@ -61,7 +62,9 @@ void Reader::Core::begin(Operation& op) {
             sf->copies = partial_copies_in_shard(op.plan, sf->shard.range);
             if (sf->copies.empty()) continue;
         }
-        sf->state = op.kind == Kind::kPull ? State::kClaim : State::kConnect;
+        sf->machine = ShardMachine(op.kind == Kind::kPull  ? ShardRoute::kPull
+                                   : op.kind == Kind::kMap ? ShardRoute::kMap
+                                                           : ShardRoute::kPartial);
         op.shards.push_back(std::move(sf));
     }
     if (op.shards.empty()) complete(op);
@@ -89,7 +92,7 @@ bool Reader::Core::poll() {
     // Pull operations claim the spare buffer first (possibly waiting for relay leases to end).
     for (auto& op : ops_) {
         if (op->finished || op->kind != Kind::kPull || op->shards.empty() ||
-            op->shards.front()->state != State::kClaim || now < op->claim_retry) {
+            op->shards.front()->machine.state() != ShardState::kClaim || now < op->claim_retry) {
             continue;
         }
         const PullClaim claim = claim_pull_buffer(table_, any_slot_draining(), dead_slot_, now);
@@ -122,7 +125,8 @@ bool Reader::Core::poll() {
                                Manifest::count_chunks(st.range.size(), options_.min_chunk_bytes);
             sf->data_dest = b.memory->data() + meta_bytes_ + st.range.begin;
             sf->manifest_dest = reinterpret_cast<uint64_t*>(b.memory->data() + st.manifest_offset);
-            sf->state = State::kConnect;
+            Status claimed = sf->machine.claimed(now);
+            if (!claimed.ok()) log_.error("{}", claimed.to_string());  // unreachable: all in kClaim
         }
         begin_write(header(slot));
         if (options_.relay) {
@@ -141,23 +145,24 @@ bool Reader::Core::poll() {
         bool all_done = true;
         for (auto& sf : op.shards) {
             if (op.finished) break;
-            if (sf->state != State::kDone) step(op, *sf);
+            if (!sf->machine.finished()) step(op, *sf);
             if (op.finished) break;
-            all_done &= sf->state == State::kDone;
+            const ShardState state = sf->machine.state();
+            all_done &= state == ShardState::kDone;
             // Gets on shared memory often complete inside the call: keep spinning while chunks
             // are being moved even if nothing is in flight at this instant.
-            busy |= !sf->inflight.empty() || sf->state == State::kChunks ||
-                    sf->state == State::kMeta || sf->state == State::kHeaderAfter;
+            busy |= !sf->inflight.empty() || state == ShardState::kChunks ||
+                    state == ShardState::kMeta || state == ShardState::kHeaderAfter;
         }
         if (!op.finished && all_done) complete(op);
     }
     // A failed operation stays until UCX is done with every request that writes into its memory
     // (or the memory is retired), then its buffer may be claimed again.
     for (size_t i = 0; i < ops_.size(); ++i) {
-        if (!ops_[i]->draining) continue;
+        if (!ops_[i]->draining()) continue;
         busy = true;
         if (drain(*ops_[i])) continue;
-        if (ops_[i]->draining) continue;
+        if (ops_[i]->draining()) continue;
         retire(ops_[i], true);  // gave up: out of ops_ (never freed), its buffer replaced
         ops_.erase(ops_.begin() + static_cast<std::ptrdiff_t>(i));
         --i;
@@ -166,7 +171,7 @@ bool Reader::Core::poll() {
     // their own scratch buffers).
     if (hasher_->pending() == 0) {
         std::erase_if(ops_, [](const std::shared_ptr<Operation>& op) {
-            return op->finished && !op->draining;
+            return op->finished && !op->draining();
         });
         if (ops_.empty()) digest_waits_.clear();
     }
@@ -202,12 +207,21 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
         }
         return call->status;
     };
+    // A transition the machine refuses is a bug here, not the source's: fail the read with it.
+    auto advance = [&](Status moved) {
+        if (!moved.ok()) {
+            fail(op,
+                 moved.with_context(fmt::format("reading version {} shard {}", v, sf.shard.index)));
+        }
+        return moved.ok();
+    };
 
-    switch (sf.state) {
-        case State::kClaim:
-        case State::kDone:
+    switch (sf.machine.state()) {
+        case ShardState::kClaim:
+        case ShardState::kDone:
+        case ShardState::kFailed:
             return;
-        case State::kConnect: {
+        case ShardState::kConnect: {
             auto conn =
                 client_->connect(sf.source_address, sf.source_name, sf.source_host, sf.source_pid);
             if (!conn.ok()) {
@@ -219,7 +233,7 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
             // A source keeps a reader's connection for SourceServerOptions::idle_timeout_ms
             // (2 min by default); within a quarter of that, skip the hello round trip.
             if (sf.conn->greeted_at && now - *sf.conn->greeted_at < kHelloValidity) {
-                sf.state = State::kHello;
+                if (!advance(sf.machine.connected(now))) return;
                 sf.call.reset();
                 step(op, sf);
                 return;
@@ -228,10 +242,10 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
             rq.type = wire::RequestType::kHello;
             rq.offset = sf.conn->generation;
             sf.call = client_->call(*sf.conn, rq, loop_->address());
-            sf.state = State::kHello;
+            advance(sf.machine.connected(now));
             return;
         }
-        case State::kHello: {
+        case ShardState::kHello: {
             if (sf.call) {
                 auto st = wait_call(sf.call);
                 if (!st) return;
@@ -247,10 +261,10 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
             rq.version = v;
             rq.shard = sf.shard.index;
             sf.call = client_->call(*sf.conn, rq);
-            sf.state = State::kAcquire;
+            advance(sf.machine.hello_answered(now));
             return;
         }
-        case State::kAcquire: {
+        case ShardState::kAcquire: {
             auto st = wait_call(sf.call);
             if (!st) return;
             if (!st->ok()) {
@@ -264,7 +278,7 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
                 return;
             }
             if (op.kind == Kind::kMap) {
-                sf.state = State::kDone;
+                advance(sf.machine.leased(now));  // the route ends here: kDone
                 return;
             }
             const size_t manifest_bytes = sf.lease.chunk_count * sizeof(uint64_t);
@@ -296,17 +310,16 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
                 rq.length = manifest_bytes;
                 sf.meta_call[1] = client_->call(*sf.conn, rq, {}, manifest_dest, manifest_bytes);
             }
-            sf.phase_started = now;
-            sf.state = State::kMeta;
+            advance(sf.machine.leased(now));
             return;
         }
-        case State::kMeta: {
+        case ShardState::kMeta: {
             for (int i = 0; i < 2; ++i) {
                 Status st;
                 if (sf.use_get) {
                     const ucs_status_t u = sf.meta_get[i].poll();
                     if (u == UCS_INPROGRESS) {
-                        if (now - sf.phase_started >= options_.request_timeout_ms) {
+                        if (sf.machine.phase_overdue(now, options_.request_timeout_ms)) {
                             fail(op, deadline_exceeded(fmt::format(
                                          "{} did not deliver the header and manifest of version "
                                          "{} within {} ms",
@@ -331,20 +344,19 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
                 fail(op, meta);
                 return;
             }
-            sf.last_progress = now;
-            sf.state = State::kChunks;
+            if (!advance(sf.machine.meta_checked(now))) return;
             step_chunks(op, sf);
             return;
         }
-        case State::kChunks:
+        case ShardState::kChunks:
             step_chunks(op, sf);
             return;
-        case State::kHeaderAfter: {
+        case ShardState::kHeaderAfter: {
             Status st;
             if (sf.use_get) {
                 const ucs_status_t u = sf.meta_get[0].poll();
                 if (u == UCS_INPROGRESS) {
-                    if (now - sf.phase_started >= options_.request_timeout_ms) {
+                    if (sf.machine.phase_overdue(now, options_.request_timeout_ms)) {
                         fail(op, deadline_exceeded(fmt::format(
                                      "{} did not deliver the header of version {} within {} ms",
                                      sf.source_name, v, options_.request_timeout_ms.count())));
@@ -373,7 +385,7 @@ void Reader::Core::step(Operation& op, ShardFetch& sf) {
                 return;
             }
             release_lease(sf);
-            sf.state = State::kDone;
+            advance(sf.machine.header_rechecked(now));
             return;
         }
     }
@@ -443,12 +455,11 @@ Status Reader::Core::check_meta(Operation& op, ShardFetch& sf) {
                                        sf.lease.slot, sf.source_name, h.fields.version, v));
     }
     if (h.fields.layout_fingerprint != layout_.fingerprint()) {
-        return invalid_argument(
-            fmt::format("layout mismatch: slot {} of {} holds layout {}, this reader expects {}{}",
-                        sf.lease.slot, sf.source_name,
-                        fingerprint_text(h.fields.layout_fingerprint), layout_.fingerprint_text(),
-                        mismatch_detail(layout_, options_.layouts_dir,
-                                        h.fields.layout_fingerprint)));
+        return invalid_argument(fmt::format(
+            "layout mismatch: slot {} of {} holds layout {}, this reader expects {}{}",
+            sf.lease.slot, sf.source_name, fingerprint_text(h.fields.layout_fingerprint),
+            layout_.fingerprint_text(),
+            mismatch_detail(layout_, options_.layouts_dir, h.fields.layout_fingerprint)));
     }
     sf.manifest =
         Manifest(sf.lease.chunk_bytes, sf.lease.data_bytes,
@@ -583,7 +594,7 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
                                          op.version.version, sf.shard.index, sf.source_name)));
                 return;
             }
-            sf.last_progress = now;
+            sf.machine.progress(now);
             piece_done(op, sf, chunk, piece);
             if (op.finished) return;
         }
@@ -614,12 +625,12 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
         const size_t chunk = it->chunk;
         const size_t piece = it->piece;
         it = sf.inflight.erase(it);
-        sf.last_progress = now;
+        sf.machine.progress(now);
         piece_done(op, sf, chunk, piece);
         if (op.finished) return;
     }
     const bool waiting = !sf.inflight.empty() || (sf.await_call != nullptr);
-    if (waiting && now - sf.last_progress >= options_.stall_timeout_ms) {
+    if (sf.machine.stalled(now, options_.stall_timeout_ms, waiting)) {
         fail(op, deadline_exceeded(fmt::format(
                      "no data from {} for {} ms while reading version {} shard {} ({} of {} "
                      "chunks verified)",
@@ -644,8 +655,11 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
             sf.meta_call[0] =
                 client_->call(*sf.conn, rq, {}, sf.header_after.data(), kSlotHeaderBytes);
         }
-        sf.phase_started = now;
-        sf.state = State::kHeaderAfter;
+        Status moved = sf.machine.chunks_verified(now);
+        if (!moved.ok()) {
+            fail(op, moved.with_context(fmt::format("reading version {} shard {}",
+                                                    op.version.version, sf.shard.index)));
+        }
     }
 }
 
@@ -822,9 +836,11 @@ void Reader::Core::fail(Operation& op, const Status& status) {
             if (suspect) client_->forget(sf.conn, UCS_ERR_TIMED_OUT);
         }
         sf.lease_held = false;
+        sf.machine.failed(clock_.now());
     }
-    const bool pulled =
-        op.kind == Kind::kPull && !op.shards.empty() && op.shards.front()->state != State::kClaim;
+    // A pull that had claimed its buffer (its shards left kClaim together).
+    const bool pulled = op.kind == Kind::kPull && !op.shards.empty() &&
+                        op.shards.front()->machine.failed_in() != ShardState::kClaim;
     if (pulled) {
         Buffer& b = buffers_[op.slot];
         b.filling = false;
@@ -834,21 +850,7 @@ void Reader::Core::fail(Operation& op, const Status& status) {
         table_.reset(op.slot);
         if (server_) server_->notify();
     }
-    const size_t stale = outstanding(op);
-    if (stale > 0) {
-        op.draining = true;
-        op.holds_slot = pulled;
-        op.drain =
-            DrainTracker(clock_.now(), options_.drain_timeout_ms, options_.ucx.close_timeout_ms);
-        log_.with({.version = op.version.version})
-            .info("version {}: draining {} request(s) still in flight before {} is reused",
-                  op.version.version, stale,
-                  pulled ? fmt::format("buffer {}", op.slot) : std::string("its memory"));
-        std::lock_guard<std::mutex> lock(mu_);
-        ++drain_stats_.operations;
-        drain_stats_.requests += stale;
-        ++drain_stats_.draining;
-    }
+    start_drain(op, pulled);
     op.promise.set_value(status);
 }
 

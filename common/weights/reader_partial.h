@@ -2,7 +2,8 @@
 
 // Internal to the reader: the partial read's own steps (which bytes of a shard it wants, which of
 // the shard's chunks hold them, and where a verified chunk's wanted bytes go), shared with pulls
-// only through the shard state machine in reader_fetch.cc. Pure functions, any thread.
+// only through the shard state machine (reader_shard.h, driven by reader_fetch.cc). Pure functions,
+// any thread.
 
 #include <cstddef>
 #include <cstdint>

@@ -1,8 +1,9 @@
 #pragma once
 
 // Internal to the reader: the pull's own decision, which buffer a new fetch may fill now. The
-// rest of a pull runs in the shard state machine (reader_fetch.cc) it shares with partial reads;
-// what it fills is ReaderBuffer (reader_relay.h). Pure given the lease table; loop thread.
+// rest of a pull runs in the shard state machine (reader_shard.h, driven by reader_fetch.cc) it
+// shares with partial reads; what it fills is ReaderBuffer (reader_relay.h). Pure given the lease
+// table; loop thread.
 
 #include <cstdint>
 #include <optional>
