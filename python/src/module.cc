@@ -1,7 +1,9 @@
 // The `tandem._tandem` extension: the weight plane for Python. Tensors cross as buffers of bytes
 // (tandem/weights.py turns torch tensors into uint8 views without copying); the only copy is the
 // one into the publisher's registered slot (publish) or out of the reader's buffer (fetch_into),
-// done with the GIL released.
+// done with the GIL released. Tensors that are not in host memory (CUDA) are copied by torch
+// itself, straight between the device and the registered slot or the reader's verified buffer,
+// which publish_with/copy_out_with hand to a Python callable as a memoryview.
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -198,12 +200,35 @@ public:
 
     // Publishes the version the runtime assigned (VersionInfo JSON from assign_version).
     void publish_assigned(const std::string& info_json, const std::vector<TensorBytes>& tensors) {
-        if (!announcer_) raise(g_error, "invalid_argument: this publisher has no runtime");
-        auto info = runtime::VersionInfo::from_json(
-            nlohmann::json::parse(info_json, nullptr, /*allow_exceptions=*/false));
-        check(info.status());
-        announcer_->expect(*info);
-        publish(info->version, tensors);
+        publish(expect_assigned(info_json), tensors);
+    }
+
+    // Publishes `version` by calling fill(slot, shard_begin) with the GIL held: `slot` is a
+    // writable memoryview of the registered slot's bytes (the layout's range starting at byte
+    // shard_begin), valid only during the call. `got` is the layout of what fill writes.
+    void publish_with(Version version, const Layout& got, const py::function& fill) {
+        const Layout& layout = publisher_->layout();
+        if (!(got == layout)) raise_mismatch("publish", layout, &got, got.fingerprint());
+        std::optional<Result<SlotWriter>> writer;  // SlotWriter is not assignable
+        {
+            py::gil_scoped_release release;
+            writer.emplace(publisher_->begin(version));
+        }
+        check(writer->status());
+        std::span<std::byte> slot = (*writer)->data();
+        fill(py::memoryview::from_memory(slot.data(), static_cast<py::ssize_t>(slot.size())),
+             publisher_->shard_range().begin);
+        Status committed;
+        {
+            py::gil_scoped_release release;
+            committed = (*writer)->commit();
+        }
+        check(committed);
+    }
+
+    void publish_assigned_with(const std::string& info_json, const Layout& got,
+                               const py::function& fill) {
+        publish_with(expect_assigned(info_json), got, fill);
     }
 
     void publish(Version version, const std::vector<TensorBytes>& tensors) {
@@ -237,6 +262,16 @@ public:
     double last_copy_seconds() const { return publisher_->stats().last_copy_seconds; }
 
 private:
+    // The announcer is told to expect the runtime's VersionInfo; returns its number.
+    Version expect_assigned(const std::string& info_json) {
+        if (!announcer_) raise(g_error, "invalid_argument: this publisher has no runtime");
+        auto info = runtime::VersionInfo::from_json(
+            nlohmann::json::parse(info_json, nullptr, /*allow_exceptions=*/false));
+        check(info.status());
+        announcer_->expect(*info);
+        return info->version;
+    }
+
     std::shared_ptr<Directory> directory_;            // outlives the publisher (its announcer)
     std::shared_ptr<runtime::AgentRuntime> runtime_;  // or this, with announcer_
     std::unique_ptr<runtime::RuntimeAnnouncer> announcer_;
@@ -345,6 +380,19 @@ public:
         return view->version();
     }
 
+    // Calls fill(buffer) with the GIL held: a read-only memoryview of the current version's
+    // verified bytes (the whole layout), valid only during the call. `got` is the layout of the
+    // tensors fill copies into. Returns the version.
+    Version copy_out_with(const Layout& got, const py::function& fill) {
+        auto view = reader_->current();
+        if (!view) raise(g_error, "not_found: nothing fetched yet");
+        const Layout& layout = reader_->layout();
+        if (!(got == layout)) raise_mismatch("copy into tensors", layout, &got, got.fingerprint());
+        const auto bytes = view->bytes();
+        fill(py::memoryview::from_memory(bytes.data(), static_cast<py::ssize_t>(bytes.size())));
+        return view->version();
+    }
+
     const Layout& layout() const { return reader_->layout(); }
     double last_fetch_seconds() const { return reader_->last_fetch().seconds; }
 
@@ -435,6 +483,10 @@ PYBIND11_MODULE(_tandem, m) {
         .def("publish", &PyPublisher::publish, py::arg("version"), py::arg("tensors"))
         .def("publish_assigned", &PyPublisher::publish_assigned, py::arg("info_json"),
              py::arg("tensors"))
+        .def("publish_with", &PyPublisher::publish_with, py::arg("version"), py::arg("layout"),
+             py::arg("fill"))
+        .def("publish_assigned_with", &PyPublisher::publish_assigned_with, py::arg("info_json"),
+             py::arg("layout"), py::arg("fill"))
         .def_property_readonly("layout", &PyPublisher::layout)
         .def_property_readonly("newest", &PyPublisher::newest)
         .def_property_readonly("last_copy_seconds", &PyPublisher::last_copy_seconds);
@@ -452,6 +504,7 @@ PYBIND11_MODULE(_tandem, m) {
         .def("fetch", &PyReader::fetch, py::arg("version") = py::none(),
              py::arg("timeout_s") = 30.0)
         .def("copy_into", &PyReader::copy_into, py::arg("tensors"))
+        .def("copy_out_with", &PyReader::copy_out_with, py::arg("layout"), py::arg("fill"))
         .def_property_readonly("layout", &PyReader::layout)
         .def_property_readonly("last_fetch_seconds", &PyReader::last_fetch_seconds);
 

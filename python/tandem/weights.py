@@ -2,7 +2,12 @@
 
 Tensors cross into C++ as uint8 views of their own memory (no copy); the one copy is into the
 publisher's registered slot, or out of the reader's verified buffer, with the GIL released.
-CPU tensors only for now.
+
+Tensors on a device (CUDA, through torch's own copy, which is where DLPack-capable tensors end up)
+are copied by torch straight between the device and that same host memory: the C++ side hands
+the registered slot (publish) or the verified buffer (fetch) to Python as a memoryview for the
+length of one call, so device tensors cost one device<->host copy and no extra host copy either.
+The weight plane itself moves host memory only (UCX is not given device memory).
 """
 
 import json
@@ -45,16 +50,41 @@ def _torch_dtype(name):
     raise _tandem.TandemError(f"dtype {name} has no torch equivalent")
 
 
-def _check_cpu(name, tensor):
-    if tensor.device.type != "cpu":
-        raise _tandem.TandemError(
-            f"tensor {name}: on {tensor.device}; only CPU tensors are supported so far "
-            "(CUDA through DLPack is not done yet, see docs/python.md)")
+def _on_host(tensors):
+    return all(t.device.type == "cpu" for t in tensors.values())
+
+
+def _as_tensor(name, value):
+    """A torch tensor, or anything with __dlpack__ (CuPy, JAX, ...) through torch's DLPack."""
+    torch = _torch()
+    if isinstance(value, torch.Tensor):
+        if value.device.type == "meta":
+            raise _tandem.TandemError(f"tensor {name}: on {value.device}, which holds no data")
+        return value
+    if hasattr(value, "__dlpack__"):
+        return torch.utils.dlpack.from_dlpack(value)
+    raise _tandem.TandemError(f"tensor {name}: a {type(value).__name__}, not a tensor")
+
+
+def _tensors(tensors):
+    return {name: _as_tensor(name, t) for name, t in tensors.items()}
+
+
+def _slot_views(buf, layout, base):
+    """name -> a CPU tensor over the layout's bytes of that tensor inside `buf` (no copy); byte
+    `base` of the layout is buf[0]."""
+    import warnings
+
+    torch = _torch()
+    with warnings.catch_warnings():  # the reader's buffer is read-only; it is only read from
+        warnings.simplefilter("ignore", UserWarning)
+        raw = torch.frombuffer(buf, dtype=torch.uint8)
+    return {t.name: raw[t.offset - base: t.offset - base + t.bytes].view(_torch_dtype(t.dtype))
+            .view(t.shape) for t in layout.tensors}
 
 
 def _as_bytes(name, tensor, writable):
     """A list entry for the C++ side: the tensor's bytes as a uint8 numpy view (no copy)."""
-    _check_cpu(name, tensor)
     if writable and not tensor.is_contiguous():
         raise _tandem.TandemError(f"tensor {name}: must be contiguous to be filled in place")
     flat = tensor.detach().contiguous().reshape(-1)
@@ -144,20 +174,43 @@ class Publisher:
         """Copies `tensors` (the layout's names, dtypes and shapes, in order) into a slot and
         announces it as `version`: a number for a Directory, the dict runtime.assign_version()
         returned for a runtime. Raises LayoutMismatchError naming both fingerprints and the
-        first differing tensor."""
+        first differing tensor. CUDA tensors (or other DLPack tensors) are copied by torch
+        from the device straight into the slot."""
+        tensors = _tensors(tensors)
+        if self._runtime is not None and not isinstance(version, dict):
+            raise _tandem.TandemError(
+                "publish through the runtime takes the dict runtime.assign_version() "
+                "returned (or use publish_step)")
+        if not _on_host(tensors):
+            return self._publish_from_device(version, tensors)
         if self._runtime is not None:
-            if not isinstance(version, dict):
-                raise _tandem.TandemError(
-                    "publish through the runtime takes the dict runtime.assign_version() "
-                    "returned (or use publish_step)")
             self._impl.publish_assigned(json.dumps(version), _entries(tensors))
         else:
             self._impl.publish(version, _entries(tensors))
 
-    def publish_step(self, step, tensors, data_cursor=0, timeout_s=600.0):
-        """Asks the runtime for the number of the version after `step` steps, publishes
+    def _publish_from_device(self, version, tensors):
+        """The path of tensors that are not in host memory (any tensor works here: the tests
+        run it with CPU tensors where no GPU is present): torch copies each one into its place
+        in the registered slot."""
+
+        def fill(slot, base):
+            views = _slot_views(slot, self.layout, base)
+            for name, t in tensors.items():
+                views[name].copy_(t)
+            if any(t.device.type == "cuda" for t in tensors.values()):
+                _torch().cuda.synchronize()
+
+        got = layout_of(tensors)
+        if self._runtime is not None:
+            self._impl.publish_assigned_with(json.dumps(version), got, fill)
+        else:
+            self._impl.publish_with(version, got, fill)
+
+    def publish_step(self, step, tensors, data_cursor=0, timeout_s=600.0, at_least=0):
+        """Asks the runtime for the number of the version after `step` steps (at least
+        `at_least`: a resumed checkpoint's version, so numbering continues above it), publishes
         `tensors` under it and returns its info dict."""
-        info = self._runtime.assign_version(step, data_cursor, timeout_s)
+        info = self._runtime.assign_version(step, data_cursor, timeout_s, at_least)
         self.publish(info, tensors)
         return info
 
@@ -193,10 +246,29 @@ class Reader:
         self._impl.fetch_waited()
         if into is None:
             into = self.empty_state_dict()
-            self._impl.copy_into(_entries(into, writable=True))
+            self._copy_into(into)
             return info, into
-        self._impl.copy_into(_entries(into, writable=True))
+        self._copy_into(into)
         return info
+
+    def _copy_into(self, into):
+        if _on_host(into):
+            return self._impl.copy_into(_entries(into, writable=True))
+        return self._copy_to_device(into)
+
+    def _copy_to_device(self, into):
+        """The path of tensors that are not in host memory (CUDA): torch copies each one from
+        its place in the verified buffer to the device (the tests run it with CPU tensors where
+        no GPU is present)."""
+
+        def fill(buf):
+            views = _slot_views(buf, self.layout, 0)
+            for name, t in into.items():
+                t.copy_(views[name])
+            if any(t.device.type == "cuda" for t in into.values()):
+                _torch().cuda.synchronize()
+
+        return self._impl.copy_out_with(layout_of(into), fill)
 
     @property
     def layout(self):
@@ -211,13 +283,14 @@ class Reader:
         fetched = self._impl.fetch(version, timeout_s)
         if into is None:
             into = self.empty_state_dict()
-            self._impl.copy_into(_entries(into, writable=True))
+            self._copy_into(into)
             return fetched, into
-        self._impl.copy_into(_entries(into, writable=True))
+        self._copy_into(into)
         return fetched
 
-    def empty_state_dict(self):
-        """Uninitialised CPU tensors with the layout's names, dtypes and shapes."""
+    def empty_state_dict(self, device=None):
+        """Uninitialised tensors with the layout's names, dtypes and shapes (on `device`, CPU
+        by default)."""
         torch = _torch()
-        return {t.name: torch.empty(t.shape, dtype=_torch_dtype(t.dtype))
+        return {t.name: torch.empty(t.shape, dtype=_torch_dtype(t.dtype), device=device)
                 for t in self._impl.layout.tensors}

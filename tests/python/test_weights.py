@@ -102,10 +102,63 @@ class PublishAndRead(unittest.TestCase):
         self.assertIn(tandem.layout_of(other).fingerprint_text, message)
         self.assertIn("model.embed_tokens.weight", message)
 
-    def test_cuda_tensors_are_refused_with_a_reason(self):
+    def test_tensors_without_data_are_refused_with_a_reason(self):
         fake = {"x": torch.zeros(2, device="meta")}
-        with self.assertRaisesRegex(tandem.TandemError, "only CPU tensors"):
+        with self.assertRaisesRegex(tandem.TandemError, "tensor x: on meta, which holds no data"):
             tandem.Publisher(self.directory, self.state).publish(2, fake)
+
+
+class DevicePath(unittest.TestCase):
+    """The path CUDA tensors take (torch copies between the device and the registered slot or
+    the verified buffer, handed to Python as memoryviews), run with CPU tensors so that it is
+    checked on machines without a GPU; CUDA itself in test_cuda_tensors_round_trip."""
+
+    def setUp(self):
+        self.directory = tandem.Directory()
+        self.state = make_state(11)
+        self.publisher = tandem.Publisher(self.directory, self.state, chunk_bytes=64 << 10)
+        self.reader = tandem.Reader(self.directory, self.state)
+
+    def test_publishes_and_reads_the_same_bytes_as_the_host_path(self):
+        state = dict(self.state)
+        # A non-contiguous tensor: torch's copy handles its strides, no extra copy.
+        q = "model.layers.0.self_attn.q_proj.weight"
+        state[q] = torch.randn(64, 64).t()
+        self.assertFalse(state[q].is_contiguous())
+        self.publisher._publish_from_device(1, state)
+        into = self.reader.empty_state_dict()
+        self.assertEqual(self.reader.fetch(1, into=into), 1)  # read back by the host path
+        for name, t in state.items():
+            self.assertTrue(torch.equal(into[name], t), name)
+        self.publisher.publish(2, self.state)  # and the host path's version, read by this one
+        self.reader.fetch(2)
+        into = self.reader.empty_state_dict()
+        self.assertEqual(self.reader._copy_to_device(into), 2)
+        for name, t in self.state.items():
+            self.assertTrue(torch.equal(into[name], t), name)
+
+    def test_a_different_layout_is_named(self):
+        wrong = dict(self.state)
+        wrong["lm_head.weight"] = torch.zeros(100, 32)
+        with self.assertRaises(tandem.LayoutMismatchError) as caught:
+            self.publisher._publish_from_device(1, wrong)
+        self.assertIn("lm_head.weight F32[100, 32]", str(caught.exception))
+        self.assertIsNone(self.directory.newest())
+        self.publisher.publish(1, self.state)
+        self.reader.fetch(1)
+        with self.assertRaises(tandem.LayoutMismatchError):
+            self.reader._copy_to_device({k: v.clone() for k, v in wrong.items()})
+
+    def test_cuda_tensors_round_trip(self):
+        if not torch.cuda.is_available():
+            self.skipTest("torch.cuda.is_available() is false (no GPU or no CUDA build of torch)")
+        cuda = {k: v.cuda() for k, v in self.state.items()}
+        self.publisher.publish(1, cuda)
+        into = self.reader.empty_state_dict(device="cuda")
+        self.assertEqual(self.reader.fetch(1, into=into), 1)
+        for name, t in self.state.items():
+            self.assertEqual(into[name].device.type, "cuda")
+            self.assertTrue(torch.equal(into[name].cpu(), t), name)
 
 
 if __name__ == "__main__":
