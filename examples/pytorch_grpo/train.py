@@ -37,39 +37,47 @@ def main():
     temperature = spec["rollout"]["sampling"]["temperature"] or 1.0
     params = init_policy(m, FIRST + len(CHARSET), m["seed"])
     t0 = time.monotonic()
-
-    # Supervised warm start (the built-in trainer's algorithm.warm_start_steps): version 0.
-    rng = torch.Generator().manual_seed(task["seed"] + 1)
-    batch = alg["prompts_per_step"] * alg["group_size"]
-    warm = torch.optim.AdamW(params.values(), lr=alg["warm_start_lr"], betas=(0.9, 0.99),
-                             weight_decay=0.0)
-    for k in range(alg["warm_start_steps"]):
-        prompts, answers = warm_examples(task, batch, rng)
-        logps = completion_logprobs(params, m, prompts, answers)
-        loss = -torch.cat(logps).mean()
-        warm.zero_grad()
-        loss.backward()
-        warm.step()
-    rt.log(f"warm start: {alg['warm_start_steps']} supervised steps in "
-           f"{time.monotonic() - t0:.1f} s")
-
     opt = spec["algorithm"]["optimizer"]
     optim = torch.optim.AdamW(params.values(), lr=opt["lr"], betas=(opt["beta1"], opt["beta2"]),
                               eps=opt["eps"], weight_decay=opt["weight_decay"])
+
+    # A restarted trainer (kill -9, a lost node: the agent starts it again as a new attempt)
+    # goes on from its newest checkpoint when checkpoint.resume is auto (docs/python.md).
+    checkpoints = tandem.Checkpoints(rt)
+    resumed = checkpoints.latest()
+    start_step = 0
+    if resumed is not None:
+        saved = resumed.state()
+        with torch.no_grad():
+            for k, v in params.items():
+                v.copy_(saved["params"][k])
+        optim.load_state_dict(saved["optimizer"])
+        start_step = resumed.step
+        rt.log(f"resumed from {resumed.path} at step {resumed.step} (version {resumed.version}, "
+               f"data cursor {resumed.data_cursor}, attempt {rt.attempt})")
+    else:
+        warm_start(params, m, alg, task)
+        rt.log(f"warm start: {alg['warm_start_steps']} supervised steps in "
+               f"{time.monotonic() - t0:.1f} s")
+
     weights = {k: v.detach() for k, v in params.items()}  # views: always the current values
     publisher = tandem.Publisher(rt, weights)
     inbox = tandem.TrajectoryInbox(rt)  # announced as this actor's "trajectories"
-    info = publisher.publish_step(0, weights, data_cursor=0)
+    # A new attempt has a new fence: the same step gets a new number, above every number the
+    # job had (at_least covers numbers a coordinator lost with its restart).
+    info = publisher.publish_step(start_step, weights,
+                                  data_cursor=start_step * alg["prompts_per_step"],
+                                  at_least=resumed.version if resumed is not None else 0)
     fence = info["fence"]
     published = {info["version"]}
     rt.log(f"published version {info['version']} (fence {fence}), layout "
-           f"{publisher.layout.fingerprint_text}; training {alg['steps']} steps; trajectories "
-           f"{'over CURVE' if inbox.curve else 'in clear'}")
+           f"{publisher.layout.fingerprint_text}; training steps {start_step + 1}..{alg['steps']}; "
+           f"trajectories {'over CURVE' if inbox.curve else 'in clear'}")
 
     want = alg["prompts_per_step"] * alg["group_size"]
     staleness = spec["async"]["max_staleness"]
     carry = []
-    for step in range(1, alg["steps"] + 1):
+    for step in range(start_step + 1, alg["steps"] + 1):
         t_step = time.monotonic()
         trajs, rollout_versions, dropped = [], {}, 0
         pending = carry
@@ -143,6 +151,8 @@ def main():
             "train/clip_fraction": clipped / tokens,
             "train/onpolicy_ratio_error": max_ratio_err,
             "weights/version": info["version"],
+            "weights/fence_trainer_epoch": info["fence"]["trainer_epoch"],
+            "trainer/attempt": rt.attempt,
             "weights/consumed_version_min": min(rollout_versions),
             "weights/consumed_version_max": max(rollout_versions),
             "weights/dropped_trajectories": dropped,
@@ -153,12 +163,33 @@ def main():
             "timing_s/step": time.monotonic() - t_step,
         })
         rt.progress(step=step, fraction=step / alg["steps"], reward=reward)
+        if checkpoints.due(step):
+            path = checkpoints.save(step, info, {
+                "params": {k: v.detach().clone() for k, v in params.items()},
+                "optimizer": optim.state_dict()})
+            rt.log(f"checkpoint {path}")
         if step == 1 or step % 10 == 0 or step == alg["steps"]:
             rt.log(f"step {step}: reward {reward:.3f}, loss {float(loss):.4f}, "
                    f"rollout versions {sorted(rollout_versions)}, on-policy ratio error "
                    f"{max_ratio_err:.2e}, published version {info['version']}")
-    rt.log(f"trained {alg['steps']} steps in {time.monotonic() - t0:.1f} s")
+    rt.log(f"trained steps {start_step + 1}..{alg['steps']} in {time.monotonic() - t0:.1f} s")
     return 0
+
+
+def warm_start(params, m, alg, task):
+    """Supervised steps on the task's answers (the built-in trainer's
+    algorithm.warm_start_steps at warm_start_lr): the result becomes version 0."""
+    rng = torch.Generator().manual_seed(task["seed"] + 1)
+    batch = alg["prompts_per_step"] * alg["group_size"]
+    warm = torch.optim.AdamW(params.values(), lr=alg["warm_start_lr"], betas=(0.9, 0.99),
+                             weight_decay=0.0)
+    for _ in range(alg["warm_start_steps"]):
+        prompts, answers = warm_examples(task, batch, rng)
+        logps = completion_logprobs(params, m, prompts, answers)
+        loss = -torch.cat(logps).mean()
+        warm.zero_grad()
+        loss.backward()
+        warm.step()
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ tensors) and the trajectory plane.
 See docs/python.md for what exists and what does not yet.
 """
 
+from .checkpoints import Checkpoint, Checkpoints
 from ._tandem import Directory, Layout, LayoutMismatchError, TandemError, TensorInfo
 from .runtime import Runtime, runtime
 from .trajectories import TrajectoryInbox, TrajectoryOutbox
 from .weights import Publisher, Reader, layout_of
 
 __all__ = [
+    "Checkpoint",
+    "Checkpoints",
     "Directory",
     "Layout",
     "LayoutMismatchError",

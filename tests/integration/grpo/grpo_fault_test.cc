@@ -25,6 +25,7 @@
 #include "common/net/trajectory_curve.h"
 #include "common/rl/grpo_protocol.h"
 #include "tests/integration/control/cluster_harness.h"
+#include "tests/integration/control/job_faults.h"
 
 namespace tandem::testing {
 namespace {
@@ -59,26 +60,8 @@ std::vector<Json> metrics_rows(const LocalCluster& c, const std::string& job) {
     return rows;
 }
 
-int64_t progress_step(const LocalCluster& c, const std::string& job) {
-    const auto j = c.job(job);
-    if (!j.is_object()) return -1;
-    for (const auto& a : j.value("actors", Json::array())) {
-        if (a.value("actor", "").find("/trainer-") == std::string::npos) continue;
-        const Json p = a.value("progress", Json::object());
-        if (p.is_object() && p.contains("step")) return p["step"].get<int64_t>();
-    }
-    return -1;
-}
-
 std::string events_text(LocalCluster& c, const std::string& job) {
     return c.cli("job events " + job).out;
-}
-
-// What to print when a job did not finish: its state, events and the end of its logs.
-std::string job_story(LocalCluster& c, const std::string& job) {
-    const std::string logs = c.cli("job logs " + job).out;
-    return c.job(job).dump(2) + "\n" + events_text(c, job) + "\n" +
-           logs.substr(logs.size() > 8000 ? logs.size() - 8000 : 0);
 }
 
 // Versions in the coordinator's table, by number, with the time each was published.
@@ -314,7 +297,8 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
     ASSERT_EQ(sub.code, 0) << sub.out;
     const std::string job = "job-000001";
 
-    ASSERT_TRUE(wait_until([&] { return progress_step(c, job) >= 8; }, 40s)) << c.job(job).dump(2);
+    ASSERT_TRUE(wait_until([&] { return trainer_progress_step(c, job) >= 8; }, 40s))
+        << c.job(job).dump(2);
     // Trajectories of versions the trainer never published: far ahead, and negative.
     std::string endpoint, victim;
     const Json running = c.job(job);
@@ -340,7 +324,7 @@ TEST(GrpoFaults, KilledRolloutNodeRestartsItsActorAndUnknownVersionsAreRejected)
     // ...and a version it did publish, but under another fence (another trainer run).
     push_forged_batch(endpoint, 3, 4, wire::Fence{1, 7}, *rollout_curve);
 
-    const int64_t killed_at_step = progress_step(c, job);
+    const int64_t killed_at_step = trainer_progress_step(c, job);
     ASSERT_EQ(::kill(c.pid_of(victim), SIGKILL), 0);
     // While the job waits for the lost node (a refused batch is never sent: the pushes wait out a
     // short linger, which would let a running job finish before the kill).
@@ -399,7 +383,7 @@ std::string kill_rollout_node_without_room(LocalCluster& c, const std::string& j
         auto sub = c.cli("job submit -f " + job_file() + " " + tiny_job_overrides(steps) +
                          " async.max_staleness=0 rollout.resources.cpus=2");
         EXPECT_EQ(sub.code, 0) << sub.out;
-        EXPECT_TRUE(wait_until([&] { return progress_step(c, job) >= 8; }, 40s))
+        EXPECT_TRUE(wait_until([&] { return trainer_progress_step(c, job) >= 8; }, 40s))
             << c.job(job).dump(2);
     }
     const Json running = c.job(job);
@@ -442,7 +426,7 @@ TEST(GrpoFaults, RolloutNodeLostWithNoRoomLeavesItsActorPendingAndTheJobFinishes
         auto sub = c.cli("job submit -f " + job_file() + " " + tiny_job_overrides(kSteps) +
                          " async.max_staleness=0 rollout.resources.cpus=2");
         EXPECT_EQ(sub.code, 0) << sub.out;
-        EXPECT_TRUE(wait_until([&] { return progress_step(c, job) >= 8; }, 40s))
+        EXPECT_TRUE(wait_until([&] { return trainer_progress_step(c, job) >= 8; }, 40s))
             << c.job(job).dump(2);
         const std::string node = actor_of(c.job(job), job + "/trainer-0").value("node", "");
         trainer.pid = static_cast<pid_t>(
@@ -557,15 +541,12 @@ TEST(GrpoFaults, CoordinatorKilledMidJobAndBroughtBackFinishesWithNothingLostAnd
                      fmt::format(" async.max_staleness={}", kStaleness));
     ASSERT_EQ(sub.code, 0) << sub.out;
     const std::string job = "job-000001";
-    ASSERT_TRUE(wait_until([&] { return progress_step(c, job) >= 8; }, 40s)) << c.job(job).dump(2);
+    ASSERT_TRUE(wait_until([&] { return trainer_progress_step(c, job) >= 8; }, 40s))
+        << c.job(job).dump(2);
     const std::string events_before = events_text(c, job);
 
-    ASSERT_EQ(::kill(c.pid_of("coordinator"), SIGKILL), 0);
-    ASSERT_TRUE(wait_until([&] { return c.get("/healthz").is_null(); }, 5s));
-    auto up = c.up();  // brings back only the coordinator
-    ASSERT_EQ(up.code, 0) << up.out;
-    EXPECT_EQ(up.out.find("started tandem-"), std::string::npos) << up.out;
-    const int64_t back_at_step = progress_step(c, job);
+    ASSERT_NO_FATAL_FAILURE(kill_and_bring_back_the_coordinator(c));
+    const int64_t back_at_step = trainer_progress_step(c, job);
 
     ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 60s))
         << job_story(c, job);

@@ -3,18 +3,24 @@
 // example (examples/pytorch_grpo) trains the built-in C++ rollouts through the SDK, and the
 // Python rollout example (examples/python_rollout) feeds the built-in trainer; both examples also
 // run on a cluster with CURVE forced on (the SDK's trajectory sockets then use the job's keys).
+#include <signal.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include <gtest/gtest.h>
 
 #include "common/net/curve.h"
 #include "tests/integration/control/cluster_harness.h"
+#include "tests/integration/control/job_faults.h"
 
 namespace tandem::testing {
 namespace {
+
+using namespace std::chrono_literals;
 
 // Why the Python example cannot run here, or "" when it can.
 std::string python_missing() {
@@ -23,6 +29,26 @@ std::string python_missing() {
     if (std::system("/usr/bin/python3 -c 'import torch, yaml' >/dev/null 2>&1") != 0)
         return "/usr/bin/python3 lacks torch or yaml (python3-torch, python3-yaml)";
     return "";
+}
+
+std::string example_job_file(const std::string& example) {
+    return std::string(TANDEM_SOURCE_DIR) + "/examples/" + example + "/job.yaml";
+}
+
+// Brings up `c`, runs examples/<example>/job.yaml (job `job`) for `steps` steps with `overrides`
+// to the end, and hands back its metrics rows (one per step, checked) and log lines.
+void run_example(LocalCluster& c, const std::string& example, const std::string& job, int steps,
+                 const std::string& overrides, nlohmann::json* rows, std::string* logs) {
+    auto up = c.up();
+    ASSERT_EQ(up.code, 0) << up.out;
+    auto sub = c.cli("job submit -f " + example_job_file(example) +
+                     " algorithm.steps=" + std::to_string(steps) + " " + overrides + " --follow");
+    *logs = c.cli("job logs " + job).out;
+    ASSERT_EQ(sub.code, 0) << sub.out << "\n" << *logs;
+    auto m = c.get("/api/v1/jobs/" + job + "/metrics");
+    ASSERT_TRUE(m.is_object()) << "no metrics";
+    *rows = m["metrics"];
+    ASSERT_EQ(rows->size(), static_cast<size_t>(steps)) << m.dump();
 }
 
 TEST(UserActors, AnActorThatExitsWithoutReportingIsNamedWithCodeAndLastStderrLines) {
@@ -69,19 +95,12 @@ TEST(UserActors, AMissingProgramIsNamedWithItsField) {
 TEST(UserActors, PythonTrainerExampleTrainsTheBuiltInRollouts) {
     if (auto why = python_missing(); !why.empty()) GTEST_SKIP() << why;
     LocalCluster c("user-pytorch", /*rollout_nodes=*/2);
-    auto up = c.up();
-    ASSERT_EQ(up.code, 0) << up.out;
-    const std::string job_file = std::string(TANDEM_SOURCE_DIR) + "/examples/pytorch_grpo/job.yaml";
     constexpr int kSteps = 12;
-    auto sub = c.cli("job submit -f " + job_file + " algorithm.steps=" + std::to_string(kSteps) +
-                     " algorithm.warm_start_steps=10 algorithm.optimizer.lr=2e-3 --follow");
-    const std::string logs = c.cli("job logs pytorch-grpo").out;
-    ASSERT_EQ(sub.code, 0) << sub.out << "\n" << logs;
-
-    auto m = c.get("/api/v1/jobs/pytorch-grpo/metrics");
-    ASSERT_TRUE(m.is_object()) << "no metrics";
-    const auto& rows = m["metrics"];
-    ASSERT_EQ(rows.size(), static_cast<size_t>(kSteps)) << m.dump();
+    nlohmann::json rows;
+    std::string logs;
+    ASSERT_NO_FATAL_FAILURE(run_example(c, "pytorch_grpo", "pytorch-grpo", kSteps,
+                                        "algorithm.warm_start_steps=10 algorithm.optimizer.lr=2e-3",
+                                        &rows, &logs));
     double first = 0, last = 0;
     int64_t prev_version = -1;
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -103,28 +122,154 @@ TEST(UserActors, PythonTrainerExampleTrainsTheBuiltInRollouts) {
     }
     EXPECT_GT(last, first + 0.02) << "reward of the first 3 steps " << first << ", last 3 " << last
                                   << "\n"
-                                  << m.dump();
+                                  << rows.dump();
     // The rollouts that read those versions are the built-in ones.
     EXPECT_NE(logs.find("rollout-0"), std::string::npos) << logs;
+}
+
+// A small, quick pytorch_grpo job for the fault cases: the faults are the point, not learning.
+std::string tiny_pytorch_job(int steps, const std::string& more) {
+    return "job submit -f " + example_job_file("pytorch_grpo") +
+           fmt::format(
+               " algorithm.steps={} algorithm.warm_start_steps=0 "
+               "algorithm.prompts_per_step=8 algorithm.group_size=4 model.hidden_size=32 "
+               "model.num_layers=1 model.intermediate_size=64 {}",
+               steps, more);
+}
+
+// The coordinator's metrics rows of `job` by step (the newest row of a step that ran twice).
+std::map<int64_t, nlohmann::json> metrics_by_step(const LocalCluster& c, const std::string& job) {
+    std::map<int64_t, nlohmann::json> out;
+    const auto m = c.get("/api/v1/jobs/" + job + "/metrics?limit=100000");
+    if (!m.is_object()) return out;
+    for (const auto& r : m["metrics"]) out[r["step"].get<int64_t>()] = r["values"];
+    return out;
+}
+
+// kill -9 of the coordinator while the Python trainer trains and `tandem up` again (as
+// GrpoFaults.CoordinatorKilledMidJob... does for the built-in trainer): the SDK's runtime waits
+// out the restart through its agent (version numbers, metrics, endpoints are asked again), so no
+// actor restarts, every step runs once on the version published before it, and the coordinator
+// has every step's metrics.
+TEST(UserActors, PythonTrainerSurvivesACoordinatorKillWithNothingLostAndNoRestart) {
+    if (auto why = python_missing(); !why.empty()) GTEST_SKIP() << why;
+    LocalCluster c("user-coord-kill", /*rollout_nodes=*/2);
+    ASSERT_EQ(c.up().code, 0);
+    constexpr int kSteps = 30;
+    auto sub = c.cli(tiny_pytorch_job(kSteps, ""));
+    ASSERT_EQ(sub.code, 0) << sub.out;
+    const std::string job = "pytorch-grpo";
+    ASSERT_TRUE(wait_until([&] { return trainer_progress_step(c, job) >= 4; }, 90s))
+        << job_story(c, job);
+    const std::string events_before = c.cli("job events " + job).out;
+
+    ASSERT_NO_FATAL_FAILURE(kill_and_bring_back_the_coordinator(c));
+    const int64_t back_at_step = trainer_progress_step(c, job);
+
+    ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 120s))
+        << job_story(c, job);
+    // The trainer waits for the coordinator's number of every version, so it cannot finish
+    // while the coordinator is down.
+    EXPECT_LT(back_at_step, kSteps) << "the job ended before the coordinator came back";
+    const auto finished = c.job(job);
+    EXPECT_EQ(finished["restarts_used"], 0);
+    for (const auto& a : finished["actors"]) EXPECT_EQ(a["attempt"], 1) << a.dump();
+    const std::string ev = c.cli("job events " + job).out;
+    EXPECT_EQ(ev.find("actor_restarted"), std::string::npos) << ev;
+    EXPECT_EQ(ev.rfind(events_before, 0), 0u) << "history changed";
+
+    // Every step once at the coordinator, by the first attempt, strictly on-policy (trained on
+    // the version published before it), with rising numbers.
+    const auto rows = metrics_by_step(c, job);
+    ASSERT_EQ(rows.size(), static_cast<size_t>(kSteps)) << job_story(c, job);
+    int64_t prev = -1;
+    for (const auto& [step, v] : rows) {
+        EXPECT_EQ(v["trainer/attempt"], 1) << "step " << step;
+        const int64_t version = v["weights/version"].get<int64_t>();
+        if (prev >= 0) {
+            EXPECT_GT(version, prev) << "step " << step;
+            EXPECT_EQ(v["weights/consumed_version_min"].get<int64_t>(), prev) << "step " << step;
+            EXPECT_EQ(v["weights/consumed_version_max"].get<int64_t>(), prev) << "step " << step;
+        }
+        prev = version;
+    }
+}
+
+// kill -9 of the Python trainer after its second checkpoint: its agent starts it again (a new
+// attempt, a new fence), it resumes from its newest checkpoint (tandem.Checkpoints: step,
+// version, optimizer state), numbers its versions above every version before, trains only on
+// trajectories of its own versions (the old fence's are dropped) and the job finishes.
+TEST(UserActors, KilledPythonTrainerResumesFromItsCheckpointAndNumbersAboveTheOldVersions) {
+    if (auto why = python_missing(); !why.empty()) GTEST_SKIP() << why;
+    LocalCluster c("user-trainer-kill", /*rollout_nodes=*/2);
+    ASSERT_EQ(c.up().code, 0);
+    constexpr int kSteps = 30, kEvery = 3;
+    auto sub = c.cli(
+        tiny_pytorch_job(kSteps, fmt::format("checkpoint.every_steps={} checkpoint.resume=auto "
+                                             "checkpoint.keep_last=50 max_actor_restarts=2",
+                                             kEvery)));
+    ASSERT_EQ(sub.code, 0) << sub.out;
+    const std::string job = "pytorch-grpo";
+    const std::string ckpt_root = c.run_dir() + "/jobs/job-000001/checkpoints";
+    const std::string second = fmt::format("{}/step-{:08d}", ckpt_root, 2 * kEvery);
+    ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(second); }, 90s))
+        << job_story(c, job);
+    // The trainer actor: the child of the trainer node's agent.
+    const auto kids = run_cmd(fmt::format("pgrep -P {}", c.pid_of("trainer-0")));
+    const pid_t trainer = static_cast<pid_t>(std::atoi(kids.out.c_str()));
+    ASSERT_GT(trainer, 0) << kids.out;
+    ASSERT_EQ(::kill(trainer, SIGKILL), 0);
+
+    ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 120s))
+        << job_story(c, job);
+    const std::string ev = c.cli("job events " + job).out;
+    EXPECT_NE(ev.find("/trainer-0 restarted"), std::string::npos) << ev;
+
+    // It said where it resumed: a checkpoint at or after the second one.
+    const std::string logs = c.cli("job logs " + job).out;
+    const std::string said = "resumed from " + ckpt_root + "/step-";
+    const size_t at = logs.find(said);
+    ASSERT_NE(at, std::string::npos) << logs;
+    const int64_t resumed_at = std::atoll(logs.c_str() + at + said.size());
+    EXPECT_GE(resumed_at, 2 * kEvery);
+    EXPECT_EQ(resumed_at % kEvery, 0);
+
+    // Steps up to the checkpoint are the first attempt's; every later one ran (again) in the
+    // second, under a higher fence, on versions numbered above all of the first attempt's.
+    const auto rows = metrics_by_step(c, job);
+    ASSERT_EQ(rows.size(), static_cast<size_t>(kSteps)) << job_story(c, job);
+    int64_t prev = -1, first_epoch = -1;
+    for (const auto& [step, v] : rows) {
+        const int64_t attempt = v["trainer/attempt"].get<int64_t>();
+        const int64_t epoch = v["weights/fence_trainer_epoch"].get<int64_t>();
+        const int64_t version = v["weights/version"].get<int64_t>();
+        const int64_t consumed_min = v["weights/consumed_version_min"].get<int64_t>();
+        const int64_t consumed_max = v["weights/consumed_version_max"].get<int64_t>();
+        EXPECT_EQ(attempt, step <= resumed_at ? 1 : 2) << "step " << step;
+        if (step == 1) first_epoch = epoch;
+        EXPECT_EQ(epoch > first_epoch, step > resumed_at) << "step " << step;
+        EXPECT_GT(version, prev) << "step " << step;
+        EXPECT_EQ(consumed_min, consumed_max) << "step " << step;
+        if (step == resumed_at + 1) {
+            // The resumed run's first version: the checkpoint's weights under a new number.
+            EXPECT_GT(consumed_min, prev) << "step " << step << " trained on an old version";
+        } else if (step > 1) {
+            EXPECT_EQ(consumed_min, prev) << "step " << step;
+        }
+        prev = version;
+    }
 }
 
 TEST(UserActors, PythonRolloutsReadEveryVersionOfTheBuiltInTrainer) {
     if (auto why = python_missing(); !why.empty()) GTEST_SKIP() << why;
     LocalCluster c("user-rollout", /*rollout_nodes=*/2);
-    auto up = c.up();
-    ASSERT_EQ(up.code, 0) << up.out;
-    const std::string job_file =
-        std::string(TANDEM_SOURCE_DIR) + "/examples/python_rollout/job.yaml";
     constexpr int kSteps = 5;
-    auto sub = c.cli("job submit -f " + job_file + " algorithm.steps=" + std::to_string(kSteps) +
-                     " algorithm.warm_start_steps=0 --follow");
-    const std::string logs = c.cli("job logs python-rollout").out;
-    ASSERT_EQ(sub.code, 0) << sub.out << "\n" << logs;
+    nlohmann::json rows;
+    std::string logs;
+    ASSERT_NO_FATAL_FAILURE(run_example(c, "python_rollout", "python-rollout", kSteps,
+                                        "algorithm.warm_start_steps=0", &rows, &logs));
     // The built-in trainer trained every step on the Python rollouts' trajectories...
-    auto m = c.get("/api/v1/jobs/python-rollout/metrics");
-    ASSERT_TRUE(m.is_object()) << "no metrics";
-    ASSERT_EQ(m["metrics"].size(), static_cast<size_t>(kSteps)) << m.dump();
-    for (const auto& row : m["metrics"]) {
+    for (const auto& row : rows) {
         EXPECT_EQ(row["values"]["weights/rejected_unknown_version"], 0) << row.dump();
         EXPECT_EQ(row["values"]["weights/rejected_fenced"], 0) << row.dump();
     }
@@ -155,19 +300,12 @@ void run_example_over_curve(const std::string& cluster, const std::string& examp
                             const std::string& job) {
     LocalCluster c(cluster, /*rollout_nodes=*/1);
     std::ofstream(c.cluster_file(), std::ios::app) << "security:\n  curve: on\n";
-    auto up = c.up();
-    ASSERT_EQ(up.code, 0) << up.out;
-    const std::string job_file =
-        std::string(TANDEM_SOURCE_DIR) + "/examples/" + example + "/job.yaml";
     constexpr int kSteps = 2;
-    auto sub = c.cli("job submit -f " + job_file + " algorithm.steps=" + std::to_string(kSteps) +
-                     " algorithm.warm_start_steps=0 rollout.replicas=1 --follow");
-    const std::string logs = c.cli("job logs " + job).out;
-    ASSERT_EQ(sub.code, 0) << sub.out << "\n" << logs;
-    auto m = c.get("/api/v1/jobs/" + job + "/metrics");
-    ASSERT_TRUE(m.is_object()) << "no metrics";
-    ASSERT_EQ(m["metrics"].size(), static_cast<size_t>(kSteps)) << m.dump();
-    for (const auto& row : m["metrics"]) {
+    nlohmann::json rows;
+    std::string logs;
+    ASSERT_NO_FATAL_FAILURE(run_example(
+        c, example, job, kSteps, "algorithm.warm_start_steps=0 rollout.replicas=1", &rows, &logs));
+    for (const auto& row : rows) {
         EXPECT_EQ(row["values"].value("trajectories/refused_total", -1.0), 0.0) << row.dump();
     }
     EXPECT_NE(logs.find("trajectories over CURVE"), std::string::npos) << logs;
