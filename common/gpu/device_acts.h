@@ -24,15 +24,15 @@ struct DeviceModel::Rows {
 // the backward needs the value (norm inputs, attention output, MLP pre-activations), bf16 where
 // it is a GEMM input (normed rows, q/k/v after RoPE).
 struct LayerActs {
-    DeviceBuffer x_in, rstd1;   // fp32 [n, hidden], [n]
-    DeviceBuffer a;             // bf16 [n, hidden]: input norm output
-    DeviceBuffer q, k, v;       // bf16 [n, q_dim], [n, kv_dim] x 2 (q, k rotated)
-    DeviceBuffer q_raw, k_raw;  // fp32, qk_norm only: projection + bias (the norm's input)
+    DeviceBuffer x_in, rstd1;     // fp32 [n, hidden], [n]
+    DeviceBuffer a;               // bf16 [n, hidden]: input norm output
+    DeviceBuffer q, k, v;         // bf16 [n, q_dim], [n, kv_dim] x 2 (q, k rotated)
+    DeviceBuffer q_raw, k_raw;    // fp32, qk_norm only: projection + bias (the norm's input)
     DeviceBuffer rstd_q, rstd_k;  // fp32 [n * heads], qk_norm only
-    DeviceBuffer o, lse;        // fp32 [n, q_dim], [n * num_heads] (per sequence [heads, len])
-    DeviceBuffer x_mid, rstd2;  // fp32 [n, hidden], [n]
-    DeviceBuffer b;             // bf16 [n, hidden]: post-attention norm output
-    DeviceBuffer g, u;          // fp32 [n, intermediate]: gate and up projections (+ biases)
+    DeviceBuffer o, lse;          // fp32 [n, q_dim], [n * num_heads] (per sequence [heads, len])
+    DeviceBuffer x_mid, rstd2;    // fp32 [n, hidden], [n]
+    DeviceBuffer b;               // bf16 [n, hidden]: post-attention norm output
+    DeviceBuffer g, u;            // fp32 [n, intermediate]: gate and up projections (+ biases)
 };
 
 struct DeviceModel::Saved {

@@ -55,8 +55,7 @@ Status DeviceModel::backward(const Stream& s, const float* weight, float* grads)
     const model::ParamPtrs<const Bf16> w(index_, weights_.as<const Bf16>());
     const model::ParamPtrs<float> gw(index_, grads);
     auto alloc = [&](int64_t elems, size_t elem_bytes, const char* what) {
-        return alloc_.allocate(static_cast<size_t>(std::max<int64_t>(elems, 1)) * elem_bytes,
-                               what);
+        return alloc_.allocate(static_cast<size_t>(std::max<int64_t>(elems, 1)) * elem_bytes, what);
     };
     const int32_t* srow = S.idx.as<const int32_t>();
     const int32_t* target = srow + ns;
@@ -157,9 +156,9 @@ Status DeviceModel::backward(const Stream& s, const float* weight, float* grads)
         TANDEM_RETURN_IF_ERROR(linear_backward(s, gemm_, n, h, inter, A.b.as<Bf16>(), L.wu, g16,
                                                db.as<float>(), true, G.wu));
         TANDEM_RETURN_IF_ERROR(copy_floats(s, dmid.as<float>(), dx, n * h));
-        TANDEM_RETURN_IF_ERROR(ops::rmsnorm_backward(
-            s, n, h, A.x_mid.as<float>(), L.post_norm, A.rstd2.as<float>(), db.as<float>(),
-            dmid.as<float>(), true, G.post_norm));
+        TANDEM_RETURN_IF_ERROR(ops::rmsnorm_backward(s, n, h, A.x_mid.as<float>(), L.post_norm,
+                                                     A.rstd2.as<float>(), db.as<float>(),
+                                                     dmid.as<float>(), true, G.post_norm));
         // Attention: x_mid = x_in + attn(rope(a Wq^T), rope(a Wk^T), a Wv^T) Wo^T + bo.
         TANDEM_RETURN_IF_ERROR(ops::to_bf16(s, n * qd, A.o.as<float>(), ob.as<Bf16>()));
         TANDEM_RETURN_IF_ERROR(ops::to_bf16(s, n * h, dmid.as<float>(), g16));
@@ -187,7 +186,8 @@ Status DeviceModel::backward(const Stream& s, const float* weight, float* grads)
             // Keys and values behind the prefix's; the prefix's key gradients so far are the
             // starting point of the continuation's (accumulate), its own start from zero.
             const int64_t p0 = S.begin[p], plen = S.begin[p + 1] - p0;
-            const size_t pre = static_cast<size_t>(plen * kvd), own = static_cast<size_t>(len * kvd);
+            const size_t pre = static_cast<size_t>(plen * kvd),
+                         own = static_cast<size_t>(len * kvd);
             const Bf16* k16 = A.k.as<const Bf16>();
             const Bf16* v16 = A.v.as<const Bf16>();
             TANDEM_RETURN_IF_ERROR(ops::copy_on_device(s, kc.as(), k16 + p0 * kvd, pre * 2));

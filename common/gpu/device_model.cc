@@ -181,8 +181,8 @@ Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch,
             TANDEM_ASSIGN_OR_RETURN(A->b, alloc(n * h, 2, "saved post norm output"));
             TANDEM_ASSIGN_OR_RETURN(A->g, alloc(n * inter, 4, "saved gate projection"));
             TANDEM_ASSIGN_OR_RETURN(A->u, alloc(n * inter, 4, "saved up projection"));
-            TANDEM_RETURN_IF_ERROR(ops::copy_on_device(s, A->x_in.as(), x.as(),
-                                                       static_cast<size_t>(n * h) * 4));
+            TANDEM_RETURN_IF_ERROR(
+                ops::copy_on_device(s, A->x_in.as(), x.as(), static_cast<size_t>(n * h) * 4));
         }
         Bf16* an = A ? A->a.as<Bf16>() : a.as<Bf16>();
         Bf16* qb = A ? A->q.as<Bf16>() : scratch.qb.as<Bf16>();
@@ -255,8 +255,8 @@ Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch,
         TANDEM_RETURN_IF_ERROR(gemm_.linear(s, n, qd, h, a.as<Bf16>(), L.wo, x.as<float>(), true));
         if (L.bo) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, h, L.bo, x.as<float>()));
         if (A) {
-            TANDEM_RETURN_IF_ERROR(ops::copy_on_device(s, A->x_mid.as(), x.as(),
-                                                       static_cast<size_t>(n * h) * 4));
+            TANDEM_RETURN_IF_ERROR(
+                ops::copy_on_device(s, A->x_mid.as(), x.as(), static_cast<size_t>(n * h) * 4));
         }
         // MLP block.
         Bf16* bn = A ? A->b.as<Bf16>() : a.as<Bf16>();

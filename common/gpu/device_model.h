@@ -1,9 +1,9 @@
 #pragma once
 
-// The decoder's forward and backward passes on one CUDA device, for the architectures common/model runs (Llama,
-// Qwen2, Qwen3: q/k/v/o/MLP biases, Qwen3's q/k norm, every RoPE scaling config.h accepts).
-// Weights live in device memory in bf16, at the same element offsets as the CPU engine's fp32
-// flat buffer (common/model/params.h), so the CPU buffer uploads as is. Arithmetic follows
+// The decoder's forward and backward passes on one CUDA device, for the architectures common/model
+// runs (Llama, Qwen2, Qwen3: q/k/v/o/MLP biases, Qwen3's q/k norm, every RoPE scaling config.h
+// accepts). Weights live in device memory in bf16, at the same element offsets as the CPU engine's
+// fp32 flat buffer (common/model/params.h), so the CPU buffer uploads as is. Arithmetic follows
 // kernels/cuda/ops.h: bf16 GEMM inputs, fp32 accumulation, fp32 residual stream and logits.
 // Results match Transformer<float> up to bf16 rounding (tests/gpu/model_cuda_test.cc states the
 // tolerance). No CUDA headers needed by callers.

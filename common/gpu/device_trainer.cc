@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 
+#include <fmt/format.h>
+
 #include "common/model/grpo_batch.h"
 #include "common/model/optimizer.h"
 #include "kernels/cuda/ops.h"
@@ -29,7 +31,8 @@ Result<std::unique_ptr<DeviceTrainer>> DeviceTrainer::create(const model::ModelW
                                                              kernels::cuda::DeviceAllocator& alloc,
                                                              kernels::cuda::Gemm& gemm,
                                                              const Stream& s) {
-    if (options.micro_batch < 1) return invalid_argument("device trainer: micro_batch must be >= 1");
+    if (options.micro_batch < 1)
+        return invalid_argument("device trainer: micro_batch must be >= 1");
     std::unique_ptr<DeviceTrainer> t(new DeviceTrainer(options, alloc));
     t->grpo_.clip_eps = options.algorithm.clip_eps;
     t->grpo_.kl_coef = options.algorithm.kl_coef;
@@ -37,6 +40,11 @@ Result<std::unique_ptr<DeviceTrainer>> DeviceTrainer::create(const model::ModelW
     t->total_updates_ =
         static_cast<int64_t>(options.algorithm.steps) * std::max(1, options.mini_batches);
     TANDEM_ASSIGN_OR_RETURN(t->policy_, DeviceModel::create(initial.config(), alloc, gemm, s));
+    if (static_cast<int64_t>(t->policy_->index().elements) != initial.elements()) {
+        return invalid_argument(
+            fmt::format("device trainer: the weights hold {} values, their config's layout {}",
+                        initial.elements(), t->policy_->index().elements));
+    }
     TANDEM_RETURN_IF_ERROR(t->policy_->load(s, initial.data()));
     if (options.algorithm.kl_coef > 0) {
         TANDEM_ASSIGN_OR_RETURN(t->reference_,
@@ -45,9 +53,6 @@ Result<std::unique_ptr<DeviceTrainer>> DeviceTrainer::create(const model::ModelW
     }
     const model::ParamIndex& index = t->policy_->index();
     const size_t bytes = static_cast<size_t>(index.elements) * sizeof(float);
-    if (static_cast<int64_t>(index.elements) != initial.elements()) {
-        return invalid_argument("device trainer: the weights do not match their config's layout");
-    }
     TANDEM_ASSIGN_OR_RETURN(t->master_, alloc.allocate(bytes, "fp32 master weights"));
     TANDEM_ASSIGN_OR_RETURN(t->grads_, alloc.allocate(bytes, "fp32 gradients"));
     TANDEM_ASSIGN_OR_RETURN(t->m_, alloc.allocate(bytes, "AdamW first moments"));
@@ -94,10 +99,10 @@ Result<std::pair<double, double>> DeviceTrainer::update(const Stream& s) {
     for (const bool decay : {true, false}) {
         for (const auto& [b, e] : decay ? decay_ranges_ : plain_ranges_) {
             const int64_t count = static_cast<int64_t>(e - b);
-            TANDEM_RETURN_IF_ERROR(ops::adamw_update(
-                s, count, master_.as<float>() + b, grads_.as<const float>() + b,
-                m_.as<float>() + b, v_.as<float>() + b, a, decay, sum_sq_.as<const double>(),
-                policy_->weights_bf16() + b));
+            TANDEM_RETURN_IF_ERROR(
+                ops::adamw_update(s, count, master_.as<float>() + b, grads_.as<const float>() + b,
+                                  m_.as<float>() + b, v_.as<float>() + b, a, decay,
+                                  sum_sq_.as<const double>(), policy_->weights_bf16() + b));
         }
     }
     double sum_sq = 0;
@@ -139,8 +144,8 @@ Result<model::TrainStats> DeviceTrainer::step(const Stream& s,
                                                           logp_.data(), entropy_.data()));
             if (reference_) {
                 ref_logp_.resize(n);
-                TANDEM_RETURN_IF_ERROR(reference_->logprobs(s, packed_, grpo_.temperature,
-                                                            ref_logp_.data(), nullptr));
+                TANDEM_RETURN_IF_ERROR(
+                    reference_->logprobs(s, packed_, grpo_.temperature, ref_logp_.data(), nullptr));
             }
             st.forward_s += seconds_since(t0);
             model::score_grpo_tokens(batch, b0, b1, completion_begin_, logp_.data(),

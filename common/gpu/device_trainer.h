@@ -66,7 +66,7 @@ private:
     kernels::cuda::DeviceAllocator& alloc_;
     std::unique_ptr<DeviceModel> policy_, reference_;
     kernels::cuda::DeviceBuffer master_, grads_, m_, v_;  // fp32 [elements]
-    kernels::cuda::DeviceBuffer sum_sq_;                   // fp64 [1]
+    kernels::cuda::DeviceBuffer sum_sq_;                  // fp64 [1]
     // [begin, end) element ranges with and without weight decay (2-D weights / the rest).
     std::vector<std::pair<uint64_t, uint64_t>> decay_ranges_, plain_ranges_;
     int64_t total_updates_ = 1;

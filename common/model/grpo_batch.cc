@@ -52,9 +52,8 @@ std::vector<double> trajectory_advantages(std::span<const Trajectory> batch, boo
     return adv;
 }
 
-void pack_trajectories(std::span<const Trajectory> batch, size_t b0, size_t b1,
-                       bool share_prompts, PackedBatch& packed,
-                       std::vector<int64_t>& completion_begin) {
+void pack_trajectories(std::span<const Trajectory> batch, size_t b0, size_t b1, bool share_prompts,
+                       PackedBatch& packed, std::vector<int64_t>& completion_begin) {
     packed.clear();
     completion_begin.clear();
     int64_t prefix = PackedBatch::kNoPrefix;

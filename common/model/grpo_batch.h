@@ -30,9 +30,8 @@ std::vector<double> trajectory_advantages(std::span<const Trajectory> batch, boo
 // Packs batch[b0, b1) into `packed` (cleared first). With share_prompts, consecutive trajectories
 // with the same prompt continue one prefix (PackedBatch::add_continuation); else each packs its
 // own prompt. completion_begin[i - b0] is the row of trajectory i's first completion token.
-void pack_trajectories(std::span<const Trajectory> batch, size_t b0, size_t b1,
-                       bool share_prompts, PackedBatch& packed,
-                       std::vector<int64_t>& completion_begin);
+void pack_trajectories(std::span<const Trajectory> batch, size_t b0, size_t b1, bool share_prompts,
+                       PackedBatch& packed, std::vector<int64_t>& completion_begin);
 
 // Counts over the evaluated completion tokens of one step.
 struct GrpoTokenCounts {

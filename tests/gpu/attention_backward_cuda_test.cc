@@ -138,8 +138,8 @@ TEST_F(CudaAttentionBackward, NonCausalAndKeylessRows) {
 TEST_F(CudaAttentionBackward, RejectsBadShapesNamingTheOp) {
     AttentionParams p = causal(4, 0, 3, 2, 64);  // hq % hkv != 0
     float* buf = device<float>(4096);
-    Status st = attention_backward(s(), p, DType::kF32, buf, buf, buf, buf, buf, buf, buf, buf, buf,
-                                   false);
+    Status st =
+        attention_backward(s(), p, DType::kF32, buf, buf, buf, buf, buf, buf, buf, buf, buf, false);
     EXPECT_FALSE(st.ok());
     EXPECT_NE(st.message().find("attention_backward"), std::string::npos) << st.to_string();
     p = causal(4, 0, 2, 2, 64);

@@ -20,12 +20,12 @@ namespace tandem::gpu {
 namespace {
 
 using kernels::cuda::testing::CudaFixture;
+using kernels::testkit::test_seed;
 using testing::base_config;
 using testing::Case;
 using testing::cases;
 using testing::make_batch;
 using testing::random_params;
-using kernels::testkit::test_seed;
 
 class DeviceModelTest : public CudaFixture {};
 

@@ -81,7 +81,7 @@ inline std::vector<Case> cases() {
 
 // Random weights (normal, std 0.08; biases std 0.5; norms 1 + N(0, 0.1)) rounded to bf16.
 inline std::vector<float> random_params(const model::ParamIndex& index, const model::ModelConfig& c,
-                                 uint64_t seed) {
+                                        uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> dist(0.0f, 0.08f);
     std::vector<float> p(index.elements);

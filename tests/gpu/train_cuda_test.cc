@@ -47,21 +47,15 @@ struct Slice {
 };
 
 std::vector<Slice> slices(const model::ParamIndex& index, const model::ModelConfig& c) {
-    const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(),
-                  inter = c.intermediate_size;
+    const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
     const auto& first = index.layers.front();
     const auto& last = index.layers.back();
     std::vector<Slice> out = {
-        {"embed", index.embed, c.vocab_size * h},
-        {"layer0.wq", first.wq, qd * h},
-        {"layer0.wk", first.wk, kvd * h},
-        {"layer0.wv", first.wv, kvd * h},
-        {"layer0.wo", first.wo, h * qd},
-        {"layer0.input_norm", first.input_norm, h},
-        {"last.wg", last.wg, inter * h},
-        {"last.wd", last.wd, h * inter},
-        {"last.post_norm", last.post_norm, h},
-        {"final_norm", index.final_norm, h},
+        {"embed", index.embed, c.vocab_size * h}, {"layer0.wq", first.wq, qd * h},
+        {"layer0.wk", first.wk, kvd * h},         {"layer0.wv", first.wv, kvd * h},
+        {"layer0.wo", first.wo, h * qd},          {"layer0.input_norm", first.input_norm, h},
+        {"last.wg", last.wg, inter * h},          {"last.wd", last.wd, h * inter},
+        {"last.post_norm", last.post_norm, h},    {"final_norm", index.final_norm, h},
     };
     if (index.lm_head != index.embed) out.push_back({"lm_head", index.lm_head, c.vocab_size * h});
     if (first.bq != model::ParamIndex::kAbsent) out.push_back({"layer0.bq", first.bq, qd});
@@ -132,7 +126,8 @@ TEST_F(DeviceTrainTest, BackwardMatchesTheCpuEngineForEachArchitecture) {
         EXPECT_LE(norm_err, 3e-2 * norm) << "seed " << test_seed();
         for (const Slice& sl : slices(index, c)) {
             std::vector<double> err(static_cast<size_t>(sl.length));
-            for (int64_t i = 0; i < sl.length; ++i) err[i] = got[sl.offset + i] - want[sl.offset + i];
+            for (int64_t i = 0; i < sl.length; ++i)
+                err[i] = got[sl.offset + i] - want[sl.offset + i];
             const double r = rms(want.data() + sl.offset, sl.length);
             const double e = rms(err.data(), sl.length);
             std::printf("  %-18s rms(ref) %.3e rms(err) %.3e (%.2f%%)\n", sl.name.c_str(), r, e,
@@ -150,7 +145,8 @@ std::vector<model::Trajectory> make_trajectories(const model::ModelConfig& c,
     std::vector<model::Trajectory> out;
     const int prompt_len[2] = {6, 9};
     for (int g = 0; g < 2; ++g) {
-        const std::vector<int32_t> prompt = testing::random_tokens(prompt_len[g], c.vocab_size, rng);
+        const std::vector<int32_t> prompt =
+            testing::random_tokens(prompt_len[g], c.vocab_size, rng);
         for (int i = 0; i < 3; ++i) {
             model::Trajectory t;
             t.prompt = prompt;
