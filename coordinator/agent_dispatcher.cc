@@ -25,7 +25,7 @@ AgentDispatcher::AgentDispatcher(const Clock& clock, AgentServer& server, NodeRe
       versions_(versions),
       metrics_(metrics),
       settings_(settings),
-      ack_every_(std::chrono::milliseconds(nodes.spec().dead_after_ms) / 2),
+      ack_every_(std::chrono::milliseconds(nodes.spec().dead_after_ms)),
       log_("agents"),
       bad_input_log_(Logger("agents"), std::chrono::seconds(5), clock),
       runtime_link_(server, nodes),
@@ -172,8 +172,9 @@ void AgentDispatcher::on_heartbeat(const std::string& routing_id, const wire::En
     }
     if (m.last_rtt_us >= 0) metrics_.observe("tandem_heartbeat_rtt_seconds", m.last_rtt_us / 1e6);
     // No reply per heartbeat: an ack when the agent asks for one ("echo", its round-trip sample)
-    // or when this node has had none for dead_after_ms / 2, so that an agent hears a live
-    // coordinator well within its silence limit (2 x dead_after_ms).
+    // or when this node has had none for dead_after_ms, so that an agent hears a live
+    // coordinator at least twice within its silence limit (2 x dead_after_ms). (Every
+    // dead_after_ms / 2 answered 0.4 heartbeats in 1 at 1 Hz instead of 0.25, for no gain.)
     const auto echo = e.body.find("echo");
     const bool asked = echo != e.body.end() && echo->is_boolean() && echo->get<bool>();
     if (asked || entry->last_heartbeat - entry->last_ack >= ack_every_) {

@@ -60,7 +60,7 @@ Result<const NodeRegistry::Entry*> NodeRegistry::on_register(const wire::Registe
                 "ago)",
                 m.node_id, old.record.host, since));
         }
-        if (!old.routing_id.empty()) by_routing_.erase(old.routing_id);
+        forget_routing(it->second);
     }
     Entry& e = nodes_[m.node_id];
     const bool was_dead = e.record.state == NodeState::kDead && !e.record.id.empty();
@@ -79,7 +79,7 @@ Result<const NodeRegistry::Entry*> NodeRegistry::on_register(const wire::Registe
     e.instance = m.instance;
     e.last_heartbeat = now;
     e.last_ack = now;  // the register_ack counts as one
-    by_routing_[routing_id] = m.node_id;
+    by_routing_[routing_id] = &e;
     if (Status s = store_.save_node(e.record); !s.ok())
         log_.error("saving node {}: {}", m.node_id, s.message());
     log_.info("node {} registered ({}, {}, {} cpus, {} MiB, {} gpus){}", m.node_id, m.role, m.host,
@@ -90,14 +90,13 @@ Result<const NodeRegistry::Entry*> NodeRegistry::on_register(const wire::Registe
 
 NodeRegistry::Entry* NodeRegistry::on_heartbeat(const wire::Heartbeat& m,
                                                 const std::string& routing_id) {
-    auto it = nodes_.find(m.node_id);
-    if (it == nodes_.end() || it->second.routing_id != routing_id ||
-        it->second.record.state != NodeState::kAlive) {
-        return nullptr;
-    }
-    it->second.last_heartbeat = clock_.now();
-    it->second.record.last_seen_ns = clock_.wall_ns();
-    return &it->second;
+    auto it = by_routing_.find(routing_id);
+    if (it == by_routing_.end()) return nullptr;
+    Entry& e = *it->second;
+    if (e.record.id != m.node_id || e.record.state != NodeState::kAlive) return nullptr;
+    e.last_heartbeat = clock_.now();
+    e.record.last_seen_ns = clock_.wall_ns();
+    return &e;
 }
 
 std::vector<std::pair<std::string, std::string>> NodeRegistry::sweep() {
@@ -112,7 +111,7 @@ std::vector<std::pair<std::string, std::string>> NodeRegistry::sweep() {
             e.routing_id.empty()
                 ? fmt::format("did not re-register within {:.1f} s of a coordinator restart", since)
                 : fmt::format("missed heartbeats for {:.1f} s", since);
-        if (!e.routing_id.empty()) by_routing_.erase(e.routing_id);
+        forget_routing(e);
         e.routing_id.clear();
         log_.warn("node {} is dead: {}", id, e.record.dead_reason);
         if (Status s = store_.save_node(e.record); !s.ok())
@@ -120,6 +119,12 @@ std::vector<std::pair<std::string, std::string>> NodeRegistry::sweep() {
         dead.emplace_back(id, e.record.dead_reason);
     }
     return dead;
+}
+
+void NodeRegistry::forget_routing(const Entry& e) {
+    // Only if the connection still belongs to this node (it may have registered another id since).
+    auto it = by_routing_.find(e.routing_id);
+    if (it != by_routing_.end() && it->second == &e) by_routing_.erase(it);
 }
 
 const NodeRegistry::Entry* NodeRegistry::find(const std::string& node_id) const {
@@ -130,7 +135,7 @@ const NodeRegistry::Entry* NodeRegistry::find(const std::string& node_id) const 
 std::optional<std::string> NodeRegistry::node_of(const std::string& routing_id) const {
     auto it = by_routing_.find(routing_id);
     if (it == by_routing_.end()) return std::nullopt;
-    return it->second;
+    return it->second->record.id;
 }
 
 size_t NodeRegistry::alive_count() const {

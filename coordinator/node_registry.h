@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/clock.h"
@@ -59,13 +60,16 @@ public:
     const config::CoordinatorSpec& spec() const { return spec_; }
 
 private:
+    void forget_routing(const Entry& e);
+
     const Clock& clock_;
     StateStore& store_;
     const config::CoordinatorSpec spec_;
     const std::string secret_;
     Logger log_;
-    std::map<std::string, Entry> nodes_;
-    std::map<std::string, std::string> by_routing_;  // routing id -> node id
+    std::map<std::string, Entry> nodes_;  // entries are never erased: pointers to them stay valid
+    // Routing id -> connected entry: a heartbeat finds its node with one hash lookup.
+    std::unordered_map<std::string, Entry*> by_routing_;
 };
 
 }  // namespace tandem::coord

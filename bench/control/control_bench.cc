@@ -2,7 +2,7 @@
 // child processes, so that 10,000 agents fit the per-process file limit) heartbeating against a
 // real tandem-coordinator process. They speak the agents' protocol: a heartbeat is not answered
 // except when it asks for an echo (every --echo-every'th) or the node has had no ack for
-// dead_after_ms / 2; the full actor list rides on every 10th heartbeat. Prints one JSON object per
+// dead_after_ms; the full actor list rides on every 10th heartbeat. Prints one JSON object per
 // line:
 //   {"case":"heartbeat", agents, rate_hz, seconds, coordinator_cpu_pct, rtt_p50_ms, rtt_p99_ms,
 //   ...}   rtt: a heartbeat until its answer reaches the agent (heartbeat-to-command latency)
@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -26,6 +27,7 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <queue>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -111,7 +113,10 @@ std::atomic<bool> g_stop_one{false};  // SIGUSR1: the first agent stops heartbea
 std::atomic<bool> g_stop{false};      // SIGTERM: the simulator ends
 
 // One thread drives `ids` simulated agents: registers each, then heartbeats at `rate_hz` with
-// jitter, answers nothing else, reports heartbeat round trips and start_actor arrivals.
+// jitter, answers nothing else, reports heartbeat round trips and start_actor arrivals. Its cost
+// grows with the messages, not with the agents: the due heartbeats come off a heap, and an epoll
+// set over the sockets' ZMQ_FDs names the sockets that may have something to read (a zmq_poll
+// over thousands of sockets per wake-up made the simulator, not the coordinator, the bottleneck).
 void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::string& secret,
                   std::vector<std::string> ids, double rate_hz, int echo_every, bool first,
                   Report& report) {
@@ -127,12 +132,20 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
     std::vector<Sim> sims;
     const auto period =
         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate_hz));
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) throw std::runtime_error("epoll_create1 failed");
     for (size_t i = 0; i < ids.size(); ++i) {
         Sim sim;
         sim.id = ids[i];
         sim.s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
         sim.s->set(zmq::sockopt::linger, 0);
         sim.s->connect(endpoint);
+        // Level-triggered: a mailbox fd that ZeroMQ has not emptied is reported again.
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = i;
+        if (::epoll_ctl(ep, EPOLL_CTL_ADD, sim.s->get(zmq::sockopt::fd), &ev) != 0)
+            throw std::runtime_error("epoll_ctl failed");
         wire::Register r;
         r.node_id = sim.id;
         r.role = i % 2 == 0 ? "rollout" : "trainer";
@@ -147,53 +160,22 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
         sim.beats = rng() % static_cast<uint64_t>(std::max(1, echo_every));
         sims.push_back(std::move(sim));
     }
-    uint64_t seq = 1;
-    std::vector<zmq::pollitem_t> items;
-    for (auto& s : sims) items.push_back({s.s->handle(), 0, ZMQ_POLLIN, 0});
-    auto last_flush = Clock::now();
-    while (!g_stop.load()) {
-        const auto now = Clock::now();
-        if (first && g_stop_one.load() && !sims[0].stopped) {
-            sims[0].stopped = true;
-            const auto last = sims[0].next - period;  // when it sent its last heartbeat
-            report.line(fmt::format("L {} {}", sims[0].id, ns_of(last)), true);
-        }
-        for (auto& s : sims) {
-            if (!s.registered || s.stopped || now < s.next) continue;
-            wire::Heartbeat h;
-            h.node_id = s.id;
-            h.sent_ns = ns_of(now);
-            auto e = wire::make_envelope(h, ++seq);
-            ++s.beats;
-            if (echo_every > 0 && s.beats % static_cast<uint64_t>(echo_every) == 0)
-                e.body["echo"] = true;
-            if (s.beats % 10 != 0) e.body.erase("actors");  // unchanged: not sent
-            (void)wire::send_envelope(*s.s, e);
-            s.next += period;
-        }
-        // Sleep until the next heartbeat is due (or a reply arrives), not a fixed tick, so the
-        // simulator itself leaves the cores to the coordinator.
-        auto next = Clock::now() + std::chrono::milliseconds(50);
-        for (const auto& s : sims) {
-            if (s.registered && !s.stopped) next = std::min(next, s.next);
-        }
-        const auto wait =
-            std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now());
-        try {
-            zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds(0)));
-        } catch (const zmq::error_t& e) {
-            if (e.num() != EINTR) throw;
-            continue;
-        }
-        for (size_t i = 0; i < items.size(); ++i) {
-            if (!(items[i].revents & ZMQ_POLLIN)) continue;
-            while (auto frames = wire::try_recv_frames(*sims[i].s)) {
+    using Due = std::pair<Clock::time_point, size_t>;  // (next heartbeat, sim)
+    std::priority_queue<Due, std::vector<Due>, std::greater<>> due;
+    // Reads everything waiting on sim i (ZMQ_EVENTS also clears its fd's readiness).
+    auto drain = [&](size_t i) {
+        Sim& sim = sims[i];
+        while (sim.s->get(zmq::sockopt::events) & ZMQ_POLLIN) {
+            while (auto frames = wire::try_recv_frames(*sim.s)) {
                 auto env = wire::decode(*frames);
                 if (!env.ok()) continue;
                 const auto t = Clock::now();
                 if (env->type == wire::RegisterAck::kType) {
-                    if (!sims[i].registered) report.line("G");
-                    sims[i].registered = true;
+                    if (!sim.registered) {
+                        report.line("G");
+                        due.emplace(sim.next, i);
+                    }
+                    sim.registered = true;
                 } else if (env->type == wire::HeartbeatAck::kType) {
                     const auto sent = std::chrono::nanoseconds(env->body["sent_ns"].get<int64_t>());
                     const double ms =
@@ -207,12 +189,52 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
                 }
             }
         }
+    };
+    for (size_t i = 0; i < sims.size(); ++i) drain(i);
+    uint64_t seq = 1;
+    std::vector<epoll_event> ready(256);
+    auto last_flush = Clock::now();
+    while (!g_stop.load()) {
+        if (first && g_stop_one.load() && !sims[0].stopped) {
+            sims[0].stopped = true;
+            const auto last = sims[0].next - period;  // when it sent its last heartbeat
+            report.line(fmt::format("L {} {}", sims[0].id, ns_of(last)), true);
+        }
+        while (!due.empty() && due.top().first <= Clock::now()) {
+            const size_t i = due.top().second;
+            due.pop();
+            Sim& s = sims[i];
+            if (s.stopped) continue;
+            wire::Heartbeat h;
+            h.node_id = s.id;
+            h.sent_ns = ns_of(Clock::now());
+            auto e = wire::make_envelope(h, ++seq);
+            ++s.beats;
+            if (echo_every > 0 && s.beats % static_cast<uint64_t>(echo_every) == 0)
+                e.body["echo"] = true;
+            if (s.beats % 10 != 0) e.body.erase("actors");  // unchanged: not sent
+            (void)wire::send_envelope(*s.s, e);
+            s.next += period;
+            due.emplace(s.next, i);
+            drain(i);  // a send may consume the edge of a reply that arrived meanwhile
+        }
+        // Sleep until the next heartbeat is due or a socket has something to read, not a fixed
+        // tick, so the simulator leaves the cores to the coordinator.
+        auto wait = std::chrono::milliseconds(50);
+        if (!due.empty()) {
+            wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(due.top().first -
+                                                                               Clock::now()));
+        }
+        const int n = ::epoll_wait(ep, ready.data(), static_cast<int>(ready.size()),
+                                   static_cast<int>(std::max<int64_t>(0, wait.count())));
+        for (int k = 0; k < n; ++k) drain(static_cast<size_t>(ready[k].data.u64));
         if (Clock::now() - last_flush > std::chrono::milliseconds(200)) {
             report.flush();
             last_flush = Clock::now();
         }
     }
     report.flush();
+    ::close(ep);
 }
 
 // A simulator process: `threads` threads over `ids`, reporting on `fd`.

@@ -110,7 +110,7 @@ void Agent::send_heartbeat() {
     m.actors = reports();
     wire::Envelope e = wire::make_envelope(m, ++seq_);
     // The coordinator answers a heartbeat only when asked ("echo": a round-trip sample) or when
-    // this node has had no answer for dead_after_ms / 2. The actor list is level-triggered state,
+    // this node has had no answer for dead_after_ms. The actor list is level-triggered state,
     // sent when it changed and on every kFullReportEvery'th heartbeat, and left out otherwise.
     ++heartbeats_;
     if (heartbeats_ % kEchoEvery == 0) e.body["echo"] = true;
@@ -401,7 +401,7 @@ int Agent::run(const std::atomic<bool>& stop) {
             next_log_flush_ = now + std::chrono::milliseconds(200);
         }
         // Nothing heard for twice the time the coordinator takes to declare us dead (a live one
-        // answers a heartbeat at least every dead_after_ms / 2): it is gone, restarting, or the
+        // answers a heartbeat at least every dead_after_ms): it is gone, restarting, or the
         // connection is wedged. A fresh socket drops what was queued for the old one (heartbeats,
         // logs), and registration starts at once. (A coordinator that restarts on the same
         // address usually hears this socket sooner: ZeroMQ reconnects by itself, the restarted

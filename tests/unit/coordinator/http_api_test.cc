@@ -600,7 +600,7 @@ TEST_F(HttpApiMetricsTest, MetricsAreInPrometheusTextFormat) {
 }
 
 // The dispatcher answers a heartbeat only when the agent asks (echo) or when the node has had no
-// answer for dead_after_ms / 2, and reconciles actors only when the heartbeat carries its list.
+// answer for dead_after_ms, and reconciles actors only when the heartbeat carries its list.
 TEST_F(HttpApiMetricsTest, HeartbeatsAreAnsweredWhenAskedOrWhenTheNodeHeardNothingForAWhile) {
     server_->set_handler([this](const std::string& routing, const std::vector<std::string>& f) {
         dispatcher_->handle(routing, f);
@@ -644,7 +644,10 @@ TEST_F(HttpApiMetricsTest, HeartbeatsAreAnsweredWhenAskedOrWhenTheNodeHeardNothi
     heartbeat(true, false);  // asked for
     EXPECT_EQ(received(200), std::vector<std::string>{"heartbeat_ack"});
     clock_.advance(std::chrono::milliseconds(coordinator_spec().dead_after_ms / 2));
-    heartbeat(false, false);  // dead_after_ms / 2 without an answer
+    heartbeat(false, false);  // dead_after_ms / 2 without an answer: still none
+    EXPECT_TRUE(received(100).empty());
+    clock_.advance(std::chrono::milliseconds(coordinator_spec().dead_after_ms / 2));
+    heartbeat(false, false);  // dead_after_ms without an answer
     EXPECT_EQ(received(200), std::vector<std::string>{"heartbeat_ack"});
     heartbeat(false, true);  // its list names an actor of no job: stop it
     EXPECT_EQ(received(200), std::vector<std::string>{"stop_actor"});
