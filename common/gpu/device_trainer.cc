@@ -34,9 +34,7 @@ Result<std::unique_ptr<DeviceTrainer>> DeviceTrainer::create(const model::ModelW
     if (options.micro_batch < 1)
         return invalid_argument("device trainer: micro_batch must be >= 1");
     std::unique_ptr<DeviceTrainer> t(new DeviceTrainer(options, alloc));
-    t->grpo_.clip_eps = options.algorithm.clip_eps;
-    t->grpo_.kl_coef = options.algorithm.kl_coef;
-    t->grpo_.temperature = options.temperature > 0 ? options.temperature : 1.0;
+    t->grpo_ = model::grpo_options(options);
     t->total_updates_ =
         static_cast<int64_t>(options.algorithm.steps) * std::max(1, options.mini_batches);
     TANDEM_ASSIGN_OR_RETURN(t->policy_, DeviceModel::create(initial.config(), alloc, gemm, s));

@@ -8,6 +8,14 @@
 
 namespace tandem::model {
 
+GrpoOptions grpo_options(const TrainerOptions& options) {
+    GrpoOptions o;
+    o.clip_eps = options.algorithm.clip_eps;
+    o.kl_coef = options.algorithm.kl_coef;
+    o.temperature = options.temperature > 0 ? options.temperature : 1.0;
+    return o;
+}
+
 Status validate_trajectories(std::span<const Trajectory> batch, const ModelConfig& c,
                              TrainStats& st, int64_t& total_tokens) {
     if (batch.empty()) return invalid_argument("trainer: empty batch");

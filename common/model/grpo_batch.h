@@ -16,6 +16,10 @@
 
 namespace tandem::model {
 
+// The loss options of a trainer (CPU or device) from its TrainerOptions: one place, so both
+// trainers compute the same loss.
+GrpoOptions grpo_options(const TrainerOptions& options);
+
 // Checks every trajectory (a prompt, a completion, one behaviour log-prob per completion token,
 // at most max_seq_len tokens; errors name the trajectory and its group) and fills st's batch
 // figures (sequences, tokens, rewards, response length); total_tokens = completion tokens.

@@ -46,9 +46,7 @@ GrpoTrainer::GrpoTrainer(ModelWeights weights, Transformer<float> policy,
       optimizer_(
           options.algorithm.optimizer, weights_.index(),
           static_cast<int64_t>(options.algorithm.steps) * std::max(1, options.mini_batches)) {
-    grpo_.clip_eps = options.algorithm.clip_eps;
-    grpo_.kl_coef = options.algorithm.kl_coef;
-    grpo_.temperature = options.temperature > 0 ? options.temperature : 1.0;
+    grpo_ = grpo_options(options);
 }
 
 Result<std::unique_ptr<GrpoTrainer>> GrpoTrainer::create(ModelWeights initial,
