@@ -24,10 +24,12 @@
 // BLAS runs on one thread.
 //   drift_trained     (--trained STEPS, alone) the default job's policy after STEPS supervised
 //                     steps, teacher-forced over 256 held-out examples: mean KL, max |dlogprob|
-//                     and greedy exact match per dtype against the f32 cache (group 4, R = 4)
+//                     and greedy exact match per dtype against the f32 cache (group 4, R = 4);
+//                     --model_config trains that architecture instead (configs/models/
+//                     qwen3-kv-drift.json: Qwen3 with 128-wide heads)
 //
 // Usage: tandem-bench-kv [--quick] [--bytes_only] [--new N] [--drift_tokens N]
-//                        [--trained STEPS [--job FILE]]
+//                        [--trained STEPS [--job FILE] [--model_config CONFIG_JSON]]
 #include <cblas.h>
 
 #include <algorithm>
@@ -43,6 +45,7 @@
 
 #include "common/config/loader.h"
 #include "common/model/generate.h"
+#include "common/model/config.h"
 #include "common/model/job_setup.h"
 #include "common/model/inference.h"
 #include "common/model/kv_cache.h"
@@ -110,6 +113,12 @@ ModelConfig qwen3_config(int layers, int vocab, int max_seq_len) {  // Qwen3-0.6
 
 double seconds_since(Clock::time_point t0) {
     return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Exits with the failed step's error (a bench has no partial result worth keeping).
+[[noreturn]] void fail(const Status& s, const char* what) {
+    std::fprintf(stderr, "tandem-bench-kv: %s: %s\n", what, s.to_string().c_str());
+    std::exit(1);
 }
 
 void emit(const nlohmann::json& j) {
@@ -348,20 +357,33 @@ void bench_drift(int positions, bool quick) {
 // over 256 held-out examples: the prompt prefilled, the answer fed one token at a time, the
 // distributions at the answer positions compared with the f32 cache. Group 4 and R = 4: the
 // sequences are about 19 tokens, so group 32 / R = 128 would quantize nothing.
-void bench_trained_drift(const std::string& job_file, int steps) {
+// With `model_config` (an HF config.json), that architecture and shape replace the job's model
+// (random weights from model.seed, the task's vocabulary): e.g. a small Qwen3-shaped policy with
+// q/k norms and 128-wide heads.
+void bench_trained_drift(const std::string& job_file, int steps, const std::string& model_config) {
     auto job = config::load_job_file(job_file);
     if (!job.ok()) {
         std::fprintf(stderr, "%s\n", job.status().to_string().c_str());
         std::exit(1);
     }
     auto setup = make_job_setup(*job);
-    if (!setup.ok()) std::exit(1);
+    if (!setup.ok()) fail(setup.status(), "job setup");
     const Task& task = *setup->task;
+    std::string shape = "default-task";
+    if (!model_config.empty()) {
+        auto hf = read_hf_config(model_config);
+        if (!hf.ok()) fail(hf.status(), "--model_config");
+        hf->model.vocab_size = task.vocab().size();
+        auto w = ModelWeights::random(hf->model, job->model.seed);
+        if (!w.ok()) fail(w.status(), "--model_config");
+        setup->initial = std::move(*w);
+        shape = model_config;
+    }
     TrainerOptions to = TrainerOptions::from_job(*job);
     to.algorithm.steps = steps;
     to.algorithm.optimizer.lr = job->algorithm.warm_start_lr;
     auto trainer = GrpoTrainer::create(std::move(setup->initial), to);
-    if (!trainer.ok()) std::exit(1);
+    if (!trainer.ok()) fail(trainer.status(), "trainer");
     auto answer = [&](const Example& ex) {
         auto ids = task.vocab().encode(ex.answer);
         if (!ids.ok()) std::exit(1);
@@ -381,14 +403,14 @@ void bench_trained_drift(const std::string& job_file, int steps) {
             t.behaviour_logprobs.assign(t.completion.size(), 0.0f);
         }
         auto st = (*trainer)->supervised_step(batch);
-        if (!st.ok()) std::exit(1);
+        if (!st.ok()) fail(st.status(), "supervised step");
         nll = st->loss;
     }
     const double train_s = seconds_since(t0);
     const ModelWeights& w = (*trainer)->weights();
     const ModelConfig& c = w.config();
     auto engine = InferenceEngine::create(c);
-    if (!engine.ok()) std::exit(1);
+    if (!engine.ok()) fail(engine.status(), "inference engine");
     // Answer-position log-probs of held-out examples with `kv`; also the greedy exact-match rate.
     auto run = [&](const KvCacheOptions& kv, double* exact) {
         std::vector<std::vector<double>> out;
@@ -396,14 +418,15 @@ void bench_trained_drift(const std::string& job_file, int steps) {
         int right = 0;
         for (uint64_t i = 0; i < 256; ++i) {
             auto cache = PagedKvCache::create(c, kv);
-            if (!cache.ok()) std::exit(1);
+            if (!cache.ok()) fail(cache.status(), "kv cache");
             const Example ex = task.example(uint64_t{1} << 50 | i);
             const auto prompt = *task.prompt_tokens(ex);
             const auto ans = answer(ex);
             const auto s = cache->create();
             const ForwardItem first{s, prompt};
-            if (!engine->forward(w.data(), *cache, std::span(&first, 1), logits.data()).ok())
-                std::exit(1);
+            if (Status st = engine->forward(w.data(), *cache, std::span(&first, 1), logits.data());
+                !st.ok())
+                fail(st, "prefill");
             bool ok = true;
             for (size_t j = 0; j < ans.size(); ++j) {
                 out.push_back(log_softmax(logits.data(), c.vocab_size));
@@ -411,8 +434,9 @@ void bench_trained_drift(const std::string& job_file, int steps) {
                 ok = ok && best == ans[j];
                 if (j + 1 == ans.size()) break;
                 const ForwardItem it{s, std::span(ans).subspan(j, 1)};
-                if (!engine->forward(w.data(), *cache, std::span(&it, 1), logits.data()).ok())
-                    std::exit(1);
+                if (Status st = engine->forward(w.data(), *cache, std::span(&it, 1), logits.data());
+                    !st.ok())
+                    fail(st, "decode");
             }
             right += ok ? 1 : 0;
         }
@@ -434,7 +458,7 @@ void bench_trained_drift(const std::string& job_file, int steps) {
             }
         }
         emit({{"case", "drift_trained"},
-              {"shape", "default-task"},
+              {"shape", shape},
               {"job", job_file},
               {"supervised_steps", steps},
               {"train_s", train_s},
@@ -559,7 +583,7 @@ void bench_system_prompt() {
 int main(int argc, char** argv) {
     bool quick = false, bytes_only = false;
     int new_tokens = 256, drift_tokens = 512, trained_steps = 0;
-    std::string job_file = "configs/jobs/grpo-reverse.yaml";
+    std::string job_file = "configs/jobs/grpo-reverse.yaml", model_config;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--quick") {
@@ -572,6 +596,8 @@ int main(int argc, char** argv) {
             trained_steps = std::atoi(argv[++i]);
         } else if (a == "--job" && i + 1 < argc) {
             job_file = argv[++i];
+        } else if (a == "--model_config" && i + 1 < argc) {
+            model_config = argv[++i];
         } else if (a == "--new" && i + 1 < argc) {
             new_tokens = std::atoi(argv[++i]);
         } else if (a == "--drift_tokens" && i + 1 < argc) {
@@ -579,13 +605,14 @@ int main(int argc, char** argv) {
         } else {
             std::fprintf(stderr,
                          "usage: tandem-bench-kv [--quick] [--bytes_only] [--new N] "
-                         "[--drift_tokens N] [--trained STEPS [--job FILE]]\n");
+                         "[--drift_tokens N] [--trained STEPS [--job FILE] "
+                         "[--model_config CONFIG_JSON]]\n");
             return 2;
         }
     }
     openblas_set_num_threads(1);  // one core, as a rollout actor on a shared machine
     if (trained_steps > 0) {      // only the trained-policy drift
-        bench_trained_drift(job_file, trained_steps);
+        bench_trained_drift(job_file, trained_steps, model_config);
         return 0;
     }
     bench_bytes(quick);
