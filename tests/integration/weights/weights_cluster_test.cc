@@ -1,14 +1,17 @@
 // The version table tells the truth on a real local cluster: a short GRPO job publishes a version
 // per step through its trainer actor, the trainer reclaims slots as it goes (its agent forwards
 // version_retired) and exits when the job is done. Afterwards no version is available, each says
-// why, and a reader asking for one is told why.
+// why, and a reader asking for one is told why. And a Python trainer's version of another layout
+// is refused by the built-in rollout naming the first differing tensor.
 
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -143,6 +146,45 @@ TEST(WeightsCluster, KilledTrainersVersionsBecomeUnavailableWithTheReason) {
         << r->body;
     std::printf("%s\n", r->body.c_str());
     c.cli("job cancel grpo-reverse");
+}
+
+// A Python trainer publishes a version of another layout than the job's model (the SDK's
+// Publisher leaves its tensors in the job's run directory); the built-in C++ rollout refuses it
+// naming both fingerprints and the first differing tensor, as the Python reader does.
+TEST(WeightsCluster, BuiltInRolloutNamesTheFirstTensorWhereAPythonTrainersLayoutDiffers) {
+    const std::string sdk = std::string(TANDEM_BINARY_DIR) + "/python/tandem/__init__.py";
+    if (!std::filesystem::exists(sdk))
+        GTEST_SKIP() << "the Python SDK is not built (" << sdk << ")";
+    if (std::system("/usr/bin/python3 -c 'import torch, yaml' >/dev/null 2>&1") != 0) {
+        GTEST_SKIP() << "/usr/bin/python3 lacks torch or yaml (python3-torch, python3-yaml)";
+    }
+    LocalCluster c("weights_layouts", /*rollout_nodes=*/1);
+    ASSERT_EQ(c.up().code, 0);
+    const std::string job = c.write_file(
+        "other-layout.yaml",
+        "name: other-layout\nkind: grpo\nmax_actor_restarts: 0\n"
+        "trainer:\n  command: [/usr/bin/python3, " +
+            std::string(TANDEM_SOURCE_DIR) +
+            "/tests/integration/weights/other_layout_trainer.py]\n"
+            "rollout: {replicas: 1}\n"
+            "model: {hidden_size: 64, num_layers: 1, num_heads: 4, num_kv_heads: 2}\n");
+    auto sub = c.cli("job submit -f " + job);
+    ASSERT_EQ(sub.code, 0) << sub.out;
+    std::string logs;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+        logs = c.cli("job logs other-layout").out;
+        if (logs.find("fetching version 0 failed") != std::string::npos) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    c.cli("job cancel other-layout");
+    EXPECT_NE(logs.find("layout mismatch: version 0 of job-000001 has layout fp:"),
+              std::string::npos)
+        << logs;
+    EXPECT_NE(logs.find("; first difference at tensor 0 model.embed_tokens.weight: shape ["),
+              std::string::npos)
+        << logs;
+    EXPECT_NE(logs.find("] expected, [3, 3] published"), std::string::npos) << logs;
 }
 
 }  // namespace
