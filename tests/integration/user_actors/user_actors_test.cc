@@ -198,7 +198,8 @@ TEST(UserActors, PythonTrainerSurvivesACoordinatorKillWithNothingLostAndNoRestar
 // kill -9 of the Python trainer after its second checkpoint: its agent starts it again (a new
 // attempt, a new fence), it resumes from its newest checkpoint (tandem.Checkpoints: step,
 // version, optimizer state), numbers its versions above every version before, trains only on
-// trajectories of its own versions (the old fence's are dropped) and the job finishes.
+// trajectories of its own versions (a batch of the old fence, pushed to its new inbox, is
+// dropped) and the job finishes.
 TEST(UserActors, KilledPythonTrainerResumesFromItsCheckpointAndNumbersAboveTheOldVersions) {
     if (auto why = python_missing(); !why.empty()) GTEST_SKIP() << why;
     LocalCluster c("user-trainer-kill", /*rollout_nodes=*/2);
@@ -220,6 +221,36 @@ TEST(UserActors, KilledPythonTrainerResumesFromItsCheckpointAndNumbersAboveTheOl
     ASSERT_GT(trainer, 0) << kids.out;
     ASSERT_EQ(::kill(trainer, SIGKILL), 0);
 
+    // As soon as attempt 2 announces its inbox (before it trains), a batch of the old epoch
+    // arrives there (what a rollout of the first run still had in flight): it is dropped.
+    std::string inbox;
+    ASSERT_TRUE(wait_until(
+        [&] {
+            for (const auto& a : c.job(job).value("actors", nlohmann::json::array())) {
+                if (a.value("actor", "").ends_with("/trainer-0") && a.value("attempt", 0) == 2)
+                    inbox =
+                        a.value("endpoints", nlohmann::json::object()).value("trajectories", "");
+            }
+            return !inbox.empty();
+        },
+        90s))
+        << job_story(c, job);
+    constexpr int kOldEpochTrajectories = 7;
+    const std::string forge = c.write_file(
+        "old_epoch_batch.py",
+        fmt::format(
+            "import json, sys, tandem\n"
+            "t = {{'p': [1, 5, 6], 'c': [7, 2], 'lp': [-1.0, -1.0], 'r': 1.0, 'g': 0, "
+            "'v': 1}}\n"
+            "batch = {{'rollout': 0, 'batch': 0, 'version': 1, "
+            "'fence': {{'job_attempt': 1, 'trainer_epoch': 1}}, 'trajectories': [t] * {}}}\n"
+            "tandem._tandem.TrajectoryOutbox(sys.argv[1], '{{}}')"
+            ".send_json(json.dumps(batch), 10.0)\n",
+            kOldEpochTrajectories));
+    const auto pushed = run_cmd("PYTHONPATH=" + std::string(TANDEM_BINARY_DIR) +
+                                "/python /usr/bin/python3 " + forge + " " + inbox);
+    ASSERT_EQ(pushed.code, 0) << pushed.out;
+
     ASSERT_TRUE(wait_until([&] { return c.job_state(job) == "SUCCEEDED"; }, 120s))
         << job_story(c, job);
     const std::string ev = c.cli("job events " + job).out;
@@ -238,8 +269,10 @@ TEST(UserActors, KilledPythonTrainerResumesFromItsCheckpointAndNumbersAboveTheOl
     // second, under a higher fence, on versions numbered above all of the first attempt's.
     const auto rows = metrics_by_step(c, job);
     ASSERT_EQ(rows.size(), static_cast<size_t>(kSteps)) << job_story(c, job);
-    int64_t prev = -1, first_epoch = -1;
+    int64_t prev = -1, first_epoch = -1, dropped_after_resume = 0;
     for (const auto& [step, v] : rows) {
+        if (step > resumed_at)
+            dropped_after_resume += v["weights/dropped_trajectories"].get<int64_t>();
         const int64_t attempt = v["trainer/attempt"].get<int64_t>();
         const int64_t epoch = v["weights/fence_trainer_epoch"].get<int64_t>();
         const int64_t version = v["weights/version"].get<int64_t>();
@@ -258,6 +291,9 @@ TEST(UserActors, KilledPythonTrainerResumesFromItsCheckpointAndNumbersAboveTheOl
         }
         prev = version;
     }
+    // The old epoch's batch was dropped, not trained on (with whatever the first run's rollouts
+    // still sent).
+    EXPECT_GE(dropped_after_resume, kOldEpochTrajectories);
 }
 
 TEST(UserActors, PythonRolloutsReadEveryVersionOfTheBuiltInTrainer) {
