@@ -378,6 +378,19 @@ int nodes(const std::vector<std::string>& argv) {
                                  r["cpus"].get<double>(), r["memory_mb"].get<int64_t>(),
                                  r["gpus"].get<int64_t>(), j["actors"].get<int>(), seen);
     }
+    // A rolling upgrade in progress: which nodes still run another release than the coordinator.
+    std::vector<std::string> skewed;
+    for (const auto& j : (*n)["nodes"]) {
+        if (j.value("version_skew", false) && j.value("state", "") != "dead")
+            skewed.push_back(fmt::format("{} ({})", j["id"].get<std::string>(),
+                                         j.value("agent_version", "?")));
+    }
+    if (!skewed.empty()) {
+        std::cout << fmt::format(
+            "{} node(s) run another release than the coordinator (tandem {}), on the same "
+            "control protocol: {}\n",
+            skewed.size(), n->value("coordinator_version", "?"), fmt::join(skewed, ", "));
+    }
     return kExitOk;
 }
 

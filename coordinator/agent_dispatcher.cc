@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "common/version.h"
+
 namespace tandem::coord {
 
 Status NodeSender::send(const std::string& node_id, const wire::Envelope& e) {
@@ -62,6 +64,22 @@ void AgentDispatcher::handle(const std::string& routing_id,
     auto env = wire::decode(frames, &partial);
     if (!env.ok()) {
         metrics_.inc("tandem_agent_messages_total", {{"type", "invalid"}});
+        if (partial.major != wire::kProtocolMajor && frames.size() >= 2) {
+            // Another Tandem release that speaks another protocol: name both releases, in the
+            // log and in the answer (which carries this coordinator's release for the agent).
+            wire::Error err;
+            err.code = std::string(status_code_name(env.status().code()));
+            err.message = wire::protocol_mismatch_message(
+                wire::string_field_of(frames[1], "node_id"),
+                wire::string_field_of(frames[1], "agent_version"),
+                fmt::format("{}.{}", partial.major, partial.minor), kVersion,
+                fmt::format("{}.{}", wire::kProtocolMajor, wire::kProtocolMinor));
+            err.in_reply_to = partial.seq;
+            err.coordinator_version = kVersion;
+            bad_input_log_.warn("refused a message: {}", err.message);
+            send(routing_id, wire::make_envelope(err, ++seq_));
+            return;
+        }
         bad_input_log_.warn("refused a message: {}", env.status().message());
         reply_error(routing_id, env.status(), partial.seq);
         return;
@@ -155,6 +173,7 @@ void AgentDispatcher::on_register(const std::string& routing_id, const wire::Env
     ack.stop_actors = jobs_.reconcile(m.node_id, m.actors, /*registering=*/true);
     ack.heartbeat_ms = settings_.heartbeat_ms;
     ack.actor_token = settings_.actor_token;
+    ack.coordinator_version = kVersion;
     send(routing_id, wire::make_envelope(ack, ++seq_));
     runtime_.forget(m.node_id);  // its actors get their jobs' views again at the next sweep
     jobs_.schedule();

@@ -142,7 +142,7 @@ HttpResponse HttpApi::route(const HttpRequest& r, const Principal& who) {
         const auto caps = jobs_.capacities();
         Json list = Json::array();
         for (const auto& [id, e] : nodes_.entries()) list.push_back(node_json(e, caps));
-        return json_response(200, {{"nodes", list}});
+        return json_response(200, {{"nodes", list}, {"coordinator_version", kVersion}});
     }
     if (p == "/api/v1/jobs") {
         if (r.method == "POST") {
@@ -418,6 +418,9 @@ Json HttpApi::node_json(const NodeRegistry::Entry& e, const std::vector<NodeCapa
             {"actors", actors},
             {"labels", e.record.labels},
             {"agent_version", e.record.agent_version},
+            // Another release than the coordinator's (same protocol major): left to upgrade.
+            {"version_skew",
+             !e.record.agent_version.empty() && e.record.agent_version != kVersion},
             {"last_seen_s_ago", ago},
             {"dead_reason", e.record.dead_reason}};
 }

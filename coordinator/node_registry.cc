@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <regex>
-
 #include "common/version.h"
 
 namespace tandem::coord {
@@ -21,28 +19,11 @@ void NodeRegistry::restore(std::vector<NodeRecord> nodes) {
     }
 }
 
-Status check_agent_version(const std::string& node, const std::string& agent,
-                           const std::string& coordinator) {
-    static const std::regex kPattern(R"(^(\d+)\.(\d+)(\.\d+)?$)");
-    std::smatch a, c;
-    if (!std::regex_match(agent, a, kPattern) || !std::regex_match(coordinator, c, kPattern))
-        return Status();
-    if (a[1] == c[1] && a[2] == c[2]) return Status();
-    return permission_denied(fmt::format(
-        "node {}: agent version {} does not match coordinator version {} (same major.minor "
-        "needed): install the same Tandem on every host",
-        node, agent, coordinator));
-}
-
 Result<const NodeRegistry::Entry*> NodeRegistry::on_register(const wire::Register& m,
                                                              const std::string& routing_id) {
     if (m.secret != secret_) {
         log_.warn("node {} ({}) refused: wrong cluster secret", m.node_id, m.host);
         return permission_denied(fmt::format("node {}: wrong cluster secret", m.node_id));
-    }
-    if (Status s = check_agent_version(m.node_id, m.agent_version, kVersion); !s.ok()) {
-        log_.warn("{}", s.message());
-        return s;
     }
     if (Status s = validate_node_id(m.node_id); !s.ok()) return s;
     const auto now = clock_.now();
@@ -85,6 +66,9 @@ Result<const NodeRegistry::Entry*> NodeRegistry::on_register(const wire::Registe
     log_.info("node {} registered ({}, {}, {} cpus, {} MiB, {} gpus){}", m.node_id, m.role, m.host,
               m.resources.cpus, m.resources.memory_mb, m.resources.gpus,
               was_dead ? " after being dead" : "");
+    if (const std::string skew = wire::release_skew_message(m.node_id, m.agent_version, kVersion);
+        !skew.empty())
+        log_.warn("{}", skew);
     return &e;
 }
 

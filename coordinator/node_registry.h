@@ -20,12 +20,6 @@
 
 namespace tandem::coord {
 
-// Whether an agent of version `agent` may join a coordinator of version `coordinator`: the same
-// major.minor ("0.1.3" joins "0.1.0"); permission_denied naming both otherwise. Versions that are
-// not MAJOR.MINOR[.PATCH] (development builds) are not compared.
-Status check_agent_version(const std::string& node, const std::string& agent,
-                           const std::string& coordinator);
-
 class NodeRegistry {
 public:
     struct Entry {
@@ -43,8 +37,9 @@ public:
     // their agents can re-register before anything is rescheduled.
     void restore(std::vector<NodeRecord> nodes);
 
-    // permission_denied for a wrong secret or an incompatible agent version (check_agent_version);
-    // already_exists for a second live agent with the id.
+    // permission_denied for a wrong secret; already_exists for a second live agent with the id.
+    // An agent of another release is accepted with a warning (wire::release_skew_message): its
+    // envelope already showed the same control-protocol major, as in a rolling upgrade.
     Result<const Entry*> on_register(const wire::Register& m, const std::string& routing_id);
     // nullptr if the sender is not the registered agent of m.node_id (it must register again).
     Entry* on_heartbeat(const wire::Heartbeat& m, const std::string& routing_id);

@@ -37,6 +37,7 @@
 #include <zmq.hpp>
 
 #include "common/net/http_client.h"
+#include "common/version.h"
 #include "common/wire/messages.h"
 #include "common/wire/zmq_io.h"
 
@@ -152,7 +153,7 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
         r.host = "127.0.0.1";
         r.secret = secret;
         r.instance = sim.id;
-        r.agent_version = "bench";
+        r.agent_version = kVersion;  // this build: no version-skew warnings
         r.resources = {8, 65536, 0};
         (void)wire::send_envelope(*sim.s, wire::make_envelope(r, 1));
         sim.next = Clock::now() + std::chrono::duration_cast<Clock::duration>(

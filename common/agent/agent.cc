@@ -126,13 +126,15 @@ void Agent::on_message(const std::vector<std::string>& frames) {
     if (!env.ok()) {
         if (header.major != wire::kProtocolMajor) {
             // Another Tandem release: nothing it says can be understood. Stop instead of
-            // registering for ever.
-            log_.error(
-                "the coordinator speaks control protocol {}.{}, this agent (tandem {}) "
-                "speaks {}.{}: node {} will not join; install the same Tandem release on "
-                "the coordinator and every node",
-                header.major, header.minor, kVersion, wire::kProtocolMajor, wire::kProtocolMinor,
-                opt_.node.id);
+            // registering for ever. Its release is read from the body as plain JSON (a new
+            // coordinator puts it in its register_ack and in its refusal).
+            log_.error("{}", wire::protocol_mismatch_message(
+                                 opt_.node.id, kVersion,
+                                 fmt::format("{}.{}", wire::kProtocolMajor, wire::kProtocolMinor),
+                                 frames.size() >= 2
+                                     ? wire::string_field_of(frames[1], "coordinator_version")
+                                     : "",
+                                 fmt::format("{}.{}", header.major, header.minor)));
             refused_ = 2;
             return;
         }
@@ -154,6 +156,10 @@ void Agent::on_message(const std::vector<std::string>& frames) {
         if (runtime_) runtime_->set_connected(true);
         log_.info("registered with the coordinator (epoch {}, {} actors running)", epoch_,
                   actors_.size());
+        if (const std::string skew =
+                wire::release_skew_message(opt_.node.id, kVersion, m.coordinator_version);
+            !skew.empty())
+            log_.warn("{}", skew);
         for (const auto& a : m.stop_actors) stop_actor(a, "the coordinator does not know it");
     } else if (e.type == wire::HeartbeatAck::kType) {
         auto m = *wire::body_as<wire::HeartbeatAck>(e);

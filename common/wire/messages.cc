@@ -119,7 +119,8 @@ Json RegisterAck::to_json() const {
             {"heartbeat_ms", heartbeat_ms},
             {"epoch", epoch},
             {"stop_actors", stop_actors},
-            {"actor_token", actor_token}};
+            {"actor_token", actor_token},
+            {"coordinator_version", coordinator_version}};
 }
 Result<RegisterAck> RegisterAck::from_json(const Json& j) {
     RegisterAck m;
@@ -128,6 +129,7 @@ Result<RegisterAck> RegisterAck::from_json(const Json& j) {
     f.req("heartbeat_ms", m.heartbeat_ms);
     f.req("epoch", m.epoch);
     f.opt("actor_token", m.actor_token);
+    f.opt("coordinator_version", m.coordinator_version);
     Json stops;
     f.opt("stop_actors", stops);
     if (!stops.is_null() && !stops.is_array()) f.problem("stop_actors: expected a list");
@@ -247,7 +249,9 @@ Result<LogLines> LogLines::from_json(const Json& j) {
 }
 
 Json Error::to_json() const {
-    return {{"code", code}, {"message", message}, {"in_reply_to", in_reply_to}};
+    Json j = {{"code", code}, {"message", message}, {"in_reply_to", in_reply_to}};
+    if (!coordinator_version.empty()) j["coordinator_version"] = coordinator_version;
+    return j;
 }
 Result<Error> Error::from_json(const Json& j) {
     Error m;
@@ -255,6 +259,7 @@ Result<Error> Error::from_json(const Json& j) {
     f.req("code", m.code);
     f.req("message", m.message);
     f.opt("in_reply_to", m.in_reply_to);
+    f.opt("coordinator_version", m.coordinator_version);
     TANDEM_RETURN_IF_ERROR(f.status());
     return m;
 }
@@ -364,6 +369,39 @@ Status validate_body(std::string_view type, const Json& body) {
         if (e.type == type) return e.validate(body);
     }
     return validate_runtime_body(type, body);  // the actor runtime's messages
+}
+
+std::string protocol_mismatch_message(std::string_view node, std::string_view agent_release,
+                                      std::string_view agent_protocol,
+                                      std::string_view coordinator_release,
+                                      std::string_view coordinator_protocol) {
+    auto release = [](std::string_view r) {
+        return r.empty() ? std::string("an unknown release") : fmt::format("tandem {}", r);
+    };
+    return fmt::format(
+        "node {} will not join: the agent ({}) speaks control protocol {}, the coordinator ({}) "
+        "speaks {}; agents and coordinator need the same protocol major: install one Tandem "
+        "release on the coordinator and every node",
+        node.empty() ? "?" : node, release(agent_release), agent_protocol,
+        release(coordinator_release), coordinator_protocol);
+}
+
+std::string release_skew_message(std::string_view node, std::string_view agent_release,
+                                 std::string_view coordinator_release) {
+    if (agent_release.empty() || coordinator_release.empty() ||
+        agent_release == coordinator_release)
+        return "";
+    return fmt::format(
+        "node {} runs tandem {}, the coordinator tandem {}: they speak the same control protocol "
+        "({}.x), so the node joins; finish the upgrade so that every host runs one release",
+        node, agent_release, coordinator_release, kProtocolMajor);
+}
+
+std::string string_field_of(std::string_view body, const char* key) {
+    const Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) return "";
+    const auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
 }  // namespace tandem::wire

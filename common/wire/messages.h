@@ -76,6 +76,7 @@ struct RegisterAck {
     uint64_t epoch = 0;                    // changes when the coordinator restarts
     std::vector<std::string> stop_actors;  // actors the agent reported that must not run
     std::string actor_token;  // HTTP API token (role actor) the agent hands its actors; optional
+    std::string coordinator_version;  // the coordinator's release (kVersion); "" from older ones
 
     Json to_json() const;
     static Result<RegisterAck> from_json(const Json& j);
@@ -162,6 +163,7 @@ struct Error {
     std::string code;  // status code name
     std::string message;
     uint64_t in_reply_to = 0;  // seq of the offending message, 0 if unknown
+    std::string coordinator_version;  // its release, on refusals of another protocol major; opt.
 
     Json to_json() const;
     static Result<Error> from_json(const Json& j);
@@ -229,6 +231,24 @@ struct JobMetrics {
     Json to_json() const;
     static Result<JobMetrics> from_json(const Json& j);
 };
+
+// Releases (the project version, kVersion) travel both ways: Register.agent_version and
+// RegisterAck.coordinator_version. Another control-protocol major is refused (neither side can
+// read the other); another release on the same major joins with a warning on both sides, as in a
+// rolling upgrade.
+//
+// The refusal of another protocol major, naming the node, both releases and both protocols.
+std::string protocol_mismatch_message(std::string_view node, std::string_view agent_release,
+                                      std::string_view agent_protocol,
+                                      std::string_view coordinator_release,
+                                      std::string_view coordinator_protocol);
+// The warning for releases that differ on the same protocol major; "" when they are equal or one
+// is unknown (empty).
+std::string release_skew_message(std::string_view node, std::string_view agent_release,
+                                 std::string_view coordinator_release);
+// A string field of a body that could not be decoded (another protocol major): "" when the body
+// is not a JSON object or the field is not a string.
+std::string string_field_of(std::string_view body, const char* key);
 
 // Validates the body of a message of `type`; not_found for an unknown type.
 Status validate_body(std::string_view type, const Json& body);

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <zmq.hpp>
 
+#include "common/version.h"
 #include "common/wire/envelope.h"
 #include "common/wire/messages.h"
 #include "common/wire/zmq_io.h"
@@ -187,6 +188,31 @@ TEST(AgentReconnect, RegistersWithACoordinatorThatComesBackLate) {
         << "the agent never registered with the coordinator that came back";
 }
 
+// A coordinator of another release on the same protocol major (a rolling upgrade): the agent
+// sent its own release, reads the coordinator's from the register_ack, warns, and stays.
+TEST(AgentVersion, JoinsACoordinatorOfAnotherReleaseOnTheSameProtocol) {
+    ScratchDir dir("release");
+    StandInCoordinator coordinator;
+    Agent agent(SystemClock::instance(), agent_options(dir.path, coordinator.port()));
+    AgentThread running(agent);
+
+    auto reg = coordinator.next(wire::Register::kType);
+    ASSERT_TRUE(reg.has_value());
+    EXPECT_EQ(wire::body_as<wire::Register>(*reg)->agent_version, kVersion);
+    wire::RegisterAck ack;
+    ack.node_id = "n0";
+    ack.epoch = 5;
+    ack.coordinator_version = std::string(kVersion) + "-newer";
+    coordinator.send(ack);
+    // Registered: it heartbeats with the epoch of that ack, and does not stop.
+    auto hb = coordinator.next(wire::Heartbeat::kType);
+    ASSERT_TRUE(hb.has_value()) << "the agent did not heartbeat after the register_ack";
+    EXPECT_EQ(wire::body_as<wire::Heartbeat>(*hb)->epoch, 5u);
+    EXPECT_EQ(running.code().wait_for(std::chrono::milliseconds(300)),
+              std::future_status::timeout)
+        << "the agent stopped for a release difference on the same protocol";
+}
+
 // A coordinator of another protocol major answers the registration: the agent cannot understand
 // it, so it stops with exit code 2 (its log names both versions) instead of registering for ever.
 TEST(AgentVersion, StopsWhenTheCoordinatorSpeaksAnotherProtocolMajor) {
@@ -199,6 +225,7 @@ TEST(AgentVersion, StopsWhenTheCoordinatorSpeaksAnotherProtocolMajor) {
     wire::RegisterAck ack;
     ack.node_id = "n0";
     ack.epoch = 5;
+    ack.coordinator_version = "99.0.0";  // named in the agent's log with its own release
     wire::Envelope e = wire::make_envelope(ack, 1);
     e.major = wire::kProtocolMajor + 1;
     coordinator.send_raw(e);

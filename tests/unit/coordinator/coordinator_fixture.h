@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "common/config/cluster_spec.h"
+#include "common/version.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
 #include "coordinator/node_registry.h"
@@ -89,7 +90,7 @@ inline wire::Register register_msg(const std::string& id, const std::string& rol
     m.host = id + ".local";
     m.secret = "cluster-secret";
     m.instance = instance.empty() ? id + "-instance" : instance;
-    m.agent_version = "test";
+    m.agent_version = kVersion;  // the same release: no version-skew warning
     m.resources = {r.cpus, r.memory_mb, r.gpus};
     return m;
 }

@@ -14,6 +14,7 @@
 #include <boost/asio/io_context.hpp>
 #include <zmq.hpp>
 
+#include "common/version.h"
 #include "common/wire/zmq_io.h"
 #include "coordinator/agent_dispatcher.h"
 #include "coordinator/agent_server.h"
@@ -120,11 +121,31 @@ TEST_F(HttpApiTest, NodesListResourcesFreeCapacityAndState) {
     EXPECT_EQ(r0["resources"], Json({{"cpus", 4.0}, {"memory_mb", 8192}, {"gpus", 0}}));
     EXPECT_EQ(r0["free"], Json({{"cpus", 2.0}, {"memory_mb", 8192 - 1024}, {"gpus", 0}}));
     EXPECT_EQ(r0["actors"], 2);
-    EXPECT_EQ(r0["agent_version"], "test");
+    EXPECT_EQ(r0["agent_version"], kVersion);
     EXPECT_EQ(r0["dead_reason"], "");
     EXPECT_EQ(nodes[1]["id"], "t0");
     EXPECT_EQ(nodes[1]["resources"]["gpus"], 1);
     for (const char* key : {"labels", "last_seen_s_ago"}) EXPECT_TRUE(r0.contains(key)) << key;
+}
+
+// A rolling upgrade: an agent of another release on the same protocol major joins, and the API
+// lists it as left to upgrade; one of the coordinator's release does not show up.
+TEST_F(HttpApiTest, AnAgentOfAnotherReleaseJoinsAndIsListedAsSkewed) {
+    auto old = register_msg("r0", "rollout");
+    old.agent_version = std::string(kVersion) + "-older";
+    ASSERT_TRUE(registry_->on_register(old, "route-r0").ok());
+    auto same = register_msg("t0", "trainer");
+    same.agent_version = kVersion;
+    ASSERT_TRUE(registry_->on_register(same, "route-t0").ok());
+    const auto r = get("/api/v1/nodes");
+    ASSERT_EQ(r.status, 200);
+    const Json j = body_of(r);
+    EXPECT_EQ(j["coordinator_version"], kVersion);
+    ASSERT_EQ(j["nodes"].size(), 2u);
+    EXPECT_EQ(j["nodes"][0]["id"], "r0");
+    EXPECT_EQ(j["nodes"][0]["agent_version"], old.agent_version);
+    EXPECT_EQ(j["nodes"][0]["version_skew"], true);
+    EXPECT_EQ(j["nodes"][1]["version_skew"], false);
 }
 
 TEST_F(HttpApiTest, JobsListAndJobDetail) {
@@ -651,6 +672,58 @@ TEST_F(HttpApiMetricsTest, HeartbeatsAreAnsweredWhenAskedOrWhenTheNodeHeardNothi
     EXPECT_EQ(received(200), std::vector<std::string>{"heartbeat_ack"});
     heartbeat(false, true);  // its list names an actor of no job: stop it
     EXPECT_EQ(received(200), std::vector<std::string>{"stop_actor"});
+}
+
+// Releases both ways over the wire: the register_ack names the coordinator's release; a
+// registration in another protocol major is answered with an error naming the node, both releases
+// and both protocols, and carrying the coordinator's release for an agent that cannot decode it.
+TEST_F(HttpApiMetricsTest, RegistrationTellsTheReleaseAndRefusesAnotherProtocolMajorByName) {
+    server_->set_handler([this](const std::string& routing, const std::vector<std::string>& f) {
+        dispatcher_->handle(routing, f);
+    });
+    auto next_reply = [&](zmq::socket_t& s) -> std::optional<std::vector<std::string>> {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (std::chrono::steady_clock::now() < deadline) {
+            io_.run_for(std::chrono::milliseconds(5));
+            if (auto frames = wire::try_recv_frames(s)) return frames;
+        }
+        return std::nullopt;
+    };
+    zmq::socket_t agent(zmq_, zmq::socket_type::dealer);
+    agent.set(zmq::sockopt::linger, 0);
+    agent.connect(server_->endpoint());
+    ASSERT_TRUE(wire::send_envelope(agent, wire::make_envelope(register_msg("r0", "rollout"), 1))
+                    .ok());
+    auto frames = next_reply(agent);
+    ASSERT_TRUE(frames.has_value()) << "no register_ack";
+    auto ack = wire::decode(*frames);
+    ASSERT_TRUE(ack.ok()) << ack.status().to_string();
+    ASSERT_EQ(ack->type, wire::RegisterAck::kType);
+    EXPECT_EQ(wire::body_as<wire::RegisterAck>(*ack)->coordinator_version, kVersion);
+
+    zmq::socket_t future(zmq_, zmq::socket_type::dealer);
+    future.set(zmq::sockopt::linger, 0);
+    future.connect(server_->endpoint());
+    auto reg = register_msg("r1", "rollout");
+    reg.agent_version = "99.0.0";
+    wire::Envelope e = wire::make_envelope(reg, 7);
+    e.major = wire::kProtocolMajor + 1;
+    ASSERT_TRUE(wire::send_envelope(future, e).ok());
+    frames = next_reply(future);
+    ASSERT_TRUE(frames.has_value()) << "no answer to a registration in another protocol major";
+    auto refusal = wire::decode(*frames);
+    ASSERT_TRUE(refusal.ok()) << refusal.status().to_string();
+    ASSERT_EQ(refusal->type, wire::Error::kType);
+    const auto err = *wire::body_as<wire::Error>(*refusal);
+    EXPECT_EQ(err.in_reply_to, 7u);
+    EXPECT_EQ(err.coordinator_version, kVersion);
+    EXPECT_THAT(err.message,
+                HasSubstr(fmt::format("node r1 will not join: the agent (tandem 99.0.0) speaks "
+                                      "control protocol {}.{}, the coordinator (tandem {}) speaks "
+                                      "{}.{}",
+                                      wire::kProtocolMajor + 1, wire::kProtocolMinor, kVersion,
+                                      wire::kProtocolMajor, wire::kProtocolMinor)));
+    EXPECT_EQ(registry_->find("r1"), nullptr);
 }
 
 TEST(Metrics, HistogramBucketsAreCumulative) {

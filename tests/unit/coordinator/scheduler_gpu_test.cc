@@ -91,21 +91,3 @@ TEST(PlaceWithSharedGpus, FourActorsSharingTwoWaysFitOnTwoGpus) {
 
 }  // namespace
 }  // namespace tandem::coord
-
-#include "coordinator/node_registry.h"
-
-namespace tandem::coord {
-namespace {
-
-TEST(AgentVersion, SameMajorMinorJoinsOthersAreRefusedByName) {
-    EXPECT_TRUE(check_agent_version("r0", "0.1.3", "0.1.0").ok());
-    EXPECT_TRUE(check_agent_version("r0", "dev", "0.1.0").ok());  // development builds
-    const Status s = check_agent_version("r0", "0.2.0", "0.1.0");
-    EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);
-    EXPECT_EQ(s.message(),
-              "node r0: agent version 0.2.0 does not match coordinator version 0.1.0 (same "
-              "major.minor needed): install the same Tandem on every host");
-}
-
-}  // namespace
-}  // namespace tandem::coord

@@ -37,7 +37,8 @@ Register sample(const Register*) {
     return m;
 }
 RegisterAck sample(const RegisterAck*) {
-    return {"rollout-1", 250, 17, {"job-000001/rollout-0", "job-000002/trainer-0"}};
+    return {"rollout-1", 250, 17, {"job-000001/rollout-0", "job-000002/trainer-0"}, "tok",
+            "0.4.2"};
 }
 Heartbeat sample(const Heartbeat*) {
     Heartbeat m;
@@ -125,6 +126,8 @@ void expect_same(const RegisterAck& a, const RegisterAck& b) {
     EXPECT_EQ(a.heartbeat_ms, b.heartbeat_ms);
     EXPECT_EQ(a.epoch, b.epoch);
     EXPECT_EQ(a.stop_actors, b.stop_actors);
+    EXPECT_EQ(a.actor_token, b.actor_token);
+    EXPECT_EQ(a.coordinator_version, b.coordinator_version);
 }
 void expect_same(const Heartbeat& a, const Heartbeat& b) {
     EXPECT_EQ(a.node_id, b.node_id);
@@ -492,6 +495,48 @@ TEST(MessageFields, UnknownTypeIsNotFound) {
     const Status s = validate_body("nope", Json::object());
     EXPECT_EQ(s.code(), StatusCode::kNotFound);
     EXPECT_EQ(s.message(), "unknown message type 'nope'");
+}
+
+// ---- releases (issue 15) ----
+
+TEST(Releases, ARegisterAckFromAnOlderCoordinatorHasNoRelease) {
+    Json j = sample(static_cast<const RegisterAck*>(nullptr)).to_json();
+    j.erase("coordinator_version");
+    auto m = RegisterAck::from_json(j);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    EXPECT_EQ(m->coordinator_version, "");
+}
+
+TEST(Releases, AnotherReleaseOnTheSameProtocolIsAWarningNamingBoth) {
+    EXPECT_EQ(release_skew_message("r0", "0.4.2", "0.4.2"), "");
+    EXPECT_EQ(release_skew_message("r0", "", "0.4.2"), "");  // an older coordinator: unknown
+    EXPECT_EQ(release_skew_message("r0", "0.4.2", ""), "");
+    const std::string w = release_skew_message("r0", "0.3.1", "0.4.2");
+    EXPECT_NE(w.find("node r0 runs tandem 0.3.1, the coordinator tandem 0.4.2"), std::string::npos)
+        << w;
+    EXPECT_NE(w.find(fmt::format("same control protocol ({}.x)", kProtocolMajor)),
+              std::string::npos)
+        << w;
+}
+
+TEST(Releases, AnotherProtocolMajorIsRefusedNamingBothReleasesAndProtocols) {
+    const std::string m = protocol_mismatch_message("r0", "0.3.1", "1.0", "2.0.0", "2.0");
+    EXPECT_NE(m.find("node r0 will not join: the agent (tandem 0.3.1) speaks control protocol "
+                     "1.0, the coordinator (tandem 2.0.0) speaks 2.0"),
+              std::string::npos)
+        << m;
+    // A peer that does not say its release (an older one) is named as such.
+    EXPECT_NE(protocol_mismatch_message("r0", "0.3.1", "1.0", "", "2.0")
+                  .find("the coordinator (an unknown release)"),
+              std::string::npos);
+}
+
+TEST(Releases, StringFieldOfAnUndecodableBody) {
+    EXPECT_EQ(string_field_of(R"({"coordinator_version": "2.0.0", "n": 1})", "coordinator_version"),
+              "2.0.0");
+    EXPECT_EQ(string_field_of(R"({"coordinator_version": 2})", "coordinator_version"), "");
+    EXPECT_EQ(string_field_of("not json", "coordinator_version"), "");
+    EXPECT_EQ(string_field_of("[1, 2]", "coordinator_version"), "");
 }
 
 }  // namespace
