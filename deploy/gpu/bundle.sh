@@ -19,6 +19,9 @@ cp build/gpu/tests/gpu/tandem_gpu_device build/gpu/tests/gpu/tandem_gpu_kernels_
    build/gpu/bench/attention/tandem-bench-attention \
    build/gpu/bench/gpu/tandem-bench-gpu-model \
    build/gpu/kernels/tandem-attn build/gpu/tests/integration/weights/tandem_gpu_weights gpu-bundle/
+# Decode attention over quantized KV pages (kernels/cuda/kv_attention.h, docs/kv-cache.md).
+cmake --build build/gpu --target tandem_gpu_kv_attention -j "$(nproc)"
+cp build/gpu/tests/gpu/tandem_gpu_kv_attention gpu-bundle/
 # The binaries are not stripped of symbols by the Release build; strip them (the bundle travels
 # under a 64 MiB limit).
 strip gpu-bundle/tandem* 2>/dev/null || true

@@ -30,6 +30,10 @@ for t in tandem_gpu_device tandem_gpu_ops tandem_gpu_model tandem_gpu_train \
     rc=$?
     result[$t]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/$t.txt" | tr -s ' ' | tr '\n' ' ')"
 done
+# Decode attention over quantized KV pages against the CPU kernel and a double reference.
+timeout 120 "$B/tandem_gpu_kv_attention" > "$O/tandem_gpu_kv_attention.txt" 2>&1
+rc=$?
+result[tandem_gpu_kv_attention]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_kv_attention.txt" | tr -s ' ' | tr '\n' ' ')"
 # Opt-in (TANDEM_GPU_SANITIZE=1; memcheck slows kernels 10-100x): compute-sanitizer memcheck and
 # racecheck over the training-path kernels on the small test models.
 san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
