@@ -110,16 +110,17 @@ bool AgentServer::admit(const std::string& routing) {
     auto [it, fresh] = budgets_.try_emplace(routing);
     Budget& b = it->second;
     if (fresh) {
-        if (budgets_.size() > prune_at_) {  // forget peers whose budget is full again
+        if (budgets_.size() > prune_at_) {
+            // Forget peers not heard for as long as a budget takes to fill up from empty: their
+            // budget is full again, as a new entry's would be. Peers heard since stay, even
+            // when full, so that 10,000 quiet agents keep their entries instead of having them
+            // erased and made again at every message. The next scan waits until the map has
+            // doubled: amortized O(1) per new peer.
+            const double refill_s = limits_.peer_burst / std::max(1e-9, limits_.peer_rate_per_s);
             std::erase_if(budgets_, [&](const auto& kv) {
                 return kv.first != routing &&
-                       kv.second.tokens + limits_.peer_rate_per_s * std::chrono::duration<double>(
-                                                                        now - kv.second.refilled)
-                                                                        .count() >=
-                           limits_.peer_burst;
+                       std::chrono::duration<double>(now - kv.second.refilled).count() >= refill_s;
             });
-            // The next scan waits until the map has doubled: with many quiet peers (10,000 agents
-            // at 1 Hz are all "full") a scan per new peer would cost O(peers) per message.
             prune_at_ = std::max<size_t>(4096, 2 * budgets_.size());
         }
         b.tokens = limits_.peer_burst;

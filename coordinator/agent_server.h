@@ -98,7 +98,7 @@ private:
     const AgentServerLimits limits_;
     Logger log_{"agents"};
     std::unordered_map<std::string, Budget> budgets_;  // by routing id
-    size_t prune_at_ = 4096;  // budgets_ size that triggers forgetting the full ones
+    size_t prune_at_ = 4096;  // budgets_ size that triggers forgetting the quiet peers
     uint64_t dropped_over_budget_ = 0;
     uint64_t dropped_too_many_frames_ = 0;
 };
