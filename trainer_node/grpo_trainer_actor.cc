@@ -217,6 +217,8 @@ void GrpoLearner::report(const StepReport& r) {
               {"train/tokens", ts.tokens},
               {"rollout/generated_tokens", rollout_tokens},
               {"train/clip_fraction", ts.clip_fraction},
+              {"train/tis_weight_mean", ts.tis_weight_mean},
+              {"train/tis_truncated_fraction", ts.tis_truncated_fraction},
               {"weights/version", r.info.version},
               {"weights/fence_trainer_epoch", r.info.fence.trainer_epoch},
               {"weights/staleness_mean", rs["staleness_mean"]},

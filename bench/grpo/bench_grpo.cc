@@ -97,6 +97,8 @@ int run(int argc, char** argv) {
         j["grad_norm"] = s.train.grad_norm;
         j["lr"] = s.train.lr;
         j["clip_fraction"] = s.train.clip_fraction;
+        j["tis_weight_mean"] = s.train.tis_weight_mean;
+        j["tis_truncated_fraction"] = s.train.tis_truncated_fraction;
         j["logprob_diff_max"] = s.train.logprob_diff_max;
         j["rollout_s"] = s.rollout_s;
         j["train_s"] = s.train_s;

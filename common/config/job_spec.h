@@ -252,6 +252,12 @@ struct AlgorithmSpec {
     int group_size = 8;     // G completions per prompt (GRPO group)
     double clip_eps = 0.2;  // importance-ratio clip
     double kl_coef = 0.0;   // KL to the initial policy; 0: off
+    // Truncated importance sampling (Yao et al. 2025): each token's policy loss is weighted by
+    // min(exp(logp_trainer - logp_behaviour), tis_cap), the trainer's pre-update log-prob against
+    // the sampler's, so a sampler that differs from the trainer (a quantized KV cache, stale
+    // weights) does not bias the update; the PPO ratio is then taken against the trainer's
+    // pre-update log-probs. 0: off (the ratio against the behaviour log-probs, as before).
+    double tis_cap = 2.0;
     OptimizerSpec optimizer;
     // Supervised warm start before RL: this many steps of answer log-likelihood (prompts_per_step
     // x group_size examples each) at warm_start_lr; the result is version 0. 0: start from
@@ -266,6 +272,7 @@ struct AlgorithmSpec {
         v.field("group_size", s.group_size, Range{1, 4096});
         v.field("clip_eps", s.clip_eps, Range{0.0, 10.0});
         v.field("kl_coef", s.kl_coef, Range{0.0, 100.0});
+        v.field("tis_cap", s.tis_cap, Range{0.0, 1e6});
         v.field("optimizer", s.optimizer);
         v.field("warm_start_steps", s.warm_start_steps, Range{0, 1 << 20});
         v.field("warm_start_lr", s.warm_start_lr, Range{0.0, 10.0});

@@ -121,6 +121,22 @@ Result<model::TrainStats> DeviceTrainer::step(const Stream& s,
     const size_t bytes = static_cast<size_t>(index().elements) * sizeof(float);
     const size_t mb = static_cast<size_t>(std::max(1, options_.mini_batches));
     const size_t micro = static_cast<size_t>(options_.micro_batch);
+    // Truncated importance sampling with several updates: the later mini-batches' log-probs
+    // before the first update (model::OldLogprobs).
+    model::OldLogprobs old;
+    if (grpo_.tis_cap > 0 && mb > 1) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (size_t b0 = batch.size() / mb; b0 < batch.size(); b0 += micro) {
+            const size_t b1 = std::min(batch.size(), b0 + micro);
+            model::pack_trajectories(batch, b0, b1, options_.share_prompts, packed_,
+                                     completion_begin_);
+            logp_.resize(static_cast<size_t>(packed_.num_tokens()));
+            TANDEM_RETURN_IF_ERROR(
+                policy_->logprobs(s, packed_, grpo_.temperature, logp_.data(), nullptr));
+            model::keep_old_logprobs(batch, b0, b1, completion_begin_, logp_.data(), old);
+        }
+        st.forward_s += seconds_since(t0);
+    }
     for (size_t m = 0; m < mb; ++m) {
         const size_t m0 = batch.size() * m / mb, m1 = batch.size() * (m + 1) / mb;
         if (m0 == m1) continue;
@@ -147,7 +163,8 @@ Result<model::TrainStats> DeviceTrainer::step(const Stream& s,
             }
             st.forward_s += seconds_since(t0);
             model::score_grpo_tokens(batch, b0, b1, completion_begin_, logp_.data(),
-                                     reference_ ? ref_logp_.data() : nullptr, entropy_.data(), adv,
+                                     reference_ ? ref_logp_.data() : nullptr, entropy_.data(),
+                                     old, adv,
                                      grpo_, mb_tokens, total_tokens, weight_.data(), st, counts);
             t0 = std::chrono::steady_clock::now();
             TANDEM_RETURN_IF_ERROR(policy_->backward(s, weight_.data(), grads_.as<float>()));

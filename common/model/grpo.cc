@@ -42,14 +42,29 @@ GrpoOptions GrpoOptions::from_spec(const config::AlgorithmSpec& algo,
     GrpoOptions o;
     o.clip_eps = algo.clip_eps;
     o.kl_coef = algo.kl_coef;
+    o.tis_cap = algo.tis_cap;
     o.temperature = sampling.temperature > 0 ? sampling.temperature : 1.0;
     return o;
 }
 
 TokenLoss grpo_token_loss(double logp, double behaviour_logp, double ref_logp, double advantage,
                           const GrpoOptions& o, double scale) {
+    return grpo_token_loss(logp, logp, behaviour_logp, ref_logp, advantage, o, scale);
+}
+
+TokenLoss grpo_token_loss(double logp, double old_logp, double behaviour_logp, double ref_logp,
+                          double advantage, const GrpoOptions& o, double scale) {
     TokenLoss t;
-    t.ratio = std::exp(logp - behaviour_logp);
+    if (o.tis_cap > 0) {
+        t.tis_weight = std::exp(old_logp - behaviour_logp);
+        if (t.tis_weight > o.tis_cap) {
+            t.tis_weight = o.tis_cap;
+            t.tis_truncated = true;
+        }
+        t.ratio = std::exp(logp - old_logp);
+    } else {
+        t.ratio = std::exp(logp - behaviour_logp);
+    }
     const double clipped_ratio = std::clamp(t.ratio, 1.0 - o.clip_eps, 1.0 + o.clip_eps);
     const double surr1 = t.ratio * advantage, surr2 = clipped_ratio * advantage;
     double dobj = 0;  // d min(surr1, surr2) / dlogp
@@ -63,6 +78,10 @@ TokenLoss grpo_token_loss(double logp, double behaviour_logp, double ref_logp, d
         obj = o.dual_clip * advantage;
         dobj = 0;
         t.clipped = true;
+    }
+    if (o.tis_cap > 0) {
+        obj *= t.tis_weight;
+        dobj *= t.tis_weight;
     }
     t.loss = -obj;
     t.weight = -dobj;

@@ -12,6 +12,7 @@ GrpoOptions grpo_options(const TrainerOptions& options) {
     GrpoOptions o;
     o.clip_eps = options.algorithm.clip_eps;
     o.kl_coef = options.algorithm.kl_coef;
+    o.tis_cap = options.algorithm.tis_cap;
     o.temperature = options.temperature > 0 ? options.temperature : 1.0;
     return o;
 }
@@ -82,9 +83,20 @@ void pack_trajectories(std::span<const Trajectory> batch, size_t b0, size_t b1, 
     }
 }
 
+void keep_old_logprobs(std::span<const Trajectory> batch, size_t b0, size_t b1,
+                       std::span<const int64_t> completion_begin, const float* logp,
+                       OldLogprobs& old) {
+    old.resize(batch.size());
+    for (size_t i = b0; i < b1; ++i) {
+        const float* first = logp + completion_begin[i - b0];
+        old[i].assign(first, first + batch[i].completion.size());
+    }
+}
+
 void score_grpo_tokens(std::span<const Trajectory> batch, size_t b0, size_t b1,
                        std::span<const int64_t> completion_begin, const float* logp,
-                       const float* ref_logp, const float* entropy, std::span<const double> adv,
+                       const float* ref_logp, const float* entropy, const OldLogprobs& old,
+                       std::span<const double> adv,
                        const GrpoOptions& grpo, int64_t mb_tokens, int64_t total_tokens,
                        float* weight, TrainStats& st, GrpoTokenCounts& counts) {
     const double scale = 1.0 / static_cast<double>(mb_tokens);
@@ -95,8 +107,9 @@ void score_grpo_tokens(std::span<const Trajectory> batch, size_t b0, size_t b1,
             const int64_t idx = base + static_cast<int64_t>(j);
             const double lp = logp[idx];
             const double ref = ref_logp ? ref_logp[idx] : lp;
+            const double old_lp = i < old.size() && !old[i].empty() ? old[i][j] : lp;
             const TokenLoss tl =
-                grpo_token_loss(lp, t.behaviour_logprobs[j], ref, adv[i], grpo, scale);
+                grpo_token_loss(lp, old_lp, t.behaviour_logprobs[j], ref, adv[i], grpo, scale);
             weight[idx] = static_cast<float>(tl.weight);
             // Loss and KL are token means over the batch: mini-batch means weighted by their
             // share of the tokens.
@@ -108,6 +121,8 @@ void score_grpo_tokens(std::span<const Trajectory> batch, size_t b0, size_t b1,
             st.logprob_diff_max =
                 std::max(st.logprob_diff_max, std::abs(lp - t.behaviour_logprobs[j]));
             counts.clipped += tl.clipped;
+            counts.tis_truncated += tl.tis_truncated;
+            counts.tis_weight_sum += tl.tis_weight;
             ++counts.evaluated;
         }
     }
@@ -120,6 +135,8 @@ void finish_grpo_stats(size_t trajectories, const GrpoTokenCounts& counts, Train
     st.entropy /= ne;
     st.ratio_mean /= ne;
     st.clip_fraction = static_cast<double>(counts.clipped) / ne;
+    st.tis_weight_mean = counts.tis_weight_sum / ne;
+    st.tis_truncated_fraction = static_cast<double>(counts.tis_truncated) / ne;
     st.advantage_abs_mean /= ns;
 }
 

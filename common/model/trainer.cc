@@ -123,6 +123,22 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
         trajectory_advantages(batch, options_.scale_advantages_by_std, st);
     GrpoTokenCounts counts;
     const size_t mb = static_cast<size_t>(std::max(1, options_.mini_batches));
+    // Truncated importance sampling with several updates: the later mini-batches' log-probs
+    // before the first update (the first mini-batch recomputes them before its update anyway).
+    OldLogprobs old;
+    if (grpo_.tis_cap > 0 && mb > 1) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const size_t micro = static_cast<size_t>(options_.micro_batch);
+        for (size_t b0 = batch.size() / mb; b0 < batch.size(); b0 += micro) {
+            const size_t b1 = std::min(batch.size(), b0 + micro);
+            pack(batch, b0, b1);
+            logp_.resize(static_cast<size_t>(packed_.num_tokens()));
+            TANDEM_RETURN_IF_ERROR(policy_.forward(weights_.data(), packed_, grpo_.temperature,
+                                                   logp_.data(), nullptr));
+            keep_old_logprobs(batch, b0, b1, completion_begin_, logp_.data(), old);
+        }
+        st.forward_s += seconds_since(t0);
+    }
     for (size_t m = 0; m < mb; ++m) {
         const size_t m0 = batch.size() * m / mb, m1 = batch.size() * (m + 1) / mb;
         if (m0 == m1) continue;
@@ -147,7 +163,8 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
             }
             st.forward_s += seconds_since(t0);
             score_grpo_tokens(batch, b0, b1, completion_begin_, logp_.data(),
-                              reference_model_ ? ref_logp_.data() : nullptr, entropy_.data(), adv,
+                              reference_model_ ? ref_logp_.data() : nullptr, entropy_.data(), old,
+                              adv,
                               grpo_, mb_tokens, total_tokens, weight_.data(), st, counts);
             t0 = std::chrono::steady_clock::now();
             TANDEM_RETURN_IF_ERROR(

@@ -50,6 +50,10 @@ struct TrainStats {
     double grad_norm = 0;
     double lr = 0;
     double clip_fraction = 0;
+    // Truncated importance sampling (algorithm.tis_cap > 0): mean weight min(exp(logp_trainer -
+    // logp_behaviour), cap) over the completion tokens, and the fraction cut to the cap.
+    double tis_weight_mean = 1;
+    double tis_truncated_fraction = 0;
     double ratio_mean = 0;
     double ratio_max = 0;
     double logprob_diff_max = 0;  // max |recomputed - behaviour| log-prob

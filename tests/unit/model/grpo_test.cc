@@ -2,11 +2,15 @@
 // in-process GRPO run on the reverse task.
 #include "common/model/grpo.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <random>
 
 #include <gtest/gtest.h>
 
+#include "common/config/loader.h"
 #include "common/model/layers.h"
 #include "common/rl/local_loop.h"
 #include "common/model/optimizer.h"
@@ -78,6 +82,136 @@ TEST(GrpoTokenLoss, DualClipBoundsTheWeightOfNegativeAdvantagesFromAnotherSample
     const TokenLoss off = grpo_token_loss(lp, beh, lp, adv, o, scale);
     EXPECT_FALSE(off.clipped);
     EXPECT_NEAR(off.weight, -std::exp(9.0) * adv * scale, 1e-6);
+}
+
+TEST(GrpoTokenLoss, TruncatedImportanceSamplingWeightsTheTokenAndCutsItAtTheCap) {
+    GrpoOptions o;
+    o.clip_eps = 0.2;
+    o.tis_cap = 2.0;
+    const double lp = -1.0, scale = 0.5;
+    for (const double adv : {0.7, -0.7}) {
+        // One update per step (old = logp): ratio 1, the policy term is -w A with w =
+        // exp(logp - behaviour), a constant.
+        const TokenLoss t = grpo_token_loss(lp, lp - std::log(1.5), lp, adv, o, scale);
+        EXPECT_NEAR(t.tis_weight, 1.5, 1e-12) << adv;
+        EXPECT_FALSE(t.tis_truncated) << adv;
+        EXPECT_EQ(t.ratio, 1.0) << adv;
+        EXPECT_FALSE(t.clipped) << adv;
+        EXPECT_NEAR(t.weight, -1.5 * adv * scale, 1e-12) << adv;
+        EXPECT_NEAR(t.loss, -1.5 * adv * scale, 1e-12) << adv;
+        // A sampler that under-weights the token by 9 nats (an int2 KV cache): w is cut to the
+        // cap, and a right token in an above-average sample still gets its gradient (without
+        // TIS the ratio e^9 clips it to none).
+        const TokenLoss far = grpo_token_loss(lp, lp - 9.0, lp, adv, o, scale);
+        EXPECT_EQ(far.tis_weight, 2.0) << adv;
+        EXPECT_TRUE(far.tis_truncated) << adv;
+        EXPECT_NEAR(far.weight, -2.0 * adv * scale, 1e-12) << adv;
+        // A sampler that over-weights it: w < 1, not truncated.
+        const TokenLoss over = grpo_token_loss(lp, lp + 1.0, lp, adv, o, scale);
+        EXPECT_NEAR(over.tis_weight, std::exp(-1.0), 1e-12) << adv;
+        EXPECT_FALSE(over.tis_truncated) << adv;
+        EXPECT_NEAR(over.weight, -std::exp(-1.0) * adv * scale, 1e-12) << adv;
+    }
+    GrpoOptions no_tis = o;
+    no_tis.tis_cap = 0;
+    EXPECT_EQ(grpo_token_loss(lp, lp - 9.0, lp, 0.7, no_tis, scale).weight, 0.0);
+
+    // A later mini-batch (the trainer's pre-update log-prob old != logp): the ratio and its clip
+    // are taken against old, w against the behaviour log-prob; weight = dloss/dlogp.
+    const double old = -1.3, beh = -1.8, ref = -1.1, eps = 1e-6;  // w = e^0.5 < cap
+    o.kl_coef = 0.1;
+    for (const double adv : {1.3, -0.7}) {
+        for (const double delta : {-0.5, -0.1, 0.0, 0.1, 0.5}) {  // logp - old
+            const double l = old + delta;
+            const TokenLoss t = grpo_token_loss(l, old, beh, ref, adv, o, scale);
+            const double numeric = (grpo_token_loss(l + eps, old, beh, ref, adv, o, scale).loss -
+                                    grpo_token_loss(l - eps, old, beh, ref, adv, o, scale).loss) /
+                                   (2 * eps);
+            EXPECT_NEAR(t.weight, numeric, 1e-6) << adv << " " << delta;
+            EXPECT_NEAR(t.ratio, std::exp(delta), 1e-12);
+            EXPECT_NEAR(t.tis_weight, std::exp(old - beh), 1e-12);
+            const bool expect_clipped =
+                (adv > 0 && delta > std::log(1.2)) || (adv < 0 && delta < std::log(0.8));
+            EXPECT_EQ(t.clipped, expect_clipped) << adv << " " << delta;
+        }
+    }
+}
+
+// The token loss of 83d584a, before tis_cap, as it was.
+TokenLoss token_loss_before_tis(double logp, double behaviour_logp, double ref_logp,
+                                double advantage, const GrpoOptions& o, double scale) {
+    TokenLoss t;
+    t.ratio = std::exp(logp - behaviour_logp);
+    const double clipped_ratio = std::clamp(t.ratio, 1.0 - o.clip_eps, 1.0 + o.clip_eps);
+    const double surr1 = t.ratio * advantage, surr2 = clipped_ratio * advantage;
+    double dobj = 0;
+    if (surr1 <= surr2) {
+        dobj = t.ratio * advantage;
+    } else {
+        t.clipped = true;
+    }
+    double obj = std::min(surr1, surr2);
+    if (advantage < 0 && o.dual_clip > 0 && obj < o.dual_clip * advantage) {
+        obj = o.dual_clip * advantage;
+        dobj = 0;
+        t.clipped = true;
+    }
+    t.loss = -obj;
+    t.weight = -dobj;
+    if (o.kl_coef > 0) {
+        const double d = ref_logp - logp;
+        t.kl = std::exp(d) - d - 1.0;
+        t.loss += o.kl_coef * t.kl;
+        t.weight += o.kl_coef * (1.0 - std::exp(d));
+    }
+    t.loss *= scale;
+    t.weight *= scale;
+    return t;
+}
+
+TEST(GrpoTokenLoss, TisCapZeroIsBitIdenticalToTheLossBefore) {
+    GrpoOptions o;
+    o.tis_cap = 0;
+    std::mt19937_64 rng(7);
+    std::uniform_real_distribution<double> u(-12.0, 0.0), a(-2.0, 2.0);
+    for (int i = 0; i < 2000; ++i) {
+        o.kl_coef = i % 2 ? 0.0 : 0.05;
+        o.dual_clip = i % 3 ? 3.0 : 0.0;
+        const double lp = u(rng), old = u(rng), beh = u(rng), ref = u(rng), adv = a(rng);
+        const TokenLoss want = token_loss_before_tis(lp, beh, ref, adv, o, 0.125);
+        for (const TokenLoss& got : {grpo_token_loss(lp, old, beh, ref, adv, o, 0.125),
+                                     grpo_token_loss(lp, beh, ref, adv, o, 0.125)}) {
+            EXPECT_EQ(got.loss, want.loss) << i;
+            EXPECT_EQ(got.weight, want.weight) << i;
+            EXPECT_EQ(got.ratio, want.ratio) << i;
+            EXPECT_EQ(got.kl, want.kl) << i;
+            EXPECT_EQ(got.clipped, want.clipped) << i;
+            EXPECT_EQ(got.tis_weight, 1.0) << i;
+            EXPECT_FALSE(got.tis_truncated) << i;
+        }
+    }
+}
+
+TEST(GrpoTokenLoss, BadTisCapIsNamedByFileAndField) {
+    const std::string dir =
+        ::testing::TempDir() + "/tandem_tis_cap_" + std::to_string(::getpid());
+    std::filesystem::create_directories(dir);
+    const std::string path = dir + "/job.yaml";
+    for (const auto& [value, want] :
+         {std::pair<std::string, std::string>{"-1", "algorithm.tis_cap: -1 is out of range"},
+          {"two", "algorithm.tis_cap:"}}) {
+        std::ofstream(path) << "name: j\nkind: grpo\nalgorithm:\n  tis_cap: " << value << "\n";
+        const auto r = config::load_job_file(path);
+        ASSERT_FALSE(r.ok()) << value;
+        const std::string msg = r.status().message();
+        EXPECT_NE(msg.find("job.yaml:4:12: " + want), std::string::npos) << msg;
+    }
+    std::ofstream(path) << "name: j\nkind: grpo\nalgorithm:\n  tis_cap: 0\n";
+    const auto off = config::load_job_file(path);
+    ASSERT_TRUE(off.ok()) << off.status().to_string();
+    EXPECT_EQ(off->algorithm.tis_cap, 0.0);
+    EXPECT_EQ(config::AlgorithmSpec{}.tis_cap, 2.0);
+    std::filesystem::remove_all(dir);
 }
 
 TEST(LearningRate, WarmupThenConstantLinearOrCosine) {
@@ -245,6 +379,61 @@ TEST(GrpoTrainer, MiniBatchesTakeSeveralUpdatesPerStep) {
     EXPECT_EQ((*t)->steps_taken(), 1);
     EXPECT_EQ((*t)->optimizer().steps_taken(), 3);
     EXPECT_GT(s->ratio_max, 1.0 + 1e-4);
+}
+
+TEST(GrpoTrainer, TruncatedImportanceSamplingTakesLaterMiniBatchesAgainstThePreUpdatePolicy) {
+    config::JobSpec job = small_job();
+    job.algorithm.tis_cap = 2.0;
+    auto cfg = ModelConfig::from_spec(job.model, Vocabulary::builtin().size());
+    TrainerOptions to = TrainerOptions::from_job(job);
+    to.mini_batches = 3;
+    to.micro_batch = 5;
+    auto w0 = ModelWeights::random(*cfg, 2);
+    ASSERT_TRUE(w0.ok());
+    // Behaviour log-probs from the initial weights, shifted by `shift` nats.
+    auto batch_with = [&](double shift) {
+        auto batch = fake_batch(6);
+        auto tr = Transformer<float>::create(*cfg);
+        PackedBatch pb;
+        for (const auto& x : batch) pb.add(x.prompt, x.completion);
+        std::vector<float> lp(pb.tokens.size());
+        EXPECT_TRUE(tr->forward(w0->data(), pb, 1.0, lp.data(), nullptr).ok());
+        for (size_t i = 0; i < batch.size(); ++i) {
+            for (size_t j = 0; j < batch[i].completion.size(); ++j) {
+                batch[i].behaviour_logprobs[j] = static_cast<float>(
+                    lp[pb.begin[i] + batch[i].prompt.size() + j] + shift);
+            }
+        }
+        return batch;
+    };
+    // Same sampler: every w is 1 to float rounding, also for the mini-batches after the first
+    // update (their old log-probs are the pre-update policy's), while the PPO ratios move.
+    auto t = GrpoTrainer::create(*w0, to);
+    ASSERT_TRUE(t.ok());
+    auto s = (*t)->step(batch_with(0.0));
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    EXPECT_EQ(s->updates, 3);
+    EXPECT_NEAR(s->tis_weight_mean, 1.0, 1e-4);
+    EXPECT_EQ(s->tis_truncated_fraction, 0.0);
+    EXPECT_GT(s->ratio_max, 1.0 + 1e-4);
+    // A sampler 1.5 nats below the trainer on every token: w = e^1.5 is cut to 2 everywhere,
+    // and the ratios are the trainer's own (1 for the first mini-batch), not e^1.5 = 4.5.
+    auto t2 = GrpoTrainer::create(*w0, to);
+    ASSERT_TRUE(t2.ok());
+    auto s2 = (*t2)->step(batch_with(-1.5));
+    ASSERT_TRUE(s2.ok()) << s2.status().to_string();
+    EXPECT_DOUBLE_EQ(s2->tis_weight_mean, 2.0);
+    EXPECT_EQ(s2->tis_truncated_fraction, 1.0);
+    EXPECT_LT(s2->ratio_mean, 2.0);
+    EXPECT_GT(s2->logprob_diff_max, 1.5 - 1e-4);
+    // Off: the ratio is against the behaviour log-probs again.
+    to.algorithm.tis_cap = 0;
+    auto t3 = GrpoTrainer::create(*w0, to);
+    ASSERT_TRUE(t3.ok());
+    auto s3 = (*t3)->step(batch_with(-1.5));
+    ASSERT_TRUE(s3.ok()) << s3.status().to_string();
+    EXPECT_EQ(s3->tis_weight_mean, 1.0);
+    EXPECT_GT(s3->ratio_mean, 4.0);
 }
 
 TEST(GrpoTrainer, SupervisedStepsLowerTheCompletionNll) {
