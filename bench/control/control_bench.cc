@@ -4,8 +4,9 @@
 // except when it asks for an echo (every --echo-every'th) or the node has had no ack for
 // dead_after_ms; the full actor list rides on every 10th heartbeat. Prints one JSON object per
 // line:
-//   {"case":"heartbeat", agents, rate_hz, seconds, coordinator_cpu_pct, rtt_p50_ms, rtt_p99_ms,
-//   ...}   rtt: a heartbeat until its answer reaches the agent (heartbeat-to-command latency)
+//   {"case":"heartbeat", agents, rate_hz, seconds, coordinator_cpu_pct, simulators_cpu_pct,
+//   rtt_p50_ms, rtt_p99_ms, ...}   rtt: a heartbeat until its answer reaches the agent
+//   (heartbeat-to-command latency); CPU from /proc/PID/stat (user + system, all threads)
 //   {"case":"submit_to_placed", samples, p50_ms, p99_ms, ...}
 //   {"case":"node_loss", detect_ms, limit_ms, ...}   an agent stops: until the API says it is dead
 //
@@ -449,10 +450,17 @@ int main(int argc, char** argv) {
         return finish(1);
     }
 
-    const double cpu0 = cpu_seconds(coord);
+    // The simulators' CPU too: they share the cores with the coordinator, so a busy simulator
+    // would show up as coordinator latency.
+    auto sims_cpu = [&] {
+        double s = 0;
+        for (pid_t pid : sims) s += cpu_seconds(pid);
+        return s;
+    };
+    const double cpu0 = cpu_seconds(coord), sims0 = sims_cpu();
     const auto t0 = Clock::now();
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
-    const double cpu1 = cpu_seconds(coord);
+    const double cpu1 = cpu_seconds(coord), sims1 = sims_cpu();
     const auto t1 = Clock::now();
     const double wall = std::chrono::duration<double>(t1 - t0).count();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the last reports
@@ -475,6 +483,7 @@ int main(int argc, char** argv) {
                       {"answers_per_heartbeat",
                        static_cast<double>(rtt.size()) / (wall * rate_hz * agents)},
                       {"coordinator_cpu_pct", cpu_pct},
+                      {"simulators_cpu_pct", 100.0 * (sims1 - sims0) / wall},
                       {"rtt_p50_ms", percentile(rtt, 0.50)},
                       {"rtt_p99_ms", percentile(rtt, 0.99)},
                       {"rtt_max_ms", percentile(rtt, 1.0)},
