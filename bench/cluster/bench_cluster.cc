@@ -7,7 +7,8 @@
 //    timed versions (publish excluded: from the fetch commands to the last reader's answer),
 //    "trainer_egress_bytes_per_version": tx bytes on the trainer host's link per version,
 //    "copies_per_version": that / B, "cpu_busy_share": the machine's CPU busy share (all cores)
-//    over the timed versions}
+//    over the timed versions, "reader_seconds": each reader's own fetch time in the best version,
+//    in tree order (relay: reader i reads from reader i - F), to see what each relay hop adds}
 // The publisher and readers are tandem-bench-weights --role processes (UCX over TCP) started in
 // the hosts with `ip netns exec`.
 //
@@ -186,6 +187,7 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
     }
     const auto plan = weights::plan_relay_tree(names, relay ? static_cast<uint32_t>(fanout) : 1);
     double best = 1e30;
+    std::vector<double> best_readers;
     uint64_t egress = 0, busy = 0, ticks = 0;
     for (int v = 0; v < versions + 1; ++v) {  // the first version warms up connections
         publisher.send("publish");
@@ -199,6 +201,7 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
             if (relay && plan[r].source) cmd["relay"] = sources[*plan[r].source];
             rs[r]->send(cmd.dump());
         }
+        std::vector<double> reader_seconds;
         for (auto& r : rs) {
             auto m = r->message();
             if (!m || !m->value("ok", false)) {
@@ -209,6 +212,7 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
                           << "\n";
                 return 1;
             }
+            reader_seconds.push_back(m->value("seconds", 0.0));
         }
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -216,6 +220,7 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
             const auto cpu1 = cpu_ticks();
             busy += cpu1.first - cpu0.first;
             ticks += cpu1.second - cpu0.second;
+            if (s < best) best_readers = reader_seconds;
             best = std::min(best, s);
             egress += tx_bytes(b, 0) - tx0;
         }
@@ -230,7 +235,8 @@ int run_case(int readers, int fanout, uint64_t bytes, const std::string& rate, i
                 {"seconds_per_version", best},
                 {"trainer_egress_bytes_per_version", static_cast<uint64_t>(per_version)},
                 {"copies_per_version", per_version / static_cast<double>(bytes)},
-                {"cpu_busy_share", ticks ? static_cast<double>(busy) / ticks : 0.0}};
+                {"cpu_busy_share", ticks ? static_cast<double>(busy) / ticks : 0.0},
+                {"reader_seconds", best_readers}};
     if (relay) out["fanout"] = fanout;
     std::cout << out.dump() << std::endl;
     return 0;

@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <ctime>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -55,6 +58,7 @@ void UcxLoop::remove_poller(uint64_t id) { pollers_.erase(id); }
 
 void UcxLoop::run() {
     std::vector<std::function<void()>> batch;
+    std::optional<std::chrono::steady_clock::time_point> stalled_since;  // busy, no progress
     // Acquire: pairs with the release store in the destructor.
     while (!stopping_.load(std::memory_order_acquire)) {
         {
@@ -80,10 +84,28 @@ void UcxLoop::run() {
             auto it = pollers_.find(id);
             if (it != pollers_.end() && it->second()) busy = true;
         }
-        if (busy || progressed > 0 || had_tasks) continue;
+        if (progressed > 0 || had_tasks) {
+            stalled_since.reset();
+            continue;
+        }
+        if (busy) {
+            // In flight but nothing moved: spin a little (a reply may be microseconds away),
+            // then sleep on the wakeup fds like an idle loop, but briefly, since a poller may
+            // wait for something that does not signal them (a checksum thread).
+            const auto now = std::chrono::steady_clock::now();
+            if (!stalled_since) stalled_since = now;
+            if (now - *stalled_since < options_.spin_us) continue;
+        }
         if (!worker_->arm()) continue;  // events arrived while we were looking
         pollfd fds[2] = {{worker_->event_fd(), POLLIN, 0}, {event_fd_, POLLIN, 0}};
-        const int n = ::poll(fds, 2, static_cast<int>(options_.idle_wait_ms.count()));
+        const auto wait = busy ? std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     options_.busy_wait_us)
+                               : std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     options_.idle_wait_ms);
+        const timespec timeout = {static_cast<time_t>(wait.count() / 1'000'000'000),
+                                  static_cast<long>(wait.count() % 1'000'000'000)};
+        const int n = ::ppoll(fds, 2, &timeout, nullptr);
+        stalled_since.reset();
         if (n > 0 && (fds[1].revents & POLLIN)) {
             uint64_t value = 0;
             [[maybe_unused]] ssize_t r = read(event_fd_, &value, sizeof(value));

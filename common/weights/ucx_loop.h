@@ -19,14 +19,23 @@ namespace tandem::weights {
 
 // One thread that owns a UCX worker: it runs tasks posted from other threads, progresses the
 // worker, polls the pollers registered by its owner's state machines, and sleeps on the worker's
-// wakeup fd when nothing is in flight. Everything that touches the worker runs on this thread.
-// post() and call() are thread-safe; the rest is for the loop thread only.
+// wakeup fd when nothing is in flight (and briefly when what is in flight does not move).
+// Everything that touches the worker runs on this thread. post() and call() are thread-safe; the
+// rest is for the loop thread only.
 class UcxLoop {
 public:
     struct Options {
         std::string name = "weights";
         // Longest sleep when idle; pollers with timers are checked at least this often.
         std::chrono::milliseconds idle_wait_ms{10};
+        // With operations in flight the loop spins while the worker makes progress; after
+        // spin_us without any it sleeps on the wakeup fds (network events and post() wake it)
+        // for at most busy_wait_us, so a process waiting on the network leaves the core to
+        // others. On a box of 7 hosts on 2 cores (tandem-bench-cluster, docs/hosts.md) the relay
+        // chain to 6 hosts took 1.90 s per version spinning all along, 0.77 s with 50 us of spin
+        // and 1.18 s with 1 ms.
+        std::chrono::microseconds spin_us{50};
+        std::chrono::microseconds busy_wait_us{200};
     };
 
     static Result<std::unique_ptr<UcxLoop>> start(std::shared_ptr<ucx::Context> context,
