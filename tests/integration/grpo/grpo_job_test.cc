@@ -14,6 +14,9 @@ struct Figures {
     double first_reward = -1, last5_reward = -1;
     int64_t versions = 0, steps = 0;
     double max_staleness_seen = 0;
+    // Truncated importance sampling (algorithm.tis_cap, default 2), over the train rows.
+    int64_t tis_rows = 0, train_rows = 0;
+    double tis_weight_min = 1e9, tis_weight_max = -1e9, tis_truncated_max = -1;
 };
 
 Figures run_job(LocalCluster& c, const std::string& overrides) {
@@ -39,6 +42,17 @@ Figures run_job(LocalCluster& c, const std::string& overrides) {
     for (const auto& row : m["metrics"]) {
         f.max_staleness_seen =
             std::max(f.max_staleness_seen, row["values"].value("weights/staleness_mean", 0.0));
+        const auto& v = row["values"];
+        if (!v.contains("train/policy_loss")) continue;
+        ++f.train_rows;
+        if (!v.contains("train/tis_weight_mean") || !v.contains("train/tis_truncated_fraction")) {
+            continue;
+        }
+        ++f.tis_rows;
+        const double w = v["train/tis_weight_mean"], tr = v["train/tis_truncated_fraction"];
+        f.tis_weight_min = std::min(f.tis_weight_min, w);
+        f.tis_weight_max = std::max(f.tis_weight_max, w);
+        f.tis_truncated_max = std::max(f.tis_truncated_max, tr);
     }
     return f;
 }
@@ -51,6 +65,13 @@ TEST(GrpoJob, SyncAndAsyncRunsLearnAboveTheRandomPolicy) {
     EXPECT_EQ(sync.steps, 60);
     EXPECT_EQ(sync.versions, 61);             // version 0 plus one per step
     EXPECT_EQ(sync.max_staleness_seen, 0.0);  // strictly on-policy
+    // Every step logs its importance weights; on-policy with an f32 cache the sampler is the
+    // trainer, so the weights are 1 up to float rounding and none is truncated.
+    EXPECT_GT(sync.train_rows, 0);
+    EXPECT_EQ(sync.tis_rows, sync.train_rows);
+    EXPECT_NEAR(sync.tis_weight_min, 1.0, 1e-3);
+    EXPECT_NEAR(sync.tis_weight_max, 1.0, 1e-3);
+    EXPECT_EQ(sync.tis_truncated_max, 0.0);
     // The random policy scores about 1/10 per position; learning must clearly beat it.
     EXPECT_GT(sync.last5_reward, 1.5 * sync.first_reward)
         << sync.first_reward << " -> " << sync.last5_reward;
@@ -58,6 +79,11 @@ TEST(GrpoJob, SyncAndAsyncRunsLearnAboveTheRandomPolicy) {
     const Figures async = run_job(c, "async.max_staleness=2");
     EXPECT_EQ(async.steps, 60);
     EXPECT_LE(async.max_staleness_seen, 2.0);
+    // Stale rollouts: the weight corrects for the older sampler, within (0, cap].
+    EXPECT_EQ(async.tis_rows, async.train_rows);
+    EXPECT_GT(async.tis_weight_min, 0.0);
+    EXPECT_LE(async.tis_weight_max, 2.0);
+    EXPECT_LE(async.tis_truncated_max, 1.0);
     EXPECT_GT(async.last5_reward, 1.5 * async.first_reward)
         << async.first_reward << " -> " << async.last5_reward;
 
