@@ -26,27 +26,33 @@ test: build
 	fi; \
 	ctest --test-dir $(BUILD_DIR) --output-on-failure --timeout 600 -j $(JOBS) $$exclude
 
-# ASan + UBSan (preset asan: -O1 -g1, build/asan) over the unit and fuzz tests of the parts that
-# face the network: the coordinator (HTTP, agents), the wire protocol, common (config loader),
-# CURVE (keys, the ZAP handler) and the fuzz replays; .ci/run runs it after `make test`. The other unit suites (model, kernels,
-# weights, RL, tokenizer, runtime, agent) pass under the same preset too but would add about 550 s
-# of building on 2 cores, past the 20-minute CI budget: ASAN_TESTS=all builds and runs every unit
-# and fuzz suite (docs/security.md, "Sanitizers").
-ASAN_NET   := tandem_unit_common tandem_unit_wire tandem_unit_coordinator tandem_unit_curve \
-              tandem_fuzz_config tandem_fuzz_wire tandem_fuzz_http
-ASAN_TESTS ?= net
+# ASan + UBSan (preset asan: libraries -O1 -g1, test code -O0, build/asan) over unit and fuzz
+# suites; .ci/run runs it after `make test` (docs/security.md, "Sanitizers"). ASAN_TESTS picks them:
+#   net  the parts that face the network: common (config loader), the wire protocol, the
+#        coordinator (HTTP, agents), CURVE (keys, the ZAP handler) and the three fuzz replays;
+#   ci   (the default, what CI runs) net plus the weight plane (UCX), the kernels, the KV kernels,
+#        the tokenizer, monitoring and the node agent: 13 of the 19 suites, for about 850
+#        CPU-seconds of building, which keeps CI near 18 minutes on 2 cores;
+#   all  every unit and fuzz suite (not the Python ones): also the CLI, the model, the KV model,
+#        RL, the text task and the runtime, about 1380 CPU-seconds, which would take CI past 20.
+ASAN_NET   := tandem_unit_common tandem_unit_wire tandem_unit_coordinator tandem_unit_curve
+ASAN_CI    := $(ASAN_NET) tandem_unit_weights tandem_unit_kernels tandem_unit_kv_kernels \
+              tandem_unit_tokenizer tandem_unit_monitoring tandem_unit_agent
+ASAN_ALL   := $(ASAN_CI) tandem_unit_cli tandem_unit_model tandem_unit_model_kv tandem_unit_rl \
+              tandem_unit_text_task tandem_unit_runtime
+ASAN_FUZZ  := tandem_fuzz_config tandem_fuzz_wire tandem_fuzz_http
+ASAN_TESTS ?= ci
 ifeq ($(ASAN_TESTS),all)
-ASAN_BUILD := tandem_unit_common tandem_unit_cli tandem_unit_curve tandem_unit_kernels tandem_unit_kv_kernels \
-              tandem_unit_weights tandem_unit_wire tandem_unit_coordinator tandem_unit_monitoring \
-              tandem_unit_model tandem_unit_model_kv tandem_unit_rl tandem_unit_text_task \
-              tandem_unit_runtime tandem_unit_tokenizer tandem_unit_agent \
-              tandem_fuzz_config_replay tandem_fuzz_wire_replay tandem_fuzz_http_replay
-ASAN_RUN   := -E '^tandem_python_'
+ASAN_UNIT  := $(ASAN_ALL)
+else ifeq ($(ASAN_TESTS),net)
+ASAN_UNIT  := $(ASAN_NET)
+else ifeq ($(ASAN_TESTS),ci)
+ASAN_UNIT  := $(ASAN_CI)
 else
-ASAN_BUILD := tandem_unit_common tandem_unit_wire tandem_unit_coordinator tandem_unit_curve \
-              tandem_fuzz_config_replay tandem_fuzz_wire_replay tandem_fuzz_http_replay
-ASAN_RUN   := -R '^($(subst $(eval) ,|,$(strip $(ASAN_NET))))$$'
+$(error ASAN_TESTS=$(ASAN_TESTS): use net, ci or all)
 endif
+ASAN_BUILD := $(ASAN_UNIT) $(addsuffix _replay,$(ASAN_FUZZ))
+ASAN_RUN   := -R '^($(subst $(eval) ,|,$(strip $(ASAN_UNIT) $(ASAN_FUZZ))))$$'
 test-asan: deps
 	@cmake --preset asan >/dev/null
 	@cmake --build build/asan -j $(JOBS) --target $(ASAN_BUILD)

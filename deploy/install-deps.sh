@@ -7,8 +7,8 @@
 set -euo pipefail
 
 packages=(
-    # toolchain
-    build-essential cmake ninja-build pkg-config git
+    # toolchain (lld: the linker CMakeLists.txt picks when present, several times faster than GNU ld)
+    build-essential cmake ninja-build pkg-config git lld
     # control plane: ZeroMQ, Boost.Asio/Beast, SQLite, JSON
     libzmq3-dev cppzmq-dev libboost-dev libsqlite3-dev nlohmann-json3-dev
     # CURVE key derivation (libzmq itself uses it for CURVE)
