@@ -382,8 +382,8 @@ int nodes(const std::vector<std::string>& argv) {
     std::vector<std::string> skewed;
     for (const auto& j : (*n)["nodes"]) {
         if (j.value("version_skew", false) && j.value("state", "") != "dead")
-            skewed.push_back(fmt::format("{} ({})", j["id"].get<std::string>(),
-                                         j.value("agent_version", "?")));
+            skewed.push_back(
+                fmt::format("{} ({})", j["id"].get<std::string>(), j.value("agent_version", "?")));
     }
     if (!skewed.empty()) {
         std::cout << fmt::format(

@@ -419,8 +419,7 @@ Json HttpApi::node_json(const NodeRegistry::Entry& e, const std::vector<NodeCapa
             {"labels", e.record.labels},
             {"agent_version", e.record.agent_version},
             // Another release than the coordinator's (same protocol major): left to upgrade.
-            {"version_skew",
-             !e.record.agent_version.empty() && e.record.agent_version != kVersion},
+            {"version_skew", !e.record.agent_version.empty() && e.record.agent_version != kVersion},
             {"last_seen_s_ago", ago},
             {"dead_reason", e.record.dead_reason}};
 }

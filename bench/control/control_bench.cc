@@ -224,8 +224,8 @@ void agent_thread(zmq::context_t& ctx, const std::string& endpoint, const std::s
         // tick, so the simulator leaves the cores to the coordinator.
         auto wait = std::chrono::milliseconds(50);
         if (!due.empty()) {
-            wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(due.top().first -
-                                                                               Clock::now()));
+            wait = std::min(
+                wait, std::chrono::ceil<std::chrono::milliseconds>(due.top().first - Clock::now()));
         }
         const int n = ::epoll_wait(ep, ready.data(), static_cast<int>(ready.size()),
                                    static_cast<int>(std::max<int64_t>(0, wait.count())));

@@ -44,10 +44,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/config/loader.h"
-#include "common/model/generate.h"
 #include "common/model/config.h"
-#include "common/model/job_setup.h"
+#include "common/model/generate.h"
 #include "common/model/inference.h"
+#include "common/model/job_setup.h"
 #include "common/model/kv_cache.h"
 #include "common/model/kv_prefix_cache.h"
 #include "common/model/model_weights.h"

@@ -163,9 +163,9 @@ Result<model::TrainStats> DeviceTrainer::step(const Stream& s,
             }
             st.forward_s += seconds_since(t0);
             model::score_grpo_tokens(batch, b0, b1, completion_begin_, logp_.data(),
-                                     reference_ ? ref_logp_.data() : nullptr, entropy_.data(),
-                                     old, adv,
-                                     grpo_, mb_tokens, total_tokens, weight_.data(), st, counts);
+                                     reference_ ? ref_logp_.data() : nullptr, entropy_.data(), old,
+                                     adv, grpo_, mb_tokens, total_tokens, weight_.data(), st,
+                                     counts);
             t0 = std::chrono::steady_clock::now();
             TANDEM_RETURN_IF_ERROR(policy_->backward(s, weight_.data(), grads_.as<float>()));
             TANDEM_RETURN_IF_ERROR(s.synchronize("device trainer backward"));

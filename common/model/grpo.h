@@ -54,9 +54,9 @@ struct TokenLoss {
     double weight = 0;
     double ratio = 1;
     double kl = 0;
-    double tis_weight = 1;   // w (1 with tis_cap 0)
+    double tis_weight = 1;       // w (1 with tis_cap 0)
     bool tis_truncated = false;  // w was cut to tis_cap
-    bool clipped = false;  // the clipped branch was taken (no policy gradient)
+    bool clipped = false;        // the clipped branch was taken (no policy gradient)
 };
 TokenLoss grpo_token_loss(double logp, double behaviour_logp, double ref_logp, double advantage,
                           const GrpoOptions& options, double scale);

@@ -96,9 +96,9 @@ void keep_old_logprobs(std::span<const Trajectory> batch, size_t b0, size_t b1,
 void score_grpo_tokens(std::span<const Trajectory> batch, size_t b0, size_t b1,
                        std::span<const int64_t> completion_begin, const float* logp,
                        const float* ref_logp, const float* entropy, const OldLogprobs& old,
-                       std::span<const double> adv,
-                       const GrpoOptions& grpo, int64_t mb_tokens, int64_t total_tokens,
-                       float* weight, TrainStats& st, GrpoTokenCounts& counts) {
+                       std::span<const double> adv, const GrpoOptions& grpo, int64_t mb_tokens,
+                       int64_t total_tokens, float* weight, TrainStats& st,
+                       GrpoTokenCounts& counts) {
     const double scale = 1.0 / static_cast<double>(mb_tokens);
     for (size_t i = b0; i < b1; ++i) {
         const Trajectory& t = batch[i];

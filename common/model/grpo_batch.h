@@ -68,9 +68,9 @@ void keep_old_logprobs(std::span<const Trajectory> batch, size_t b0, size_t b1,
 void score_grpo_tokens(std::span<const Trajectory> batch, size_t b0, size_t b1,
                        std::span<const int64_t> completion_begin, const float* logp,
                        const float* ref_logp, const float* entropy, const OldLogprobs& old,
-                       std::span<const double> adv,
-                       const GrpoOptions& grpo, int64_t mb_tokens, int64_t total_tokens,
-                       float* weight, TrainStats& st, GrpoTokenCounts& counts);
+                       std::span<const double> adv, const GrpoOptions& grpo, int64_t mb_tokens,
+                       int64_t total_tokens, float* weight, TrainStats& st,
+                       GrpoTokenCounts& counts);
 
 // Means over the evaluated tokens and trajectories (kl, entropy, ratio_mean, clip_fraction,
 // tis_weight_mean, tis_truncated_fraction, advantage_abs_mean), once every mini-batch was scored.

@@ -164,8 +164,7 @@ Result<TrainStats> GrpoTrainer::step(std::span<const Trajectory> batch) {
             st.forward_s += seconds_since(t0);
             score_grpo_tokens(batch, b0, b1, completion_begin_, logp_.data(),
                               reference_model_ ? ref_logp_.data() : nullptr, entropy_.data(), old,
-                              adv,
-                              grpo_, mb_tokens, total_tokens, weight_.data(), st, counts);
+                              adv, grpo_, mb_tokens, total_tokens, weight_.data(), st, counts);
             t0 = std::chrono::steady_clock::now();
             TANDEM_RETURN_IF_ERROR(
                 policy_.backward(weights_.data(), weight_.data(), grads_.data()));

@@ -98,10 +98,9 @@ void UcxLoop::run() {
         }
         if (!worker_->arm()) continue;  // events arrived while we were looking
         pollfd fds[2] = {{worker_->event_fd(), POLLIN, 0}, {event_fd_, POLLIN, 0}};
-        const auto wait = busy ? std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                     options_.busy_wait_us)
-                               : std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                     options_.idle_wait_ms);
+        const auto wait =
+            busy ? std::chrono::duration_cast<std::chrono::nanoseconds>(options_.busy_wait_us)
+                 : std::chrono::duration_cast<std::chrono::nanoseconds>(options_.idle_wait_ms);
         const timespec timeout = {static_cast<time_t>(wait.count() / 1'000'000'000),
                                   static_cast<long>(wait.count() % 1'000'000'000)};
         const int n = ::ppoll(fds, 2, &timeout, nullptr);

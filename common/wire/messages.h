@@ -162,7 +162,7 @@ struct Error {
     static constexpr const char* kType = "error";
     std::string code;  // status code name
     std::string message;
-    uint64_t in_reply_to = 0;  // seq of the offending message, 0 if unknown
+    uint64_t in_reply_to = 0;         // seq of the offending message, 0 if unknown
     std::string coordinator_version;  // its release, on refusals of another protocol major; opt.
 
     Json to_json() const;

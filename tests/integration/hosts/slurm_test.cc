@@ -62,12 +62,13 @@ public:
         const int ctld_port = free_port(), d_port = free_port();
         // Two nodes: one slurmd each (`slurmd -N`), told apart by their ports; the spool, pid
         // and log paths carry the node name (%n).
-        const std::string nodes =
-            two_nodes ? fmt::format("NodeName={} Port={} CPUs=1 State=UNKNOWN\n"
-                                    "NodeName=localhost Port={} CPUs=1 State=UNKNOWN\n",
-                                    host, d_port, free_port())
-                      : fmt::format("NodeName={} CPUs={} State=UNKNOWN\n", host,
-                                    ::sysconf(_SC_NPROCESSORS_ONLN));
+        const std::string nodes = two_nodes
+                                      ? fmt::format(
+                                            "NodeName={} Port={} CPUs=1 State=UNKNOWN\n"
+                                            "NodeName=localhost Port={} CPUs=1 State=UNKNOWN\n",
+                                            host, d_port, free_port())
+                                      : fmt::format("NodeName={} CPUs={} State=UNKNOWN\n", host,
+                                                    ::sysconf(_SC_NPROCESSORS_ONLN));
         std::ofstream(conf()) << fmt::format(
             "ClusterName=tandemtest\nSlurmctldHost={host}\nAuthType=auth/munge\n"
             "CredType=cred/munge\nAuthInfo=socket={d}/munge.sock\nSlurmUser=root\n"
@@ -91,8 +92,7 @@ public:
                 spawn({"/usr/sbin/slurmd", "-D", "-N", "localhost", "-f", conf()}, "slurmd2.out");
         }
         const std::string idle = fmt::format("{} idle\n", two_nodes ? 2 : 1);
-        if (!wait_until([&] { return run_cmd(env() + " sinfo -h -o '%D %T'").out == idle; },
-                        30s)) {
+        if (!wait_until([&] { return run_cmd(env() + " sinfo -h -o '%D %T'").out == idle; }, 30s)) {
             {
                 fail("the Slurm nodes did not become idle: " + run_cmd(env() + " sinfo").out +
                      read(dir_ + "/slurmctld.log") + read(dir_ + "/slurmd.out") +

@@ -208,8 +208,7 @@ TEST(AgentVersion, JoinsACoordinatorOfAnotherReleaseOnTheSameProtocol) {
     auto hb = coordinator.next(wire::Heartbeat::kType);
     ASSERT_TRUE(hb.has_value()) << "the agent did not heartbeat after the register_ack";
     EXPECT_EQ(wire::body_as<wire::Heartbeat>(*hb)->epoch, 5u);
-    EXPECT_EQ(running.code().wait_for(std::chrono::milliseconds(300)),
-              std::future_status::timeout)
+    EXPECT_EQ(running.code().wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
         << "the agent stopped for a release difference on the same protocol";
 }
 

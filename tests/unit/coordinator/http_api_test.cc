@@ -692,8 +692,8 @@ TEST_F(HttpApiMetricsTest, RegistrationTellsTheReleaseAndRefusesAnotherProtocolM
     zmq::socket_t agent(zmq_, zmq::socket_type::dealer);
     agent.set(zmq::sockopt::linger, 0);
     agent.connect(server_->endpoint());
-    ASSERT_TRUE(wire::send_envelope(agent, wire::make_envelope(register_msg("r0", "rollout"), 1))
-                    .ok());
+    ASSERT_TRUE(
+        wire::send_envelope(agent, wire::make_envelope(register_msg("r0", "rollout"), 1)).ok());
     auto frames = next_reply(agent);
     ASSERT_TRUE(frames.has_value()) << "no register_ack";
     auto ack = wire::decode(*frames);

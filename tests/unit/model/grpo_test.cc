@@ -12,9 +12,9 @@
 
 #include "common/config/loader.h"
 #include "common/model/layers.h"
-#include "common/rl/local_loop.h"
 #include "common/model/optimizer.h"
 #include "common/model/trainer.h"
+#include "common/rl/local_loop.h"
 #include "tests/unit/model/test_util.h"
 
 namespace tandem::model {
@@ -193,8 +193,7 @@ TEST(GrpoTokenLoss, TisCapZeroIsBitIdenticalToTheLossBefore) {
 }
 
 TEST(GrpoTokenLoss, BadTisCapIsNamedByFileAndField) {
-    const std::string dir =
-        ::testing::TempDir() + "/tandem_tis_cap_" + std::to_string(::getpid());
+    const std::string dir = ::testing::TempDir() + "/tandem_tis_cap_" + std::to_string(::getpid());
     std::filesystem::create_directories(dir);
     const std::string path = dir + "/job.yaml";
     for (const auto& [value, want] :
@@ -400,8 +399,8 @@ TEST(GrpoTrainer, TruncatedImportanceSamplingTakesLaterMiniBatchesAgainstThePreU
         EXPECT_TRUE(tr->forward(w0->data(), pb, 1.0, lp.data(), nullptr).ok());
         for (size_t i = 0; i < batch.size(); ++i) {
             for (size_t j = 0; j < batch[i].completion.size(); ++j) {
-                batch[i].behaviour_logprobs[j] = static_cast<float>(
-                    lp[pb.begin[i] + batch[i].prompt.size() + j] + shift);
+                batch[i].behaviour_logprobs[j] =
+                    static_cast<float>(lp[pb.begin[i] + batch[i].prompt.size() + j] + shift);
             }
         }
         return batch;

@@ -37,8 +37,7 @@ Register sample(const Register*) {
     return m;
 }
 RegisterAck sample(const RegisterAck*) {
-    return {"rollout-1", 250, 17, {"job-000001/rollout-0", "job-000002/trainer-0"}, "tok",
-            "0.4.2"};
+    return {"rollout-1", 250, 17, {"job-000001/rollout-0", "job-000002/trainer-0"}, "tok", "0.4.2"};
 }
 Heartbeat sample(const Heartbeat*) {
     Heartbeat m;
