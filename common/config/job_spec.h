@@ -22,6 +22,10 @@ enum class LrSchedule { kConstant, kLinear, kCosine };
 enum class TaskName { kReverse, kSort, kAdd, kCopy, kJsonl, kText };
 enum class Verifier { kDefault, kExact, kNumeric, kPositional };
 enum class ResumeMode { kNever, kAuto };
+// Where a built-in actor computes (trainer.device, rollout.device). auto: cuda when the scheduler
+// assigned the actor a GPU, the build has CUDA and the device is visible; else cpu. The choice is
+// resolved at the actor's start by gpu::resolve_device (common/gpu/device_choice.h).
+enum class ComputeDevice { kAuto, kCpu, kCuda };
 
 template <>
 struct EnumNames<JobKind> {
@@ -70,6 +74,14 @@ struct EnumNames<ResumeMode> {
     static constexpr std::array<std::pair<ResumeMode, const char*>, 2> kNames{{
         {ResumeMode::kNever, "never"},
         {ResumeMode::kAuto, "auto"},
+    }};
+};
+template <>
+struct EnumNames<ComputeDevice> {
+    static constexpr std::array<std::pair<ComputeDevice, const char*>, 3> kNames{{
+        {ComputeDevice::kAuto, "auto"},
+        {ComputeDevice::kCpu, "cpu"},
+        {ComputeDevice::kCuda, "cuda"},
     }};
 };
 template <>
@@ -160,6 +172,7 @@ struct TrainerSpec {
     // Compute a group's shared prompt once in the forward and backward (its gradients summed over
     // the group) instead of once per sample; same result up to float rounding.
     bool share_prompts = true;
+    ComputeDevice device = ComputeDevice::kAuto;  // the built-in trainer's (docs/gpu.md)
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -171,6 +184,9 @@ struct TrainerSpec {
         v.field("lease_ttl_ms", s.lease_ttl_ms, Range<int64_t>{10, 3'600'000});
         v.field("micro_batch", s.micro_batch, Range{1, 1 << 20});
         v.field("share_prompts", s.share_prompts);
+        v.field("device", s.device);
+        v.check(s.device != ComputeDevice::kCuda || s.resources.gpus > 0, "device",
+                "cuda needs a GPU from the scheduler: set trainer.resources.gpus (>= 1)");
     }
 };
 
@@ -206,6 +222,7 @@ struct RolloutSpec {
     // before it fails; it fails at once when none can come back (restarts used up).
     int64_t none_alive_timeout_ms = 120000;
     KvCacheSpec kv_cache;  // common/config/kv_cache_spec.h
+    ComputeDevice device = ComputeDevice::kAuto;  // the built-in rollout's (docs/gpu.md)
 
     template <typename V, typename S>
     static void visit(V& v, S& s) {
@@ -220,6 +237,9 @@ struct RolloutSpec {
         v.field("none_alive_timeout_ms", s.none_alive_timeout_ms,
                 Range<int64_t>{0, int64_t{7} * 24 * 3600 * 1000});
         v.field("kv_cache", s.kv_cache);
+        v.field("device", s.device);
+        v.check(s.device != ComputeDevice::kCuda || s.resources.gpus > 0, "device",
+                "cuda needs a GPU from the scheduler: set rollout.resources.gpus (>= 1)");
     }
 };
 
