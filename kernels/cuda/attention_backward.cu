@@ -1,9 +1,12 @@
 // Attention backward on the device (kernels/cuda/attention_backward.h): one warp per (query row,
 // query head) for dq and one per (key row, key/value head) for dk and dv; each lane holds
-// d / 32 elements of a row in registers; probabilities recomputed from the forward's lse.
+// d / 32 elements of a row in registers; probabilities recomputed from the forward's lse. Also
+// the dispatcher between it and the tiled kernel (attention_backward_tiled.cu).
+#include <cstdint>
 #include <string>
 
 #include "kernels/cuda/attention_backward.h"
+#include "kernels/cuda/attention_backward_tiled.h"
 #include "kernels/cuda/ops_common.cuh"
 
 namespace tandem::kernels::cuda {
@@ -168,10 +171,49 @@ Status launch(const Stream& s, const BackwardArgs& a) {
 
 }  // namespace
 
+const char* attention_backward_kernel_name(AttentionBackwardKernel kernel) {
+    switch (kernel) {
+        case AttentionBackwardKernel::kAuto:
+            return "auto";
+        case AttentionBackwardKernel::kSimple:
+            return "simple";
+        case AttentionBackwardKernel::kTiled:
+            return "tiled";
+    }
+    return "unknown";
+}
+
+std::string attention_backward_tiled_unsupported(const AttentionParams& p, DType dtype,
+                                                 std::initializer_list<const void*> pointers) {
+    if (dtype != DType::kBF16) {
+        return std::string("inputs are ") + dtype_name(dtype) + " (the tiled kernel takes bf16)";
+    }
+    if (p.d != 64 && p.d != 128) {
+        return "head dim " + std::to_string(p.d) + " (the tiled kernel takes 64 and 128)";
+    }
+    int index = 0;
+    for (const void* ptr : pointers) {
+        if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) {
+            return "pointer " + std::to_string(index) + " is not 16-byte aligned";
+        }
+        ++index;
+    }
+    return "";
+}
+
 Status attention_backward(const Stream& s, const AttentionParams& p, DType dtype, const void* q,
                           const void* k, const void* v, const float* o, const float* lse,
                           const float* dout, float* dq, float* dk, float* dv,
                           bool accumulate_grads) {
+    return attention_backward(s, p, dtype, q, k, v, o, lse, dout, dq, dk, dv, accumulate_grads,
+                              AttentionBackwardKernel::kAuto, nullptr);
+}
+
+Status attention_backward(const Stream& s, const AttentionParams& p, DType dtype, const void* q,
+                          const void* k, const void* v, const float* o, const float* lse,
+                          const float* dout, float* dq, float* dk, float* dv,
+                          bool accumulate_grads, AttentionBackwardKernel kernel,
+                          AttentionBackwardKernel* used) {
     const Status valid = validate(p);
     if (!valid.ok()) return valid.with_context("attention_backward");
     if (p.accumulate) return invalid_argument("attention_backward: p.accumulate must be false");
@@ -179,6 +221,21 @@ Status attention_backward(const Stream& s, const AttentionParams& p, DType dtype
     TANDEM_RETURN_IF_ERROR(
         detail::check_args("attention_backward (queries)", p.tq, {q, o, lse, dout, dq}));
     TANDEM_RETURN_IF_ERROR(detail::check_args("attention_backward (keys)", p.tk, {k, v, dk, dv}));
+    AttentionBackwardKernel pick = AttentionBackwardKernel::kSimple;
+    if (kernel != AttentionBackwardKernel::kSimple) {
+        const std::string why =
+            attention_backward_tiled_unsupported(p, dtype, {q, k, v, o, dout, dq, dk, dv});
+        if (why.empty()) {
+            pick = AttentionBackwardKernel::kTiled;
+        } else if (kernel == AttentionBackwardKernel::kTiled) {
+            return invalid_argument("attention_backward: the tiled kernel cannot take " + why);
+        }
+    }
+    if (used) *used = pick;
+    if (pick == AttentionBackwardKernel::kTiled) {
+        return detail::attention_backward_tiled(s, p, q, k, v, o, lse, dout, dq, dk, dv,
+                                                accumulate_grads);
+    }
     BackwardArgs a{};
     a.q = q;
     a.k = k;
