@@ -50,11 +50,11 @@ HttpResponse too_deep(const ApiSettings& s) {
         400, fmt::format("the request body nests deeper than {} levels", s.max_json_depth));
 }
 // A version's JSON without what lets a reader fetch it: the UCX worker addresses, remote keys and
-// addresses and the shared-memory paths of its shards and relay sources (sizes, publishers and
-// the fingerprint stay).
+// addresses, the shared-memory paths and CUDA IPC handles of its shards and relay sources (sizes,
+// publishers and the fingerprint stay).
 Json redacted(Json v) {
     static constexpr const char* kCapabilities[] = {"worker_address", "rkey", "remote_address",
-                                                    "shm_path"};
+                                                    "shm_path", "cuda_ipc_handle"};
     auto strip = [](Json& o) {
         if (!o.is_object()) return;
         for (const char* k : kCapabilities) o.erase(k);

@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/weights/device_staging.h"
+
 namespace tandem::weights {
 
 namespace {
@@ -79,7 +81,26 @@ Result<VersionDescriptor> version_common_from(const nlohmann::json& j) {
     return d;
 }
 
+Status check_ipc_handle(const ShardDescriptor& s) {
+    if (s.cuda_ipc_handle.size() == kIpcHandleBytes) return Status();
+    return invalid_argument(fmt::format("version descriptor shard {}: cuda_ipc_handle has {} bytes, "
+                                        "expected {}",
+                                        s.index, s.cuda_ipc_handle.size(), kIpcHandleBytes));
+}
+
 }  // namespace
+
+std::string describe_for_log(const VersionDescriptor& d) {
+    std::string out = fmt::format("{} version {} ({}, {} of {} shards)", d.job.str(), d.version,
+                                  fingerprint_text(d.layout_fingerprint), d.shards.size(),
+                                  d.shard_count);
+    for (const auto& s : d.shards) {
+        out += fmt::format("; shard {} [{}, {}) from {} on {} slot {}{}", s.index, s.range.begin,
+                           s.range.end, s.publisher, s.host.empty() ? "?" : s.host, s.slot,
+                           s.cuda_ipc_handle.empty() ? "" : " +ipc");
+    }
+    return out;
+}
 
 bool VersionDescriptor::complete() const {
     if (shards.size() != shard_count) return false;
@@ -155,6 +176,7 @@ nlohmann::json to_json(const VersionDescriptor& d) {
         nlohmann::json sj = shard_common(s);
         sj["worker_address"] = base64_encode(s.worker_address);
         sj["rkey"] = base64_encode(s.rkey);
+        if (!s.cuda_ipc_handle.empty()) sj["cuda_ipc_handle"] = base64_encode(s.cuda_ipc_handle);
         shards.push_back(std::move(sj));
     }
     j["shards"] = std::move(shards);
@@ -169,6 +191,12 @@ Result<VersionDescriptor> descriptor_from_json(const nlohmann::json& j) {
             TANDEM_ASSIGN_OR_RETURN(s.worker_address,
                                     base64_decode(sj.at("worker_address").get<std::string>()));
             TANDEM_ASSIGN_OR_RETURN(s.rkey, base64_decode(sj.at("rkey").get<std::string>()));
+            if (sj.contains("cuda_ipc_handle")) {
+                TANDEM_ASSIGN_OR_RETURN(
+                    s.cuda_ipc_handle,
+                    base64_decode(sj.at("cuda_ipc_handle").get<std::string>()));
+                TANDEM_RETURN_IF_ERROR(check_ipc_handle(s));
+            }
             d.shards.push_back(std::move(s));
         }
         return d;
@@ -187,6 +215,10 @@ WireDescriptor encode_wire(const VersionDescriptor& d) {
         w.frames.push_back(s.worker_address);
         sj["rkey_frame"] = w.frames.size();
         w.frames.push_back(s.rkey);
+        if (!s.cuda_ipc_handle.empty()) {
+            sj["cuda_ipc_handle_frame"] = w.frames.size();
+            w.frames.push_back(s.cuda_ipc_handle);
+        }
         shards.push_back(std::move(sj));
     }
     w.body["shards"] = std::move(shards);
@@ -208,6 +240,17 @@ Result<VersionDescriptor> decode_wire(const nlohmann::json& body,
             }
             s.worker_address = frames[a];
             s.rkey = frames[r];
+            if (sj.contains("cuda_ipc_handle_frame")) {
+                const size_t h = sj.at("cuda_ipc_handle_frame").get<size_t>();
+                if (h >= frames.size()) {
+                    return invalid_argument(fmt::format(
+                        "version descriptor shard {}: cuda_ipc_handle_frame {} but the message "
+                        "has {} frames",
+                        s.index, h, frames.size()));
+                }
+                s.cuda_ipc_handle = frames[h];
+                TANDEM_RETURN_IF_ERROR(check_ipc_handle(s));
+            }
             d.shards.push_back(std::move(s));
         }
         return d;

@@ -38,6 +38,10 @@ struct ShardDescriptor {
     std::string host;
     int64_t pid = 0;
     std::string shm_path;
+    // Same-host device path: the CUDA IPC handle (kIpcHandleBytes) of the publisher's device copy
+    // of this slot, empty when it has none. A capability like the rkey: it travels only to
+    // authenticated actors, HTTP redacts it, and no log line prints it (describe_for_log()).
+    std::vector<std::byte> cuda_ipc_handle;
 };
 
 // A version of a job's weights: complete once every one of shard_count shards is committed.
@@ -65,6 +69,11 @@ struct WireDescriptor {
 WireDescriptor encode_wire(const VersionDescriptor& descriptor);
 Result<VersionDescriptor> decode_wire(const nlohmann::json& body,
                                       const std::vector<std::vector<std::byte>>& frames);
+
+// One line for logs: job, version, fingerprint and per shard its index, range, publisher, host,
+// slot and which paths it offers ("ipc" when it has a device slot), never a capability (worker
+// address, rkey, remote address, shared-memory path, IPC handle).
+std::string describe_for_log(const VersionDescriptor& descriptor);
 
 std::string base64_encode(std::span<const std::byte> bytes);
 Result<std::vector<std::byte>> base64_decode(std::string_view text);

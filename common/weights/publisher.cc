@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "common/weights/device_pipeline.h"
 #include "common/weights/safetensors.h"
 
 namespace tandem::weights {
@@ -164,6 +165,7 @@ Result<SlotWriter> Publisher::begin(Version version) {
         if (evicted) std::erase(announced_, *evicted);
     }
     if (evicted) announcer_.retire(options_.job, *evicted, options_.shard_index);
+    slots_[slot].device_current = false;
     begin_write(header(slot));
     std::byte* data = slots_[slot].memory->data() + format_.data_offset;
     return SlotWriter(this, slot, version, {data, range_.size()});
@@ -218,20 +220,55 @@ Status Publisher::publish_from_device(Version version, const void* device_shard,
                                       DeviceStaging& staging) {
     if (!device_staging_logged_) {
         device_staging_logged_ = true;
-        log_.info("publishing from device {} through pinned host slots ({})", staging.device(),
-                  ucx_cuda_memory_ ? "device slots are not implemented yet"
-                                   : "this UCX cannot register CUDA memory");
+        log_.info("publishing from device {} through pinned host slots in chunks of {} bytes ({}){}",
+                  staging.device(), options_.chunk_bytes,
+                  ucx_cuda_memory_ ? "device slots over UCX are not implemented yet"
+                                   : "this UCX cannot register CUDA memory",
+                  options_.device_slots ? "; device slots shared by CUDA IPC on this node" : "");
     }
     TANDEM_ASSIGN_OR_RETURN(SlotWriter writer, begin(version));
-    // Pinning once per slot makes the copy a DMA; it is a no-op after the first time.
-    TANDEM_RETURN_IF_ERROR(
-        staging.pin(slots_[writer.slot()].memory->data(), slots_[writer.slot()].memory->size()));
-    TANDEM_RETURN_IF_ERROR(staging.to_host(writer.data().data(), device_shard, range_.size()));
+    Slot& slot = slots_[writer.slot()];
+    // Pinning once per slot makes the copies DMAs; it is a no-op after the first time.
+    TANDEM_RETURN_IF_ERROR(staging.pin(slot.memory->data(), slot.memory->size()));
+    const auto t0 = clock_.now();
+    const uint64_t chunk = options_.chunk_bytes;
+    std::vector<uint64_t> sums(Manifest::count_chunks(range_.size(), chunk));
+    Status copied = copy_from_device_chunked(
+        staging, writer.data(), device_shard, chunk,
+        [&](size_t c, std::span<const std::byte> bytes) {
+            sums[c] = chunk_checksum(bytes);
+            return Status();
+        });
+    if (!copied.ok()) {
+        // `writer` abandons the slot: its header stays open and nothing is announced.
+        return copied.with_context(fmt::format("publishing version {}", version));
+    }
+    if (options_.device_slots) {
+        Status filled = fill_device_slot(slot, device_shard, staging);
+        if (!filled.ok()) {
+            log_.with({.version = version})
+                .warn("version {} is published without a device slot for same-node readers: {}",
+                      version, filled.message());
+        }
+    }
     {
         std::lock_guard<std::mutex> lock(mu_);
+        stats_.last_copy_seconds = seconds_between(t0, clock_.now());
         ++stats_.device_staged;
+        if (slot.device_current) ++stats_.device_slot_exports;
     }
-    return writer.commit();
+    return writer.commit_with(Manifest(chunk, range_.size(), std::move(sums)));
+}
+
+Status Publisher::fill_device_slot(Slot& slot, const void* device_shard, DeviceStaging& staging) {
+    if (slot.device.data() == nullptr) {
+        TANDEM_ASSIGN_OR_RETURN(DeviceBuffer buffer, staging.allocate(range_.size()));
+        TANDEM_ASSIGN_OR_RETURN(slot.ipc_handle, staging.export_handle(buffer.data()));
+        slot.device = std::move(buffer);
+    }
+    TANDEM_RETURN_IF_ERROR(staging.copy_on_device(slot.device.data(), device_shard, range_.size()));
+    slot.device_current = true;
+    return Status();
 }
 
 Status Publisher::commit(uint32_t slot, Version version, std::optional<Manifest> manifest) {
@@ -272,6 +309,7 @@ Status Publisher::commit(uint32_t slot, Version version, std::optional<Manifest>
     s.host = host_identity();
     s.pid = static_cast<int64_t>(getpid());
     s.shm_path = slots_[slot].memory->share_path();
+    if (slots_[slot].device_current) s.cuda_ipc_handle = slots_[slot].ipc_handle;
     d.shards.push_back(std::move(s));
     Status announced = announcer_.announce(d);
     {

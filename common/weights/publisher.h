@@ -43,6 +43,10 @@ struct PublisherOptions {
     SourceServerOptions server;
     // publish() checksums on a helper thread while it copies the next block (false: inline).
     bool checksum_on_helper_thread = true;
+    // publish_from_device() also keeps a device copy of each slot and announces its CUDA IPC
+    // handle, so rollouts on this node open it instead of fetching (Reader::map_device). Costs
+    // `slots` x the shard's bytes of device memory.
+    bool device_slots = false;
 };
 
 class Publisher;
@@ -101,8 +105,11 @@ public:
     // Reads a safetensors file, checks it against the layout (fingerprints named on mismatch)
     // and publishes this publisher's shard of it. Nothing is published if the file is bad.
     Status publish_safetensors(const std::string& path, Version version = 0);
-    // Publishes this shard from device memory: copied into the (pinned) host slot first, since
-    // UCX here cannot serve device memory; logged once and counted in stats().device_staged.
+    // Publishes this shard from device memory: copied into the (pinned) host slot chunk by chunk,
+    // each chunk checksummed while the next one is copied (copy_from_device_chunked), since UCX
+    // here cannot serve device memory; with device_slots also copied into the slot's device copy
+    // and its CUDA IPC handle announced. A copy failing midway abandons the slot: no version is
+    // committed or announced. Logged once; counted in stats().device_staged.
     Status publish_from_device(Version version, const void* device_shard, DeviceStaging& staging);
 
     const Layout& layout() const { return layout_; }
@@ -117,6 +124,7 @@ public:
         uint64_t published = 0;
         uint64_t reclaim_waits = 0;      // begin() had to wait for leases to end
         uint64_t device_staged = 0;      // publishes from device memory staged through host
+        uint64_t device_slot_exports = 0;  // of those, announced with a CUDA IPC handle
         double last_copy_seconds = 0;    // copy + checksum of the last publish()
         double last_commit_seconds = 0;  // header + announcement
         size_t live_leases = 0;
@@ -131,6 +139,11 @@ private:
     struct Slot {
         std::unique_ptr<SlotMemory> memory;
         uint64_t manifest_digest = 0;
+        // With device_slots: the slot's device copy and its IPC handle, made on first use;
+        // device_current while it holds the version being committed (publishing thread only).
+        DeviceBuffer device;
+        std::vector<std::byte> ipc_handle;
+        bool device_current = false;
     };
 
     Publisher(PublisherOptions options, Layout layout, Announcer& announcer, const Clock& clock);
@@ -141,6 +154,8 @@ private:
     Status commit(uint32_t slot, Version version, std::optional<Manifest> manifest);
     // Copies src into dst in blocks, checksumming each chunk on the hasher's thread meanwhile.
     Manifest copy_and_checksum(std::span<std::byte> dst, std::span<const std::byte> src);
+    // Copies the shard into the slot's device copy (allocated and exported on first use).
+    Status fill_device_slot(Slot& slot, const void* device_shard, DeviceStaging& staging);
     void abort(uint32_t slot);
 
     // SlotProvider, on the loop thread.

@@ -6,6 +6,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -16,6 +17,7 @@
 #include "common/ids.h"
 #include "common/status.h"
 #include "common/weights/descriptor.h"
+#include "common/weights/device_pipeline.h"
 #include "common/weights/device_staging.h"
 #include "common/weights/layout.h"
 #include "common/weights/memory.h"
@@ -137,6 +139,56 @@ private:
     std::function<void()> on_destroy_;
 };
 
+// A version in device memory, filled by Reader::fetch_to_device. `version` is set only once every
+// byte arrived, was verified and reached the device: a failed fetch leaves it empty, so a
+// half-written buffer is never taken for a version. Rollouts keep two and generate on the other
+// while one fills. Owned by the caller; one fetch into it at a time.
+struct DeviceWeights {
+    DeviceBuffer buffer;  // at least layout().total_bytes()
+    std::optional<Version> version;
+};
+
+// A version used in place from a same-host publisher's device slots, opened through CUDA IPC
+// (read-only by contract: the slot belongs to the publisher). The leases (held through the
+// version's shared-memory mapping) keep the slots from being reclaimed while this lives; on
+// destruction the handles are closed first, then the leases released. Thread-safe.
+class DeviceMappedWeights {
+public:
+    struct Shard {
+        ByteRange range;
+        DeviceBuffer memory;  // the opened handle: range.size() bytes on this reader's device
+    };
+    DeviceMappedWeights(std::shared_ptr<const MappedWeights> leases, std::vector<Shard> shards)
+        : leases_(std::move(leases)), shards_(std::move(shards)) {}
+    DeviceMappedWeights(const DeviceMappedWeights&) = delete;
+    DeviceMappedWeights& operator=(const DeviceMappedWeights&) = delete;
+    ~DeviceMappedWeights() {
+        shards_.clear();  // close the handles before the leases let the slots go
+        leases_.reset();
+    }
+
+    Version version() const { return leases_->version(); }
+    // The whole layout on the device when the version has one shard; nullptr otherwise.
+    const void* data() const { return shards_.size() == 1 ? shards_[0].memory.data() : nullptr; }
+    const std::vector<Shard>& shards() const { return shards_; }
+    // False once a lease was lost: drop the weights at the next step boundary (MappedWeights).
+    bool still_valid() const { return leases_->still_valid(); }
+
+private:
+    std::shared_ptr<const MappedWeights> leases_;
+    std::vector<Shard> shards_;
+};
+
+// How the last device fetch or device map went.
+struct DeviceFetchStats {
+    Version version = 0;
+    DeviceWeightPath path = DeviceWeightPath::kPinnedHost;
+    double seconds = 0;
+    uint64_t bytes = 0;
+    uint64_t copies = 0;            // host -> device copies (one per verified chunk)
+    uint64_t overlapped_bytes = 0;  // of bytes, copied while later chunks were still fetched
+};
+
 struct FetchStats {
     Version version = 0;
     double seconds = 0;
@@ -193,6 +245,23 @@ public:
     // counted in device_staged(). Call at the step boundary after swap().
     Status copy_current_to_device(DeviceStaging& staging, DeviceBuffer& device);
     uint64_t device_staged() const;
+
+    // Which device path suits `version` from this reader (choose_device_path with this host,
+    // process and UCX; `staging` null means no CUDA IPC).
+    DevicePathChoice device_path(const VersionDescriptor& version,
+                                 const DeviceStaging* staging) const;
+    // GPU rollout: fetches `version` like fetch() into the pinned host buffer and copies every
+    // chunk to `target` as soon as it is verified, overlapping those copies with the network
+    // reads of later chunks (DeviceUploader). target.version is cleared at the start and set
+    // when all arrived; on failure it stays empty. Like fetch(), swap() then makes the host
+    // copy current. Logged once; last_device_fetch() says how it went.
+    Status fetch_to_device(const VersionDescriptor& version, DeviceStaging& staging,
+                           DeviceWeights& target);
+    // GPU rollout on the publisher's node: opens every shard's device slot through CUDA IPC
+    // (device_path() must say kCudaIpc) and holds the leases; switching versions copies nothing.
+    Result<std::shared_ptr<const DeviceMappedWeights>> map_device(
+        const VersionDescriptor& version, DeviceStaging& staging);
+    DeviceFetchStats last_device_fetch() const;
     const Layout& layout() const;
     FetchStats last_fetch() const;
     DrainStats drain_stats() const;
@@ -205,6 +274,9 @@ private:
     explicit Reader(std::shared_ptr<Core> core) : core_(std::move(core)) {}
     std::shared_ptr<Core> core_;
     std::atomic<uint64_t> device_staged_{0};
+    mutable std::mutex device_mu_;
+    DeviceFetchStats last_device_;                    // guarded by device_mu_
+    std::optional<DeviceWeightPath> logged_path_;     // guarded by device_mu_
 };
 
 // Fetches the newest version `newest()` offers (it must be at least `at_least`). When that version

@@ -75,6 +75,12 @@ public:
     }
     // Bytes this reader's relay server sent to other readers (0 without relay).
     uint64_t relay_bytes_served() const;
+    // The host memory of the pull buffers (to pin for device copies); runs on the loop thread.
+    std::vector<std::span<std::byte>> buffer_memory();
+    const ReaderOptions& options() const { return options_; }
+    bool ucx_cuda_memory() const {
+        return loop_->shared_worker()->context()->supports_cuda_memory();
+    }
     RelaySource relay_source() const {
         return {options_.reader_id, loop_->address(), host_identity(),
                 static_cast<int64_t>(getpid())};
@@ -167,6 +173,9 @@ public:
         bool finished = false;
         // kPull: the buffer being filled.
         uint32_t slot = 0;
+        // kPull: told of every chunk once it is verified (its bytes in the buffer, their offset
+        // in the layout, their length), on the loop thread; must not block.
+        std::function<void(const std::byte* host, uint64_t offset, uint64_t bytes)> on_verified;
         Clock::TimePoint claim_retry{};
         // kPartial: the result.
         PartialPlan plan;

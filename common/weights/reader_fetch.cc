@@ -719,6 +719,10 @@ void Reader::Core::chunk_verified(Operation& op, ShardFetch& sf, size_t chunk, s
         st.verified[chunk] = 1;
         while (st.prefix < st.chunk_count && st.verified[st.prefix] != 0) ++st.prefix;
         if (server_) server_->notify();
+        if (op.on_verified) {
+            const ByteRange r = sf.manifest.chunk_range(chunk);
+            op.on_verified(sf.data_dest + r.begin, sf.shard.range.begin + r.begin, r.size());
+        }
         return;
     }
     partial_copy_chunk(sf.manifest, chunk, sf.scratch.data() + scratch * sf.lease.chunk_bytes,

@@ -429,7 +429,10 @@ TEST_F(HttpApiRolesTest, OwnershipSurvivesARestartOfTheApi) {
 
 TEST_F(HttpApiRolesTest, DescriptorsOnlyForActorsAndAdmin) {
     submit_ok(JobYaml{});
-    const Json descriptor = {{"fingerprint", "f"}, {"shards", {{{"rkey", "c2VjcmV0"}}}}};
+    // "c2VjcmV0" is the rkey, "aXBjLXNlY3JldA==" a CUDA IPC handle: capabilities both.
+    const Json descriptor = {
+        {"fingerprint", "f"},
+        {"shards", {{{"rkey", "c2VjcmV0"}, {"cuda_ipc_handle", "aXBjLXNlY3JldA=="}}}}};
     ASSERT_TRUE(versions_->publish(JobId(1), 0, descriptor, "t0").ok());
     for (const std::string p : {"/api/v1/jobs/1/versions/latest", "/api/v1/jobs/1/versions/0",
                                 "/api/v1/jobs/1/versions/0/source"}) {
@@ -442,9 +445,12 @@ TEST_F(HttpApiRolesTest, DescriptorsOnlyForActorsAndAdmin) {
     const auto viewed = get("/api/v1/jobs/1/versions", {}, bearer("viewer-token"));
     ASSERT_EQ(viewed.status, 200);
     EXPECT_THAT(viewed.body, Not(HasSubstr("c2VjcmV0")));
+    EXPECT_THAT(viewed.body, Not(HasSubstr("aXBjLXNlY3JldA==")));
     EXPECT_EQ(body_of(viewed)["versions"][0]["descriptor"]["fingerprint"], "f");  // the rest stays
     EXPECT_THAT(get("/api/v1/jobs/1/versions", {}, bearer("actor-token")).body,
                 HasSubstr("c2VjcmV0"));
+    EXPECT_THAT(get("/api/v1/jobs/1/versions", {}, bearer("actor-token")).body,
+                HasSubstr("aXBjLXNlY3JldA=="));
 }
 
 TEST_F(HttpApiRolesTest, AdminCreatesTokensThatWorkAtOnce) {

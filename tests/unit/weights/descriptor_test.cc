@@ -1,7 +1,10 @@
 #include "common/weights/descriptor.h"
 
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+
+#include "common/weights/device_staging.h"
 
 namespace tandem::weights {
 namespace {
@@ -58,6 +61,7 @@ void expect_same(const VersionDescriptor& a, const VersionDescriptor& b) {
         EXPECT_EQ(x.slot, y.slot);
         EXPECT_EQ(x.shm_path, y.shm_path);
         EXPECT_EQ(x.pid, y.pid);
+        EXPECT_EQ(x.cuda_ipc_handle, y.cuda_ipc_handle);
     }
 }
 
@@ -98,6 +102,73 @@ TEST(VersionDescriptor, WireFormKeepsBinaryFieldsInFrames) {
     expect_same(d, *back);
     w.frames.pop_back();
     EXPECT_FALSE(decode_wire(w.body, w.frames).ok());
+}
+
+// Shard 1 of two_shards() with a device slot: a 64-byte CUDA IPC handle whose bytes spell a
+// marker that must not show up where capabilities may not go.
+VersionDescriptor with_ipc_handle() {
+    VersionDescriptor d = two_shards();
+    std::string marker = "IPCSECRET-";
+    while (marker.size() < kIpcHandleBytes) marker += char('a' + marker.size() % 26);
+    d.shards[1].cuda_ipc_handle = bytes_of(marker);
+    return d;
+}
+
+TEST(VersionDescriptor, CudaIpcHandleRoundTripsInBothFormsAndIsOptional) {
+    const VersionDescriptor d = with_ipc_handle();
+    const nlohmann::json j = to_json(d);
+    EXPECT_FALSE(j["shards"][0].contains("cuda_ipc_handle"));  // absent, not empty
+    EXPECT_TRUE(j["shards"][1].contains("cuda_ipc_handle"));
+    auto back = descriptor_from_json(nlohmann::json::parse(j.dump()));
+    ASSERT_TRUE(back.ok()) << back.status().to_string();
+    expect_same(d, *back);
+    EXPECT_TRUE(back->shards[0].cuda_ipc_handle.empty());
+
+    WireDescriptor w = encode_wire(d);
+    EXPECT_EQ(w.frames.size(), 5u);  // 2 x (worker address, rkey) + one handle
+    EXPECT_EQ(w.body["shards"][1]["cuda_ipc_handle_frame"], 4);
+    EXPECT_FALSE(w.body["shards"][0].contains("cuda_ipc_handle_frame"));
+    auto wire_back = decode_wire(nlohmann::json::parse(w.body.dump()), w.frames);
+    ASSERT_TRUE(wire_back.ok()) << wire_back.status().to_string();
+    expect_same(d, *wire_back);
+
+    // Without any handle the forms are what they were before device slots existed.
+    EXPECT_EQ(encode_wire(two_shards()).frames.size(), 4u);
+}
+
+TEST(VersionDescriptor, MalformedCudaIpcHandleIsRefusedNamingTheShard) {
+    nlohmann::json j = to_json(with_ipc_handle());
+    j["shards"][1]["cuda_ipc_handle"] = base64_encode(bytes_of("short"));
+    auto r = descriptor_from_json(j);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("shard 1: cuda_ipc_handle has 5 bytes, expected 64"),
+              std::string::npos)
+        << r.status().message();
+    j["shards"][1]["cuda_ipc_handle"] = "not base64!";
+    EXPECT_FALSE(descriptor_from_json(j).ok());
+
+    WireDescriptor w = encode_wire(with_ipc_handle());
+    w.body["shards"][1]["cuda_ipc_handle_frame"] = 9;
+    auto bad_frame = decode_wire(w.body, w.frames);
+    ASSERT_FALSE(bad_frame.ok());
+    EXPECT_NE(bad_frame.status().message().find("cuda_ipc_handle_frame 9"), std::string::npos)
+        << bad_frame.status().message();
+}
+
+TEST(VersionDescriptor, LogFormOmitsEveryCapability) {
+    const VersionDescriptor d = with_ipc_handle();
+    const std::string line = describe_for_log(d);
+    EXPECT_NE(line.find("job-000042 version 7"), std::string::npos) << line;
+    EXPECT_NE(line.find("shard 1 [1024, 2048) from job-000042/trainer-1"), std::string::npos)
+        << line;
+    EXPECT_NE(line.find("+ipc"), std::string::npos) << line;  // says a device slot exists
+    for (const std::string& secret :
+         {std::string("IPCSECRET"), base64_encode(d.shards[1].cuda_ipc_handle).substr(0, 12),
+          std::string("rkey-bytes"), base64_encode(d.shards[0].rkey), std::string("worker"),
+          std::string("/proc/1234/fd/9"), fmt::format("{}", d.shards[0].remote_address),
+          fmt::format("{:x}", d.shards[0].remote_address)}) {
+        EXPECT_EQ(line.find(secret), std::string::npos) << secret << " in: " << line;
+    }
 }
 
 TEST(VersionDescriptor, MalformedJsonIsRefused) {

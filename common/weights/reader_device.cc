@@ -1,0 +1,142 @@
+// The reader's device paths: fetch into device memory through the pinned host buffer, chunk by
+// chunk as chunks are verified, and same-host CUDA IPC maps of a publisher's device slots.
+
+#include <unistd.h>
+
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "common/weights/reader_core.h"
+
+namespace tandem::weights {
+
+std::vector<std::span<std::byte>> Reader::Core::buffer_memory() {
+    return loop_->call([this] {
+        std::vector<std::span<std::byte>> out;
+        for (auto& b : buffers_) out.emplace_back(b.memory->data(), b.memory->size());
+        return out;
+    });
+}
+
+DevicePathChoice Reader::device_path(const VersionDescriptor& version,
+                                     const DeviceStaging* staging) const {
+    DevicePathInputs in;
+    in.host = host_identity();
+    in.pid = static_cast<int64_t>(getpid());
+    in.ipc_available = staging != nullptr;
+    in.ucx_cuda_memory = core_->ucx_cuda_memory();
+    return choose_device_path(version, in);
+}
+
+namespace {
+
+// Logs the path once per change of path (not per version).
+void log_path(std::mutex& mu, std::optional<DeviceWeightPath>& logged, const std::string& reader,
+              const VersionDescriptor& v, DeviceWeightPath path, std::string_view why,
+              int device) {
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        if (logged == path) return;
+        logged = path;
+    }
+    Logger("weights")
+        .with({.job = v.job.str(), .actor = reader, .version = v.version})
+        .info("reading weights into device {} by {}: {}", device, device_weight_path_name(path),
+              why);
+}
+
+}  // namespace
+
+Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& staging,
+                               DeviceWeights& target) {
+    const uint64_t total = layout().total_bytes();
+    target.version.reset();  // its bytes are about to change
+    if (target.buffer.size() < total) {
+        return invalid_argument(fmt::format(
+            "fetching version {} to device {}: the device buffer has {} bytes, the layout {}",
+            version.version, staging.device(), target.buffer.size(), total));
+    }
+    const DevicePathChoice choice = device_path(version, &staging);
+    log_path(device_mu_, logged_path_, core_->options().reader_id, version,
+             DeviceWeightPath::kPinnedHost,
+             choice.path == DeviceWeightPath::kPinnedHost
+                 ? choice.reason
+                 : fmt::format("a copy was asked for ({}: map_device() would avoid it)",
+                               choice.reason),
+             staging.device());
+    // Pinned buffers make each chunk's copy a DMA that does not block the enqueue; pin() is a
+    // no-op after the first time.
+    for (auto region : core_->buffer_memory()) {
+        TANDEM_RETURN_IF_ERROR(staging.pin(region.data(), region.size())
+                                   .with_context("pinning the reader's host buffer"));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto uploader = std::make_shared<DeviceUploader>(staging, target.buffer.data(), total);
+    auto op = std::make_shared<Core::Operation>();
+    op->kind = Core::Kind::kPull;
+    op->version = version;
+    // The operation may outlive this call (a failed one drains); the uploader lives as long.
+    op->on_verified = [uploader](const std::byte* host, uint64_t offset, uint64_t bytes) {
+        uploader->ready(host, offset, bytes);
+    };
+    std::future<Status> fetched = core_->start(op);
+    std::thread waiter([&] { uploader->finish(fetched.get()); });
+    Status s = uploader->run();
+    waiter.join();
+    const auto st = uploader->stats();
+    {
+        std::lock_guard<std::mutex> lock(device_mu_);
+        last_device_ = {version.version, DeviceWeightPath::kPinnedHost,
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                            .count(),
+                        st.bytes, st.copies, st.overlapped_bytes};
+    }
+    if (!s.ok()) {
+        return s.with_context(
+            fmt::format("fetching version {} into device {}", version.version, staging.device()));
+    }
+    device_staged_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+    target.version = version.version;
+    return Status();
+}
+
+Result<std::shared_ptr<const DeviceMappedWeights>> Reader::map_device(
+    const VersionDescriptor& version, DeviceStaging& staging) {
+    const DevicePathChoice choice = device_path(version, &staging);
+    if (choice.path != DeviceWeightPath::kCudaIpc) {
+        return invalid_argument(fmt::format("version {} cannot be mapped on device {}: {}",
+                                            version.version, staging.device(), choice.reason));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    // The host mapping takes and renews the leases that keep the slots (host and device) alive.
+    TANDEM_ASSIGN_OR_RETURN(auto leases, map(version));
+    std::vector<DeviceMappedWeights::Shard> shards;
+    for (const auto& s : version.shards) {
+        auto opened = staging.open_handle(s.cuda_ipc_handle, s.range.size());
+        if (!opened.ok()) {
+            return opened.status().with_context(
+                fmt::format("opening version {} shard {} of {} on device {}", version.version,
+                            s.index, s.publisher, staging.device()));
+        }
+        shards.push_back({s.range, std::move(*opened)});
+    }
+    log_path(device_mu_, logged_path_, core_->options().reader_id, version,
+             DeviceWeightPath::kCudaIpc, choice.reason, staging.device());
+    {
+        std::lock_guard<std::mutex> lock(device_mu_);
+        last_device_ = {version.version, DeviceWeightPath::kCudaIpc,
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                            .count(),
+                        0, 0, 0};
+    }
+    return std::shared_ptr<const DeviceMappedWeights>(
+        std::make_shared<DeviceMappedWeights>(std::move(leases), std::move(shards)));
+}
+
+DeviceFetchStats Reader::last_device_fetch() const {
+    std::lock_guard<std::mutex> lock(device_mu_);
+    return last_device_;
+}
+
+}  // namespace tandem::weights

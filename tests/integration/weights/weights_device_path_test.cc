@@ -1,0 +1,198 @@
+// The device paths of the weight plane on CPU: a real publisher and reader (UCX over shared
+// memory, one process) with a host-memory fake standing in for the device staging
+// (tests/fakes/fake_device_staging.h). Checks the pipelined publish from and fetch into "device"
+// memory end to end, that a copy failing midway leaves no version visible on either side, and
+// the device-slot bookkeeping of the CUDA IPC path (handle announced, opened, closed, lease held).
+
+#include <unistd.h>
+
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "common/weights/publisher.h"
+#include "common/weights/reader.h"
+#include "tests/fakes/fake_device_staging.h"
+#include "tests/integration/weights/test_support.h"
+
+namespace tandem::weights::testing {
+namespace {
+
+constexpr uint64_t kChunk = 64 << 10;
+
+class WeightsDevicePath : public ::testing::Test {
+protected:
+    void SetUp() override { layout_ = random_layout(41, 1 << 20); }
+
+    PublisherOptions publisher_options() {
+        PublisherOptions o;
+        o.job = JobId(1);
+        o.publisher_id = "job-000001/trainer-0";
+        o.chunk_bytes = kChunk;
+        o.ucx.transports = "shm,self";
+        o.lease_ttl_ms = std::chrono::milliseconds(2000);
+        return o;
+    }
+    ReaderOptions reader_options() {
+        ReaderOptions o;
+        o.job = JobId(1);
+        o.reader_id = "job-000001/rollout-0";
+        o.ucx.transports = "shm,self";
+        o.stall_timeout_ms = std::chrono::milliseconds(3000);
+        o.request_timeout_ms = std::chrono::milliseconds(3000);
+        return o;
+    }
+    // Version v's bytes in fake device memory.
+    DeviceBuffer device_version(FakeDeviceStaging& fake, Version v) {
+        auto b = fake.allocate(layout_.total_bytes());
+        EXPECT_TRUE(b.ok());
+        fill_version({static_cast<std::byte*>(b->data()), b->size()}, 41, v);
+        return std::move(*b);
+    }
+
+    Layout layout_;
+    VersionDirectory directory_;
+};
+
+TEST_F(WeightsDevicePath, PublishFromDeviceAndFetchIntoDeviceChunkByChunk) {
+    FakeDeviceStaging trainer_gpu(0);
+    FakeDeviceStaging rollout_gpu(1);
+    auto publisher = Publisher::create(publisher_options(), layout_, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    DeviceBuffer src = device_version(trainer_gpu, 1);
+    ASSERT_TRUE((*publisher)->publish_from_device(1, src.data(), trainer_gpu).ok());
+    EXPECT_EQ((*publisher)->stats().device_staged, 1u);
+    EXPECT_EQ((*publisher)->stats().device_slot_exports, 0u);  // device_slots off
+    auto d = directory_.newest(JobId(1));
+    ASSERT_TRUE(d.has_value());
+    EXPECT_TRUE(d->shards[0].cuda_ipc_handle.empty());
+
+    auto reader = Reader::create(reader_options(), layout_);
+    ASSERT_TRUE(reader.ok()) << reader.status().to_string();
+    DeviceWeights target;
+    auto buffer = rollout_gpu.allocate(layout_.total_bytes());
+    ASSERT_TRUE(buffer.ok());
+    target.buffer = std::move(*buffer);
+    Status s = (*reader)->fetch_to_device(*d, rollout_gpu, target);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    ASSERT_EQ(target.version, std::optional<Version>(1));
+    EXPECT_EQ(first_mismatch({static_cast<const std::byte*>(target.buffer.data()),
+                              layout_.total_bytes()},
+                             41, 1),
+              std::nullopt);
+    const auto st = (*reader)->last_device_fetch();
+    EXPECT_EQ(st.path, DeviceWeightPath::kPinnedHost);
+    EXPECT_EQ(st.bytes, layout_.total_bytes());
+    EXPECT_EQ(st.copies, (layout_.total_bytes() + kChunk - 1) / kChunk);  // one per chunk
+    EXPECT_EQ((*reader)->device_staged(), 1u);
+    std::cout << "device fetch: " << st.copies << " copies, " << st.overlapped_bytes << " of "
+              << st.bytes << " bytes enqueued while the fetch ran\n";
+    // The host copy is there too, like after fetch().
+    ASSERT_TRUE((*reader)->swap());
+    EXPECT_EQ((*reader)->current()->version(), 1u);
+}
+
+TEST_F(WeightsDevicePath, ACopyFailingMidwayLeavesNoVersionVisible) {
+    FakeDeviceStaging trainer_gpu(0);
+    auto publisher = Publisher::create(publisher_options(), layout_, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    DeviceBuffer v1 = device_version(trainer_gpu, 1);
+    ASSERT_TRUE((*publisher)->publish_from_device(1, v1.data(), trainer_gpu).ok());
+
+    // Publishing: the third device -> host copy of version 2 fails.
+    trainer_gpu.fail_complete_at(trainer_gpu.enqueued() + 3);
+    DeviceBuffer v2 = device_version(trainer_gpu, 2);
+    Status failed = (*publisher)->publish_from_device(2, v2.data(), trainer_gpu);
+    ASSERT_FALSE(failed.ok());
+    EXPECT_NE(failed.message().find("publishing version 2"), std::string::npos)
+        << failed.message();
+    EXPECT_EQ(directory_.newest(JobId(1))->version, 1u);  // version 2 was never announced
+    EXPECT_EQ((*publisher)->newest(), std::optional<Version>(1));
+    trainer_gpu.fail_complete_at(0);
+    ASSERT_TRUE((*publisher)->publish_from_device(3, v2.data(), trainer_gpu).ok());  // slot free
+
+    // Fetching: the second host -> device copy fails; the target shows no version.
+    FakeDeviceStaging rollout_gpu(1);
+    rollout_gpu.fail_complete_at(2);
+    auto reader = Reader::create(reader_options(), layout_);
+    ASSERT_TRUE(reader.ok());
+    DeviceWeights target;
+    target.buffer = std::move(*rollout_gpu.allocate(layout_.total_bytes()));
+    target.version = 1;  // what it held before
+    Status s = (*reader)->fetch_to_device(*directory_.newest(JobId(1)), rollout_gpu, target);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("fetching version 3 into device 1"), std::string::npos)
+        << s.message();
+    EXPECT_FALSE(target.version.has_value());
+    EXPECT_EQ(rollout_gpu.in_flight(), 0u);
+    // A buffer too small is refused before anything moves.
+    DeviceWeights small;
+    small.buffer = std::move(*rollout_gpu.allocate(100));
+    Status too_small = (*reader)->fetch_to_device(*directory_.newest(JobId(1)), rollout_gpu, small);
+    EXPECT_EQ(too_small.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(too_small.message().find("has 100 bytes"), std::string::npos);
+}
+
+TEST_F(WeightsDevicePath, DeviceSlotsAreAnnouncedWithAHandleThatAMapOpensUnderALease) {
+    FakeDeviceStaging trainer_gpu(0);
+    PublisherOptions po = publisher_options();
+    po.device_slots = true;
+    auto publisher = Publisher::create(po, layout_, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    DeviceBuffer src = device_version(trainer_gpu, 1);
+    ASSERT_TRUE((*publisher)->publish_from_device(1, src.data(), trainer_gpu).ok());
+    EXPECT_EQ((*publisher)->stats().device_slot_exports, 1u);
+    auto d = directory_.newest(JobId(1));
+    ASSERT_TRUE(d.has_value());
+    ASSERT_EQ(d->shards[0].cuda_ipc_handle.size(), kIpcHandleBytes);
+    // JSON (what the control plane carries) keeps it.
+    auto via_json = descriptor_from_json(to_json(*d));
+    ASSERT_TRUE(via_json.ok());
+    EXPECT_EQ(via_json->shards[0].cuda_ipc_handle, d->shards[0].cuda_ipc_handle);
+
+    FakeDeviceStaging rollout_gpu(0);
+    auto reader = Reader::create(reader_options(), layout_);
+    ASSERT_TRUE(reader.ok());
+    // Same process: CUDA cannot open its own handles, so the reader takes the pinned path.
+    EXPECT_EQ((*reader)->device_path(*d, &rollout_gpu).path, DeviceWeightPath::kPinnedHost);
+    auto refused = (*reader)->map_device(*d, rollout_gpu);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().message().find("published by this process"), std::string::npos);
+
+    // As another process on this host would see it (the fake opens handles in-process).
+    VersionDescriptor other = *d;
+    other.shards[0].pid = static_cast<int64_t>(getppid());
+    EXPECT_EQ((*reader)->device_path(other, &rollout_gpu).path, DeviceWeightPath::kCudaIpc);
+    {
+        auto mapped = (*reader)->map_device(other, rollout_gpu);
+        ASSERT_TRUE(mapped.ok()) << mapped.status().to_string();
+        EXPECT_EQ((*mapped)->version(), 1u);
+        EXPECT_TRUE((*mapped)->still_valid());
+        ASSERT_NE((*mapped)->data(), nullptr);
+        EXPECT_EQ(first_mismatch({static_cast<const std::byte*>((*mapped)->data()),
+                                  layout_.total_bytes()},
+                                 41, 1),
+                  std::nullopt);
+        EXPECT_EQ(rollout_gpu.opened(), 1);
+        EXPECT_EQ((*publisher)->stats().live_leases, 1u);  // the slot stays
+        EXPECT_EQ((*reader)->last_device_fetch().path, DeviceWeightPath::kCudaIpc);
+    }
+    EXPECT_EQ(rollout_gpu.closed(), 1);
+    // The release reaches the publisher's loop asynchronously.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while ((*publisher)->stats().live_leases != 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();
+    }
+    EXPECT_EQ((*publisher)->stats().live_leases, 0u);
+
+    // A publish from host memory reuses slots without a device copy: no handle announced.
+    auto host = *HostBuffer::allocate(layout_.total_bytes());
+    fill_version(host.span(), 41, 2);
+    ASSERT_TRUE((*publisher)->publish(2, host.span()).ok());
+    EXPECT_TRUE(directory_.newest(JobId(1))->shards[0].cuda_ipc_handle.empty());
+}
+
+}  // namespace
+}  // namespace tandem::weights::testing
