@@ -1,0 +1,520 @@
+#include "common/gpu/device_generate.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/gpu/sampling_reference.h"
+#include "common/model/self_attention.h"
+#include "common/model/transformer.h"
+#include "kernels/attention.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/sampling.h"
+
+namespace tandem::gpu {
+
+using kernels::cuda::Bf16;
+using kernels::cuda::DeviceBuffer;
+namespace ops = kernels::cuda;
+
+// Activations of `rows` rows (the decode step's are allocated once; a captured graph reads them).
+struct DeviceGenerator::Work {
+    int64_t rows = 0;
+    DeviceBuffer x, a, proj, proj2, sw, qb, kb, vb, o, lse, f, logits, token, logp;
+};
+
+DeviceGenerator::DeviceGenerator(DeviceGenerateOptions options) : options_(std::move(options)) {}
+
+DeviceGenerator::~DeviceGenerator() {
+    // Graphs and buffers go before the allocator and stream they came from.
+    graphs_.clear();
+    decode_.reset();
+    step_ = DeviceBuffer();
+    pool_ = DeviceBuffer();
+    cos_ = DeviceBuffer();
+    sin_ = DeviceBuffer();
+    model_.reset();
+    gemm_.reset();
+}
+
+Result<std::unique_ptr<DeviceGenerator>> DeviceGenerator::create(const model::ModelConfig& config,
+                                                                 DeviceGenerateOptions options,
+                                                                 int device) {
+    if (options.block_tokens < 1 || options.block_tokens > 1024) {
+        return invalid_argument(fmt::format(
+            "job {}: device generation: block_tokens must be in [1, 1024], got {}", options.job,
+            options.block_tokens));
+    }
+    if (options.max_prefill_tokens < 1) {
+        return invalid_argument(fmt::format(
+            "job {}: device generation: max_prefill_tokens must be >= 1", options.job));
+    }
+    if (config.head_dim() % 2 != 0 || config.head_dim() > 256) {
+        return invalid_argument(fmt::format(
+            "job {}: device generation needs an even head_dim <= 256, the model has {}",
+            options.job, config.head_dim()));
+    }
+    std::unique_ptr<DeviceGenerator> g(new DeviceGenerator(std::move(options)));
+    TANDEM_ASSIGN_OR_RETURN(g->stream_, ops::Stream::create(device));
+    TANDEM_ASSIGN_OR_RETURN(g->alloc_, ops::DeviceAllocator::create(device));
+    TANDEM_ASSIGN_OR_RETURN(g->gemm_, ops::Gemm::create(*g->alloc_));
+    TANDEM_ASSIGN_OR_RETURN(g->model_,
+                            DeviceModel::create(config, *g->alloc_, *g->gemm_, *g->stream_));
+    const model::RopeTable<float> rope = model::make_rope_table<float>(config);
+    const size_t table = static_cast<size_t>(config.max_seq_len) * (config.head_dim() / 2);
+    TANDEM_ASSIGN_OR_RETURN(g->cos_, g->alloc_->allocate(table * 4, "generation RoPE cos"));
+    TANDEM_ASSIGN_OR_RETURN(g->sin_, g->alloc_->allocate(table * 4, "generation RoPE sin"));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_device(*g->stream_, g->cos_.as(), rope.cos(0), table * 4));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_device(*g->stream_, g->sin_.as(), rope.sin(0), table * 4));
+    g->kv_.block_tokens = g->options_.block_tokens;
+    g->kv_.hkv = config.num_kv_heads;
+    g->kv_.d = config.head_dim();
+    g->stop_ids_ = g->options_.stop_tokens;
+    g->stop_ids_.push_back(g->options_.eos_token);
+    std::erase_if(g->stop_ids_, [](int32_t id) { return id < 0; });
+    std::sort(g->stop_ids_.begin(), g->stop_ids_.end());
+    g->stop_ids_.erase(std::unique(g->stop_ids_.begin(), g->stop_ids_.end()), g->stop_ids_.end());
+    if (!g->options_.cuda_graphs) g->graph_note_ = "off (rollout option)";
+    TANDEM_RETURN_IF_ERROR(g->stream_->synchronize("device generation setup"));
+    return g;
+}
+
+Status DeviceGenerator::load(model::WeightView params) {
+    std::vector<float> scratch;
+    const float* f32 = params.widen(0, static_cast<int64_t>(model_->index().elements), scratch);
+    TANDEM_RETURN_IF_ERROR(model_->load(*stream_, f32));
+    return stream_->synchronize("device generation weights upload");
+}
+
+Status DeviceGenerator::check(std::span<const std::vector<int32_t>> prompts, int group_size,
+                              const model::SamplingOptions& o) const {
+    const model::ModelConfig& c = config();
+    const std::string& job = options_.job;
+    if (group_size < 1) {
+        return invalid_argument(fmt::format("job {}: device generation: group_size must be >= 1",
+                                            job));
+    }
+    if (o.max_new_tokens < 1) {
+        return invalid_argument(
+            fmt::format("job {}: device generation: max_new_tokens must be >= 1", job));
+    }
+    if (!(o.temperature >= 0.0) || !(o.top_p > 0.0 && o.top_p <= 1.0) || o.top_k < 0) {
+        return invalid_argument(fmt::format(
+            "job {}: device generation: sampling needs temperature >= 0, top_p in (0, 1], "
+            "top_k >= 0; got {}, {}, {}",
+            job, o.temperature, o.top_p, o.top_k));
+    }
+    for (size_t p = 0; p < prompts.size(); ++p) {
+        if (prompts[p].empty()) {
+            return invalid_argument(fmt::format("job {}: device generation: prompt {} is empty",
+                                                job, p));
+        }
+        const int64_t need = static_cast<int64_t>(prompts[p].size()) + o.max_new_tokens;
+        if (need > c.max_seq_len) {
+            return invalid_argument(fmt::format(
+                "job {}: device generation: prompt {} has {} tokens; with max_new_tokens {} that "
+                "exceeds max_seq_len {}",
+                job, p, prompts[p].size(), o.max_new_tokens, c.max_seq_len));
+        }
+        for (size_t i = 0; i < prompts[p].size(); ++i) {
+            const int32_t t = prompts[p][i];
+            if (t < 0 || t >= c.vocab_size) {
+                return invalid_argument(fmt::format(
+                    "job {}: device generation: prompt {} token {} is {}, outside the vocabulary "
+                    "({})",
+                    job, p, i, t, c.vocab_size));
+            }
+        }
+    }
+    return Status();
+}
+
+Status DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
+    const model::ModelConfig& c = config();
+    bool changed = false;
+    if (blocks > kv_.num_blocks) {
+        pool_ = DeviceBuffer();
+        kernels::cuda::PagedKvShape shape = kv_;
+        shape.num_blocks = blocks;
+        TANDEM_ASSIGN_OR_RETURN(
+            pool_, alloc_->allocate(static_cast<size_t>(shape.layer_elems() * c.num_layers) *
+                                        sizeof(Bf16),
+                                    fmt::format("device KV cache ({} blocks of {} tokens)", blocks,
+                                                kv_.block_tokens)));
+        kv_ = shape;
+        changed = true;
+    }
+    if (!decode_ || max_rows > layout_.max_rows || width != layout_.width) {
+        const int64_t rows = std::max(max_rows, layout_.max_rows);
+        decode_.reset();
+        auto w = std::make_unique<Work>();
+        TANDEM_RETURN_IF_ERROR(allocate_work(*alloc_, c, rows, rows, false, w.get()));
+        decode_ = std::move(w);
+        layout_ = StepLayout{rows, width};
+        step_ = DeviceBuffer();
+        TANDEM_ASSIGN_OR_RETURN(step_, alloc_->allocate(static_cast<size_t>(layout_.size()) * 4,
+                                                        "decode step inputs"));
+        changed = true;
+    }
+    if (changed) {
+        graphs_.clear();
+        bucket_uses_.clear();
+    }
+    return Status();
+}
+
+Status DeviceGenerator::allocate_work(kernels::cuda::DeviceAllocator& alloc,
+                                      const model::ModelConfig& c, int64_t rows,
+                                      int64_t logit_rows, bool lse, Work* w) {
+    const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
+    auto get = [&](DeviceBuffer& b, int64_t elems, size_t bytes, const char* what) -> Status {
+        TANDEM_ASSIGN_OR_RETURN(b, alloc.allocate(static_cast<size_t>(elems) * bytes, what));
+        return Status();
+    };
+    w->rows = rows;
+    TANDEM_RETURN_IF_ERROR(get(w->x, rows * h, 4, "generation residual stream"));
+    TANDEM_RETURN_IF_ERROR(get(w->a, rows * std::max(h, qd), 2, "generation normed rows"));
+    TANDEM_RETURN_IF_ERROR(get(w->proj, rows * std::max(qd, inter), 4, "generation projection"));
+    TANDEM_RETURN_IF_ERROR(get(w->proj2, rows * inter, 4, "generation up projection"));
+    TANDEM_RETURN_IF_ERROR(get(w->sw, rows * inter, 2, "generation swiglu"));
+    TANDEM_RETURN_IF_ERROR(get(w->qb, rows * qd, 2, "generation q"));
+    TANDEM_RETURN_IF_ERROR(get(w->kb, rows * kvd, 2, "generation k"));
+    TANDEM_RETURN_IF_ERROR(get(w->vb, rows * kvd, 2, "generation v"));
+    TANDEM_RETURN_IF_ERROR(get(w->o, rows * qd, 4, "generation attention output"));
+    if (lse) TANDEM_RETURN_IF_ERROR(get(w->lse, rows * c.num_heads, 4, "prefill attention lse"));
+    TANDEM_RETURN_IF_ERROR(get(w->f, rows * h, 2, "generation final norm"));
+    TANDEM_RETURN_IF_ERROR(get(w->logits, logit_rows * c.vocab_size, 4, "generation logits"));
+    TANDEM_RETURN_IF_ERROR(get(w->token, logit_rows, 4, "sampled tokens"));
+    TANDEM_RETURN_IF_ERROR(get(w->logp, logit_rows, 4, "sampled log-probs"));
+    return Status();
+}
+
+Status DeviceGenerator::layers(Work& w, int64_t n, const int32_t* tokens,
+                               const int32_t* positions, const int32_t* slots, bool decode,
+                               std::span<const int64_t> lens) {
+    const model::ModelConfig& c = config();
+    const ops::Stream& s = *stream_;
+    const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    const model::ParamPtrs<const Bf16> wt(model_->index(), model_->weights_bf16());
+    ops::Gemm& gemm = *gemm_;
+    float* x = w.x.as<float>();
+    Bf16* a = w.a.as<Bf16>();
+    float* proj = w.proj.as<float>();
+    TANDEM_RETURN_IF_ERROR(ops::embedding_forward(s, n, h, c.vocab_size, tokens, wt.embed, x));
+    for (int l = 0; l < c.num_layers; ++l) {
+        const auto& L = wt.layers[static_cast<size_t>(l)];
+        Bf16* kpool = pool_.as<Bf16>() + 2 * l * kv_.block_elems() * kv_.num_blocks;
+        Bf16* vpool = kpool + kv_.block_elems() * kv_.num_blocks;
+        TANDEM_RETURN_IF_ERROR(ops::rmsnorm_forward(s, n, h, x, L.input_norm, eps, a, nullptr));
+        auto heads = [&](const Bf16* wm, const Bf16* bias, const Bf16* norm, int nh, bool rope,
+                         Bf16* out) -> Status {
+            TANDEM_RETURN_IF_ERROR(
+                gemm.linear(s, n, h, int64_t{nh} * c.head_dim(), a, wm, proj, false));
+            ops::HeadPrepare hp;
+            hp.n = n;
+            hp.heads = nh;
+            hp.d = c.head_dim();
+            hp.bias = bias;
+            hp.norm_w = norm;
+            hp.eps = eps;
+            if (rope) {
+                hp.cos = cos_.as<const float>();
+                hp.sin = sin_.as<const float>();
+                hp.pos = positions;
+            }
+            return ops::head_prepare(s, hp, proj, out);
+        };
+        TANDEM_RETURN_IF_ERROR(heads(L.wq, L.bq, L.q_norm, c.num_heads, true, w.qb.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(heads(L.wk, L.bk, L.k_norm, c.num_kv_heads, true, w.kb.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(heads(L.wv, L.bv, nullptr, c.num_kv_heads, false, w.vb.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(ops::paged_kv_write(s, kv_, n, slots, w.kb.as<Bf16>(),
+                                                   w.vb.as<Bf16>(), kpool, vpool));
+        if (decode) {
+            ops::PagedDecode pd;
+            pd.shape = kv_;
+            pd.n = n;
+            pd.hq = c.num_heads;
+            pd.scale = kernels::default_softmax_scale(c.head_dim());
+            pd.block_table = step_.as<const int32_t>() + layout_.table();
+            pd.table_width = layout_.width;
+            pd.context_lens = step_.as<const int32_t>() + layout_.context_lens();
+            pd.k_pool = kpool;
+            pd.v_pool = vpool;
+            TANDEM_RETURN_IF_ERROR(
+                ops::paged_decode_attention(s, pd, w.qb.as<Bf16>(), w.o.as<float>()));
+        } else {
+            int64_t b0 = 0;
+            for (const int64_t len : lens) {
+                TANDEM_RETURN_IF_ERROR(kernels::attention_forward_cuda(
+                    model::self_attention(c, len, 0), kernels::DType::kBF16,
+                    w.qb.as<Bf16>() + b0 * qd, w.kb.as<Bf16>() + b0 * kvd,
+                    w.vb.as<Bf16>() + b0 * kvd, w.o.as<float>() + b0 * qd,
+                    w.lse.as<float>() + b0 * c.num_heads, s.handle()));
+                b0 += len;
+            }
+        }
+        TANDEM_RETURN_IF_ERROR(ops::to_bf16(s, n * qd, w.o.as<float>(), a));
+        TANDEM_RETURN_IF_ERROR(gemm.linear(s, n, qd, h, a, L.wo, x, true));
+        if (L.bo) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, h, L.bo, x));
+        TANDEM_RETURN_IF_ERROR(ops::rmsnorm_forward(s, n, h, x, L.post_norm, eps, a, nullptr));
+        float* g = proj;
+        float* u = w.proj2.as<float>();
+        TANDEM_RETURN_IF_ERROR(gemm.linear(s, n, h, inter, a, L.wg, g, false));
+        TANDEM_RETURN_IF_ERROR(gemm.linear(s, n, h, inter, a, L.wu, u, false));
+        if (L.bg) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, inter, L.bg, g));
+        if (L.bu) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, inter, L.bu, u));
+        TANDEM_RETURN_IF_ERROR(ops::swiglu_forward(s, n * inter, g, u, w.sw.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(gemm.linear(s, n, inter, h, w.sw.as<Bf16>(), L.wd, x, true));
+        if (L.bd) TANDEM_RETURN_IF_ERROR(ops::bias_add(s, n, h, L.bd, x));
+    }
+    return ops::rmsnorm_forward(s, n, h, x, wt.final_norm, eps, w.f.as<Bf16>(), nullptr);
+}
+
+Status DeviceGenerator::decode_step(int64_t rows) {
+    const model::ModelConfig& c = config();
+    Work& w = *decode_;
+    const int32_t* step = step_.as<const int32_t>();
+    const model::ParamPtrs<const Bf16> wt(model_->index(), model_->weights_bf16());
+    TANDEM_RETURN_IF_ERROR(layers(w, rows, step + layout_.tokens(), step + layout_.positions(),
+                                  step + layout_.slots(), true, {}));
+    TANDEM_RETURN_IF_ERROR(gemm_->linear(*stream_, rows, c.hidden_size, c.vocab_size,
+                                         w.f.as<Bf16>(), wt.lm_head, w.logits.as<float>(), false));
+    ops::SampleRows sr;
+    sr.n = rows;
+    sr.vocab = c.vocab_size;
+    sr.logits = w.logits.as<float>();
+    sr.stream = reinterpret_cast<const uint64_t*>(step + layout_.streams());
+    sr.step = step + layout_.steps();
+    sr.token = w.token.as<int32_t>();
+    sr.logp = w.logp.as<float>();
+    return ops::sample_tokens(*stream_, sampling_, sr);
+}
+
+Status DeviceGenerator::prefill(std::span<const std::vector<int32_t>> prompts, int64_t first,
+                                int64_t count, int group_size, const model::SamplingOptions& o,
+                                std::vector<PagedSeq>& parents, std::vector<model::Completion>& out) {
+    const model::ModelConfig& c = config();
+    const ops::Stream& s = *stream_;
+    PagedSequences& seqs = *seqs_;
+    int64_t n = 0;
+    std::vector<int64_t> lens;
+    std::vector<int32_t> tokens, positions, slots;
+    for (int64_t p = first; p < first + count; ++p) {
+        const auto& prompt = prompts[static_cast<size_t>(p)];
+        lens.push_back(static_cast<int64_t>(prompt.size()));
+        tokens.insert(tokens.end(), prompt.begin(), prompt.end());
+        for (size_t i = 0; i < prompt.size(); ++i) positions.push_back(static_cast<int32_t>(i));
+        TANDEM_ASSIGN_OR_RETURN(parents[static_cast<size_t>(p)],
+                                seqs.create(static_cast<int64_t>(prompt.size()), slots));
+        n += static_cast<int64_t>(prompt.size());
+    }
+    const int64_t B = count * group_size;
+    // Host inputs in one upload: tokens, positions, slots [n]; last rows [count]; logit rows,
+    // steps [B]; streams (uint64) [B].
+    std::vector<int32_t> host(static_cast<size_t>(3 * n + count + 2 * B + 2 * B + 1), 0);
+    std::copy(tokens.begin(), tokens.end(), host.begin());
+    std::copy(positions.begin(), positions.end(), host.begin() + n);
+    std::copy(slots.begin(), slots.end(), host.begin() + 2 * n);
+    int64_t end = 0;
+    for (int64_t i = 0; i < count; ++i) {
+        end += lens[static_cast<size_t>(i)];
+        host[static_cast<size_t>(3 * n + i)] = static_cast<int32_t>(end - 1);
+    }
+    const int64_t rows_at = 3 * n + count, steps_at = rows_at + B;
+    const int64_t streams_at = (steps_at + B + 1) & ~int64_t{1};  // 8-byte aligned
+    for (int64_t b = 0; b < B; ++b) {
+        host[static_cast<size_t>(rows_at + b)] = static_cast<int32_t>(b / group_size);
+        const uint64_t st = sample_stream(o.seed, first + b / group_size,
+                                          static_cast<int>(b % group_size));
+        std::memcpy(host.data() + streams_at + 2 * b, &st, sizeof st);
+    }
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer in, alloc_->allocate(host.size() * 4, "prefill inputs"));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, in.as(), host.data(), host.size() * 4));
+    const int32_t* d = in.as<const int32_t>();
+    Work w;
+    TANDEM_RETURN_IF_ERROR(allocate_work(*alloc_, c, n, std::max(count, B), true, &w));
+    TANDEM_RETURN_IF_ERROR(layers(w, n, d, d + n, d + 2 * n, false, lens));
+    const model::ParamPtrs<const Bf16> wt(model_->index(), model_->weights_bf16());
+    // The last row of each prompt (into the front of w.a, free after the layers) to its logits.
+    TANDEM_RETURN_IF_ERROR(ops::gather_rows(s, count, c.hidden_size, d + 3 * n, w.f.as<Bf16>(),
+                                            w.a.as<Bf16>()));
+    TANDEM_RETURN_IF_ERROR(gemm_->linear(s, count, c.hidden_size, c.vocab_size, w.a.as<Bf16>(),
+                                         wt.lm_head, w.logits.as<float>(), false));
+    ops::SampleRows sr;
+    sr.n = B;
+    sr.vocab = c.vocab_size;
+    sr.logits = w.logits.as<float>();
+    sr.logit_row = d + rows_at;
+    sr.stream = reinterpret_cast<const uint64_t*>(d + streams_at);
+    sr.step = d + steps_at;
+    sr.token = w.token.as<int32_t>();
+    sr.logp = w.logp.as<float>();
+    TANDEM_RETURN_IF_ERROR(ops::sample_tokens(s, sampling_, sr));
+    std::vector<int32_t> tok(static_cast<size_t>(B));
+    std::vector<float> lp(static_cast<size_t>(B));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, tok.data(), w.token.as(), B * 4));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, lp.data(), w.logp.as(), B * 4));
+    TANDEM_RETURN_IF_ERROR(s.synchronize("device prefill"));
+    for (int64_t b = 0; b < B; ++b) {
+        model::Completion& cp = out[static_cast<size_t>(first * group_size + b)];
+        cp.tokens.push_back(tok[static_cast<size_t>(b)]);
+        cp.logprobs.push_back(lp[static_cast<size_t>(b)]);
+    }
+    return Status();
+}
+
+Result<std::vector<model::Completion>> DeviceGenerator::generate(
+    std::span<const std::vector<int32_t>> prompts, int group_size,
+    const model::SamplingOptions& o, DeviceGenerateStats* stats) {
+    TANDEM_RETURN_IF_ERROR(check(prompts, group_size, o));
+    const ops::Stream& s = *stream_;
+    const int64_t P = static_cast<int64_t>(prompts.size()), B = P * group_size;
+    const int bt = options_.block_tokens;
+    DeviceGenerateStats st;
+    st.graph_note = graph_note_;
+    alloc_->reset_peak();
+    std::vector<model::Completion> out(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+        out[static_cast<size_t>(b)].prompt = static_cast<int32_t>(b / group_size);
+        out[static_cast<size_t>(b)].sample = static_cast<int32_t>(b % group_size);
+    }
+    if (B == 0) {
+        if (stats) *stats = st;
+        return out;
+    }
+    // Shapes of this call: the pool, the widest block table (a power of two, so graphs are reused
+    // across calls whose prompts differ a little) and the decode rows.
+    int64_t longest = 0;
+    for (const auto& p : prompts) longest = std::max<int64_t>(longest, std::ssize(p));
+    int width = 1;
+    while (width < (longest + o.max_new_tokens + bt - 1) / bt) width <<= 1;
+    const int64_t blocks = worst_case_blocks(prompts, group_size, o.max_new_tokens, bt);
+    TANDEM_RETURN_IF_ERROR(reserve(blocks, B, width));
+    ops::DeviceSampling ds;
+    ds.temperature = static_cast<float>(o.temperature);
+    ds.top_p = static_cast<float>(o.top_p);
+    ds.top_k = o.top_k;
+    ds.seed = o.seed;
+    if (ds.temperature != sampling_.temperature || ds.top_p != sampling_.top_p ||
+        ds.top_k != sampling_.top_k || ds.seed != sampling_.seed) {
+        graphs_.clear();  // the sampling options are kernel arguments of the captured step
+        bucket_uses_.clear();
+    }
+    sampling_ = ds;
+    seqs_ = std::make_unique<PagedSequences>(bt, kv_.num_blocks);
+    st.kv_pool_bytes = static_cast<int64_t>(pool_.bytes());
+
+    // Prefill, a group of whole prompts at a time; then fork each prompt into its samples.
+    std::vector<PagedSeq> parents(static_cast<size_t>(P)), samples(static_cast<size_t>(B));
+    std::vector<int32_t> copies;
+    for (int64_t p0 = 0; p0 < P;) {
+        int64_t p1 = p0, n = 0;
+        while (p1 < P && (p1 == p0 || n + std::ssize(prompts[static_cast<size_t>(p1)]) <=
+                                          options_.max_prefill_tokens)) {
+            n += std::ssize(prompts[static_cast<size_t>(p1)]);
+            ++p1;
+        }
+        TANDEM_RETURN_IF_ERROR(prefill(prompts, p0, p1 - p0, group_size, o, parents, out));
+        st.prompt_tokens += n;
+        p0 = p1;
+    }
+    for (int64_t b = 0; b < B; ++b) {
+        TANDEM_ASSIGN_OR_RETURN(samples[static_cast<size_t>(b)],
+                                seqs_->fork(parents[static_cast<size_t>(b / group_size)], copies));
+    }
+    for (auto& p : parents) seqs_->release(p);
+    DeviceBuffer pairs;
+    if (!copies.empty()) {
+        TANDEM_ASSIGN_OR_RETURN(pairs, alloc_->allocate(copies.size() * 4, "forked block pairs"));
+        TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, pairs.as(), copies.data(), copies.size() * 4));
+        TANDEM_RETURN_IF_ERROR(ops::paged_copy_blocks(s, kv_, config().num_layers,
+                                                      std::ssize(copies) / 2,
+                                                      pairs.as<const int32_t>(), pool_.as<Bf16>()));
+    }
+    const auto is_stop = [&](int32_t t) {
+        return std::binary_search(stop_ids_.begin(), stop_ids_.end(), t);
+    };
+    std::vector<int64_t> active;
+    for (int64_t b = 0; b < B; ++b) {
+        model::Completion& cp = out[static_cast<size_t>(b)];
+        if (is_stop(cp.tokens.back())) {
+            cp.finished = true;
+        } else if (o.max_new_tokens > 1) {
+            active.push_back(b);
+        }
+    }
+    // Decode: every live sample one token a step, in the smallest bucket that holds them.
+    std::vector<StepRow> live;
+    std::vector<int32_t> host, tok;
+    std::vector<float> lp;
+    while (!active.empty()) {
+        live.clear();
+        for (const int64_t b : active) {
+            PagedSeq& seq = samples[static_cast<size_t>(b)];
+            const model::Completion& cp = out[static_cast<size_t>(b)];
+            StepRow row;
+            row.token = cp.tokens.back();
+            TANDEM_ASSIGN_OR_RETURN(row.slot, seqs_->append(seq));
+            row.seq = &seq;
+            row.stream = sample_stream(o.seed, cp.prompt, cp.sample);
+            row.step = static_cast<int32_t>(cp.tokens.size());
+            live.push_back(row);
+        }
+        const int64_t rows = decode_bucket(std::ssize(live), layout_.max_rows);
+        TANDEM_RETURN_IF_ERROR(pack_step(layout_, rows, live, host));
+        const size_t used = static_cast<size_t>(layout_.table() + rows * layout_.width);
+        TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, step_.as(), host.data(), used * 4));
+        const bool use_graph = options_.cuda_graphs && !graphs_failed_;
+        auto it = graphs_.find(rows);
+        if (use_graph && it == graphs_.end() && ++bucket_uses_[rows] >= 2) {
+            auto g = ops::CapturedGraph::capture(s, [&] { return decode_step(rows); });
+            if (g.ok()) {
+                it = graphs_.emplace(rows, std::move(g).value()).first;
+                ++st.graph_captures;
+            } else {
+                graphs_failed_ = true;  // eager from now on; say why once
+                graph_note_ = "capture failed, steps run eagerly: " + g.status().message();
+                st.graph_note = graph_note_;
+            }
+        }
+        if (use_graph && it != graphs_.end()) {
+            TANDEM_RETURN_IF_ERROR(it->second->launch(s));
+            ++st.graph_launches;
+        } else {
+            TANDEM_RETURN_IF_ERROR(decode_step(rows));
+        }
+        ++st.decode_steps;
+        tok.resize(live.size());
+        lp.resize(live.size());
+        TANDEM_RETURN_IF_ERROR(
+            ops::copy_to_host(s, tok.data(), decode_->token.as(), live.size() * 4));
+        TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, lp.data(), decode_->logp.as(), live.size() * 4));
+        TANDEM_RETURN_IF_ERROR(s.synchronize("device decode step"));
+        size_t keep = 0;
+        for (size_t i = 0; i < active.size(); ++i) {
+            const int64_t b = active[i];
+            model::Completion& cp = out[static_cast<size_t>(b)];
+            cp.tokens.push_back(tok[i]);
+            cp.logprobs.push_back(lp[i]);
+            if (is_stop(tok[i])) {
+                cp.finished = true;
+                seqs_->release(samples[static_cast<size_t>(b)]);
+            } else if (static_cast<int>(cp.tokens.size()) < o.max_new_tokens) {
+                active[keep++] = b;
+            } else {
+                seqs_->release(samples[static_cast<size_t>(b)]);
+            }
+        }
+        active.resize(keep);
+    }
+    st.peak_blocks = seqs_->pool().peak();
+    for (auto& q : samples) seqs_->release(q);
+    for (const auto& cp : out) st.generated_tokens += std::ssize(cp.tokens);
+    st.device_peak_bytes = static_cast<int64_t>(alloc_->peak_bytes());
+    if (stats) *stats = st;
+    return out;
+}
+
+}  // namespace tandem::gpu

@@ -1,0 +1,128 @@
+#pragma once
+
+// GRPO rollout generation on one CUDA device: G sampled completions per prompt, like
+// model::GroupGenerator (same Completion format, same stop conditions), with the KV cache in
+// device memory. Each prompt is prefilled once (batched, through the decoder's layers with the
+// existing attention forward) into paged bf16 KV blocks (kernels/cuda/paged_kv.h); its samples
+// fork it (the prompt's full blocks are shared, refcounted: common/gpu/paged_plan.h), then every
+// live sample decodes one token a step: one GEMM per weight for the whole batch, decode attention
+// over pages, sampling on the device (kernels/cuda/sampling.h: Philox per (sample, step), so a
+// sample's tokens do not depend on batching). Decode steps run in batch buckets (powers of two);
+// with cuda_graphs each bucket's step is captured once (at its second use) and replayed.
+// Never run on a GPU yet (docs/gpu.md).
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/gpu/device_model.h"
+#include "common/gpu/paged_plan.h"
+#include "common/model/generate.h"
+#include "common/model/sampler.h"
+#include "common/model/stored_weights.h"
+#include "common/status.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/graph.h"
+#include "kernels/cuda/paged_kv.h"
+#include "kernels/cuda/runtime.h"
+#include "kernels/cuda/sampling.h"
+
+namespace tandem::gpu {
+
+struct DeviceGenerateOptions {
+    int block_tokens = 16;
+    // Capture each decode bucket's step as a CUDA graph (false: every step is launched op by op).
+    bool cuda_graphs = true;
+    // As model::GeneratorOptions: a completion ends at eos_token or any of stop_tokens.
+    int32_t eos_token = 2;
+    std::vector<int32_t> stop_tokens;
+    // Prompt tokens per prefill forward (whole prompts; a longer prompt goes alone).
+    int64_t max_prefill_tokens = 8192;
+    std::string job;  // names the job in errors
+};
+
+struct DeviceGenerateStats {
+    int64_t prompt_tokens = 0;  // prefilled once per prompt
+    int64_t generated_tokens = 0;
+    int64_t decode_steps = 0;
+    int64_t graph_launches = 0;  // decode steps replayed from a captured graph
+    int64_t graph_captures = 0;
+    std::string graph_note;  // why graphs are off or a capture failed; empty otherwise
+    int64_t peak_blocks = 0;
+    int64_t kv_pool_bytes = 0;
+    int64_t device_peak_bytes = 0;  // the allocator's peak during the call
+};
+
+// Owns the device (stream, allocator, GEMM, weights) of one rollout actor. Not thread-safe.
+class DeviceGenerator {
+public:
+    static Result<std::unique_ptr<DeviceGenerator>> create(const model::ModelConfig& config,
+                                                           DeviceGenerateOptions options,
+                                                           int device = 0);
+    ~DeviceGenerator();
+    DeviceGenerator(const DeviceGenerator&) = delete;
+    DeviceGenerator& operator=(const DeviceGenerator&) = delete;
+
+    const model::ModelConfig& config() const { return model_->config(); }
+    const kernels::cuda::Gemm& gemm() const { return *gemm_; }
+    const kernels::cuda::DeviceAllocator& allocator() const { return *alloc_; }
+
+    // Uploads a weights version (the flat buffer of the model's layout, fp32 or as
+    // stored_weights.h holds it) as bf16. Waits for the upload.
+    Status load(model::WeightView params);
+
+    // Samples `group_size` completions of each prompt, ordered by (prompt, sample). Sample g of
+    // prompt p draws from the stream sample_stream(options.seed, p, g) (sampling_reference.h).
+    Result<std::vector<model::Completion>> generate(std::span<const std::vector<int32_t>> prompts,
+                                                    int group_size,
+                                                    const model::SamplingOptions& options,
+                                                    DeviceGenerateStats* stats = nullptr);
+
+private:
+    struct Work;
+    // Activation buffers for `rows` rows and sampling outputs for `logit_rows`.
+    static Status allocate_work(kernels::cuda::DeviceAllocator& alloc,
+                                const model::ModelConfig& c, int64_t rows, int64_t logit_rows,
+                                bool lse, Work* w);
+    explicit DeviceGenerator(DeviceGenerateOptions options);
+    // Checks the call's arguments, naming the prompt and field.
+    Status check(std::span<const std::vector<int32_t>> prompts, int group_size,
+                 const model::SamplingOptions& o) const;
+    // The pool, the decode workspace and the step layout for this call's shapes (graphs are
+    // dropped when any of them is reallocated).
+    Status reserve(int64_t blocks, int64_t max_rows, int width);
+    // The decoder's layers over n rows whose keys and values go to `slots`, then the final norm
+    // into w.f; `decode`: attention over pages (one token per row) reading the step buffer,
+    // else causal attention within each prompt of `lens` (packed back to back).
+    Status layers(Work& w, int64_t n, const int32_t* tokens, const int32_t* positions,
+                  const int32_t* slots, bool decode, std::span<const int64_t> lens);
+    // One decode step of `rows` rows (enqueue only): layers, LM head, sampling.
+    Status decode_step(int64_t rows);
+    Status prefill(std::span<const std::vector<int32_t>> prompts, int64_t first, int64_t count,
+                   int group_size, const model::SamplingOptions& o, std::vector<PagedSeq>& parents,
+                   std::vector<model::Completion>& out);
+
+    DeviceGenerateOptions options_;
+    std::unique_ptr<kernels::cuda::Stream> stream_;
+    std::unique_ptr<kernels::cuda::DeviceAllocator> alloc_;
+    std::unique_ptr<kernels::cuda::Gemm> gemm_;
+    std::unique_ptr<DeviceModel> model_;
+    kernels::cuda::DeviceBuffer cos_, sin_;  // RoPE tables [max_seq_len, head_dim / 2] fp32
+    kernels::cuda::PagedKvShape kv_;
+    kernels::cuda::DeviceBuffer pool_;
+    std::unique_ptr<Work> decode_;  // workspace of the decode step, sized for layout_.max_rows
+    StepLayout layout_;
+    kernels::cuda::DeviceBuffer step_;  // int32 [layout_.size()]
+    kernels::cuda::DeviceSampling sampling_;
+    std::map<int64_t, std::unique_ptr<kernels::cuda::CapturedGraph>> graphs_;  // by bucket
+    std::map<int64_t, int> bucket_uses_;
+    bool graphs_failed_ = false;
+    std::string graph_note_;
+    std::vector<int32_t> stop_ids_;
+    std::unique_ptr<PagedSequences> seqs_;  // this call's sequences over the pool
+};
+
+}  // namespace tandem::gpu
