@@ -35,10 +35,12 @@ struct Link {
 
 // Shared by every rank of one ring; all fields guarded by mu.
 struct Hub {
-    explicit Hub(int n) : size(n), links(static_cast<size_t>(n)) {}
+    Hub(int n, InProcessRingOptions o)
+        : size(n), options(std::move(o)), links(static_cast<size_t>(n)) {}
     std::mutex mu;
     std::condition_variable cv;
     const int size;
+    const InProcessRingOptions options;
     std::vector<std::map<uint32_t, Link>> links;  // [receiving rank][channel]
 };
 
@@ -50,13 +52,25 @@ Status size_mismatch(size_t send, size_t recv, uint32_t channel) {
 
 // Completes a matched (send, recv) pair; called with hub.mu held. Copying under the lock keeps
 // teardown simple: a rank that cancels its requests knows no copy into its buffers is running.
-void complete(const Pending& s, const Pending& r, uint32_t channel) {
+void complete(const Hub& hub, const Pending& s, const Pending& r, uint32_t channel) {
     if (s.bytes != r.bytes) {
         s.op->error = size_mismatch(s.bytes, r.bytes, channel);
         r.op->error = s.op->error;
         return;
     }
-    if (s.bytes > 0) std::memcpy(r.recv, s.send, s.bytes);
+    if (s.bytes > 0) {
+        if (hub.options.copy) {
+            Status copied = hub.options.copy(r.recv, s.send, s.bytes);
+            if (!copied.ok()) {
+                s.op->error = copied.with_context("in-process ring: copying a shift on channel " +
+                                                  std::to_string(channel));
+                r.op->error = s.op->error;
+                return;
+            }
+        } else {
+            std::memcpy(r.recv, s.send, s.bytes);
+        }
+    }
     s.op->send_done = true;
     r.op->recv_done = true;
 }
@@ -82,7 +96,7 @@ public:
     }
 
     RingCaps caps() const override {
-        return RingCaps{"in_process", RingMemory::kHost, 1 << 20, false};
+        return RingCaps{hub_->options.name, hub_->options.memory, 1 << 20, false};
     }
     int rank() const override { return rank_; }
     int size() const override { return hub_->size; }
@@ -103,7 +117,7 @@ public:
             if (!out.recvs.empty()) {
                 const Pending peer = out.recvs.front();
                 out.recvs.pop_front();
-                complete(mine_send, peer, channel);
+                complete(*hub_, mine_send, peer, channel);
             } else {
                 out.sends.push_back(mine_send);
             }
@@ -111,7 +125,7 @@ public:
             if (!in.sends.empty()) {
                 const Pending peer = in.sends.front();
                 in.sends.pop_front();
-                complete(peer, mine_recv, channel);
+                complete(*hub_, peer, mine_recv, channel);
             } else {
                 in.recvs.push_back(mine_recv);
             }
@@ -120,6 +134,29 @@ public:
         const uint64_t id = ++next_id_;
         requests_.emplace(id, std::move(op));
         return RingRequest{id};
+    }
+
+    Status order_after(void* stream) override {
+        if (hub_->options.memory == RingMemory::kHost) return RingTransport::order_after(stream);
+        return hub_->options.sync_stream ? hub_->options.sync_stream(stream) : Status();
+    }
+
+    // The copy runs on the host when both sides are posted: wait for it, keep the request.
+    Status order_before(RingRequest request, void* stream) override {
+        if (hub_->options.memory == RingMemory::kHost) {
+            return RingTransport::order_before(request, stream);
+        }
+        auto it = requests_.find(request.id);
+        if (it == requests_.end()) return invalid_argument("in-process ring: unknown request");
+        std::unique_lock<std::mutex> lock(hub_->mu);
+        const Op& op = *it->second;
+        const auto deadline = std::chrono::steady_clock::now() + hub_->options.order_timeout;
+        if (!hub_->cv.wait_until(lock, deadline, [&] { return op.done(); })) {
+            return deadline_exceeded("in-process ring: rank " + std::to_string(rank_) + " waited " +
+                                     std::to_string(hub_->options.order_timeout.count()) +
+                                     " ms to order a stream after a shift");
+        }
+        return op.error;
     }
 
     Result<bool> poll(RingRequest request) override {
@@ -176,9 +213,14 @@ private:
 }  // namespace
 
 std::vector<std::unique_ptr<RingTransport>> make_in_process_ring(int size) {
+    return make_in_process_ring(size, InProcessRingOptions{});
+}
+
+std::vector<std::unique_ptr<RingTransport>> make_in_process_ring(
+    int size, const InProcessRingOptions& options) {
     std::vector<std::unique_ptr<RingTransport>> out;
     if (size <= 0) return out;
-    auto hub = std::make_shared<Hub>(size);
+    auto hub = std::make_shared<Hub>(size, options);
     for (int r = 0; r < size; ++r) out.push_back(std::make_unique<InProcessTransport>(hub, r));
     return out;
 }

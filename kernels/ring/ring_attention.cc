@@ -25,14 +25,7 @@ RingAttention::RingAttention(const RingAttentionConfig& config, RingTransport& t
 
 Result<std::unique_ptr<RingAttention>> RingAttention::create(const RingAttentionConfig& config,
                                                              RingTransport& transport) {
-    AttentionParams p;
-    p.tq = config.seq_len;
-    p.tk = config.seq_len;
-    p.hq = config.hq;
-    p.hkv = config.hkv;
-    p.d = config.d;
-    p.scale = config.scale;
-    TANDEM_RETURN_IF_ERROR(validate(p));
+    TANDEM_RETURN_IF_ERROR(validate_ring_config(config));
     if (transport.caps().memory != RingMemory::kHost) {
         return invalid_argument("ring attention: the CPU ring needs a host-memory transport, " +
                                 transport.caps().name + " moves device memory");
@@ -241,17 +234,27 @@ Status RingAttention::backward_phase(int step, int kind) {
     }
 }
 
-AttentionParams RingAttention::block_params(int owner) const {
-    const RingShard& mine = shard();
-    const RingShard& theirs = shards_[owner];
+Status validate_ring_config(const RingAttentionConfig& config) {
+    AttentionParams p;
+    p.tq = config.seq_len;
+    p.tk = config.seq_len;
+    p.hq = config.hq;
+    p.hkv = config.hkv;
+    p.d = config.d;
+    p.scale = config.scale;
+    return validate(p);
+}
+
+AttentionParams ring_block_params(const RingAttentionConfig& config, const RingShard& mine,
+                                  const RingShard& theirs) {
     AttentionParams p;
     p.tq = mine.rows;
     p.tk = theirs.rows;
-    p.hq = config_.hq;
-    p.hkv = config_.hkv;
-    p.d = config_.d;
-    p.scale = config_.scale;
-    p.causal = config_.causal;
+    p.hq = config.hq;
+    p.hkv = config.hkv;
+    p.d = config.d;
+    p.scale = config.scale;
+    p.causal = config.causal;
     // A shard is at most two runs of positions (zigzag); the kernel masks both in one call, so
     // each step is one kernel call over all local queries and the whole block.
     if (!mine.segments.empty()) p.q_pos0 = mine.segments[0].pos0;
@@ -267,9 +270,15 @@ AttentionParams RingAttention::block_params(int owner) const {
     return p;
 }
 
-bool RingAttention::nothing_visible(const AttentionParams& p) const {
+bool ring_block_empty(const AttentionParams& p) {
     return p.tq == 0 || p.tk == 0 || (p.causal && key_position(p, 0) > query_position(p, p.tq - 1));
 }
+
+AttentionParams RingAttention::block_params(int owner) const {
+    return ring_block_params(config_, shard(), shards_[owner]);
+}
+
+bool RingAttention::nothing_visible(const AttentionParams& p) const { return ring_block_empty(p); }
 
 Status RingAttention::attend_block(int owner, const float* kv) {
     AttentionParams p = block_params(owner);

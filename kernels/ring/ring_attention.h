@@ -39,6 +39,17 @@ struct RingAttentionConfig {
     std::chrono::milliseconds timeout{60000};  // for each wait on a neighbour
 };
 
+// Checks the shapes and scale of `config` (as validate() does for one attention call).
+Status validate_ring_config(const RingAttentionConfig& config);
+
+// The attention call of one ring step: the queries of `mine` against the block of `theirs` (one
+// kernel call; a zigzag shard's two runs are masked through q_split / k_split). Shared by the CPU
+// ring and the device ring (kernels/ring/device_ring.h).
+AttentionParams ring_block_params(const RingAttentionConfig& config, const RingShard& mine,
+                                  const RingShard& theirs);
+// True when the step attends nothing (an empty shard, or every key after every query).
+bool ring_block_empty(const AttentionParams& p);
+
 // One rank's side of ring attention. Driven by one thread at a time; holds a reference to its
 // transport, which must outlive it. Neither copyable nor movable.
 class RingAttention {

@@ -74,7 +74,27 @@ public:
 
     // Waits for every posted shift of this rank.
     virtual Status flush(std::chrono::milliseconds timeout) = 0;
+
+    // Stream ordering, for device-memory transports (caps().memory == kCuda) and the device ring
+    // (kernels/ring/device_ring.h). `stream` is a cudaStream_t (nullptr: the legacy default one).
+    // order_after: the shifts posted from now on start after the work enqueued on `stream` so
+    // far (the kernels that write their send buffers and last read their receive buffers).
+    // order_before: the work enqueued on `stream` from now on starts after `request`'s transfer;
+    // the request stays posted (poll() or wait() still release it). NCCL orders on the device
+    // without blocking the host; a host-driven backend may block until the ordering holds. A
+    // host-memory transport has no streams: both return invalid_argument.
+    virtual Status order_after(void* stream);
+    virtual Status order_before(RingRequest request, void* stream);
 };
+
+inline Status RingTransport::order_after(void*) {
+    return invalid_argument("ring transport " + caps().name +
+                            ": moves host memory, it has no stream to order after");
+}
+inline Status RingTransport::order_before(RingRequest, void*) {
+    return invalid_argument("ring transport " + caps().name +
+                            ": moves host memory, it has no stream to order before");
+}
 
 // Shift channels used by the ring algorithms in kernels/ring.
 inline constexpr uint32_t kRingChannelKv = 0;       // K/V blocks (prefill, backward)

@@ -75,21 +75,27 @@ Status DecodeShard::attend(const float* q, int64_t n, int64_t q_pos0, float* o, 
     const int64_t row = static_cast<int64_t>(config_.hkv) * config_.d;
     for (const Run& r : runs_) {
         if (r.pos0 > q_pos0 + n - 1) continue;  // entirely in the future of every query
-        AttentionParams p;
-        p.tq = n;
-        p.tk = r.rows;
-        p.hq = config_.hq;
-        p.hkv = config_.hkv;
-        p.d = config_.d;
-        p.scale = config_.scale;
-        p.causal = true;
-        p.q_pos0 = q_pos0;
-        p.k_pos0 = r.pos0;
-        p.accumulate = true;
+        const AttentionParams p = decode_run_params(config_, n, q_pos0, r.pos0, r.rows);
         TANDEM_RETURN_IF_ERROR(attention_forward_cpu(p, q, k_.data() + r.offset * row,
                                                      v_.data() + r.offset * row, o, lse));
     }
     return Status();
+}
+
+AttentionParams decode_run_params(const DecodeConfig& config, int64_t n, int64_t q_pos0,
+                                  int64_t run_pos0, int64_t run_rows) {
+    AttentionParams p;
+    p.tq = n;
+    p.tk = run_rows;
+    p.hq = config.hq;
+    p.hkv = config.hkv;
+    p.d = config.d;
+    p.scale = config.scale;
+    p.causal = true;
+    p.q_pos0 = q_pos0;
+    p.k_pos0 = run_pos0;
+    p.accumulate = true;
+    return p;
 }
 
 int64_t partial_elems(int64_t n, int hq, int d) { return n * hq * d + n * hq; }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "kernels/attention.h"
 #include "kernels/ring/ring_transport.h"
 
 namespace tandem::kernels {
@@ -72,6 +73,11 @@ private:
     std::vector<Run> runs_;
     std::vector<float> k_, v_;  // [tokens, hkv, d]
 };
+
+// The causal attention call of n queries at q_pos0 .. against one stored run of consecutive
+// tokens (accumulate mode): DecodeShard::attend and its device twin issue one per run.
+AttentionParams decode_run_params(const DecodeConfig& config, int64_t n, int64_t q_pos0,
+                                  int64_t run_pos0, int64_t run_rows);
 
 // One decode step on every rank (collective over `transport`): attends locally, all-gathers the
 // partials around the ring (P - 1 shifts) and merges them in rank order, so every rank ends with

@@ -42,6 +42,7 @@ public:
             }
         }
         if (ready_) cudaEventDestroy(ready_);
+        if (after_) cudaEventDestroy(after_);
         if (own_stream_) cudaStreamDestroy(stream_);
     }
 
@@ -58,6 +59,8 @@ public:
             err = cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming);
             if (err != cudaSuccess) return cuda_error("cudaEventCreate", err);
         }
+        err = cudaEventCreateWithFlags(&after_, cudaEventDisableTiming);
+        if (err != cudaSuccess) return cuda_error("cudaEventCreate", err);
         if (size_ == 1) return Status();  // no communicator: a shift is a local copy
         ncclUniqueId id{};
         std::string mine;
@@ -119,6 +122,28 @@ public:
         return RingRequest{id};
     }
 
+    // Device-side ordering with events: neither call blocks the host.
+    Status order_after(void* stream) override {
+        cudaError_t err = cudaSetDevice(device_);
+        if (err != cudaSuccess) return cuda_error("selecting the device", err);
+        if (static_cast<cudaStream_t>(stream) == stream_) return Status();  // one stream: in order
+        err = cudaEventRecord(after_, static_cast<cudaStream_t>(stream));
+        if (err == cudaSuccess) err = cudaStreamWaitEvent(stream_, after_, 0);
+        if (err != cudaSuccess) return cuda_error("ordering shifts after the compute stream", err);
+        return Status();
+    }
+
+    Status order_before(RingRequest request, void* stream) override {
+        auto it = events_.find(request.id);
+        if (it == events_.end()) return invalid_argument("nccl ring: unknown request");
+        cudaError_t err = cudaSetDevice(device_);
+        if (err == cudaSuccess) {
+            err = cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), it->second, 0);
+        }
+        if (err != cudaSuccess) return cuda_error("ordering the compute stream after a shift", err);
+        return Status();
+    }
+
     Result<bool> poll(RingRequest request) override {
         auto it = events_.find(request.id);
         if (it == events_.end()) return invalid_argument("nccl ring: unknown request");
@@ -172,6 +197,7 @@ private:
     cudaStream_t stream_ = nullptr;
     bool own_stream_ = false;
     cudaEvent_t ready_ = nullptr;  // own stream only: the default stream's work before a shift
+    cudaEvent_t after_ = nullptr;  // order_after: the compute stream's work before later shifts
     std::unordered_map<uint64_t, cudaEvent_t> events_;
     uint64_t next_id_ = 0;
 };

@@ -1,0 +1,454 @@
+// The device ring on a GPU (kernels/ring/device_ring.h, kernels/cuda/attention_merge.h,
+// kernels/cuda/ring_ops.h). Skips with a reason without a device. Every case prints its observed
+// errors so the first device run localises a failure (merge kernel, then prefill, then decode).
+//
+// Tolerances, |err| <= atol + rtol |ref|:
+//   merge kernels vs kernels/merge.cc on the same fp32 partials: 1e-6 + 1e-6 (the weights are
+//     computed in double on both sides; only fp32 rounding of the weighted sums differs)
+//   ring prefill vs the double reference on the dtype-rounded inputs: twice the single-device
+//     kernel's tolerance of tests/gpu/attention_cuda_test.cc (fp32 o 4e-5 + 4e-5, lse 4e-5 + 2e-5;
+//     bf16 o 4e-2 + 4e-2, lse 4e-4 + 2e-5): the ring merges up to P partials per row
+//   ring prefill vs single-device attention_forward_cuda on the whole sequence: printed only
+//   sharded decode (fp32) vs the CPU sharded decode on the same tokens: 2e-5 + 2e-5
+// Ranks: P = 2, 3, 4 threads sharing device 0 over the in-process device ring (cudaMemcpy between
+// the ranks' buffers), and NCCL with one rank per device when there are two or more devices (P = 1
+// on a single device: the transport's local copy).
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/cuda/attention_merge.h"
+#include "kernels/cuda/ring_ops.h"
+#include "kernels/cuda/runtime.h"
+#include "kernels/device.h"
+#include "kernels/half.h"
+#include "kernels/merge.h"
+#include "kernels/ring/bootstrap.h"
+#include "kernels/ring/device_ring.h"
+#include "kernels/ring/in_process_transport.h"
+#include "kernels/ring/sharded_decode.h"
+#include "tests/unit/kernels/support/attention_reference.h"
+#if TANDEM_TEST_NCCL
+#include "kernels/ring_nccl/nccl_transport.h"
+#endif
+
+namespace tandem::kernels {
+namespace {
+
+using testkit::all_close;
+using testkit::max_abs_error;
+using testkit::random_floats;
+using testkit::reference_forward;
+using testkit::test_seed;
+using testkit::to_double;
+
+constexpr std::chrono::milliseconds kTimeout{30000};
+
+[[maybe_unused]] int device_count() { return static_cast<int>(cuda_devices().size()); }
+
+#define SKIP_WITHOUT_DEVICE()                                \
+    do {                                                     \
+        std::string why;                                     \
+        if (cuda_devices(&why).empty()) GTEST_SKIP() << why; \
+    } while (0)
+
+// One rank's device state: stream, allocator, ops (dtype), on `device`.
+struct Actor {
+    std::unique_ptr<cuda::Stream> stream;
+    std::unique_ptr<cuda::DeviceAllocator> alloc;
+    std::unique_ptr<RingDeviceOps> ops;
+    std::vector<std::shared_ptr<void>> held;
+
+    static Result<std::unique_ptr<Actor>> make(int device, DType dtype) {
+        auto a = std::make_unique<Actor>();
+        TANDEM_ASSIGN_OR_RETURN(a->stream, cuda::Stream::create(device));
+        TANDEM_ASSIGN_OR_RETURN(a->alloc, cuda::DeviceAllocator::create(device));
+        a->ops = cuda::make_cuda_ring_ops(*a->stream, *a->alloc, dtype);
+        return a;
+    }
+    ~Actor() {
+        if (stream) (void)stream->synchronize("test actor teardown");
+        held.clear();
+        ops.reset();
+    }
+    // Uploads host bytes into a new device buffer.
+    Result<void*> upload(const void* host, size_t bytes) {
+        TANDEM_ASSIGN_OR_RETURN(auto buf, ops->allocate(std::max<size_t>(bytes, 16), "test"));
+        TANDEM_RETURN_IF_ERROR(ops->copy_from_host(buf.get(), host, bytes));
+        held.push_back(buf);
+        return buf.get();
+    }
+    Result<float*> zeros(size_t floats) {
+        std::vector<float> z(floats);
+        TANDEM_ASSIGN_OR_RETURN(void* p, upload(z.data(), z.size() * sizeof(float)));
+        return static_cast<float*>(p);
+    }
+    Result<std::vector<float>> download(const float* src, size_t floats) {
+        std::vector<float> out(floats);
+        TANDEM_RETURN_IF_ERROR(ops->copy_to_host(out.data(), src, floats * sizeof(float)));
+        return out;
+    }
+};
+
+// Host values rounded to dtype (so the reference sees the kernel's exact inputs) and their bytes.
+std::vector<char> device_bytes(std::vector<float>& values, DType dtype) {
+    if (dtype == DType::kF32) {
+        return std::vector<char>(reinterpret_cast<const char*>(values.data()),
+                                 reinterpret_cast<const char*>(values.data() + values.size()));
+    }
+    const std::vector<uint16_t> bits = round_to_16bit(values, dtype == DType::kBF16);
+    return std::vector<char>(reinterpret_cast<const char*>(bits.data()),
+                             reinterpret_cast<const char*>(bits.data() + bits.size()));
+}
+
+// ------------------------------------------------------------------------------------------
+// Merge kernels
+
+TEST(CudaAttentionMerge, MatchesMergeCcOnTheSamePartials) {
+    SKIP_WITHOUT_DEVICE();
+    const uint64_t seed = test_seed();
+    const int64_t tq = 37;
+    const int hq = 6, d = 80, parts = 4;
+    const int64_t oe = tq * hq * d, le = tq * hq, stride = partial_elems(tq, hq, d);
+    std::vector<float> table(static_cast<size_t>(stride * parts));
+    for (int r = 0; r < parts; ++r) {
+        auto o = random_floats(oe, seed + r);
+        auto l = random_floats(le, seed + 10 + r, -8.0f, 8.0f);
+        // Rows without keys: every fifth row of part r, and row 3 of every part (all empty).
+        for (int64_t i = 0; i < le; ++i) {
+            if (i % 5 == r || i == 3) l[i] = -std::numeric_limits<float>::infinity();
+        }
+        std::copy(o.begin(), o.end(), table.begin() + r * stride);
+        std::copy(l.begin(), l.end(), table.begin() + r * stride + oe);
+    }
+    // CPU: merge_attention over the table and a chain of merge_attention_into.
+    std::vector<AttentionPartial> ps;
+    for (int r = 0; r < parts; ++r) ps.push_back({&table[r * stride], &table[r * stride + oe]});
+    std::vector<float> o_cpu(oe), l_cpu(le);
+    ASSERT_TRUE(merge_attention(ps, tq, hq, d, o_cpu.data(), l_cpu.data()).ok());
+    std::vector<float> o_chain(table.begin(), table.begin() + oe);
+    std::vector<float> l_chain(table.begin() + oe, table.begin() + stride);
+    for (int r = 1; r < parts; ++r) {
+        merge_attention_into(tq, hq, d, o_chain.data(), l_chain.data(), ps[r].o, ps[r].lse);
+    }
+    auto actor = Actor::make(0, DType::kF32);
+    ASSERT_TRUE(actor.ok()) << actor.status().to_string();
+    Actor& a = **actor;
+    auto dt = a.upload(table.data(), table.size() * sizeof(float));
+    ASSERT_TRUE(dt.ok());
+    const float* d_table = static_cast<const float*>(*dt);
+    auto d_o = a.zeros(oe), d_l = a.zeros(le);
+    ASSERT_TRUE(d_o.ok() && d_l.ok());
+    ASSERT_TRUE(
+        cuda::merge_attention_table(*a.stream, d_table, parts, stride, tq, hq, d, *d_o, *d_l).ok());
+    auto o_dev = a.download(*d_o, oe), l_dev = a.download(*d_l, le);
+    ASSERT_TRUE(o_dev.ok() && l_dev.ok());
+    // The in-place twin: start from part 0, merge parts 1.. into it.
+    auto acc_o = a.upload(table.data(), oe * sizeof(float));
+    auto acc_l = a.upload(table.data() + oe, le * sizeof(float));
+    ASSERT_TRUE(acc_o.ok() && acc_l.ok());
+    for (int r = 1; r < parts; ++r) {
+        ASSERT_TRUE(cuda::merge_attention_into(*a.stream, tq, hq, d, static_cast<float*>(*acc_o),
+                                               static_cast<float*>(*acc_l), d_table + r * stride,
+                                               d_table + r * stride + oe)
+                        .ok());
+    }
+    auto o_into = a.download(static_cast<float*>(*acc_o), oe);
+    auto l_into = a.download(static_cast<float*>(*acc_l), le);
+    ASSERT_TRUE(o_into.ok() && l_into.ok());
+    const auto want_o = to_double(o_cpu), want_l = to_double(l_cpu);
+    const auto chain_o = to_double(o_chain), chain_l = to_double(l_chain);
+    std::printf("merge table: max |err| o %.3g lse %.3g; merge into: o %.3g lse %.3g (seed %llu)\n",
+                max_abs_error(*o_dev, want_o), max_abs_error(*l_dev, want_l),
+                max_abs_error(*o_into, chain_o), max_abs_error(*l_into, chain_l),
+                static_cast<unsigned long long>(seed));
+    EXPECT_TRUE(all_close(*o_dev, want_o, 1e-6, 1e-6, "merge table o"));
+    EXPECT_TRUE(all_close(*l_dev, want_l, 1e-6, 1e-6, "merge table lse"));
+    EXPECT_TRUE(all_close(*o_into, chain_o, 1e-6, 1e-6, "merge into o"));
+    EXPECT_TRUE(all_close(*l_into, chain_l, 1e-6, 1e-6, "merge into lse"));
+    // Row 3 had no key anywhere: o = 0, lse = -inf, never NaN.
+    EXPECT_EQ((*l_dev)[3], -std::numeric_limits<float>::infinity());
+}
+
+TEST(CudaAttentionMerge, NamesBadShapes) {
+    SKIP_WITHOUT_DEVICE();
+    auto actor = Actor::make(0, DType::kF32);
+    ASSERT_TRUE(actor.ok());
+    float* p = reinterpret_cast<float*>(16);
+    const Status s = cuda::merge_attention_table(*(*actor)->stream, p, 2, 3, 4, 2, 8, p, p);
+    EXPECT_NE(s.message().find("merge_attention_table"), std::string::npos) << s.to_string();
+}
+
+// ------------------------------------------------------------------------------------------
+// Ring prefill
+
+struct PrefillCase {
+    int64_t t;
+    int hq, hkv, d;
+    bool causal;
+    DType dtype;
+};
+
+double tol_scale(DType dtype) { return dtype == DType::kF32 ? 4e-5 : 4e-2; }
+
+// Runs the device ring with one thread per transport; returns full o and lse.
+void run_prefill(const PrefillCase& pc, std::vector<std::unique_ptr<RingTransport>>& transports,
+                 std::vector<int> devices, std::vector<float>& q, std::vector<float>& k,
+                 std::vector<float>& v, std::vector<float>& o, std::vector<float>& lse) {
+    const int ranks = static_cast<int>(transports.size());
+    RingAttentionConfig c;
+    c.seq_len = pc.t;
+    c.hq = pc.hq;
+    c.hkv = pc.hkv;
+    c.d = pc.d;
+    c.scale = default_softmax_scale(pc.d);
+    c.causal = pc.causal;
+    c.layout = RingLayout::kZigzag;
+    c.timeout = kTimeout;
+    const int64_t qrow = pc.hq * pc.d, kvrow = pc.hkv * pc.d;
+    o.assign(q.size(), 0.0f);
+    lse.assign(static_cast<size_t>(pc.hq * pc.t), 0.0f);
+    std::vector<Status> status(ranks);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ranks; ++r) {
+        threads.emplace_back([&, r] {
+            auto run = [&]() -> Status {
+                cudaSetDevice(devices[r]);
+                TANDEM_ASSIGN_OR_RETURN(auto actor, Actor::make(devices[r], pc.dtype));
+                TANDEM_ASSIGN_OR_RETURN(
+                    auto ring, DeviceRingAttention::create(c, *transports[r], *actor->ops));
+                const RingShard& sh = ring->shard();
+                std::vector<float> lq(sh.rows * qrow), lk(sh.rows * kvrow), lv(sh.rows * kvrow);
+                gather_rows(sh, q.data(), qrow, lq.data());
+                gather_rows(sh, k.data(), kvrow, lk.data());
+                gather_rows(sh, v.data(), kvrow, lv.data());
+                const auto bq = device_bytes(lq, pc.dtype), bk = device_bytes(lk, pc.dtype),
+                           bv = device_bytes(lv, pc.dtype);
+                TANDEM_ASSIGN_OR_RETURN(void* dq, actor->upload(bq.data(), bq.size()));
+                TANDEM_ASSIGN_OR_RETURN(void* dk, actor->upload(bk.data(), bk.size()));
+                TANDEM_ASSIGN_OR_RETURN(void* dv, actor->upload(bv.data(), bv.size()));
+                TANDEM_ASSIGN_OR_RETURN(float* d_o, actor->zeros(lq.size()));
+                TANDEM_ASSIGN_OR_RETURN(float* d_l, actor->zeros(sh.rows * pc.hq));
+                TANDEM_RETURN_IF_ERROR(ring->forward(dq, dk, dv, d_o, d_l));
+                TANDEM_ASSIGN_OR_RETURN(auto ho, actor->download(d_o, lq.size()));
+                TANDEM_ASSIGN_OR_RETURN(auto hl, actor->download(d_l, sh.rows * pc.hq));
+                scatter_rows(sh, ho.data(), qrow, o.data());
+                scatter_lse(sh, hl.data(), pc.hq, pc.t, lse.data());
+                return Status();
+            };
+            status[r] = run();
+        });
+    }
+    for (auto& th : threads) th.join();
+    for (int r = 0; r < ranks; ++r) {
+        EXPECT_TRUE(status[r].ok()) << "rank " << r << ": " << status[r].to_string();
+    }
+}
+
+// The whole sequence on one device with attention_forward_cuda (no ring).
+void run_single(const PrefillCase& pc, std::vector<float>& q, std::vector<float>& k,
+                std::vector<float>& v, std::vector<float>& o, std::vector<float>& lse) {
+    auto actor = Actor::make(0, pc.dtype);
+    ASSERT_TRUE(actor.ok()) << actor.status().to_string();
+    Actor& a = **actor;
+    AttentionParams p;
+    p.tq = p.tk = pc.t;
+    p.hq = pc.hq;
+    p.hkv = pc.hkv;
+    p.d = pc.d;
+    p.scale = default_softmax_scale(pc.d);
+    p.causal = pc.causal;
+    const auto bq = device_bytes(q, pc.dtype), bk = device_bytes(k, pc.dtype),
+               bv = device_bytes(v, pc.dtype);
+    auto dq = a.upload(bq.data(), bq.size()), dk = a.upload(bk.data(), bk.size()),
+         dv = a.upload(bv.data(), bv.size());
+    auto d_o = a.zeros(q.size()), d_l = a.zeros(pc.hq * pc.t);
+    ASSERT_TRUE(dq.ok() && dk.ok() && dv.ok() && d_o.ok() && d_l.ok());
+    ASSERT_TRUE(a.ops->attend(p, *dq, *dk, *dv, *d_o, *d_l).ok());
+    auto ho = a.download(*d_o, q.size()), hl = a.download(*d_l, pc.hq * pc.t);
+    ASSERT_TRUE(ho.ok() && hl.ok());
+    o = *ho;
+    lse = *hl;
+}
+
+void check_prefill(const PrefillCase& pc, std::vector<std::unique_ptr<RingTransport>> transports,
+                   std::vector<int> devices, const std::string& how) {
+    const uint64_t seed = test_seed();
+    const int ranks = static_cast<int>(transports.size());
+    auto q = random_floats(pc.t * pc.hq * pc.d, seed);
+    auto k = random_floats(pc.t * pc.hkv * pc.d, seed + 1);
+    auto v = random_floats(pc.t * pc.hkv * pc.d, seed + 2);
+    // Round once so the ring, the single-device kernel and the reference see the same inputs.
+    (void)device_bytes(q, pc.dtype);
+    (void)device_bytes(k, pc.dtype);
+    (void)device_bytes(v, pc.dtype);
+    std::vector<float> o, lse, o1, lse1;
+    run_prefill(pc, transports, std::move(devices), q, k, v, o, lse);
+    run_single(pc, q, k, v, o1, lse1);
+    AttentionParams p;
+    p.tq = p.tk = pc.t;
+    p.hq = pc.hq;
+    p.hkv = pc.hkv;
+    p.d = pc.d;
+    p.scale = default_softmax_scale(pc.d);
+    p.causal = pc.causal;
+    const auto ref = reference_forward(p, to_double(q), to_double(k), to_double(v));
+    std::printf(
+        "ring prefill %s P=%d %s T=%lld hq=%d hkv=%d d=%d causal=%d: vs f64 o %.3g lse "
+        "%.3g; vs single device o %.3g lse %.3g (seed %llu)\n",
+        how.c_str(), ranks, dtype_name(pc.dtype), static_cast<long long>(pc.t), pc.hq, pc.hkv, pc.d,
+        int(pc.causal), max_abs_error(o, ref.o), max_abs_error(lse, ref.lse),
+        max_abs_error(o, to_double(o1)), max_abs_error(lse, to_double(lse1)),
+        static_cast<unsigned long long>(seed));
+    const double t = tol_scale(pc.dtype);
+    EXPECT_TRUE(all_close(o, ref.o, t, t, "ring o"));
+    EXPECT_TRUE(all_close(lse, ref.lse, pc.dtype == DType::kF32 ? 4e-5 : 4e-4, 2e-5, "ring lse"));
+}
+
+const std::vector<PrefillCase> kPrefillCases = {
+    {517, 8, 2, 64, true, DType::kF32},
+    {517, 8, 2, 64, true, DType::kBF16},
+    {300, 4, 4, 128, false, DType::kBF16},
+    {1024, 16, 1, 128, true, DType::kBF16},
+};
+
+TEST(CudaDeviceRing, PrefillOnThreadsSharingOneDeviceMatchesTheReference) {
+    SKIP_WITHOUT_DEVICE();
+    for (int ranks : {2, 3, 4}) {
+        for (const PrefillCase& pc : kPrefillCases) {
+            SCOPED_TRACE("P=" + std::to_string(ranks) + " " + dtype_name(pc.dtype));
+            check_prefill(pc, cuda::make_cuda_in_process_ring(ranks), std::vector<int>(ranks, 0),
+                          "same-device");
+        }
+    }
+}
+
+#if TANDEM_TEST_NCCL
+// One NCCL rank per device (threads, as the NCCL contract test), up to four; one device: P = 1.
+std::vector<std::unique_ptr<RingTransport>> nccl_ring(int ranks) {
+    auto group = make_in_process_bootstrap(ranks);
+    std::vector<Result<std::unique_ptr<RingTransport>>> made;
+    for (int r = 0; r < ranks; ++r) made.emplace_back(internal_error("not created"));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ranks; ++r) {
+        threads.emplace_back([&, r] {
+            NcclRingOptions o;
+            o.device = r;
+            made[r] = make_nccl_ring_transport(*group[r], o);
+        });
+    }
+    for (auto& th : threads) th.join();
+    std::vector<std::unique_ptr<RingTransport>> out;
+    for (auto& m : made) {
+        EXPECT_TRUE(m.ok()) << m.status().to_string();
+        if (!m.ok()) return {};
+        out.push_back(std::move(m).value());
+    }
+    return out;
+}
+
+TEST(CudaDeviceRing, PrefillOverNcclMatchesTheReference) {
+    SKIP_WITHOUT_DEVICE();
+    const int ranks = std::min(4, device_count());
+    std::vector<int> devices;
+    for (int r = 0; r < ranks; ++r) devices.push_back(r);
+    for (const PrefillCase& pc : kPrefillCases) {
+        auto ring = nccl_ring(ranks);
+        ASSERT_EQ(static_cast<int>(ring.size()), ranks);
+        check_prefill(pc, std::move(ring), devices, "nccl");
+    }
+}
+#endif
+
+// ------------------------------------------------------------------------------------------
+// Sharded decode
+
+TEST(CudaDeviceRing, ShardedDecodeMatchesTheCpuShardedDecode) {
+    SKIP_WITHOUT_DEVICE();
+    const uint64_t seed = test_seed();
+    DecodeConfig dc;
+    dc.hq = 8;
+    dc.hkv = 2;
+    dc.d = 64;
+    dc.scale = default_softmax_scale(64);
+    dc.block_tokens = 16;
+    const int64_t row = dc.hkv * dc.d, qrow = dc.hq * dc.d;
+    const int64_t prefill = 203, steps = 40, total = prefill + steps;
+    const auto k = random_floats(total * row, seed);
+    const auto v = random_floats(total * row, seed + 1);
+    const auto q = random_floats(steps * qrow, seed + 2);
+    for (int ranks : {1, 2, 4}) {
+        auto dev_ring = cuda::make_cuda_in_process_ring(ranks);
+        auto host_ring = make_in_process_ring(ranks);
+        std::vector<Status> status(ranks);
+        std::vector<double> worst(ranks, 0.0);
+        std::vector<std::thread> threads;
+        for (int r = 0; r < ranks; ++r) {
+            threads.emplace_back([&, r] {
+                auto run = [&]() -> Status {
+                    cudaSetDevice(0);
+                    TANDEM_ASSIGN_OR_RETURN(auto actor, Actor::make(0, DType::kF32));
+                    TANDEM_ASSIGN_OR_RETURN(
+                        auto dev, DeviceDecodeShard::create(dc, r, ranks, total, *actor->ops));
+                    TANDEM_ASSIGN_OR_RETURN(auto cpu, DecodeShard::create(dc, r, ranks));
+                    TANDEM_ASSIGN_OR_RETURN(void* dk, actor->upload(k.data(), k.size() * 4));
+                    TANDEM_ASSIGN_OR_RETURN(void* dv, actor->upload(v.data(), v.size() * 4));
+                    TANDEM_ASSIGN_OR_RETURN(void* dq, actor->upload(q.data(), q.size() * 4));
+                    TANDEM_ASSIGN_OR_RETURN(float* d_o, actor->zeros(qrow));
+                    TANDEM_ASSIGN_OR_RETURN(float* d_l, actor->zeros(dc.hq));
+                    auto kat = [&](const void* base, int64_t pos) {
+                        return static_cast<const char*>(base) + pos * row * 4;
+                    };
+                    const RingShard sh = ring_shard(RingLayout::kZigzag, prefill, ranks, r);
+                    for (const auto& seg : sh.segments) {
+                        TANDEM_RETURN_IF_ERROR(
+                            dev->store(seg.pos0, seg.rows, kat(dk, seg.pos0), kat(dv, seg.pos0)));
+                        TANDEM_RETURN_IF_ERROR(
+                            cpu.store(seg.pos0, seg.rows, &k[seg.pos0 * row], &v[seg.pos0 * row]));
+                    }
+                    for (int64_t s = 0; s < steps; ++s) {
+                        const int64_t pos = prefill + s;
+                        TANDEM_RETURN_IF_ERROR(dev->append(pos, 1, kat(dk, pos), kat(dv, pos)));
+                        TANDEM_RETURN_IF_ERROR(cpu.append(pos, 1, &k[pos * row], &v[pos * row]));
+                        TANDEM_RETURN_IF_ERROR(device_sharded_decode_attend(
+                            *dev, *dev_ring[r], static_cast<const char*>(dq) + s * qrow * 4, 1, pos,
+                            d_o, d_l, kTimeout));
+                        std::vector<float> o2(qrow), l2(dc.hq);
+                        TANDEM_RETURN_IF_ERROR(
+                            sharded_decode_attend(cpu, *host_ring[r], &q[s * qrow], 1, pos,
+                                                  o2.data(), l2.data(), kTimeout));
+                        TANDEM_ASSIGN_OR_RETURN(auto o1, actor->download(d_o, qrow));
+                        TANDEM_ASSIGN_OR_RETURN(auto l1, actor->download(d_l, dc.hq));
+                        const auto want_o = to_double(o2), want_l = to_double(l2);
+                        worst[r] = std::max(
+                            {worst[r], max_abs_error(o1, want_o), max_abs_error(l1, want_l)});
+                        if (!all_close(o1, want_o, 2e-5, 2e-5, "decode o") ||
+                            !all_close(l1, want_l, 2e-5, 2e-5, "decode lse")) {
+                            return internal_error("decode step " + std::to_string(s) +
+                                                  " differs from the CPU beyond 2e-5 + 2e-5");
+                        }
+                    }
+                    return Status();
+                };
+                status[r] = run();
+            });
+        }
+        for (auto& th : threads) th.join();
+        for (int r = 0; r < ranks; ++r) {
+            std::printf("sharded decode P=%d rank %d: max |err| vs CPU %.3g (seed %llu)\n", ranks,
+                        r, worst[r], static_cast<unsigned long long>(seed));
+            EXPECT_TRUE(status[r].ok())
+                << "P=" << ranks << " rank " << r << ": " << status[r].to_string();
+        }
+    }
+}
+
+}  // namespace
+}  // namespace tandem::kernels
