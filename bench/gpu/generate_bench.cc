@@ -1,0 +1,179 @@
+// tandem-bench-gpu-generate: rollout generation on the device (gpu::DeviceGenerator) at the shapes
+// of Qwen2.5-0.5B and Llama-3.2-1B with random weights: `prompts` random prompts of `prompt-len`
+// tokens, `group` samples each, `new` tokens per sample (no stop token, so every sample runs to the
+// end), temperature 1. One JSON object per line and per model and CUDA-graph setting: generated
+// tokens per second over the whole call (prefill included), decode steps, graph launches, the
+// allocator's peak and the KV pool. bench/gpu/torch_generate_baseline.py measures
+// transformers.generate on the same shapes in the same run (deploy/gpu/run.sh pairs them).
+// Without a device it prints one line {"bench": "gpu_generate", "skipped": true, ...}.
+//
+//   tandem-bench-gpu-generate [--model qwen2.5-0.5b|llama-3.2-1b|all] [--prompts 64] [--group 8]
+//                             [--new 512] [--prompt-len 128] [--graphs on|off|both]
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/gpu/device_generate.h"
+#include "common/model/params.h"
+#include "kernels/device.h"
+
+namespace {
+
+using namespace tandem;
+using SteadyClock = std::chrono::steady_clock;
+
+struct Shape {
+    const char* name;
+    model::ModelConfig config;
+};
+
+// The shapes tandem-bench-gpu-model times (bench/gpu/model_bench.cc), with max_seq_len cut to
+// what generation needs (the RoPE table is max_seq_len rows).
+std::vector<Shape> shapes(int64_t max_seq) {
+    model::ModelConfig q;  // Qwen2.5-0.5B
+    q.architecture = model::Architecture::kQwen2;
+    q.vocab_size = 151936;
+    q.hidden_size = 896;
+    q.num_layers = 24;
+    q.num_heads = 14;
+    q.num_kv_heads = 2;
+    q.intermediate_size = 4864;
+    q.rope_theta = 1000000.0;
+    q.rms_norm_eps = 1e-6;
+    q.qkv_bias = true;
+    q.tie_embeddings = true;
+    model::ModelConfig l;  // Llama-3.2-1B
+    l.architecture = model::Architecture::kLlama;
+    l.vocab_size = 128256;
+    l.hidden_size = 2048;
+    l.num_layers = 16;
+    l.num_heads = 32;
+    l.num_kv_heads = 8;
+    l.intermediate_size = 8192;
+    l.rope_theta = 500000.0;
+    l.rms_norm_eps = 1e-5;
+    l.tie_embeddings = true;
+    l.rope_scaling.type = model::RopeScaling::Type::kLlama3;
+    l.rope_scaling.factor = 32.0;
+    l.rope_scaling.original_max_position_embeddings = 8192;
+    q.max_seq_len = l.max_seq_len = static_cast<int>(max_seq);
+    return {{"qwen2.5-0.5b", q}, {"llama-3.2-1b", l}};
+}
+
+// Deterministic uniform values of std ~0.02 (xorshift); norms at 1.
+void fill(std::vector<float>& p, uint64_t seed) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (auto& v : p) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v = (static_cast<float>(x >> 40) / static_cast<float>(1 << 24) - 0.5f) * 0.07f;
+    }
+}
+
+// A string as a JSON string body (quotes and backslashes become ', control characters spaces).
+std::string json_text(std::string s) {
+    for (char& c : s) {
+        if (c == '"' || c == '\\') c = '\'';
+        if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+    }
+    return s;
+}
+
+void skip(const std::string& why) {
+    std::printf("{\"bench\": \"gpu_generate\", \"skipped\": true, \"reason\": \"%s\"}\n",
+                json_text(why).c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string which = "all", graphs = "both";
+    int prompts = 64, group = 8, new_tokens = 512, prompt_len = 128;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const std::string a = argv[i];
+        if (a == "--model") which = argv[i + 1];
+        else if (a == "--prompts") prompts = std::atoi(argv[i + 1]);
+        else if (a == "--group") group = std::atoi(argv[i + 1]);
+        else if (a == "--new") new_tokens = std::atoi(argv[i + 1]);
+        else if (a == "--prompt-len") prompt_len = std::atoi(argv[i + 1]);
+        else if (a == "--graphs") graphs = argv[i + 1];
+        else {
+            std::fprintf(stderr, "tandem-bench-gpu-generate: unknown option %s\n", a.c_str());
+            return 2;
+        }
+    }
+    std::string why;
+    const auto devices = kernels::cuda_devices(&why);
+    if (devices.empty()) {
+        skip(why);
+        return 0;
+    }
+    for (const Shape& sh : shapes(prompt_len + new_tokens)) {
+        if (which != "all" && which != sh.name) continue;
+        auto index = model::ParamIndex::create(sh.config, model::make_param_layout(sh.config).value());
+        if (!index.ok()) {
+            skip(index.status().to_string());
+            return 1;
+        }
+        std::vector<float> params(index->elements);
+        fill(params, 1);
+        std::vector<std::vector<int32_t>> batch(static_cast<size_t>(prompts));
+        uint64_t x = 99;
+        for (auto& p : batch) {
+            for (int i = 0; i < prompt_len; ++i) {
+                x = x * 6364136223846793005ull + 1442695040888963407ull;
+                p.push_back(static_cast<int32_t>((x >> 33) % sh.config.vocab_size));
+            }
+        }
+        for (const bool use_graphs : {true, false}) {
+            if ((graphs == "on" && !use_graphs) || (graphs == "off" && use_graphs)) continue;
+            gpu::DeviceGenerateOptions opt;
+            opt.cuda_graphs = use_graphs;
+            opt.eos_token = -1;  // every sample generates `new` tokens
+            auto gen = gpu::DeviceGenerator::create(sh.config, opt);
+            if (!gen.ok()) {
+                skip(gen.status().to_string());
+                return 1;
+            }
+            if (Status st = (*gen)->load(params.data()); !st.ok()) {
+                skip(st.to_string());
+                return 1;
+            }
+            model::SamplingOptions so;
+            so.temperature = 1.0;
+            so.seed = 7;
+            so.max_new_tokens = 2;  // warm-up: cuBLASLt plans, allocator blocks
+            if (auto w = (*gen)->generate(batch, group, so); !w.ok()) {
+                skip(w.status().to_string());
+                return 1;
+            }
+            so.max_new_tokens = new_tokens;
+            gpu::DeviceGenerateStats st;
+            const auto t0 = SteadyClock::now();
+            auto out = (*gen)->generate(batch, group, so, &st);
+            const double s = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+            if (!out.ok()) {
+                skip(out.status().to_string());
+                return 1;
+            }
+            std::printf(
+                "{\"bench\": \"gpu_generate\", \"model\": \"%s\", \"device\": \"%s\", "
+                "\"cuda_graphs\": %s, \"prompts\": %d, \"group\": %d, \"prompt_len\": %d, "
+                "\"new_tokens\": %d, \"generated_tokens\": %ld, \"seconds\": %.4f, "
+                "\"tokens_per_s\": %.1f, \"decode_steps\": %ld, \"graph_launches\": %ld, "
+                "\"graph_note\": \"%s\", \"peak_blocks\": %ld, \"kv_pool_mib\": %.1f, "
+                "\"device_peak_mib\": %.1f, \"gemm\": \"%s\"}\n",
+                sh.name, devices[0].name.c_str(), use_graphs ? "true" : "false", prompts, group,
+                prompt_len, new_tokens, static_cast<long>(st.generated_tokens), s,
+                static_cast<double>(st.generated_tokens) / s, static_cast<long>(st.decode_steps),
+                static_cast<long>(st.graph_launches), json_text(st.graph_note).c_str(),
+                static_cast<long>(st.peak_blocks), st.kv_pool_bytes / 1048576.0,
+                st.device_peak_bytes / 1048576.0, json_text((*gen)->gemm().description()).c_str());
+            std::fflush(stdout);
+        }
+    }
+    return 0;
+}
