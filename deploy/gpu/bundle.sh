@@ -25,6 +25,9 @@ cp build/gpu/tests/gpu/tandem_gpu_kv_attention gpu-bundle/
 # Generation on the device (common/gpu/device_generate.h): its tests and its benchmark.
 cmake --build build/gpu --target tandem_gpu_generate tandem-bench-gpu-generate -j "$(nproc)"
 cp build/gpu/tests/gpu/tandem_gpu_generate build/gpu/bench/gpu/tandem-bench-gpu-generate gpu-bundle/
+# Weights GPU -> GPU (pinned path, CUDA IPC) against cudaMemcpy (bench/weights, docs/gpu.md).
+cmake --build build/gpu --target tandem-bench-weights-gpu -j "$(nproc)"
+cp build/gpu/bench/weights/tandem-bench-weights-gpu gpu-bundle/
 # The binaries are not stripped of symbols by the Release build; strip them (the bundle travels
 # under a 64 MiB limit).
 strip gpu-bundle/tandem* 2>/dev/null || true

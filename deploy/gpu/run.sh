@@ -38,6 +38,9 @@ result[tandem_gpu_kv_attention]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)'
 timeout 180 "$B/tandem_gpu_generate" > "$O/tandem_gpu_generate.txt" 2>&1
 rc=$?
 result[tandem_gpu_generate]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_generate.txt" | tr -s ' ' | tr '\n' ' ')"
+# Weights GPU -> GPU: publish + fetch of 1 GB through pinned host slots, and a second process
+# opening the device slot by CUDA IPC, against cudaMemcpy D2H + H2D of the same bytes.
+timeout 180 "$B/tandem-bench-weights-gpu" --bytes 1G > "$O/bench_weights_gpu.jsonl" 2> "$O/bench_weights_gpu.err"
 # Opt-in (TANDEM_GPU_SANITIZE=1; memcheck slows kernels 10-100x): compute-sanitizer memcheck and
 # racecheck over the training-path kernels on the small test models.
 san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
@@ -104,6 +107,22 @@ for r in lines("bench_gpu_model.jsonl"):
           f" torch_eager={e or float('nan'):9.0f} torch_sdpa={s or float('nan'):9.0f}"
           f" ratio_eager={(r['tokens_per_s']/e) if e else float('nan'):.2f}"
           f" peak={r['peak_device_mib']:.0f} MiB fallback_gemms={r['gemm_fallback_calls']}")
+PY
+python3 - "$O/bench_weights_gpu.jsonl" <<'PY'
+import json, sys, os
+p = sys.argv[1]
+for l in (open(p) if os.path.exists(p) else []):
+    if not l.strip().startswith("{"): continue
+    r = json.loads(l)
+    if r.get("skipped") or "error" in r:
+        print("weights gpu:", r.get("reason") or r.get("error")); continue
+    if r["path"] == "pinned_host":
+        print(f"weights gpu pinned {r['bytes']/2**30:.2f} GiB publish={r['publish_seconds']:.3f}s fetch={r['fetch_seconds']:.3f}s"
+              f" {r['gb_per_s']:.1f} GB/s memcpy d2h+h2d {r['memcpy_gb_per_s']:.1f} GB/s ratio={r['ratio_to_memcpy']:.2f}"
+              f" overlapped={r['fetch_overlapped_fraction']:.2f} verified={r['verified']}")
+    else:
+        print(f"weights gpu cuda_ipc publish(+device slot)={r['publish_seconds']:.3f}s open={r['open_seconds']*1e3:.2f} ms"
+              f" verified={r['verified']}")
 PY
 # Generation: the kernels' and the greedy comparison's observed errors, tokens/s against
 # transformers.generate.
