@@ -18,6 +18,37 @@ const char* ring_backend_name(RingBackend backend) {
     return "unknown";
 }
 
+std::string encode_ring_placement(const RingRankPlacement& placement) {
+    return placement.host + "\n" + std::to_string(placement.process) + "\n" +
+           std::to_string(placement.gpu);
+}
+
+Result<RingRankPlacement> decode_ring_placement(std::string_view blob, int rank) {
+    const auto bad = [&](const std::string& why) {
+        return invalid_argument("ring placement of rank " + std::to_string(rank) + ": " + why);
+    };
+    const size_t a = blob.find('\n');
+    const size_t b = a == std::string_view::npos ? a : blob.find('\n', a + 1);
+    if (b == std::string_view::npos) return bad("expected host, process and gpu lines");
+    RingRankPlacement p;
+    p.host = std::string(blob.substr(0, a));
+    const auto number = [](std::string_view text, int& out) {
+        if (text.empty() || text.size() > 10) return false;
+        size_t i = text[0] == '-' ? 1 : 0;
+        if (i == text.size()) return false;
+        long long v = 0;
+        for (; i < text.size(); ++i) {
+            if (text[i] < '0' || text[i] > '9') return false;
+            v = v * 10 + (text[i] - '0');
+        }
+        out = static_cast<int>(text[0] == '-' ? -v : v);
+        return true;
+    };
+    if (!number(blob.substr(a + 1, b - a - 1), p.process)) return bad("process is not a number");
+    if (!number(blob.substr(b + 1), p.gpu)) return bad("gpu is not a number");
+    return p;
+}
+
 Result<RingChoice> choose_ring_transport(const std::vector<RingRankPlacement>& ranks,
                                          const RingSelectOptions& options) {
     if (ranks.empty()) return invalid_argument("ring placement: the ring has no rank");

@@ -11,6 +11,7 @@
 // Mixing CPU and GPU ranks in one ring is an error naming the first rank that differs.
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -39,6 +40,11 @@ struct RingChoice {
 struct RingSelectOptions {
     bool nccl_available = false;  // this build has the NCCL transport (target tandem_ring_nccl)
 };
+
+// A placement as bytes for the bootstrap's all-gather ("host\nprocess\ngpu"), and back; a blob
+// that does not parse is an error naming `rank`.
+std::string encode_ring_placement(const RingRankPlacement& placement);
+Result<RingRankPlacement> decode_ring_placement(std::string_view blob, int rank);
 
 // ranks[r] is rank r. Fails on an empty ring, an empty host name, a negative process, or a ring
 // that mixes CPU and GPU ranks.

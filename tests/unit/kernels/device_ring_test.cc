@@ -353,5 +353,22 @@ TEST(RingSelect, NamesTheRankOfABadPlacement) {
     EXPECT_STREQ(ring_backend_name(RingBackend::kNccl), "nccl");
 }
 
+TEST(RingSelect, PlacementsRoundTripThroughTheBootstrapBlob) {
+    const RingRankPlacement p = at("node-3.example", 4242, 7);
+    auto back = decode_ring_placement(encode_ring_placement(p), 3);
+    ASSERT_TRUE(back.ok()) << back.status().to_string();
+    EXPECT_EQ(back->host, p.host);
+    EXPECT_EQ(back->process, p.process);
+    EXPECT_EQ(back->gpu, p.gpu);
+    auto cpu = decode_ring_placement(encode_ring_placement(at("a", 1, -1)), 0);
+    ASSERT_TRUE(cpu.ok());
+    EXPECT_EQ(cpu->gpu, -1);
+    for (const char* blob : {"", "a\n1", "a\nx\n0", "a\n1\n", "a\n1\n0x"}) {
+        auto r = decode_ring_placement(blob, 5);
+        ASSERT_FALSE(r.ok()) << blob;
+        EXPECT_NE(r.status().message().find("rank 5"), std::string::npos) << r.status().to_string();
+    }
+}
+
 }  // namespace
 }  // namespace tandem::kernels
