@@ -10,6 +10,9 @@
 //   ring_parallel_p2            P = 2 ranks on two threads: stepped time / (2 x threaded time)
 //   gpu_forward                 CUDA TFLOP/s at head dim 128, 4K..32K tokens, causal and not;
 //                               one "skipped" line with the reason when there is no device
+//   gpu_backward                CUDA attention backward (tiled tensor-core and simple kernels)
+//                               TFLOP/s at Qwen2.5-0.5B / Llama-3.2-1B head shapes, T 4K and 8K,
+//                               causal (gpu_backward.cc; against sdpa_baseline.py's backward)
 //
 // Options: --quick (smaller shapes, fewer repeats), --case NAME (run one case family).
 #include <cblas.h>
@@ -35,6 +38,11 @@
 #include "kernels/ring/ring_attention.h"
 
 namespace tandem::kernels {
+
+#if TANDEM_BENCH_GPU_BACKWARD
+void gpu_backward_cases(bool quick);  // gpu_backward.cc
+#endif
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -336,6 +344,17 @@ void gpu_cases(const Settings& st) {
     }
 }
 
+void gpu_backward(const Settings& st) {
+    if (!st.wants("gpu_backward")) return;
+#if TANDEM_BENCH_GPU_BACKWARD
+    gpu_backward_cases(st.quick);
+#else
+    std::printf(
+        "{\"case\": \"gpu_backward\", \"skipped\": true, \"reason\": \"built without "
+        "CUDA\", \"ratio\": null}\n");
+#endif
+}
+
 }  // namespace
 }  // namespace tandem::kernels
 
@@ -343,10 +362,11 @@ int main(int argc, char** argv) {
     using namespace tandem::kernels;
     constexpr const char* kUsage =
         "usage: tandem-bench-attention [--quick] [--case cpu_forward|cpu_backward|ring_overhead|"
-        "causal_balance|ring_parallel_p2|gpu_forward]\n";
+        "causal_balance|ring_parallel_p2|gpu_forward|gpu_backward]\n";
     // The case families the functions above print; --case must name one of them.
     const std::set<std::string> cases = {"cpu_forward",    "cpu_backward",     "ring_overhead",
-                                         "causal_balance", "ring_parallel_p2", "gpu_forward"};
+                                         "causal_balance", "ring_parallel_p2", "gpu_forward",
+                                         "gpu_backward"};
     Settings st;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
@@ -370,5 +390,6 @@ int main(int argc, char** argv) {
     balance_cases(st);
     ring_cases(st);
     gpu_cases(st);
+    gpu_backward(st);
     return 0;
 }

@@ -211,9 +211,8 @@ Status attention_backward(const Stream& s, const AttentionParams& p, DType dtype
 
 Status attention_backward(const Stream& s, const AttentionParams& p, DType dtype, const void* q,
                           const void* k, const void* v, const float* o, const float* lse,
-                          const float* dout, float* dq, float* dk, float* dv,
-                          bool accumulate_grads, AttentionBackwardKernel kernel,
-                          AttentionBackwardKernel* used) {
+                          const float* dout, float* dq, float* dk, float* dv, bool accumulate_grads,
+                          AttentionBackwardKernel kernel, AttentionBackwardKernel* used) {
     const Status valid = validate(p);
     if (!valid.ok()) return valid.with_context("attention_backward");
     if (p.accumulate) return invalid_argument("attention_backward: p.accumulate must be false");

@@ -58,8 +58,7 @@ std::string attention_backward_tiled_unsupported(const AttentionParams& p, DType
 // or kTiled). kTiled on inputs it cannot take is an error naming the reason.
 Status attention_backward(const Stream& s, const AttentionParams& p, DType dtype, const void* q,
                           const void* k, const void* v, const float* o, const float* lse,
-                          const float* dout, float* dq, float* dk, float* dv,
-                          bool accumulate_grads, AttentionBackwardKernel kernel,
-                          AttentionBackwardKernel* used);
+                          const float* dout, float* dq, float* dk, float* dv, bool accumulate_grads,
+                          AttentionBackwardKernel kernel, AttentionBackwardKernel* used);
 
 }  // namespace tandem::kernels::cuda

@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(Args a) {
     const int g = blockIdx.y;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int gr = lane >> 2, tc = (lane & 3) * 2;  // fragment row and column within a block
-    const int w0 = warp * 16;                        // this warp's key rows in the tile
+    const int w0 = warp * 16;                       // this warp's key rows in the tile
     const int rep = a.hq / a.hkv;
 
     load_bf16<D, LD>(sK, a.k, j0, kRows, a.tk, a.hkv, g);
@@ -394,10 +394,10 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(Args a) {
         // dQ += dS K: the reduction runs over the BK key rows.
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {
-            const uint32_t ads[4] = {
-                pack(dp[2 * kk][0], dp[2 * kk][1]), pack(dp[2 * kk][2], dp[2 * kk][3]),
-                pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+            const uint32_t ads[4] = {pack(dp[2 * kk][0], dp[2 * kk][1]),
+                                     pack(dp[2 * kk][2], dp[2 * kk][3]),
+                                     pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                                     pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
 #pragma unroll
             for (int nd = 0; nd < D / 16; ++nd) {
                 uint32_t b[4];
@@ -430,8 +430,8 @@ Status launch(const Stream& s, Kernel kernel, dim3 grid, size_t bytes, const Arg
         const cudaError_t err = cudaFuncSetAttribute(
             kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
         if (err != cudaSuccess) {
-            return cuda_status(err, std::string(op) + ": shared memory limit " +
-                                        std::to_string(bytes) + " bytes");
+            return cuda_status(
+                err, std::string(op) + ": shared memory limit " + std::to_string(bytes) + " bytes");
         }
     }
     kernel<<<grid, kThreads, bytes, raw(s)>>>(a);
@@ -445,8 +445,8 @@ Status run(const Stream& s, const Args& a) {
         const size_t bytes = size_t{2} * (kRows + BQ) * LD * sizeof(bf16) + 2 * BQ * sizeof(float);
         const dim3 grid(static_cast<unsigned>((a.tk + kRows - 1) / kRows),
                         static_cast<unsigned>(a.hkv));
-        TANDEM_RETURN_IF_ERROR(launch(s, dkdv_kernel<D, BQ>, grid, bytes, a,
-                                      "attention_backward tiled (dk, dv)"));
+        TANDEM_RETURN_IF_ERROR(
+            launch(s, dkdv_kernel<D, BQ>, grid, bytes, a, "attention_backward tiled (dk, dv)"));
     }
     if (a.tq > 0) {
         const size_t bytes =

@@ -146,9 +146,9 @@ protected:
         float* sq = upload(init_q);
         float* sk = upload(init_k);
         float* sv = upload(init_v);
-        ASSERT_TRUE(attention_backward(s(), p, dtype, dq_in, dk_in, dv_in, o_dev, lse_dev,
-                                       dout_dev, sq, sk, sv, accumulate,
-                                       AttentionBackwardKernel::kSimple, nullptr)
+        ASSERT_TRUE(attention_backward(s(), p, dtype, dq_in, dk_in, dv_in, o_dev, lse_dev, dout_dev,
+                                       sq, sk, sv, accumulate, AttentionBackwardKernel::kSimple,
+                                       nullptr)
                         .ok());
         const std::vector<double> simple_q = to_double(download(sq, nq)),
                                   simple_k = to_double(download(sk, nk)),
@@ -273,8 +273,7 @@ TEST(AttentionBackwardDispatch, TiledKernelConditionsNameTheReason) {
     EXPECT_NE(attention_backward_tiled_unsupported(p, DType::kBF16, {buf}).find("head dim 96"),
               std::string::npos);
     p.d = 64;
-    const std::string why =
-        attention_backward_tiled_unsupported(p, DType::kBF16, {buf, buf + 1});
+    const std::string why = attention_backward_tiled_unsupported(p, DType::kBF16, {buf, buf + 1});
     EXPECT_NE(why.find("pointer 1 is not 16-byte aligned"), std::string::npos) << why;
     EXPECT_STREQ(attention_backward_kernel_name(AttentionBackwardKernel::kTiled), "tiled");
     EXPECT_STREQ(attention_backward_kernel_name(AttentionBackwardKernel::kSimple), "simple");
