@@ -35,6 +35,13 @@ done
 timeout 120 "$B/tandem_gpu_kv_attention" > "$O/tandem_gpu_kv_attention.txt" 2>&1
 rc=$?
 result[tandem_gpu_kv_attention]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_kv_attention.txt" | tr -s ' ' | tr '\n' ' ')"
+# Generation on the device: paged KV kernels, device sampling, greedy tokens vs the CPU engine.
+timeout 180 "$B/tandem_gpu_generate" > "$O/tandem_gpu_generate.txt" 2>&1
+rc=$?
+result[tandem_gpu_generate]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_generate.txt" | tr -s ' ' | tr '\n' ' ')"
+# Weights GPU -> GPU: publish + fetch of 1 GB through pinned host slots, and a second process
+# opening the device slot by CUDA IPC, against cudaMemcpy D2H + H2D of the same bytes.
+timeout 180 "$B/tandem-bench-weights-gpu" --bytes 1G > "$O/bench_weights_gpu.jsonl" 2> "$O/bench_weights_gpu.err"
 # Opt-in (TANDEM_GPU_SANITIZE=1; memcheck slows kernels 10-100x): compute-sanitizer memcheck and
 # racecheck over the training-path kernels on the small test models.
 san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
@@ -55,6 +62,9 @@ timeout 240 python3 bench/gpu/torch_forward_baseline.py > "$O/torch_forward.json
 # The whole GRPO step (DeviceTrainer: forward + backward + AdamW) against transformers bf16 eager.
 timeout 240 "$B/tandem-bench-gpu-model" --case train_step > "$O/bench_gpu_train_step.jsonl" 2> "$O/bench_gpu_train_step.err"
 timeout 240 python3 bench/gpu/torch_train_baseline.py > "$O/torch_train.jsonl" 2> "$O/torch_train.err"
+# Generation, 64 prompts x 8 samples x 512 new tokens, against transformers.generate.
+timeout 200 "$B/tandem-bench-gpu-generate" > "$O/bench_gpu_generate.jsonl" 2> "$O/bench_gpu_generate.err"
+timeout 240 python3 bench/gpu/torch_generate_baseline.py > "$O/torch_generate.jsonl" 2> "$O/torch_generate.err"
 echo "== $(head -2 "$O/nvidia-smi.txt" | tail -1)"
 echo "cuBLASLt from: ${cublas_dir:-not found (fallback GEMM kernel)}"
 grep -h -E '^gemm|logits max|log-prob max' "$O"/tandem_gpu_ops.txt "$O"/tandem_gpu_model.txt 2>/dev/null | sort -u | head -12
@@ -126,6 +136,45 @@ for r in lines("bench_gpu_model.jsonl"):
           f" torch_eager={e or float('nan'):9.0f} torch_sdpa={s or float('nan'):9.0f}"
           f" ratio_eager={(r['tokens_per_s']/e) if e else float('nan'):.2f}"
           f" peak={r['peak_device_mib']:.0f} MiB fallback_gemms={r['gemm_fallback_calls']}")
+PY
+python3 - "$O/bench_weights_gpu.jsonl" <<'PY'
+import json, sys, os
+p = sys.argv[1]
+for l in (open(p) if os.path.exists(p) else []):
+    if not l.strip().startswith("{"): continue
+    r = json.loads(l)
+    if r.get("skipped") or "error" in r:
+        print("weights gpu:", r.get("reason") or r.get("error")); continue
+    if r["path"] == "pinned_host":
+        print(f"weights gpu pinned {r['bytes']/2**30:.2f} GiB publish={r['publish_seconds']:.3f}s fetch={r['fetch_seconds']:.3f}s"
+              f" {r['gb_per_s']:.1f} GB/s memcpy d2h+h2d {r['memcpy_gb_per_s']:.1f} GB/s ratio={r['ratio_to_memcpy']:.2f}"
+              f" overlapped={r['fetch_overlapped_fraction']:.2f} verified={r['verified']}")
+    else:
+        print(f"weights gpu cuda_ipc publish(+device slot)={r['publish_seconds']:.3f}s open={r['open_seconds']*1e3:.2f} ms"
+              f" verified={r['verified']}")
+PY
+# Generation: the kernels' and the greedy comparison's observed errors, tokens/s against
+# transformers.generate.
+grep -h -E 'paged decode|tokens equal the reference|chi-square|greedy log-prob|first divergence' \
+    "$O"/tandem_gpu_generate.txt 2>/dev/null | head -16
+python3 - "$O" <<'PY'
+import json, sys, os
+o = sys.argv[1]
+def lines(name):
+    p = os.path.join(o, name)
+    return [json.loads(l) for l in open(p) if l.strip().startswith("{")] if os.path.exists(p) else []
+hf = {r["model"]: r for r in lines("torch_generate.jsonl") if "tokens_per_s" in r}
+for r in lines("torch_generate.jsonl"):
+    if r.get("skipped"):
+        print("transformers.generate baseline skipped:", r.get("model", ""), r.get("reason"))
+for r in lines("bench_gpu_generate.jsonl"):
+    if r.get("skipped"):
+        print("gpu generate bench skipped:", r.get("reason")); continue
+    b = hf.get(r["model"], {}).get("tokens_per_s")
+    print(f"generate {r['model']:<13} {r['prompts']}x{r['group']}x{r['new_tokens']} graphs={int(r['cuda_graphs'])}"
+          f" tandem={r['tokens_per_s']:9.0f} tok/s hf_generate={b or float('nan'):9.0f}"
+          f" ratio={(r['tokens_per_s']/b) if b else float('nan'):.2f} (goal 2)"
+          f" peak={r['device_peak_mib']:.0f} MiB {r['graph_note']}")
 PY
 for f in "$O"/*.err; do [ -s "$f" ] && { echo "-- $f"; tail -3 "$f"; }; done
 exit 0
