@@ -11,14 +11,21 @@
 //   ring prefill vs single-device attention_forward_cuda on the whole sequence: printed only
 //   sharded decode (fp32) vs the CPU sharded decode on the same tokens: 2e-5 + 2e-5
 // Ranks: P = 2, 3, 4 threads sharing device 0 over the in-process device ring (cudaMemcpy between
-// the ranks' buffers), and NCCL with one rank per device when there are two or more devices (P = 1
-// on a single device: the transport's local copy).
+// the ranks' buffers), NCCL with one rank per device as threads (P = 1 on a single device: the
+// transport's local copy), and P = 2, 4 separate processes with the transport chosen at run time
+// (NCCL with a device per rank, else UCX behind host staging on device 0).
+#include <arpa/inet.h>
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -33,6 +40,7 @@
 #include "kernels/ring/bootstrap.h"
 #include "kernels/ring/device_ring.h"
 #include "kernels/ring/in_process_transport.h"
+#include "kernels/ring/ring_endpoint.h"
 #include "kernels/ring/sharded_decode.h"
 #include "tests/unit/kernels/support/attention_reference.h"
 #if TANDEM_TEST_NCCL
@@ -446,6 +454,159 @@ TEST(CudaDeviceRing, ShardedDecodeMatchesTheCpuShardedDecode) {
                         r, worst[r], static_cast<unsigned long long>(seed));
             EXPECT_TRUE(status[r].ok())
                 << "P=" << ranks << " rank " << r << ": " << status[r].to_string();
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Separate processes: the transport chosen at run time (kernels/ring/ring_endpoint.h). The
+// parent re-executes this binary once per rank (a fresh process, so CUDA is not inherited across
+// fork), running only CudaRingProcesses.DISABLED_Rank with the rank in the environment. One
+// device per rank when there are enough devices (NCCL), else every rank on device 0 (UCX behind
+// host staging). fp32 against the double reference: 4e-5 + 4e-5.
+
+int env_int(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? std::atoi(v) : -1;
+}
+
+TEST(CudaRingProcesses, DISABLED_Rank) {
+    const int rank = env_int("TANDEM_RING_RANK"), ranks = env_int("TANDEM_RING_RANKS");
+    const int port = env_int("TANDEM_RING_PORT"), listen_fd = env_int("TANDEM_RING_LISTEN_FD");
+    const uint32_t seed = static_cast<uint32_t>(env_int("TANDEM_RING_SEED"));
+    if (rank < 0 || ranks < 1) GTEST_SKIP() << "run by CudaRingProcesses.PrefillAndDecode only";
+    alarm(120);
+    const int device = device_count() >= ranks ? rank : 0;
+    cudaSetDevice(device);
+    TcpBootstrapOptions bo;
+    bo.rank = rank;
+    bo.size = ranks;
+    bo.port = port;
+    bo.listen_fd = rank == 0 ? listen_fd : -1;
+    if (rank != 0) ::close(listen_fd);
+    auto bootstrap = make_tcp_bootstrap(bo);
+    ASSERT_TRUE(bootstrap.ok()) << bootstrap.status().to_string();
+    auto actor = Actor::make(device, DType::kF32);
+    ASSERT_TRUE(actor.ok()) << actor.status().to_string();
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    RingEndpointOptions eo;
+    eo.placement = RingRankPlacement{host, static_cast<int>(::getpid()), device};
+    eo.cuda_device = device;
+    eo.ops = (*actor)->ops.get();
+    auto ep = make_ring_endpoint(**bootstrap, eo);
+    ASSERT_TRUE(ep.ok()) << ep.status().to_string();
+    std::printf("rank %d: %s (%s)\n", rank, (*ep)->transport().caps().name.c_str(),
+                (*ep)->choice.reason.c_str());
+    RingAttentionConfig cfg;
+    cfg.seq_len = 777;
+    cfg.hq = 8;
+    cfg.hkv = 2;
+    cfg.d = 64;
+    cfg.scale = default_softmax_scale(64);
+    cfg.causal = true;
+    cfg.timeout = kTimeout;
+    AttentionParams full;
+    full.tq = full.tk = cfg.seq_len;
+    full.hq = cfg.hq;
+    full.hkv = cfg.hkv;
+    full.d = cfg.d;
+    full.scale = cfg.scale;
+    full.causal = true;
+    const auto in = testkit::make_inputs(full, seed);
+    const auto ref = reference_forward(full, in.qd, in.kd, in.vd);
+    auto ring = DeviceRingAttention::create(cfg, (*ep)->transport(), *(*actor)->ops);
+    ASSERT_TRUE(ring.ok()) << ring.status().to_string();
+    const RingShard& sh = (*ring)->shard();
+    const int64_t qrow = cfg.hq * cfg.d, kvrow = cfg.hkv * cfg.d;
+    std::vector<float> q(sh.rows * qrow), k(sh.rows * kvrow), v(sh.rows * kvrow);
+    gather_rows(sh, in.q.data(), qrow, q.data());
+    gather_rows(sh, in.k.data(), kvrow, k.data());
+    gather_rows(sh, in.v.data(), kvrow, v.data());
+    Actor& a = **actor;
+    auto dq = a.upload(q.data(), q.size() * 4), dk = a.upload(k.data(), k.size() * 4),
+         dv = a.upload(v.data(), v.size() * 4);
+    auto d_o = a.zeros(q.size()), d_l = a.zeros(sh.rows * cfg.hq);
+    ASSERT_TRUE(dq.ok() && dk.ok() && dv.ok() && d_o.ok() && d_l.ok());
+    const Status fwd = (*ring)->forward(*dq, *dk, *dv, *d_o, *d_l);
+    ASSERT_TRUE(fwd.ok()) << fwd.to_string();
+    auto o = a.download(*d_o, q.size());
+    ASSERT_TRUE(o.ok());
+    std::vector<double> want;
+    for (const auto& seg : sh.segments) {
+        want.insert(want.end(), ref.o.begin() + seg.pos0 * qrow,
+                    ref.o.begin() + (seg.pos0 + seg.rows) * qrow);
+    }
+    std::printf("rank %d: prefill max |err| vs f64 %.3g\n", rank, max_abs_error(*o, want));
+    EXPECT_TRUE(all_close(*o, want, 4e-5, 4e-5, "process ring o"));
+    // One decode step: the last position's query over the prefill's K/V.
+    DecodeConfig dc;
+    dc.hq = cfg.hq;
+    dc.hkv = cfg.hkv;
+    dc.d = cfg.d;
+    dc.scale = cfg.scale;
+    auto shard = DeviceDecodeShard::create(dc, rank, ranks, cfg.seq_len, *a.ops);
+    ASSERT_TRUE(shard.ok());
+    for (const auto& seg : sh.segments) {
+        const size_t off = static_cast<size_t>(seg.local0 * kvrow) * 4;
+        ASSERT_TRUE((*shard)
+                        ->store(seg.pos0, seg.rows, static_cast<char*>(*dk) + off,
+                                static_cast<char*>(*dv) + off)
+                        .ok());
+    }
+    const int64_t last = cfg.seq_len - 1;
+    auto lq = a.upload(in.q.data() + last * qrow, qrow * 4);
+    auto lo = a.zeros(qrow), ll = a.zeros(cfg.hq);
+    ASSERT_TRUE(lq.ok() && lo.ok() && ll.ok());
+    const Status dec =
+        device_sharded_decode_attend(**shard, (*ep)->transport(), *lq, 1, last, *lo, *ll, kTimeout);
+    ASSERT_TRUE(dec.ok()) << dec.to_string();
+    auto got = a.download(*lo, qrow);
+    ASSERT_TRUE(got.ok());
+    const std::vector<double> want_dec(ref.o.begin() + last * qrow, ref.o.end());
+    std::printf("rank %d: decode max |err| vs f64 %.3g\n", rank, max_abs_error(*got, want_dec));
+    EXPECT_TRUE(all_close(*got, want_dec, 4e-5, 4e-5, "process decode o"));
+    ASSERT_TRUE((*bootstrap)->barrier(kTimeout).ok());
+}
+
+TEST(CudaRingProcesses, PrefillAndDecode) {
+    SKIP_WITHOUT_DEVICE();
+    for (int ranks : {2, 4}) {
+        const int listener = ::socket(AF_INET, SOCK_STREAM, 0);  // inherited by the ranks
+        ASSERT_GE(listener, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+        ASSERT_EQ(::listen(listener, ranks), 0);
+        socklen_t len = sizeof(addr);
+        ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+        const std::string port = std::to_string(ntohs(addr.sin_port));
+        const std::string seed = std::to_string(test_seed());
+        std::vector<pid_t> pids;
+        for (int r = 0; r < ranks; ++r) {
+            const pid_t pid = ::fork();
+            ASSERT_GE(pid, 0);
+            if (pid == 0) {
+                ::setenv("TANDEM_RING_RANK", std::to_string(r).c_str(), 1);
+                ::setenv("TANDEM_RING_RANKS", std::to_string(ranks).c_str(), 1);
+                ::setenv("TANDEM_RING_PORT", port.c_str(), 1);
+                ::setenv("TANDEM_RING_LISTEN_FD", std::to_string(listener).c_str(), 1);
+                ::setenv("TANDEM_RING_SEED", seed.c_str(), 1);
+                ::execl("/proc/self/exe", "/proc/self/exe",
+                        "--gtest_filter=CudaRingProcesses.DISABLED_Rank",
+                        "--gtest_also_run_disabled_tests", static_cast<char*>(nullptr));
+                ::_exit(127);
+            }
+            pids.push_back(pid);
+        }
+        ::close(listener);
+        for (int r = 0; r < ranks; ++r) {
+            int status = 0;
+            ASSERT_EQ(::waitpid(pids[r], &status, 0), pids[r]);
+            EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                << "P=" << ranks << " rank " << r << " exited with status " << status << " (seed "
+                << seed << "; its output is above)";
         }
     }
 }
