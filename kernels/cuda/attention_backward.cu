@@ -3,6 +3,7 @@
 // d / 32 elements of a row in registers; probabilities recomputed from the forward's lse. Also
 // the dispatcher between it and the tiled kernel (attention_backward_tiled.cu).
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/attention_backward.h"
@@ -220,6 +221,19 @@ Status attention_backward(const Stream& s, const AttentionParams& p, DType dtype
     TANDEM_RETURN_IF_ERROR(
         detail::check_args("attention_backward (queries)", p.tq, {q, o, lse, dout, dq}));
     TANDEM_RETURN_IF_ERROR(detail::check_args("attention_backward (keys)", p.tk, {k, v, dk, dv}));
+    if (kernel == AttentionBackwardKernel::kAuto) {
+        // TANDEM_ATTENTION_BACKWARD=simple|tiled|auto overrides kAuto (first device runs, A/B).
+        static const char* env = std::getenv("TANDEM_ATTENTION_BACKWARD");
+        const std::string choice = env ? env : "auto";
+        if (choice == "simple") {
+            kernel = AttentionBackwardKernel::kSimple;
+        } else if (choice == "tiled") {
+            kernel = AttentionBackwardKernel::kTiled;
+        } else if (choice != "auto") {
+            return invalid_argument("attention_backward: TANDEM_ATTENTION_BACKWARD is \"" + choice +
+                                    "\"; expected simple, tiled or auto");
+        }
+    }
     AttentionBackwardKernel pick = AttentionBackwardKernel::kSimple;
     if (kernel != AttentionBackwardKernel::kSimple) {
         const std::string why =

@@ -44,7 +44,9 @@ Status attention_backward(const Stream& s, const AttentionParams& p, DType dtype
                           bool accumulate_grads);
 
 // Which backward kernel runs: kAuto takes the tiled one where it can (see
-// attention_backward_tiled_unsupported), else the simple one.
+// attention_backward_tiled_unsupported), else the simple one. The environment variable
+// TANDEM_ATTENTION_BACKWARD=simple|tiled|auto (read once) overrides kAuto, e.g. to run the device
+// model on the simple kernel when the tiled one is in doubt.
 enum class AttentionBackwardKernel { kAuto, kSimple, kTiled };
 const char* attention_backward_kernel_name(AttentionBackwardKernel kernel);
 
