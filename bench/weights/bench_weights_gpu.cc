@@ -44,10 +44,14 @@ double best(const std::vector<double>& v) {
 uint64_t parse_size(const std::string& text) {
     uint64_t n = std::stoull(text);
     switch (text.back()) {
-        case 'K': return n << 10;
-        case 'M': return n << 20;
-        case 'G': return n << 30;
-        default: return n;
+        case 'K':
+            return n << 10;
+        case 'M':
+            return n << 20;
+        case 'G':
+            return n << 30;
+        default:
+            return n;
     }
 }
 

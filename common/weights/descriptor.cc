@@ -83,17 +83,18 @@ Result<VersionDescriptor> version_common_from(const nlohmann::json& j) {
 
 Status check_ipc_handle(const ShardDescriptor& s) {
     if (s.cuda_ipc_handle.size() == kIpcHandleBytes) return Status();
-    return invalid_argument(fmt::format("version descriptor shard {}: cuda_ipc_handle has {} bytes, "
-                                        "expected {}",
-                                        s.index, s.cuda_ipc_handle.size(), kIpcHandleBytes));
+    return invalid_argument(
+        fmt::format("version descriptor shard {}: cuda_ipc_handle has {} bytes, "
+                    "expected {}",
+                    s.index, s.cuda_ipc_handle.size(), kIpcHandleBytes));
 }
 
 }  // namespace
 
 std::string describe_for_log(const VersionDescriptor& d) {
-    std::string out = fmt::format("{} version {} ({}, {} of {} shards)", d.job.str(), d.version,
-                                  fingerprint_text(d.layout_fingerprint), d.shards.size(),
-                                  d.shard_count);
+    std::string out =
+        fmt::format("{} version {} ({}, {} of {} shards)", d.job.str(), d.version,
+                    fingerprint_text(d.layout_fingerprint), d.shards.size(), d.shard_count);
     for (const auto& s : d.shards) {
         out += fmt::format("; shard {} [{}, {}) from {} on {} slot {}{}", s.index, s.range.begin,
                            s.range.end, s.publisher, s.host.empty() ? "?" : s.host, s.slot,
@@ -192,9 +193,8 @@ Result<VersionDescriptor> descriptor_from_json(const nlohmann::json& j) {
                                     base64_decode(sj.at("worker_address").get<std::string>()));
             TANDEM_ASSIGN_OR_RETURN(s.rkey, base64_decode(sj.at("rkey").get<std::string>()));
             if (sj.contains("cuda_ipc_handle")) {
-                TANDEM_ASSIGN_OR_RETURN(
-                    s.cuda_ipc_handle,
-                    base64_decode(sj.at("cuda_ipc_handle").get<std::string>()));
+                TANDEM_ASSIGN_OR_RETURN(s.cuda_ipc_handle,
+                                        base64_decode(sj.at("cuda_ipc_handle").get<std::string>()));
                 TANDEM_RETURN_IF_ERROR(check_ipc_handle(s));
             }
             d.shards.push_back(std::move(s));

@@ -29,8 +29,8 @@ Status copy_from_device_chunked(DeviceStaging& staging, std::span<std::byte> hos
     // On failure: let the copies in flight finish before the caller abandons host_dst.
     auto fail = [&](Status s, size_t k) {
         if (last) (void)staging.wait(*last);  // its error is secondary to `s`
-        return s.with_context(fmt::format("copying chunk {} of {} from device {}", k, chunks,
-                                          staging.device()));
+        return s.with_context(
+            fmt::format("copying chunk {} of {} from device {}", k, chunks, staging.device()));
     };
     if (chunks == 0) return Status();
     auto next = enqueue(0);
@@ -87,9 +87,9 @@ Status DeviceUploader::run() {
             }
             auto t = staging_.enqueue_to_device(device_dst_ + r.offset, r.host, r.bytes);
             if (!t.ok()) {
-                copy_error = t.status().with_context(fmt::format(
-                    "copying bytes [{}, {}) to device {}", r.offset, r.offset + r.bytes,
-                    staging_.device()));
+                copy_error = t.status().with_context(
+                    fmt::format("copying bytes [{}, {}) to device {}", r.offset, r.offset + r.bytes,
+                                staging_.device()));
                 break;
             }
             last = *t;
@@ -105,7 +105,8 @@ Status DeviceUploader::run() {
     if (last) {
         Status waited = staging_.wait(*last);
         if (copy_error.ok() && !waited.ok()) {
-            copy_error = waited.with_context(fmt::format("copying to device {}", staging_.device()));
+            copy_error =
+                waited.with_context(fmt::format("copying to device {}", staging_.device()));
         }
     }
     Status producer;
@@ -116,9 +117,9 @@ Status DeviceUploader::run() {
     if (!producer.ok()) return producer;
     if (!copy_error.ok()) return copy_error;
     if (covered != bytes_) {
-        return internal_error(fmt::format(
-            "copy to device {}: the producer finished with {} of {} bytes announced",
-            staging_.device(), covered, bytes_));
+        return internal_error(
+            fmt::format("copy to device {}: the producer finished with {} of {} bytes announced",
+                        staging_.device(), covered, bytes_));
     }
     return Status();
 }
@@ -130,15 +131,17 @@ DeviceUploader::Stats DeviceUploader::stats() const {
 
 std::string_view device_weight_path_name(DeviceWeightPath path) {
     switch (path) {
-        case DeviceWeightPath::kPinnedHost: return "pinned_host";
-        case DeviceWeightPath::kUcxDevice: return "ucx_device";
-        case DeviceWeightPath::kCudaIpc: return "cuda_ipc";
+        case DeviceWeightPath::kPinnedHost:
+            return "pinned_host";
+        case DeviceWeightPath::kUcxDevice:
+            return "ucx_device";
+        case DeviceWeightPath::kCudaIpc:
+            return "cuda_ipc";
     }
     return "unknown";
 }
 
-DevicePathChoice choose_device_path(const VersionDescriptor& version,
-                                    const DevicePathInputs& in) {
+DevicePathChoice choose_device_path(const VersionDescriptor& version, const DevicePathInputs& in) {
     const std::string ucx_note =
         in.ucx_cuda_memory
             ? "this UCX can register CUDA memory, but publishers keep their slots in host memory"
@@ -155,8 +158,8 @@ DevicePathChoice choose_device_path(const VersionDescriptor& version,
                                       s.index, s.publisher));
         }
         if (s.host != in.host) {
-            return pinned(fmt::format("shard {} was published on another host ({})", s.index,
-                                      s.host));
+            return pinned(
+                fmt::format("shard {} was published on another host ({})", s.index, s.host));
         }
         if (s.pid == in.pid) {
             return pinned(fmt::format(

@@ -84,10 +84,10 @@ enum class DeviceWeightPath {
 std::string_view device_weight_path_name(DeviceWeightPath path);
 
 struct DevicePathInputs {
-    std::string host;                // this process's host identity (host_identity())
-    int64_t pid = 0;                 // this process
-    bool ipc_available = false;      // the reader has a device staging that can open handles
-    bool ucx_cuda_memory = false;    // Context::supports_cuda_memory() of the reader's UCX
+    std::string host;              // this process's host identity (host_identity())
+    int64_t pid = 0;               // this process
+    bool ipc_available = false;    // the reader has a device staging that can open handles
+    bool ucx_cuda_memory = false;  // Context::supports_cuda_memory() of the reader's UCX
 };
 struct DevicePathChoice {
     DeviceWeightPath path = DeviceWeightPath::kPinnedHost;

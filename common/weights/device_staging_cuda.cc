@@ -18,8 +18,8 @@ static_assert(sizeof(cudaIpcMemHandle_t) == kIpcHandleBytes);
 
 Status cuda_status(cudaError_t e, std::string_view what) {
     if (e == cudaSuccess) return Status();
-    return unavailable(fmt::format("CUDA {}: {} ({})", what, cudaGetErrorString(e),
-                                   cudaGetErrorName(e)));
+    return unavailable(
+        fmt::format("CUDA {}: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e)));
 }
 
 // Owns a stream, the events of copies in flight and the host ranges it pinned. Not thread-safe.
@@ -69,9 +69,9 @@ public:
         while (!pending_.empty() && pending_.front().ticket <= ticket) {
             const Pending p = pending_.front();
             pending_.pop_front();
-            Status s = cuda_status(cudaEventSynchronize(p.event),
-                                   fmt::format("{} of {} bytes (copy {})", p.what, p.bytes,
-                                               p.ticket));
+            Status s =
+                cuda_status(cudaEventSynchronize(p.event),
+                            fmt::format("{} of {} bytes (copy {})", p.what, p.bytes, p.ticket));
             if (first.ok() && !s.ok()) first = std::move(s);
             free_events_.push_back(p.event);
         }
@@ -80,9 +80,9 @@ public:
 
     Status copy_on_device(void* dst, const void* src, size_t bytes) override {
         TANDEM_RETURN_IF_ERROR(cuda_status(cudaSetDevice(device_), "selecting the device"));
-        TANDEM_RETURN_IF_ERROR(cuda_status(
-            cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_),
-            "device to device copy"));
+        TANDEM_RETURN_IF_ERROR(
+            cuda_status(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_),
+                        "device to device copy"));
         return cuda_status(cudaStreamSynchronize(stream_), "device to device copy");
     }
 

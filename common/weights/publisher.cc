@@ -220,11 +220,12 @@ Status Publisher::publish_from_device(Version version, const void* device_shard,
                                       DeviceStaging& staging) {
     if (!device_staging_logged_) {
         device_staging_logged_ = true;
-        log_.info("publishing from device {} through pinned host slots in chunks of {} bytes ({}){}",
-                  staging.device(), options_.chunk_bytes,
-                  ucx_cuda_memory_ ? "device slots over UCX are not implemented yet"
-                                   : "this UCX cannot register CUDA memory",
-                  options_.device_slots ? "; device slots shared by CUDA IPC on this node" : "");
+        log_.info(
+            "publishing from device {} through pinned host slots in chunks of {} bytes ({}){}",
+            staging.device(), options_.chunk_bytes,
+            ucx_cuda_memory_ ? "device slots over UCX are not implemented yet"
+                             : "this UCX cannot register CUDA memory",
+            options_.device_slots ? "; device slots shared by CUDA IPC on this node" : "");
     }
     TANDEM_ASSIGN_OR_RETURN(SlotWriter writer, begin(version));
     Slot& slot = slots_[writer.slot()];
@@ -233,12 +234,11 @@ Status Publisher::publish_from_device(Version version, const void* device_shard,
     const auto t0 = clock_.now();
     const uint64_t chunk = options_.chunk_bytes;
     std::vector<uint64_t> sums(Manifest::count_chunks(range_.size(), chunk));
-    Status copied = copy_from_device_chunked(
-        staging, writer.data(), device_shard, chunk,
-        [&](size_t c, std::span<const std::byte> bytes) {
-            sums[c] = chunk_checksum(bytes);
-            return Status();
-        });
+    Status copied = copy_from_device_chunked(staging, writer.data(), device_shard, chunk,
+                                             [&](size_t c, std::span<const std::byte> bytes) {
+                                                 sums[c] = chunk_checksum(bytes);
+                                                 return Status();
+                                             });
     if (!copied.ok()) {
         // `writer` abandons the slot: its header stays open and nothing is announced.
         return copied.with_context(fmt::format("publishing version {}", version));

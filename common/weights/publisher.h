@@ -122,11 +122,11 @@ public:
 
     struct Stats {
         uint64_t published = 0;
-        uint64_t reclaim_waits = 0;      // begin() had to wait for leases to end
-        uint64_t device_staged = 0;      // publishes from device memory staged through host
+        uint64_t reclaim_waits = 0;        // begin() had to wait for leases to end
+        uint64_t device_staged = 0;        // publishes from device memory staged through host
         uint64_t device_slot_exports = 0;  // of those, announced with a CUDA IPC handle
-        double last_copy_seconds = 0;    // copy + checksum of the last publish()
-        double last_commit_seconds = 0;  // header + announcement
+        double last_copy_seconds = 0;      // copy + checksum of the last publish()
+        double last_commit_seconds = 0;    // header + announcement
         size_t live_leases = 0;
         uint64_t requests_served = 0;
         uint64_t requests_refused = 0;  // answered with an error (expired lease, bad range, ...)

@@ -259,8 +259,8 @@ public:
                            DeviceWeights& target);
     // GPU rollout on the publisher's node: opens every shard's device slot through CUDA IPC
     // (device_path() must say kCudaIpc) and holds the leases; switching versions copies nothing.
-    Result<std::shared_ptr<const DeviceMappedWeights>> map_device(
-        const VersionDescriptor& version, DeviceStaging& staging);
+    Result<std::shared_ptr<const DeviceMappedWeights>> map_device(const VersionDescriptor& version,
+                                                                  DeviceStaging& staging);
     DeviceFetchStats last_device_fetch() const;
     const Layout& layout() const;
     FetchStats last_fetch() const;
@@ -275,8 +275,8 @@ private:
     std::shared_ptr<Core> core_;
     std::atomic<uint64_t> device_staged_{0};
     mutable std::mutex device_mu_;
-    DeviceFetchStats last_device_;                    // guarded by device_mu_
-    std::optional<DeviceWeightPath> logged_path_;     // guarded by device_mu_
+    DeviceFetchStats last_device_;                 // guarded by device_mu_
+    std::optional<DeviceWeightPath> logged_path_;  // guarded by device_mu_
 };
 
 // Fetches the newest version `newest()` offers (it must be at least `at_least`). When that version

@@ -33,8 +33,7 @@ namespace {
 
 // Logs the path once per change of path (not per version).
 void log_path(std::mutex& mu, std::optional<DeviceWeightPath>& logged, const std::string& reader,
-              const VersionDescriptor& v, DeviceWeightPath path, std::string_view why,
-              int device) {
+              const VersionDescriptor& v, DeviceWeightPath path, std::string_view why, int device) {
     {
         std::lock_guard<std::mutex> lock(mu);
         if (logged == path) return;
@@ -58,13 +57,13 @@ Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& 
             version.version, staging.device(), target.buffer.size(), total));
     }
     const DevicePathChoice choice = device_path(version, &staging);
-    log_path(device_mu_, logged_path_, core_->options().reader_id, version,
-             DeviceWeightPath::kPinnedHost,
-             choice.path == DeviceWeightPath::kPinnedHost
-                 ? choice.reason
-                 : fmt::format("a copy was asked for ({}: map_device() would avoid it)",
-                               choice.reason),
-             staging.device());
+    log_path(
+        device_mu_, logged_path_, core_->options().reader_id, version,
+        DeviceWeightPath::kPinnedHost,
+        choice.path == DeviceWeightPath::kPinnedHost
+            ? choice.reason
+            : fmt::format("a copy was asked for ({}: map_device() would avoid it)", choice.reason),
+        staging.device());
     // Pinned buffers make each chunk's copy a DMA that does not block the enqueue; pin() is a
     // no-op after the first time.
     for (auto region : core_->buffer_memory()) {
@@ -87,10 +86,13 @@ Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& 
     const auto st = uploader->stats();
     {
         std::lock_guard<std::mutex> lock(device_mu_);
-        last_device_ = {version.version, DeviceWeightPath::kPinnedHost,
-                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                            .count(),
-                        st.bytes, st.copies, st.overlapped_bytes};
+        last_device_ = {
+            version.version,
+            DeviceWeightPath::kPinnedHost,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+            st.bytes,
+            st.copies,
+            st.overlapped_bytes};
     }
     if (!s.ok()) {
         return s.with_context(
@@ -125,10 +127,13 @@ Result<std::shared_ptr<const DeviceMappedWeights>> Reader::map_device(
              DeviceWeightPath::kCudaIpc, choice.reason, staging.device());
     {
         std::lock_guard<std::mutex> lock(device_mu_);
-        last_device_ = {version.version, DeviceWeightPath::kCudaIpc,
-                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                            .count(),
-                        0, 0, 0};
+        last_device_ = {
+            version.version,
+            DeviceWeightPath::kCudaIpc,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+            0,
+            0,
+            0};
     }
     return std::shared_ptr<const DeviceMappedWeights>(
         std::make_shared<DeviceMappedWeights>(std::move(leases), std::move(shards)));

@@ -39,7 +39,8 @@ public:
         auto* p = new std::byte[bytes == 0 ? 1 : bytes]();
         std::lock_guard<std::mutex> lock(mu_);
         ++allocations_;
-        return DeviceBuffer(p, bytes, device_, [](void* d) { delete[] static_cast<std::byte*>(d); });
+        return DeviceBuffer(p, bytes, device_,
+                            [](void* d) { delete[] static_cast<std::byte*>(d); });
     }
 
     Status pin(void* host, size_t bytes) override {
@@ -64,8 +65,8 @@ public:
             queue_.pop_front();
             if (e.ticket == fail_complete_at_) {
                 if (first.ok()) {
-                    first = unavailable(fmt::format("fake copy {} of {} bytes failed", e.ticket,
-                                                    e.bytes));
+                    first = unavailable(
+                        fmt::format("fake copy {} of {} bytes failed", e.ticket, e.bytes));
                 }
                 continue;
             }

@@ -78,10 +78,10 @@ TEST_F(WeightsDevicePath, PublishFromDeviceAndFetchIntoDeviceChunkByChunk) {
     Status s = (*reader)->fetch_to_device(*d, rollout_gpu, target);
     ASSERT_TRUE(s.ok()) << s.to_string();
     ASSERT_EQ(target.version, std::optional<Version>(1));
-    EXPECT_EQ(first_mismatch({static_cast<const std::byte*>(target.buffer.data()),
-                              layout_.total_bytes()},
-                             41, 1),
-              std::nullopt);
+    EXPECT_EQ(
+        first_mismatch({static_cast<const std::byte*>(target.buffer.data()), layout_.total_bytes()},
+                       41, 1),
+        std::nullopt);
     const auto st = (*reader)->last_device_fetch();
     EXPECT_EQ(st.path, DeviceWeightPath::kPinnedHost);
     EXPECT_EQ(st.bytes, layout_.total_bytes());
@@ -106,8 +106,7 @@ TEST_F(WeightsDevicePath, ACopyFailingMidwayLeavesNoVersionVisible) {
     DeviceBuffer v2 = device_version(trainer_gpu, 2);
     Status failed = (*publisher)->publish_from_device(2, v2.data(), trainer_gpu);
     ASSERT_FALSE(failed.ok());
-    EXPECT_NE(failed.message().find("publishing version 2"), std::string::npos)
-        << failed.message();
+    EXPECT_NE(failed.message().find("publishing version 2"), std::string::npos) << failed.message();
     EXPECT_EQ(directory_.newest(JobId(1))->version, 1u);  // version 2 was never announced
     EXPECT_EQ((*publisher)->newest(), std::optional<Version>(1));
     trainer_gpu.fail_complete_at(0);
@@ -171,10 +170,10 @@ TEST_F(WeightsDevicePath, DeviceSlotsAreAnnouncedWithAHandleThatAMapOpensUnderAL
         EXPECT_EQ((*mapped)->version(), 1u);
         EXPECT_TRUE((*mapped)->still_valid());
         ASSERT_NE((*mapped)->data(), nullptr);
-        EXPECT_EQ(first_mismatch({static_cast<const std::byte*>((*mapped)->data()),
-                                  layout_.total_bytes()},
-                                 41, 1),
-                  std::nullopt);
+        EXPECT_EQ(
+            first_mismatch(
+                {static_cast<const std::byte*>((*mapped)->data()), layout_.total_bytes()}, 41, 1),
+            std::nullopt);
         EXPECT_EQ(rollout_gpu.opened(), 1);
         EXPECT_EQ((*publisher)->stats().live_leases, 1u);  // the slot stays
         EXPECT_EQ((*reader)->last_device_fetch().path, DeviceWeightPath::kCudaIpc);

@@ -1,7 +1,7 @@
 #include "common/weights/descriptor.h"
 
-#include <gtest/gtest.h>
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "common/weights/device_staging.h"

@@ -87,11 +87,10 @@ TEST(CopyFromDeviceChunked, HandlesOneShortChunkAndNothing) {
                                          })
                     .ok());
     EXPECT_EQ(calls, 1);
-    EXPECT_FALSE(copy_from_device_chunked(fake, host, dev.data(), 0,
-                                          [](size_t, std::span<const std::byte>) {
-                                              return Status();
-                                          })
-                     .ok());
+    EXPECT_FALSE(
+        copy_from_device_chunked(fake, host, dev.data(), 0, [](size_t, std::span<const std::byte>) {
+            return Status();
+        }).ok());
 }
 
 // A copy that fails stops the pipeline at its chunk, with nothing left in flight to write into
@@ -319,8 +318,7 @@ TEST(ChooseDevicePath, ThePinnedReasonSaysWhatUcxCanDo) {
     DevicePathInputs in{"h", 1, false, false};
     auto c = choose_device_path(two_shards(false, "h", 2), in);
     EXPECT_EQ(c.path, DeviceWeightPath::kPinnedHost);
-    EXPECT_NE(c.reason.find("this UCX cannot register CUDA memory"), std::string::npos)
-        << c.reason;
+    EXPECT_NE(c.reason.find("this UCX cannot register CUDA memory"), std::string::npos) << c.reason;
     in.ucx_cuda_memory = true;
     c = choose_device_path(two_shards(false, "h", 2), in);
     EXPECT_EQ(c.path, DeviceWeightPath::kPinnedHost);
