@@ -10,7 +10,10 @@
 // ratio = sharded / single (best of --repeat runs each, after a warm-up; decode per step is
 // (best full run - best prefill run) / (steps - 1)). BLAS runs on one thread (one per rank).
 //
-// Usage: tandem-bench-context-parallel [--quick] [--repeat N]
+// --case device: the device ring against one device instead
+// (bench/context_parallel/device_case.cc).
+//
+// Usage: tandem-bench-context-parallel [--quick] [--repeat N] [--case cpu|device]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -107,8 +110,17 @@ Result<Timing> measure_one_rank(const ModelConfig& cfg, const ModelWeights& w,
     return t;
 }
 
+}  // namespace
+
+namespace tandem::bench {
+int run_device_case(bool quick, int repeat);
+}  // namespace tandem::bench
+
+namespace {
+
 int run(int argc, char** argv) {
     bool quick = false;
+    bool device = false;
     int repeat = 3;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -116,11 +128,17 @@ int run(int argc, char** argv) {
             quick = true;
         } else if (a == "--repeat" && i + 1 < argc) {
             repeat = std::max(1, std::stoi(argv[++i]));
+        } else if (a == "--case" && i + 1 < argc &&
+                   (std::string(argv[i + 1]) == "cpu" || std::string(argv[i + 1]) == "device")) {
+            device = std::string(argv[++i]) == "device";
         } else {
-            std::fprintf(stderr, "usage: tandem-bench-context-parallel [--quick] [--repeat N]\n");
+            std::fprintf(stderr,
+                         "usage: tandem-bench-context-parallel [--quick] [--repeat N] "
+                         "[--case cpu|device]\n");
             return 2;
         }
     }
+    if (device) return tandem::bench::run_device_case(quick, repeat);
     set_blas_threads(1);
     ModelConfig cfg;
     cfg.vocab_size = 15;
