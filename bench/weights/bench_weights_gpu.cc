@@ -253,9 +253,11 @@ int run(const std::map<std::string, std::string>& args, const std::string& self)
         fmt::format("'{}' --role ipc-reader --descriptor '{}' --seed 1", self, file);
     FILE* child = popen(cmd.c_str(), "r");
     if (child == nullptr) return fail("cuda_ipc", "cannot start the reader process");
-    std::string line;
+    std::string line;  // the child's JSON line (logs go to stderr)
     char buf[4096];
-    while (fgets(buf, sizeof buf, child) != nullptr) line += buf;
+    while (fgets(buf, sizeof buf, child) != nullptr) {
+        if (buf[0] == '{') line = buf;
+    }
     const int rc = pclose(child);
     const double child_s = since(t0);
     std::remove(file.c_str());
