@@ -22,6 +22,10 @@ cp build/gpu/tests/gpu/tandem_gpu_device build/gpu/tests/gpu/tandem_gpu_kernels_
 # Decode attention over quantized KV pages (kernels/cuda/kv_attention.h, docs/kv-cache.md).
 cmake --build build/gpu --target tandem_gpu_kv_attention -j "$(nproc)"
 cp build/gpu/tests/gpu/tandem_gpu_kv_attention gpu-bundle/
+# The device ring (kernels/ring/device_ring.h): its tests and the context-parallel benchmark.
+cmake --build build/gpu --target tandem_gpu_ring_device tandem-bench-context-parallel -j "$(nproc)"
+cp build/gpu/tests/gpu/tandem_gpu_ring_device \
+   build/gpu/bench/context_parallel/tandem-bench-context-parallel gpu-bundle/
 # Generation on the device (common/gpu/device_generate.h): its tests and its benchmark.
 cmake --build build/gpu --target tandem_gpu_generate tandem-bench-gpu-generate -j "$(nproc)"
 cp build/gpu/tests/gpu/tandem_gpu_generate build/gpu/bench/gpu/tandem-bench-gpu-generate gpu-bundle/

@@ -35,6 +35,13 @@ done
 timeout 120 "$B/tandem_gpu_kv_attention" > "$O/tandem_gpu_kv_attention.txt" 2>&1
 rc=$?
 result[tandem_gpu_kv_attention]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_kv_attention.txt" | tr -s ' ' | tr '\n' ' ')"
+# The device ring (kernels/ring/device_ring.h): merge kernels against merge.cc, ring prefill and
+# sharded decode on device memory (threads sharing a device, NCCL per device, separate processes
+# with the transport chosen at run time), and the context-parallel benchmark's device case.
+timeout 240 "$B/tandem_gpu_ring_device" > "$O/tandem_gpu_ring_device.txt" 2>&1
+rc=$?
+result[tandem_gpu_ring_device]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_ring_device.txt" | tr -s ' ' | tr '\n' ' ')"
+timeout 180 "$B/tandem-bench-context-parallel" --case device > "$O/bench_context_parallel_device.jsonl" 2> "$O/bench_context_parallel_device.err"
 # Generation on the device: paged KV kernels, device sampling, greedy tokens vs the CPU engine.
 timeout 180 "$B/tandem_gpu_generate" > "$O/tandem_gpu_generate.txt" 2>&1
 rc=$?
@@ -175,6 +182,20 @@ for r in lines("bench_gpu_generate.jsonl"):
           f" tandem={r['tokens_per_s']:9.0f} tok/s hf_generate={b or float('nan'):9.0f}"
           f" ratio={(r['tokens_per_s']/b) if b else float('nan'):.2f} (goal 2)"
           f" peak={r['device_peak_mib']:.0f} MiB {r['graph_note']}")
+PY
+# The device ring: observed errors per case, then prefill / decode time against one device.
+grep -h -E '^(merge table|ring prefill|sharded decode P=|rank [0-9]+: )' "$O/tandem_gpu_ring_device.txt" 2>/dev/null | head -24
+python3 - "$O/bench_context_parallel_device.jsonl" <<'PY'
+import json, sys, os
+p = sys.argv[1]
+for l in (open(p) if os.path.exists(p) else []):
+    if not l.strip().startswith("{"): continue
+    r = json.loads(l)
+    if r.get("skipped"):
+        print("context parallel device skipped:", r.get("reason")); continue
+    print(f"ring {r['transport']:<15} T={r['t']:<6} P={r['ranks']} prefill {r['ring_prefill_ms']:.2f} ms"
+          f" (one device {r['single_prefill_ms']:.2f}, ratio {r['prefill_ratio']:.2f}) decode {r['ring_decode_us']:.0f} us"
+          f" (one device {r['single_decode_us']:.0f}, ratio {r['decode_ratio']:.2f}) max|diff| {r['max_abs_diff_o']:.2e}")
 PY
 for f in "$O"/*.err; do [ -s "$f" ] && { echo "-- $f"; tail -3 "$f"; }; done
 exit 0
