@@ -20,6 +20,7 @@
 #include "common/rl/weight_telemetry.h"
 #include "common/weights/reader.h"
 #include "common/weights/reader_mismatch.h"
+#include "rollout_node/completion_sampler.h"
 #include "rollout_node/rollout_loop.h"
 
 namespace tandem::rollout {
@@ -127,7 +128,7 @@ class ModelGenerator final : public Generator {
 public:
     ModelGenerator(const runtime::JobRuntime& rt, ReaderWeights& weights,
                    std::unique_ptr<rl::JobTask> task, std::unique_ptr<rl::TaskScorer> scorer,
-                   model::GroupGenerator gen)
+                   std::unique_ptr<CompletionSampler> gen)
         : job_(rt.spec()),
           weights_(weights),
           task_(std::move(task)),
@@ -154,10 +155,9 @@ public:
             model::mix_seed(job_.task.seed, 0x726f6c6c, static_cast<uint64_t>(batch),
                             static_cast<uint64_t>(me_)));
         model::GenerateStats gs;
-        // The system-prompt KV cache (rollout.kv_cache.prefix_*) is kept per weight version.
-        gen_.set_weights_version(static_cast<int64_t>(view->version()));
-        TANDEM_ASSIGN_OR_RETURN(auto completions,
-                                gen_.generate(params, prompts, job_.algorithm.group_size, so, &gs));
+        TANDEM_ASSIGN_OR_RETURN(
+            auto completions, gen_->generate(params, static_cast<int64_t>(view->version()), prompts,
+                                             job_.algorithm.group_size, so, &gs));
         TANDEM_ASSIGN_OR_RETURN(auto rewards, scorer_->score(examples, completions));
         rl::TrajectoryBatch out;
         out.rollout = me_;
@@ -190,7 +190,7 @@ private:
     ReaderWeights& weights_;
     std::unique_ptr<rl::JobTask> task_;
     std::unique_ptr<rl::TaskScorer> scorer_;
-    model::GroupGenerator gen_;
+    std::unique_ptr<CompletionSampler> gen_;
     int me_ = 0;
     std::vector<int> mine_;
 };
@@ -241,7 +241,20 @@ Status run_grpo_rollout(runtime::JobRuntime& rt) {
     model::GeneratorOptions go = model::GeneratorOptions::from_job(job);
     go.eos_token = task->eos_token();
     go.stop_tokens = task->stop_tokens();
-    TANDEM_ASSIGN_OR_RETURN(auto gen, model::GroupGenerator::create(cfg, go));
+    // rollout.device against the GPU the scheduler gave this actor (CUDA_VISIBLE_DEVICES is set).
+    TANDEM_ASSIGN_OR_RETURN(
+        gpu::DeviceChoice device,
+        rollout_device(job,
+                       gpu::probe_devices(gpu::assigned_gpus(rt.placement(), rt.actor().str())),
+                       rt.actor().job.str()));
+    rt.log(LogLevel::kInfo, fmt::format("device: {}", device.reason));
+    std::unique_ptr<CompletionSampler> gen;
+    if (device.cuda()) {
+        TANDEM_ASSIGN_OR_RETURN(gen, make_cuda_sampler(cfg, go, job));
+    } else {
+        TANDEM_ASSIGN_OR_RETURN(auto cpu, model::GroupGenerator::create(cfg, go));
+        gen = make_cpu_sampler(std::move(cpu));
+    }
     TANDEM_ASSIGN_OR_RETURN(auto scorer, task->make_scorer());
     TANDEM_ASSIGN_OR_RETURN(weights::Layout layout, model::make_param_layout(cfg));
     weights::ReaderOptions ro;

@@ -1,0 +1,66 @@
+#include "rollout_node/completion_sampler.h"
+
+#include <fmt/format.h>
+
+namespace tandem::rollout {
+
+namespace {
+
+class CpuSampler final : public CompletionSampler {
+public:
+    explicit CpuSampler(model::GroupGenerator gen) : gen_(std::move(gen)) {}
+    const char* device() const override { return "cpu"; }
+    Result<std::vector<model::Completion>> generate(const float* params, int64_t version,
+                                                    std::span<const std::vector<int32_t>> prompts,
+                                                    int group_size,
+                                                    const model::SamplingOptions& options,
+                                                    model::GenerateStats* stats) override {
+        // The system-prompt KV cache (rollout.kv_cache.prefix_*) is kept per weight version.
+        gen_.set_weights_version(version);
+        return gen_.generate(params, prompts, group_size, options, stats);
+    }
+
+private:
+    model::GroupGenerator gen_;
+};
+
+}  // namespace
+
+std::unique_ptr<CompletionSampler> make_cpu_sampler(model::GroupGenerator gen) {
+    return std::make_unique<CpuSampler>(std::move(gen));
+}
+
+std::string cuda_generation_unsupported(const config::JobSpec& job) {
+    const config::KvCacheSpec& kv = job.rollout.kv_cache;
+    if (kv.dtype != config::KvCacheDType::kF32) {
+        return fmt::format("rollout.kv_cache.dtype {} (the device KV cache is bf16)",
+                           config::enum_name(kv.dtype));
+    }
+    if (kv.prefix_tokens > 0) return "rollout.kv_cache.prefix_tokens > 0 (system-prompt cache)";
+    if (kv.budget_bytes > 0) return "rollout.kv_cache.budget_bytes > 0 (admission waves)";
+    if (kv.compress_after_tokens > 0) return "rollout.kv_cache.compress_after_tokens > 0";
+    if (job.rollout.context_parallel > 1) return "rollout.context_parallel > 1";
+    return "";
+}
+
+Result<gpu::DeviceChoice> rollout_device(const config::JobSpec& job, const gpu::DeviceFacts& facts,
+                                         std::string_view job_name) {
+    TANDEM_ASSIGN_OR_RETURN(gpu::DeviceChoice choice,
+                            gpu::resolve_device(job.rollout.device, facts, job_name,
+                                                "rollout.device"));
+    if (!choice.cuda()) return choice;
+    const std::string missing = cuda_generation_unsupported(job);
+    if (missing.empty()) return choice;
+    if (job.rollout.device == config::ComputeDevice::kCuda) {
+        return invalid_argument(fmt::format(
+            "job {}: rollout.device is cuda but generation on the device does not support {}; "
+            "set rollout.device: cpu or drop the setting",
+            job_name, missing));
+    }
+    return gpu::DeviceChoice{config::ComputeDevice::kCpu,
+                             fmt::format("cpu (auto: a GPU is there, but device generation does "
+                                         "not support {})",
+                                         missing)};
+}
+
+}  // namespace tandem::rollout

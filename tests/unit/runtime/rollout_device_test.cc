@@ -1,0 +1,75 @@
+// rollout.device for the built-in rollout: gpu::resolve_device, then the settings the device
+// generator lacks (quantized or budgeted KV, the system-prompt cache, context parallelism): auto
+// falls back to cpu saying why, an explicit cuda is refused naming the job and both fields.
+#include <gtest/gtest.h>
+
+#include "rollout_node/completion_sampler.h"
+
+namespace tandem::rollout {
+namespace {
+
+using config::ComputeDevice;
+
+gpu::DeviceFacts gpu_node() {
+    gpu::DeviceFacts f;
+    f.built_with_cuda = true;
+    f.visible_devices = 1;
+    f.device_name = "NVIDIA H200";
+    f.assigned = "3";
+    return f;
+}
+
+TEST(RolloutDevice, AutoTakesTheGpuForAJobTheDeviceGeneratorRuns) {
+    config::JobSpec job;
+    job.rollout.device = ComputeDevice::kAuto;
+    auto c = rollout_device(job, gpu_node(), "job-000002");
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_TRUE(c->cuda()) << c->reason;
+    EXPECT_EQ(cuda_generation_unsupported(job), "");
+}
+
+TEST(RolloutDevice, AutoFallsBackToCpuForSettingsTheDeviceLacksAndSaysWhich) {
+    config::JobSpec job;
+    job.rollout.device = ComputeDevice::kAuto;
+    job.rollout.kv_cache.dtype = config::KvCacheDType::kInt8;
+    auto c = rollout_device(job, gpu_node(), "job-000002");
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_FALSE(c->cuda());
+    EXPECT_NE(c->reason.find("rollout.kv_cache.dtype int8"), std::string::npos) << c->reason;
+
+    config::JobSpec prefix;
+    prefix.rollout.kv_cache.prefix_tokens = 64;
+    EXPECT_NE(cuda_generation_unsupported(prefix).find("prefix_tokens"), std::string::npos);
+    config::JobSpec budget;
+    budget.rollout.kv_cache.budget_bytes = 1 << 20;
+    EXPECT_NE(cuda_generation_unsupported(budget).find("budget_bytes"), std::string::npos);
+}
+
+TEST(RolloutDevice, ExplicitCudaWithAnUnsupportedSettingNamesTheJobAndBothFields) {
+    config::JobSpec job;
+    job.rollout.device = ComputeDevice::kCuda;
+    job.rollout.context_parallel = 2;
+    auto c = rollout_device(job, gpu_node(), "job-000002");
+    ASSERT_FALSE(c.ok());
+    EXPECT_NE(c.status().message().find("job job-000002: rollout.device is cuda but generation on "
+                                        "the device does not support rollout.context_parallel > 1"),
+              std::string::npos)
+        << c.status().message();
+}
+
+TEST(RolloutDevice, CpuAndMissingGpusStayOnTheCpu) {
+    config::JobSpec job;
+    job.rollout.device = ComputeDevice::kCpu;
+    auto c = rollout_device(job, gpu_node(), "job-000002");
+    ASSERT_TRUE(c.ok());
+    EXPECT_FALSE(c->cuda());
+    job.rollout.device = ComputeDevice::kAuto;
+    gpu::DeviceFacts none = gpu_node();
+    none.assigned.clear();
+    auto d = rollout_device(job, none, "job-000002");
+    ASSERT_TRUE(d.ok());
+    EXPECT_FALSE(d->cuda()) << d->reason;
+}
+
+}  // namespace
+}  // namespace tandem::rollout
