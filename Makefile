@@ -4,7 +4,7 @@ PRESET    ?= release
 BUILD_DIR := build/$(PRESET)
 JOBS      ?= $(shell nproc)
 
-.PHONY: all deps configure build test test-asan test-tsan demo bench format clean
+.PHONY: all deps configure build test asan-build test-asan test-tsan demo bench format clean
 
 all: build
 
@@ -26,36 +26,33 @@ test: build
 	fi; \
 	ctest --test-dir $(BUILD_DIR) --output-on-failure --timeout 600 -j $(JOBS) $$exclude
 
-# ASan + UBSan (preset asan: libraries -O1 -g1, test code -O0, build/asan) over unit and fuzz
-# suites; .ci/run runs it after `make test` (docs/security.md, "Sanitizers"). ASAN_TESTS picks them:
-#   net  the parts that face the network: common (config loader), the wire protocol, the
-#        coordinator (HTTP, agents), CURVE (keys, the ZAP handler) and the three fuzz replays;
-#   ci   (the default, what CI runs) net plus the weight plane (UCX), the kernels, the KV kernels,
-#        the tokenizer, monitoring and the node agent: 13 of the 19 suites, for about 850
-#        CPU-seconds of building, which keeps CI near 18 minutes on 2 cores;
-#   all  every unit and fuzz suite (not the Python ones): also the CLI, the model, the KV model,
-#        RL, the text task and the runtime, about 1380 CPU-seconds, which would take CI past 20.
+# ASan + UBSan (preset asan: libraries -O1 -g1, test code -O0, build/asan) over the unit and fuzz
+# suites (not the Python ones); .ci/run builds it beside `make test` and runs it after
+# (docs/security.md, "Sanitizers"). ASAN_TESTS picks them:
+#   all  (the default, what CI runs) every unit and fuzz suite (target tandem_unit_and_fuzz_suites,
+#        tests/CMakeLists.txt): today 16 unit suites and 3 fuzz replays;
+#   net  the parts that face the network, for a quicker check: common (config loader), the wire
+#        protocol, the coordinator (HTTP, agents), CURVE (keys, the ZAP handler) and the fuzz
+#        replays.
 ASAN_NET   := tandem_unit_common tandem_unit_wire tandem_unit_coordinator tandem_unit_curve
-ASAN_CI    := $(ASAN_NET) tandem_unit_weights tandem_unit_kernels tandem_unit_kv_kernels \
-              tandem_unit_tokenizer tandem_unit_monitoring tandem_unit_agent
-ASAN_ALL   := $(ASAN_CI) tandem_unit_cli tandem_unit_model tandem_unit_model_kv tandem_unit_rl \
-              tandem_unit_text_task tandem_unit_runtime
 ASAN_FUZZ  := tandem_fuzz_config tandem_fuzz_wire tandem_fuzz_http
-ASAN_TESTS ?= ci
+ASAN_TESTS ?= all
 ifeq ($(ASAN_TESTS),all)
-ASAN_UNIT  := $(ASAN_ALL)
+ASAN_BUILD := tandem_unit_and_fuzz_suites
+ASAN_RUN   := -E '^tandem_python_'
 else ifeq ($(ASAN_TESTS),net)
-ASAN_UNIT  := $(ASAN_NET)
-else ifeq ($(ASAN_TESTS),ci)
-ASAN_UNIT  := $(ASAN_CI)
+ASAN_BUILD := $(ASAN_NET) $(addsuffix _replay,$(ASAN_FUZZ))
+ASAN_RUN   := -R '^($(subst $(eval) ,|,$(strip $(ASAN_NET) $(ASAN_FUZZ))))$$'
 else
-$(error ASAN_TESTS=$(ASAN_TESTS): use net, ci or all)
+$(error ASAN_TESTS=$(ASAN_TESTS): use all or net)
 endif
-ASAN_BUILD := $(ASAN_UNIT) $(addsuffix _replay,$(ASAN_FUZZ))
-ASAN_RUN   := -R '^($(subst $(eval) ,|,$(strip $(ASAN_UNIT) $(ASAN_FUZZ))))$$'
-test-asan: deps
+
+# Builds what test-asan runs, without running it (.ci/run starts it early, see there).
+asan-build: deps
 	@cmake --preset asan >/dev/null
 	@cmake --build build/asan -j $(JOBS) --target $(ASAN_BUILD)
+
+test-asan: asan-build
 	@ctest --test-dir build/asan --output-on-failure --timeout 600 -j $(JOBS) -L 'unit|fuzz' $(ASAN_RUN)
 
 # ThreadSanitizer over the integration label (preset tsan, build/tsan; not part of CI: a full

@@ -7,8 +7,8 @@ function(tandem_target_defaults target)
                                   -fno-semantic-interposition>)
 endfunction()
 
-# Extra compile options for the test code of tandem_add_test (not the libraries under test):
-# preset asan sets -O0, which halves the compile time of an instrumented test file.
+# Extra compile options for the test code of tandem_add_test (not the libraries under test), e.g.
+# -O0 to compile test files faster in a build that keeps its libraries optimised.
 set(TANDEM_TEST_COMPILE_OPTIONS "" CACHE STRING "Extra compile options for test code")
 
 # tandem_add_test(NAME name LABEL unit|integration|gpu|fuzz SOURCES ... LIBS ... [TIMEOUT s])
@@ -28,6 +28,10 @@ function(tandem_add_test)
     endif()
     add_test(NAME ${T_NAME} COMMAND ${T_NAME})
     set_tests_properties(${T_NAME} PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT})
+    if(T_LABEL STREQUAL "unit")
+        # tests/CMakeLists.txt collects these into tandem_unit_and_fuzz_suites (make test-asan).
+        set_property(GLOBAL APPEND PROPERTY TANDEM_UNIT_SUITES ${T_NAME})
+    endif()
     if(T_LABEL STREQUAL "integration")
         # Several processes each, with deadlines (heartbeats, UCX replies): never share the two
         # cores with another suite under `ctest -j`.
