@@ -25,6 +25,7 @@
 #include <string>
 
 #include "kernels/cuda/attention_backward_tiled.h"
+#include "kernels/cuda/attention_backward_tiles.h"
 #include "kernels/cuda/ops_common.cuh"
 
 namespace tandem::kernels::cuda::detail {
@@ -46,48 +47,15 @@ struct Args {
     float* dq;
     float* dk;
     float* dv;
+    tiles::Positions pos;  // tq, tk, causal and the position runs
     int64_t tq, tk;
     int hq, hkv;
     float scale;       // softmax scale
     float scale_log2;  // scale * log2(e): p = exp2(s * scale_log2 - lse * log2(e))
     int causal;
     int accumulate;
-    int64_t q_pos0, k_pos0, q_split, q_pos1, k_split, k_pos1;
     int64_t lse_stride;
 };
-
-__device__ __forceinline__ int64_t qpos(const Args& a, int64_t i) {
-    return i < a.q_split ? a.q_pos0 + i : a.q_pos1 + (i - a.q_split);
-}
-__device__ __forceinline__ int64_t kpos(const Args& a, int64_t j) {
-    return j < a.k_split ? a.k_pos0 + j : a.k_pos1 + (j - a.k_split);
-}
-// Keys at positions <= pos (a prefix of the key rows: positions never decrease).
-__device__ int64_t keys_upto(const Args& a, int64_t pos) {
-    int64_t lo = 0, hi = a.tk;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (kpos(a, mid) <= pos) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo;
-}
-// First query row at a position >= pos (rows before it see no key at pos or later).
-__device__ int64_t first_query_from(const Args& a, int64_t pos) {
-    int64_t lo = 0, hi = a.tq;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (qpos(a, mid) < pos) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo;
-}
 
 // c += a b for one m16n8k16 tile: a 16x16 (row), b 16x8 (col), bf16 in, fp32 accumulate.
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -215,14 +183,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(Args a) {
     load_bf16<D, LD>(sK, a.k, j0, kRows, a.tk, a.hkv, g);
     load_bf16<D, LD>(sV, a.v, j0, kRows, a.tk, a.hkv, g);
 
-    const int64_t j_last = (j0 + kRows < a.tk ? j0 + kRows : a.tk) - 1;
-    // Query rows before i_begin see none of this tile's keys; rows from i_full on see all of them.
-    int64_t i_begin = 0, i_full = 0;
-    if (a.causal) {
-        i_begin = first_query_from(a, kpos(a, j0));
-        i_full = first_query_from(a, kpos(a, j_last));
-    }
-    const int64_t tile_begin = (i_begin / BQ) * BQ;
+    // Query tiles before first_tile see none of this tile's keys; rows from full_from on see all.
+    const tiles::KeyTileQueries range = tiles::key_tile_queries(a.pos, j0, kRows, BQ);
 
     float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
@@ -232,7 +194,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(Args a) {
 
     for (int r = 0; r < rep; ++r) {
         const int h = g * rep + r;
-        for (int64_t i0 = tile_begin; i0 < a.tq; i0 += BQ) {
+        for (int64_t i0 = range.first_tile; i0 < a.tq; i0 += BQ) {
             __syncthreads();  // the previous tile's reads of sQ, sdO are done
             load_bf16<D, LD>(sQ, a.q, i0, BQ, a.tq, a.hq, h);
             load_dout<D, LD>(a, sdO, sLse, sDelta, i0, BQ, h);
@@ -261,14 +223,14 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(Args a) {
                 }
             }
             // P^T and dS^T (dS without the softmax scale, applied to dK at the end).
-            const bool mask = a.causal && i0 < i_full;
+            const bool mask = a.causal && i0 < range.full_from;
 #pragma unroll
             for (int n = 0; n < BQ / 8; ++n) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int jr = w0 + gr + (e >> 1) * 8, ic = n * 8 + tc + (e & 1);
                     float p = exp2f(st[n][e] * a.scale_log2 - sLse[ic]);
-                    if (mask && kpos(a, j0 + jr) > qpos(a, i0 + ic)) p = 0.0f;
+                    if (mask && !tiles::visible(a.pos, i0 + ic, j0 + jr)) p = 0.0f;
                     dpt[n][e] = p * (dpt[n][e] - sDelta[ic]);
                     st[n][e] = p;
                 }
@@ -336,13 +298,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(Args a) {
     const float lse2[2] = {sLse[w0 + gr], sLse[w0 + gr + 8]};
     const float delta[2] = {sDelta[w0 + gr], sDelta[w0 + gr + 8]};
 
-    const int64_t i_last = (i0 + kRows < a.tq ? i0 + kRows : a.tq) - 1;
-    // Keys from j_end on are seen by no row of the tile; keys before j_full by all of them.
-    int64_t j_end = a.tk, j_full = a.tk;
-    if (a.causal) {
-        j_end = keys_upto(a, qpos(a, i_last));
-        j_full = keys_upto(a, qpos(a, i0));
-    }
+    // Keys from range.end on are seen by no row of the tile; keys before range.full by all.
+    const tiles::QueryTileKeys range = tiles::query_tile_keys(a.pos, i0, kRows);
 
     float acc[D / 8][4];
 #pragma unroll
@@ -350,7 +307,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(Args a) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
 
-    for (int64_t j0 = 0; j0 < j_end; j0 += BK) {
+    for (int64_t j0 = 0; j0 < range.end; j0 += BK) {
         __syncthreads();  // the previous tile's reads of sK, sV are done
         load_bf16<D, LD>(sK, a.k, j0, BK, a.tk, a.hkv, g);
         load_bf16<D, LD>(sV, a.v, j0, BK, a.tk, a.hkv, g);
@@ -377,7 +334,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(Args a) {
                 mma(dp[2 * nb + 1], ado, b[2], b[3]);
             }
         }
-        const bool mask = j0 + BK > j_full;  // causal diagonal or keys beyond tk
+        const bool mask = j0 + BK > range.full;  // causal diagonal or keys beyond tk
 #pragma unroll
         for (int n = 0; n < BK / 8; ++n) {
 #pragma unroll
@@ -386,7 +343,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(Args a) {
                 float p = exp2f(s[n][e] * a.scale_log2 - lse2[e >> 1]);
                 if (mask) {
                     const int64_t j = j0 + jc;
-                    if (j >= a.tk || (a.causal && kpos(a, j) > qpos(a, i0 + ir))) p = 0.0f;
+                    if (j >= a.tk || !tiles::visible(a.pos, i0 + ir, j)) p = 0.0f;
                 }
                 dp[n][e] = p * (dp[n][e] - delta[e >> 1]);
             }
@@ -483,12 +440,15 @@ Status attention_backward_tiled(const Stream& s, const AttentionParams& p, const
     a.scale_log2 = p.scale * kLog2e;
     a.causal = p.causal ? 1 : 0;
     a.accumulate = accumulate_grads ? 1 : 0;
-    a.q_pos0 = p.q_pos0;
-    a.k_pos0 = p.k_pos0;
-    a.q_split = p.q_split;
-    a.q_pos1 = p.q_pos1;
-    a.k_split = p.k_split;
-    a.k_pos1 = p.k_pos1;
+    a.pos.tq = p.tq;
+    a.pos.tk = p.tk;
+    a.pos.causal = p.causal;
+    a.pos.q_pos0 = p.q_pos0;
+    a.pos.k_pos0 = p.k_pos0;
+    a.pos.q_split = p.q_split;
+    a.pos.q_pos1 = p.q_pos1;
+    a.pos.k_split = p.k_split;
+    a.pos.k_pos1 = p.k_pos1;
     a.lse_stride = p.lse_stride ? p.lse_stride : p.tq;
     // Register budget per thread (fp32 accumulators): dkdv holds dK, dV (D / 2 each) and S^T,
     // dP^T (BQ / 2 each); dq holds dQ (D / 2) and S, dP (BK / 2 each).
