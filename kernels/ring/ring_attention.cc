@@ -28,7 +28,9 @@ Result<std::unique_ptr<RingAttention>> RingAttention::create(const RingAttention
     TANDEM_RETURN_IF_ERROR(validate_ring_config(config));
     if (transport.caps().memory != RingMemory::kHost) {
         return invalid_argument("ring attention: the CPU ring needs a host-memory transport, " +
-                                transport.caps().name + " moves device memory");
+                                transport.caps().name +
+                                " moves device memory (DeviceRingAttention in "
+                                "kernels/ring/device_ring.h runs on it)");
     }
     std::unique_ptr<RingAttention> ring(new RingAttention(config, transport));
     const size_t bytes = ring->kv_[0].size() * sizeof(float);

@@ -181,6 +181,16 @@ TEST(DeviceRingAttention, RejectsAHostMemoryTransport) {
     EXPECT_NE(s.message().find("in_process"), std::string::npos) << s.to_string();
 }
 
+TEST(DeviceRingAttention, TheCpuRingPointsADeviceTransportToTheDeviceRing) {
+    InProcessRingOptions o;
+    o.memory = RingMemory::kCuda;
+    auto transports = make_in_process_ring(1, o);
+    auto ring = RingAttention::create(config(8, true, RingLayout::kZigzag), *transports[0]);
+    ASSERT_FALSE(ring.ok());
+    EXPECT_NE(ring.status().message().find("DeviceRingAttention"), std::string::npos)
+        << ring.status().to_string();
+}
+
 TEST(DeviceRingAttention, HostStagingCopiesThroughTheHost) {
     auto transports = make_in_process_ring(1);
     HostRingOps ops;
