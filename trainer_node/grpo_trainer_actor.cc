@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <zmq.hpp>
 
+#include "common/gpu/device_choice.h"
 #include "common/log.h"
 #include "common/model/checkpoint.h"
 #include "common/model/layers.h"
@@ -19,6 +20,7 @@
 #include "common/rl/task_factory.h"
 #include "common/rl/weight_telemetry.h"
 #include "common/weights/publisher.h"
+#include "trainer_node/policy.h"
 #include "trainer_node/trainer_loop.h"
 
 namespace tandem::trainer {
@@ -79,7 +81,7 @@ private:
 };
 
 // The GRPO model behind the loop: warm start, training steps, publishing into registered memory,
-// metrics and checkpoints.
+// metrics and checkpoints, on the device trainer.device resolves to (policy.h).
 class GrpoLearner final : public Learner {
 public:
     explicit GrpoLearner(runtime::JobRuntime& rt) : rt_(rt), job_(rt.spec()), announcer_(rt) {}
@@ -90,15 +92,17 @@ public:
     void watch_inbox(const ZmqInbox* inbox) { inbox_ = inbox; }
 
     Result<model::TrainStats> train(std::vector<model::Trajectory>& batch) override {
-        return trainer_->step(batch);
+        return policy_->step(batch);
     }
     Status publish(const runtime::VersionInfo& info) override {
         announcer_.expect(info);
-        return publisher_->publish(info.version, trainer_->weights().bytes());
+        return policy_->publish(*publisher_, info.version);
     }
     Status finished(const StepReport& r) override;
 
 private:
+    Result<std::unique_ptr<Policy>> make_policy(model::ModelWeights w,
+                                                const model::TrainerOptions& options) const;
     Result<model::ModelWeights> warm_start(model::ModelWeights w);
     void report(const StepReport& r);
 
@@ -106,7 +110,8 @@ private:
     const config::JobSpec& job_;
     runtime::RuntimeAnnouncer announcer_;
     std::unique_ptr<rl::JobTask> task_;
-    std::unique_ptr<model::GrpoTrainer> trainer_;
+    gpu::DeviceChoice device_;
+    std::unique_ptr<Policy> policy_;
     std::unique_ptr<weights::Publisher> publisher_;
     std::string checkpoint_root_;
     std::ofstream metrics_file_;
@@ -116,7 +121,19 @@ private:
     double publish_seconds_ = 0;
 };
 
+Result<std::unique_ptr<Policy>> GrpoLearner::make_policy(
+    model::ModelWeights w, const model::TrainerOptions& options) const {
+    if (device_.cuda()) return make_cuda_policy(w, options);
+    return make_cpu_policy(std::move(w), options);
+}
+
 Status GrpoLearner::setup(TrainerLoopOptions& opt) {
+    // trainer.device against the GPU the scheduler gave this actor (CUDA_VISIBLE_DEVICES is set).
+    TANDEM_ASSIGN_OR_RETURN(device_, gpu::resolve_device(job_.trainer.device,
+                                                         gpu::probe_devices(gpu::assigned_gpus(
+                                                             rt_.placement(), rt_.actor().str())),
+                                                         rt_.actor().job.str(), "trainer.device"));
+    rt_.log(LogLevel::kInfo, fmt::format("device: {}", device_.reason));
     TANDEM_ASSIGN_OR_RETURN(task_, rl::make_job_task(job_));
     TANDEM_ASSIGN_OR_RETURN(model::ModelWeights w, rl::initial_policy(job_, *task_));
     const std::string job_dir = fmt::format("{}/jobs/{}", rt_.run_dir(), rt_.actor().job.str());
@@ -130,10 +147,10 @@ Status GrpoLearner::setup(TrainerLoopOptions& opt) {
     if (job_.algorithm.warm_start_steps > 0 && !resume_from) {
         TANDEM_ASSIGN_OR_RETURN(w, warm_start(std::move(w)));
     }
-    TANDEM_ASSIGN_OR_RETURN(
-        trainer_, model::GrpoTrainer::create(std::move(w), model::TrainerOptions::from_job(job_)));
+    TANDEM_ASSIGN_OR_RETURN(policy_,
+                            make_policy(std::move(w), model::TrainerOptions::from_job(job_)));
     if (resume_from) {
-        TANDEM_ASSIGN_OR_RETURN(model::TrainerState st, trainer_->restore(*resume_from));
+        TANDEM_ASSIGN_OR_RETURN(model::TrainerState st, policy_->restore(*resume_from));
         opt.start_step = st.step;
         opt.start_cursor = st.data_cursor;
         opt.first_version = static_cast<Version>(std::max<int64_t>(0, st.version));
@@ -149,8 +166,8 @@ Status GrpoLearner::setup(TrainerLoopOptions& opt) {
     po.slots = static_cast<uint32_t>(job_.trainer.weight_slots);
     po.chunk_bytes = static_cast<uint64_t>(job_.trainer.chunk_bytes);
     po.lease_ttl_ms = std::chrono::milliseconds(job_.trainer.lease_ttl_ms);
-    TANDEM_ASSIGN_OR_RETURN(
-        publisher_, weights::Publisher::create(po, trainer_->weights().layout(), announcer_));
+    TANDEM_ASSIGN_OR_RETURN(publisher_,
+                            weights::Publisher::create(po, policy_->layout(), announcer_));
     return Status();
 }
 
@@ -163,7 +180,7 @@ Status GrpoLearner::finished(const StepReport& r) {
         st.version = static_cast<int64_t>(r.info.version);
         st.data_cursor = r.info.data_cursor;
         TANDEM_ASSIGN_OR_RETURN(std::string path,
-                                trainer_->save_checkpoint(checkpoint_root_, st, task_->vocab()));
+                                policy_->save_checkpoint(checkpoint_root_, st, task_->vocab()));
         (void)model::prune_checkpoints(checkpoint_root_, job_.checkpoint.keep_last);
         rt_.log(LogLevel::kInfo, fmt::format("checkpoint {}", path));
     }
@@ -177,7 +194,7 @@ Result<model::ModelWeights> GrpoLearner::warm_start(model::ModelWeights w) {
     model::TrainerOptions so = model::TrainerOptions::from_job(job_);
     so.algorithm.steps = job_.algorithm.warm_start_steps;
     so.algorithm.optimizer.lr = job_.algorithm.warm_start_lr;
-    TANDEM_ASSIGN_OR_RETURN(auto warm, model::GrpoTrainer::create(std::move(w), so));
+    TANDEM_ASSIGN_OR_RETURN(auto warm, make_policy(std::move(w), so));
     uint64_t cursor = uint64_t{1} << 40;
     std::vector<model::Trajectory> answers(static_cast<size_t>(job_.algorithm.prompts_per_step) *
                                            static_cast<size_t>(job_.algorithm.group_size));
@@ -194,8 +211,9 @@ Result<model::ModelWeights> GrpoLearner::warm_start(model::ModelWeights w) {
                                                  job_.algorithm.warm_start_steps, ts.loss));
         }
     }
-    rt_.log(LogLevel::kInfo, fmt::format("warm start: {} supervised steps in {:.1f} s",
-                                         job_.algorithm.warm_start_steps, since(t0)));
+    rt_.log(LogLevel::kInfo,
+            fmt::format("warm start: {} supervised steps in {:.1f} s on {}",
+                        job_.algorithm.warm_start_steps, since(t0), warm->device()));
     return warm->weights();
 }
 

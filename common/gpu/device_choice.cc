@@ -48,12 +48,12 @@ Result<DeviceChoice> resolve_device(ComputeDevice asked, const DeviceFacts& fact
     } else if (facts.assigned.empty()) {
         // trainer.device -> trainer.resources.gpus
         const std::string_view role = field.substr(0, field.find('.'));
-        missing = fmt::format("the scheduler assigned the actor no GPU (set {}.resources.gpus)",
-                              role);
+        missing =
+            fmt::format("the scheduler assigned the actor no GPU (set {}.resources.gpus)", role);
     } else if (facts.visible_devices < 1) {
-        missing = fmt::format("no CUDA device is visible to the actor (CUDA_VISIBLE_DEVICES={}): {}",
-                              facts.assigned,
-                              facts.not_visible.empty() ? "none found" : facts.not_visible);
+        missing = fmt::format(
+            "no CUDA device is visible to the actor (CUDA_VISIBLE_DEVICES={}): {}", facts.assigned,
+            facts.not_visible.empty() ? "none found" : facts.not_visible);
     }
     const std::string_view how = asked == ComputeDevice::kAuto ? "auto" : "asked";
     if (missing.empty()) {
@@ -62,8 +62,7 @@ Result<DeviceChoice> resolve_device(ComputeDevice asked, const DeviceFacts& fact
         return DeviceChoice{ComputeDevice::kCuda, reason + ")"};
     }
     if (asked == ComputeDevice::kCuda) {
-        return invalid_argument(
-            fmt::format("job {}: {} is cuda but {}", job, field, missing));
+        return invalid_argument(fmt::format("job {}: {} is cuda but {}", job, field, missing));
     }
     return DeviceChoice{ComputeDevice::kCpu, fmt::format("cpu (auto: {})", missing)};
 }

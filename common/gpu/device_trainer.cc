@@ -109,6 +109,51 @@ Result<std::pair<double, double>> DeviceTrainer::update(const Stream& s) {
     return std::make_pair(std::sqrt(sum_sq), lr);
 }
 
+Result<model::TrainStats> DeviceTrainer::supervised_step(const Stream& s,
+                                                         std::span<const model::Trajectory> batch) {
+    model::TrainStats st;
+    int64_t total_tokens = 0;
+    TANDEM_RETURN_IF_ERROR(
+        model::validate_trajectories(batch, policy_->config(), st, total_tokens));
+    const float w = -1.0f / static_cast<float>(total_tokens);
+    const size_t micro = static_cast<size_t>(options_.micro_batch);
+    TANDEM_RETURN_IF_ERROR(ops::fill_zero(s, grads_.as(), grads_.bytes()));
+    for (size_t b0 = 0; b0 < batch.size(); b0 += micro) {
+        const size_t b1 = std::min(batch.size(), b0 + micro);
+        model::pack_trajectories(batch, b0, b1, options_.share_prompts, packed_, completion_begin_);
+        const size_t n = static_cast<size_t>(packed_.num_tokens());
+        logp_.resize(n);
+        entropy_.resize(n);
+        weight_.assign(n, 0.0f);
+        auto t0 = std::chrono::steady_clock::now();
+        TANDEM_RETURN_IF_ERROR(
+            policy_->train_forward(s, packed_, grpo_.temperature, logp_.data(), entropy_.data()));
+        st.forward_s += seconds_since(t0);
+        for (size_t i = b0; i < b1; ++i) {
+            const int64_t base = completion_begin_[i - b0];
+            for (size_t j = 0; j < batch[i].completion.size(); ++j) {
+                const size_t idx = static_cast<size_t>(base) + j;
+                weight_[idx] = w;
+                st.loss -= logp_[idx] / static_cast<double>(total_tokens);
+                st.entropy += entropy_[idx] / static_cast<double>(total_tokens);
+            }
+        }
+        t0 = std::chrono::steady_clock::now();
+        TANDEM_RETURN_IF_ERROR(policy_->backward(s, weight_.data(), grads_.as<float>()));
+        TANDEM_RETURN_IF_ERROR(s.synchronize("device trainer supervised backward"));
+        st.backward_s += seconds_since(t0);
+    }
+    policy_->release_activations();
+    const auto t0 = std::chrono::steady_clock::now();
+    TANDEM_ASSIGN_OR_RETURN(const auto norm_lr, update(s));
+    st.optimizer_s = seconds_since(t0);
+    st.grad_norm = norm_lr.first;
+    st.lr = norm_lr.second;
+    st.updates = 1;
+    st.step = ++steps_;
+    return st;
+}
+
 Result<model::TrainStats> DeviceTrainer::step(const Stream& s,
                                               std::span<const model::Trajectory> batch) {
     model::TrainStats st;
@@ -188,6 +233,14 @@ Status DeviceTrainer::download_weights(const Stream& s, float* out) const {
     if (!out) return invalid_argument("device trainer: weights into a null buffer");
     TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, out, master_.as(), master_.bytes()));
     return s.synchronize("device trainer weights");
+}
+
+Status DeviceTrainer::download_moments(const Stream& s, float* exp_avg, float* exp_avg_sq) const {
+    if (!exp_avg || !exp_avg_sq)
+        return invalid_argument("device trainer: moments into a null buffer");
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, exp_avg, m_.as(), m_.bytes()));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, exp_avg_sq, v_.as(), v_.bytes()));
+    return s.synchronize("device trainer moments");
 }
 
 Status DeviceTrainer::download_gradients(const Stream& s, float* out) const {

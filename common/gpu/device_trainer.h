@@ -7,7 +7,9 @@
 // on the device, the bf16 compute copy rewritten in the same pass). The loss weights are formed
 // on the host from the log-probs the forward returns (a few bytes per token). Results match the
 // CPU trainer up to bf16 rounding; tests/gpu/train_cuda_test.cc states the tolerances.
-// Checkpoints and supervised steps stay on the CPU trainer for now.
+// Supervised steps (the warm start) as model::GrpoTrainer::supervised_step. Checkpoints are the
+// CPU trainer's format (device_checkpoint.cc): a CPU trainer resumes a device checkpoint and the
+// other way round (tests/gpu/trainer_device_cuda_test.cc).
 
 #include <cstdint>
 #include <memory>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "common/gpu/device_model.h"
+#include "common/model/checkpoint.h"
 #include "common/model/grpo.h"
 #include "common/model/model_weights.h"
 #include "common/model/trainer.h"
@@ -45,14 +48,42 @@ public:
     Result<model::TrainStats> step(const kernels::cuda::Stream& s,
                                    std::span<const model::Trajectory> batch);
 
+    // One supervised update on `batch` (warm start), as model::GrpoTrainer::supervised_step:
+    // the token-mean negative log-likelihood of the completions. Counts as a training step.
+    Result<model::TrainStats> supervised_step(const kernels::cuda::Stream& s,
+                                              std::span<const model::Trajectory> batch);
+
+    // <root>/step-NNNNNNNN/ in model::save_checkpoint's format: the masters, AdamW's moments and
+    // its step count downloaded (device_checkpoint.cc). Waits for the stream; needs host memory
+    // for three copies of the parameters while it writes.
+    Result<std::string> save_checkpoint(const kernels::cuda::Stream& s, const std::string& root,
+                                        const model::TrainerState& state,
+                                        const model::Vocabulary* vocab,
+                                        const std::string& side_files_from = "") const;
+    // Uploads a checkpoint (written by this class or by model::GrpoTrainer): masters, the bf16
+    // copy, moments, AdamW's step, steps_taken(); the KL reference stays the initial policy, as
+    // on the CPU. Its config must be this model's. Waits for the stream.
+    Result<model::TrainerState> restore(const kernels::cuda::Stream& s, const std::string& path);
+
     // The fp32 master weights (index().elements values) into host memory. Waits for the stream.
     Status download_weights(const kernels::cuda::Stream& s, float* out) const;
     // The gradients of the last optimizer update, before clipping (the CPU trainer clips its
     // buffer in place; the device never modifies it). Waits for the stream.
     Status download_gradients(const kernels::cuda::Stream& s, float* out) const;
 
+    // AdamW's first and second moments (index().elements values each). Waits for the stream.
+    Status download_moments(const kernels::cuda::Stream& s, float* exp_avg,
+                            float* exp_avg_sq) const;
+
+    // The fp32 masters in device memory, laid out as the CPU engine's flat buffer (the weight
+    // layout's bytes): what the trainer publishes. Valid until the next step on the stream.
+    const void* master_device() const { return master_.as(); }
+    size_t master_bytes() const { return master_.bytes(); }
+
     const model::ParamIndex& index() const { return policy_->index(); }
+    const model::ModelConfig& config() const { return policy_->config(); }
     int64_t steps_taken() const { return steps_; }
+    int64_t optimizer_steps() const { return updates_; }
     DeviceModel& policy() { return *policy_; }
 
 private:

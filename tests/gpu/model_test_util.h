@@ -15,7 +15,10 @@
 
 #include "common/gpu/device_model.h"
 #include "common/model/config.h"
+#include "common/model/grpo_batch.h"
+#include "common/model/model_weights.h"
 #include "common/model/params.h"
+#include "common/model/trajectory.h"
 #include "common/model/transformer.h"
 #include "kernels/half.h"
 #include "tests/gpu/cuda_test_util.h"
@@ -145,6 +148,41 @@ inline std::unique_ptr<DeviceModel> random_device_model(kernels::cuda::testing::
     EXPECT_TRUE(st.ok()) << st.to_string();
     if (!st.ok()) return nullptr;
     return std::move(*dm);
+}
+
+// Two groups of three trajectories with shared prompts; behaviour log-probs are the CPU policy's
+// own plus noise, so ratios spread around 1 and some tokens clip.
+inline std::vector<model::Trajectory> make_trajectories(const model::ModelConfig& c,
+                                                        const model::ModelWeights& w,
+                                                        uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<model::Trajectory> out;
+    const int prompt_len[2] = {6, 9};
+    for (int g = 0; g < 2; ++g) {
+        const std::vector<int32_t> prompt = random_tokens(prompt_len[g], c.vocab_size, rng);
+        for (int i = 0; i < 3; ++i) {
+            model::Trajectory t;
+            t.prompt = prompt;
+            t.completion = random_tokens(4 + 3 * i + g, c.vocab_size, rng);
+            t.reward = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+            t.group = static_cast<uint64_t>(g);
+            out.push_back(std::move(t));
+        }
+    }
+    model::PackedBatch packed;
+    std::vector<int64_t> begin;
+    model::pack_trajectories(out, 0, out.size(), true, packed, begin);
+    auto tf = model::Transformer<float>::create(c);
+    std::vector<float> lp(static_cast<size_t>(packed.num_tokens()));
+    if (!tf.ok() || !tf->forward(w.data(), packed, 0.9, lp.data(), nullptr).ok()) return {};
+    std::normal_distribution<float> noise(0.0f, 0.15f);
+    for (size_t i = 0; i < out.size(); ++i) {
+        for (size_t j = 0; j < out[i].completion.size(); ++j) {
+            out[i].behaviour_logprobs.push_back(lp[begin[i] + static_cast<int64_t>(j)] +
+                                                noise(rng));
+        }
+    }
+    return out;
 }
 
 }  // namespace tandem::gpu::testing

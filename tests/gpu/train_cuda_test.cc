@@ -37,6 +37,7 @@ using kernels::testkit::test_seed;
 using testing::Case;
 using testing::cases;
 using testing::make_batch;
+using testing::make_trajectories;
 using testing::random_params;
 
 // Named slices of the flat parameter buffer worth comparing one by one.
@@ -135,41 +136,6 @@ TEST_F(DeviceTrainTest, BackwardMatchesTheCpuEngineForEachArchitecture) {
             EXPECT_LE(e, 6e-2 * r) << sl.name << ", seed " << test_seed();
         }
     }
-}
-
-// Two groups of three trajectories with shared prompts; behaviour log-probs are the CPU policy's
-// own plus noise, so ratios spread around 1 and some tokens clip.
-std::vector<model::Trajectory> make_trajectories(const model::ModelConfig& c,
-                                                 const model::ModelWeights& w, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::vector<model::Trajectory> out;
-    const int prompt_len[2] = {6, 9};
-    for (int g = 0; g < 2; ++g) {
-        const std::vector<int32_t> prompt =
-            testing::random_tokens(prompt_len[g], c.vocab_size, rng);
-        for (int i = 0; i < 3; ++i) {
-            model::Trajectory t;
-            t.prompt = prompt;
-            t.completion = testing::random_tokens(4 + 3 * i + g, c.vocab_size, rng);
-            t.reward = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-            t.group = static_cast<uint64_t>(g);
-            out.push_back(std::move(t));
-        }
-    }
-    model::PackedBatch packed;
-    std::vector<int64_t> begin;
-    model::pack_trajectories(out, 0, out.size(), true, packed, begin);
-    auto tf = model::Transformer<float>::create(c);
-    std::vector<float> lp(static_cast<size_t>(packed.num_tokens()));
-    if (!tf.ok() || !tf->forward(w.data(), packed, 0.9, lp.data(), nullptr).ok()) return {};
-    std::normal_distribution<float> noise(0.0f, 0.15f);
-    for (size_t i = 0; i < out.size(); ++i) {
-        for (size_t j = 0; j < out[i].completion.size(); ++j) {
-            out[i].behaviour_logprobs.push_back(lp[begin[i] + static_cast<int64_t>(j)] +
-                                                noise(rng));
-        }
-    }
-    return out;
 }
 
 TEST_F(DeviceTrainTest, OneGrpoStepMatchesTheCpuTrainer) {

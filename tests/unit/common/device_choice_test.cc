@@ -63,7 +63,8 @@ TEST(DeviceField, CudaWithoutAGpuResourceIsRefusedAtLoad) {
             << msg;
     }
     // auto and cpu need none.
-    EXPECT_TRUE(load("name: j\nkind: grpo\ntrainer: {device: auto}\nrollout: {device: cpu}\n").ok());
+    EXPECT_TRUE(
+        load("name: j\nkind: grpo\ntrainer: {device: auto}\nrollout: {device: cpu}\n").ok());
 }
 
 DeviceFacts gpu_node() {
@@ -94,9 +95,10 @@ TEST(ResolveDevice, AutoFallsBackToCpuAndSaysWhy) {
     DeviceFacts invisible = gpu_node();
     invisible.visible_devices = 0;
     invisible.not_visible = "no CUDA device: no CUDA-capable device is detected";
-    for (const Case& k : {Case{no_build, "this build has no CUDA"},
-                          Case{unassigned, "assigned the actor no GPU (set rollout.resources.gpus)"},
-                          Case{invisible, "(CUDA_VISIBLE_DEVICES=3): no CUDA device: no CUDA"}}) {
+    for (const Case& k :
+         {Case{no_build, "this build has no CUDA"},
+          Case{unassigned, "assigned the actor no GPU (set rollout.resources.gpus)"},
+          Case{invisible, "(CUDA_VISIBLE_DEVICES=3): no CUDA device: no CUDA"}}) {
         auto c = resolve_device(ComputeDevice::kAuto, k.facts, "job-000001", "rollout.device");
         ASSERT_TRUE(c.ok()) << c.status().to_string();
         EXPECT_FALSE(c->cuda()) << k.why;
