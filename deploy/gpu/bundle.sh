@@ -32,6 +32,10 @@ cp build/gpu/tests/gpu/tandem_gpu_generate build/gpu/bench/gpu/tandem-bench-gpu-
 # Weights GPU -> GPU (pinned path, CUDA IPC) against cudaMemcpy (bench/weights, docs/gpu.md).
 cmake --build build/gpu --target tandem-bench-weights-gpu -j "$(nproc)"
 cp build/gpu/bench/weights/tandem-bench-weights-gpu gpu-bundle/
+# The trainer actor on the device (trainer_node/policy.h): device checkpoints, cuda against cpu,
+# publishing from device memory.
+cmake --build build/gpu --target tandem_gpu_trainer_device -j "$(nproc)"
+cp build/gpu/tests/gpu/tandem_gpu_trainer_device gpu-bundle/
 # The binaries are not stripped of symbols by the Release build; strip them (the bundle travels
 # under a 64 MiB limit).
 strip gpu-bundle/tandem* 2>/dev/null || true

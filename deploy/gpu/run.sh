@@ -49,6 +49,11 @@ result[tandem_gpu_generate]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O
 # Weights GPU -> GPU: publish + fetch of 1 GB through pinned host slots, and a second process
 # opening the device slot by CUDA IPC, against cudaMemcpy D2H + H2D of the same bytes.
 timeout 180 "$B/tandem-bench-weights-gpu" --bytes 1G > "$O/bench_weights_gpu.jsonl" 2> "$O/bench_weights_gpu.err"
+# The trainer actor on the device: checkpoint round trip, CPU <-> device resume, the cuda policy
+# against the cpu one over a supervised and two GRPO steps, publishing from device memory.
+timeout 240 "$B/tandem_gpu_trainer_device" > "$O/tandem_gpu_trainer_device.txt" 2>&1
+rc=$?
+result[tandem_gpu_trainer_device]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_trainer_device.txt" | tr -s ' ' | tr '\n' ' ')"
 # Opt-in (TANDEM_GPU_SANITIZE=1; memcheck slows kernels 10-100x): compute-sanitizer memcheck and
 # racecheck over the training-path kernels on the small test models.
 san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
@@ -78,6 +83,8 @@ grep -h -E '^gemm|logits max|log-prob max' "$O"/tandem_gpu_ops.txt "$O"/tandem_g
 # Training path: the whole-model gradient against the CPU engine, one GRPO step against the CPU
 # trainer (loss, grad norm, updated weights), per architecture.
 grep -h -E 'gradient norm|: loss |updated weights' "$O"/tandem_gpu_train.txt 2>/dev/null | head -12
+# The trainer actor on cuda against cpu (supervised and GRPO steps) and the resumed step.
+grep -h -E '^(supervised|grpo step [12]|resumed step):' "$O"/tandem_gpu_trainer_device.txt 2>/dev/null | head -4
 for t in "${!result[@]}"; do echo "$t: ${result[$t]}"; done
 for f in "$O"/sanitizer_*.txt; do
     [ -f "$f" ] && echo "$(basename "$f" .txt): $(grep -h 'ERROR SUMMARY' "$f" | tail -1)"
