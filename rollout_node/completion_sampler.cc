@@ -45,9 +45,9 @@ std::string cuda_generation_unsupported(const config::JobSpec& job) {
 
 Result<gpu::DeviceChoice> rollout_device(const config::JobSpec& job, const gpu::DeviceFacts& facts,
                                          std::string_view job_name) {
-    TANDEM_ASSIGN_OR_RETURN(gpu::DeviceChoice choice,
-                            gpu::resolve_device(job.rollout.device, facts, job_name,
-                                                "rollout.device"));
+    TANDEM_ASSIGN_OR_RETURN(
+        gpu::DeviceChoice choice,
+        gpu::resolve_device(job.rollout.device, facts, job_name, "rollout.device"));
     if (!choice.cuda()) return choice;
     const std::string missing = cuda_generation_unsupported(job);
     if (missing.empty()) return choice;

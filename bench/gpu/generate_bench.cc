@@ -94,12 +94,18 @@ int main(int argc, char** argv) {
     int prompts = 64, group = 8, new_tokens = 512, prompt_len = 128;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
-        if (a == "--model") which = argv[i + 1];
-        else if (a == "--prompts") prompts = std::atoi(argv[i + 1]);
-        else if (a == "--group") group = std::atoi(argv[i + 1]);
-        else if (a == "--new") new_tokens = std::atoi(argv[i + 1]);
-        else if (a == "--prompt-len") prompt_len = std::atoi(argv[i + 1]);
-        else if (a == "--graphs") graphs = argv[i + 1];
+        if (a == "--model")
+            which = argv[i + 1];
+        else if (a == "--prompts")
+            prompts = std::atoi(argv[i + 1]);
+        else if (a == "--group")
+            group = std::atoi(argv[i + 1]);
+        else if (a == "--new")
+            new_tokens = std::atoi(argv[i + 1]);
+        else if (a == "--prompt-len")
+            prompt_len = std::atoi(argv[i + 1]);
+        else if (a == "--graphs")
+            graphs = argv[i + 1];
         else {
             std::fprintf(stderr, "tandem-bench-gpu-generate: unknown option %s\n", a.c_str());
             return 2;
@@ -113,7 +119,8 @@ int main(int argc, char** argv) {
     }
     for (const Shape& sh : shapes(prompt_len + new_tokens)) {
         if (which != "all" && which != sh.name) continue;
-        auto index = model::ParamIndex::create(sh.config, model::make_param_layout(sh.config).value());
+        auto index =
+            model::ParamIndex::create(sh.config, model::make_param_layout(sh.config).value());
         if (!index.ok()) {
             skip(index.status().to_string());
             return 1;

@@ -42,18 +42,18 @@ Result<std::unique_ptr<DeviceGenerator>> DeviceGenerator::create(const model::Mo
                                                                  DeviceGenerateOptions options,
                                                                  int device) {
     if (options.block_tokens < 1 || options.block_tokens > 1024) {
-        return invalid_argument(fmt::format(
-            "job {}: device generation: block_tokens must be in [1, 1024], got {}", options.job,
-            options.block_tokens));
+        return invalid_argument(
+            fmt::format("job {}: device generation: block_tokens must be in [1, 1024], got {}",
+                        options.job, options.block_tokens));
     }
     if (options.max_prefill_tokens < 1) {
-        return invalid_argument(fmt::format(
-            "job {}: device generation: max_prefill_tokens must be >= 1", options.job));
+        return invalid_argument(
+            fmt::format("job {}: device generation: max_prefill_tokens must be >= 1", options.job));
     }
     if (config.head_dim() % 2 != 0 || config.head_dim() > 256) {
-        return invalid_argument(fmt::format(
-            "job {}: device generation needs an even head_dim <= 256, the model has {}",
-            options.job, config.head_dim()));
+        return invalid_argument(
+            fmt::format("job {}: device generation needs an even head_dim <= 256, the model has {}",
+                        options.job, config.head_dim()));
     }
     std::unique_ptr<DeviceGenerator> g(new DeviceGenerator(std::move(options)));
     TANDEM_ASSIGN_OR_RETURN(g->stream_, ops::Stream::create(device));
@@ -92,8 +92,8 @@ Status DeviceGenerator::check(std::span<const std::vector<int32_t>> prompts, int
     const model::ModelConfig& c = config();
     const std::string& job = options_.job;
     if (group_size < 1) {
-        return invalid_argument(fmt::format("job {}: device generation: group_size must be >= 1",
-                                            job));
+        return invalid_argument(
+            fmt::format("job {}: device generation: group_size must be >= 1", job));
     }
     if (o.max_new_tokens < 1) {
         return invalid_argument(
@@ -107,8 +107,8 @@ Status DeviceGenerator::check(std::span<const std::vector<int32_t>> prompts, int
     }
     for (size_t p = 0; p < prompts.size(); ++p) {
         if (prompts[p].empty()) {
-            return invalid_argument(fmt::format("job {}: device generation: prompt {} is empty",
-                                                job, p));
+            return invalid_argument(
+                fmt::format("job {}: device generation: prompt {} is empty", job, p));
         }
         const int64_t need = static_cast<int64_t>(prompts[p].size()) + o.max_new_tokens;
         if (need > c.max_seq_len) {
@@ -138,10 +138,10 @@ Status DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
         kernels::cuda::PagedKvShape shape = kv_;
         shape.num_blocks = blocks;
         TANDEM_ASSIGN_OR_RETURN(
-            pool_, alloc_->allocate(static_cast<size_t>(shape.layer_elems() * c.num_layers) *
-                                        sizeof(Bf16),
-                                    fmt::format("device KV cache ({} blocks of {} tokens)", blocks,
-                                                kv_.block_tokens)));
+            pool_,
+            alloc_->allocate(
+                static_cast<size_t>(shape.layer_elems() * c.num_layers) * sizeof(Bf16),
+                fmt::format("device KV cache ({} blocks of {} tokens)", blocks, kv_.block_tokens)));
         kv_ = shape;
         changed = true;
     }
@@ -153,8 +153,8 @@ Status DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
         decode_ = std::move(w);
         layout_ = StepLayout{rows, width};
         step_ = DeviceBuffer();
-        TANDEM_ASSIGN_OR_RETURN(step_, alloc_->allocate(static_cast<size_t>(layout_.size()) * 4,
-                                                        "decode step inputs"));
+        TANDEM_ASSIGN_OR_RETURN(
+            step_, alloc_->allocate(static_cast<size_t>(layout_.size()) * 4, "decode step inputs"));
         changed = true;
     }
     if (changed) {
@@ -165,8 +165,8 @@ Status DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
 }
 
 Status DeviceGenerator::allocate_work(kernels::cuda::DeviceAllocator& alloc,
-                                      const model::ModelConfig& c, int64_t rows,
-                                      int64_t logit_rows, bool lse, Work* w) {
+                                      const model::ModelConfig& c, int64_t rows, int64_t logit_rows,
+                                      bool lse, Work* w) {
     const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
     auto get = [&](DeviceBuffer& b, int64_t elems, size_t bytes, const char* what) -> Status {
         TANDEM_ASSIGN_OR_RETURN(b, alloc.allocate(static_cast<size_t>(elems) * bytes, what));
@@ -190,9 +190,8 @@ Status DeviceGenerator::allocate_work(kernels::cuda::DeviceAllocator& alloc,
     return Status();
 }
 
-Status DeviceGenerator::layers(Work& w, int64_t n, const int32_t* tokens,
-                               const int32_t* positions, const int32_t* slots, bool decode,
-                               std::span<const int64_t> lens) {
+Status DeviceGenerator::layers(Work& w, int64_t n, const int32_t* tokens, const int32_t* positions,
+                               const int32_t* slots, bool decode, std::span<const int64_t> lens) {
     const model::ModelConfig& c = config();
     const ops::Stream& s = *stream_;
     const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
@@ -229,8 +228,8 @@ Status DeviceGenerator::layers(Work& w, int64_t n, const int32_t* tokens,
         TANDEM_RETURN_IF_ERROR(heads(L.wq, L.bq, L.q_norm, c.num_heads, true, w.qb.as<Bf16>()));
         TANDEM_RETURN_IF_ERROR(heads(L.wk, L.bk, L.k_norm, c.num_kv_heads, true, w.kb.as<Bf16>()));
         TANDEM_RETURN_IF_ERROR(heads(L.wv, L.bv, nullptr, c.num_kv_heads, false, w.vb.as<Bf16>()));
-        TANDEM_RETURN_IF_ERROR(ops::paged_kv_write(s, kv_, n, slots, w.kb.as<Bf16>(),
-                                                   w.vb.as<Bf16>(), kpool, vpool));
+        TANDEM_RETURN_IF_ERROR(
+            ops::paged_kv_write(s, kv_, n, slots, w.kb.as<Bf16>(), w.vb.as<Bf16>(), kpool, vpool));
         if (decode) {
             ops::PagedDecode pd;
             pd.shape = kv_;
@@ -294,7 +293,8 @@ Status DeviceGenerator::decode_step(int64_t rows) {
 
 Status DeviceGenerator::prefill(std::span<const std::vector<int32_t>> prompts, int64_t first,
                                 int64_t count, int group_size, const model::SamplingOptions& o,
-                                std::vector<PagedSeq>& parents, std::vector<model::Completion>& out) {
+                                std::vector<PagedSeq>& parents,
+                                std::vector<model::Completion>& out) {
     const model::ModelConfig& c = config();
     const ops::Stream& s = *stream_;
     PagedSequences& seqs = *seqs_;
@@ -326,8 +326,8 @@ Status DeviceGenerator::prefill(std::span<const std::vector<int32_t>> prompts, i
     const int64_t streams_at = (steps_at + B + 1) & ~int64_t{1};  // 8-byte aligned
     for (int64_t b = 0; b < B; ++b) {
         host[static_cast<size_t>(rows_at + b)] = static_cast<int32_t>(b / group_size);
-        const uint64_t st = sample_stream(o.seed, first + b / group_size,
-                                          static_cast<int>(b % group_size));
+        const uint64_t st =
+            sample_stream(o.seed, first + b / group_size, static_cast<int>(b % group_size));
         std::memcpy(host.data() + streams_at + 2 * b, &st, sizeof st);
     }
     TANDEM_ASSIGN_OR_RETURN(DeviceBuffer in, alloc_->allocate(host.size() * 4, "prefill inputs"));
@@ -338,8 +338,8 @@ Status DeviceGenerator::prefill(std::span<const std::vector<int32_t>> prompts, i
     TANDEM_RETURN_IF_ERROR(layers(w, n, d, d + n, d + 2 * n, false, lens));
     const model::ParamPtrs<const Bf16> wt(model_->index(), model_->weights_bf16());
     // The last row of each prompt (into the front of w.a, free after the layers) to its logits.
-    TANDEM_RETURN_IF_ERROR(ops::gather_rows(s, count, c.hidden_size, d + 3 * n, w.f.as<Bf16>(),
-                                            w.a.as<Bf16>()));
+    TANDEM_RETURN_IF_ERROR(
+        ops::gather_rows(s, count, c.hidden_size, d + 3 * n, w.f.as<Bf16>(), w.a.as<Bf16>()));
     TANDEM_RETURN_IF_ERROR(gemm_->linear(s, count, c.hidden_size, c.vocab_size, w.a.as<Bf16>(),
                                          wt.lm_head, w.logits.as<float>(), false));
     ops::SampleRows sr;
@@ -366,8 +366,8 @@ Status DeviceGenerator::prefill(std::span<const std::vector<int32_t>> prompts, i
 }
 
 Result<std::vector<model::Completion>> DeviceGenerator::generate(
-    std::span<const std::vector<int32_t>> prompts, int group_size,
-    const model::SamplingOptions& o, DeviceGenerateStats* stats) {
+    std::span<const std::vector<int32_t>> prompts, int group_size, const model::SamplingOptions& o,
+    DeviceGenerateStats* stats) {
     TANDEM_RETURN_IF_ERROR(check(prompts, group_size, o));
     const ops::Stream& s = *stream_;
     const int64_t P = static_cast<int64_t>(prompts.size()), B = P * group_size;
@@ -428,7 +428,8 @@ Result<std::vector<model::Completion>> DeviceGenerator::generate(
     DeviceBuffer pairs;
     if (!copies.empty()) {
         TANDEM_ASSIGN_OR_RETURN(pairs, alloc_->allocate(copies.size() * 4, "forked block pairs"));
-        TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, pairs.as(), copies.data(), copies.size() * 4));
+        TANDEM_RETURN_IF_ERROR(
+            ops::copy_to_device(s, pairs.as(), copies.data(), copies.size() * 4));
         TANDEM_RETURN_IF_ERROR(ops::paged_copy_blocks(s, kv_, config().num_layers,
                                                       std::ssize(copies) / 2,
                                                       pairs.as<const int32_t>(), pool_.as<Bf16>()));
@@ -490,7 +491,8 @@ Result<std::vector<model::Completion>> DeviceGenerator::generate(
         lp.resize(live.size());
         TANDEM_RETURN_IF_ERROR(
             ops::copy_to_host(s, tok.data(), decode_->token.as(), live.size() * 4));
-        TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, lp.data(), decode_->logp.as(), live.size() * 4));
+        TANDEM_RETURN_IF_ERROR(
+            ops::copy_to_host(s, lp.data(), decode_->logp.as(), live.size() * 4));
         TANDEM_RETURN_IF_ERROR(s.synchronize("device decode step"));
         size_t keep = 0;
         for (size_t i = 0; i < active.size(); ++i) {

@@ -84,9 +84,8 @@ public:
 private:
     struct Work;
     // Activation buffers for `rows` rows and sampling outputs for `logit_rows`.
-    static Status allocate_work(kernels::cuda::DeviceAllocator& alloc,
-                                const model::ModelConfig& c, int64_t rows, int64_t logit_rows,
-                                bool lse, Work* w);
+    static Status allocate_work(kernels::cuda::DeviceAllocator& alloc, const model::ModelConfig& c,
+                                int64_t rows, int64_t logit_rows, bool lse, Work* w);
     explicit DeviceGenerator(DeviceGenerateOptions options);
     // Checks the call's arguments, naming the prompt and field.
     Status check(std::span<const std::vector<int32_t>> prompts, int group_size,

@@ -7,7 +7,8 @@
 
 namespace tandem::gpu {
 
-BlockPool::BlockPool(int64_t capacity) : refs_(static_cast<size_t>(std::max<int64_t>(1, capacity))) {
+BlockPool::BlockPool(int64_t capacity)
+    : refs_(static_cast<size_t>(std::max<int64_t>(1, capacity))) {
     refs_[0] = 1;  // the padding block is never handed out
     for (int64_t b = capacity - 1; b >= 1; --b) free_.push_back(static_cast<int32_t>(b));
 }

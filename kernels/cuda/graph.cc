@@ -7,8 +7,8 @@
 
 namespace tandem::kernels::cuda {
 
-Result<std::unique_ptr<CapturedGraph>> CapturedGraph::capture(
-    const Stream& s, const std::function<Status()>& body) {
+Result<std::unique_ptr<CapturedGraph>> CapturedGraph::capture(const Stream& s,
+                                                              const std::function<Status()>& body) {
     auto stream = static_cast<cudaStream_t>(s.handle());
     cudaError_t err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
     if (err != cudaSuccess) return cuda_status(err, "cuda graph: cudaStreamBeginCapture");

@@ -17,8 +17,7 @@ constexpr int kPerLane = kMaxD / 64;  // bf16 pairs per lane
 // One thread per bf16 pair of a row's hkv * d values.
 __global__ void kv_write_kernel(int64_t n, int64_t row_pairs, int block_tokens,
                                 const int32_t* slots, const __nv_bfloat162* k,
-                                const __nv_bfloat162* v, __nv_bfloat162* kp,
-                                __nv_bfloat162* vp) {
+                                const __nv_bfloat162* v, __nv_bfloat162* kp, __nv_bfloat162* vp) {
     const int64_t total = n * row_pairs;
     for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
          i += int64_t{gridDim.x} * blockDim.x) {
@@ -163,16 +162,15 @@ Status paged_copy_blocks(const Stream& s, const PagedKvShape& shape, int layers,
     }
     const int64_t block_vec = shape.block_elems() * 2 / 16;
     const int64_t pool_vec = shape.num_blocks * block_vec;  // one layer's K (or V) pool
-    copy_blocks_kernel<<<dim3(static_cast<unsigned>(count), static_cast<unsigned>(2 * layers)),
-                         256, 0, raw(s)>>>(pairs, block_vec, pool_vec, reinterpret_cast<int4*>(pool));
+    copy_blocks_kernel<<<dim3(static_cast<unsigned>(count), static_cast<unsigned>(2 * layers)), 256,
+                         0, raw(s)>>>(pairs, block_vec, pool_vec, reinterpret_cast<int4*>(pool));
     return launched("paged_copy_blocks");
 }
 
 Status paged_decode_attention(const Stream& s, const PagedDecode& p, const Bf16* q, float* o) {
     TANDEM_RETURN_IF_ERROR(check_shape("paged_decode_attention", p.shape));
-    TANDEM_RETURN_IF_ERROR(detail::check_args("paged_decode_attention", p.n,
-                                              {q, o, p.block_table, p.context_lens, p.k_pool,
-                                               p.v_pool}));
+    TANDEM_RETURN_IF_ERROR(detail::check_args(
+        "paged_decode_attention", p.n, {q, o, p.block_table, p.context_lens, p.k_pool, p.v_pool}));
     if (p.hq < 1 || p.hq % p.shape.hkv != 0 || p.table_width < 1 || !(p.scale > 0.0f)) {
         return invalid_argument(
             "paged_decode_attention: need hq a multiple of hkv, table_width >= 1, scale > 0");

@@ -123,7 +123,8 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (use_p) {
         const double scale = kMassScale / static_cast<double>(total);
-        const auto need = static_cast<unsigned long long>(static_cast<double>(o.top_p) * kMassScale);
+        const auto need =
+            static_cast<unsigned long long>(static_cast<double>(o.top_p) * kMassScale);
         const uint32_t tp = radix_select(x, V, it, need, hist, [=](float z) {
             return static_cast<unsigned long long>(static_cast<double>(expf(z - m)) * scale);
         });

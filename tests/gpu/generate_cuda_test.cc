@@ -1,9 +1,9 @@
 // Generation on the device (common/gpu/device_generate.h and its kernels), against references on
 // the host. Skips with a reason without a device. Observed errors are printed so the first device
 // run can tighten the tolerances (first estimates):
-//   paged_decode_attention vs attention in double on the same bf16 q/k/v: |err| <= 2e-4 + 1e-3 |ref|
-//   paged_kv_write / paged_copy_blocks: bit exact
-//   sample_tokens vs sampling_reference.h: greedy tokens exact; sampled tokens equal in >= 99% of
+//   paged_decode_attention vs attention in double on the same bf16 q/k/v: |err| <= 2e-4 + 1e-3
+//   |ref| paged_kv_write / paged_copy_blocks: bit exact sample_tokens vs sampling_reference.h:
+//   greedy tokens exact; sampled tokens equal in >= 99% of
 //     rows (the float sums differ in the last bits, which moves a pick only when u lands on a
 //     boundary); log-probs |err| <= 1e-4 (the device's expf against the host's); every token in
 //     the kept set; bitwise reproducible; frequencies on a fixed row vs the truncated softmax:
@@ -235,9 +235,9 @@ TEST_F(SamplingTest, MatchesTheReferenceStaysInTheKeptSetAndReproduces) {
                 const auto kept = kept_tokens(row, static_cast<int>(V), o);
                 ASSERT_TRUE(std::binary_search(kept.begin(), kept.end(), tok[r]))
                     << "row " << r << " token " << tok[r] << " outside the kept set";
-                const auto ref = sample_reference(row, static_cast<int>(V), o,
-                                                  sample_stream(o.seed, 1, 2),
-                                                  static_cast<int32_t>(r));
+                const auto ref =
+                    sample_reference(row, static_cast<int>(V), o, sample_stream(o.seed, 1, 2),
+                                     static_cast<int32_t>(r));
                 same += ref.token == tok[r];
                 if (op.t == 0.0) {
                     EXPECT_EQ(ref.token, tok[r]) << "greedy row " << r;
@@ -254,10 +254,10 @@ TEST_F(SamplingTest, MatchesTheReferenceStaysInTheKeptSetAndReproduces) {
                 worst_lp = std::max(worst_lp, e);
                 EXPECT_LE(e, 1e-4) << "row " << r;
             }
-            std::printf("vocab %ld T %.1f p %.2f k %d: %d of %ld tokens equal the reference, "
-                        "log-prob max |err| %.3g\n",
-                        static_cast<long>(V), op.t, op.p, op.k, same, static_cast<long>(rows),
-                        worst_lp);
+            std::printf(
+                "vocab %ld T %.1f p %.2f k %d: %d of %ld tokens equal the reference, "
+                "log-prob max |err| %.3g\n",
+                static_cast<long>(V), op.t, op.p, op.k, same, static_cast<long>(rows), worst_lp);
             EXPECT_GE(same, static_cast<int>(0.99 * rows));
         }
     }
@@ -341,7 +341,8 @@ TEST_F(DeviceGenerateTest, GreedyTokensMatchTheCpuEngineForEachArchitecture) {
             while (k < g.tokens.size() && g.tokens[k] == w.tokens[k]) {
                 const double e = std::abs(g.logprobs[k] - w.logprobs[k]);
                 worst_lp = std::max(worst_lp, e);
-                EXPECT_LE(e, 3e-2 + 1e-2 * std::abs(w.logprobs[k])) << "sample " << i << " token " << k;
+                EXPECT_LE(e, 3e-2 + 1e-2 * std::abs(w.logprobs[k]))
+                    << "sample " << i << " token " << k;
                 ++k;
             }
             if (k == g.tokens.size()) continue;
@@ -357,16 +358,18 @@ TEST_F(DeviceGenerateTest, GreedyTokensMatchTheCpuEngineForEachArchitecture) {
             for (int j = 0; j < c.vocab_size; ++j) ss += double{row[j]} * row[j];
             const double rms = std::sqrt(ss / c.vocab_size);
             const double gap = row[w.tokens[k]] - row[g.tokens[k]];
-            std::printf("%s sample %zu: first divergence at token %zu, CPU logit gap %.4g (rms %.3g)\n",
-                        cs.name, i, k, gap, rms);
-            EXPECT_LE(gap, 0.16 * rms) << "sample " << i << " diverges at token " << k
-                                       << " without a near tie";
+            std::printf(
+                "%s sample %zu: first divergence at token %zu, CPU logit gap %.4g (rms %.3g)\n",
+                cs.name, i, k, gap, rms);
+            EXPECT_LE(gap, 0.16 * rms)
+                << "sample " << i << " diverges at token " << k << " without a near tie";
         }
-        std::printf("%s: greedy log-prob max |err| %.3g, %ld decode steps, %ld graph launches, "
-                    "peak %ld blocks, device peak %.1f MiB %s\n",
-                    cs.name, worst_lp, static_cast<long>(st.decode_steps),
-                    static_cast<long>(st.graph_launches), static_cast<long>(st.peak_blocks),
-                    st.device_peak_bytes / 1048576.0, st.graph_note.c_str());
+        std::printf(
+            "%s: greedy log-prob max |err| %.3g, %ld decode steps, %ld graph launches, "
+            "peak %ld blocks, device peak %.1f MiB %s\n",
+            cs.name, worst_lp, static_cast<long>(st.decode_steps),
+            static_cast<long>(st.graph_launches), static_cast<long>(st.peak_blocks),
+            st.device_peak_bytes / 1048576.0, st.graph_note.c_str());
     }
 }
 
@@ -416,7 +419,8 @@ TEST_F(DeviceGenerateTest, CudaGraphsChangeNothingAndStopTokensEndSamples) {
             EXPECT_EQ(std::ssize(t), o.max_new_tokens);
         }
         for (size_t j = 0; j + 1 < t.size(); ++j) {
-            EXPECT_TRUE(t[j] != 7 && t[j] != 11 && t[j] != 13) << "sample " << i << " went on past a stop";
+            EXPECT_TRUE(t[j] != 7 && t[j] != 11 && t[j] != 13)
+                << "sample " << i << " went on past a stop";
         }
     }
 }
