@@ -107,12 +107,11 @@ Result<std::vector<std::unique_ptr<RingTransport>>> transports(int ranks, bool n
         auto group = make_in_process_bootstrap(ranks);
         std::vector<std::unique_ptr<RingTransport>> out(ranks);
         TANDEM_RETURN_IF_ERROR(on_ranks(ranks, [&](int r) -> Status {
-                                   NcclRingOptions o;
-                                   o.device = r;
-                                   TANDEM_ASSIGN_OR_RETURN(out[r],
-                                                           make_nccl_ring_transport(*group[r], o));
-                                   return Status();
-                               }).status());
+            NcclRingOptions o;
+            o.device = r;
+            TANDEM_ASSIGN_OR_RETURN(out[r], make_nccl_ring_transport(*group[r], o));
+            return Status();
+        }));
         return out;
     }
 #endif
@@ -189,38 +188,36 @@ Status one_case(int64_t t, int ranks, int repeat, int devices) {
     std::vector<Io> io(ranks);
     std::vector<float> o_ring(t * kHq * kD);
     TANDEM_RETURN_IF_ERROR(on_ranks(ranks, [&](int r) -> Status {
-                               TANDEM_ASSIGN_OR_RETURN(rk[r], make_rank(nccl ? r : 0));
-                               Rank& me = *rk[r];
-                               TANDEM_ASSIGN_OR_RETURN(
-                                   rings[r], DeviceRingAttention::create(cfg, *ring_t[r], *me.ops));
-                               const RingShard& sh = rings[r]->shard();
-                               auto rows = [&](const std::vector<uint16_t>& full, int heads) {
-                                   std::vector<uint16_t> out;
-                                   for (const auto& s : sh.segments) {
-                                       out.insert(out.end(), full.begin() + s.pos0 * heads * kD,
-                                                  full.begin() + (s.pos0 + s.rows) * heads * kD);
-                                   }
-                                   return out;
-                               };
-                               TANDEM_ASSIGN_OR_RETURN(io[r].q, upload(me, rows(q, kHq)));
-                               TANDEM_ASSIGN_OR_RETURN(io[r].k, upload(me, rows(k, kHkv)));
-                               TANDEM_ASSIGN_OR_RETURN(io[r].v, upload(me, rows(v, kHkv)));
-                               std::vector<uint16_t> lq(q.end() - kHq * kD, q.end());
-                               TANDEM_ASSIGN_OR_RETURN(io[r].last_q, upload(me, lq));
-                               TANDEM_ASSIGN_OR_RETURN(io[r].o, scratch(me, sh.rows * kHq * kD));
-                               TANDEM_ASSIGN_OR_RETURN(io[r].lse, scratch(me, sh.rows * kHq));
-                               TANDEM_ASSIGN_OR_RETURN(io[r].dec_o, scratch(me, kHq * kD));
-                               TANDEM_ASSIGN_OR_RETURN(io[r].dec_lse, scratch(me, kHq));
-                               TANDEM_ASSIGN_OR_RETURN(
-                                   shards[r], DeviceDecodeShard::create(dc, r, ranks, t, *me.ops));
-                               const size_t row = kHkv * kD * 2;
-                               for (const auto& s : sh.segments) {
-                                   TANDEM_RETURN_IF_ERROR(shards[r]->store(
-                                       s.pos0, s.rows, static_cast<char*>(io[r].k) + s.local0 * row,
-                                       static_cast<char*>(io[r].v) + s.local0 * row));
-                               }
-                               return me.stream->synchronize("ring setup");
-                           }).status());
+        TANDEM_ASSIGN_OR_RETURN(rk[r], make_rank(nccl ? r : 0));
+        Rank& me = *rk[r];
+        TANDEM_ASSIGN_OR_RETURN(rings[r], DeviceRingAttention::create(cfg, *ring_t[r], *me.ops));
+        const RingShard& sh = rings[r]->shard();
+        auto rows = [&](const std::vector<uint16_t>& full, int heads) {
+            std::vector<uint16_t> out;
+            for (const auto& s : sh.segments) {
+                out.insert(out.end(), full.begin() + s.pos0 * heads * kD,
+                           full.begin() + (s.pos0 + s.rows) * heads * kD);
+            }
+            return out;
+        };
+        TANDEM_ASSIGN_OR_RETURN(io[r].q, upload(me, rows(q, kHq)));
+        TANDEM_ASSIGN_OR_RETURN(io[r].k, upload(me, rows(k, kHkv)));
+        TANDEM_ASSIGN_OR_RETURN(io[r].v, upload(me, rows(v, kHkv)));
+        std::vector<uint16_t> lq(q.end() - kHq * kD, q.end());
+        TANDEM_ASSIGN_OR_RETURN(io[r].last_q, upload(me, lq));
+        TANDEM_ASSIGN_OR_RETURN(io[r].o, scratch(me, sh.rows * kHq * kD));
+        TANDEM_ASSIGN_OR_RETURN(io[r].lse, scratch(me, sh.rows * kHq));
+        TANDEM_ASSIGN_OR_RETURN(io[r].dec_o, scratch(me, kHq * kD));
+        TANDEM_ASSIGN_OR_RETURN(io[r].dec_lse, scratch(me, kHq));
+        TANDEM_ASSIGN_OR_RETURN(shards[r], DeviceDecodeShard::create(dc, r, ranks, t, *me.ops));
+        const size_t row = kHkv * kD * 2;
+        for (const auto& s : sh.segments) {
+            TANDEM_RETURN_IF_ERROR(shards[r]->store(s.pos0, s.rows,
+                                                    static_cast<char*>(io[r].k) + s.local0 * row,
+                                                    static_cast<char*>(io[r].v) + s.local0 * row));
+        }
+        return me.stream->synchronize("ring setup");
+    }));
     double ring_prefill = 1e30, ring_decode = 1e30;
     for (int i = 0; i <= repeat; ++i) {
         TANDEM_ASSIGN_OR_RETURN(double s, on_ranks(ranks, [&](int r) -> Status {

@@ -141,7 +141,8 @@ Result<std::unique_ptr<DeviceDecodeShard>> DeviceDecodeShard::create(const Decod
                                                                      int64_t capacity_tokens,
                                                                      RingDeviceOps& ops) {
     // DecodeShard validates the configuration and the rank the same way.
-    TANDEM_RETURN_IF_ERROR(DecodeShard::create(config, rank, ranks).status());
+    const Result<DecodeShard> check = DecodeShard::create(config, rank, ranks);
+    if (!check.ok()) return check.status().with_context("device decode shard");
     if (capacity_tokens <= 0) {
         return invalid_argument("device decode shard: capacity_tokens must be > 0, got " +
                                 std::to_string(capacity_tokens));
