@@ -296,6 +296,43 @@ TEST_P(RingTransportContract, PollReportsCompletion) {
     }));
 }
 
+// Stream ordering (the device ring's hooks): a device-memory transport accepts order_after and
+// order_before on the legacy default stream around a shift that still delivers; a host-memory
+// one refuses both with invalid_argument naming itself, and its shift is unaffected.
+TEST_P(RingTransportContract, StreamOrderingFollowsTheMemoryKind) {
+    const int p = std::min(2, GetParam().max_ranks);
+    auto w = world(p);
+    ASSERT_TRUE(w);
+    const bool device = w->rank(0).caps().memory == RingMemory::kCuda;
+    std::vector<std::vector<uint8_t>> got(static_cast<size_t>(p));
+    expect_all_ok(run_ranks(*w, [&](int r) -> Status {
+        RingTransport& t = w->rank(r);
+        const size_t bytes = 4096;
+        void* send = w->alloc(r, bytes);
+        void* recv = w->alloc(r, bytes);
+        const auto mine = pattern(r, 3, bytes);
+        w->upload(r, send, mine.data(), bytes);
+        const Status after = t.order_after(nullptr);
+        TANDEM_ASSIGN_OR_RETURN(RingRequest req, t.post_shift(4, send, recv, bytes));
+        const Status before = t.order_before(req, nullptr);
+        for (const Status& s : {after, before}) {
+            if (device && !s.ok()) return s;
+            if (!device && (s.code() != StatusCode::kInvalidArgument ||
+                            s.message().find(t.caps().name) == std::string::npos)) {
+                return internal_error("a host transport should refuse stream ordering, got " +
+                                      s.to_string());
+            }
+        }
+        TANDEM_RETURN_IF_ERROR(t.wait(req, kTimeout));
+        got[r].resize(bytes);
+        w->download(r, got[r].data(), recv, bytes);
+        return t.flush(kTimeout);
+    }));
+    for (int r = 0; r < p; ++r) {
+        EXPECT_TRUE(got[r] == pattern((r - 1 + p) % p, 3, got[r].size())) << "rank " << r;
+    }
+}
+
 TEST_P(RingTransportContract, RingAttentionOverThisTransportMatchesTheReference) {
     const int p = std::min(3, GetParam().max_ranks);
     auto w = world(p);
