@@ -70,11 +70,15 @@ Result<std::unique_ptr<DeviceGenerator>> DeviceGenerator::create(const model::Mo
     g->kv_.block_tokens = g->options_.block_tokens;
     g->kv_.hkv = config.num_kv_heads;
     g->kv_.d = config.head_dim();
-    g->stop_ids_ = g->options_.stop_tokens;
-    g->stop_ids_.push_back(g->options_.eos_token);
-    std::erase_if(g->stop_ids_, [](int32_t id) { return id < 0; });
-    std::sort(g->stop_ids_.begin(), g->stop_ids_.end());
-    g->stop_ids_.erase(std::unique(g->stop_ids_.begin(), g->stop_ids_.end()), g->stop_ids_.end());
+    g->loop_.block_tokens = g->options_.block_tokens;
+    g->loop_.max_prefill_tokens = g->options_.max_prefill_tokens;
+    g->loop_.job = g->options_.job;
+    std::vector<int32_t>& stop = g->loop_.stop_ids;
+    stop = g->options_.stop_tokens;
+    stop.push_back(g->options_.eos_token);
+    std::erase_if(stop, [](int32_t id) { return id < 0; });
+    std::sort(stop.begin(), stop.end());
+    stop.erase(std::unique(stop.begin(), stop.end()), stop.end());
     if (!g->options_.cuda_graphs) g->graph_note_ = "off (rollout option)";
     TANDEM_RETURN_IF_ERROR(g->stream_->synchronize("device generation setup"));
     return g;
@@ -87,50 +91,7 @@ Status DeviceGenerator::load(model::WeightView params) {
     return stream_->synchronize("device generation weights upload");
 }
 
-Status DeviceGenerator::check(std::span<const std::vector<int32_t>> prompts, int group_size,
-                              const model::SamplingOptions& o) const {
-    const model::ModelConfig& c = config();
-    const std::string& job = options_.job;
-    if (group_size < 1) {
-        return invalid_argument(
-            fmt::format("job {}: device generation: group_size must be >= 1", job));
-    }
-    if (o.max_new_tokens < 1) {
-        return invalid_argument(
-            fmt::format("job {}: device generation: max_new_tokens must be >= 1", job));
-    }
-    if (!(o.temperature >= 0.0) || !(o.top_p > 0.0 && o.top_p <= 1.0) || o.top_k < 0) {
-        return invalid_argument(fmt::format(
-            "job {}: device generation: sampling needs temperature >= 0, top_p in (0, 1], "
-            "top_k >= 0; got {}, {}, {}",
-            job, o.temperature, o.top_p, o.top_k));
-    }
-    for (size_t p = 0; p < prompts.size(); ++p) {
-        if (prompts[p].empty()) {
-            return invalid_argument(
-                fmt::format("job {}: device generation: prompt {} is empty", job, p));
-        }
-        const int64_t need = static_cast<int64_t>(prompts[p].size()) + o.max_new_tokens;
-        if (need > c.max_seq_len) {
-            return invalid_argument(fmt::format(
-                "job {}: device generation: prompt {} has {} tokens; with max_new_tokens {} that "
-                "exceeds max_seq_len {}",
-                job, p, prompts[p].size(), o.max_new_tokens, c.max_seq_len));
-        }
-        for (size_t i = 0; i < prompts[p].size(); ++i) {
-            const int32_t t = prompts[p][i];
-            if (t < 0 || t >= c.vocab_size) {
-                return invalid_argument(fmt::format(
-                    "job {}: device generation: prompt {} token {} is {}, outside the vocabulary "
-                    "({})",
-                    job, p, i, t, c.vocab_size));
-            }
-        }
-    }
-    return Status();
-}
-
-Status DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
+Result<StepLayout> DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
     const model::ModelConfig& c = config();
     bool changed = false;
     if (blocks > kv_.num_blocks) {
@@ -161,7 +122,7 @@ Status DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
         graphs_.clear();
         bucket_uses_.clear();
     }
-    return Status();
+    return layout_;
 }
 
 Status DeviceGenerator::allocate_work(kernels::cuda::DeviceAllocator& alloc,
@@ -291,51 +252,35 @@ Status DeviceGenerator::decode_step(int64_t rows) {
     return ops::sample_tokens(*stream_, sampling_, sr);
 }
 
-Status DeviceGenerator::prefill(std::span<const std::vector<int32_t>> prompts, int64_t first,
-                                int64_t count, int group_size, const model::SamplingOptions& o,
-                                std::vector<PagedSeq>& parents,
-                                std::vector<model::Completion>& out) {
+Status DeviceGenerator::prefill(const PrefillBatch& batch, std::vector<int32_t>& tokens,
+                                std::vector<float>& logprobs) {
     const model::ModelConfig& c = config();
     const ops::Stream& s = *stream_;
-    PagedSequences& seqs = *seqs_;
-    int64_t n = 0;
-    std::vector<int64_t> lens;
-    std::vector<int32_t> tokens, positions, slots;
-    for (int64_t p = first; p < first + count; ++p) {
-        const auto& prompt = prompts[static_cast<size_t>(p)];
-        lens.push_back(static_cast<int64_t>(prompt.size()));
-        tokens.insert(tokens.end(), prompt.begin(), prompt.end());
-        for (size_t i = 0; i < prompt.size(); ++i) positions.push_back(static_cast<int32_t>(i));
-        TANDEM_ASSIGN_OR_RETURN(parents[static_cast<size_t>(p)],
-                                seqs.create(static_cast<int64_t>(prompt.size()), slots));
-        n += static_cast<int64_t>(prompt.size());
-    }
-    const int64_t B = count * group_size;
+    const int64_t n = std::ssize(batch.tokens), count = std::ssize(batch.lens);
+    const int64_t B = std::ssize(batch.streams);
     // Host inputs in one upload: tokens, positions, slots [n]; last rows [count]; logit rows,
-    // steps [B]; streams (uint64) [B].
-    std::vector<int32_t> host(static_cast<size_t>(3 * n + count + 2 * B + 2 * B + 1), 0);
-    std::copy(tokens.begin(), tokens.end(), host.begin());
-    std::copy(positions.begin(), positions.end(), host.begin() + n);
-    std::copy(slots.begin(), slots.end(), host.begin() + 2 * n);
+    // steps [B] (step 0: zeros); streams (uint64, 8-byte aligned) [B].
+    const int64_t rows_at = 3 * n + count, steps_at = rows_at + B;
+    const int64_t streams_at = (steps_at + B + 1) & ~int64_t{1};
+    std::vector<int32_t> host(static_cast<size_t>(streams_at + 2 * B), 0);
+    std::copy(batch.tokens.begin(), batch.tokens.end(), host.begin());
+    std::copy(batch.positions.begin(), batch.positions.end(), host.begin() + n);
+    std::copy(batch.slots.begin(), batch.slots.end(), host.begin() + 2 * n);
     int64_t end = 0;
     for (int64_t i = 0; i < count; ++i) {
-        end += lens[static_cast<size_t>(i)];
+        end += batch.lens[static_cast<size_t>(i)];
         host[static_cast<size_t>(3 * n + i)] = static_cast<int32_t>(end - 1);
     }
-    const int64_t rows_at = 3 * n + count, steps_at = rows_at + B;
-    const int64_t streams_at = (steps_at + B + 1) & ~int64_t{1};  // 8-byte aligned
     for (int64_t b = 0; b < B; ++b) {
-        host[static_cast<size_t>(rows_at + b)] = static_cast<int32_t>(b / group_size);
-        const uint64_t st =
-            sample_stream(o.seed, first + b / group_size, static_cast<int>(b % group_size));
-        std::memcpy(host.data() + streams_at + 2 * b, &st, sizeof st);
+        host[static_cast<size_t>(rows_at + b)] = static_cast<int32_t>(b / batch.group);
     }
+    std::memcpy(host.data() + streams_at, batch.streams.data(), static_cast<size_t>(B) * 8);
     TANDEM_ASSIGN_OR_RETURN(DeviceBuffer in, alloc_->allocate(host.size() * 4, "prefill inputs"));
     TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, in.as(), host.data(), host.size() * 4));
     const int32_t* d = in.as<const int32_t>();
     Work w;
     TANDEM_RETURN_IF_ERROR(allocate_work(*alloc_, c, n, std::max(count, B), true, &w));
-    TANDEM_RETURN_IF_ERROR(layers(w, n, d, d + n, d + 2 * n, false, lens));
+    TANDEM_RETURN_IF_ERROR(layers(w, n, d, d + n, d + 2 * n, false, batch.lens));
     const model::ParamPtrs<const Bf16> wt(model_->index(), model_->weights_bf16());
     // The last row of each prompt (into the front of w.a, free after the layers) to its logits.
     TANDEM_RETURN_IF_ERROR(
@@ -352,46 +297,55 @@ Status DeviceGenerator::prefill(std::span<const std::vector<int32_t>> prompts, i
     sr.token = w.token.as<int32_t>();
     sr.logp = w.logp.as<float>();
     TANDEM_RETURN_IF_ERROR(ops::sample_tokens(s, sampling_, sr));
-    std::vector<int32_t> tok(static_cast<size_t>(B));
-    std::vector<float> lp(static_cast<size_t>(B));
-    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, tok.data(), w.token.as(), B * 4));
-    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, lp.data(), w.logp.as(), B * 4));
-    TANDEM_RETURN_IF_ERROR(s.synchronize("device prefill"));
-    for (int64_t b = 0; b < B; ++b) {
-        model::Completion& cp = out[static_cast<size_t>(first * group_size + b)];
-        cp.tokens.push_back(tok[static_cast<size_t>(b)]);
-        cp.logprobs.push_back(lp[static_cast<size_t>(b)]);
+    tokens.resize(static_cast<size_t>(B));
+    logprobs.resize(static_cast<size_t>(B));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, tokens.data(), w.token.as(), B * 4));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, logprobs.data(), w.logp.as(), B * 4));
+    return s.synchronize("device prefill");
+}
+
+Status DeviceGenerator::copy_blocks(std::span<const int32_t> pairs) {
+    TANDEM_ASSIGN_OR_RETURN(DeviceBuffer d, alloc_->allocate(pairs.size() * 4, "forked blocks"));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_device(*stream_, d.as(), pairs.data(), pairs.size() * 4));
+    return ops::paged_copy_blocks(*stream_, kv_, config().num_layers, std::ssize(pairs) / 2,
+                                  d.as<const int32_t>(), pool_.as<Bf16>());
+}
+
+Status DeviceGenerator::decode(int64_t rows, std::span<const int32_t> step, int64_t live,
+                               std::vector<int32_t>& tokens, std::vector<float>& logprobs) {
+    const ops::Stream& s = *stream_;
+    // The step's inputs up to the last row's block table (a captured step reads them there).
+    const size_t used = static_cast<size_t>(layout_.table() + rows * layout_.width);
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, step_.as(), step.data(), used * 4));
+    const bool use_graph = options_.cuda_graphs && !graphs_failed_;
+    auto it = graphs_.find(rows);
+    if (use_graph && it == graphs_.end() && ++bucket_uses_[rows] >= 2) {
+        // The second step of a bucket: its GEMM plans exist (the first ran eagerly).
+        auto g = ops::CapturedGraph::capture(s, [&] { return decode_step(rows); });
+        if (g.ok()) {
+            it = graphs_.emplace(rows, std::move(g).value()).first;
+            ++graph_captures_;
+        } else {
+            graphs_failed_ = true;  // eager from now on; say why
+            graph_note_ = "capture failed, steps run eagerly: " + g.status().message();
+        }
     }
-    return Status();
+    if (use_graph && it != graphs_.end()) {
+        TANDEM_RETURN_IF_ERROR(it->second->launch(s));
+        ++graph_launches_;
+    } else {
+        TANDEM_RETURN_IF_ERROR(decode_step(rows));
+    }
+    tokens.resize(static_cast<size_t>(live));
+    logprobs.resize(static_cast<size_t>(live));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, tokens.data(), decode_->token.as(), live * 4));
+    TANDEM_RETURN_IF_ERROR(ops::copy_to_host(s, logprobs.data(), decode_->logp.as(), live * 4));
+    return s.synchronize("device decode step");
 }
 
 Result<std::vector<model::Completion>> DeviceGenerator::generate(
     std::span<const std::vector<int32_t>> prompts, int group_size, const model::SamplingOptions& o,
     DeviceGenerateStats* stats) {
-    TANDEM_RETURN_IF_ERROR(check(prompts, group_size, o));
-    const ops::Stream& s = *stream_;
-    const int64_t P = static_cast<int64_t>(prompts.size()), B = P * group_size;
-    const int bt = options_.block_tokens;
-    DeviceGenerateStats st;
-    st.graph_note = graph_note_;
-    alloc_->reset_peak();
-    std::vector<model::Completion> out(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; ++b) {
-        out[static_cast<size_t>(b)].prompt = static_cast<int32_t>(b / group_size);
-        out[static_cast<size_t>(b)].sample = static_cast<int32_t>(b % group_size);
-    }
-    if (B == 0) {
-        if (stats) *stats = st;
-        return out;
-    }
-    // Shapes of this call: the pool, the widest block table (a power of two, so graphs are reused
-    // across calls whose prompts differ a little) and the decode rows.
-    int64_t longest = 0;
-    for (const auto& p : prompts) longest = std::max<int64_t>(longest, std::ssize(p));
-    int width = 1;
-    while (width < (longest + o.max_new_tokens + bt - 1) / bt) width <<= 1;
-    const int64_t blocks = worst_case_blocks(prompts, group_size, o.max_new_tokens, bt);
-    TANDEM_RETURN_IF_ERROR(reserve(blocks, B, width));
     ops::DeviceSampling ds;
     ds.temperature = static_cast<float>(o.temperature);
     ds.top_p = static_cast<float>(o.top_p);
@@ -403,119 +357,24 @@ Result<std::vector<model::Completion>> DeviceGenerator::generate(
         bucket_uses_.clear();
     }
     sampling_ = ds;
-    seqs_ = std::make_unique<PagedSequences>(bt, kv_.num_blocks);
-    st.kv_pool_bytes = static_cast<int64_t>(pool_.bytes());
-
-    // Prefill, a group of whole prompts at a time; then fork each prompt into its samples.
-    std::vector<PagedSeq> parents(static_cast<size_t>(P)), samples(static_cast<size_t>(B));
-    std::vector<int32_t> copies;
-    for (int64_t p0 = 0; p0 < P;) {
-        int64_t p1 = p0, n = 0;
-        while (p1 < P && (p1 == p0 || n + std::ssize(prompts[static_cast<size_t>(p1)]) <=
-                                          options_.max_prefill_tokens)) {
-            n += std::ssize(prompts[static_cast<size_t>(p1)]);
-            ++p1;
-        }
-        TANDEM_RETURN_IF_ERROR(prefill(prompts, p0, p1 - p0, group_size, o, parents, out));
-        st.prompt_tokens += n;
-        p0 = p1;
+    graph_launches_ = graph_captures_ = 0;
+    alloc_->reset_peak();
+    GenerationCounts counts;
+    TANDEM_ASSIGN_OR_RETURN(
+        auto out, run_generation(*this, config(), loop_, prompts, group_size, o, &counts));
+    if (stats) {
+        DeviceGenerateStats st;
+        st.prompt_tokens = counts.prompt_tokens;
+        st.generated_tokens = counts.generated_tokens;
+        st.decode_steps = counts.decode_steps;
+        st.graph_launches = graph_launches_;
+        st.graph_captures = graph_captures_;
+        st.graph_note = graph_note_;
+        st.peak_blocks = counts.peak_blocks;
+        st.kv_pool_bytes = static_cast<int64_t>(pool_.bytes());
+        st.device_peak_bytes = static_cast<int64_t>(alloc_->peak_bytes());
+        *stats = st;
     }
-    for (int64_t b = 0; b < B; ++b) {
-        TANDEM_ASSIGN_OR_RETURN(samples[static_cast<size_t>(b)],
-                                seqs_->fork(parents[static_cast<size_t>(b / group_size)], copies));
-    }
-    for (auto& p : parents) seqs_->release(p);
-    DeviceBuffer pairs;
-    if (!copies.empty()) {
-        TANDEM_ASSIGN_OR_RETURN(pairs, alloc_->allocate(copies.size() * 4, "forked block pairs"));
-        TANDEM_RETURN_IF_ERROR(
-            ops::copy_to_device(s, pairs.as(), copies.data(), copies.size() * 4));
-        TANDEM_RETURN_IF_ERROR(ops::paged_copy_blocks(s, kv_, config().num_layers,
-                                                      std::ssize(copies) / 2,
-                                                      pairs.as<const int32_t>(), pool_.as<Bf16>()));
-    }
-    const auto is_stop = [&](int32_t t) {
-        return std::binary_search(stop_ids_.begin(), stop_ids_.end(), t);
-    };
-    std::vector<int64_t> active;
-    for (int64_t b = 0; b < B; ++b) {
-        model::Completion& cp = out[static_cast<size_t>(b)];
-        if (is_stop(cp.tokens.back())) {
-            cp.finished = true;
-        } else if (o.max_new_tokens > 1) {
-            active.push_back(b);
-        }
-    }
-    // Decode: every live sample one token a step, in the smallest bucket that holds them.
-    std::vector<StepRow> live;
-    std::vector<int32_t> host, tok;
-    std::vector<float> lp;
-    while (!active.empty()) {
-        live.clear();
-        for (const int64_t b : active) {
-            PagedSeq& seq = samples[static_cast<size_t>(b)];
-            const model::Completion& cp = out[static_cast<size_t>(b)];
-            StepRow row;
-            row.token = cp.tokens.back();
-            TANDEM_ASSIGN_OR_RETURN(row.slot, seqs_->append(seq));
-            row.seq = &seq;
-            row.stream = sample_stream(o.seed, cp.prompt, cp.sample);
-            row.step = static_cast<int32_t>(cp.tokens.size());
-            live.push_back(row);
-        }
-        const int64_t rows = decode_bucket(std::ssize(live), layout_.max_rows);
-        TANDEM_RETURN_IF_ERROR(pack_step(layout_, rows, live, host));
-        const size_t used = static_cast<size_t>(layout_.table() + rows * layout_.width);
-        TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, step_.as(), host.data(), used * 4));
-        const bool use_graph = options_.cuda_graphs && !graphs_failed_;
-        auto it = graphs_.find(rows);
-        if (use_graph && it == graphs_.end() && ++bucket_uses_[rows] >= 2) {
-            auto g = ops::CapturedGraph::capture(s, [&] { return decode_step(rows); });
-            if (g.ok()) {
-                it = graphs_.emplace(rows, std::move(g).value()).first;
-                ++st.graph_captures;
-            } else {
-                graphs_failed_ = true;  // eager from now on; say why once
-                graph_note_ = "capture failed, steps run eagerly: " + g.status().message();
-                st.graph_note = graph_note_;
-            }
-        }
-        if (use_graph && it != graphs_.end()) {
-            TANDEM_RETURN_IF_ERROR(it->second->launch(s));
-            ++st.graph_launches;
-        } else {
-            TANDEM_RETURN_IF_ERROR(decode_step(rows));
-        }
-        ++st.decode_steps;
-        tok.resize(live.size());
-        lp.resize(live.size());
-        TANDEM_RETURN_IF_ERROR(
-            ops::copy_to_host(s, tok.data(), decode_->token.as(), live.size() * 4));
-        TANDEM_RETURN_IF_ERROR(
-            ops::copy_to_host(s, lp.data(), decode_->logp.as(), live.size() * 4));
-        TANDEM_RETURN_IF_ERROR(s.synchronize("device decode step"));
-        size_t keep = 0;
-        for (size_t i = 0; i < active.size(); ++i) {
-            const int64_t b = active[i];
-            model::Completion& cp = out[static_cast<size_t>(b)];
-            cp.tokens.push_back(tok[i]);
-            cp.logprobs.push_back(lp[i]);
-            if (is_stop(tok[i])) {
-                cp.finished = true;
-                seqs_->release(samples[static_cast<size_t>(b)]);
-            } else if (static_cast<int>(cp.tokens.size()) < o.max_new_tokens) {
-                active[keep++] = b;
-            } else {
-                seqs_->release(samples[static_cast<size_t>(b)]);
-            }
-        }
-        active.resize(keep);
-    }
-    st.peak_blocks = seqs_->pool().peak();
-    for (auto& q : samples) seqs_->release(q);
-    for (const auto& cp : out) st.generated_tokens += std::ssize(cp.tokens);
-    st.device_peak_bytes = static_cast<int64_t>(alloc_->peak_bytes());
-    if (stats) *stats = st;
     return out;
 }
 

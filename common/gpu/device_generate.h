@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/gpu/device_model.h"
+#include "common/gpu/generate_loop.h"
 #include "common/gpu/paged_plan.h"
 #include "common/model/generate.h"
 #include "common/model/sampler.h"
@@ -57,7 +58,7 @@ struct DeviceGenerateStats {
 };
 
 // Owns the device (stream, allocator, GEMM, weights) of one rollout actor. Not thread-safe.
-class DeviceGenerator {
+class DeviceGenerator final : private GenerationBackend {
 public:
     static Result<std::unique_ptr<DeviceGenerator>> create(const model::ModelConfig& config,
                                                            DeviceGenerateOptions options,
@@ -87,12 +88,17 @@ private:
     static Status allocate_work(kernels::cuda::DeviceAllocator& alloc, const model::ModelConfig& c,
                                 int64_t rows, int64_t logit_rows, bool lse, Work* w);
     explicit DeviceGenerator(DeviceGenerateOptions options);
-    // Checks the call's arguments, naming the prompt and field.
-    Status check(std::span<const std::vector<int32_t>> prompts, int group_size,
-                 const model::SamplingOptions& o) const;
-    // The pool, the decode workspace and the step layout for this call's shapes (graphs are
-    // dropped when any of them is reallocated).
-    Status reserve(int64_t blocks, int64_t max_rows, int width);
+
+    // GenerationBackend (common/gpu/generate_loop.h): the device steps of run_generation.
+    // reserve: the pool, the decode workspace and the step layout (captured steps are dropped
+    // when any of them is reallocated).
+    Result<StepLayout> reserve(int64_t blocks, int64_t max_rows, int width) override;
+    Status prefill(const PrefillBatch& batch, std::vector<int32_t>& tokens,
+                   std::vector<float>& logprobs) override;
+    Status copy_blocks(std::span<const int32_t> pairs) override;
+    Status decode(int64_t rows, std::span<const int32_t> step, int64_t live,
+                  std::vector<int32_t>& tokens, std::vector<float>& logprobs) override;
+
     // The decoder's layers over n rows whose keys and values go to `slots`, then the final norm
     // into w.f; `decode`: attention over pages (one token per row) reading the step buffer,
     // else causal attention within each prompt of `lens` (packed back to back).
@@ -100,9 +106,6 @@ private:
                   const int32_t* slots, bool decode, std::span<const int64_t> lens);
     // One decode step of `rows` rows (enqueue only): layers, LM head, sampling.
     Status decode_step(int64_t rows);
-    Status prefill(std::span<const std::vector<int32_t>> prompts, int64_t first, int64_t count,
-                   int group_size, const model::SamplingOptions& o, std::vector<PagedSeq>& parents,
-                   std::vector<model::Completion>& out);
 
     DeviceGenerateOptions options_;
     std::unique_ptr<kernels::cuda::Stream> stream_;
@@ -120,8 +123,8 @@ private:
     std::map<int64_t, int> bucket_uses_;
     bool graphs_failed_ = false;
     std::string graph_note_;
-    std::vector<int32_t> stop_ids_;
-    std::unique_ptr<PagedSequences> seqs_;  // this call's sequences over the pool
+    int64_t graph_launches_ = 0, graph_captures_ = 0;  // this call's
+    GenerationLoopOptions loop_;
 };
 
 }  // namespace tandem::gpu
