@@ -3,13 +3,15 @@
 // layer at Qwen2.5-0.5B's shape (14 query heads, 2 KV heads, d = 64, bf16, causal, zigzag).
 // Ranks are threads: one device each over NCCL when the machine has at least P devices, else all
 // on device 0 over the in-process CUDA ring (then the figure is the ring's overhead, not a
-// speed-up: the ranks share one GPU). Times are wall clock around the collective with every
-// rank's stream synchronised, best of --repeat after a warm-up. One JSON object per (T, P):
+// speed-up: the ranks share one GPU). Times are wall clock from the release of every rank's
+// thread to the last one's return, each rank's stream synchronised; best of --repeat after a
+// warm-up. One JSON object per (T, P):
 //   {"case":"context_parallel_device","dtype":"bf16","t":..,"ranks":..,"transport":..,
 //    "devices":..,"single_prefill_ms":..,"ring_prefill_ms":..,"prefill_ratio":..,
 //    "single_decode_us":..,"ring_decode_us":..,"decode_ratio":..,"max_abs_diff_o":..}
 // Without a device: {"case":"context_parallel_device","skipped":true,"reason":...}.
 #include <algorithm>
+#include <barrier>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -87,18 +89,28 @@ std::vector<uint16_t> bf16_random(size_t n, uint32_t seed) {
     return round_to_16bit(v, true);
 }
 
-// Runs fn(rank) on one thread per rank; returns the wall time until all returned, or an error.
+// Runs fn(rank) on one thread per rank, all released together by a barrier (thread start-up is
+// not timed); returns the time from the release to the last rank's return, or an error.
 Result<double> on_ranks(int ranks, const std::function<Status(int)>& fn) {
     std::vector<Status> st(ranks);
-    const auto t0 = Clock::now();
+    std::vector<Clock::time_point> start(ranks), end(ranks);
+    std::barrier go(ranks);
     std::vector<std::thread> threads;
-    for (int r = 0; r < ranks; ++r) threads.emplace_back([&, r] { st[r] = fn(r); });
+    for (int r = 0; r < ranks; ++r) {
+        threads.emplace_back([&, r] {
+            go.arrive_and_wait();
+            start[r] = Clock::now();
+            st[r] = fn(r);
+            end[r] = Clock::now();
+        });
+    }
     for (auto& t : threads) t.join();
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     for (int r = 0; r < ranks; ++r) {
         if (!st[r].ok()) return st[r].with_context("rank " + std::to_string(r));
     }
-    return s;
+    return std::chrono::duration<double>(*std::max_element(end.begin(), end.end()) -
+                                         *std::min_element(start.begin(), start.end()))
+        .count();
 }
 
 Result<std::vector<std::unique_ptr<RingTransport>>> transports(int ranks, bool nccl) {
