@@ -1,5 +1,6 @@
 // The trainer actor's Policy (trainer_node/policy.h) on the CPU: the same steps, checkpoints and
-// published bytes as model::GrpoTrainer, and make_cuda_policy's error where there is no device.
+// published bytes as model::GrpoTrainer, make_cuda_policy's error where there is no device, and
+// the trainer actor refusing trainer.device: cuda where it has no GPU.
 // The cuda policy against this one is tests/gpu/trainer_device_cuda_test.cc.
 #include "trainer_node/policy.h"
 
@@ -13,7 +14,9 @@
 #include "common/weights/descriptor.h"
 #include "common/weights/reader.h"
 #include "kernels/device.h"
+#include "tests/fakes/fake_runtime.h"
 #include "tests/unit/model/test_util.h"
+#include "trainer_node/grpo_trainer_actor.h"
 
 namespace tandem::trainer {
 namespace {
@@ -127,6 +130,20 @@ TEST_F(TrainerPolicyTest, CudaPolicyWithoutADeviceSaysWhy) {
     // (cudaSetDevice(0): ...).
     EXPECT_EQ(msg.rfind("the trainer on cuda: ", 0), 0u) << msg;
     EXPECT_GT(msg.size(), std::string("the trainer on cuda: ").size()) << msg;
+}
+
+TEST(TrainerActorDevice, CudaWhereTheActorHasNoGpuFailsNamingTheJobAndField) {
+    config::JobSpec spec;
+    spec.name = "j";
+    spec.trainer.device = config::ComputeDevice::kCuda;
+    spec.trainer.resources.gpus = 1;
+    // The fake runtime's placement assigns no GPU (and a build without CUDA has none either).
+    testing::FakeRuntime rt(spec, ActorId{JobId(4), ActorRole::kTrainer, 0});
+    const Status st = run_grpo_trainer(rt);
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("job job-000004: trainer.device is cuda but "), std::string::npos)
+        << st.message();
 }
 
 }  // namespace
