@@ -18,11 +18,12 @@
 // The tiled kernel (attention_backward_tiled.cu), FlashAttention-2 style: bf16 q, k, v with head
 // dim 64 or 128 only. Tiles of Q, K, V and dO (rounded to bf16) in shared memory, bf16
 // tensor-core MMA (mma.sync m16n8k16, fp32 accumulate), probabilities recomputed from lse,
-// delta = rowsum(dO * O) in fp32. Two passes, deterministic (no atomics): one block per (key tile,
-// key/value head) accumulates dK and dV in registers over the query heads of its group and the
-// query tiles that see it; one block per (query tile, query head) accumulates dQ over the visible
-// key tiles. P and dS are rounded to bf16 for the MMAs, so it is less exact than the simple kernel
-// (tests/gpu/attention_backward_cuda_test.cc states the tolerances).
+// delta = rowsum(dO * O) in fp32 (from the bf16 dO the MMAs use). Two passes, deterministic
+// (no atomics): one block per (key tile, key/value head) accumulates dK and dV in registers over
+// the query heads of its group and the query tiles that see it; one block per (query tile, query
+// head) accumulates dQ over the visible key tiles. P and dS are rounded to bf16 for the MMAs, so
+// it is less exact than the simple kernel (tests/gpu/attention_backward_cuda_test.cc states the
+// tolerances).
 
 #include <initializer_list>
 #include <string>

@@ -8,8 +8,10 @@
 // so only the backward's own error is measured. The simple kernel (fp32 throughout): |err| <=
 // 2e-5 sqrt(tk) + 1e-3 |ref| for dq, dk and dv (fp32 dot products of length d and sums over up to
 // tk keys / tq * hq / hkv queries). The tiled tensor-core kernel rounds dO, P and dS to bf16
-// (relative 2^-9 each) before its MMAs: |err| <= 2e-2 rms(ref) + 2e-2 |ref| per tensor, against the
-// double reference and against the simple kernel; the observed max |err| / rms(ref) is printed.
+// (relative 2^-9 each) before its MMAs: |err| <= 6e-2 rms(ref) + 2e-2 |ref| per tensor, against the
+// double reference and against the simple kernel (about twice the 3.2e-2 rms(ref) its host
+// emulation, attention_backward_emulated_test.cc, shows); the observed max |err| / rms(ref) is
+// printed.
 // The tiled cases use lengths that are not multiples of its 64-row tiles, the head shapes of
 // Qwen2.5-0.5B (14 / 2 heads) and Llama-3.2-1B (32 / 8), d = 128, continuations, two position
 // runs (a zigzag ring shard), keyless rows and accumulate; misaligned pointers fall back.
@@ -139,9 +141,9 @@ protected:
         std::printf("tiled %s: max|err|/rms(ref) dq %.3g dk %.3g dv %.3g\n", describe(p).c_str(),
                     max_abs_error(got_q, gq) / rms_q, max_abs_error(got_k, gk) / rms_k,
                     max_abs_error(got_v, gv) / rms_v);
-        EXPECT_TRUE(all_close(got_q, gq, 2e-2 * rms_q + 1e-6, rtol, "dq vs double"));
-        EXPECT_TRUE(all_close(got_k, gk, 2e-2 * rms_k + 1e-6, rtol, "dk vs double"));
-        EXPECT_TRUE(all_close(got_v, gv, 2e-2 * rms_v + 1e-6, rtol, "dv vs double"));
+        EXPECT_TRUE(all_close(got_q, gq, 6e-2 * rms_q + 1e-6, rtol, "dq vs double"));
+        EXPECT_TRUE(all_close(got_k, gk, 6e-2 * rms_k + 1e-6, rtol, "dk vs double"));
+        EXPECT_TRUE(all_close(got_v, gv, 6e-2 * rms_v + 1e-6, rtol, "dv vs double"));
         // The simple kernel on the same device inputs.
         float* sq = upload(init_q);
         float* sk = upload(init_k);
@@ -153,9 +155,9 @@ protected:
         const std::vector<double> simple_q = to_double(download(sq, nq)),
                                   simple_k = to_double(download(sk, nk)),
                                   simple_v = to_double(download(sv, nk));
-        EXPECT_TRUE(all_close(got_q, simple_q, 2e-2 * rms_q + 1e-6, rtol, "dq vs simple"));
-        EXPECT_TRUE(all_close(got_k, simple_k, 2e-2 * rms_k + 1e-6, rtol, "dk vs simple"));
-        EXPECT_TRUE(all_close(got_v, simple_v, 2e-2 * rms_v + 1e-6, rtol, "dv vs simple"));
+        EXPECT_TRUE(all_close(got_q, simple_q, 6e-2 * rms_q + 1e-6, rtol, "dq vs simple"));
+        EXPECT_TRUE(all_close(got_k, simple_k, 6e-2 * rms_k + 1e-6, rtol, "dk vs simple"));
+        EXPECT_TRUE(all_close(got_v, simple_v, 6e-2 * rms_v + 1e-6, rtol, "dv vs simple"));
     }
 
     // Tiled kernel, asked for explicitly.
