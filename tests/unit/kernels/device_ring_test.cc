@@ -137,6 +137,24 @@ TEST(DeviceRingAttention, EqualsTheCpuRingBitwiseAndTheReference) {
     }
 }
 
+// More ranks than tokens: some shards are empty (no copies, no attention, still shifting).
+TEST(DeviceRingAttention, EmptyShardsStillShiftAndMatchTheCpuRing) {
+    for (int64_t t : {3, 5, 9}) {
+        const RingAttentionConfig c = config(t, true, RingLayout::kZigzag);
+        SCOPED_TRACE("T=" + std::to_string(t) + " P=8");
+        const auto q = random_floats(c.seq_len * c.hq * c.d, 21);
+        const auto k = random_floats(c.seq_len * c.hkv * c.d, 22);
+        const auto v = random_floats(c.seq_len * c.hkv * c.d, 23);
+        const FullOut dev = run_device_ring(c, 8, q, k, v);
+        std::vector<float> o(q.size()), lse(c.hq * c.seq_len);
+        ASSERT_TRUE(ring_forward_in_process(c, 8, RingDrive::kThreads, q.data(), k.data(), v.data(),
+                                            o.data(), lse.data())
+                        .ok());
+        EXPECT_EQ(0, std::memcmp(o.data(), dev.o.data(), o.size() * sizeof(float)));
+        EXPECT_EQ(0, std::memcmp(lse.data(), dev.lse.data(), lse.size() * sizeof(float)));
+    }
+}
+
 // Every shift is posted after order_after (the previous block's attention is enqueued before
 // it) and every block after the first is attended only after order_before of the shift that
 // brought it; the shift of step s + 1 is posted before the attention of step s (overlap).
