@@ -5,7 +5,6 @@
 
 #include <fmt/format.h>
 
-#include "common/gpu/sampling_reference.h"
 #include "common/model/self_attention.h"
 #include "common/model/transformer.h"
 #include "kernels/attention.h"
@@ -93,10 +92,16 @@ Status DeviceGenerator::load(model::WeightView params) {
 
 Result<StepLayout> DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
     const model::ModelConfig& c = config();
-    bool changed = false;
-    if (blocks > kv_.num_blocks) {
+    const bool grow_pool = blocks > kv_.num_blocks;
+    const bool new_work = !decode_ || max_rows > layout_.max_rows || width != layout_.width;
+    if (grow_pool || new_work) {
+        graphs_.clear();  // they read the buffers about to be replaced
+        bucket_uses_.clear();
+    }
+    if (grow_pool) {
         pool_ = DeviceBuffer();
         kernels::cuda::PagedKvShape shape = kv_;
+        kv_.num_blocks = 0;  // until the new pool is there
         shape.num_blocks = blocks;
         TANDEM_ASSIGN_OR_RETURN(
             pool_,
@@ -104,23 +109,19 @@ Result<StepLayout> DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, in
                 static_cast<size_t>(shape.layer_elems() * c.num_layers) * sizeof(Bf16),
                 fmt::format("device KV cache ({} blocks of {} tokens)", blocks, kv_.block_tokens)));
         kv_ = shape;
-        changed = true;
     }
-    if (!decode_ || max_rows > layout_.max_rows || width != layout_.width) {
-        const int64_t rows = std::max(max_rows, layout_.max_rows);
+    if (new_work) {
+        const StepLayout layout{std::max(max_rows, layout_.max_rows), width};
         decode_.reset();
-        auto w = std::make_unique<Work>();
-        TANDEM_RETURN_IF_ERROR(allocate_work(*alloc_, c, rows, rows, false, w.get()));
-        decode_ = std::move(w);
-        layout_ = StepLayout{rows, width};
         step_ = DeviceBuffer();
+        layout_ = StepLayout{};  // until the new buffers are there
+        auto w = std::make_unique<Work>();
+        TANDEM_RETURN_IF_ERROR(
+            allocate_work(*alloc_, c, layout.max_rows, layout.max_rows, false, w.get()));
         TANDEM_ASSIGN_OR_RETURN(
-            step_, alloc_->allocate(static_cast<size_t>(layout_.size()) * 4, "decode step inputs"));
-        changed = true;
-    }
-    if (changed) {
-        graphs_.clear();
-        bucket_uses_.clear();
+            step_, alloc_->allocate(static_cast<size_t>(layout.size()) * 4, "decode step inputs"));
+        decode_ = std::move(w);
+        layout_ = layout;
     }
     return layout_;
 }

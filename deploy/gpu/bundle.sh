@@ -48,9 +48,10 @@ done
 # spdlog, fmt, xxhash, yaml-cpp, ZeroMQ and the like: every shared library of the bundle's
 # binaries except the C/C++ runtime, which the GPU machine has. cuBLASLt is not linked (the device
 # GEMM dlopens it; run.sh points at PyTorch's copy) and NCCL comes from PyTorch too.
+# (grep finds nothing for a binary that needs only the runtime: not an error under pipefail.)
 for f in gpu-bundle/tandem*; do
     ldd "$f" | awk '$3 ~ /^\// {print $1, $3}' |
-        grep -v -E '^(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|ld-linux[^ ]*|libnccl|libcuda|libcublas[A-Za-z]*|libnvidia[^ ]*)\.so' |
+        { grep -v -E '^(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|ld-linux[^ ]*|libnccl|libcuda|libcublas[A-Za-z]*|libnvidia[^ ]*)\.so' || true; } |
         while read -r name path; do
             [ -e "gpu-bundle/lib/$name" ] || cp -L "$path" "gpu-bundle/lib/$name"
         done
