@@ -86,6 +86,13 @@ __global__ void clear_kernel(float* o, int64_t o_elems, float* lse, int64_t lse_
     }
 }
 
+__global__ void accumulate_kernel(float* dst, const float* src, int64_t n) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        dst[i] += src[i];
+    }
+}
+
 Status check_shape(const char* op, int64_t tq, int hq, int d) {
     if (tq < 0 || hq <= 0 || d <= 0) {
         return invalid_argument(std::string(op) + ": bad shape tq=" + std::to_string(tq) +
@@ -136,6 +143,13 @@ Status clear_attention_partial(const Stream& stream, float* o, int64_t o_elems, 
     clear_kernel<<<detail::blocks_for(n), 256, 0, detail::raw(stream)>>>(o, o_elems, lse,
                                                                          lse_elems);
     return detail::launched("clear_attention_partial");
+}
+
+Status accumulate_f32(const Stream& stream, float* dst, const float* src, int64_t n) {
+    TANDEM_RETURN_IF_ERROR(detail::check_args("accumulate_f32", n, {dst, src}));
+    if (n == 0) return Status();
+    accumulate_kernel<<<detail::blocks_for(n), 256, 0, detail::raw(stream)>>>(dst, src, n);
+    return detail::launched("accumulate_f32");
 }
 
 }  // namespace tandem::kernels::cuda

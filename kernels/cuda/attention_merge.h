@@ -27,4 +27,7 @@ Status merge_attention_table(const Stream& stream, const float* table, int parts
 Status clear_attention_partial(const Stream& stream, float* o, int64_t o_elems, float* lse,
                                int64_t lse_elems);
 
+// dst[i] += src[i], i < n (the device ring backward adds the dK/dV accumulator that arrived).
+Status accumulate_f32(const Stream& stream, float* dst, const float* src, int64_t n);
+
 }  // namespace tandem::kernels::cuda

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "kernels/cuda/attention_backward.h"
 #include "kernels/cuda/attention_merge.h"
 #include "kernels/ring/in_process_transport.h"
 
@@ -48,6 +49,16 @@ public:
                           float* lse) override {
         return merge_attention_table(stream_, table, parts, partial_elems(n, hq, d), n, hq, d, o,
                                      lse);
+    }
+
+    Status attend_backward(const AttentionParams& p, const void* q, const void* k, const void* v,
+                           const float* o, const float* lse, const float* dout, float* dq,
+                           float* dk, float* dv, bool accumulate_grads) override {
+        return attention_backward(stream_, p, dtype_, q, k, v, o, lse, dout, dq, dk, dv,
+                                  accumulate_grads);
+    }
+    Status add(float* dst, const float* src, int64_t n) override {
+        return accumulate_f32(stream_, dst, src, n);
     }
 
 private:

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 namespace tandem::kernels {
 namespace {
@@ -64,19 +65,25 @@ Result<std::unique_ptr<DeviceRingAttention>> DeviceRingAttention::create(
     return ring;
 }
 
+Status DeviceRingAttention::load_own_block(const void* k, const void* v) {
+    const size_t own =
+        static_cast<size_t>(shard().rows) * config_.hkv * config_.d * dtype_bytes(ops_.dtype());
+    TANDEM_RETURN_IF_ERROR(ops_.copy(kv_[0].get(), k, own));
+    return ops_.copy(bytes_at(kv_[0], half_bytes_), v, own);
+}
+
 Status DeviceRingAttention::forward(const void* q, const void* k, const void* v, float* o,
                                     float* lse) {
     const RingShard& mine = shard();
     if (mine.rows > 0) {
-        TANDEM_RETURN_IF_ERROR(non_null(q, "q"));
-        TANDEM_RETURN_IF_ERROR(non_null(k, "k"));
-        TANDEM_RETURN_IF_ERROR(non_null(v, "v"));
-        TANDEM_RETURN_IF_ERROR(non_null(o, "o"));
-        TANDEM_RETURN_IF_ERROR(non_null(lse, "lse"));
-        const size_t own =
-            static_cast<size_t>(mine.rows) * config_.hkv * config_.d * dtype_bytes(ops_.dtype());
-        TANDEM_RETURN_IF_ERROR(ops_.copy(kv_[0].get(), k, own));
-        TANDEM_RETURN_IF_ERROR(ops_.copy(bytes_at(kv_[0], half_bytes_), v, own));
+        for (auto [p, what] : {std::pair<const void*, const char*>{q, "q"},
+                               {k, "k"},
+                               {v, "v"},
+                               {o, "o"},
+                               {lse, "lse"}}) {
+            TANDEM_RETURN_IF_ERROR(non_null(p, what));
+        }
+        TANDEM_RETURN_IF_ERROR(load_own_block(k, v));
         TANDEM_RETURN_IF_ERROR(
             ops_.clear_partial(o, mine.rows * config_.hq * config_.d, lse, mine.rows * config_.hq));
     }
@@ -84,6 +91,47 @@ Status DeviceRingAttention::forward(const void* q, const void* k, const void* v,
     if (!s.ok()) {
         return s.with_context("device ring attention rank " + std::to_string(rank_) + " of " +
                               std::to_string(ranks_));
+    }
+    return s;
+}
+
+Status DeviceRingAttention::backward(const void* q, const void* k, const void* v, const float* o,
+                                     const float* lse, const float* dout, float* dq, float* dk,
+                                     float* dv) {
+    const RingShard& mine = shard();
+    if (mine.rows > 0) {
+        for (auto [p, what] : {std::pair<const void*, const char*>{q, "q"},
+                               {k, "k"},
+                               {v, "v"},
+                               {o, "o"},
+                               {lse, "lse"},
+                               {dout, "dout"},
+                               {dq, "dq"},
+                               {dk, "dk"},
+                               {dv, "dv"}}) {
+            TANDEM_RETURN_IF_ERROR(non_null(p, what));
+        }
+    }
+    if (!acc_[0]) {  // accumulators on the first backward (forward-only users skip them)
+        acc_half_floats_ = half_bytes_ / dtype_bytes(ops_.dtype());
+        for (int i = 0; i < 3; ++i) {
+            TANDEM_ASSIGN_OR_RETURN(
+                acc_[i], ops_.allocate(std::max<size_t>(2 * acc_half_floats_ * sizeof(float), 16),
+                                       "device ring attention rank " + std::to_string(rank_) +
+                                           ": dK/dV accumulator " + std::to_string(i)));
+            TANDEM_RETURN_IF_ERROR(
+                transport_.prepare(acc_[i].get(), 2 * acc_half_floats_ * sizeof(float)));
+        }
+    }
+    if (mine.rows > 0) {
+        TANDEM_RETURN_IF_ERROR(load_own_block(k, v));
+        TANDEM_RETURN_IF_ERROR(
+            ops_.clear_partial(dq, mine.rows * config_.hq * config_.d, nullptr, 0));
+    }
+    Status s = run_backward(q, o, lse, dout, dq, dk, dv);
+    if (!s.ok()) {
+        return s.with_context("device ring attention backward rank " + std::to_string(rank_) +
+                              " of " + std::to_string(ranks_));
     }
     return s;
 }
@@ -116,6 +164,71 @@ Status DeviceRingAttention::run_forward(const void* q, float* o, float* lse) {
             cur = 1 - cur;
         }
         TANDEM_RETURN_IF_ERROR(release(posted, /*poll_only=*/true));
+    }
+    return release(posted, /*poll_only=*/false);
+}
+
+// RingAttention::backward_phase's order with the stream ordered against the transport: the
+// accumulator a step sends was cleared and written on the stream (order_after), and the one that
+// arrives is added only after its shift (order_before). acc_[s % 2] is written at step s and sent
+// by grad shift s; it is cleared again at step s + 2, after the stream waited for grad shift s + 1
+// (so for shift s, which the transport ran before it).
+Status DeviceRingAttention::run_backward(const void* q, const float* o, const float* lse,
+                                         const float* dout, float* dq, float* dk, float* dv) {
+    std::vector<RingRequest> posted;
+    std::optional<RingRequest> grad;
+    int cur = 0;
+    void* stream = ops_.stream();
+    const size_t kv_bytes = 2 * half_bytes_;
+    const size_t acc_bytes = 2 * acc_half_floats_ * sizeof(float);
+    float* acc_in = static_cast<float*>(acc_[2].get());
+    for (int step = 0; step < ranks_; ++step) {
+        const bool more = step < ranks_ - 1;
+        std::optional<RingRequest> next;
+        if (more) {
+            TANDEM_RETURN_IF_ERROR(transport_.order_after(stream));
+            TANDEM_ASSIGN_OR_RETURN(next, transport_.post_shift(kRingChannelKv, kv_[cur].get(),
+                                                                kv_[1 - cur].get(), kv_bytes));
+            posted.push_back(*next);
+        }
+        float* out = static_cast<float*>(acc_[step % 2].get());
+        TANDEM_RETURN_IF_ERROR(
+            ops_.clear_partial(out, static_cast<int64_t>(2 * acc_half_floats_), nullptr, 0));
+        const int owner = (rank_ - step + ranks_) % ranks_;
+        const AttentionParams p = ring_block_params(config_, shard(), shards_[owner]);
+        if (!ring_block_empty(p)) {
+            const char* kv = static_cast<const char*>(kv_[cur].get());
+            TANDEM_RETURN_IF_ERROR(ops_.attend_backward(p, q, kv, kv + half_bytes_, o, lse, dout,
+                                                        dq, out, out + acc_half_floats_, true));
+        }
+        if (step > 0) {  // what the earlier ranks accumulated for this block
+            TANDEM_RETURN_IF_ERROR(transport_.order_before(*grad, stream));
+            posted.push_back(*grad);  // released only once it was ordered against
+            TANDEM_RETURN_IF_ERROR(
+                ops_.add(out, acc_in, static_cast<int64_t>(2 * acc_half_floats_)));
+        }
+        if (ranks_ > 1) {
+            TANDEM_RETURN_IF_ERROR(transport_.order_after(stream));
+            TANDEM_ASSIGN_OR_RETURN(
+                grad, transport_.post_shift(kRingChannelGrad, out, acc_in, acc_bytes));
+        }
+        if (more) {
+            TANDEM_RETURN_IF_ERROR(transport_.order_before(*next, stream));
+            cur = 1 - cur;
+        }
+        TANDEM_RETURN_IF_ERROR(release(posted, /*poll_only=*/true));
+    }
+    // The own block's accumulator has come home (P > 1) or never left (P = 1).
+    const float* home = static_cast<const float*>(acc_[0].get());
+    if (ranks_ > 1) {
+        TANDEM_RETURN_IF_ERROR(transport_.order_before(*grad, stream));
+        posted.push_back(*grad);
+        home = acc_in;
+    }
+    const size_t own = static_cast<size_t>(shard().rows) * config_.hkv * config_.d * sizeof(float);
+    if (own > 0) {
+        TANDEM_RETURN_IF_ERROR(ops_.copy(dk, home, own));
+        TANDEM_RETURN_IF_ERROR(ops_.copy(dv, home + acc_half_floats_, own));
     }
     return release(posted, /*poll_only=*/false);
 }

@@ -1,9 +1,9 @@
 #pragma once
 
 // Ring attention prefill and sharded decode on device memory: the device twins of
-// kernels/ring/ring_attention.h (forward) and kernels/ring/sharded_decode.h, over a transport that
-// moves device memory (RingCaps::memory == kCuda: NCCL, the in-process ring of threads sharing a
-// GPU, or a host transport behind HostStagedRing).
+// kernels/ring/ring_attention.h (forward, backward) and kernels/ring/sharded_decode.h, over a
+// transport that moves device memory (RingCaps::memory == kCuda: NCCL, the in-process ring of
+// threads sharing a GPU, or a host transport behind HostStagedRing).
 //
 // Every tensor, every travelling K/V block and every partial lives in the memory of a
 // RingDeviceOps, and all work is enqueued on its one stream (the actor's). The transport is
@@ -61,6 +61,14 @@ public:
     // kernels/merge.h in rank order.
     virtual Status merge_partials(const float* table, int parts, int64_t n, int hq, int d, float* o,
                                   float* lse) = 0;
+    // The attention backward of one block (kernels/cuda/attention_backward.h; p.accumulate
+    // false): dq, dk, dv fp32, added to what they hold when accumulate_grads.
+    virtual Status attend_backward(const AttentionParams& p, const void* q, const void* k,
+                                   const void* v, const float* o, const float* lse,
+                                   const float* dout, float* dq, float* dk, float* dv,
+                                   bool accumulate_grads) = 0;
+    // dst[i] += src[i] for i < n (fp32).
+    virtual Status add(float* dst, const float* src, int64_t n) = 0;
 };
 
 // One rank's side of device ring attention (forward). Driven by one thread; the transport and
@@ -81,11 +89,20 @@ public:
     // Local rows in the ops' memory: q [shard().rows, hq, d], k and v [shard().rows, hkv, d] of
     // ops.dtype(); o [shard().rows, hq, d] and lse [hq, shard().rows] fp32. Collective.
     Status forward(const void* q, const void* k, const void* v, float* o, float* lse);
+    // RingAttention::backward's schedule on the device: the K/V blocks travel as in forward and
+    // with each a dK/dV accumulator (fp32), added to on every rank and brought home by one last
+    // shift; dq stays local. o, lse from forward, dout [rows, hq, d]; dq [rows, hq, d], dk and
+    // dv [rows, hkv, d] fp32 outputs. Collective.
+    Status backward(const void* q, const void* k, const void* v, const float* o, const float* lse,
+                    const float* dout, float* dq, float* dk, float* dv);
 
 private:
     DeviceRingAttention(const RingAttentionConfig& config, RingTransport& transport,
                         RingDeviceOps& ops);
     Status run_forward(const void* q, float* o, float* lse);
+    Status run_backward(const void* q, const float* o, const float* lse, const float* dout,
+                        float* dq, float* dk, float* dv);
+    Status load_own_block(const void* k, const void* v);
     Status release(std::vector<RingRequest>& posted, bool poll_only);
 
     const RingAttentionConfig config_;
@@ -94,8 +111,10 @@ private:
     const int rank_;
     const int ranks_;
     std::vector<RingShard> shards_;
-    size_t half_bytes_ = 0;        // one K (or V) half of a travelling block
-    std::shared_ptr<void> kv_[2];  // travelling [K | V] blocks, double-buffered
+    size_t half_bytes_ = 0;         // one K (or V) half of a travelling block
+    std::shared_ptr<void> kv_[2];   // travelling [K | V] blocks, double-buffered
+    std::shared_ptr<void> acc_[3];  // [dK | dV] fp32: two outgoing, one incoming (backward)
+    size_t acc_half_floats_ = 0;    // one dK (or dV) half of an accumulator
 };
 
 // One rank's shard of the KV cache of one sequence in the ops' memory: DecodeShard's append

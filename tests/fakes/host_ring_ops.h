@@ -75,6 +75,20 @@ public:
         return merge_attention(ps, n, hq, d, o, lse);
     }
 
+    Status attend_backward(const AttentionParams& p, const void* q, const void* k, const void* v,
+                           const float* o, const float* lse, const float* dout, float* dq,
+                           float* dk, float* dv, bool accumulate_grads) override {
+        if (log_) log_->add(rank_, "attend_backward");
+        return attention_backward_cpu(p, static_cast<const float*>(q), static_cast<const float*>(k),
+                                      static_cast<const float*>(v), o, lse, dout, dq, dk, dv,
+                                      accumulate_grads);
+    }
+    Status add(float* dst, const float* src, int64_t n) override {
+        if (log_) log_->add(rank_, "add");
+        for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+        return Status();
+    }
+
     size_t allocated_bytes() const { return allocated_; }
     int copies_to_host() const { return to_host_; }
     int copies_from_host() const { return from_host_; }

@@ -37,6 +37,7 @@ InProcessRingOptions device_claim() {
     InProcessRingOptions o;
     o.memory = RingMemory::kCuda;
     o.name = "in_process_device_fake";
+    o.order_timeout = kTimeout;
     return o;
 }
 
@@ -152,6 +153,93 @@ TEST(DeviceRingAttention, EmptyShardsStillShiftAndMatchTheCpuRing) {
                         .ok());
         EXPECT_EQ(0, std::memcmp(o.data(), dev.o.data(), o.size() * sizeof(float)));
         EXPECT_EQ(0, std::memcmp(lse.data(), dev.lse.data(), lse.size() * sizeof(float)));
+    }
+}
+
+// Backward: the device schedule over the fake against RingAttention::backward on the same
+// local rows, bitwise (dq, dk, dv), for P = 1..4, causal and not, directly on a device-claiming
+// ring and through host staging over a host ring; and the double reference bounds it.
+TEST(DeviceRingAttention, BackwardEqualsTheCpuRingBitwise) {
+    const uint64_t seed = test_seed();
+    for (bool staged : {false, true}) {
+        for (bool causal : {true, false}) {
+            for (int ranks : {1, 2, 3, 4}) {
+                const RingAttentionConfig c = config(23, causal, RingLayout::kZigzag);
+                SCOPED_TRACE("staged=" + std::to_string(staged) +
+                             " causal=" + std::to_string(causal) + " P=" + std::to_string(ranks) +
+                             " seed=" + std::to_string(seed));
+                const int64_t qrow = c.hq * c.d, kvrow = c.hkv * c.d;
+                const auto q = random_floats(c.seq_len * qrow, seed);
+                const auto k = random_floats(c.seq_len * kvrow, seed + 1);
+                const auto v = random_floats(c.seq_len * kvrow, seed + 2);
+                const auto dout = random_floats(c.seq_len * qrow, seed + 3);
+                auto dev_ring = staged ? make_in_process_ring(ranks)
+                                       : make_in_process_ring(ranks, device_claim());
+                auto cpu_ring = make_in_process_ring(ranks);
+                std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+                std::vector<Status> status(ranks);
+                std::vector<std::thread> threads;
+                for (int r = 0; r < ranks; ++r) {
+                    threads.emplace_back([&, r] {
+                        auto run = [&]() -> Status {
+                            HostRingOps ops(r);
+                            std::unique_ptr<RingTransport> staging;
+                            RingTransport* t = dev_ring[r].get();
+                            if (staged) {
+                                staging = make_host_staged_ring(*t, ops);
+                                t = staging.get();
+                            }
+                            TANDEM_ASSIGN_OR_RETURN(auto dev,
+                                                    DeviceRingAttention::create(c, *t, ops));
+                            TANDEM_ASSIGN_OR_RETURN(auto cpu,
+                                                    RingAttention::create(c, *cpu_ring[r]));
+                            const RingShard& sh = dev->shard();
+                            const int64_t n = sh.rows;
+                            std::vector<float> lq(n * qrow), lk(n * kvrow), lv(n * kvrow),
+                                lg(n * qrow), o(n * qrow), lse(n * c.hq);
+                            gather_rows(sh, q.data(), qrow, lq.data());
+                            gather_rows(sh, k.data(), kvrow, lk.data());
+                            gather_rows(sh, v.data(), kvrow, lv.data());
+                            gather_rows(sh, dout.data(), qrow, lg.data());
+                            TANDEM_RETURN_IF_ERROR(cpu->forward(lq.data(), lk.data(), lv.data(),
+                                                                o.data(), lse.data()));
+                            std::vector<float> a_dq(n * qrow), a_dk(n * kvrow), a_dv(n * kvrow);
+                            std::vector<float> b_dq(n * qrow), b_dk(n * kvrow), b_dv(n * kvrow);
+                            TANDEM_RETURN_IF_ERROR(
+                                dev->backward(lq.data(), lk.data(), lv.data(), o.data(), lse.data(),
+                                              lg.data(), a_dq.data(), a_dk.data(), a_dv.data()));
+                            TANDEM_RETURN_IF_ERROR(
+                                cpu->backward(lq.data(), lk.data(), lv.data(), o.data(), lse.data(),
+                                              lg.data(), b_dq.data(), b_dk.data(), b_dv.data()));
+                            if (a_dq != b_dq || a_dk != b_dk || a_dv != b_dv) {
+                                return internal_error("gradients differ from the CPU ring");
+                            }
+                            scatter_rows(sh, a_dq.data(), qrow, dq.data());
+                            scatter_rows(sh, a_dk.data(), kvrow, dk.data());
+                            scatter_rows(sh, a_dv.data(), kvrow, dv.data());
+                            return Status();
+                        };
+                        status[r] = run();
+                    });
+                }
+                for (auto& th : threads) th.join();
+                for (int r = 0; r < ranks; ++r) {
+                    EXPECT_TRUE(status[r].ok()) << "rank " << r << ": " << status[r].to_string();
+                }
+                AttentionParams p;
+                p.tq = p.tk = c.seq_len;
+                p.hq = c.hq;
+                p.hkv = c.hkv;
+                p.d = c.d;
+                p.scale = c.scale;
+                p.causal = causal;
+                const auto ref = testkit::reference_backward(p, to_double(q), to_double(k),
+                                                             to_double(v), to_double(dout));
+                EXPECT_TRUE(all_close(dq, ref.dq, 1e-5, 1e-5, "dq"));
+                EXPECT_TRUE(all_close(dk, ref.dk, 1e-5, 1e-5, "dk"));
+                EXPECT_TRUE(all_close(dv, ref.dv, 1e-5, 1e-5, "dv"));
+            }
+        }
     }
 }
 
