@@ -166,6 +166,8 @@ Status GrpoLearner::setup(TrainerLoopOptions& opt) {
     po.slots = static_cast<uint32_t>(job_.trainer.weight_slots);
     po.chunk_bytes = static_cast<uint64_t>(job_.trainer.chunk_bytes);
     po.lease_ttl_ms = std::chrono::milliseconds(job_.trainer.lease_ttl_ms);
+    po.device_slots =
+        device_.cuda() && gpu_rollout_on_trainer_host(rt_.placement(), rt_.actor().str());
     TANDEM_ASSIGN_OR_RETURN(publisher_,
                             weights::Publisher::create(po, policy_->layout(), announcer_));
     return Status();
@@ -301,6 +303,21 @@ void GrpoLearner::report(const StepReport& r) {
 }
 
 }  // namespace
+
+bool gpu_rollout_on_trainer_host(const Json& placement, std::string_view trainer) {
+    const auto actors = placement.find("actors");
+    if (actors == placement.end() || !actors->is_object()) return false;
+    const auto me = actors->find(std::string(trainer));
+    if (me == actors->end() || !me->is_object()) return false;
+    const std::string host = me->value("host", "");
+    if (host.empty()) return false;
+    for (const auto& [name, a] : actors->items()) {
+        auto id = ActorId::parse(name);
+        if (!id.ok() || id->role != ActorRole::kRollout || !a.is_object()) continue;
+        if (a.value("host", "") == host && a.contains("gpus") && !a["gpus"].empty()) return true;
+    }
+    return false;
+}
 
 Status run_grpo_trainer(runtime::JobRuntime& rt) {
     model::set_blas_threads(1);  // several actors share a node's cores

@@ -11,4 +11,10 @@ namespace tandem::trainer {
 // step's metrics, all through the actor runtime (TrainerLoop).
 Status run_grpo_trainer(runtime::JobRuntime& runtime);
 
+// Whether a trainer on cuda keeps device copies of its published slots for CUDA IPC
+// (weights::PublisherOptions::device_slots, `slots` x the model's bytes of device memory): only
+// when the placement puts a rollout actor with a GPU on the trainer's host, the one case where a
+// reader can open them.
+bool gpu_rollout_on_trainer_host(const nlohmann::json& placement, std::string_view trainer);
+
 }  // namespace tandem::trainer

@@ -146,5 +146,19 @@ TEST(TrainerActorDevice, CudaWhereTheActorHasNoGpuFailsNamingTheJobAndField) {
         << st.message();
 }
 
+TEST(TrainerActorDevice, DeviceSlotsOnlyWithAGpuRolloutOnTheTrainersHost) {
+    const auto placement = nlohmann::json::parse(R"({"actors": {
+        "job-000001/trainer-0": {"node": "t0", "host": "h1", "gpus": [0]},
+        "job-000001/rollout-0": {"node": "r0", "host": "h2", "gpus": [0]},
+        "job-000001/rollout-1": {"node": "r1", "host": "h1"}}})");
+    // The rollout on the trainer's host has no GPU; the one with a GPU is elsewhere.
+    EXPECT_FALSE(gpu_rollout_on_trainer_host(placement, "job-000001/trainer-0"));
+    auto beside = placement;
+    beside["actors"]["job-000001/rollout-1"]["gpus"] = {1};
+    EXPECT_TRUE(gpu_rollout_on_trainer_host(beside, "job-000001/trainer-0"));
+    EXPECT_FALSE(gpu_rollout_on_trainer_host(beside, "job-000001/trainer-9"));
+    EXPECT_FALSE(gpu_rollout_on_trainer_host(nlohmann::json::object(), "job-000001/trainer-0"));
+}
+
 }  // namespace
 }  // namespace tandem::trainer
