@@ -54,14 +54,35 @@ timeout 180 "$B/tandem-bench-weights-gpu" --bytes 1G > "$O/bench_weights_gpu.jso
 timeout 240 "$B/tandem_gpu_trainer_device" > "$O/tandem_gpu_trainer_device.txt" 2>&1
 rc=$?
 result[tandem_gpu_trainer_device]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_trainer_device.txt" | tr -s ' ' | tr '\n' ' ')"
-# Opt-in (TANDEM_GPU_SANITIZE=1; memcheck slows kernels 10-100x): compute-sanitizer memcheck and
-# racecheck over the training-path kernels on the small test models.
+# Opt-in (TANDEM_GPU_SANITIZE=1; memcheck slows kernels 10-100x, racecheck more): compute-sanitizer
+# memcheck and racecheck over every kernel suite, one output per tool and suite
+# ($O/sanitizer_<tool>_<suite>.txt; its ERROR SUMMARY, or the exit status, goes in the table).
+# Filters keep each run short: kernel tests only (no multi-process CudaRingProcesses, one model
+# comparison for the device model's own kernels); TANDEM_GPU_SANITIZE_TIMEOUT_S caps each run.
 san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
-if [ "${TANDEM_GPU_SANITIZE:-0}" = 1 ] && [ -n "$san" ]; then
+declare -A san_suites=(
+    [tandem_gpu_ops]='*'
+    [tandem_gpu_kernels_attention]='*'
+    [tandem_gpu_kv_attention]='*'
+    [tandem_gpu_train]='CudaAttentionBackward.*:DeviceTrainTest.Backward*'
+    [tandem_gpu_ring_device]='CudaAttentionMerge.*:CudaDeviceRing.*'
+    [tandem_gpu_generate]='PagedKvTest.*:SamplingTest.*'
+    [tandem_gpu_model]='DeviceModelTest.LogitsAndLogProbs*'
+)
+declare -A san_result
+if [ "${TANDEM_GPU_SANITIZE:-0}" = 1 ] && [ -z "$san" ]; then
+    san_result[compute-sanitizer]="requested (TANDEM_GPU_SANITIZE=1) but not found on PATH or in /usr/local/cuda/bin"
+elif [ "${TANDEM_GPU_SANITIZE:-0}" = 1 ]; then
     for tool in memcheck racecheck; do
-        timeout 240 "$san" --tool "$tool" "$B/tandem_gpu_train" \
-            --gtest_filter='CudaAttentionBackward.*:DeviceTrainTest.Backward*' \
-            > "$O/sanitizer_$tool.txt" 2>&1
+        for t in "${!san_suites[@]}"; do
+            f="$O/sanitizer_${tool}_$t.txt"
+            timeout "${TANDEM_GPU_SANITIZE_TIMEOUT_S:-180}" "$san" --tool "$tool" --error-exitcode 3 \
+                "$B/$t" --gtest_filter="${san_suites[$t]}" > "$f" 2>&1
+            rc=$?
+            summary=$(grep -h 'ERROR SUMMARY' "$f" | tail -1)
+            [ "$rc" = 124 ] && summary="timed out after ${TANDEM_GPU_SANITIZE_TIMEOUT_S:-180} s ${summary}"
+            san_result[${tool}_$t]="rc=$rc ${summary:-no ERROR SUMMARY (see $(basename "$f"))}"
+        done
     done
 fi
 timeout 200 python3 deploy/gpu/check_attention.py "$B" /tmp/tandem-attn-check > "$O/attention_vs_torch.jsonl" 2> "$O/attention_vs_torch.err"
@@ -86,9 +107,7 @@ grep -h -E 'gradient norm|: loss |updated weights' "$O"/tandem_gpu_train.txt 2>/
 # The trainer actor on cuda against cpu (supervised and GRPO steps) and the resumed step.
 grep -h -E '^(supervised|grpo step [12]|resumed step):' "$O"/tandem_gpu_trainer_device.txt 2>/dev/null | head -4
 for t in "${!result[@]}"; do echo "$t: ${result[$t]}"; done
-for f in "$O"/sanitizer_*.txt; do
-    [ -f "$f" ] && echo "$(basename "$f" .txt): $(grep -h 'ERROR SUMMARY' "$f" | tail -1)"
-done
+for k in "${!san_result[@]}"; do echo "sanitizer $k: ${san_result[$k]}"; done | sort
 grep -h -E 'FAILED|Failure|error' "$O"/tandem_gpu_*.txt | head -20
 python3 - "$O" <<'PY'
 import json, sys, os
