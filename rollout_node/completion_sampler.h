@@ -19,18 +19,23 @@
 
 namespace tandem::rollout {
 
+class DeviceWeightSink;
+
 class CompletionSampler {
 public:
     virtual ~CompletionSampler() = default;
     // "cpu" or "cuda".
     virtual const char* device() const = 0;
-    // group_size completions of each prompt with the weights of `version` in `params` (the
-    // reader's buffer: the flat fp32 layout). The device sampler uploads a version once, when it
-    // first sees it. Stats as model::GroupGenerator fills them (the device fills tokens, steps
-    // and its KV pool's peak).
+    // group_size completions of each prompt with the weights of `version`: on the CPU those in
+    // `params` (the reader's buffer: the flat fp32 layout); on the device those device_weights()
+    // was loaded with (params unused, may be null; another version is an error). Stats as
+    // model::GroupGenerator fills them (the device fills tokens, steps and its KV pool's peak).
     virtual Result<std::vector<model::Completion>> generate(
         const float* params, int64_t version, std::span<const std::vector<int32_t>> prompts,
         int group_size, const model::SamplingOptions& options, model::GenerateStats* stats) = 0;
+    // Where device weights go (rollout_node/device_weights.h): the cuda sampler's generator;
+    // null on the CPU.
+    virtual DeviceWeightSink* device_weights() { return nullptr; }
 };
 
 std::unique_ptr<CompletionSampler> make_cpu_sampler(model::GroupGenerator gen);

@@ -1,26 +1,47 @@
-// rollout.device: cuda: completions from gpu::DeviceGenerator.
+// rollout.device: cuda: completions from gpu::DeviceGenerator, with weights versions converted
+// from device memory (rollout_node/device_weights.h).
 #include <fmt/format.h>
+
+#include <string>
 
 #include "common/gpu/device_generate.h"
 #include "rollout_node/completion_sampler.h"
+#include "rollout_node/device_weights.h"
 
 namespace tandem::rollout {
 
 namespace {
 
-class CudaSampler final : public CompletionSampler {
+class CudaSampler final : public CompletionSampler, public DeviceWeightSink {
 public:
     explicit CudaSampler(std::unique_ptr<gpu::DeviceGenerator> gen) : gen_(std::move(gen)) {}
     const char* device() const override { return "cuda"; }
-    Result<std::vector<model::Completion>> generate(const float* params, int64_t version,
+    DeviceWeightSink* device_weights() override { return this; }
+
+    // The version arrives in device memory (DeviceRolloutWeights: a CUDA IPC slot or the fetch
+    // buffer) and is converted to bf16 on the generator's stream; no host copy.
+    Status load_device(Version version, std::span<const DevicePiece> pieces) override {
+        loaded_ = -1;
+        std::vector<gpu::DeviceF32Piece> f32;
+        for (const DevicePiece& p : pieces) {
+            f32.push_back({static_cast<const float*>(p.data), static_cast<int64_t>(p.offset / 4),
+                           static_cast<int64_t>(p.bytes / 4)});
+        }
+        TANDEM_RETURN_IF_ERROR(gen_->load_device(f32));
+        loaded_ = static_cast<int64_t>(version);
+        return Status();
+    }
+
+    Result<std::vector<model::Completion>> generate(const float*, int64_t version,
                                                     std::span<const std::vector<int32_t>> prompts,
                                                     int group_size,
                                                     const model::SamplingOptions& options,
                                                     model::GenerateStats* stats) override {
-        // The fetched version goes up from the reader's buffer once; later batches reuse it.
         if (version != loaded_) {
-            TANDEM_RETURN_IF_ERROR(gen_->load(params));
-            loaded_ = version;
+            return internal_error(fmt::format(
+                "the rollout on cuda: asked to generate with weights version {}, the device "
+                "holds {}",
+                version, loaded_ < 0 ? std::string("none") : std::to_string(loaded_)));
         }
         gpu::DeviceGenerateStats ds;
         TANDEM_ASSIGN_OR_RETURN(auto out, gen_->generate(prompts, group_size, options, &ds));

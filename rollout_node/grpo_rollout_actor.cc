@@ -21,6 +21,7 @@
 #include "common/weights/reader.h"
 #include "common/weights/reader_mismatch.h"
 #include "rollout_node/completion_sampler.h"
+#include "rollout_node/device_weights.h"
 #include "rollout_node/rollout_loop.h"
 
 namespace tandem::rollout {
@@ -58,7 +59,10 @@ public:
         if (s.ok()) report_fetch();
         return s;
     }
-    void swap() override { reader_->swap(); }
+    Status swap() override {
+        reader_->swap();
+        return Status();
+    }
     std::optional<Version> current() const override {
         auto cur = reader_->current();
         if (!cur) return std::nullopt;
@@ -123,17 +127,20 @@ private:
 };
 
 // Samples group_size completions for this rollout's share of a step's prompts (indices me,
-// me + R, ... of prompts_per_step) and scores them with the task's verifier.
+// me + R, ... of prompts_per_step) and scores them with the task's verifier. On the CPU the
+// weights are the reader's current host buffer (`host`); on the device, the version `weights`
+// switched into the sampler.
 class ModelGenerator final : public Generator {
 public:
-    ModelGenerator(const runtime::JobRuntime& rt, ReaderWeights& weights,
+    ModelGenerator(const runtime::JobRuntime& rt, const Weights& weights, weights::Reader* host,
                    std::unique_ptr<rl::JobTask> task, std::unique_ptr<rl::TaskScorer> scorer,
-                   std::unique_ptr<CompletionSampler> gen)
+                   CompletionSampler& gen)
         : job_(rt.spec()),
           weights_(weights),
+          host_(host),
           task_(std::move(task)),
           scorer_(std::move(scorer)),
-          gen_(std::move(gen)) {
+          gen_(gen) {
         const int R = job_.rollout.replicas, P = job_.algorithm.prompts_per_step;
         me_ = static_cast<int>(rt.actor().index);
         for (int p = me_; p < P; p += R) mine_.push_back(p);
@@ -141,9 +148,19 @@ public:
 
     Result<rl::TrajectoryBatch> generate(int64_t batch, uint64_t first) override {
         // Held for the whole batch: the buffer is not reused under it.
-        auto view = weights_.reader().current();
-        if (!view) return internal_error("no weights to generate with");
-        const auto* params = reinterpret_cast<const float*>(view->bytes().data());
+        std::shared_ptr<const weights::WeightsView> view;
+        const float* params = nullptr;
+        int64_t version = 0;
+        if (host_) {
+            view = host_->current();
+            if (!view) return internal_error("no weights to generate with");
+            params = reinterpret_cast<const float*>(view->bytes().data());
+            version = static_cast<int64_t>(view->version());
+        } else {
+            const auto current = weights_.current();
+            if (!current) return internal_error("no weights on the device to generate with");
+            version = static_cast<int64_t>(*current);
+        }
         std::vector<rl::TextExample> examples(mine_.size());
         std::vector<std::vector<int32_t>> prompts(mine_.size());
         for (size_t i = 0; i < mine_.size(); ++i) {
@@ -156,8 +173,8 @@ public:
                             static_cast<uint64_t>(me_)));
         model::GenerateStats gs;
         TANDEM_ASSIGN_OR_RETURN(
-            auto completions, gen_->generate(params, static_cast<int64_t>(view->version()), prompts,
-                                             job_.algorithm.group_size, so, &gs));
+            auto completions,
+            gen_.generate(params, version, prompts, job_.algorithm.group_size, so, &gs));
         TANDEM_ASSIGN_OR_RETURN(auto rewards, scorer_->score(examples, completions));
         rl::TrajectoryBatch out;
         out.rollout = me_;
@@ -179,7 +196,7 @@ public:
             t.completion = std::move(c.tokens);
             t.behaviour_logprobs = std::move(c.logprobs);
             t.group = first + static_cast<uint64_t>(mine_[c.prompt]);
-            t.version = static_cast<int64_t>(view->version());
+            t.version = version;
             out.trajectories.push_back(std::move(t));
         }
         return out;
@@ -187,10 +204,11 @@ public:
 
 private:
     const config::JobSpec& job_;
-    ReaderWeights& weights_;
+    const Weights& weights_;
+    weights::Reader* host_;  // null on the device
     std::unique_ptr<rl::JobTask> task_;
     std::unique_ptr<rl::TaskScorer> scorer_;
-    std::unique_ptr<CompletionSampler> gen_;
+    CompletionSampler& gen_;
     int me_ = 0;
     std::vector<int> mine_;
 };
@@ -265,15 +283,38 @@ Status run_grpo_rollout(runtime::JobRuntime& rt) {
     // slower than hashing a small model inline (376 KB under load: 5.3 ms -> 1.6 ms a fetch).
     ro.verify_on_helper_thread = layout.total_bytes() > (uint64_t{8} << 20);
     // With no more rollouts than the fan-out every one would read the publishers anyway.
-    const bool relay = job.rollout.replicas > job.rollout.relay_fanout;
+    // A device rollout reads the publishers (fetch_to_device takes no relay source).
+    const bool relay = !device.cuda() && job.rollout.replicas > job.rollout.relay_fanout;
     ro.relay = relay;
     // A trainer of another layout (a Python publisher leaves its tensors there) is refused
     // naming the first differing tensor.
     ro.layouts_dir = weights::job_layouts_dir(rt.run_dir(), rt.actor().job);
     TANDEM_ASSIGN_OR_RETURN(auto reader, weights::Reader::create(ro, std::move(layout)));
 
-    ReaderWeights weights(rt, std::move(reader), relay);
-    ModelGenerator generator(rt, weights, std::move(task), std::move(scorer), std::move(gen));
+    ReaderWeights host_weights(rt, std::move(reader), relay);
+    // On the device each version comes by CUDA IPC from the trainer's device slot on this node,
+    // else fetched into device memory, and is converted into the generator's bf16 weights at a
+    // step boundary (device_weights.h); the relay tree is for host readers.
+    std::unique_ptr<weights::DeviceStaging> staging;
+    std::unique_ptr<DeviceWeightSource> device_source;
+    std::unique_ptr<DeviceRolloutWeights> device_weights;
+    if (device.cuda()) {
+        auto created = weights::DeviceStaging::create(0);
+        if (!created.ok()) {
+            return created.status().with_context("the rollout on cuda: device weights staging");
+        }
+        staging = std::move(*created);
+        if (gen->device_weights() == nullptr) {
+            return internal_error("the rollout on cuda: its sampler takes no device weights");
+        }
+        device_source = make_reader_device_source(host_weights.reader(), *staging);
+        device_weights =
+            std::make_unique<DeviceRolloutWeights>(rt, *device_source, *gen->device_weights());
+    }
+    Weights& weights = device_weights ? static_cast<Weights&>(*device_weights)
+                                      : static_cast<Weights&>(host_weights);
+    ModelGenerator generator(rt, weights, device_weights ? nullptr : &host_weights.reader(),
+                             std::move(task), std::move(scorer), *gen);
     zmq::context_t zmq(1);
     ZmqOutbox outbox(zmq, rt.placement());
     RolloutLoopOptions opt;

@@ -28,17 +28,19 @@ void RolloutLoop::look_for_versions(const runtime::JobView& view) {
     weights_.start_fetch(*view.newest);
 }
 
-void RolloutLoop::finish_fetch(const Status& s) {
+Status RolloutLoop::finish_fetch(const Status& s) {
+    Status swapped;
     if (!s.ok()) {
         rt_.log(LogLevel::kWarn,
                 fmt::format("fetching version {} failed: {}", fetching_.value_or(0), s.message()));
         failed_ = fetching_;
     } else {
-        weights_.swap();  // step boundary: no view of the weights is alive here
+        swapped = weights_.swap();  // step boundary: no view of the weights is alive here
     }
     fetching_.reset();
     // Forget the infos of versions older than the current one.
     if (auto cur = weights_.current()) infos_.erase(infos_.begin(), infos_.lower_bound(*cur));
+    return swapped;
 }
 
 Result<bool> RolloutLoop::ensure(int64_t min_step, double* sync_wait_s, double* trainer_wait_s) {
@@ -48,7 +50,7 @@ Result<bool> RolloutLoop::ensure(int64_t min_step, double* sync_wait_s, double* 
         if (view.cancelled) return false;
         if (view.fence.valid() && following_ && view.fence != *following_) return false;
         if (weights_.fetching()) {
-            if (auto s = weights_.wait_fetch(clock.now())) finish_fetch(*s);
+            if (auto s = weights_.wait_fetch(clock.now())) TANDEM_RETURN_IF_ERROR(finish_fetch(*s));
         }
         look_for_versions(view);
         const auto cur = current_info();
@@ -56,7 +58,9 @@ Result<bool> RolloutLoop::ensure(int64_t min_step, double* sync_wait_s, double* 
         // Blocked: on the transfer of a version, or on the trainer still training.
         const auto t0 = clock.now();
         if (weights_.fetching()) {
-            if (auto s = weights_.wait_fetch(t0 + opt_.poll)) finish_fetch(*s);
+            if (auto s = weights_.wait_fetch(t0 + opt_.poll)) {
+                TANDEM_RETURN_IF_ERROR(finish_fetch(*s));
+            }
             *sync_wait_s += seconds_between(t0, clock.now());
         } else {
             rt_.wait_change(view.generation, t0 + opt_.poll);

@@ -30,8 +30,9 @@ public:
     virtual bool fetching() const = 0;
     // Waits for the fetch until `deadline`: its status once it ended, nullopt while it runs.
     virtual std::optional<Status> wait_fetch(Clock::TimePoint deadline) = 0;
-    // Step boundary: the newest fetched version becomes current.
-    virtual void swap() = 0;
+    // Step boundary: the newest fetched version becomes current. An error (the device could not
+    // take it in) ends the rollout's step with it; current() then says what is left.
+    virtual Status swap() = 0;
     virtual std::optional<Version> current() const = 0;
     virtual double last_fetch_s() const = 0;
 };
@@ -81,8 +82,8 @@ private:
     // Starts fetching the view's newest version if it is of the followed fence and newer than
     // what is held or fetched.
     void look_for_versions(const runtime::JobView& view);
-    // Ends a finished fetch; swaps it in at this step boundary.
-    void finish_fetch(const Status& s);
+    // Ends a finished fetch; swaps it in at this step boundary (a failed swap is returned).
+    Status finish_fetch(const Status& s);
     // Blocks until the current version is of the followed fence with step >= min_step, or the
     // fence moves (false), or the job is cancelled (false).
     Result<bool> ensure(int64_t min_step, double* sync_wait_s, double* trainer_wait_s);

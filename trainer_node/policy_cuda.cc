@@ -3,7 +3,7 @@
 // masters, AdamW's moments and the step live on the device; checkpoints download them into the
 // CPU trainer's format; publishing copies the fp32 masters straight from device memory into the
 // publisher's pinned slot (weights::Publisher::publish_from_device through a DeviceStaging on the
-// same device), never through a host model.
+// actor's own stream, so the copies follow the optimizer's kernels), never through a host model.
 #include <fmt/format.h>
 
 #include "common/gpu/device_trainer.h"
@@ -63,11 +63,13 @@ public:
     const weights::Layout& layout() const override { return layout_; }
     Status publish(weights::Publisher& publisher, Version version) override {
         if (!staging_) {
-            TANDEM_ASSIGN_OR_RETURN(staging_, weights::DeviceStaging::create(kDevice));
+            TANDEM_ASSIGN_OR_RETURN(
+                staging_, weights::DeviceStaging::create_on_stream(kDevice, stream_->handle()));
         }
-        // step() waited for the actor stream, so the masters are final; the staging stream
-        // copies them chunk by chunk into the pinned slot.
-        TANDEM_RETURN_IF_ERROR(stream_->synchronize("trainer publish"));
+        // The chunk copies into the pinned slot are enqueued on the actor's stream, after the
+        // optimizer's kernels that wrote the masters: no synchronisation of the stream first.
+        // The publisher waits for each chunk's copy (to checksum it) and for the last before it
+        // returns, so the next step's kernels cannot overwrite masters still being copied.
         const auto* masters = static_cast<const std::byte*>(trainer_->master_device());
         return publisher.publish_from_device(version, masters + publisher.shard_range().begin,
                                              *staging_);
@@ -87,7 +89,8 @@ private:
     std::unique_ptr<cuda::DeviceAllocator> alloc_;
     std::unique_ptr<cuda::Gemm> gemm_;
     std::unique_ptr<gpu::DeviceTrainer> trainer_;
-    std::unique_ptr<weights::DeviceStaging> staging_;  // made at the first publish
+    // On stream_, made at the first publish; goes before stream_.
+    std::unique_ptr<weights::DeviceStaging> staging_;
 };
 
 }  // namespace

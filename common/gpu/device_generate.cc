@@ -90,6 +90,30 @@ Status DeviceGenerator::load(model::WeightView params) {
     return stream_->synchronize("device generation weights upload");
 }
 
+Status DeviceGenerator::load_device(std::span<const DeviceF32Piece> pieces) {
+    const auto elements = static_cast<int64_t>(model_->index().elements);
+    int64_t at = 0;
+    for (const DeviceF32Piece& p : pieces) {
+        if (p.first != at || p.count < 0 || p.first + p.count > elements || !p.data) {
+            return invalid_argument(fmt::format(
+                "device generation: weights piece [{}, {}) does not continue at {} of {} values",
+                p.first, p.first + p.count, at, elements));
+        }
+        at += p.count;
+    }
+    if (at != elements) {
+        return invalid_argument(
+            fmt::format("device generation: weights pieces cover {} of {} values", at, elements));
+    }
+    kernels::cuda::Bf16* out = model_->weights_bf16();
+    for (const DeviceF32Piece& p : pieces) {
+        TANDEM_RETURN_IF_ERROR(ops::to_bf16(*stream_, p.count, p.data, out + p.first));
+    }
+    TANDEM_RETURN_IF_ERROR(stream_->synchronize("device generation weights conversion"));
+    model_->set_loaded();
+    return Status();
+}
+
 Result<StepLayout> DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
     const model::ModelConfig& c = config();
     const bool grow_pool = blocks > kv_.num_blocks;

@@ -57,6 +57,14 @@ struct DeviceGenerateStats {
     int64_t device_peak_bytes = 0;  // the allocator's peak during the call
 };
 
+// fp32 values [first, first + count) of the model's flat parameter buffer, at `data` in device
+// memory (a trainer's slot opened through CUDA IPC, a fetch_to_device buffer).
+struct DeviceF32Piece {
+    const float* data = nullptr;
+    int64_t first = 0;
+    int64_t count = 0;
+};
+
 // Owns the device (stream, allocator, GEMM, weights) of one rollout actor. Not thread-safe.
 class DeviceGenerator final : private GenerationBackend {
 public:
@@ -74,6 +82,10 @@ public:
     // Uploads a weights version (the flat buffer of the model's layout, fp32 or as
     // stored_weights.h holds it) as bf16. Waits for the upload.
     Status load(model::WeightView params);
+    // Converts a version already in device memory into the bf16 weights with a device kernel on
+    // the generator's stream, no host copy. The pieces must cover the flat buffer once, in order.
+    // Waits for the conversion, so the pieces may be closed or rewritten when it returns.
+    Status load_device(std::span<const DeviceF32Piece> pieces);
 
     // Samples `group_size` completions of each prompt, ordered by (prompt, sample). Sample g of
     // prompt p draws from the stream sample_stream(options.seed, p, g) (sampling_reference.h).

@@ -78,6 +78,12 @@ public:
     virtual ~DeviceStaging() = default;
     // unavailable (with the reason) when built without CUDA or when `device` does not exist.
     static Result<std::unique_ptr<DeviceStaging>> create(int device);
+    // The same on a stream the caller owns (a cudaStream_t of `device`, e.g. an actor's
+    // kernels::cuda::Stream::handle()), which must outlive the staging: its copies are ordered
+    // after everything enqueued there before them, without the host waiting (a trainer publishes
+    // its masters right after the optimizer's kernels). Destroying it waits for its own copies
+    // only and leaves the stream alone.
+    static Result<std::unique_ptr<DeviceStaging>> create_on_stream(int device, void* stream);
 
     virtual int device() const = 0;
     virtual Result<DeviceBuffer> allocate(size_t bytes) = 0;

@@ -22,17 +22,24 @@ Status cuda_status(cudaError_t e, std::string_view what) {
         fmt::format("CUDA {}: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e)));
 }
 
-// Owns a stream, the events of copies in flight and the host ranges it pinned. Not thread-safe.
+// Owns (or borrows) a stream, the events of copies in flight and the host ranges it pinned. Not
+// thread-safe.
 class CudaStaging final : public DeviceStaging {
 public:
-    CudaStaging(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
+    CudaStaging(int device, cudaStream_t stream, bool owns_stream)
+        : device_(device), stream_(stream), owns_stream_(owns_stream) {}
     ~CudaStaging() override {
         cudaSetDevice(device_);
-        cudaStreamSynchronize(stream_);
-        for (const auto& p : pending_) cudaEventDestroy(p.event);
+        if (owns_stream_) cudaStreamSynchronize(stream_);
+        for (const auto& p : pending_) {
+            // A borrowed stream: wait for this staging's copies only (they read pinned memory
+            // unregistered below), not for the owner's later work.
+            if (!owns_stream_) cudaEventSynchronize(p.event);
+            cudaEventDestroy(p.event);
+        }
         for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
         for (const auto& [p, bytes] : pinned_) cudaHostUnregister(p);
-        cudaStreamDestroy(stream_);
+        if (owns_stream_) cudaStreamDestroy(stream_);
     }
 
     int device() const override { return device_; }
@@ -147,6 +154,7 @@ private:
 
     const int device_;
     cudaStream_t stream_;
+    const bool owns_stream_;
     std::map<void*, size_t> pinned_;
     std::deque<Pending> pending_;  // copies enqueued and not yet waited for, in order
     std::vector<cudaEvent_t> free_events_;
@@ -155,7 +163,9 @@ private:
 
 }  // namespace
 
-Result<std::unique_ptr<DeviceStaging>> DeviceStaging::create(int device) {
+namespace {
+
+Status check_device(int device) {
     int count = 0;
     const cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
@@ -166,11 +176,28 @@ Result<std::unique_ptr<DeviceStaging>> DeviceStaging::create(int device) {
         return invalid_argument(
             fmt::format("CUDA device {} does not exist ({} found)", device, count));
     }
-    TANDEM_RETURN_IF_ERROR(cuda_status(cudaSetDevice(device), "selecting the device"));
+    return cuda_status(cudaSetDevice(device), "selecting the device");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<DeviceStaging>> DeviceStaging::create(int device) {
+    TANDEM_RETURN_IF_ERROR(check_device(device));
     cudaStream_t stream = nullptr;
     TANDEM_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
                                        "creating a stream"));
-    return std::unique_ptr<DeviceStaging>(new CudaStaging(device, stream));
+    return std::unique_ptr<DeviceStaging>(new CudaStaging(device, stream, true));
+}
+
+Result<std::unique_ptr<DeviceStaging>> DeviceStaging::create_on_stream(int device, void* stream) {
+    if (stream == nullptr) {
+        return invalid_argument(
+            "device staging on a caller's stream: the stream is null (the legacy default stream "
+            "would serialise every stream of the device)");
+    }
+    TANDEM_RETURN_IF_ERROR(check_device(device));
+    return std::unique_ptr<DeviceStaging>(
+        new CudaStaging(device, static_cast<cudaStream_t>(stream), false));
 }
 
 }  // namespace tandem::weights

@@ -9,4 +9,9 @@ Result<std::unique_ptr<DeviceStaging>> DeviceStaging::create(int device) {
     return unavailable("this build of Tandem has no CUDA support (TANDEM_CUDA=OFF or no nvcc)");
 }
 
+Result<std::unique_ptr<DeviceStaging>> DeviceStaging::create_on_stream(int device, void* stream) {
+    (void)stream;
+    return create(device);
+}
+
 }  // namespace tandem::weights

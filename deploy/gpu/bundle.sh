@@ -36,6 +36,10 @@ cp build/gpu/bench/weights/tandem-bench-weights-gpu gpu-bundle/
 # publishing from device memory.
 cmake --build build/gpu --target tandem_gpu_trainer_device -j "$(nproc)"
 cp build/gpu/tests/gpu/tandem_gpu_trainer_device gpu-bundle/
+# The rollout's weights on the device (rollout_node/device_weights.h) and the trainer's publish
+# on its actor stream.
+cmake --build build/gpu --target tandem_gpu_rollout_weights -j "$(nproc)"
+cp build/gpu/tests/gpu/tandem_gpu_rollout_weights gpu-bundle/
 # The binaries are not stripped of symbols by the Release build; strip them (the bundle travels
 # under a 64 MiB limit).
 strip gpu-bundle/tandem* 2>/dev/null || true

@@ -54,6 +54,12 @@ timeout 180 "$B/tandem-bench-weights-gpu" --bytes 1G > "$O/bench_weights_gpu.jso
 timeout 240 "$B/tandem_gpu_trainer_device" > "$O/tandem_gpu_trainer_device.txt" 2>&1
 rc=$?
 result[tandem_gpu_trainer_device]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_trainer_device.txt" | tr -s ' ' | tr '\n' ' ')"
+# The rollout's weights on the device: versions converted from device memory (bit for bit against
+# a host upload), a fetched version switched into the cuda sampler, the trainer's publish on its
+# actor stream.
+timeout 120 "$B/tandem_gpu_rollout_weights" > "$O/tandem_gpu_rollout_weights.txt" 2>&1
+rc=$?
+result[tandem_gpu_rollout_weights]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_rollout_weights.txt" | tr -s ' ' | tr '\n' ' ')"
 # Opt-in (TANDEM_GPU_SANITIZE=1; memcheck slows kernels 10-100x, racecheck more): compute-sanitizer
 # memcheck and racecheck over every kernel suite, one output per tool and suite
 # ($O/sanitizer_<tool>_<suite>.txt; its ERROR SUMMARY, or the exit status, goes in the table).
@@ -106,6 +112,7 @@ grep -h -E '^gemm|logits max|log-prob max' "$O"/tandem_gpu_ops.txt "$O"/tandem_g
 grep -h -E 'gradient norm|: loss |updated weights' "$O"/tandem_gpu_train.txt 2>/dev/null | head -12
 # The trainer actor on cuda against cpu (supervised and GRPO steps) and the resumed step.
 grep -h -E '^(supervised|grpo step [12]|resumed step):' "$O"/tandem_gpu_trainer_device.txt 2>/dev/null | head -4
+grep -h -E '^rollout weights:' "$O"/tandem_gpu_rollout_weights.txt 2>/dev/null | head -5
 for t in "${!result[@]}"; do echo "$t: ${result[$t]}"; done
 for k in "${!san_result[@]}"; do echo "sanitizer $k: ${san_result[$k]}"; done | sort
 grep -h -E 'FAILED|Failure|error' "$O"/tandem_gpu_*.txt | head -20

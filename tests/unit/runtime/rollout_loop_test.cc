@@ -1,6 +1,7 @@
 // RolloutLoop against the fake runtime: follows the job's fence, stamps batches with version and
 // fence, blocks on the staleness bound until the trainer publishes, resyncs on a restarted
-// trainer, ignores an old fence's versions, retries after a failed fetch, ends when cancelled.
+// trainer, ignores an old fence's versions, retries after a failed fetch, ends the step on a failed
+// swap, ends when cancelled.
 #include <gtest/gtest.h>
 
 #include "rollout_node/rollout_loop.h"
@@ -26,12 +27,17 @@ public:
         fetching_.reset();
         return s;
     }
-    void swap() override { current_ = fetched_; }
+    Status swap() override {
+        if (fail_swap) return internal_error("the device could not take version in");
+        current_ = fetched_;
+        return Status();
+    }
     std::optional<Version> current() const override { return current_; }
     double last_fetch_s() const override { return 0.001; }
 
     std::vector<Version> started;
     bool fail_next = false;
+    bool fail_swap = false;
 
 private:
     std::optional<Version> fetching_, fetched_, current_;
@@ -170,6 +176,17 @@ TEST(RolloutLoop, FailedFetchIsLoggedAndANewerVersionIsFetched) {
     for (const auto& l : rig.rt.logs())
         logged = logged || l.find("fetching version 0 failed") != std::string::npos;
     EXPECT_TRUE(logged);
+}
+
+TEST(RolloutLoop, AFailedSwapEndsTheStepWithItsError) {
+    Rig rig(/*staleness=*/0);
+    rig.weights.fail_swap = true;  // e.g. the device could not convert the version
+    rig.trainer_run({1, 1}, 1, "tcp://t:1", 0, 0);
+    auto r = rig.loop.step();
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("could not take version in"), std::string::npos)
+        << r.status().to_string();
+    EXPECT_TRUE(rig.out.sent.empty());
 }
 
 TEST(RolloutLoop, CancelledJobEndsTheLoop) {
