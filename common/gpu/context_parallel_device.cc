@@ -18,13 +18,6 @@ struct DeviceContextParallelRank::Piece {
     int64_t capacity = 0;
 };
 
-struct DeviceContextParallelRank::Item {
-    int32_t token = 0;
-    int32_t pos = 0;
-    int32_t group = 0;
-    int32_t tail = -1;  // sample whose tail receives the token; -1: the group's shared rows
-};
-
 namespace {
 
 char* at(const std::shared_ptr<void>& p, size_t offset) {
@@ -148,7 +141,7 @@ Status DeviceContextParallelRank::prefill(const std::vector<int32_t>& prompt,
     return Status();
 }
 
-Status DeviceContextParallelRank::step(std::span<const Item> items,
+Status DeviceContextParallelRank::step(std::span<const model::ContextParallelItem> items,
                                        std::span<const model::ContextShardPlan> plans,
                                        float* host_logits) {
     const model::ModelConfig& c = config_;
@@ -160,7 +153,7 @@ Status DeviceContextParallelRank::step(std::span<const Item> items,
     const int64_t m = static_cast<int64_t>(items.size());
     kernels::RingDeviceOps& dev = ops_.ring();
     std::vector<int32_t> pos, tokens;
-    for (const Item& it : items) {
+    for (const model::ContextParallelItem& it : items) {
         pos.push_back(it.pos);
         tokens.push_back(it.token);
     }
@@ -188,7 +181,7 @@ Status DeviceContextParallelRank::step(std::span<const Item> items,
     for (int l = 0; l < c.num_layers; ++l) {
         TANDEM_RETURN_IF_ERROR(ops_.qkv(l, pos, x, q, k, v));
         for (int64_t i = 0; i < m; ++i) {
-            const Item& it = items[static_cast<size_t>(i)];
+            const model::ContextParallelItem& it = items[static_cast<size_t>(i)];
             if (plans[static_cast<size_t>(it.group)].owner(it.pos) != r) continue;
             Piece& dst = it.tail < 0 ? shared_[static_cast<size_t>(it.group)][l]
                                      : tails_[static_cast<size_t>(it.tail)][l];
@@ -287,7 +280,6 @@ Status DeviceContextParallelRank::generate(std::span<const std::vector<int32_t>>
                                            std::span<model::Completion> out,
                                            model::ContextParallelStats* stats) {
     const int V = config_.vocab_size;
-    const int P = ranks();
     const int r = rank();
     model::ContextParallelStats local;
     if (groups.empty()) {
@@ -295,61 +287,27 @@ Status DeviceContextParallelRank::generate(std::span<const std::vector<int32_t>>
         return Status();
     }
     // Every check before the first collective: all ranks see the same inputs and fail alike.
-    const int64_t ngroups = static_cast<int64_t>(groups.size());
-    std::vector<model::ContextShardPlan> plans;
-    std::vector<int32_t> group_of(out.size(), -1);
-    for (int64_t gi = 0; gi < ngroups; ++gi) {
-        const int32_t pi = groups[gi].prompt;
-        if (pi < 0 || static_cast<size_t>(pi) >= prompts.size()) {
-            return invalid_argument(fmt::format(
-                "device context parallel: group {} names prompt {} of {}", gi, pi, prompts.size()));
-        }
-        const auto& prompt = prompts[static_cast<size_t>(pi)];
-        if (prompt.empty()) {
-            return invalid_argument(fmt::format("device context parallel: prompt {} is empty", pi));
-        }
-        const int64_t need = static_cast<int64_t>(prompt.size()) + o.max_new_tokens;
-        if (o.max_new_tokens < 1 || need > config_.max_seq_len) {
-            return invalid_argument(fmt::format(
-                "device context parallel: prompt {} has {} tokens; with max_new_tokens {} that "
-                "exceeds max_seq_len {}",
-                pi, prompt.size(), o.max_new_tokens, config_.max_seq_len));
-        }
-        for (const int32_t tok : prompt) {
-            if (tok < 0 || tok >= V) {
-                return invalid_argument(fmt::format(
-                    "device context parallel: prompt {} has token {}, outside the vocabulary ({})",
-                    pi, tok, V));
-            }
-        }
-        plans.push_back(model::plan_context_shards(options_.layout,
-                                                   static_cast<int64_t>(prompt.size()), need, P));
-        local.prompt_tokens += static_cast<int64_t>(prompt.size());
-        for (const int32_t b : groups[gi].members) {
-            if (b < 0 || static_cast<size_t>(b) >= out.size() || group_of[b] >= 0) {
-                return invalid_argument(
-                    fmt::format("device context parallel: bad or repeated completion slot {}", b));
-            }
-            if (r == 0 && static_cast<size_t>(b) >= rngs.size()) {
+    TANDEM_ASSIGN_OR_RETURN(model::ContextParallelRun run,
+                            model::ContextParallelRun::create(config_, options_.layout, ranks(),
+                                                              prompts, groups, o, out.size()));
+    if (r == 0) {
+        for (const model::ContextParallelRun::Draw& d : run.draws()) {
+            if (static_cast<size_t>(d.slot) >= rngs.size()) {
                 return invalid_argument(fmt::format(
                     "device context parallel: completion slot {} has no random stream ({} given)",
-                    b, rngs.size()));
+                    d.slot, rngs.size()));
             }
-            group_of[b] = static_cast<int32_t>(gi);
         }
     }
-    std::vector<int32_t> tail_of(out.size(), -1);
-    int32_t members = 0;
-    for (const auto& gr : groups) {
-        for (const int32_t b : gr.members) tail_of[b] = members++;
-    }
-    const size_t kv_row = static_cast<size_t>(config_.kv_dim()) * elem_;
+    const int64_t ngroups = static_cast<int64_t>(groups.size());
+    const std::vector<model::ContextShardPlan>& plans = run.plans();
+    local.prompt_tokens = run.prompt_tokens();
     shared_.assign(static_cast<size_t>(ngroups), {});
-    tails_.assign(static_cast<size_t>(members), {});
+    tails_.assign(static_cast<size_t>(run.members()), {});
     for (int64_t gi = 0; gi < ngroups; ++gi) {
         const model::ContextShardPlan& plan = plans[static_cast<size_t>(gi)];
         for (const int32_t b : groups[gi].members) {
-            TANDEM_ASSIGN_OR_RETURN(tails_[static_cast<size_t>(tail_of[b])],
+            TANDEM_ASSIGN_OR_RETURN(tails_[static_cast<size_t>(run.tail_of(b))],
                                     new_pieces(plan.append_end[r] - plan.append_begin[r], "tail"));
         }
     }
@@ -360,83 +318,34 @@ Status DeviceContextParallelRank::generate(std::span<const std::vector<int32_t>>
                                        plans[static_cast<size_t>(gi)],
                                        shared_[static_cast<size_t>(gi)]));
     }
-    // The last prompt token of every group: the first decode step, into the shared rows.
-    std::vector<Item> items;
-    for (int64_t gi = 0; gi < ngroups; ++gi) {
-        const auto& prompt = prompts[static_cast<size_t>(groups[gi].prompt)];
-        items.push_back(
-            {prompt.back(), static_cast<int32_t>(prompt.size() - 1), static_cast<int32_t>(gi), -1});
-    }
+    // Decode: the first step is every group's last prompt token, then every live sample's. Rank 0
+    // samples; every rank records the same picks.
     std::vector<float> logits;
     model::Sampler sampler;
     std::vector<model::SampledToken> picks;
-    auto run_step = [&]() -> Status {
+    for (bool first = true; !run.done(); first = false) {
+        const std::vector<model::ContextParallelItem>& items = run.items();
         if (r == 0) logits.resize(items.size() * static_cast<size_t>(V));
-        return step(items, plans, logits.data());
-    };
-    TANDEM_RETURN_IF_ERROR(run_step());
-    for (int64_t gi = 0; gi < ngroups; ++gi) {
-        for (const int32_t b : groups[gi].members) {
-            picks.push_back(r == 0 ? sampler.sample(logits.data() + gi * V, V, o, rngs[b])
-                                   : model::SampledToken{});
-        }
-    }
-    TANDEM_RETURN_IF_ERROR(broadcast(picks));
-    std::vector<int32_t> active;
-    std::vector<int32_t> last(out.size(), 0);
-    size_t next = 0;
-    for (int64_t gi = 0; gi < ngroups; ++gi) {
-        for (const int32_t b : groups[gi].members) {
-            const model::SampledToken t = picks[next++];
-            out[b].tokens.push_back(t.token);
-            out[b].logprobs.push_back(t.logprob);
-            last[b] = t.token;
-            if (std::binary_search(stop_ids.begin(), stop_ids.end(), t.token)) {
-                out[b].finished = true;
-            } else if (o.max_new_tokens > 1) {
-                active.push_back(b);
-            }
-        }
-    }
-    // Decode every live sample; `active` stays in group order, so a group's samples are adjacent.
-    while (!active.empty()) {
-        items.clear();
-        for (const int32_t b : active) {
-            const int32_t gi = group_of[b];
-            const int64_t pos = static_cast<int64_t>(prompts[groups[gi].prompt].size()) +
-                                static_cast<int64_t>(out[b].tokens.size()) - 1;
-            items.push_back({last[b], static_cast<int32_t>(pos), gi, tail_of[b]});
-        }
-        TANDEM_RETURN_IF_ERROR(run_step());
-        ++local.decode_steps;
-        picks.assign(active.size(), model::SampledToken{});
+        TANDEM_RETURN_IF_ERROR(step(items, plans, logits.data()));
+        if (!first) ++local.decode_steps;
+        picks.assign(run.draws().size(), model::SampledToken{});
         if (r == 0) {
-            for (size_t i = 0; i < active.size(); ++i) {
-                picks[i] = sampler.sample(logits.data() + i * V, V, o, rngs[active[i]]);
+            for (size_t i = 0; i < picks.size(); ++i) {
+                const model::ContextParallelRun::Draw& d = run.draws()[i];
+                picks[i] = sampler.sample(logits.data() + static_cast<int64_t>(d.row) * V, V, o,
+                                          rngs[d.slot]);
             }
         }
         TANDEM_RETURN_IF_ERROR(broadcast(picks));
-        size_t keep = 0;
-        for (size_t i = 0; i < active.size(); ++i) {
-            const int32_t b = active[i];
-            const model::SampledToken t = picks[i];
-            out[b].tokens.push_back(t.token);
-            out[b].logprobs.push_back(t.logprob);
-            last[b] = t.token;
-            if (std::binary_search(stop_ids.begin(), stop_ids.end(), t.token)) {
-                out[b].finished = true;
-            } else if (static_cast<int>(out[b].tokens.size()) < o.max_new_tokens) {
-                active[keep++] = b;
-            }
-        }
-        active.resize(keep);
+        run.record(picks, stop_ids, out);
     }
     // Stats of this rank's shards (rows only grow within a call, so the end is the peak).
+    const size_t kv_row = static_cast<size_t>(config_.kv_dim()) * elem_;
     for (int64_t gi = 0; gi < ngroups; ++gi) {
         const auto& sh = shared_[static_cast<size_t>(gi)];
         local.peak_kv_tokens += sh[0].rows;
         for (const int32_t b : groups[gi].members) {
-            const auto& tl = tails_[static_cast<size_t>(tail_of[b])];
+            const auto& tl = tails_[static_cast<size_t>(run.tail_of(b))];
             local.generated_tokens += static_cast<int64_t>(out[b].tokens.size());
             ++local.sequences;
             local.peak_tokens_per_rank =

@@ -92,14 +92,13 @@ public:
 
 private:
     struct Piece;  // K/V rows of one layer of one shard piece
-    struct Item;   // one token of a decode step
     DeviceContextParallelRank(const model::ModelConfig& config,
                               const DeviceContextParallelOptions& options,
                               kernels::RingTransport& transport, ContextParallelRankOps& ops);
     Status prefill(const std::vector<int32_t>& prompt, const model::ContextShardPlan& plan,
                    std::vector<Piece>& shared);
-    Status step(std::span<const Item> items, std::span<const model::ContextShardPlan> plans,
-                float* host_logits);
+    Status step(std::span<const model::ContextParallelItem> items,
+                std::span<const model::ContextShardPlan> plans, float* host_logits);
     // Rank 0's [token, log-prob] pairs to every rank.
     Status broadcast(std::vector<model::SampledToken>& picks);
     // One piece per layer, of `capacity` rows (at least 1) each; `what` names them in errors.

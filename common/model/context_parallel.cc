@@ -146,14 +146,6 @@ Result<std::vector<KvRows>> new_pieces(const std::optional<kernels::KvSequenceCo
     return out;
 }
 
-// One token of a decode step, identical on every rank.
-struct StepItem {
-    int32_t token = 0;
-    int32_t pos = 0;
-    int32_t group = 0;  // index into the groups of generate()
-    int32_t tail = -1;  // sample whose tail receives the token; -1: the group's shared rows
-};
-
 }  // namespace
 
 int ContextShardPlan::owner(int64_t pos) const {
@@ -191,6 +183,96 @@ ContextShardPlan plan_context_shards(kernels::RingLayout layout, int64_t prompt_
     return p;
 }
 
+Result<ContextParallelRun> ContextParallelRun::create(const ModelConfig& config,
+                                                      kernels::RingLayout layout, int ranks,
+                                                      std::span<const std::vector<int32_t>> prompts,
+                                                      std::span<const ContextParallelGroup> groups,
+                                                      const SamplingOptions& o, size_t slots) {
+    ContextParallelRun run;
+    run.prompts_ = prompts;
+    run.groups_ = groups;
+    run.max_new_tokens_ = o.max_new_tokens;
+    run.group_of_.assign(slots, -1);
+    run.tail_of_.assign(slots, -1);
+    const int V = config.vocab_size;
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+        const int32_t pi = groups[gi].prompt;
+        if (pi < 0 || static_cast<size_t>(pi) >= prompts.size()) {
+            return invalid_argument(fmt::format("context parallel: group {} names prompt {} of {}",
+                                                gi, pi, prompts.size()));
+        }
+        const auto& prompt = prompts[static_cast<size_t>(pi)];
+        if (prompt.empty()) return invalid_argument("context parallel: empty prompt");
+        // Checked before any rank starts: a rank that failed alone would leave the others
+        // waiting on the ring until their timeout.
+        const int64_t need = static_cast<int64_t>(prompt.size()) + o.max_new_tokens;
+        if (o.max_new_tokens < 1 || need > config.max_seq_len) {
+            return invalid_argument(fmt::format(
+                "context parallel: prompt {} has {} tokens; with max_new_tokens {} that exceeds "
+                "max_seq_len {}",
+                pi, prompt.size(), o.max_new_tokens, config.max_seq_len));
+        }
+        for (const int32_t tok : prompt) {
+            if (tok < 0 || tok >= V) {
+                return invalid_argument(fmt::format(
+                    "context parallel: prompt {} has token {}, outside the vocabulary ({})", pi,
+                    tok, V));
+            }
+        }
+        run.plans_.push_back(
+            plan_context_shards(layout, static_cast<int64_t>(prompt.size()), need, ranks));
+        run.prompt_tokens_ += static_cast<int64_t>(prompt.size());
+        for (const int32_t b : groups[gi].members) {
+            if (b < 0 || static_cast<size_t>(b) >= slots || run.group_of_[b] >= 0) {
+                return invalid_argument(
+                    fmt::format("context parallel: bad or repeated completion slot {}", b));
+            }
+            run.group_of_[b] = static_cast<int32_t>(gi);
+        }
+    }
+    // Tails in group order.
+    for (const auto& gr : groups) {
+        for (const int32_t b : gr.members) run.tail_of_[b] = run.members_++;
+    }
+    // The last prompt token of every group: the first decode step, into the shared rows; every
+    // member draws from its group's logits row.
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+        const auto& prompt = prompts[static_cast<size_t>(groups[gi].prompt)];
+        run.items_.push_back(
+            {prompt.back(), static_cast<int32_t>(prompt.size() - 1), static_cast<int32_t>(gi), -1});
+        for (const int32_t b : groups[gi].members) {
+            run.draws_.push_back({b, static_cast<int32_t>(gi)});
+        }
+    }
+    return run;
+}
+
+void ContextParallelRun::record(std::span<const SampledToken> picks,
+                                std::span<const int32_t> stop_ids, std::span<Completion> out) {
+    // `active_` stays in group order, so a group's samples are adjacent in the next step.
+    active_.clear();
+    for (size_t i = 0; i < draws_.size() && i < picks.size(); ++i) {
+        const int32_t b = draws_[i].slot;
+        const SampledToken& t = picks[i];
+        out[b].tokens.push_back(t.token);
+        out[b].logprobs.push_back(t.logprob);
+        if (std::binary_search(stop_ids.begin(), stop_ids.end(), t.token)) {
+            out[b].finished = true;
+        } else if (static_cast<int>(out[b].tokens.size()) < max_new_tokens_) {
+            active_.push_back(b);
+        }
+    }
+    items_.clear();
+    draws_.clear();
+    for (const int32_t b : active_) {
+        const int32_t gi = group_of_[b];
+        const int64_t pos = static_cast<int64_t>(prompts_[groups_[gi].prompt].size()) +
+                            static_cast<int64_t>(out[b].tokens.size()) - 1;
+        draws_.push_back({b, static_cast<int32_t>(items_.size())});
+        items_.push_back({out[b].tokens.back(), static_cast<int32_t>(pos), gi, tail_of_[b]});
+    }
+}
+
 struct ContextParallelGenerator::Impl {
     // One rank: its transport, its shards of every sequence, its workspace. Touched only by the
     // thread running that rank inside RankThreads::run.
@@ -217,7 +299,7 @@ struct ContextParallelGenerator::Impl {
     Status prefill(int r, const float* params, const std::vector<int32_t>& prompt,
                    const ContextShardPlan& plan, std::vector<KvRows>& shared);
     // Runs the step's tokens through the model on rank r; rank 0 writes logits [items, vocab].
-    Status step(int r, const float* params, std::span<const StepItem> items,
+    Status step(int r, const float* params, std::span<const ContextParallelItem> items,
                 std::span<const ContextShardPlan> plans, float* logits);
 };
 
@@ -285,7 +367,7 @@ Status ContextParallelGenerator::Impl::prefill(int r, const float* params,
 }
 
 Status ContextParallelGenerator::Impl::step(int r, const float* params,
-                                            std::span<const StepItem> items,
+                                            std::span<const ContextParallelItem> items,
                                             std::span<const ContextShardPlan> plans,
                                             float* logits) {
     const ModelConfig& c = config;
@@ -327,7 +409,7 @@ Status ContextParallelGenerator::Impl::step(int r, const float* params,
         rmsnorm_forward<float>(m, h, x, L.input_norm, c.rms_norm_eps, a, rstd);
         qkv_forward<float>(c, L, rope, m, R.pos.data(), a, q, k, v, R.qk);
         for (int64_t i = 0; i < m; ++i) {
-            const StepItem& it = items[i];
+            const ContextParallelItem& it = items[i];
             if (plans[it.group].owner(it.pos) != r) continue;
             KvRows& dst = it.tail < 0 ? R.shared[it.group][l] : R.tails[it.tail][l];
             TANDEM_RETURN_IF_ERROR(dst.push(&it.pos, k + i * kvd, v + i * kvd, 1, kvd));
@@ -413,60 +495,21 @@ Status ContextParallelGenerator::generate(const float* params,
                                           std::span<Completion> out, ContextParallelStats* stats) {
     Impl& I = *impl_;
     const int V = I.config.vocab_size;
-    const int P = I.options.ranks;
     ContextParallelStats local;
     if (groups.empty()) {
         if (stats) *stats = local;
         return Status();
     }
     const int64_t ngroups = static_cast<int64_t>(groups.size());
-    std::vector<ContextShardPlan> plans;
-    std::vector<int32_t> group_of(out.size(), -1);
-    int32_t members = 0;
-    for (int64_t gi = 0; gi < ngroups; ++gi) {
-        const auto& prompt = prompts[groups[gi].prompt];
-        if (prompt.empty()) return invalid_argument("context parallel: empty prompt");
-        // Checked here, before any rank starts: a rank that failed alone would leave the others
-        // waiting on the ring until their timeout.
-        const int64_t need = static_cast<int64_t>(prompt.size()) + o.max_new_tokens;
-        if (o.max_new_tokens < 1 || need > I.config.max_seq_len) {
-            return invalid_argument(fmt::format(
-                "context parallel: prompt {} has {} tokens; with max_new_tokens {} that exceeds "
-                "max_seq_len {}",
-                groups[gi].prompt, prompt.size(), o.max_new_tokens, I.config.max_seq_len));
-        }
-        for (const int32_t tok : prompt) {
-            if (tok < 0 || tok >= V) {
-                return invalid_argument(fmt::format(
-                    "context parallel: prompt {} has token {}, outside the vocabulary ({})",
-                    groups[gi].prompt, tok, V));
-            }
-        }
-        plans.push_back(plan_context_shards(I.options.layout, static_cast<int64_t>(prompt.size()),
-                                            static_cast<int64_t>(prompt.size()) + o.max_new_tokens,
-                                            P));
-        local.prompt_tokens += static_cast<int64_t>(prompt.size());
-        for (const int32_t b : groups[gi].members) {
-            if (b < 0 || static_cast<size_t>(b) >= out.size() || group_of[b] >= 0) {
-                return invalid_argument(
-                    fmt::format("context parallel: bad or repeated completion slot {}", b));
-            }
-            group_of[b] = static_cast<int32_t>(gi);
-            ++members;
-        }
-    }
-    // tail index of each member slot, in group order.
-    std::vector<int32_t> tail_of(out.size(), -1);
-    {
-        int32_t t = 0;
-        for (const auto& gr : groups) {
-            for (const int32_t b : gr.members) tail_of[b] = t++;
-        }
-    }
+    TANDEM_ASSIGN_OR_RETURN(ContextParallelRun run,
+                            ContextParallelRun::create(I.config, I.options.layout, I.options.ranks,
+                                                       prompts, groups, o, out.size()));
+    const std::vector<ContextShardPlan>& plans = run.plans();
+    local.prompt_tokens = run.prompt_tokens();
     for (auto& R : I.ranks) {
         R.shared.assign(static_cast<size_t>(ngroups), {});
         R.tails.clear();
-        for (int32_t t = 0; t < members; ++t) {
+        for (int32_t t = 0; t < run.members(); ++t) {
             TANDEM_ASSIGN_OR_RETURN(auto tail, new_pieces(I.options.kv, I.config.num_layers));
             R.tails.push_back(std::move(tail));
         }
@@ -497,71 +540,32 @@ Status ContextParallelGenerator::generate(const float* params,
         }
         return Status();
     }));
-    // The last prompt token of every group: the first decode step, into the shared rows.
-    std::vector<StepItem> items;
-    for (int64_t gi = 0; gi < ngroups; ++gi) {
-        const auto& prompt = prompts[groups[gi].prompt];
-        items.push_back(
-            {prompt.back(), static_cast<int32_t>(prompt.size() - 1), static_cast<int32_t>(gi), -1});
-    }
-    std::vector<float> logits(static_cast<size_t>(ngroups) * V);
-    auto run_step = [&]() -> Status {
+    // Decode: the first step is every group's last prompt token, then every live sample's.
+    std::vector<float> logits;
+    Sampler sampler;
+    std::vector<SampledToken> picks;
+    for (bool first = true; !run.done(); first = false) {
+        const std::vector<ContextParallelItem>& items = run.items();
         logits.resize(items.size() * static_cast<size_t>(V));
         TANDEM_RETURN_IF_ERROR(
             I.threads.run([&](int r) { return I.step(r, params, items, plans, logits.data()); }));
         note_kv();
-        return Status();
-    };
-    TANDEM_RETURN_IF_ERROR(run_step());
-    Sampler sampler;
-    std::vector<int32_t> active;
-    std::vector<int32_t> last(out.size(), 0);
-    for (int64_t gi = 0; gi < ngroups; ++gi) {
-        for (const int32_t b : groups[gi].members) {
-            const SampledToken t = sampler.sample(logits.data() + gi * V, V, o, rngs[b]);
-            out[b].tokens.push_back(t.token);
-            out[b].logprobs.push_back(t.logprob);
-            last[b] = t.token;
-            if (std::binary_search(stop_ids.begin(), stop_ids.end(), t.token)) {
-                out[b].finished = true;
-            } else if (o.max_new_tokens > 1) {
-                active.push_back(b);
-            }
+        if (!first) ++local.decode_steps;
+        picks.clear();
+        for (const ContextParallelRun::Draw& d : run.draws()) {
+            picks.push_back(sampler.sample(logits.data() + static_cast<int64_t>(d.row) * V, V, o,
+                                           rngs[d.slot]));
         }
-    }
-    // Decode every live sample; `active` stays in group order, so a group's samples are adjacent.
-    while (!active.empty()) {
-        items.clear();
-        for (const int32_t b : active) {
-            const int32_t gi = group_of[b];
-            const int64_t pos = static_cast<int64_t>(prompts[groups[gi].prompt].size()) +
-                                static_cast<int64_t>(out[b].tokens.size()) - 1;
-            items.push_back({last[b], static_cast<int32_t>(pos), gi, tail_of[b]});
-        }
-        TANDEM_RETURN_IF_ERROR(run_step());
-        ++local.decode_steps;
-        size_t keep = 0;
-        for (size_t i = 0; i < active.size(); ++i) {
-            const int32_t b = active[i];
-            const SampledToken t = sampler.sample(logits.data() + i * V, V, o, rngs[b]);
-            out[b].tokens.push_back(t.token);
-            out[b].logprobs.push_back(t.logprob);
-            last[b] = t.token;
-            if (std::binary_search(stop_ids.begin(), stop_ids.end(), t.token)) {
-                out[b].finished = true;
-            } else if (static_cast<int>(out[b].tokens.size()) < o.max_new_tokens) {
-                active[keep++] = b;
-            }
-        }
-        active.resize(keep);
+        run.record(picks, stop_ids, out);
     }
     for (int64_t gi = 0; gi < ngroups; ++gi) {
         for (const int32_t b : groups[gi].members) {
             local.generated_tokens += static_cast<int64_t>(out[b].tokens.size());
             ++local.sequences;
             for (const auto& R : I.ranks) {
-                local.peak_tokens_per_rank = std::max(
-                    local.peak_tokens_per_rank, R.shared[gi][0].rows + R.tails[tail_of[b]][0].rows);
+                local.peak_tokens_per_rank =
+                    std::max(local.peak_tokens_per_rank,
+                             R.shared[gi][0].rows + R.tails[run.tail_of(b)][0].rows);
             }
         }
     }

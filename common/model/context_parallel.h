@@ -75,6 +75,59 @@ struct ContextParallelGroup {
     std::vector<int32_t> members;
 };
 
+// One token of a decode step, the same on every rank.
+struct ContextParallelItem {
+    int32_t token = 0;
+    int32_t pos = 0;
+    int32_t group = 0;  // index into the groups of generate()
+    int32_t tail = -1;  // sample whose tail receives the token; -1: the group's shared rows
+};
+
+// The host-side bookkeeping of one generate() call, shared by ContextParallelGenerator and its
+// device twin (gpu::DeviceContextParallelRank): the input checks, the shard plans, each step's
+// items and what the sampled tokens do. A call runs items() through the model, samples one token
+// per draws() entry (logits row `row` with slot `slot`'s random stream), hands them to record(),
+// and repeats while !done(). Not thread-safe.
+class ContextParallelRun {
+public:
+    struct Draw {
+        int32_t slot = 0;  // completion slot (index into out and rngs)
+        int32_t row = 0;   // logits row of the step just run
+    };
+    // Checks every prompt (non-empty, tokens in the vocabulary, prompt + max_new_tokens within
+    // max_seq_len) and every member slot (< slots, not repeated), naming them; plans the shards.
+    static Result<ContextParallelRun> create(const ModelConfig& config, kernels::RingLayout layout,
+                                             int ranks,
+                                             std::span<const std::vector<int32_t>> prompts,
+                                             std::span<const ContextParallelGroup> groups,
+                                             const SamplingOptions& options, size_t slots);
+
+    const std::vector<ContextShardPlan>& plans() const { return plans_; }
+    int32_t members() const { return members_; }
+    int32_t tail_of(int32_t slot) const { return tail_of_[static_cast<size_t>(slot)]; }
+    int64_t prompt_tokens() const { return prompt_tokens_; }
+    // The step to run next: first each group's last prompt token (into its shared rows), then
+    // each live sample's last token (into its tail).
+    const std::vector<ContextParallelItem>& items() const { return items_; }
+    const std::vector<Draw>& draws() const { return draws_; }
+    // The tokens drawn for draws(), in order: appended to out (token, log-prob, finished at a
+    // stop id or max_new_tokens); then items() and draws() describe the next step.
+    void record(std::span<const SampledToken> picks, std::span<const int32_t> stop_ids,
+                std::span<Completion> out);
+    bool done() const { return draws_.empty(); }
+
+private:
+    std::span<const std::vector<int32_t>> prompts_;
+    std::span<const ContextParallelGroup> groups_;
+    int max_new_tokens_ = 0;
+    std::vector<ContextShardPlan> plans_;
+    std::vector<int32_t> group_of_, tail_of_, active_;
+    int32_t members_ = 0;
+    int64_t prompt_tokens_ = 0;
+    std::vector<ContextParallelItem> items_;
+    std::vector<Draw> draws_;
+};
+
 struct ContextParallelStats {
     int64_t prompt_tokens = 0;
     int64_t generated_tokens = 0;
