@@ -34,7 +34,7 @@ test: build
 	fi; \
 	ctest --test-dir $(BUILD_DIR) --output-on-failure --timeout 600 -j $(JOBS) $$exclude
 
-# ASan + UBSan (preset asan: -O0 -g1, build/asan) over the unit and fuzz
+# ASan + UBSan (preset asan: libraries -O1 -g1, test code -O0, build/asan) over the unit and fuzz
 # suites (not the Python ones); .ci/run builds it beside `make test` and runs it after
 # (docs/security.md, "Sanitizers"). ASAN_TESTS picks them:
 #   all  (the default, what CI runs) every unit and fuzz suite (target tandem_unit_and_fuzz_suites,
