@@ -193,10 +193,10 @@ for l in (open(p) if os.path.exists(p) else []):
         print(f"weights gpu cuda_ipc publish(+device slot)={r['publish_seconds']:.3f}s open={r['open_seconds']*1e3:.2f} ms"
               f" verified={r['verified']}")
 PY
-# Generation: the kernels' and the greedy comparison's observed errors, tokens/s against
-# transformers.generate.
+# Generation: the kernels' and the greedy comparison's observed errors (context parallel on
+# device ranks: 'context parallel <arch> P=<ranks>'), tokens/s against transformers.generate.
 grep -h -E 'paged decode|tokens equal the reference|chi-square|greedy log-prob|first divergence' \
-    "$O"/tandem_gpu_generate.txt 2>/dev/null | head -16
+    "$O"/tandem_gpu_generate.txt 2>/dev/null | head -28
 python3 - "$O" <<'PY'
 import json, sys, os
 o = sys.argv[1]
