@@ -112,7 +112,7 @@ grep -h -E '^gemm|logits max|log-prob max' "$O"/tandem_gpu_ops.txt "$O"/tandem_g
 grep -h -E 'gradient norm|: loss |updated weights' "$O"/tandem_gpu_train.txt 2>/dev/null | head -12
 # The trainer actor on cuda against cpu (supervised and GRPO steps) and the resumed step.
 grep -h -E '^(supervised|grpo step [12]|resumed step):' "$O"/tandem_gpu_trainer_device.txt 2>/dev/null | head -4
-grep -h -E '^rollout weights:' "$O"/tandem_gpu_rollout_weights.txt 2>/dev/null | head -5
+grep -h -E '^rollout weights:' "$O"/tandem_gpu_rollout_weights.txt 2>/dev/null | head -8
 for t in "${!result[@]}"; do echo "$t: ${result[$t]}"; done
 for k in "${!san_result[@]}"; do echo "sanitizer $k: ${san_result[$k]}"; done | sort
 grep -h -E 'FAILED|Failure|error' "$O"/tandem_gpu_*.txt | head -20

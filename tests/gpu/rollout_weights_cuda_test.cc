@@ -5,6 +5,9 @@
 //   a version published by a trainer in this process, fetched into device memory by
 //     DeviceRolloutWeights (pinned_host: CUDA IPC needs another process, as in tandem_gpu_weights)
 //     and switched into the cuda sampler: the same greedy completions as a host upload;
+//   a trainer's device slot opened by a second process (the binary runs itself again as the
+//     rollout, RolloutWeightsCudaIpcChild.*) through DeviceRolloutWeights (cuda_ipc) and switched
+//     into its cuda sampler: the parent's greedy completions, tokens and log-probs;
 //   a publish on the actor's stream (create_on_stream) right after a device copy enqueued on that
 //     stream, with no synchronisation in between: the reader gets the copy's bytes, not what the
 //     buffer held before it.
@@ -12,10 +15,16 @@
 // (tests/unit/runtime/rollout_device_weights_test.cc).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <random>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "common/config/job_spec.h"
 #include "common/gpu/device_generate.h"
@@ -83,6 +92,42 @@ Result<std::unique_ptr<weights::Reader>> reader(const weights::Layout& layout) {
     return weights::Reader::create(ro, layout);
 }
 
+// The rollout's side on device 0: the cuda sampler and DeviceRolloutWeights over `reader`, as
+// run_grpo_rollout wires them.
+struct DeviceRollout {
+    Status init(const model::ModelConfig& c, weights::Reader& reader) {
+        TANDEM_ASSIGN_OR_RETURN(staging, weights::DeviceStaging::create(0));
+        model::GeneratorOptions go;
+        go.eos_token = -1;
+        TANDEM_ASSIGN_OR_RETURN(sampler, rollout::make_cuda_sampler(c, go, config::JobSpec{}));
+        if (!sampler->device_weights())
+            return internal_error("the sampler takes no device weights");
+        source = rollout::make_reader_device_source(reader, *staging);
+        dw = std::make_unique<rollout::DeviceRolloutWeights>(rt, *source,
+                                                             *sampler->device_weights());
+        return Status();
+    }
+    // Fetches or opens `d`, then switches the sampler to it.
+    Status switch_to(const weights::VersionDescriptor& d) {
+        runtime::PublishedVersion v;
+        v.info.version = d.version;
+        v.descriptor = d;
+        dw->start_fetch(v);
+        auto fetched = dw->wait_fetch(rt.clock().now() + std::chrono::seconds(60));
+        if (!fetched) return deadline_exceeded("the fetch did not end within 60 s");
+        TANDEM_RETURN_IF_ERROR(*fetched);
+        std::cout << fmt::format("rollout weights: version {} by {} ({}) in {:.4f} s\n", d.version,
+                                 dw->stats().last_path, dw->stats().last_reason,
+                                 dw->last_fetch_s());
+        return dw->swap();
+    }
+    std::unique_ptr<weights::DeviceStaging> staging;
+    std::unique_ptr<rollout::CompletionSampler> sampler;
+    testing::FakeRuntime rt{{}, ActorId{JobId(1), ActorRole::kRollout, 0}};
+    std::unique_ptr<rollout::DeviceWeightSource> source;
+    std::unique_ptr<rollout::DeviceRolloutWeights> dw;
+};
+
 TEST_F(RolloutWeightsCuda, LoadDeviceMatchesTheHostUploadBitForBit) {
     int salt = 0;
     for (const gpu::testing::Case& cs : gpu::testing::cases()) {
@@ -142,33 +187,15 @@ TEST_F(RolloutWeightsCuda, FetchedVersionIsSwitchedIntoTheCudaSamplerWithoutAHos
     ASSERT_TRUE((*pub)->publish(1, std::as_bytes(std::span(params.data(), params.size()))).ok());
     auto rd = reader(layout);
     ASSERT_TRUE(rd.ok()) << rd.status().to_string();
-    auto staging = weights::DeviceStaging::create(0);
-    ASSERT_TRUE(staging.ok()) << staging.status().to_string();
-
-    model::GeneratorOptions go;
-    go.eos_token = -1;
-    auto sampler = rollout::make_cuda_sampler(c, go, config::JobSpec{});
-    ASSERT_TRUE(sampler.ok()) << sampler.status().to_string();
-    ASSERT_NE((*sampler)->device_weights(), nullptr);
-    testing::FakeRuntime rt({}, ActorId{JobId(1), ActorRole::kRollout, 0});
-    auto source = rollout::make_reader_device_source(**rd, **staging);
-    rollout::DeviceRolloutWeights dw(rt, *source, *(*sampler)->device_weights());
-    runtime::PublishedVersion v;
-    v.info.version = 1;
-    v.descriptor = *directory.newest(JobId(1));
-    dw.start_fetch(v);
-    auto fetched = dw.wait_fetch(rt.clock().now() + std::chrono::seconds(60));
-    ASSERT_TRUE(fetched.has_value());
-    ASSERT_TRUE(fetched->ok()) << fetched->to_string();
-    Status swapped = dw.swap();
-    ASSERT_TRUE(swapped.ok()) << swapped.to_string();
-    EXPECT_EQ(dw.current(), std::optional<Version>(1));
-    EXPECT_EQ(dw.stats().pinned_host, 1u);
-    std::cout << fmt::format("rollout weights: version 1 by {} ({})\n", dw.stats().last_path,
-                             dw.stats().last_reason);
+    DeviceRollout rollout;
+    ASSERT_TRUE(rollout.init(c, **rd).ok());
+    Status switched = rollout.switch_to(*directory.newest(JobId(1)));
+    ASSERT_TRUE(switched.ok()) << switched.to_string();
+    EXPECT_EQ(rollout.dw->current(), std::optional<Version>(1));
+    EXPECT_EQ(rollout.dw->stats().pinned_host, 1u);
 
     const auto ps = prompts(c.vocab_size, 5);
-    auto got = (*sampler)->generate(nullptr, 1, ps, 2, greedy(), nullptr);
+    auto got = rollout.sampler->generate(nullptr, 1, ps, 2, greedy(), nullptr);
     ASSERT_TRUE(got.ok()) << got.status().to_string();
     gpu::DeviceGenerateOptions dopt;
     dopt.eos_token = -1;
@@ -179,10 +206,101 @@ TEST_F(RolloutWeightsCuda, FetchedVersionIsSwitchedIntoTheCudaSamplerWithoutAHos
     ASSERT_TRUE(want.ok());
     EXPECT_EQ(differences(*got, *want), 0);
     // Another version than the one on the device is refused, naming both.
-    auto other = (*sampler)->generate(nullptr, 2, ps, 2, greedy(), nullptr);
+    auto other = rollout.sampler->generate(nullptr, 2, ps, 2, greedy(), nullptr);
     ASSERT_FALSE(other.ok());
     EXPECT_NE(other.status().message().find("version 2, the device holds 1"), std::string::npos)
         << other.status().to_string();
+}
+
+// The IPC test runs this binary again as the rollout process (a fork of a process that already
+// initialised CUDA cannot use it), pointing it at a file with the descriptor and the completions
+// to expect.
+constexpr const char* kIpcChildEnv = "TANDEM_TEST_ROLLOUT_WEIGHTS_IPC";
+
+nlohmann::json completions_json(const std::vector<model::Completion>& cs) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& c : cs) out.push_back({{"tokens", c.tokens}, {"logprobs", c.logprobs}});
+    return out;
+}
+
+TEST_F(RolloutWeightsCuda, SecondProcessSwitchesToTheTrainersDeviceSlotThroughCudaIpc) {
+    const model::ModelConfig c = gpu::testing::cases().front().config;
+    const weights::Layout layout = model::make_param_layout(c).value();
+    auto idx = model::ParamIndex::create(c, layout);
+    ASSERT_TRUE(idx.ok());
+    const std::vector<float> params = gpu::testing::random_params(*idx, c, 78);
+    auto staging = weights::DeviceStaging::create(0);
+    ASSERT_TRUE(staging.ok()) << staging.status().to_string();
+    auto masters = (*staging)->allocate(layout.total_bytes());
+    ASSERT_TRUE(masters.ok());
+    ASSERT_TRUE((*staging)->to_device(masters->data(), params.data(), params.size() * 4).ok());
+    weights::VersionDirectory directory;
+    weights::PublisherOptions po;
+    po.job = JobId(1);
+    po.ucx.transports = "shm,self";
+    po.device_slots = true;
+    auto pub = weights::Publisher::create(po, layout, directory);
+    ASSERT_TRUE(pub.ok()) << pub.status().to_string();
+    ASSERT_TRUE((*pub)->publish_from_device(1, masters->data(), **staging).ok());
+    ASSERT_EQ((*pub)->stats().device_slot_exports, 1u)
+        << "the device slot was not exported (see the publisher's warning)";
+
+    gpu::DeviceGenerateOptions dopt;
+    dopt.eos_token = -1;
+    auto host = gpu::DeviceGenerator::create(c, dopt);
+    ASSERT_TRUE(host.ok());
+    ASSERT_TRUE((*host)->load(params.data()).ok());
+    auto want = (*host)->generate(prompts(c.vocab_size, 6), 2, greedy());
+    ASSERT_TRUE(want.ok());
+
+    const std::string file = fmt::format("/tmp/tandem-rollout-weights-ipc-{}.json", getpid());
+    {
+        std::ofstream out(file);
+        out << nlohmann::json{{"descriptor", weights::to_json(*directory.newest(JobId(1)))},
+                              {"layout", layout.to_json()},
+                              {"completions", completions_json(*want)}}
+                   .dump();
+    }
+    setenv(kIpcChildEnv, file.c_str(), 1);
+    auto child = weights::testing::ChildProcess::spawn(
+        {std::filesystem::read_symlink("/proc/self/exe").string(),
+         "--gtest_filter=RolloutWeightsCudaIpcChild.*"});
+    unsetenv(kIpcChildEnv);
+    ASSERT_TRUE(child.ok()) << child.status().to_string();
+    std::string output;
+    while (auto line = child->read_line(std::chrono::seconds(120))) output += *line + "\n";
+    auto rc = child->wait(std::chrono::seconds(30));
+    std::filesystem::remove(file);
+    std::cout << output;
+    ASSERT_TRUE(rc.has_value()) << "the rollout process did not exit";
+    EXPECT_EQ(*rc, 0) << output;
+    EXPECT_NE(output.find("[  PASSED  ] 1 test"), std::string::npos) << output;
+}
+
+TEST(RolloutWeightsCudaIpcChild, SwitchesToTheTrainersDeviceSlot) {
+    const char* file = std::getenv(kIpcChildEnv);
+    if (file == nullptr) {
+        GTEST_SKIP()
+            << "runs only as the rollout process of "
+               "RolloutWeightsCuda.SecondProcessSwitchesToTheTrainersDeviceSlotThroughCudaIpc";
+    }
+    std::ifstream in(file);
+    const auto j = nlohmann::json::parse(in);
+    auto d = weights::descriptor_from_json(j.at("descriptor"));
+    auto layout = weights::Layout::from_json(j.at("layout"));
+    ASSERT_TRUE(d.ok() && layout.ok());
+    const model::ModelConfig c = gpu::testing::cases().front().config;
+    auto rd = reader(*layout);
+    ASSERT_TRUE(rd.ok()) << rd.status().to_string();
+    DeviceRollout rollout;
+    ASSERT_TRUE(rollout.init(c, **rd).ok());
+    Status switched = rollout.switch_to(*d);
+    ASSERT_TRUE(switched.ok()) << switched.to_string();
+    EXPECT_EQ(rollout.dw->stats().cuda_ipc, 1u);
+    auto got = rollout.sampler->generate(nullptr, static_cast<int64_t>(d->version),
+                                         prompts(c.vocab_size, 6), 2, greedy(), nullptr);
+    ASSERT_TRUE(got.ok()) << got.status().to_string();
+    EXPECT_EQ(completions_json(*got), j.at("completions"));
 }
 
 TEST_F(RolloutWeightsCuda, PublishOnTheActorStreamFollowsWorkEnqueuedBeforeIt) {
