@@ -7,11 +7,17 @@ function(tandem_target_defaults target)
                                   -fno-semantic-interposition>)
 endfunction()
 
-# Extra compile options for the test code of tandem_add_test (not the libraries under test):
-# preset asan sets -O0, which halves the compile time of an instrumented test file. (Its libraries
-# stay at -O1: at -O0 loading a real tokenizer.json under ASan takes seconds per test, and the text
-# task suite ran past its 120 s timeout.)
+# Extra compile options for the test code of tandem_add_test (not the libraries under test).
 set(TANDEM_TEST_COMPILE_OPTIONS "" CACHE STRING "Extra compile options for test code")
+
+# Compile options for the libraries whose speed the unit tests feel (models, kernels, the tokenizer
+# loading real tokenizer.json files, the config loader and wire decoder the fuzz replays hammer):
+# preset asan builds everything at -O0, the cheapest instrumented compile, and these at -O1, without
+# which the text task suite ran past its 120 s timeout under ASan.
+set(TANDEM_HOT_LIBRARY_OPTIONS "" CACHE STRING "Extra compile options for test-hot libraries")
+function(tandem_hot_library target)
+    target_compile_options(${target} PRIVATE ${TANDEM_HOT_LIBRARY_OPTIONS})
+endfunction()
 
 # tandem_add_test(NAME name LABEL unit|integration|gpu|fuzz SOURCES ... LIBS ... [TIMEOUT s])
 function(tandem_add_test)
@@ -20,11 +26,19 @@ function(tandem_add_test)
     tandem_target_defaults(${T_NAME})
     target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
     target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
-    # Test code itself (assertions, fixtures, small references) is compiled at -O1 in Release: a
-    # quarter less compile time for half of the build's CPU, which keeps CI in its budget. The code
-    # under test is the libraries' Release build. (No -O level reassociates floating point without
-    # -ffast-math, so the test's own arithmetic gives the same bits at -O1.)
-    target_compile_options(${T_NAME} PRIVATE $<$<CONFIG:Release>:-O1> ${TANDEM_TEST_COMPILE_OPTIONS})
+    # Test code itself (assertions, fixtures, small references) is compiled at -O0 in Release, the
+    # cheapest compile, for about half of the build's CPU, which keeps CI in its budget; the code
+    # under test is the libraries' Release build (their templates, Transformer<double> included,
+    # are instantiated there). GPU suites stay at -O1: their CPU references run on the device
+    # machine's short lease. (No -O level reassociates floating point without -ffast-math, so the
+    # test's own arithmetic gives the same bits.)
+    if(T_LABEL STREQUAL "gpu")
+        set(_test_opt -O1)
+    else()
+        set(_test_opt -O0)
+    endif()
+    target_compile_options(${T_NAME} PRIVATE $<$<CONFIG:Release>:${_test_opt}>
+                           ${TANDEM_TEST_COMPILE_OPTIONS})
     if(NOT T_TIMEOUT)
         set(T_TIMEOUT 120)
     endif()
