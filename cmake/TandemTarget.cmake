@@ -26,8 +26,8 @@ function(tandem_add_test)
     tandem_target_defaults(${T_NAME})
     target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gmock GTest::gtest_main)
     target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
-    # Test code itself (assertions, fixtures, small references) is compiled at -O0 in Release, the
-    # cheapest compile, for about half of the build's CPU, which keeps CI in its budget; the code
+    # Test code itself (assertions, fixtures, small references) is compiled at -O0 in Release: the
+    # cheapest compile for a large part of the build, which keeps CI in its budget; the code
     # under test is the libraries' Release build (their templates, Transformer<double> included,
     # are instantiated there). GPU suites stay at -O1: their CPU references run on the device
     # machine's short lease. (No -O level reassociates floating point without -ffast-math, so the
