@@ -349,8 +349,8 @@ TEST_F(HttpApiTest, CancelNeedsTheTokenToo) {
 }
 
 TEST_F(HttpApiTest, EveryEndpointButHealthzNeedsAToken) {
-    for (const std::string& p : {"/api/v1/jobs", "/api/v1/nodes", "/api/v1/cluster", "/metrics",
-                                 "/api/v1/jobs/1", "/no/such/endpoint"}) {
+    for (const char* p : {"/api/v1/jobs", "/api/v1/nodes", "/api/v1/cluster", "/metrics",
+                          "/api/v1/jobs/1", "/no/such/endpoint"}) {
         SCOPED_TRACE(p);
         EXPECT_EQ(get(p, {}, "").status, 401);
         EXPECT_EQ(get(p, {}, "Bearer wrong").status, 401);

@@ -139,7 +139,7 @@ TEST_F(HttpServerTest, OversizedHeaderIs431AndOversizedBodyIs413) {
 }
 
 TEST_F(HttpServerTest, GarbageIs400AndTruncatedRequestsAreClosed) {
-    for (const std::string bytes :
+    for (const std::string& bytes :
          {std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 15),
           std::string("GET / HTTP/9.9\r\n\r\n"), std::string("G\x00T / HTTP/1.1\r\n\r\n"),
           std::string("GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),

@@ -403,7 +403,9 @@ TEST_F(GrpoRolloutTest, LostRolloutWithNoNodeWaitsPendingAndTheJobKeepsRunning) 
               "r1: avoided after a failure); the job continues on 1 live rollout actor");
     // Nothing holds resources for it.
     for (const auto& c : jobs_->capacities()) {
-        if (c.id == "r1") EXPECT_EQ(c.actors, 0);
+        if (c.id == "r1") {
+            EXPECT_EQ(c.actors, 0);
+        }
     }
 }
 
