@@ -221,7 +221,7 @@ struct RolloutSpec {
     // GRPO: how long the job may run with no live rollout actor (all pending, none placed)
     // before it fails; it fails at once when none can come back (restarts used up).
     int64_t none_alive_timeout_ms = 120000;
-    KvCacheSpec kv_cache;  // common/config/kv_cache_spec.h
+    KvCacheSpec kv_cache;                         // common/config/kv_cache_spec.h
     ComputeDevice device = ComputeDevice::kAuto;  // the built-in rollout's (docs/gpu.md)
 
     template <typename V, typename S>
