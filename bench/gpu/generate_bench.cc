@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu/model_shapes.h"
 #include "common/gpu/device_generate.h"
 #include "common/model/params.h"
 #include "kernels/device.h"
@@ -24,42 +25,14 @@ namespace {
 using namespace tandem;
 using SteadyClock = std::chrono::steady_clock;
 
-struct Shape {
-    const char* name;
-    model::ModelConfig config;
-};
+using Shape = bench::ModelShape;
 
-// The shapes tandem-bench-gpu-model times (bench/gpu/model_bench.cc), with max_seq_len cut to
-// what generation needs (the RoPE table is max_seq_len rows).
+// The shapes tandem-bench-gpu-model times, with max_seq_len cut to what generation needs (the
+// RoPE table is max_seq_len rows).
 std::vector<Shape> shapes(int64_t max_seq) {
-    model::ModelConfig q;  // Qwen2.5-0.5B
-    q.architecture = model::Architecture::kQwen2;
-    q.vocab_size = 151936;
-    q.hidden_size = 896;
-    q.num_layers = 24;
-    q.num_heads = 14;
-    q.num_kv_heads = 2;
-    q.intermediate_size = 4864;
-    q.rope_theta = 1000000.0;
-    q.rms_norm_eps = 1e-6;
-    q.qkv_bias = true;
-    q.tie_embeddings = true;
-    model::ModelConfig l;  // Llama-3.2-1B
-    l.architecture = model::Architecture::kLlama;
-    l.vocab_size = 128256;
-    l.hidden_size = 2048;
-    l.num_layers = 16;
-    l.num_heads = 32;
-    l.num_kv_heads = 8;
-    l.intermediate_size = 8192;
-    l.rope_theta = 500000.0;
-    l.rms_norm_eps = 1e-5;
-    l.tie_embeddings = true;
-    l.rope_scaling.type = model::RopeScaling::Type::kLlama3;
-    l.rope_scaling.factor = 32.0;
-    l.rope_scaling.original_max_position_embeddings = 8192;
-    q.max_seq_len = l.max_seq_len = static_cast<int>(max_seq);
-    return {{"qwen2.5-0.5b", q}, {"llama-3.2-1b", l}};
+    std::vector<Shape> out = bench::reference_model_shapes();
+    for (Shape& sh : out) sh.config.max_seq_len = static_cast<int>(max_seq);
+    return out;
 }
 
 // Deterministic uniform values of std ~0.02 (xorshift); norms at 1.

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu/model_shapes.h"
 #include "common/gpu/device_model.h"
 #include "common/gpu/device_trainer.h"
 #include "common/model/model_weights.h"
@@ -30,42 +31,7 @@ namespace {
 using namespace tandem;
 using Clock = std::chrono::steady_clock;
 
-struct Shape {
-    const char* name;
-    model::ModelConfig config;
-};
-
-std::vector<Shape> shapes() {
-    model::ModelConfig q;  // Qwen2.5-0.5B
-    q.architecture = model::Architecture::kQwen2;
-    q.vocab_size = 151936;
-    q.hidden_size = 896;
-    q.num_layers = 24;
-    q.num_heads = 14;
-    q.num_kv_heads = 2;
-    q.intermediate_size = 4864;
-    q.max_seq_len = 32768;
-    q.rope_theta = 1000000.0;
-    q.rms_norm_eps = 1e-6;
-    q.qkv_bias = true;
-    q.tie_embeddings = true;
-    model::ModelConfig l;  // Llama-3.2-1B
-    l.architecture = model::Architecture::kLlama;
-    l.vocab_size = 128256;
-    l.hidden_size = 2048;
-    l.num_layers = 16;
-    l.num_heads = 32;
-    l.num_kv_heads = 8;
-    l.intermediate_size = 8192;
-    l.max_seq_len = 131072;
-    l.rope_theta = 500000.0;
-    l.rms_norm_eps = 1e-5;
-    l.tie_embeddings = true;
-    l.rope_scaling.type = model::RopeScaling::Type::kLlama3;
-    l.rope_scaling.factor = 32.0;
-    l.rope_scaling.original_max_position_embeddings = 8192;
-    return {{"qwen2.5-0.5b", q}, {"llama-3.2-1b", l}};
-}
+using Shape = bench::ModelShape;
 
 // Fast deterministic fill (xorshift), N(0, ~0.02)-like uniform values; norms at 1.
 void fill(float* p, size_t n, uint64_t seed) {
@@ -390,7 +356,7 @@ int main(int argc, char** argv) {
         return 0;
     }
     int rc = 0;
-    for (const Shape& sh : shapes()) {
+    for (const Shape& sh : bench::reference_model_shapes()) {
         if (which != "all" && which != sh.name) continue;
         if (which_case != "train_step") rc |= run(sh, batch, seq, iters);
         if (which_case != "forward") rc |= train_step(sh, batch, seq, iters, devices[0].name);
