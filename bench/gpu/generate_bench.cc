@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/gpu/model_shapes.h"
+#include "bench/model_shapes.h"
 #include "common/gpu/device_generate.h"
 #include "common/model/params.h"
 #include "kernels/device.h"

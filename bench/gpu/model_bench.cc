@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/gpu/model_shapes.h"
+#include "bench/model_shapes.h"
 #include "common/gpu/device_model.h"
 #include "common/gpu/device_trainer.h"
 #include "common/model/model_weights.h"

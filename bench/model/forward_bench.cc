@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/model_shapes.h"
 #include "common/model/inference.h"
 #include "common/model/kv_cache.h"
 #include "common/model/layers.h"
@@ -32,41 +33,6 @@ namespace {
 
 using namespace tandem;
 using namespace tandem::model;
-
-ModelConfig qwen25_05b() {
-    ModelConfig c;
-    c.architecture = Architecture::kQwen2;
-    c.vocab_size = 151936;
-    c.hidden_size = 896;
-    c.intermediate_size = 4864;
-    c.num_layers = 24;
-    c.num_heads = 14;
-    c.num_kv_heads = 2;
-    c.max_seq_len = 32768;
-    c.rope_theta = 1000000.0;
-    c.rms_norm_eps = 1e-6;
-    c.tie_embeddings = true;
-    c.qkv_bias = true;
-    return c;
-}
-
-ModelConfig llama32_1b() {
-    ModelConfig c;
-    c.architecture = Architecture::kLlama;
-    c.vocab_size = 128256;
-    c.hidden_size = 2048;
-    c.intermediate_size = 8192;
-    c.num_layers = 16;
-    c.num_heads = 32;
-    c.num_kv_heads = 8;
-    c.explicit_head_dim = 64;
-    c.max_seq_len = 131072;
-    c.rope_theta = 500000.0;
-    c.rms_norm_eps = 1e-5;
-    c.tie_embeddings = true;
-    c.rope_scaling = {RopeScaling::Type::kLlama3, 32.0, 1.0, 4.0, 8192};
-    return c;
-}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -259,8 +225,8 @@ int main(int argc, char** argv) {
     set_blas_threads(o.threads);
     int rc = 0;
     if (o.only.empty() || o.only == "qwen2.5-0.5b")
-        rc |= run_model("qwen2.5-0.5b", qwen25_05b(), o);
+        rc |= run_model("qwen2.5-0.5b", bench::qwen25_05b_config(), o);
     if (o.only.empty() || o.only == "llama-3.2-1b")
-        rc |= run_model("llama-3.2-1b", llama32_1b(), o);
+        rc |= run_model("llama-3.2-1b", bench::llama32_1b_config(), o);
     return rc;
 }
