@@ -35,8 +35,8 @@ namespace {
 
 class ReaderDeviceSource final : public DeviceWeightSource {
 public:
-    ReaderDeviceSource(weights::Reader& reader, weights::DeviceStaging& staging)
-        : reader_(reader), staging_(staging) {}
+    ReaderDeviceSource(weights::Reader& reader, weights::DeviceStaging& staging, bool relay)
+        : reader_(reader), staging_(staging), relay_(relay) {}
     uint64_t total_bytes() const override { return reader_.layout().total_bytes(); }
     int device() const override { return staging_.device(); }
     weights::DevicePathChoice path(const weights::VersionDescriptor& v) const override {
@@ -46,8 +46,13 @@ public:
         const weights::VersionDescriptor& v) override {
         return reader_.map_device(v, staging_);
     }
-    Status fetch(const weights::VersionDescriptor& v, weights::DeviceWeights& target) override {
-        return reader_.fetch_to_device(v, staging_, target);
+    Status fetch(const weights::VersionDescriptor& v, weights::DeviceWeights& target,
+                 const weights::RelaySource* relay) override {
+        return reader_.fetch_to_device(v, staging_, target, relay);
+    }
+    std::optional<weights::RelaySource> relay_source() const override {
+        if (!relay_) return std::nullopt;
+        return reader_.relay_source();
     }
     Result<weights::DeviceBuffer> allocate(uint64_t bytes) override {
         return staging_.allocate(bytes);
@@ -58,13 +63,15 @@ public:
 private:
     weights::Reader& reader_;
     weights::DeviceStaging& staging_;
+    const bool relay_;
 };
 
 }  // namespace
 
 std::unique_ptr<DeviceWeightSource> make_reader_device_source(weights::Reader& reader,
-                                                              weights::DeviceStaging& staging) {
-    return std::make_unique<ReaderDeviceSource>(reader, staging);
+                                                              weights::DeviceStaging& staging,
+                                                              bool relay) {
+    return std::make_unique<ReaderDeviceSource>(reader, staging, relay);
 }
 
 DeviceRolloutWeights::DeviceRolloutWeights(runtime::JobRuntime& rt, DeviceWeightSource& source,
@@ -120,7 +127,26 @@ Status DeviceRolloutWeights::fetch(const weights::VersionDescriptor& v) {
         }
         fp32_.buffer = std::move(*buffer);
     }
-    TANDEM_RETURN_IF_ERROR(source_.fetch(v, fp32_));
+    // Through the relay tree as a host reader would (fetch_via_relay_tree): only versions this
+    // reader fetches join the tree, so a version mapped above is never relayed from here.
+    if (auto mine = source_.relay_source()) {
+        auto assigned =
+            rt_.relay_source(v.version, *mine, rt_.clock().now() + kRelaySourceWait);
+        const weights::RelayTreeFetch tree = weights::fetch_via_relay_tree(
+            assigned, [&](const weights::RelaySource* relay) {
+                return source_.fetch(v, fp32_, relay);
+            });
+        if (tree.relay) {
+            rt_.log(LogLevel::kWarn,
+                    fmt::format("version {} on device {}: {}; read the publishers", v.version,
+                                source_.device(), tree.relay->message()));
+        }
+        TANDEM_RETURN_IF_ERROR(tree.status);
+        p.source = tree.source;
+        p.relay_fallback = tree.fell_back;
+    } else {
+        TANDEM_RETURN_IF_ERROR(source_.fetch(v, fp32_, nullptr));
+    }
     const weights::DeviceFetchStats st = source_.last();
     p.seconds = st.seconds;
     p.bytes = st.bytes;
@@ -149,18 +175,20 @@ std::optional<Status> DeviceRolloutWeights::wait_fetch(Clock::TimePoint deadline
     last_fetch_s_ = p.seconds;
     const std::string_view path = weights::device_weight_path_name(p.path);
     if (p.fallback) ++stats_.ipc_fallbacks;
+    if (p.source != "publisher") ++stats_.via_relay;
+    if (p.relay_fallback) ++stats_.relay_fallbacks;
     (p.path == DeviceWeightPath::kCudaIpc ? stats_.cuda_ipc : stats_.pinned_host) += 1;
     stats_.last_path = std::string(path);
     stats_.last_reason = p.reason;
     rt_.log(p.fallback ? LogLevel::kWarn : LogLevel::kInfo,
-            fmt::format("weights version {} on device {} by {} ({:.3f} s): {}", p.version,
-                        source_.device(), path, p.seconds, p.reason));
+            fmt::format("weights version {} on device {} by {} from {} ({:.3f} s): {}",
+                        p.version, source_.device(), path, p.source, p.seconds, p.reason));
     telemetry_.on_fetch({.version = static_cast<int64_t>(p.version),
                          .start_ns = fetch_start_ns_,
                          .seconds = p.seconds,
                          .bytes = p.bytes,
                          .transport = std::string(path),
-                         .source = "publisher",
+                         .source = p.source,
                          .rereads = 0});
     rt_.progress({{"weights", telemetry_.to_json()}});
     ready_ = std::move(p);

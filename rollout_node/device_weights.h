@@ -12,6 +12,7 @@
 // Each version's path and why is logged once and counted in stats() and the weights telemetry.
 // Owned by the rollout's loop thread (RolloutLoop); the fetch runs on a thread of its own.
 
+#include <chrono>
 #include <cstdint>
 #include <future>
 #include <memory>
@@ -59,17 +60,28 @@ public:
     virtual weights::DevicePathChoice path(const weights::VersionDescriptor& v) const = 0;
     virtual Result<std::shared_ptr<const weights::DeviceMappedWeights>> map(
         const weights::VersionDescriptor& v) = 0;
-    // Into target.buffer (total_bytes()); also leaves the host copy as the reader's fetched one.
-    virtual Status fetch(const weights::VersionDescriptor& v, weights::DeviceWeights& target) = 0;
+    // Into target.buffer (total_bytes()), from the publishers or from `relay` when given; also
+    // leaves the host copy as the reader's fetched one.
+    virtual Status fetch(const weights::VersionDescriptor& v, weights::DeviceWeights& target,
+                         const weights::RelaySource* relay) = 0;
+    // What this reader joins a version's relay tree with when it serves what it fetches
+    // (ReaderOptions::relay); nullopt when it reads the publishers only.
+    virtual std::optional<weights::RelaySource> relay_source() const = 0;
     virtual Result<weights::DeviceBuffer> allocate(uint64_t bytes) = 0;
     virtual weights::DeviceFetchStats last() const = 0;
     // Makes the host copy of the last fetch the reader's current one (Reader::swap).
     virtual void swap_host() = 0;
 };
 
-// Both references must outlive the returned object.
+// How long a relaying reader waits for its place in a version's relay tree before it reads the
+// publishers.
+inline constexpr auto kRelaySourceWait = std::chrono::seconds(2);
+
+// Both references must outlive the returned object. `relay`: the reader was created with
+// ReaderOptions::relay, so its fetches join the relay tree (fetch_via_relay_tree).
 std::unique_ptr<DeviceWeightSource> make_reader_device_source(weights::Reader& reader,
-                                                              weights::DeviceStaging& staging);
+                                                              weights::DeviceStaging& staging,
+                                                              bool relay = false);
 
 class DeviceRolloutWeights final : public Weights {
 public:
@@ -90,6 +102,8 @@ public:
         uint64_t cuda_ipc = 0;       // versions opened through CUDA IPC
         uint64_t pinned_host = 0;    // versions fetched through the pinned host buffer
         uint64_t ipc_fallbacks = 0;  // of pinned_host: CUDA IPC was chosen but could not open
+        uint64_t via_relay = 0;      // of pinned_host: read from another rollout (relay tree)
+        uint64_t relay_fallbacks = 0;  // of pinned_host: a relay failed, the publishers served
         uint64_t switches = 0;       // versions converted into the generator's weights
         std::string last_path;       // of the last version fetched or mapped
         std::string last_reason;     // why
@@ -104,6 +118,8 @@ private:
         weights::DeviceWeightPath path = weights::DeviceWeightPath::kPinnedHost;
         std::string reason;
         bool fallback = false;
+        std::string source = "publisher";  // or the relay's reader id
+        bool relay_fallback = false;
         std::shared_ptr<const weights::DeviceMappedWeights> mapped;  // kCudaIpc
         double seconds = 0;
         uint64_t bytes = 0;

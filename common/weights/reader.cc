@@ -390,4 +390,28 @@ Result<Version> fetch_newest(Reader& reader,
     return last.with_context(fmt::format("after {} attempts", attempts));
 }
 
+RelayTreeFetch fetch_via_relay_tree(const Result<std::optional<RelaySource>>& assigned,
+                                    const std::function<Status(const RelaySource*)>& read) {
+    RelayTreeFetch out;
+    out.source = "publisher";
+    if (!assigned.ok()) {
+        out.relay = assigned.status().with_context("no place in the relay tree");
+    } else if (assigned->has_value()) {
+        const RelaySource& relay = **assigned;
+        Status s = read(&relay);
+        if (s.ok()) {
+            out.source = relay.reader;
+            return out;
+        }
+        out.relay = s.with_context(fmt::format("reading relay {}", relay.reader));
+        out.fell_back = true;
+    }
+    out.status = read(nullptr);
+    if (!out.status.ok() && out.fell_back) {
+        out.status = out.status.with_context(
+            fmt::format("reading the publishers (after {})", out.relay->message()));
+    }
+    return out;
+}
+
 }  // namespace tandem::weights

@@ -187,6 +187,7 @@ struct DeviceFetchStats {
     uint64_t bytes = 0;
     uint64_t copies = 0;            // host -> device copies (one per verified chunk)
     uint64_t overlapped_bytes = 0;  // of bytes, copied while later chunks were still fetched
+    bool via_relay = false;         // read from another reader (relay tree), not the publishers
 };
 
 struct FetchStats {
@@ -250,13 +251,16 @@ public:
     // process and UCX; `staging` null means no CUDA IPC).
     DevicePathChoice device_path(const VersionDescriptor& version,
                                  const DeviceStaging* staging) const;
-    // GPU rollout: fetches `version` like fetch() into the pinned host buffer and copies every
-    // chunk to `target` as soon as it is verified, overlapping those copies with the network
-    // reads of later chunks (DeviceUploader). target.version is cleared at the start and set
-    // when all arrived; on failure it stays empty. Like fetch(), swap() then makes the host
-    // copy current. Logged once; last_device_fetch() says how it went.
+    // GPU rollout: fetches `version` like fetch() into the pinned host buffer (from its
+    // publishers, or from `relay` when given: every chunk verified against the manifest as
+    // there) and copies every chunk to `target` as soon as it is verified, overlapping those
+    // copies with the network reads of later chunks (DeviceUploader). target.version is cleared
+    // at the start and set when all arrived; on failure it stays empty. Like fetch(), swap()
+    // then makes the host copy current, and with `relay` on this reader serves the version
+    // downstream from that host copy while it arrives. Logged once per path; last_device_fetch()
+    // says how it went. fetch_via_relay_tree() adds the publisher fallback.
     Status fetch_to_device(const VersionDescriptor& version, DeviceStaging& staging,
-                           DeviceWeights& target);
+                           DeviceWeights& target, const RelaySource* relay = nullptr);
     // GPU rollout on the publisher's node: opens every shard's device slot through CUDA IPC
     // (device_path() must say kCudaIpc) and holds the leases; switching versions copies nothing.
     Result<std::shared_ptr<const DeviceMappedWeights>> map_device(const VersionDescriptor& version,
@@ -286,5 +290,20 @@ private:
 Result<Version> fetch_newest(Reader& reader,
                              const std::function<std::optional<VersionDescriptor>()>& newest,
                              Version at_least = 0, int attempts = 4);
+
+// The relay tree's source selection, the same for host fetches (Reader::fetch) and device
+// fetches (Reader::fetch_to_device): `assigned` is the coordinator's answer to this reader's
+// join (an error when none came in time, nullopt when the tree puts this reader under the
+// publishers, else the relay to read); `read(relay)` reads the version from `relay`, or from
+// the publishers when it is null. A relay read that fails (the relay died or fell behind, a
+// chunk failed its checksum twice, a timeout) is followed by one read from the publishers.
+struct RelayTreeFetch {
+    Status status;                // of the read that decided: the publishers' when it fell back
+    std::string source;           // "publisher", or the relay's reader id when it served
+    std::optional<Status> relay;  // why the relay was not used (no place in time, its failure)
+    bool fell_back = false;       // a relay read failed and the publishers were read instead
+};
+RelayTreeFetch fetch_via_relay_tree(const Result<std::optional<RelaySource>>& assigned,
+                                    const std::function<Status(const RelaySource*)>& read);
 
 }  // namespace tandem::weights

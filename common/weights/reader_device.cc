@@ -48,7 +48,7 @@ void log_path(std::mutex& mu, std::optional<DeviceWeightPath>& logged, const std
 }  // namespace
 
 Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& staging,
-                               DeviceWeights& target) {
+                               DeviceWeights& target, const RelaySource* relay) {
     const uint64_t total = layout().total_bytes();
     target.version.reset();  // its bytes are about to change
     if (target.buffer.size() < total) {
@@ -75,6 +75,7 @@ Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& 
     auto op = std::make_shared<Core::Operation>();
     op->kind = Core::Kind::kPull;
     op->version = version;
+    if (relay != nullptr) op->relay = *relay;  // verified chunk by chunk like the publishers'
     // The operation may outlive this call (a failed one drains); the uploader lives as long.
     op->on_verified = [uploader](const std::byte* host, uint64_t offset, uint64_t bytes) {
         uploader->ready(host, offset, bytes);
@@ -92,7 +93,8 @@ Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& 
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
             st.bytes,
             st.copies,
-            st.overlapped_bytes};
+            st.overlapped_bytes,
+            relay != nullptr};
     }
     if (!s.ok()) {
         return s.with_context(
@@ -133,7 +135,8 @@ Result<std::shared_ptr<const DeviceMappedWeights>> Reader::map_device(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
             0,
             0,
-            0};
+            0,
+            false};
     }
     return std::shared_ptr<const DeviceMappedWeights>(
         std::make_shared<DeviceMappedWeights>(std::move(leases), std::move(shards)));

@@ -147,9 +147,12 @@ public:
         if (!found) return deadline_exceeded(fmt::format("{} has no {}", peer.str(), name));
         return *found;
     }
+    // The coordinator's answer to every relay join (set before the actor runs): by default
+    // "read the publishers".
+    Result<runtime::RelayChoice> relay_answer = runtime::RelayChoice();
     Result<runtime::RelayChoice> relay_source(Version, const weights::RelaySource&,
                                               Clock::TimePoint) override {
-        return runtime::RelayChoice();
+        return relay_answer;
     }
     runtime::JobView view() const override {
         std::lock_guard lock(mu_);

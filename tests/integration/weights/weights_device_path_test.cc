@@ -10,6 +10,7 @@
 #include <iostream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "common/weights/publisher.h"
@@ -191,6 +192,125 @@ TEST_F(WeightsDevicePath, DeviceSlotsAreAnnouncedWithAHandleThatAMapOpensUnderAL
     fill_version(host.span(), 41, 2);
     ASSERT_TRUE((*publisher)->publish(2, host.span()).ok());
     EXPECT_TRUE(directory_.newest(JobId(1))->shards[0].cuda_ipc_handle.empty());
+}
+
+// Reader options for relay tree member `index` (rollout-<index>), serving what it fetches.
+ReaderOptions relay_reader_options(int index) {
+    ReaderOptions o;
+    o.job = JobId(1);
+    o.reader_id = fmt::format("job-000001/rollout-{}", index);
+    o.ucx.transports = "shm,self";
+    o.relay = true;
+    o.stall_timeout_ms = std::chrono::milliseconds(3000);
+    o.request_timeout_ms = std::chrono::milliseconds(1500);
+    return o;
+}
+
+TEST_F(WeightsDevicePath, ADeviceReaderReadsItsRelayAndRelaysToItsOwnChildren) {
+    auto publisher = Publisher::create(publisher_options(), layout_, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    auto host = *HostBuffer::allocate(layout_.total_bytes());
+    fill_version(host.span(), 41, 1);
+    ASSERT_TRUE((*publisher)->publish(1, host.span()).ok());
+    const VersionDescriptor d = *directory_.newest(JobId(1));
+
+    // The tree: publisher -> rollout-1 (host) -> rollout-2 (device) -> rollout-3 (host).
+    auto r1 = Reader::create(relay_reader_options(1), layout_);
+    auto r2 = Reader::create(relay_reader_options(2), layout_);
+    auto r3 = Reader::create(relay_reader_options(3), layout_);
+    ASSERT_TRUE(r1.ok() && r2.ok() && r3.ok());
+    ASSERT_TRUE((*r1)->fetch(d).ok());
+
+    FakeDeviceStaging gpu(0);
+    DeviceWeights target;
+    target.buffer = std::move(*gpu.allocate(layout_.total_bytes()));
+    const RelayTreeFetch tree = fetch_via_relay_tree(
+        std::optional<RelaySource>((*r1)->relay_source()),
+        [&](const RelaySource* relay) { return (*r2)->fetch_to_device(d, gpu, target, relay); });
+    ASSERT_TRUE(tree.status.ok()) << tree.status.to_string();
+    EXPECT_EQ(tree.source, "job-000001/rollout-1");
+    EXPECT_FALSE(tree.relay.has_value());
+    ASSERT_EQ(target.version, std::optional<Version>(1));
+    EXPECT_EQ(
+        first_mismatch({static_cast<const std::byte*>(target.buffer.data()), layout_.total_bytes()},
+                       41, 1),
+        std::nullopt);
+    const DeviceFetchStats st = (*r2)->last_device_fetch();
+    EXPECT_TRUE(st.via_relay);
+    EXPECT_EQ(st.path, DeviceWeightPath::kPinnedHost);
+    EXPECT_EQ(st.bytes, layout_.total_bytes());
+    EXPECT_TRUE((*r2)->last_fetch().via_relay);
+    std::cout << "device fetch via relay: " << st.copies << " copies, " << st.overlapped_bytes
+              << " of " << st.bytes << " bytes enqueued while the fetch ran\n";
+
+    // The device reader serves its pinned host copy downstream.
+    const RelaySource r2_source = (*r2)->relay_source();
+    ASSERT_TRUE((*r3)->fetch(d, &r2_source).ok());
+    ASSERT_TRUE((*r3)->swap());
+    EXPECT_EQ(first_mismatch((*r3)->current()->bytes(), 41, 1), std::nullopt);
+    EXPECT_TRUE((*r3)->last_fetch().via_relay);
+}
+
+TEST_F(WeightsDevicePath, ABadOrDeadRelayIsRefusedAndThePublishersServeTheDevice) {
+    auto publisher = Publisher::create(publisher_options(), layout_, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    auto host = *HostBuffer::allocate(layout_.total_bytes());
+    fill_version(host.span(), 41, 1);
+    ASSERT_TRUE((*publisher)->publish(1, host.span()).ok());
+    const VersionDescriptor v1 = *directory_.newest(JobId(1));
+
+    auto r1 = Reader::create(relay_reader_options(1), layout_);
+    auto r2 = Reader::create(relay_reader_options(2), layout_);
+    ASSERT_TRUE(r1.ok() && r2.ok());
+    ASSERT_TRUE((*r1)->fetch(v1).ok());
+    ASSERT_TRUE((*r1)->swap());
+    // The relay's copy goes bad after it verified it (a memory fault): its readers' checksums
+    // refuse the chunk (read twice), and the publishers serve instead.
+    auto bytes = (*r1)->current()->bytes();
+    const size_t at = bytes.size() / 2;
+    const_cast<std::byte&>(bytes[at]) ^= std::byte{0x5a};
+
+    FakeDeviceStaging gpu(0);
+    DeviceWeights target;
+    target.buffer = std::move(*gpu.allocate(layout_.total_bytes()));
+    auto read = [&](const VersionDescriptor& d) {
+        return [&, d](const RelaySource* relay) {
+            return (*r2)->fetch_to_device(d, gpu, target, relay);
+        };
+    };
+    const RelaySource r1_source = (*r1)->relay_source();
+    RelayTreeFetch tree = fetch_via_relay_tree(std::optional<RelaySource>(r1_source), read(v1));
+    ASSERT_TRUE(tree.status.ok()) << tree.status.to_string();
+    EXPECT_TRUE(tree.fell_back);
+    EXPECT_EQ(tree.source, "publisher");
+    ASSERT_TRUE(tree.relay.has_value());
+    EXPECT_EQ(tree.relay->code(), StatusCode::kDataLoss) << tree.relay->to_string();
+    EXPECT_NE(tree.relay->message().find("failed its checksum twice"), std::string::npos)
+        << tree.relay->message();
+    EXPECT_NE(tree.relay->message().find("relay job-000001/rollout-1"), std::string::npos)
+        << tree.relay->message();
+    ASSERT_EQ(target.version, std::optional<Version>(1));
+    EXPECT_EQ(
+        first_mismatch({static_cast<const std::byte*>(target.buffer.data()), layout_.total_bytes()},
+                       41, 1),
+        std::nullopt);
+    EXPECT_FALSE((*r2)->last_device_fetch().via_relay);
+
+    // The relay is gone: the read of it fails (unreachable or silent), the publishers serve.
+    r1->reset();
+    fill_version(host.span(), 41, 2);
+    ASSERT_TRUE((*publisher)->publish(2, host.span()).ok());
+    const VersionDescriptor v2 = *directory_.newest(JobId(1));
+    tree = fetch_via_relay_tree(std::optional<RelaySource>(r1_source), read(v2));
+    ASSERT_TRUE(tree.status.ok()) << tree.status.to_string();
+    EXPECT_TRUE(tree.fell_back);
+    ASSERT_TRUE(tree.relay.has_value());
+    std::cout << "dead relay: " << tree.relay->to_string() << "\n";
+    ASSERT_EQ(target.version, std::optional<Version>(2));
+    EXPECT_EQ(
+        first_mismatch({static_cast<const std::byte*>(target.buffer.data()), layout_.total_bytes()},
+                       41, 2),
+        std::nullopt);
 }
 
 }  // namespace

@@ -108,10 +108,19 @@ public:
         return std::shared_ptr<const weights::DeviceMappedWeights>(
             std::make_shared<weights::DeviceMappedWeights>(std::move(leases), std::move(shards)));
     }
-    Status fetch(const weights::VersionDescriptor& v, weights::DeviceWeights& target) override {
+    Status fetch(const weights::VersionDescriptor& v, weights::DeviceWeights& target,
+                 const weights::RelaySource* relay) override {
         target.version.reset();
-        if (fail_fetch) return unavailable("fake: publisher gone");
-        events_.add(fmt::format("fetch v{}", v.version));
+        if (relay != nullptr) {
+            if (fail_relay) {
+                return data_loss(fmt::format("fake: chunk 3 from relay {} failed its checksum twice",
+                                             relay->reader));
+            }
+            events_.add(fmt::format("fetch v{} from {}", v.version, relay->reader));
+        } else {
+            if (fail_fetch) return unavailable("fake: publisher gone");
+            events_.add(fmt::format("fetch v{}", v.version));
+        }
         const auto vals = values(v.version);
         std::memcpy(target.buffer.data(), vals.data(), kBytes);
         target.version = v.version;
@@ -124,8 +133,10 @@ public:
     }
     weights::DeviceFetchStats last() const override { return last_; }
     void swap_host() override { events_.add("swap host"); }
+    std::optional<weights::RelaySource> relay_source() const override { return mine; }
 
-    bool fail_map = false, fail_fetch = false;
+    bool fail_map = false, fail_fetch = false, fail_relay = false;
+    std::optional<weights::RelaySource> mine;  // set: the reader relays
     int allocations = 0;
     std::shared_ptr<std::atomic<bool>> lease_lost = std::make_shared<std::atomic<bool>>(false);
 
@@ -268,6 +279,56 @@ TEST(DeviceRolloutWeights, AFailedMapFallsBackToAFetchAndSaysWhy) {
     EXPECT_EQ(rig.dw.stats().pinned_host, 1u);
     EXPECT_NE(rig.dw.stats().last_reason.find("CUDA IPC was chosen"), std::string::npos);
     EXPECT_TRUE(rig.logged("cudaIpcOpenMemHandle: invalid device context"));
+}
+
+TEST(DeviceRolloutWeights, ARelayingRolloutReadsTheRelayTheTreeNamesAndFallsBackToThePublishers) {
+    Rig rig;
+    rig.source.mine = weights::RelaySource{"job-000001/rollout-0", {}, kHost, 200};
+    rig.rt.relay_answer =
+        runtime::RelayChoice(weights::RelaySource{"job-000001/rollout-3", {}, "other-host", 300});
+    ASSERT_TRUE(rig.fetch(version(1, "trainer-host", false)).ok());
+    EXPECT_EQ(rig.events.take(), (std::vector<std::string>{"fetch v1 from job-000001/rollout-3"}));
+    EXPECT_EQ(rig.dw.stats().via_relay, 1u);
+    EXPECT_TRUE(rig.logged("by pinned_host from job-000001/rollout-3"));
+    ASSERT_TRUE(rig.dw.swap().ok());
+    EXPECT_EQ(rig.sink.weights, values(1));
+    rig.events.take();
+
+    // The relay's bytes fail their checksums: refused, then the publishers are read.
+    rig.source.fail_relay = true;
+    ASSERT_TRUE(rig.fetch(version(2, "trainer-host", false)).ok());
+    EXPECT_EQ(rig.events.take(), (std::vector<std::string>{"fetch v2"}));
+    EXPECT_EQ(rig.dw.stats().relay_fallbacks, 1u);
+    EXPECT_EQ(rig.dw.stats().via_relay, 1u);
+    EXPECT_TRUE(rig.logged("reading relay job-000001/rollout-3: fake: chunk 3"));
+    ASSERT_TRUE(rig.dw.swap().ok());
+    EXPECT_EQ(rig.sink.weights, values(2));
+    rig.events.take();
+
+    // No place in the tree in time: the publishers, with the reason logged.
+    rig.rt.relay_answer = deadline_exceeded("no relay place for version 3 in time");
+    ASSERT_TRUE(rig.fetch(version(3, "trainer-host", false)).ok());
+    EXPECT_EQ(rig.events.take(), (std::vector<std::string>{"fetch v3"}));
+    EXPECT_TRUE(rig.logged("no relay place for version 3"));
+
+    // Both failing: the error names both.
+    rig.rt.relay_answer =
+        runtime::RelayChoice(weights::RelaySource{"job-000001/rollout-3", {}, "other-host", 300});
+    rig.source.fail_fetch = true;
+    Status s = rig.fetch(version(4, "trainer-host", false));
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("publisher gone"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("relay job-000001/rollout-3"), std::string::npos) << s.message();
+}
+
+TEST(DeviceRolloutWeights, AVersionMappedThroughCudaIpcNeverJoinsTheRelayTree) {
+    Rig rig;
+    rig.source.mine = weights::RelaySource{"job-000001/rollout-0", {}, kHost, 200};
+    rig.rt.relay_answer =
+        runtime::RelayChoice(weights::RelaySource{"job-000001/rollout-3", {}, "other-host", 300});
+    ASSERT_TRUE(rig.fetch(version(1, kHost, true)).ok());
+    EXPECT_EQ(rig.events.take(), (std::vector<std::string>{"map v1"}));
+    EXPECT_EQ(rig.dw.stats().via_relay, 0u);
 }
 
 TEST(DeviceRolloutWeights, AFailedFetchKeepsTheOldVersion) {
