@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "rollout_node/context_parallel_plan.h"
+
 namespace tandem::rollout {
 
 namespace {
@@ -39,7 +41,6 @@ std::string cuda_generation_unsupported(const config::JobSpec& job) {
     if (kv.prefix_tokens > 0) return "rollout.kv_cache.prefix_tokens > 0 (system-prompt cache)";
     if (kv.budget_bytes > 0) return "rollout.kv_cache.budget_bytes > 0 (admission waves)";
     if (kv.compress_after_tokens > 0) return "rollout.kv_cache.compress_after_tokens > 0";
-    if (job.rollout.context_parallel > 1) return "rollout.context_parallel > 1";
     return "";
 }
 
@@ -50,7 +51,23 @@ Result<gpu::DeviceChoice> rollout_device(const config::JobSpec& job, const gpu::
         gpu::resolve_device(job.rollout.device, facts, job_name, "rollout.device"));
     if (!choice.cuda()) return choice;
     const std::string missing = cuda_generation_unsupported(job);
-    if (missing.empty()) return choice;
+    if (missing.empty()) {
+        // rollout.context_parallel > 1: one GPU of the actor's per rank (context_parallel_plan.h).
+        const std::string short_of = context_parallel_gpu_shortfall(job, facts);
+        if (short_of.empty()) {
+            if (job.rollout.context_parallel > 1) {
+                choice.reason += fmt::format("; context parallel over {} of its GPUs ({})",
+                                             job.rollout.context_parallel, facts.assigned);
+            }
+            return choice;
+        }
+        if (job.rollout.device == config::ComputeDevice::kCuda) {
+            return invalid_argument(
+                fmt::format("job {}: rollout.device is cuda but {}", job_name, short_of));
+        }
+        return gpu::DeviceChoice{config::ComputeDevice::kCpu,
+                                 fmt::format("cpu (auto: a GPU is there, but {})", short_of)};
+    }
     if (job.rollout.device == config::ComputeDevice::kCuda) {
         return invalid_argument(fmt::format(
             "job {}: rollout.device is cuda but generation on the device does not support {}; "

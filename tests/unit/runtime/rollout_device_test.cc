@@ -48,11 +48,12 @@ TEST(RolloutDevice, AutoFallsBackToCpuForSettingsTheDeviceLacksAndSaysWhich) {
 TEST(RolloutDevice, ExplicitCudaWithAnUnsupportedSettingNamesTheJobAndBothFields) {
     config::JobSpec job;
     job.rollout.device = ComputeDevice::kCuda;
-    job.rollout.context_parallel = 2;
+    job.rollout.kv_cache.compress_after_tokens = 64;
     auto c = rollout_device(job, gpu_node(), "job-000002");
     ASSERT_FALSE(c.ok());
     EXPECT_NE(c.status().message().find("job job-000002: rollout.device is cuda but generation on "
-                                        "the device does not support rollout.context_parallel > 1"),
+                                        "the device does not support "
+                                        "rollout.kv_cache.compress_after_tokens > 0"),
               std::string::npos)
         << c.status().message();
 }
