@@ -30,10 +30,6 @@ namespace tandem::rollout {
 
 namespace {
 
-// How long a relaying reader waits for its place in a version's relay tree before it reads the
-// publishers.
-constexpr auto kRelaySourceWait = std::chrono::seconds(2);
-
 // The weight plane's reader: fetches in the background (through the job's relay tree when there
 // are more rollouts than rollout.relay_fanout), swaps at step boundaries.
 class ReaderWeights final : public Weights {
@@ -90,31 +86,24 @@ private:
     }
 
     // Joins the version's relay tree with this reader's relay source, reads where the table puts
-    // it, and falls back to the publishers when that reader fails.
+    // it, and falls back to the publishers when that reader fails (fetch_via_relay_tree, as a
+    // device rollout does).
     Status fetch_in_relay_tree(const weights::VersionDescriptor& version) {
-        auto source = rt_.relay_source(version.version, reader_->relay_source(),
-                                       rt_.clock().now() + kRelaySourceWait);
-        if (!source.ok()) {
-            rt_.log(LogLevel::kWarn, fmt::format("no relay source for version {} ({}); reading "
-                                                 "the publishers",
-                                                 version.version, source.status().message()));
-            return reader_->fetch(version);
+        auto assigned = rt_.relay_source(version.version, reader_->relay_source(),
+                                         rt_.clock().now() + kRelaySourceWait);
+        const weights::RelayTreeFetch tree = weights::fetch_via_relay_tree(
+            assigned,
+            [&](const weights::RelaySource* relay) { return reader_->fetch(version, relay); });
+        source_ = tree.source;  // read by wait_fetch after the future's result
+        if (tree.relay) {
+            rt_.log(LogLevel::kWarn, fmt::format("version {}: {}; read the publishers",
+                                                 version.version, tree.relay->message()));
+        } else if (tree.status.ok() && tree.source != "publisher" && relayed_.fetch_add(1) == 0) {
+            rt_.log(LogLevel::kInfo,
+                    fmt::format("read version {} from relay {} (fan-out {})", version.version,
+                                tree.source, rt_.spec().rollout.relay_fanout));
         }
-        if (!*source) return reader_->fetch(version);  // the table put this reader under them
-        source_ = (*source)->reader;  // read by wait_fetch after the future's result
-        Status s = reader_->fetch(version, &**source);
-        if (s.ok()) {
-            if (relayed_.fetch_add(1) == 0) {
-                rt_.log(LogLevel::kInfo,
-                        fmt::format("read version {} from relay {} (fan-out {})", version.version,
-                                    (*source)->reader, rt_.spec().rollout.relay_fanout));
-            }
-            return s;
-        }
-        rt_.log(LogLevel::kWarn, fmt::format("reading version {} from relay {} failed: {}; "
-                                             "reading the publishers",
-                                             version.version, (*source)->reader, s.message()));
-        return reader_->fetch(version);
+        return tree.status;
     }
 
     runtime::JobRuntime& rt_;
@@ -309,9 +298,9 @@ Status run_grpo_rollout(runtime::JobRuntime& rt) {
     // Handing each piece to the checksum thread costs a wakeup, which on a busy machine is
     // slower than hashing a small model inline (376 KB under load: 5.3 ms -> 1.6 ms a fetch).
     ro.verify_on_helper_thread = layout.total_bytes() > (uint64_t{8} << 20);
-    // With no more rollouts than the fan-out every one would read the publishers anyway.
-    // A device rollout reads the publishers (fetch_to_device takes no relay source).
-    const bool relay = !device.cuda() && job.rollout.replicas > job.rollout.relay_fanout;
+    // With no more rollouts than the fan-out every one would read the publishers anyway. A
+    // device rollout relays from its pinned host copy (Reader::fetch_to_device).
+    const bool relay = job.rollout.replicas > job.rollout.relay_fanout;
     ro.relay = relay;
     // A trainer of another layout (a Python publisher leaves its tensors there) is refused
     // naming the first differing tensor.
@@ -320,8 +309,8 @@ Status run_grpo_rollout(runtime::JobRuntime& rt) {
 
     ReaderWeights host_weights(rt, std::move(reader), relay);
     // On the device each version comes by CUDA IPC from the trainer's device slot on this node,
-    // else fetched into device memory, and is converted into the generator's bf16 weights at a
-    // step boundary (device_weights.h); the relay tree is for host readers.
+    // else fetched into device memory (through the relay tree like a host reader), and is
+    // converted into the generator's bf16 weights at a step boundary (device_weights.h).
     std::unique_ptr<weights::DeviceStaging> staging;
     std::unique_ptr<DeviceWeightSource> device_source;
     std::unique_ptr<DeviceRolloutWeights> device_weights;
@@ -334,7 +323,7 @@ Status run_grpo_rollout(runtime::JobRuntime& rt) {
         if (gen->device_weights() == nullptr) {
             return internal_error("the rollout on cuda: its sampler takes no device weights");
         }
-        device_source = make_reader_device_source(host_weights.reader(), *staging);
+        device_source = make_reader_device_source(host_weights.reader(), *staging, relay);
         device_weights =
             std::make_unique<DeviceRolloutWeights>(rt, *device_source, *gen->device_weights());
     }
