@@ -19,11 +19,11 @@ static_assert(static_cast<int>(KvDType::kF32) == detail::kKvF32 &&
               static_cast<int>(KvDType::kInt4) == detail::kKvInt4 &&
               static_cast<int>(KvDType::kInt2) == detail::kKvInt2);
 
-// Byte offsets of a page's sections, from the layout in kernels/kv_quant.h.
+// The page descriptor of `ref`, its sections from paged_kv_pages.
 Status describe_page(const KvPageRef& ref, int hkv, int d, detail::KvPageDesc* out) {
     if (!ref.format || !ref.page) return invalid_argument("kv decode (cuda): null page");
     const KvPageFormat& f = *ref.format;
-    TANDEM_RETURN_IF_ERROR(validate(f));
+    TANDEM_ASSIGN_OR_RETURN(const PagedKvPages pages, paged_kv_pages(f));
     if (f.hkv != hkv || f.d != d) {
         return invalid_argument("kv decode (cuda): page " + describe(f) + " does not match " +
                                 std::to_string(hkv) + " heads of " + std::to_string(d));
@@ -31,37 +31,51 @@ Status describe_page(const KvPageRef& ref, int hkv, int d, detail::KvPageDesc* o
     if (ref.row0 < 0 || ref.rows < 0 || ref.row0 + ref.rows > f.page_tokens) {
         return invalid_argument("kv decode (cuda): rows outside the page " + describe(f));
     }
-    const int64_t T = f.page_tokens, E = f.row_elems();
-    const int64_t codes = T * E * kv_dtype_bits(f.dtype) / 8;
-    int64_t kscale = 0, vscale = 0;
-    if (f.dtype == KvDType::kInt8) {
-        kscale = vscale = T * hkv * 2;
-    } else if (f.kivi()) {
-        kscale = static_cast<int64_t>(hkv) * d * 4;
-        vscale = T * hkv * (d / f.value_group) * 4;
-    } else if (f.dtype == KvDType::kInt4) {
-        kscale = vscale = T * hkv * 4;
-    }
     detail::KvPageDesc p{};
     p.page = ref.page;
     p.pos0 = ref.pos0;
-    p.v_codes = codes;
-    p.k_scales = 2 * codes;
-    p.v_scales = 2 * codes + kscale;
+    p.v_codes = pages.v_codes;
+    p.k_scales = pages.k_scales;
+    p.v_scales = pages.v_scales;
     p.row0 = ref.row0;
     p.rows = ref.rows;
-    p.dtype = static_cast<int32_t>(f.dtype);
-    p.kivi = f.kivi() ? 1 : 0;
-    p.value_group = f.kivi() ? f.value_group : 0;
-    if (p.v_scales + vscale != kv_page_bytes(f)) {
-        return internal_error("kv decode (cuda): the page layout of " + describe(f) +
-                              " disagrees with kv_page_bytes (kernels/kv_quant.h changed?)");
-    }
+    p.dtype = pages.dtype;
+    p.kivi = pages.kivi;
+    p.value_group = pages.value_group;
     *out = p;
     return Status();
 }
 
 }  // namespace
+
+Result<PagedKvPages> paged_kv_pages(const KvPageFormat& f) {
+    TANDEM_RETURN_IF_ERROR(validate(f));
+    const int64_t T = f.page_tokens, E = f.row_elems();
+    const int64_t codes = T * E * kv_dtype_bits(f.dtype) / 8;
+    int64_t kscale = 0, vscale = 0;
+    if (f.dtype == KvDType::kInt8) {
+        kscale = vscale = T * f.hkv * 2;
+    } else if (f.kivi()) {
+        kscale = static_cast<int64_t>(f.hkv) * f.d * 4;
+        vscale = T * f.hkv * (f.d / f.value_group) * 4;
+    } else if (f.dtype == KvDType::kInt4) {
+        kscale = vscale = T * f.hkv * 4;
+    }
+    PagedKvPages p;
+    p.dtype = static_cast<int32_t>(f.dtype);
+    p.kivi = f.kivi() ? 1 : 0;
+    p.value_group = f.kivi() ? f.value_group : 0;
+    p.v_codes = codes;
+    p.k_scales = 2 * codes;
+    p.v_scales = 2 * codes + kscale;
+    p.page_bytes = p.v_scales + vscale;
+    p.stride = (p.page_bytes + 15) / 16 * 16;
+    if (p.page_bytes != kv_page_bytes(f)) {
+        return internal_error("paged KV pages: the page layout of " + describe(f) +
+                              " disagrees with kv_page_bytes (kernels/kv_quant.h changed?)");
+    }
+    return p;
+}
 
 Status kv_paged_decode_cuda(const Stream& stream, DeviceAllocator& alloc, int hq, int hkv, int d,
                             float scale, std::span<const KvDecodeSequence> seqs, const float* q,

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "kernels/cuda/kv_attention_kernel.h"
+#include "kernels/cuda/kv_page.cuh"
 #include "kernels/cuda/ops_common.cuh"
 
 namespace tandem::kernels::cuda::detail {
@@ -14,41 +15,17 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kPerLane = kKvMaxD / 32;
 
-__device__ __forceinline__ float f16_at(const uint8_t* p, int64_t i) {
-    return __half2float(__ushort_as_half(reinterpret_cast<const unsigned short*>(p)[i]));
-}
-
 // Element (row, h, c) of the page's keys (key = true) or values, dequantized.
 __device__ __forceinline__ float dequant(const KvPageDesc& p, bool key, int64_t row, int h, int c,
                                          int hkv, int d) {
-    const int64_t rh = row * hkv + h;
-    const int64_t e = rh * d + c;
-    const uint8_t* codes = p.page + (key ? 0 : p.v_codes);
-    const uint8_t* scales = p.page + (key ? p.k_scales : p.v_scales);
-    switch (p.dtype) {
-        case kKvF32:
-            return reinterpret_cast<const float*>(codes)[e];
-        case kKvBF16:
-            return __uint_as_float(
-                static_cast<unsigned>(reinterpret_cast<const unsigned short*>(codes)[e]) << 16);
-        case kKvInt8:
-            return f16_at(scales, rh) *
-                   static_cast<float>(reinterpret_cast<const int8_t*>(codes)[e]);
-        default:
-            break;
-    }
-    const int bits = p.dtype == kKvInt4 ? 4 : 2;
-    const int64_t bit = e * bits;
-    const unsigned code = (codes[bit >> 3] >> (bit & 7)) & ((1u << bits) - 1u);
-    int64_t si;  // index of the (m, s) pair
-    if (!p.kivi) {
-        si = rh;
-    } else if (key) {
-        si = static_cast<int64_t>(h) * d + c;  // per channel over the page's rows
-    } else {
-        si = rh * (d / p.value_group) + c / p.value_group;  // per token, channel groups
-    }
-    return f16_at(scales, 2 * si) + f16_at(scales, 2 * si + 1) * static_cast<float>(code);
+    PagedKvPages f;
+    f.dtype = p.dtype;
+    f.kivi = p.kivi;
+    f.value_group = p.value_group;
+    f.v_codes = p.v_codes;
+    f.k_scales = p.k_scales;
+    f.v_scales = p.v_scales;
+    return page_value(f, p.page, key, row, h, c, hkv, d);
 }
 
 // grid (B, hq), kWarps warps. Warp w takes rows w, w + kWarps, ... of every page and keeps its own

@@ -13,10 +13,16 @@
 #include <vector>
 
 #include "common/status.h"
+#include "kernels/cuda/paged_kv.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/kv_quant.h"
 
 namespace tandem::kernels::cuda {
+
+// `format` as the paged kernels read it (kernels/cuda/paged_kv.h): codes, section offsets
+// (checked against kv_page_bytes), stride = page bytes rounded up to 16. Fails naming the format
+// when validate() does.
+Result<PagedKvPages> paged_kv_pages(const KvPageFormat& format);
 
 // One sequence of a decode batch: its pages in position order, as KvPagedSequence::pages()
 // lists them but with `page` pointing at the page's bytes in device memory (`format` stays a host
