@@ -44,12 +44,24 @@ Status select_device(int device) {
 
 class CudaRanks final : public ContextParallelRanks {
 public:
-    explicit CudaRanks(int ranks) : ranks_(static_cast<size_t>(ranks)) {}
+    explicit CudaRanks(int ranks) {
+        for (int r = 0; r < ranks; ++r) ranks_.push_back(std::make_unique<CudaRank>());
+    }
+    // Each rank's state goes on its own thread with its device selected (the NCCL communicator,
+    // streams and buffers of device r are released where they were made).
+    ~CudaRanks() override {
+        const Status s = run_on_ranks(size(), [this](int r) {
+            (void)select_device(ranks_[static_cast<size_t>(r)]->device);
+            ranks_[static_cast<size_t>(r)].reset();
+            return Status();
+        });
+        (void)s;
+    }
 
     // Collective: every rank's thread at once (make_ring_endpoint all-gathers the placements).
     Status create_rank(int r, const model::ModelConfig& config, const ContextParallelPlan& plan,
                        std::unique_ptr<kernels::RingBootstrap> bootstrap) {
-        CudaRank& k = ranks_[static_cast<size_t>(r)];
+        CudaRank& k = *ranks_[static_cast<size_t>(r)];
         const ContextParallelRankPlan& p = plan.ranks[static_cast<size_t>(r)];
         k.device = p.cuda_device;
         k.bootstrap = std::move(bootstrap);
@@ -73,13 +85,13 @@ public:
     }
 
     int size() const override { return static_cast<int>(ranks_.size()); }
-    Status enter(int r) override { return select_device(ranks_[static_cast<size_t>(r)].device); }
+    Status enter(int r) override { return select_device(ranks_[static_cast<size_t>(r)]->device); }
     gpu::DeviceContextParallelRank& rank(int r) override {
-        return *ranks_[static_cast<size_t>(r)].rank;
+        return *ranks_[static_cast<size_t>(r)]->rank;
     }
 
     Status load_first(std::span<const DevicePiece> pieces) override {
-        CudaRank& k = ranks_[0];
+        CudaRank& k = *ranks_[0];
         kc::Bf16* out = k.model->weights_bf16();
         for (const DevicePiece& p : pieces) {
             TANDEM_RETURN_IF_ERROR(kc::to_bf16(*k.stream, static_cast<int64_t>(p.bytes / 4),
@@ -94,8 +106,8 @@ public:
     // Device to device (through the host where the GPUs have no peer access); rank 0's weights
     // are complete (load_first returned) and not written while this runs.
     Status copy_from_first(int r) override {
-        CudaRank& k = ranks_[static_cast<size_t>(r)];
-        const CudaRank& first = ranks_[0];
+        CudaRank& k = *ranks_[static_cast<size_t>(r)];
+        const CudaRank& first = *ranks_[0];
         const size_t bytes = static_cast<size_t>(k.model->index().elements) * sizeof(kc::Bf16);
         const cudaError_t err =
             cudaMemcpyPeerAsync(k.model->weights_bf16(), k.device, first.model->weights_bf16(),
@@ -111,7 +123,7 @@ public:
     }
 
 private:
-    std::vector<CudaRank> ranks_;
+    std::vector<std::unique_ptr<CudaRank>> ranks_;
 };
 
 }  // namespace

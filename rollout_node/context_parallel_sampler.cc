@@ -19,12 +19,18 @@ Status run_on_ranks(int ranks, const std::function<Status(int)>& fn) {
         threads.emplace_back([&, r] { status[static_cast<size_t>(r)] = fn(r); });
     }
     for (auto& t : threads) t.join();
+    // Every failing rank is named: one rank's error often leaves the others waiting on it until
+    // their timeout, and the first by rank need not be the cause.
+    Status first;
+    std::string all;
     for (int r = 0; r < ranks; ++r) {
-        if (!status[static_cast<size_t>(r)].ok()) {
-            return status[static_cast<size_t>(r)].with_context(fmt::format("rank {}", r));
-        }
+        const Status& s = status[static_cast<size_t>(r)];
+        if (s.ok()) continue;
+        if (first.ok()) first = s;
+        all += fmt::format("{}rank {}: {}", all.empty() ? "" : "; ", r, s.message());
     }
-    return Status();
+    if (first.ok()) return first;
+    return Status(first.code(), all);
 }
 
 namespace {

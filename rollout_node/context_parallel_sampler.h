@@ -71,8 +71,8 @@ Result<std::unique_ptr<CompletionSampler>> make_cuda_context_parallel_sampler(
 // Whether the ring endpoint of this build has NCCL (kernels::ring_nccl_built; false without CUDA).
 bool context_parallel_nccl_built();
 
-// Runs fn(r) for r in [0, ranks) on a thread each and returns the first failure by rank (with
-// "rank r" in its context), once every thread has returned.
+// Runs fn(r) for r in [0, ranks) on a thread each; once every thread has returned, OK or the
+// failures of every failing rank ("rank 1: ...; rank 0: ...") with the first one's code.
 Status run_on_ranks(int ranks, const std::function<Status(int)>& fn);
 
 }  // namespace tandem::rollout
