@@ -56,7 +56,8 @@ rc=$?
 result[tandem_gpu_trainer_device]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_trainer_device.txt" | tr -s ' ' | tr '\n' ' ')"
 # The rollout's weights on the device: versions converted from device memory (bit for bit against
 # a host upload), a fetched version switched into the cuda sampler, the trainer's publish on its
-# actor stream.
+# actor stream; the rollout's context-parallel sampler (2 ranks on device 0, and on 2 GPUs when
+# there are) against the CPU generator.
 timeout 120 "$B/tandem_gpu_rollout_weights" > "$O/tandem_gpu_rollout_weights.txt" 2>&1
 rc=$?
 result[tandem_gpu_rollout_weights]="rc=$rc $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$O/tandem_gpu_rollout_weights.txt" | tr -s ' ' | tr '\n' ' ')"
@@ -113,6 +114,8 @@ grep -h -E 'gradient norm|: loss |updated weights' "$O"/tandem_gpu_train.txt 2>/
 # The trainer actor on cuda against cpu (supervised and GRPO steps) and the resumed step.
 grep -h -E '^(supervised|grpo step [12]|resumed step):' "$O"/tandem_gpu_trainer_device.txt 2>/dev/null | head -4
 grep -h -E '^rollout weights:' "$O"/tandem_gpu_rollout_weights.txt 2>/dev/null | head -8
+grep -h -E '^rollout context parallel .*(: [0-9]+ ranks|max \|err\|)' \
+    "$O"/tandem_gpu_rollout_weights.txt 2>/dev/null | head -10
 for t in "${!result[@]}"; do echo "$t: ${result[$t]}"; done
 for k in "${!san_result[@]}"; do echo "sanitizer $k: ${san_result[$k]}"; done | sort
 grep -h -E 'FAILED|Failure|error' "$O"/tandem_gpu_*.txt | head -20
