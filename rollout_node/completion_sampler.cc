@@ -38,8 +38,6 @@ std::string cuda_generation_unsupported(const config::JobSpec& job) {
         return fmt::format("rollout.kv_cache.dtype {} (the device KV cache is bf16)",
                            config::enum_name(kv.dtype));
     }
-    if (kv.prefix_tokens > 0) return "rollout.kv_cache.prefix_tokens > 0 (system-prompt cache)";
-    if (kv.budget_bytes > 0) return "rollout.kv_cache.budget_bytes > 0 (admission waves)";
     if (kv.compress_after_tokens > 0) return "rollout.kv_cache.compress_after_tokens > 0";
     return "";
 }

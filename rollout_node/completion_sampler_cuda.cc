@@ -43,6 +43,8 @@ public:
                 "holds {}",
                 version, loaded_ < 0 ? std::string("none") : std::to_string(loaded_)));
         }
+        // The system-prompt cache (rollout.kv_cache.prefix_tokens) is kept per weights version.
+        gen_->set_weights_version(version);
         gpu::DeviceGenerateStats ds;
         TANDEM_ASSIGN_OR_RETURN(auto out, gen_->generate(prompts, group_size, options, &ds));
         if (stats) {
@@ -57,6 +59,11 @@ public:
             stats->kv_bytes_per_token = static_cast<double>(per_token);
             stats->kv_peak_bytes = ds.peak_blocks * block_tokens_ * per_token;
             stats->kv_compression = 0.5;  // bf16 against f32
+            stats->kv_waves = ds.waves;
+            stats->kv_admission_waits = ds.admission_waits;
+            stats->kv_prefix_hits = ds.prefix_hits;
+            stats->kv_prefix_bytes = ds.prefix_bytes;
+            stats->kv_evictions = ds.evictions;
         }
         return out;
     }
@@ -76,6 +83,8 @@ Result<std::unique_ptr<CompletionSampler>> make_cuda_sampler(const model::ModelC
     o.eos_token = options.eos_token;
     o.stop_tokens = options.stop_tokens;
     o.job = job.name;
+    o.prefix_tokens = job.rollout.kv_cache.prefix_tokens;
+    o.kv_budget_bytes = job.rollout.kv_cache.budget_bytes;
     TANDEM_ASSIGN_OR_RETURN(auto gen, gpu::DeviceGenerator::create(config, o));
     return std::unique_ptr<CompletionSampler>(std::make_unique<CudaSampler>(std::move(gen)));
 }

@@ -69,21 +69,38 @@ Result<std::unique_ptr<DeviceGenerator>> DeviceGenerator::create(const model::Mo
     g->kv_.block_tokens = g->options_.block_tokens;
     g->kv_.hkv = config.num_kv_heads;
     g->kv_.d = config.head_dim();
-    g->loop_.block_tokens = g->options_.block_tokens;
-    g->loop_.max_prefill_tokens = g->options_.max_prefill_tokens;
-    g->loop_.job = g->options_.job;
-    std::vector<int32_t>& stop = g->loop_.stop_ids;
+    if (g->options_.prefix_tokens < 0 || g->options_.kv_budget_bytes < 0) {
+        return invalid_argument(fmt::format(
+            "job {}: device generation: rollout.kv_cache.prefix_tokens and budget_bytes must be "
+            ">= 0, got {} and {}",
+            g->options_.job, g->options_.prefix_tokens, g->options_.kv_budget_bytes));
+    }
+    GenerationLoopOptions lo;
+    lo.block_tokens = g->options_.block_tokens;
+    lo.max_prefill_tokens = g->options_.max_prefill_tokens;
+    lo.job = g->options_.job;
+    lo.prefix_tokens = g->options_.prefix_tokens;
+    lo.budget_bytes = g->options_.kv_budget_bytes;
+    lo.block_bytes = g->block_bytes();
+    std::vector<int32_t>& stop = lo.stop_ids;
     stop = g->options_.stop_tokens;
     stop.push_back(g->options_.eos_token);
     std::erase_if(stop, [](int32_t id) { return id < 0; });
     std::sort(stop.begin(), stop.end());
     stop.erase(std::unique(stop.begin(), stop.end()), stop.end());
+    g->loop_ = std::make_unique<GenerationLoop>(std::move(lo));
     if (!g->options_.cuda_graphs) g->graph_note_ = "off (rollout option)";
     TANDEM_RETURN_IF_ERROR(g->stream_->synchronize("device generation setup"));
     return g;
 }
 
+int64_t DeviceGenerator::block_bytes() const {
+    return int64_t{2} * config().num_layers * kv_.block_elems() *
+           static_cast<int64_t>(sizeof(Bf16));
+}
+
 Status DeviceGenerator::load(model::WeightView params) {
+    loop_->weights_changed();  // a cached system prompt is stale from here on
     std::vector<float> scratch;
     const float* f32 = params.widen(0, static_cast<int64_t>(model_->index().elements), scratch);
     TANDEM_RETURN_IF_ERROR(model_->load(*stream_, f32));
@@ -105,6 +122,7 @@ Status DeviceGenerator::load_device(std::span<const DeviceF32Piece> pieces) {
         return invalid_argument(
             fmt::format("device generation: weights pieces cover {} of {} values", at, elements));
     }
+    loop_->weights_changed();  // a cached system prompt is stale from here on
     kernels::cuda::Bf16* out = model_->weights_bf16();
     for (const DeviceF32Piece& p : pieces) {
         TANDEM_RETURN_IF_ERROR(ops::to_bf16(*stream_, p.count, p.data, out + p.first));
@@ -177,7 +195,8 @@ Status DeviceGenerator::allocate_work(kernels::cuda::DeviceAllocator& alloc,
 }
 
 Status DeviceGenerator::layers(Work& w, int64_t n, const int32_t* tokens, const int32_t* positions,
-                               const int32_t* slots, bool decode, std::span<const int64_t> lens) {
+                               const int32_t* slots, const PagedRows* paged,
+                               std::span<const int64_t> lens) {
     const model::ModelConfig& c = config();
     const ops::Stream& s = *stream_;
     const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
@@ -216,15 +235,15 @@ Status DeviceGenerator::layers(Work& w, int64_t n, const int32_t* tokens, const 
         TANDEM_RETURN_IF_ERROR(heads(L.wv, L.bv, nullptr, c.num_kv_heads, false, w.vb.as<Bf16>()));
         TANDEM_RETURN_IF_ERROR(
             ops::paged_kv_write(s, kv_, n, slots, w.kb.as<Bf16>(), w.vb.as<Bf16>(), kpool, vpool));
-        if (decode) {
+        if (paged) {
             ops::PagedDecode pd;
             pd.shape = kv_;
             pd.n = n;
             pd.hq = c.num_heads;
             pd.scale = kernels::default_softmax_scale(c.head_dim());
-            pd.block_table = step_.as<const int32_t>() + layout_.table();
-            pd.table_width = layout_.width;
-            pd.context_lens = step_.as<const int32_t>() + layout_.context_lens();
+            pd.block_table = paged->tables;
+            pd.table_width = paged->width;
+            pd.context_lens = paged->context_lens;
             pd.k_pool = kpool;
             pd.v_pool = vpool;
             TANDEM_RETURN_IF_ERROR(
@@ -262,8 +281,9 @@ Status DeviceGenerator::decode_step(int64_t rows) {
     Work& w = *decode_;
     const int32_t* step = step_.as<const int32_t>();
     const model::ParamPtrs<const Bf16> wt(model_->index(), model_->weights_bf16());
+    const PagedRows paged{step + layout_.table(), layout_.width, step + layout_.context_lens()};
     TANDEM_RETURN_IF_ERROR(layers(w, rows, step + layout_.tokens(), step + layout_.positions(),
-                                  step + layout_.slots(), true, {}));
+                                  step + layout_.slots(), &paged, {}));
     TANDEM_RETURN_IF_ERROR(gemm_->linear(*stream_, rows, c.hidden_size, c.vocab_size,
                                          w.f.as<Bf16>(), wt.lm_head, w.logits.as<float>(), false));
     ops::SampleRows sr;
@@ -284,10 +304,14 @@ Status DeviceGenerator::prefill(const PrefillBatch& batch, std::vector<int32_t>&
     const int64_t n = std::ssize(batch.tokens), count = std::ssize(batch.lens);
     const int64_t B = std::ssize(batch.streams);
     // Host inputs in one upload: tokens, positions, slots [n]; last rows [count]; logit rows,
-    // steps [B] (step 0: zeros); streams (uint64, 8-byte aligned) [B].
+    // steps [B] (step 0: zeros); streams (uint64, 8-byte aligned) [B]; for prompts continuing
+    // the cached prefix, each row's context length [n] and block table [n, width].
     const int64_t rows_at = 3 * n + count, steps_at = rows_at + B;
     const int64_t streams_at = (steps_at + B + 1) & ~int64_t{1};
-    std::vector<int32_t> host(static_cast<size_t>(streams_at + 2 * B), 0);
+    const bool paged = !batch.tables.empty();
+    const int64_t ctx_at = streams_at + 2 * B, tables_at = ctx_at + n;
+    const int64_t size = paged ? tables_at + n * batch.width : ctx_at;
+    std::vector<int32_t> host(static_cast<size_t>(size), 0);
     std::copy(batch.tokens.begin(), batch.tokens.end(), host.begin());
     std::copy(batch.positions.begin(), batch.positions.end(), host.begin() + n);
     std::copy(batch.slots.begin(), batch.slots.end(), host.begin() + 2 * n);
@@ -300,12 +324,25 @@ Status DeviceGenerator::prefill(const PrefillBatch& batch, std::vector<int32_t>&
         host[static_cast<size_t>(rows_at + b)] = static_cast<int32_t>(b / batch.group);
     }
     std::memcpy(host.data() + streams_at, batch.streams.data(), static_cast<size_t>(B) * 8);
+    if (paged) {
+        for (int64_t i = 0, row = 0; i < count; ++i) {
+            const int32_t* table = batch.tables.data() + i * batch.width;
+            for (int64_t r = 0; r < batch.lens[static_cast<size_t>(i)]; ++r, ++row) {
+                host[static_cast<size_t>(ctx_at + row)] = batch.positions[row] + 1;
+                std::copy(table, table + batch.width, host.begin() + tables_at + row * batch.width);
+            }
+        }
+    }
     TANDEM_ASSIGN_OR_RETURN(DeviceBuffer in, alloc_->allocate(host.size() * 4, "prefill inputs"));
     TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, in.as(), host.data(), host.size() * 4));
     const int32_t* d = in.as<const int32_t>();
     Work w;
-    TANDEM_RETURN_IF_ERROR(allocate_work(*alloc_, c, n, std::max(count, B), true, &w));
-    TANDEM_RETURN_IF_ERROR(layers(w, n, d, d + n, d + 2 * n, false, batch.lens));
+    TANDEM_RETURN_IF_ERROR(
+        allocate_work(*alloc_, c, n, std::max<int64_t>({count, B, 1}), true, &w));
+    const PagedRows rows{d + tables_at, batch.width, d + ctx_at};
+    TANDEM_RETURN_IF_ERROR(layers(w, n, d, d + n, d + 2 * n, paged ? &rows : nullptr, batch.lens));
+    // The system prompt's own prefill samples nothing.
+    if (B == 0) return s.synchronize("device prefill of the system prompt");
     const model::ParamPtrs<const Bf16> wt(model_->index(), model_->weights_bf16());
     // The last row of each prompt (into the front of w.a, free after the layers) to its logits.
     TANDEM_RETURN_IF_ERROR(
@@ -385,8 +422,7 @@ Result<std::vector<model::Completion>> DeviceGenerator::generate(
     graph_launches_ = graph_captures_ = 0;
     alloc_->reset_peak();
     GenerationCounts counts;
-    TANDEM_ASSIGN_OR_RETURN(
-        auto out, run_generation(*this, config(), loop_, prompts, group_size, o, &counts));
+    TANDEM_ASSIGN_OR_RETURN(auto out, loop_->run(*this, config(), prompts, group_size, o, &counts));
     if (stats) {
         DeviceGenerateStats st;
         st.prompt_tokens = counts.prompt_tokens;
@@ -398,6 +434,11 @@ Result<std::vector<model::Completion>> DeviceGenerator::generate(
         st.peak_blocks = counts.peak_blocks;
         st.kv_pool_bytes = static_cast<int64_t>(pool_.bytes());
         st.device_peak_bytes = static_cast<int64_t>(alloc_->peak_bytes());
+        st.waves = std::ssize(counts.wave_prompts);
+        st.admission_waits = counts.admission_waits;
+        st.prefix_hits = counts.prefix_hits;
+        st.prefix_bytes = counts.prefix_bytes;
+        st.evictions = counts.evictions;
         *stats = st;
     }
     return out;

@@ -43,6 +43,12 @@ struct DeviceGenerateOptions {
     // Prompt tokens per prefill forward (whole prompts; a longer prompt goes alone).
     int64_t max_prefill_tokens = 8192;
     std::string job;  // names the job in errors
+    // rollout.kv_cache.prefix_tokens: the system-prompt cache (GenerationLoop): the prefix's KV
+    // kept in the pool's pages across calls of one weights version, forked by the prompts that
+    // start with it. rollout.kv_cache.budget_bytes: > 0, prompts admitted in waves whose
+    // worst-case KV bytes fit (model::admission_waves over block_bytes()).
+    int64_t prefix_tokens = 0;
+    int64_t kv_budget_bytes = 0;
 };
 
 struct DeviceGenerateStats {
@@ -55,6 +61,13 @@ struct DeviceGenerateStats {
     int64_t peak_blocks = 0;
     int64_t kv_pool_bytes = 0;
     int64_t device_peak_bytes = 0;  // the allocator's peak during the call
+    // As model::GenerateStats's kv_waves, kv_admission_waits, kv_prefix_hits, kv_prefix_bytes,
+    // kv_evictions (GenerationCounts).
+    int64_t waves = 1;
+    int64_t admission_waits = 0;
+    int64_t prefix_hits = 0;
+    int64_t prefix_bytes = 0;
+    int64_t evictions = 0;
 };
 
 // fp32 values [first, first + count) of the model's flat parameter buffer, at `data` in device
@@ -87,6 +100,17 @@ public:
     // Waits for the conversion, so the pieces may be closed or rewritten when it returns.
     Status load_device(std::span<const DeviceF32Piece> pieces);
 
+    // System-prompt cache (GenerationLoop): the weights version the next calls run with (a new
+    // one, or a load, drops the cached prefix) and an explicit prefix (empty: prefix_tokens of
+    // each call's first prompt longer than that).
+    void set_weights_version(int64_t version) { loop_->set_weights_version(version); }
+    void set_system_prompt(std::vector<int32_t> tokens) {
+        loop_->set_system_prompt(std::move(tokens));
+    }
+    const model::PrefixCacheStats& prefix_stats() const { return loop_->prefix_stats(); }
+    // Bytes of one KV block of the pool, every layer's keys and values (the budget's unit).
+    int64_t block_bytes() const;
+
     // Samples `group_size` completions of each prompt, ordered by (prompt, sample). Sample g of
     // prompt p draws from the stream sample_stream(options.seed, p, g) (sampling_reference.h).
     Result<std::vector<model::Completion>> generate(std::span<const std::vector<int32_t>> prompts,
@@ -111,11 +135,18 @@ private:
     Status decode(int64_t rows, std::span<const int32_t> step, int64_t live,
                   std::vector<int32_t>& tokens, std::vector<float>& logprobs) override;
 
+    // Where rows attend over pages: their block tables [n, width] and context lengths [n].
+    struct PagedRows {
+        const int32_t* tables = nullptr;
+        int width = 0;
+        const int32_t* context_lens = nullptr;
+    };
     // The decoder's layers over n rows whose keys and values go to `slots`, then the final norm
-    // into w.f; `decode`: attention over pages (one token per row) reading the step buffer,
-    // else causal attention within each prompt of `lens` (packed back to back).
+    // into w.f; `paged`: each row attends over its pages (a decode step, or prompts continuing
+    // the cached prefix), else causal attention within each prompt of `lens` (packed back to
+    // back).
     Status layers(Work& w, int64_t n, const int32_t* tokens, const int32_t* positions,
-                  const int32_t* slots, bool decode, std::span<const int64_t> lens);
+                  const int32_t* slots, const PagedRows* paged, std::span<const int64_t> lens);
     // One decode step of `rows` rows (enqueue only): layers, LM head, sampling.
     Status decode_step(int64_t rows);
 
@@ -136,7 +167,7 @@ private:
     bool graphs_failed_ = false;
     std::string graph_note_;
     int64_t graph_launches_ = 0, graph_captures_ = 0;  // this call's
-    GenerationLoopOptions loop_;
+    std::unique_ptr<GenerationLoop> loop_;
 };
 
 }  // namespace tandem::gpu

@@ -85,12 +85,13 @@ void PagedSequences::release(PagedSeq& seq) {
 }
 
 int64_t worst_case_blocks(std::span<const std::vector<int32_t>> prompts, int group_size,
-                          int max_new_tokens, int block_tokens) {
+                          int max_new_tokens, int block_tokens, std::span<const int64_t> shared) {
     int64_t blocks = 1;  // padding
-    for (const auto& p : prompts) {
-        const int64_t len = static_cast<int64_t>(p.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        const int64_t len = static_cast<int64_t>(prompts[i].size());
         const int64_t full = len / block_tokens;
-        const int64_t prompt_blocks = (len + block_tokens - 1) / block_tokens;
+        const int64_t held = shared.empty() ? 0 : shared[i] / block_tokens;  // the prefix's
+        const int64_t prompt_blocks = (len + block_tokens - 1) / block_tokens - held;
         const int64_t per_sample = (len + max_new_tokens + block_tokens - 1) / block_tokens - full;
         blocks += prompt_blocks + int64_t{group_size} * per_sample;
     }

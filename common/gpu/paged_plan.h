@@ -26,6 +26,7 @@ public:
     int64_t capacity() const { return static_cast<int64_t>(refs_.size()); }
     int64_t in_use() const { return capacity() - 1 - static_cast<int64_t>(free_.size()); }
     int64_t peak() const { return peak_; }
+    void reset_peak() { peak_ = in_use(); }
     // A free block with one reference; unavailable when none is left.
     Result<int32_t> allocate();
     void retain(int32_t block);
@@ -60,6 +61,7 @@ public:
     // The slot of position seq.tokens (allocating a block at a block boundary); seq.tokens + 1.
     Result<int32_t> append(PagedSeq& seq);
     void release(PagedSeq& seq);
+    void reset_peak() { pool_.reset_peak(); }
 
 private:
     int bt_;
@@ -67,9 +69,12 @@ private:
 };
 
 // Blocks a generate call needs at most (padding block included): each prompt's blocks while its
-// samples fork, plus each sample's own blocks for max_new_tokens more positions.
+// samples fork, plus each sample's own blocks for max_new_tokens more positions. shared[p]
+// (empty: all 0) are the first tokens of prompt p held by a cached prefix's blocks: the prompt
+// forks those (its full blocks shared, the partial last one copied), so it does not count them.
 int64_t worst_case_blocks(std::span<const std::vector<int32_t>> prompts, int group_size,
-                          int max_new_tokens, int block_tokens);
+                          int max_new_tokens, int block_tokens,
+                          std::span<const int64_t> shared = {});
 
 // The decode batch size for `active` rows: the smallest power of two >= active, capped by
 // max_rows (itself when not a power of two). Each size is one CUDA graph.

@@ -10,25 +10,46 @@ namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 
-int64_t worst_case_kv_bytes(const PagedKvCache& cache, int64_t prompt_tokens, int group,
+KvBlockBytes KvBlockBytes::of(const PagedKvCache& cache) {
+    KvBlockBytes b;
+    b.block_tokens = cache.block_tokens();
+    b.live_bytes = cache.f32_block_bytes();
+    const KvCacheOptions& o = cache.options();
+    // Compression only shrinks sealed blocks: the live format's size bounds them.
+    b.sealed_bytes = o.dtype == kernels::KvDType::kF32 ? b.live_bytes : cache.sealed_block_bytes();
+    const bool kivi =
+        o.dtype == kernels::KvDType::kInt2 || (o.dtype == kernels::KvDType::kInt4 && o.kivi);
+    b.hot_tokens = kivi ? o.residual_tokens : 0;
+    return b;
+}
+
+int64_t worst_case_kv_bytes(const KvBlockBytes& s, int64_t prompt_tokens, int group,
                             int64_t new_tokens, bool share_prefix) {
-    const int64_t T = cache.block_tokens();
+    const int64_t T = s.block_tokens;
     const int64_t prompt_blocks = ceil_div(prompt_tokens, T) * (share_prefix ? 1 : group);
     const int64_t own_blocks = ceil_div(new_tokens, T);
     const int64_t blocks = prompt_blocks + group * own_blocks;
-    const int64_t f32 = cache.f32_block_bytes();
-    const KvCacheOptions& o = cache.options();
-    if (o.dtype == kernels::KvDType::kF32) return blocks * f32;
-    // Compression only shrinks sealed blocks: the live format's size bounds them.
-    const int64_t sealed = cache.sealed_block_bytes();
-    const bool kivi =
-        o.dtype == kernels::KvDType::kInt2 || (o.dtype == kernels::KvDType::kInt4 && o.kivi);
-    const int64_t hot = std::min(own_blocks, (kivi ? ceil_div(o.residual_tokens, T) : 0) + 2);
-    return blocks * sealed + (prompt_blocks + group * hot) * std::max<int64_t>(0, f32 - sealed);
+    const int64_t surplus = std::max<int64_t>(0, s.live_bytes - s.sealed_bytes);
+    const int64_t hot = std::min(own_blocks, ceil_div(s.hot_tokens, T) + 2);
+    return blocks * s.sealed_bytes + (prompt_blocks + group * hot) * surplus;
+}
+
+int64_t worst_case_kv_bytes(const PagedKvCache& cache, int64_t prompt_tokens, int group,
+                            int64_t new_tokens, bool share_prefix) {
+    return worst_case_kv_bytes(KvBlockBytes::of(cache), prompt_tokens, group, new_tokens,
+                               share_prefix);
 }
 
 Result<std::vector<std::pair<int64_t, int64_t>>> admission_waves(
     const PagedKvCache& cache, std::span<const std::vector<int32_t>> prompts, int group,
+    int64_t new_tokens, int64_t budget_bytes, const std::string& job, bool share_prefix,
+    int64_t pinned_bytes, std::span<const int64_t> shared_tokens) {
+    return admission_waves(KvBlockBytes::of(cache), prompts, group, new_tokens, budget_bytes, job,
+                           share_prefix, pinned_bytes, shared_tokens);
+}
+
+Result<std::vector<std::pair<int64_t, int64_t>>> admission_waves(
+    const KvBlockBytes& sizes, std::span<const std::vector<int32_t>> prompts, int group,
     int64_t new_tokens, int64_t budget_bytes, const std::string& job, bool share_prefix,
     int64_t pinned_bytes, std::span<const int64_t> shared_tokens) {
     std::vector<std::pair<int64_t, int64_t>> waves;
@@ -42,7 +63,7 @@ Result<std::vector<std::pair<int64_t, int64_t>>> admission_waves(
     for (int64_t p = 0; p < P; ++p) {
         const int64_t shared = shared_tokens.empty() ? 0 : shared_tokens[p];
         const int64_t own = static_cast<int64_t>(prompts[p].size()) - shared;
-        const int64_t need = worst_case_kv_bytes(cache, own, group, new_tokens, share_prefix);
+        const int64_t need = worst_case_kv_bytes(sizes, own, group, new_tokens, share_prefix);
         if (need > room) {
             return invalid_argument(fmt::format(
                 "job {}: prompt {} ({} tokens{}, {} samples of up to {} new tokens) needs up to {} "

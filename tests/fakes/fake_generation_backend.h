@@ -5,8 +5,12 @@
 // token sequence it holds) and, at every decode step, checks what the device would read: each
 // live row's position and context length, that every position of its block table holds that
 // row's own token at that position (prompt rows through shared blocks, the copied partial block,
-// its own appends), and that padding rows touch block 0 only. Tokens are a pure function of
-// (stream, step), so a test can predict them. Violations are collected in errors().
+// its own appends), and that padding rows touch block 0 only. Prompts continuing a cached prefix
+// (PrefillBatch::tables) read their context through their tables the same way, and what they
+// read is the prompt their samples continue (prompt_of). Every entry records the weights epoch it
+// was written under (set_weights): reading one of another epoch is a stale-cache error. A pool
+// grown by reserve() starts empty, as on the device. Tokens are a pure function of (stream,
+// step), so a test can predict them. Violations are collected in errors().
 
 #include <cstdint>
 #include <cstring>
@@ -36,11 +40,21 @@ public:
     const std::vector<std::string>& errors() const { return errors_; }
     const std::vector<int64_t>& prefill_rows() const { return prefill_rows_; }
     int64_t reserved_blocks() const { return blocks_; }
+    // The weights the next steps compute with: KV written before under other weights is stale.
+    void set_weights(int epoch) { epoch_ = epoch; }
+    // The prompt sample `stream` was prefilled from, as its pages held it (empty: unknown).
+    std::vector<int32_t> prompt_of(uint64_t stream) const {
+        auto it = samples_.find(stream);
+        if (it == samples_.end()) return {};
+        return {it->second.seq.begin(), it->second.seq.begin() + it->second.prompt_len};
+    }
 
     Result<StepLayout> reserve(int64_t blocks, int64_t max_rows, int width) override {
-        blocks_ = blocks;
-        pages_.assign(static_cast<size_t>(blocks * bt_), Entry{});
-        layout_ = StepLayout{max_rows, width};
+        if (blocks > blocks_) {  // a new pool: nothing in it
+            blocks_ = blocks;
+            pages_.assign(static_cast<size_t>(blocks * bt_), Entry{});
+        }
+        layout_ = StepLayout{std::max(max_rows, layout_.max_rows), width};
         return layout_;
     }
 
@@ -49,12 +63,55 @@ public:
         prefill_rows_.push_back(static_cast<int64_t>(batch.tokens.size()));
         size_t row = 0;
         std::vector<std::vector<int32_t>> prompts;
-        for (const int64_t len : batch.lens) {
-            prompts.emplace_back(batch.tokens.begin() + static_cast<long>(row),
-                                 batch.tokens.begin() + static_cast<long>(row + len));
+        const bool paged = !batch.tables.empty();
+        if (paged && batch.tables.size() != batch.lens.size() * static_cast<size_t>(batch.width)) {
+            error("prefill: {} table entries for {} prompts of width {}", batch.tables.size(),
+                  batch.lens.size(), batch.width);
+            return Status();
+        }
+        for (size_t p = 0; p < batch.lens.size(); ++p) {
+            const int64_t len = batch.lens[p];
+            if (!paged) {
+                prompts.emplace_back(batch.tokens.begin() + static_cast<long>(row),
+                                     batch.tokens.begin() + static_cast<long>(row + len));
+                for (int64_t i = 0; i < len; ++i, ++row) {
+                    if (batch.positions[row] != i) error("prefill row {} at position {}", row, i);
+                    write(batch.slots[row], i, batch.tokens[row]);
+                }
+                continue;
+            }
+            // The rows' keys and values first, then each reads positions 0 .. its own.
+            const int32_t* table = batch.tables.data() + p * static_cast<size_t>(batch.width);
+            const size_t first = row;
             for (int64_t i = 0; i < len; ++i, ++row) {
-                if (batch.positions[row] != i) error("prefill row {} at position {}", row, i);
-                write(batch.slots[row], i, batch.tokens[row]);
+                const int32_t pos = batch.positions[row];
+                if (pos / bt_ >= batch.width ||
+                    batch.slots[row] != table[pos / bt_] * bt_ + pos % bt_) {
+                    error("prefill row {} at position {} writes slot {} off its table", row, pos,
+                          batch.slots[row]);
+                }
+                write(batch.slots[row], pos, batch.tokens[row]);
+            }
+            const int32_t last = len > 0 ? batch.positions[row - 1] : -1;
+            if (len > 0 && batch.positions[first] + len - 1 != last) {
+                error("prefill prompt {}: positions not consecutive", p);
+            }
+            prompts.emplace_back();
+            for (int32_t i = 0; i <= last; ++i) {
+                const int32_t b = table[i / bt_];
+                if (b <= 0 || b >= blocks_) {
+                    error("prefill prompt {} position {} in block {}", p, i, b);
+                    break;
+                }
+                const Entry& e = pages_[static_cast<size_t>(b * bt_ + i % bt_)];
+                if (e.position != i || e.epoch != epoch_) {
+                    error(
+                        "prefill prompt {} reads position {} (weights {}) where it wants {} "
+                        "(weights {})",
+                        p, e.position, e.epoch, i, epoch_);
+                    break;
+                }
+                prompts.back().push_back(e.token);
             }
         }
         tokens.clear();
@@ -129,11 +186,13 @@ public:
                     break;
                 }
                 const Entry& e = pages_[static_cast<size_t>(b * bt_ + i % bt_)];
-                if (e.position != i || e.token != s.seq[static_cast<size_t>(i)]) {
+                if (e.position != i || e.token != s.seq[static_cast<size_t>(i)] ||
+                    e.epoch != epoch_) {
                     error(
-                        "step {}: row {} reads position {} token {} where it put position {} "
-                        "token {}",
-                        steps_, r, e.position, e.token, i, s.seq[static_cast<size_t>(i)]);
+                        "step {}: row {} reads position {} token {} (weights {}) where it put "
+                        "position {} token {} (weights {})",
+                        steps_, r, e.position, e.token, e.epoch, i, s.seq[static_cast<size_t>(i)],
+                        epoch_);
                     break;
                 }
             }
@@ -146,7 +205,7 @@ public:
 
 private:
     struct Entry {
-        int32_t position = -1, token = -1;
+        int32_t position = -1, token = -1, epoch = -1;
     };
     struct Sample {
         std::vector<int32_t> seq;  // prompt, then every token sampled so far
@@ -161,10 +220,11 @@ private:
             error("slot {} outside the pool of {} blocks", slot, blocks_);
             return;
         }
-        pages_[static_cast<size_t>(slot)] = Entry{position, token};
+        pages_[static_cast<size_t>(slot)] = Entry{position, token, epoch_};
     }
 
     int bt_, vocab_;
+    int epoch_ = 0;
     int64_t blocks_ = 0, steps_ = 0;
     StepLayout layout_;
     std::vector<Entry> pages_;

@@ -14,6 +14,11 @@
 //     model's max logit error in tandem_gpu_model); behaviour log-probs on the common prefix
 //     |err| <= 3e-2 + 1e-2 |ref|
 //   CUDA graphs on and off: the same tokens and log-probs, bit for bit
+//   the system-prompt cache (prefix_tokens) and a KV budget (admission waves), each alone and
+//   both, against the same generator without them: the same greedy tokens, or a first
+//   divergence at a near tie as above (the cached prefix is computed alone and the prompts'
+//   rows attend over its pages with the decode kernel, waves change the GEMM batch); log-probs
+//   on the common prefix |err| <= 2e-2 + 1e-2 |ref|
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -26,6 +31,7 @@
 #include "common/gpu/paged_plan.h"
 #include "common/gpu/sampling_reference.h"
 #include "common/model/generate.h"
+#include "common/model/kv_admission.h"
 #include "common/model/transformer.h"
 #include "kernels/cuda/paged_kv.h"
 #include "kernels/cuda/sampling.h"
@@ -303,6 +309,54 @@ std::vector<std::vector<int32_t>> test_prompts(int vocab, uint64_t seed) {
             testing::random_tokens(23, vocab, rng)};
 }
 
+// Greedy completions `got` against `want` (the CPU engine's, or the device's by another path):
+// equal tokens with log-probs within lp_abs + 1e-2 |ref|, or a first divergence where the CPU
+// reference holds a near tie (printed). Returns the largest log-prob |err| on the common prefixes.
+double expect_same_greedy(const char* what, const model::ModelConfig& c,
+                          const std::vector<float>& params,
+                          const std::vector<std::vector<int32_t>>& prompts,
+                          const std::vector<model::Completion>& got,
+                          const std::vector<model::Completion>& want, double lp_abs) {
+    EXPECT_EQ(got.size(), want.size()) << what;
+    auto ref = model::Transformer<float>::create(c);
+    EXPECT_TRUE(ref.ok());
+    double worst = 0;
+    for (size_t i = 0; i < std::min(got.size(), want.size()) && ref.ok(); ++i) {
+        const auto& g = got[i];
+        const auto& w = want[i];
+        size_t k = 0;
+        while (k < g.tokens.size() && k < w.tokens.size() && g.tokens[k] == w.tokens[k]) {
+            const double e = std::abs(g.logprobs[k] - w.logprobs[k]);
+            worst = std::max(worst, e);
+            EXPECT_LE(e, lp_abs + 1e-2 * std::abs(w.logprobs[k]))
+                << what << ": sample " << i << " token " << k;
+            ++k;
+        }
+        if (k == g.tokens.size() && k == w.tokens.size()) continue;
+        if (k == g.tokens.size() || k == w.tokens.size()) {
+            ADD_FAILURE() << what << ": sample " << i << " has " << g.tokens.size()
+                          << " tokens, want " << w.tokens.size();
+            continue;
+        }
+        std::vector<int32_t> seq = prompts[static_cast<size_t>(w.prompt)];
+        seq.insert(seq.end(), w.tokens.begin(), w.tokens.begin() + static_cast<long>(k));
+        model::PackedBatch b;
+        b.add_sequence(seq, 0);
+        std::vector<float> lg(seq.size() * static_cast<size_t>(c.vocab_size));
+        EXPECT_TRUE(ref->logits(params.data(), b, lg.data()).ok());
+        const float* row = lg.data() + (seq.size() - 1) * c.vocab_size;
+        double ss = 0;
+        for (int j = 0; j < c.vocab_size; ++j) ss += double{row[j]} * row[j];
+        const double rms = std::sqrt(ss / c.vocab_size);
+        const double gap = std::abs(row[w.tokens[k]] - row[g.tokens[k]]);
+        std::printf("%s sample %zu: first divergence at token %zu, CPU logit gap %.4g (rms %.3g)\n",
+                    what, i, k, gap, rms);
+        EXPECT_LE(gap, 0.16 * rms)
+            << what << ": sample " << i << " diverges at token " << k << " without a near tie";
+    }
+    return worst;
+}
+
 TEST_F(DeviceGenerateTest, GreedyTokensMatchTheCpuEngineForEachArchitecture) {
     int salt = 0;
     for (const testing::Case& cs : testing::cases()) {
@@ -330,40 +384,7 @@ TEST_F(DeviceGenerateTest, GreedyTokensMatchTheCpuEngineForEachArchitecture) {
         auto want = cpu->generate(params.data(), prompts, 2, o);
         ASSERT_TRUE(want.ok()) << want.status().to_string();
         ASSERT_EQ(got->size(), want->size());
-        auto ref = model::Transformer<float>::create(c);
-        ASSERT_TRUE(ref.ok());
-        double worst_lp = 0;
-        for (size_t i = 0; i < got->size(); ++i) {
-            const auto& g = (*got)[i];
-            const auto& w = (*want)[i];
-            ASSERT_EQ(g.tokens.size(), w.tokens.size());
-            size_t k = 0;
-            while (k < g.tokens.size() && g.tokens[k] == w.tokens[k]) {
-                const double e = std::abs(g.logprobs[k] - w.logprobs[k]);
-                worst_lp = std::max(worst_lp, e);
-                EXPECT_LE(e, 3e-2 + 1e-2 * std::abs(w.logprobs[k]))
-                    << "sample " << i << " token " << k;
-                ++k;
-            }
-            if (k == g.tokens.size()) continue;
-            // First divergence: the CPU's logits there must hold a near tie.
-            std::vector<int32_t> seq = prompts[static_cast<size_t>(g.prompt)];
-            seq.insert(seq.end(), w.tokens.begin(), w.tokens.begin() + static_cast<long>(k));
-            model::PackedBatch b;
-            b.add_sequence(seq, 0);
-            std::vector<float> lg(seq.size() * static_cast<size_t>(c.vocab_size));
-            ASSERT_TRUE(ref->logits(params.data(), b, lg.data()).ok());
-            const float* row = lg.data() + (seq.size() - 1) * c.vocab_size;
-            double ss = 0;
-            for (int j = 0; j < c.vocab_size; ++j) ss += double{row[j]} * row[j];
-            const double rms = std::sqrt(ss / c.vocab_size);
-            const double gap = row[w.tokens[k]] - row[g.tokens[k]];
-            std::printf(
-                "%s sample %zu: first divergence at token %zu, CPU logit gap %.4g (rms %.3g)\n",
-                cs.name, i, k, gap, rms);
-            EXPECT_LE(gap, 0.16 * rms)
-                << "sample " << i << " diverges at token " << k << " without a near tie";
-        }
+        const double worst_lp = expect_same_greedy(cs.name, c, params, prompts, *got, *want, 3e-2);
         std::printf(
             "%s: greedy log-prob max |err| %.3g, %ld decode steps, %ld graph launches, "
             "peak %ld blocks, device peak %.1f MiB %s\n",
@@ -422,6 +443,91 @@ TEST_F(DeviceGenerateTest, CudaGraphsChangeNothingAndStopTokensEndSamples) {
             EXPECT_TRUE(t[j] != 7 && t[j] != 11 && t[j] != 13)
                 << "sample " << i << " went on past a stop";
         }
+    }
+}
+
+TEST_F(DeviceGenerateTest, SystemPromptCacheAndKvBudgetKeepTheGreedyCompletions) {
+    for (const size_t which : {size_t{0}, size_t{3}}) {  // llama3, qwen3
+        const testing::Case cs = testing::cases()[which];
+        SCOPED_TRACE(cs.name);
+        const model::ModelConfig& c = cs.config;
+        auto idx = model::ParamIndex::create(c, model::make_param_layout(c).value());
+        ASSERT_TRUE(idx.ok());
+        const std::vector<float> params = testing::random_params(idx.value(), c, 900 + which);
+        // A 21-token system prompt (one full block of 16 and a partial one) in three prompts,
+        // one prompt without it.
+        std::mt19937_64 rng(31 + which);
+        const std::vector<int32_t> system = testing::random_tokens(21, c.vocab_size, rng);
+        std::vector<std::vector<int32_t>> prompts;
+        for (const int tail : {3, 11, 19}) {
+            prompts.push_back(system);
+            const auto t = testing::random_tokens(tail, c.vocab_size, rng);
+            prompts.back().insert(prompts.back().end(), t.begin(), t.end());
+        }
+        prompts.push_back(testing::random_tokens(9, c.vocab_size, rng));
+        model::SamplingOptions o;
+        o.temperature = 0.0;
+        o.max_new_tokens = 20;
+        const int group = 2;
+        const auto run = [&](int64_t prefix_tokens, bool budget, int calls,
+                             DeviceGenerateStats* st) -> std::vector<model::Completion> {
+            DeviceGenerateOptions dopt;
+            dopt.eos_token = -1;
+            dopt.prefix_tokens = prefix_tokens;
+            auto probe = DeviceGenerator::create(c, dopt);
+            EXPECT_TRUE(probe.ok()) << probe.status().to_string();
+            if (!probe.ok()) return {};
+            if (budget) {
+                // Room for the longest prompt's group (and the prefix), not for all of them.
+                const int64_t block = (*probe)->block_bytes();
+                const model::KvBlockBytes sizes{dopt.block_tokens, block, block, 0};
+                dopt.kv_budget_bytes =
+                    2 * block + model::worst_case_kv_bytes(sizes, 40, group, o.max_new_tokens);
+            }
+            auto gen = DeviceGenerator::create(c, dopt);
+            EXPECT_TRUE(gen.ok()) << gen.status().to_string();
+            if (!gen.ok()) return {};
+            EXPECT_TRUE((*gen)->load(params.data()).ok());
+            (*gen)->set_weights_version(1);
+            std::vector<model::Completion> out;
+            for (int k = 0; k < calls; ++k) {
+                auto r = (*gen)->generate(prompts, group, o, st);
+                EXPECT_TRUE(r.ok()) << r.status().to_string();
+                if (!r.ok()) return {};
+                if (k > 0) {
+                    EXPECT_EQ(out.size(), r->size());
+                    for (size_t i = 0; i < out.size() && i < r->size(); ++i) {
+                        EXPECT_EQ(out[i].tokens, (*r)[i].tokens) << "call " << k << " sample " << i;
+                    }
+                }
+                out = std::move(r).value();
+            }
+            EXPECT_EQ((*gen)->prefix_stats().prefills, prefix_tokens > 0 ? 1 : 0)
+                << "one prefill of the system prompt for every call of one version";
+            return out;
+        };
+        DeviceGenerateStats base, cached, waves, both;
+        const auto want = run(0, false, 1, &base);
+        ASSERT_FALSE(want.empty());
+        const auto got_cached = run(21, false, 2, &cached);
+        const auto got_waves = run(0, true, 1, &waves);
+        const auto got_both = run(21, true, 2, &both);
+        EXPECT_EQ(cached.prefix_hits, 3);
+        EXPECT_EQ(both.prefix_hits, 3);
+        EXPECT_GT(waves.waves, 1);
+        EXPECT_GT(both.waves, 1);
+        EXPECT_LT(cached.prompt_tokens, base.prompt_tokens);
+        const double e1 =
+            expect_same_greedy("system-prompt cache", c, params, prompts, got_cached, want, 2e-2);
+        const double e2 =
+            expect_same_greedy("kv budget", c, params, prompts, got_waves, want, 2e-2);
+        const double e3 = expect_same_greedy("both", c, params, prompts, got_both, want, 2e-2);
+        std::printf(
+            "%s: prefix cache / budget greedy log-prob max |err| %.3g / %.3g / %.3g (cache, "
+            "%ld waves, both: %ld waves), prompt rows %ld vs %ld, peak blocks %ld vs %ld\n",
+            cs.name, e1, e2, e3, static_cast<long>(waves.waves), static_cast<long>(both.waves),
+            static_cast<long>(cached.prompt_tokens), static_cast<long>(base.prompt_tokens),
+            static_cast<long>(waves.peak_blocks), static_cast<long>(base.peak_blocks));
     }
 }
 

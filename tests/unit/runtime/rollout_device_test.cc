@@ -1,6 +1,6 @@
 // rollout.device for the built-in rollout: gpu::resolve_device, then the settings the device
-// generator lacks (quantized or budgeted KV, the system-prompt cache, context parallelism): auto
-// falls back to cpu saying why, an explicit cuda is refused naming the job and both fields.
+// generator lacks (quantized KV, context parallelism): auto falls back to cpu saying why, an
+// explicit cuda is refused naming the job and both fields.
 #include <gtest/gtest.h>
 
 #include "rollout_node/completion_sampler.h"
@@ -36,13 +36,17 @@ TEST(RolloutDevice, AutoFallsBackToCpuForSettingsTheDeviceLacksAndSaysWhich) {
     ASSERT_TRUE(c.ok()) << c.status().message();
     EXPECT_FALSE(c->cuda());
     EXPECT_NE(c->reason.find("rollout.kv_cache.dtype int8"), std::string::npos) << c->reason;
+}
 
-    config::JobSpec prefix;
-    prefix.rollout.kv_cache.prefix_tokens = 64;
-    EXPECT_NE(cuda_generation_unsupported(prefix).find("prefix_tokens"), std::string::npos);
-    config::JobSpec budget;
-    budget.rollout.kv_cache.budget_bytes = 1 << 20;
-    EXPECT_NE(cuda_generation_unsupported(budget).find("budget_bytes"), std::string::npos);
+TEST(RolloutDevice, TheSystemPromptCacheAndAKvBudgetRunOnTheDevice) {
+    config::JobSpec job;
+    job.rollout.device = ComputeDevice::kCuda;
+    job.rollout.kv_cache.prefix_tokens = 64;
+    job.rollout.kv_cache.budget_bytes = 1 << 20;
+    EXPECT_EQ(cuda_generation_unsupported(job), "");
+    auto c = rollout_device(job, gpu_node(), "job-000002");
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_TRUE(c->cuda()) << c->reason;
 }
 
 TEST(RolloutDevice, ExplicitCudaWithAnUnsupportedSettingNamesTheJobAndBothFields) {
