@@ -197,9 +197,10 @@ for l in (open(p) if os.path.exists(p) else []):
               f" verified={r['verified']}")
 PY
 # Generation: the kernels' and the greedy comparison's observed errors (context parallel on
-# device ranks: 'context parallel <arch> P=<ranks>'), tokens/s against transformers.generate.
+# device ranks: 'context parallel <arch> P=<ranks>'; the system-prompt cache and KV budget:
+# '<arch>: prefix cache / budget'), tokens/s against transformers.generate.
 grep -h -E 'paged decode|tokens equal the reference|chi-square|greedy log-prob|first divergence' \
-    "$O"/tandem_gpu_generate.txt 2>/dev/null | head -28
+    "$O"/tandem_gpu_generate.txt 2>/dev/null | head -32
 python3 - "$O" <<'PY'
 import json, sys, os
 o = sys.argv[1]
