@@ -34,6 +34,14 @@ std::vector<std::string> check_grpo_limits(const config::JobSpec& job, const std
     if (Status s = model::check_context_length(job, prompt); !s.ok()) {
         errors.push_back(fmt::format("{}: {}", file, s.message()));
     }
+    // On cuda each context-parallel rank takes a GPU of the rollout's own (docs/gpu.md); the
+    // actor refuses fewer when it starts.
+    if (r.device == config::ComputeDevice::kCuda && r.context_parallel > r.resources.gpus) {
+        errors.push_back(
+            fmt::format("{}: job {}: rollout.device cuda with rollout.context_parallel {} needs "
+                        "rollout.resources.gpus >= {} (one GPU per rank), got {}",
+                        file, job.name, r.context_parallel, r.context_parallel, r.resources.gpus));
+    }
     if (errors.empty()) {
         summary = fmt::format(
             "longest context {} ({} prompt tokens + rollout.sampling.max_new_tokens {}); "

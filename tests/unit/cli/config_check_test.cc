@@ -176,6 +176,17 @@ TEST(TandemCli, ConfigCheckRejectsAContextLongerThanTheRolloutDevices) {
     EXPECT_EQ(b.code, 2) << b.out;
     EXPECT_NE(b.out.find("rollout.max_tokens_per_device (30) = 60"), std::string::npos) << b.out;
     EXPECT_NE(b.out.find("model.max_seq_len (66) is shorter"), std::string::npos) << b.out;
+
+    // On cuda every context-parallel rank needs a GPU of its own.
+    CliRun g = run("config check -f " + file + " rollout.device=cuda rollout.resources.gpus=1");
+    EXPECT_EQ(g.code, 2) << g.out;
+    EXPECT_NE(g.out.find(file + ": job copy-long-context: rollout.device cuda with "
+                                "rollout.context_parallel 2 needs rollout.resources.gpus >= 2 "
+                                "(one GPU per rank), got 1"),
+              std::string::npos)
+        << g.out;
+    EXPECT_EQ(run("config check -f " + file + " rollout.device=cuda rollout.resources.gpus=2").code,
+              0);
 }
 
 TEST(TandemCli, ConfigCheckSaysWhatMakeJobSetupSays) {
