@@ -6,9 +6,14 @@
 // allocator's peak and the KV pool. bench/gpu/torch_generate_baseline.py measures
 // transformers.generate on the same shapes in the same run (deploy/gpu/run.sh pairs them).
 // Without a device it prints one line {"bench": "gpu_generate", "skipped": true, ...}.
+// --prefix-tokens N: the prompts' first N tokens are one system prompt, which the generator caches
+// (rollout.kv_cache.prefix_tokens): every prompt but the first forks it; the timed call prefills
+// it again when its KV pool is larger than the warm-up's (a grown pool starts empty), which
+// "prefix_prefills" says. --budget-mib M: rollout.kv_cache.budget_bytes (admission waves).
 //
 //   tandem-bench-gpu-generate [--model qwen2.5-0.5b|llama-3.2-1b|all] [--prompts 64] [--group 8]
 //                             [--new 512] [--prompt-len 128] [--graphs on|off|both]
+//                             [--prefix-tokens 0] [--budget-mib 0]
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -64,7 +69,8 @@ void skip(const std::string& why) {
 
 int main(int argc, char** argv) {
     std::string which = "all", graphs = "both";
-    int prompts = 64, group = 8, new_tokens = 512, prompt_len = 128;
+    int prompts = 64, group = 8, new_tokens = 512, prompt_len = 128, prefix_tokens = 0;
+    int64_t budget_mib = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
         if (a == "--model")
@@ -79,10 +85,20 @@ int main(int argc, char** argv) {
             prompt_len = std::atoi(argv[i + 1]);
         else if (a == "--graphs")
             graphs = argv[i + 1];
+        else if (a == "--prefix-tokens")
+            prefix_tokens = std::atoi(argv[i + 1]);
+        else if (a == "--budget-mib")
+            budget_mib = std::atoll(argv[i + 1]);
         else {
             std::fprintf(stderr, "tandem-bench-gpu-generate: unknown option %s\n", a.c_str());
             return 2;
         }
+    }
+    if (prefix_tokens < 0 || prefix_tokens >= prompt_len || budget_mib < 0) {
+        std::fprintf(stderr,
+                     "tandem-bench-gpu-generate: --prefix-tokens must be in [0, --prompt-len) and "
+                     "--budget-mib >= 0\n");
+        return 2;
     }
     std::string why;
     const auto devices = kernels::cuda_devices(&why);
@@ -103,7 +119,8 @@ int main(int argc, char** argv) {
         std::vector<std::vector<int32_t>> batch(static_cast<size_t>(prompts));
         uint64_t x = 99;
         for (auto& p : batch) {
-            for (int i = 0; i < prompt_len; ++i) {
+            if (&p != &batch[0]) p.assign(batch[0].begin(), batch[0].begin() + prefix_tokens);
+            for (int i = static_cast<int>(p.size()); i < prompt_len; ++i) {
                 x = x * 6364136223846793005ull + 1442695040888963407ull;
                 p.push_back(static_cast<int32_t>((x >> 33) % sh.config.vocab_size));
             }
@@ -113,6 +130,8 @@ int main(int argc, char** argv) {
             gpu::DeviceGenerateOptions opt;
             opt.cuda_graphs = use_graphs;
             opt.eos_token = -1;  // every sample generates `new` tokens
+            opt.prefix_tokens = prefix_tokens;
+            opt.kv_budget_bytes = budget_mib << 20;
             auto gen = gpu::DeviceGenerator::create(sh.config, opt);
             if (!gen.ok()) {
                 skip(gen.status().to_string());
@@ -122,6 +141,7 @@ int main(int argc, char** argv) {
                 skip(st.to_string());
                 return 1;
             }
+            (*gen)->set_weights_version(1);  // the cached prefix outlives the warm-up call
             model::SamplingOptions so;
             so.temperature = 1.0;
             so.seed = 7;
@@ -131,6 +151,7 @@ int main(int argc, char** argv) {
                 return 1;
             }
             so.max_new_tokens = new_tokens;
+            const int64_t prefills0 = (*gen)->prefix_stats().prefills;
             gpu::DeviceGenerateStats st;
             const auto t0 = SteadyClock::now();
             auto out = (*gen)->generate(batch, group, so, &st);
@@ -145,13 +166,19 @@ int main(int argc, char** argv) {
                 "\"new_tokens\": %d, \"generated_tokens\": %ld, \"seconds\": %.4f, "
                 "\"tokens_per_s\": %.1f, \"decode_steps\": %ld, \"graph_launches\": %ld, "
                 "\"graph_note\": \"%s\", \"peak_blocks\": %ld, \"kv_pool_mib\": %.1f, "
-                "\"device_peak_mib\": %.1f, \"gemm\": \"%s\"}\n",
+                "\"device_peak_mib\": %.1f, \"gemm\": \"%s\", \"prefix_tokens\": %d, "
+                "\"prefix_hits\": %ld, \"prefix_prefills\": %ld, \"prompt_rows\": %ld, "
+                "\"budget_mib\": %ld, \"waves\": %ld}\n",
                 sh.name, devices[0].name.c_str(), use_graphs ? "true" : "false", prompts, group,
                 prompt_len, new_tokens, static_cast<long>(st.generated_tokens), s,
                 static_cast<double>(st.generated_tokens) / s, static_cast<long>(st.decode_steps),
                 static_cast<long>(st.graph_launches), json_text(st.graph_note).c_str(),
                 static_cast<long>(st.peak_blocks), st.kv_pool_bytes / 1048576.0,
-                st.device_peak_bytes / 1048576.0, json_text((*gen)->gemm().description()).c_str());
+                st.device_peak_bytes / 1048576.0, json_text((*gen)->gemm().description()).c_str(),
+                prefix_tokens, static_cast<long>(st.prefix_hits),
+                static_cast<long>((*gen)->prefix_stats().prefills - prefills0),
+                static_cast<long>(st.prompt_tokens), static_cast<long>(budget_mib),
+                static_cast<long>(st.waves));
             std::fflush(stdout);
         }
     }

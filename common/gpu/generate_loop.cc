@@ -101,7 +101,6 @@ Result<std::vector<model::Completion>> GenerationLoop::run(
         seqs_.reset();
         capacity_ = 0;
     }
-    clean_ = false;
     // The system prompt of this call (model::SystemPromptCache::prepare's rules); a cached
     // prefix of other tokens, another version, no version or replaced weights is dropped.
     std::vector<int32_t> tokens = system_prompt_;
@@ -162,6 +161,7 @@ Result<std::vector<model::Completion>> GenerationLoop::run(
         capacity_ = std::max(blocks, capacity_);
         seqs_ = std::make_unique<PagedSequences>(bt, capacity_);
     }
+    clean_ = false;  // until the call ends: the pool holds its sequences from here on
     TANDEM_ASSIGN_OR_RETURN(call.layout, backend.reserve(capacity_, max_rows, width));
     seqs_->reset_peak();
     // The prefix, when nothing valid is cached: one prefill of its own, nothing sampled.

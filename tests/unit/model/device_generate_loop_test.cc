@@ -415,6 +415,9 @@ TEST(GenerationLoop, APromptThatCanNeverFitGetsTheCpuEnginesError) {
         FakeGenerationBackend fake(bt, 50);
         GenerationLoop loop(budget_options(bt, block, budget, "job-4"));
         if (cached) loop.set_system_prompt(prefix);
+        loop.set_weights_version(1);
+        const std::vector<std::vector<int32_t>> fits{prompts[0]};
+        ASSERT_TRUE(loop.run(fake, c, fits, group, o).ok());
         auto got = loop.run(fake, c, prompts, group, o);
         ASSERT_FALSE(got.ok());
         EXPECT_EQ(got.status().message(), want.status().message());
@@ -423,6 +426,11 @@ TEST(GenerationLoop, APromptThatCanNeverFitGetsTheCpuEnginesError) {
         EXPECT_EQ(got.status().message().find("pinned system-prompt prefix") != std::string::npos,
                   cached)
             << got.status().message();
+        // The refusal came before anything was allocated: the cached prefix stays.
+        ASSERT_TRUE(loop.run(fake, c, fits, group, o).ok());
+        EXPECT_EQ(loop.prefix_stats().prefills, cached ? 1 : 0);
+        EXPECT_EQ(loop.prefix_stats().evictions, 0);
+        for (const auto& e : fake.errors()) ADD_FAILURE() << e;
     }
 }
 
