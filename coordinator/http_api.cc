@@ -53,8 +53,9 @@ HttpResponse too_deep(const ApiSettings& s) {
 // addresses, the shared-memory paths and CUDA IPC handles of its shards and relay sources (sizes,
 // publishers and the fingerprint stay).
 Json redacted(Json v) {
-    static constexpr const char* kCapabilities[] = {"worker_address", "rkey", "remote_address",
-                                                    "shm_path", "cuda_ipc_handle"};
+    static constexpr const char* kCapabilities[] = {
+        "worker_address",  "rkey",        "remote_address",       "shm_path",
+        "cuda_ipc_handle", "device_rkey", "device_remote_address"};
     auto strip = [](Json& o) {
         if (!o.is_object()) return;
         for (const char* k : kCapabilities) o.erase(k);

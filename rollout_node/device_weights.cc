@@ -113,10 +113,6 @@ Status DeviceRolloutWeights::fetch(const weights::VersionDescriptor& v) {
         p.fallback = true;
         p.reason = fmt::format("CUDA IPC was chosen ({}) but failed: {}", choice.reason,
                                mapped.status().message());
-    } else if (choice.path != DeviceWeightPath::kPinnedHost) {
-        p.reason = fmt::format("{} is not implemented ({}); using pinned_host",
-                               weights::device_weight_path_name(choice.path), choice.reason);
-        p.path = DeviceWeightPath::kPinnedHost;
     }
     const uint64_t total = source_.total_bytes();
     if (fp32_.buffer.size() < total) {
@@ -148,6 +144,9 @@ Status DeviceRolloutWeights::fetch(const weights::VersionDescriptor& v) {
         TANDEM_RETURN_IF_ERROR(source_.fetch(v, fp32_, nullptr));
     }
     const weights::DeviceFetchStats st = source_.last();
+    // The path the fetch took: pinned_host when a relay served (relays serve host memory) even
+    // where the publishers offer ucx_device.
+    p.path = st.path;
     p.seconds = st.seconds;
     p.bytes = st.bytes;
     fetched_ = std::move(p);
@@ -177,7 +176,9 @@ std::optional<Status> DeviceRolloutWeights::wait_fetch(Clock::TimePoint deadline
     if (p.fallback) ++stats_.ipc_fallbacks;
     if (p.source != "publisher") ++stats_.via_relay;
     if (p.relay_fallback) ++stats_.relay_fallbacks;
-    (p.path == DeviceWeightPath::kCudaIpc ? stats_.cuda_ipc : stats_.pinned_host) += 1;
+    (p.path == DeviceWeightPath::kCudaIpc     ? stats_.cuda_ipc
+     : p.path == DeviceWeightPath::kUcxDevice ? stats_.ucx_device
+                                              : stats_.pinned_host) += 1;
     stats_.last_path = std::string(path);
     stats_.last_reason = p.reason;
     rt_.log(p.fallback ? LogLevel::kWarn : LogLevel::kInfo,

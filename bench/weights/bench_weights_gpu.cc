@@ -2,6 +2,11 @@
 // device -> host + host -> device of the same bytes through a pinned buffer (the floor any staged
 // path pays), measured in the same run. One JSON object per line:
 //   {"bench":"weights_gpu","path":"pinned_host",...}  publish from device, fetch into device
+//   {"bench":"weights_gpu","path":"ucx_device",...}   publish with a device slot registered
+//                                                      with UCX, one-sided gets straight into
+//                                                      device memory ("path_used" says which path
+//                                                      the reader took); skipped with the reason
+//                                                      when this UCX cannot register CUDA memory
 //   {"bench":"weights_gpu","path":"cuda_ipc",...}     publish with a device slot, a second
 //                                                      process opens it (no copy)
 // Without a CUDA device it prints {"bench":"weights_gpu","skipped":true,"reason":...}.
@@ -115,6 +120,83 @@ int ipc_reader(const std::map<std::string, std::string>& args) {
     return ok ? 0 : 1;
 }
 
+// The ucx_device case: a publisher whose device slots are registered with UCX (UCX's default
+// transports, so its CUDA ones are there when it has them) and a reader getting them straight
+// into `target`. Prints one line; 0 when verified or skipped.
+int run_ucx_device(DeviceStaging& gpu, const Layout& layout, const void* src, uint64_t chunk,
+                   int iterations, double memcpy_s, DeviceWeights& target) {
+    const uint64_t bytes = layout.total_bytes();
+    const double gb = static_cast<double>(bytes) / 1e9;
+    PublisherOptions po;
+    po.job = JobId(3);
+    po.publisher_id = "bench/trainer-ucx-device";
+    po.slots = 2;
+    po.chunk_bytes = chunk;
+    po.device_slots = true;
+    auto context = ucx::Context::create(po.ucx);
+    if (!context.ok()) return fail("ucx_device", context.status().to_string());
+    if (!(*context)->supports_cuda_memory()) {
+        std::cout << json{{"bench", "weights_gpu"},
+                          {"path", "ucx_device"},
+                          {"skipped", true},
+                          {"ucx_cuda_memory", false},
+                          {"reason",
+                           "this UCX cannot register CUDA memory (ucp_context_query reports no "
+                           "UCS_MEMORY_TYPE_CUDA): readers take pinned_host"}}
+                         .dump()
+                  << "\n";
+        return 0;
+    }
+    VersionDirectory directory;
+    auto publisher = Publisher::create(po, layout, directory);
+    if (!publisher.ok()) return fail("ucx_device", publisher.status().to_string());
+    ReaderOptions ro;
+    ro.job = JobId(3);
+    ro.reader_id = "bench/rollout-ucx-device";
+    auto reader = Reader::create(ro, layout);
+    if (!reader.ok()) return fail("ucx_device", reader.status().to_string());
+    std::vector<double> pub, fetch;
+    DeviceFetchStats last;
+    for (int i = 0; i < iterations; ++i) {
+        auto t0 = Clock::now();
+        if (Status s = (*publisher)->publish_from_device(i + 1, src, gpu); !s.ok()) {
+            return fail("ucx_device", s.to_string());
+        }
+        pub.push_back(since(t0));
+        auto d = directory.newest(JobId(3));
+        t0 = Clock::now();
+        if (Status s = (*reader)->fetch_to_device(*d, gpu, target); !s.ok()) {
+            return fail("ucx_device", s.to_string());
+        }
+        fetch.push_back(since(t0));
+        last = (*reader)->last_device_fetch();
+    }
+    auto back = HostBuffer::allocate(bytes);
+    auto want = HostBuffer::allocate(bytes);
+    fill(want->span(), 1);
+    const bool verified = gpu.to_host(back->data(), target.buffer.data(), bytes).ok() &&
+                          std::memcmp(back->data(), want->data(), bytes) == 0;
+    const double total = best(pub) + best(fetch);
+    std::cout << json{{"bench", "weights_gpu"},
+                      {"path", "ucx_device"},
+                      {"path_used", device_weight_path_name(last.path)},
+                      {"ucx_cuda_memory", true},
+                      {"bytes", bytes},
+                      {"chunk_bytes", chunk},
+                      {"publish_seconds", best(pub)},  // includes the device slot copy
+                      {"fetch_seconds", best(fetch)},
+                      {"total_seconds", total},
+                      {"gb_per_s", gb / total},
+                      {"memcpy_d2h_h2d_seconds", memcpy_s},
+                      {"ratio_to_memcpy", memcpy_s / total},
+                      {"fetch_copies", last.copies},  // device -> host, to verify
+                      {"verified", verified},
+                      {"iterations", iterations}}
+                     .dump()
+              << "\n";
+    return verified ? 0 : 1;
+}
+
 int run(const std::map<std::string, std::string>& args, const std::string& self) {
     auto get = [&](const std::string& k, const std::string& d) {
         auto it = args.find(k);
@@ -206,6 +288,7 @@ int run(const std::map<std::string, std::string>& args, const std::string& self)
     const double total = best(pub) + best(fetch);
     std::cout << json{{"bench", "weights_gpu"},
                       {"path", "pinned_host"},
+                      {"path_used", device_weight_path_name(last.path)},
                       {"bytes", bytes},
                       {"chunk_bytes", chunk},
                       {"publish_seconds", best(pub)},
@@ -223,9 +306,12 @@ int run(const std::map<std::string, std::string>& args, const std::string& self)
                      .dump()
               << "\n";
 
-    if (args.count("--no-ipc") != 0) return verified ? 0 : 1;
     reader->reset();
     publisher->reset();
+    if (run_ucx_device(gpu, layout, src->data(), chunk, iterations, memcpy_s, target) != 0) {
+        verified = false;
+    }
+    if (args.count("--no-ipc") != 0) return verified ? 0 : 1;
     // CUDA IPC: a publisher with device slots; a second process on this node opens the slot.
     po.device_slots = true;
     po.job = JobId(2);

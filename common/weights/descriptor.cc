@@ -16,17 +16,19 @@ constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 // Fields every shard has in both JSON forms; the binary ones are added by the caller.
 nlohmann::json shard_common(const ShardDescriptor& s) {
-    return {{"index", s.index},
-            {"range", {s.range.begin, s.range.end}},
-            {"publisher", s.publisher},
-            {"remote_address", s.remote_address},
-            {"bytes", s.bytes},
-            {"manifest_digest", fmt::format("{:016x}", s.manifest_digest)},
-            {"chunk_bytes", s.chunk_bytes},
-            {"slot", s.slot},
-            {"host", s.host},
-            {"pid", s.pid},
-            {"shm_path", s.shm_path}};
+    nlohmann::json j = {{"index", s.index},
+                        {"range", {s.range.begin, s.range.end}},
+                        {"publisher", s.publisher},
+                        {"remote_address", s.remote_address},
+                        {"bytes", s.bytes},
+                        {"manifest_digest", fmt::format("{:016x}", s.manifest_digest)},
+                        {"chunk_bytes", s.chunk_bytes},
+                        {"slot", s.slot},
+                        {"host", s.host},
+                        {"pid", s.pid},
+                        {"shm_path", s.shm_path}};
+    if (!s.device_rkey.empty()) j["device_remote_address"] = s.device_remote_address;
+    return j;
 }
 
 Result<uint64_t> parse_hex64(const std::string& text, std::string_view field) {
@@ -56,6 +58,7 @@ Result<ShardDescriptor> shard_common_from(const nlohmann::json& j) {
     s.host = j.value("host", "");
     s.pid = j.value("pid", int64_t{0});
     s.shm_path = j.value("shm_path", "");
+    s.device_remote_address = j.value("device_remote_address", uint64_t{0});
     return s;
 }
 
@@ -89,6 +92,31 @@ Status check_ipc_handle(const ShardDescriptor& s) {
                     s.index, s.cuda_ipc_handle.size(), kIpcHandleBytes));
 }
 
+Status check_device_rkey(const ShardDescriptor& s) {
+    if (!s.device_rkey.empty() && s.device_remote_address != 0) return Status();
+    return invalid_argument(
+        fmt::format("version descriptor shard {}: a device slot needs both device_rkey ({} "
+                    "bytes) and device_remote_address",
+                    s.index, s.device_rkey.size()));
+}
+
+// The frame an optional binary field of shard `shard` names (`key`: "<field>_frame").
+Result<std::vector<std::byte>> named_frame(const nlohmann::json& sj,
+                                           const std::vector<std::vector<std::byte>>& frames,
+                                           const char* key, uint32_t shard) {
+    if (!sj.contains(key)) {
+        return invalid_argument(
+            fmt::format("version descriptor shard {}: {} is missing", shard, key));
+    }
+    const size_t k = sj.at(key).get<size_t>();
+    if (k >= frames.size()) {
+        return invalid_argument(
+            fmt::format("version descriptor shard {}: {} {} but the message has {} frames", shard,
+                        key, k, frames.size()));
+    }
+    return frames[k];
+}
+
 }  // namespace
 
 std::string describe_for_log(const VersionDescriptor& d) {
@@ -96,9 +124,10 @@ std::string describe_for_log(const VersionDescriptor& d) {
         fmt::format("{} version {} ({}, {} of {} shards)", d.job.str(), d.version,
                     fingerprint_text(d.layout_fingerprint), d.shards.size(), d.shard_count);
     for (const auto& s : d.shards) {
-        out += fmt::format("; shard {} [{}, {}) from {} on {} slot {}{}", s.index, s.range.begin,
+        out += fmt::format("; shard {} [{}, {}) from {} on {} slot {}{}{}", s.index, s.range.begin,
                            s.range.end, s.publisher, s.host.empty() ? "?" : s.host, s.slot,
-                           s.cuda_ipc_handle.empty() ? "" : " +ipc");
+                           s.cuda_ipc_handle.empty() ? "" : " +ipc",
+                           s.device_rkey.empty() ? "" : " +ucx_device");
     }
     return out;
 }
@@ -178,6 +207,7 @@ nlohmann::json to_json(const VersionDescriptor& d) {
         sj["worker_address"] = base64_encode(s.worker_address);
         sj["rkey"] = base64_encode(s.rkey);
         if (!s.cuda_ipc_handle.empty()) sj["cuda_ipc_handle"] = base64_encode(s.cuda_ipc_handle);
+        if (!s.device_rkey.empty()) sj["device_rkey"] = base64_encode(s.device_rkey);
         shards.push_back(std::move(sj));
     }
     j["shards"] = std::move(shards);
@@ -196,6 +226,11 @@ Result<VersionDescriptor> descriptor_from_json(const nlohmann::json& j) {
                 TANDEM_ASSIGN_OR_RETURN(s.cuda_ipc_handle,
                                         base64_decode(sj.at("cuda_ipc_handle").get<std::string>()));
                 TANDEM_RETURN_IF_ERROR(check_ipc_handle(s));
+            }
+            if (sj.contains("device_rkey") || s.device_remote_address != 0) {
+                TANDEM_ASSIGN_OR_RETURN(s.device_rkey,
+                                        base64_decode(sj.value("device_rkey", std::string())));
+                TANDEM_RETURN_IF_ERROR(check_device_rkey(s));
             }
             d.shards.push_back(std::move(s));
         }
@@ -219,6 +254,10 @@ WireDescriptor encode_wire(const VersionDescriptor& d) {
             sj["cuda_ipc_handle_frame"] = w.frames.size();
             w.frames.push_back(s.cuda_ipc_handle);
         }
+        if (!s.device_rkey.empty()) {
+            sj["device_rkey_frame"] = w.frames.size();
+            w.frames.push_back(s.device_rkey);
+        }
         shards.push_back(std::move(sj));
     }
     w.body["shards"] = std::move(shards);
@@ -241,15 +280,14 @@ Result<VersionDescriptor> decode_wire(const nlohmann::json& body,
             s.worker_address = frames[a];
             s.rkey = frames[r];
             if (sj.contains("cuda_ipc_handle_frame")) {
-                const size_t h = sj.at("cuda_ipc_handle_frame").get<size_t>();
-                if (h >= frames.size()) {
-                    return invalid_argument(fmt::format(
-                        "version descriptor shard {}: cuda_ipc_handle_frame {} but the message "
-                        "has {} frames",
-                        s.index, h, frames.size()));
-                }
-                s.cuda_ipc_handle = frames[h];
+                TANDEM_ASSIGN_OR_RETURN(s.cuda_ipc_handle,
+                                        named_frame(sj, frames, "cuda_ipc_handle_frame", s.index));
                 TANDEM_RETURN_IF_ERROR(check_ipc_handle(s));
+            }
+            if (sj.contains("device_rkey_frame") || s.device_remote_address != 0) {
+                TANDEM_ASSIGN_OR_RETURN(s.device_rkey,
+                                        named_frame(sj, frames, "device_rkey_frame", s.index));
+                TANDEM_RETURN_IF_ERROR(check_device_rkey(s));
             }
             d.shards.push_back(std::move(s));
         }

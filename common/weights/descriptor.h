@@ -42,6 +42,12 @@ struct ShardDescriptor {
     // of this slot, empty when it has none. A capability like the rkey: it travels only to
     // authenticated actors, HTTP redacts it, and no log line prints it (describe_for_log()).
     std::vector<std::byte> cuda_ipc_handle;
+    // Device path across hosts (ucx_device): the publisher's device copy of this slot, registered
+    // with a UCX that supports CUDA memory: its address and packed remote key (shard bytes from
+    // offset 0, no header or manifest: those stay in the host slot). Empty when the publisher has
+    // none. Capabilities like the rkey (redacted, never logged).
+    uint64_t device_remote_address = 0;
+    std::vector<std::byte> device_rkey;
 };
 
 // A version of a job's weights: complete once every one of shard_count shards is committed.
@@ -71,8 +77,9 @@ Result<VersionDescriptor> decode_wire(const nlohmann::json& body,
                                       const std::vector<std::vector<std::byte>>& frames);
 
 // One line for logs: job, version, fingerprint and per shard its index, range, publisher, host,
-// slot and which paths it offers ("ipc" when it has a device slot), never a capability (worker
-// address, rkey, remote address, shared-memory path, IPC handle).
+// slot and which paths it offers ("ipc" when it has a device slot, "ucx_device" when that slot is
+// registered with UCX), never a capability (worker address, rkeys, remote addresses, shared-memory
+// path, IPC handle).
 std::string describe_for_log(const VersionDescriptor& descriptor);
 
 std::string base64_encode(std::span<const std::byte> bytes);

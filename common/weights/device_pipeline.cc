@@ -142,33 +142,51 @@ std::string_view device_weight_path_name(DeviceWeightPath path) {
 }
 
 DevicePathChoice choose_device_path(const VersionDescriptor& version, const DevicePathInputs& in) {
-    const std::string ucx_note =
-        in.ucx_cuda_memory
-            ? "this UCX can register CUDA memory, but publishers keep their slots in host memory"
-            : "this UCX cannot register CUDA memory";
-    auto pinned = [&](std::string why) {
-        return DevicePathChoice{DeviceWeightPath::kPinnedHost,
-                                fmt::format("{}; {}", why, ucx_note)};
-    };
-    if (version.shards.empty()) return pinned("the version has no shards");
-    if (!in.ipc_available) return pinned("no device staging to open CUDA IPC handles with");
-    for (const auto& s : version.shards) {
-        if (s.cuda_ipc_handle.empty()) {
-            return pinned(fmt::format("shard {} (publisher {}) has no device slot to share",
-                                      s.index, s.publisher));
-        }
-        if (s.host != in.host) {
-            return pinned(
-                fmt::format("shard {} was published on another host ({})", s.index, s.host));
-        }
-        if (s.pid == in.pid) {
-            return pinned(fmt::format(
-                "shard {} was published by this process (CUDA IPC opens other processes' memory)",
-                s.index));
+    // Why not ucx_device, or "" when every shard is a device slot this UCX can read.
+    std::string ucx_why;
+    if (!in.ucx_cuda_memory) {
+        ucx_why = "this UCX cannot register CUDA memory";
+    } else {
+        for (const auto& s : version.shards) {
+            if (s.device_rkey.empty()) {
+                ucx_why = fmt::format(
+                    "this UCX can read device memory, but shard {} (publisher {}) has no device "
+                    "slot registered with UCX",
+                    s.index, s.publisher);
+                break;
+            }
         }
     }
-    return {DeviceWeightPath::kCudaIpc,
-            fmt::format("all {} shards are device slots on this host", version.shards.size())};
+    if (version.shards.empty()) {
+        return {DeviceWeightPath::kPinnedHost, "the version has no shards"};
+    }
+    // Why not CUDA IPC, or "" when every shard is another process's device slot on this host.
+    std::string ipc_why;
+    if (!in.ipc_available) ipc_why = "no device staging to open CUDA IPC handles with";
+    for (const auto& s : version.shards) {
+        if (!ipc_why.empty()) break;
+        if (s.cuda_ipc_handle.empty()) {
+            ipc_why = fmt::format("shard {} (publisher {}) has no device slot to share", s.index,
+                                  s.publisher);
+        } else if (s.host != in.host) {
+            ipc_why = fmt::format("shard {} was published on another host ({})", s.index, s.host);
+        } else if (s.pid == in.pid) {
+            ipc_why = fmt::format(
+                "shard {} was published by this process (CUDA IPC opens other processes' memory)",
+                s.index);
+        }
+    }
+    if (ipc_why.empty()) {
+        return {DeviceWeightPath::kCudaIpc,
+                fmt::format("all {} shards are device slots on this host", version.shards.size())};
+    }
+    if (ucx_why.empty()) {
+        return {DeviceWeightPath::kUcxDevice,
+                fmt::format("all {} shards are device slots registered with UCX, and this UCX "
+                            "reads into device memory ({})",
+                            version.shards.size(), ipc_why)};
+    }
+    return {DeviceWeightPath::kPinnedHost, fmt::format("{}; {}", ipc_why, ucx_why)};
 }
 
 }  // namespace tandem::weights

@@ -78,7 +78,9 @@ private:
 // How a device reader gets a version.
 enum class DeviceWeightPath {
     kPinnedHost,  // fetch into the pinned host buffer, copy each verified chunk to the device
-    kUcxDevice,   // one-sided gets straight between device slots (UCX built with CUDA)
+    kUcxDevice,   // one-sided gets from the publisher's device slots straight into device
+                  // memory (UCX with CUDA on both sides); each chunk copied to the pinned host
+                  // buffer to be verified
     kCudaIpc,     // same node: open the publisher's device slot, no copy
 };
 std::string_view device_weight_path_name(DeviceWeightPath path);
@@ -87,16 +89,19 @@ struct DevicePathInputs {
     std::string host;              // this process's host identity (host_identity())
     int64_t pid = 0;               // this process
     bool ipc_available = false;    // the reader has a device staging that can open handles
-    bool ucx_cuda_memory = false;  // Context::supports_cuda_memory() of the reader's UCX
+    // The reader's UCX can register and get into its device memory: supports_cuda_memory() of
+    // its context, or a staging whose device memory is host memory (DeviceMemoryKind::kHost).
+    bool ucx_cuda_memory = false;
 };
 struct DevicePathChoice {
     DeviceWeightPath path = DeviceWeightPath::kPinnedHost;
     std::string reason;  // names the shard or capability that decided; no capability values
 };
 // kCudaIpc when every shard carries an IPC handle and was published on this host by another
-// process; otherwise kPinnedHost, with the reason. (kUcxDevice needs device slots registered
-// with UCX on both sides, which the publisher does not make yet: the reason says so when this
-// UCX could.)
+// process; else kUcxDevice when every shard is a device slot registered with UCX
+// (ShardDescriptor::device_rkey: the publisher's UCX supports CUDA memory) and this reader's UCX
+// can get into device memory; otherwise kPinnedHost. The reason names the shard or capability
+// that decided.
 DevicePathChoice choose_device_path(const VersionDescriptor& version,
                                     const DevicePathInputs& inputs);
 

@@ -14,12 +14,14 @@
 namespace tandem::weights {
 
 // Device memory for GPU trainers and rollouts. UCX can read device memory directly only when it
-// was built with CUDA support (Context::supports_cuda_memory()); Debian's UCX 1.13 is not, so
-// device weights travel through host memory: the publisher copies device -> pinned slot in chunks
-// while it checksums (device_pipeline.h), the reader copies each verified chunk of its pinned
-// buffer to the device while later chunks are still on the network. On one node a reader can
-// instead open the publisher's device slot through CUDA IPC (Reader::map_device). Each path is
-// logged once and counted in stats.
+// was built with CUDA support (Context::supports_cuda_memory(), detected at run time): then a
+// publisher's device slots are registered with UCX and readers get them straight into device
+// memory (the ucx_device path). Debian's UCX 1.13 is not, so there device weights travel through
+// host memory: the publisher copies device -> pinned slot in chunks while it checksums
+// (device_pipeline.h), the reader copies each verified chunk of its pinned buffer to the device
+// while later chunks are still on the network. On one node a reader can instead open the
+// publisher's device slot through CUDA IPC (Reader::map_device). Each path is logged once and
+// counted in stats.
 //
 // Device memory this object releases on destruction (an allocation, or another process's
 // allocation opened through CUDA IPC). Movable; not thread-safe.
@@ -63,6 +65,12 @@ private:
     Release release_;
 };
 
+// What UCX must be told a staging's device memory is when it registers it (ucp_mem_map) or gets
+// into it (ucp_get_nbx): CUDA memory for a real device; host memory for a staging whose "device"
+// memory is host memory (tests/fakes/fake_device_staging.h can say so, to run the ucx_device path
+// over a UCX without CUDA).
+enum class DeviceMemoryKind { kCuda, kHost };
+
 // Identifies a copy enqueued on a DeviceStaging; copies complete in the order enqueued.
 using CopyTicket = uint64_t;
 
@@ -86,6 +94,8 @@ public:
     static Result<std::unique_ptr<DeviceStaging>> create_on_stream(int device, void* stream);
 
     virtual int device() const = 0;
+    // See DeviceMemoryKind: kCuda unless the "device" memory is host memory.
+    virtual DeviceMemoryKind memory_kind() const { return DeviceMemoryKind::kCuda; }
     virtual Result<DeviceBuffer> allocate(size_t bytes) = 0;
     // Pins host memory (cudaHostRegister) so copies run at DMA speed and enqueueing does not
     // block; idempotent per range.

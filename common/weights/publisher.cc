@@ -220,12 +220,17 @@ Status Publisher::publish_from_device(Version version, const void* device_shard,
                                       DeviceStaging& staging) {
     if (!device_staging_logged_) {
         device_staging_logged_ = true;
+        const bool ucx_device = ucx_can_register(staging);
         log_.info(
             "publishing from device {} through pinned host slots in chunks of {} bytes ({}){}",
             staging.device(), options_.chunk_bytes,
-            ucx_cuda_memory_ ? "device slots over UCX are not implemented yet"
-                             : "this UCX cannot register CUDA memory",
-            options_.device_slots ? "; device slots shared by CUDA IPC on this node" : "");
+            ucx_device ? "this UCX can register the device's memory"
+                       : "this UCX cannot register CUDA memory",
+            !options_.device_slots ? ""
+            : ucx_device
+                ? "; device slots shared by CUDA IPC on this node and registered with UCX for "
+                  "one-sided gets into device memory (ucx_device)"
+                : "; device slots shared by CUDA IPC on this node");
     }
     TANDEM_ASSIGN_OR_RETURN(SlotWriter writer, begin(version));
     Slot& slot = slots_[writer.slot()];
@@ -256,14 +261,34 @@ Status Publisher::publish_from_device(Version version, const void* device_shard,
         stats_.last_copy_seconds = seconds_between(t0, clock_.now());
         ++stats_.device_staged;
         if (slot.device_current) ++stats_.device_slot_exports;
+        if (slot.device_current && slot.device_region) ++stats_.ucx_device_exports;
     }
     return writer.commit_with(Manifest(chunk, range_.size(), std::move(sums)));
+}
+
+bool Publisher::ucx_can_register(const DeviceStaging& staging) const {
+    return ucx_cuda_memory_ || staging.memory_kind() == DeviceMemoryKind::kHost;
 }
 
 Status Publisher::fill_device_slot(Slot& slot, const void* device_shard, DeviceStaging& staging) {
     if (slot.device.data() == nullptr) {
         TANDEM_ASSIGN_OR_RETURN(DeviceBuffer buffer, staging.allocate(range_.size()));
         TANDEM_ASSIGN_OR_RETURN(slot.ipc_handle, staging.export_handle(buffer.data()));
+        if (ucx_can_register(staging)) {
+            const auto kind = staging.memory_kind() == DeviceMemoryKind::kHost
+                                  ? ucx::MemoryRegion::Kind::kHost
+                                  : ucx::MemoryRegion::Kind::kCuda;
+            auto region = ucx::MemoryRegion::register_memory(loop_->shared_worker()->context(),
+                                                             buffer.data(), buffer.size(), kind);
+            if (region.ok()) {
+                slot.device_region = std::move(*region);
+            } else if (!std::exchange(device_region_warned_, true)) {
+                // Same-node readers still open the slot through CUDA IPC; others take the
+                // pinned path.
+                log_.warn("device slots are not offered over UCX (ucx_device): {}",
+                          region.status().message());
+            }
+        }
         slot.device = std::move(buffer);
     }
     TANDEM_RETURN_IF_ERROR(staging.copy_on_device(slot.device.data(), device_shard, range_.size()));
@@ -309,7 +334,13 @@ Status Publisher::commit(uint32_t slot, Version version, std::optional<Manifest>
     s.host = host_identity();
     s.pid = static_cast<int64_t>(getpid());
     s.shm_path = slots_[slot].memory->share_path();
-    if (slots_[slot].device_current) s.cuda_ipc_handle = slots_[slot].ipc_handle;
+    if (slots_[slot].device_current) {
+        s.cuda_ipc_handle = slots_[slot].ipc_handle;
+        if (const auto& region = slots_[slot].device_region) {
+            s.device_remote_address = region->address();
+            s.device_rkey = region->packed_rkey();
+        }
+    }
     d.shards.push_back(std::move(s));
     Status announced = announcer_.announce(d);
     {

@@ -44,8 +44,10 @@ struct PublisherOptions {
     // publish() checksums on a helper thread while it copies the next block (false: inline).
     bool checksum_on_helper_thread = true;
     // publish_from_device() also keeps a device copy of each slot and announces its CUDA IPC
-    // handle, so rollouts on this node open it instead of fetching (Reader::map_device). Costs
-    // `slots` x the shard's bytes of device memory.
+    // handle, so rollouts on this node open it instead of fetching (Reader::map_device); where
+    // this UCX supports CUDA memory (detected at run time) the copy is also registered with UCX
+    // and announced (device_rkey), so readers elsewhere get it straight into their device memory
+    // (the ucx_device path). Costs `slots` x the shard's bytes of device memory.
     bool device_slots = false;
 };
 
@@ -106,10 +108,11 @@ public:
     // and publishes this publisher's shard of it. Nothing is published if the file is bad.
     Status publish_safetensors(const std::string& path, Version version = 0);
     // Publishes this shard from device memory: copied into the (pinned) host slot chunk by chunk,
-    // each chunk checksummed while the next one is copied (copy_from_device_chunked), since UCX
-    // here cannot serve device memory; with device_slots also copied into the slot's device copy
-    // and its CUDA IPC handle announced. A copy failing midway abandons the slot: no version is
-    // committed or announced. Logged once; counted in stats().device_staged.
+    // each chunk checksummed while the next one is copied (copy_from_device_chunked): the host
+    // slot holds the header, the manifest and the bytes every reader can read; with device_slots
+    // also copied into the slot's device copy and its CUDA IPC handle (and, where UCX supports
+    // the staging's memory, its UCX registration) announced. A copy failing midway abandons the
+    // slot: no version is committed or announced. Logged once; counted in stats().device_staged.
     Status publish_from_device(Version version, const void* device_shard, DeviceStaging& staging);
 
     const Layout& layout() const { return layout_; }
@@ -125,6 +128,7 @@ public:
         uint64_t reclaim_waits = 0;        // begin() had to wait for leases to end
         uint64_t device_staged = 0;        // publishes from device memory staged through host
         uint64_t device_slot_exports = 0;  // of those, announced with a CUDA IPC handle
+        uint64_t ucx_device_exports = 0;   // of those, announced registered with UCX too
         double last_copy_seconds = 0;      // copy + checksum of the last publish()
         double last_commit_seconds = 0;    // header + announcement
         size_t live_leases = 0;
@@ -143,6 +147,8 @@ private:
         // device_current while it holds the version being committed (publishing thread only).
         DeviceBuffer device;
         std::vector<std::byte> ipc_handle;
+        // `device` registered with UCX (ucx_device); destroyed before `device` is freed.
+        std::unique_ptr<ucx::MemoryRegion> device_region;
         bool device_current = false;
     };
 
@@ -154,7 +160,11 @@ private:
     Status commit(uint32_t slot, Version version, std::optional<Manifest> manifest);
     // Copies src into dst in blocks, checksumming each chunk on the hasher's thread meanwhile.
     Manifest copy_and_checksum(std::span<std::byte> dst, std::span<const std::byte> src);
-    // Copies the shard into the slot's device copy (allocated and exported on first use).
+    // Whether this UCX can register `staging`'s device memory (CUDA support, or a staging whose
+    // device memory is host memory).
+    bool ucx_can_register(const DeviceStaging& staging) const;
+    // Copies the shard into the slot's device copy (allocated, exported and, where UCX can,
+    // registered on first use).
     Status fill_device_slot(Slot& slot, const void* device_shard, DeviceStaging& staging);
     void abort(uint32_t slot);
 
@@ -177,6 +187,7 @@ private:
     std::unique_ptr<UcxLoop> loop_;
     std::unique_ptr<SourceServer> server_;  // loop thread
     bool ucx_cuda_memory_ = false;          // set in init()
+    bool device_region_warned_ = false;     // publishing thread only
     bool device_staging_logged_ = false;    // publishing thread only
     std::unique_ptr<PieceHasher> hasher_;   // publishing thread only
 

@@ -185,7 +185,9 @@ struct DeviceFetchStats {
     DeviceWeightPath path = DeviceWeightPath::kPinnedHost;
     double seconds = 0;
     uint64_t bytes = 0;
-    uint64_t copies = 0;            // host -> device copies (one per verified chunk)
+    // pinned_host: host -> device copies (one per verified chunk); ucx_device: device -> host
+    // copies (one per chunk got, to verify it on the host).
+    uint64_t copies = 0;
     uint64_t overlapped_bytes = 0;  // of bytes, copied while later chunks were still fetched
     bool via_relay = false;         // read from another reader (relay tree), not the publishers
 };
@@ -254,11 +256,13 @@ public:
     // GPU rollout: fetches `version` like fetch() into the pinned host buffer (from its
     // publishers, or from `relay` when given: every chunk verified against the manifest as
     // there) and copies every chunk to `target` as soon as it is verified, overlapping those
-    // copies with the network reads of later chunks (DeviceUploader). target.version is cleared
-    // at the start and set when all arrived; on failure it stays empty. Like fetch(), swap()
-    // then makes the host copy current, and with `relay` on this reader serves the version
-    // downstream from that host copy while it arrives. Logged once per path; last_device_fetch()
-    // says how it went. fetch_via_relay_tree() adds the publisher fallback.
+    // copies with the network reads of later chunks (DeviceUploader). When device_path() says
+    // kUcxDevice (and no relay is given) the chunks are got from the publishers' device slots
+    // straight into `target` instead, each then copied to the host buffer to be verified.
+    // target.version is cleared at the start and set when all arrived; on failure it stays empty.
+    // Like fetch(), swap() then makes the host copy current, and with `relay` on this reader serves
+    // the version downstream from that host copy while it arrives. Logged once per path;
+    // last_device_fetch() says how it went. fetch_via_relay_tree() adds the publisher fallback.
     Status fetch_to_device(const VersionDescriptor& version, DeviceStaging& staging,
                            DeviceWeights& target, const RelaySource* relay = nullptr);
     // GPU rollout on the publisher's node: opens every shard's device slot through CUDA IPC
@@ -276,6 +280,10 @@ public:
 
 private:
     explicit Reader(std::shared_ptr<Core> core) : core_(std::move(core)) {}
+    // fetch_to_device on the ucx_device path: gets from the publishers' device slots straight
+    // into target, each chunk copied to the pinned host buffer and verified there.
+    Status fetch_device_direct(const VersionDescriptor& version, DeviceStaging& staging,
+                               DeviceWeights& target, const std::string& why);
     std::shared_ptr<Core> core_;
     std::atomic<uint64_t> device_staged_{0};
     mutable std::mutex device_mu_;

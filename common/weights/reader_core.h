@@ -129,6 +129,7 @@ public:
         bool lease_held = false;
         std::vector<std::byte> rkey_bytes;
         ucx::RemoteKey* rkey = nullptr;
+        ucx::RemoteKey* device_rkey = nullptr;  // ucx_device: the shard's device slot
         bool use_get = false;
 
         std::array<std::byte, kSlotHeaderBytes> header_before{};
@@ -176,6 +177,14 @@ public:
         // kPull: told of every chunk once it is verified (its bytes in the buffer, their offset
         // in the layout, their length), on the loop thread; must not block.
         std::function<void(const std::byte* host, uint64_t offset, uint64_t bytes)> on_verified;
+        // kPull on the ucx_device path: chunks are got from each shard's device slot straight
+        // into `device` (the layout's bytes, `device_memory` telling UCX what memory it is), then
+        // each piece is copied by `staging` into the host buffer, where it is verified (and
+        // relayed). The staging is used on the loop thread only while the operation runs.
+        std::byte* device = nullptr;
+        ucs_memory_type_t device_memory = UCS_MEMORY_TYPE_CUDA;
+        DeviceStaging* staging = nullptr;
+        uint64_t device_to_host_copies = 0;
         Clock::TimePoint claim_retry{};
         // kPartial: the result.
         PartialPlan plan;

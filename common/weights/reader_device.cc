@@ -25,7 +25,8 @@ DevicePathChoice Reader::device_path(const VersionDescriptor& version,
     in.host = host_identity();
     in.pid = static_cast<int64_t>(getpid());
     in.ipc_available = staging != nullptr;
-    in.ucx_cuda_memory = core_->ucx_cuda_memory();
+    in.ucx_cuda_memory = core_->ucx_cuda_memory() ||
+                         (staging != nullptr && staging->memory_kind() == DeviceMemoryKind::kHost);
     return choose_device_path(version, in);
 }
 
@@ -57,10 +58,15 @@ Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& 
             version.version, staging.device(), target.buffer.size(), total));
     }
     const DevicePathChoice choice = device_path(version, &staging);
+    // A relay serves its host buffer: reading one is the pinned path whatever the publishers offer.
+    if (choice.path == DeviceWeightPath::kUcxDevice && relay == nullptr) {
+        return fetch_device_direct(version, staging, target, choice.reason);
+    }
     log_path(
         device_mu_, logged_path_, core_->options().reader_id, version,
         DeviceWeightPath::kPinnedHost,
-        choice.path == DeviceWeightPath::kPinnedHost
+        relay != nullptr ? fmt::format("reading relay {} (relays serve host memory)", relay->reader)
+        : choice.path == DeviceWeightPath::kPinnedHost
             ? choice.reason
             : fmt::format("a copy was asked for ({}: map_device() would avoid it)", choice.reason),
         staging.device());
@@ -99,6 +105,46 @@ Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& 
     if (!s.ok()) {
         return s.with_context(
             fmt::format("fetching version {} into device {}", version.version, staging.device()));
+    }
+    device_staged_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+    target.version = version.version;
+    return Status();
+}
+
+Status Reader::fetch_device_direct(const VersionDescriptor& version, DeviceStaging& staging,
+                                   DeviceWeights& target, const std::string& why) {
+    log_path(device_mu_, logged_path_, core_->options().reader_id, version,
+             DeviceWeightPath::kUcxDevice, why, staging.device());
+    // Each chunk's copy to the host (to verify it) is a DMA into pinned memory.
+    for (auto region : core_->buffer_memory()) {
+        TANDEM_RETURN_IF_ERROR(staging.pin(region.data(), region.size())
+                                   .with_context("pinning the reader's host buffer"));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto op = std::make_shared<Core::Operation>();
+    op->kind = Core::Kind::kPull;
+    op->version = version;
+    op->device = static_cast<std::byte*>(target.buffer.data());
+    op->device_memory = staging.memory_kind() == DeviceMemoryKind::kHost ? UCS_MEMORY_TYPE_HOST
+                                                                         : UCS_MEMORY_TYPE_CUDA;
+    op->staging = &staging;
+    // The caller's thread waits here, so the loop thread is the staging's only user meanwhile.
+    // A failed operation may still drain after this returns; it no longer copies by then.
+    Status s = core_->start(op).get();
+    {
+        std::lock_guard<std::mutex> lock(device_mu_);
+        last_device_ = {
+            version.version,
+            DeviceWeightPath::kUcxDevice,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+            s.ok() ? layout().total_bytes() : 0,
+            op->device_to_host_copies,
+            0,
+            false};
+    }
+    if (!s.ok()) {
+        return s.with_context(fmt::format("fetching version {} into device {} by ucx_device",
+                                          version.version, staging.device()));
     }
     device_staged_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
     target.version = version.version;

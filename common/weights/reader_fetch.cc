@@ -20,7 +20,8 @@ namespace tandem::weights {
 void Reader::Core::begin(Operation& op) {
     op.started = clock_.now();
     const Version v = op.version.version;
-    if (op.kind == Kind::kPull) {
+    // A version already here needs no pull, unless the pull also fills device memory.
+    if (op.kind == Kind::kPull && !op.on_verified && op.device == nullptr) {
         std::lock_guard<std::mutex> lock(mu_);
         if ((current_ && current_->version() == v) || (fetched_slot_ && fetched_version_ == v)) {
             op.finished = true;
@@ -432,6 +433,19 @@ Status Reader::Core::accept_lease(Operation& op, ShardFetch& sf) {
         options_.read_path == ReadPath::kGet || (options_.read_path == ReadPath::kAuto && native);
     sf.piece_bytes = std::min<uint64_t>(
         r.chunk_bytes, sf.use_get ? options_.piece_bytes : options_.am_piece_bytes);
+    if (op.device != nullptr) {
+        // ucx_device: data comes by gets from the device slot (a reply cannot land in device
+        // memory), one per chunk, each followed by one copy to the host buffer to verify it.
+        if (sf.shard.device_rkey.empty()) {
+            return invalid_argument(
+                fmt::format("version {} shard {} from {} has no device slot registered with UCX", v,
+                            sf.shard.index, sf.source_name));
+        }
+        TANDEM_ASSIGN_OR_RETURN(sf.device_rkey, sf.conn->rkey(sf.shard.device_remote_address,
+                                                              r.data_bytes, sf.shard.device_rkey));
+        sf.use_get = true;
+        sf.piece_bytes = r.chunk_bytes;
+    }
     sf.ready = r.chunks_ready;
     if (op.kind == Kind::kPartial) {
         // Enough chunk-sized slots for the reads in flight, plus one being finished.
@@ -513,7 +527,6 @@ bool Reader::Core::start_chunk(Operation& op, ShardFetch& sf) {
 }
 
 void Reader::Core::issue_read(Operation& op, ShardFetch& sf, size_t chunk, ChunkWork& work) {
-    (void)op;
     const ByteRange r = sf.manifest.chunk_range(chunk);
     const size_t piece = work.issued++;
     const uint64_t begin = piece * sf.piece_bytes;
@@ -523,7 +536,17 @@ void Reader::Core::issue_read(Operation& op, ShardFetch& sf, size_t chunk, Chunk
     f.piece = piece;
     std::byte* dest = work.dest + begin;
     const uint64_t offset = sf.lease.data_offset + r.begin + begin;
-    if (sf.use_get) {
+    if (op.device != nullptr) {
+        // ucx_device: from the device slot (shard bytes from its offset 0) into device memory.
+        ucp_request_param_t p{};
+        p.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+        p.memory_type = op.device_memory;
+        f.get = ucx::Request(ucp_get_nbx(sf.conn->endpoint->handle(),
+                                         op.device + sf.shard.range.begin + r.begin + begin, length,
+                                         sf.shard.device_remote_address + r.begin + begin,
+                                         sf.device_rkey->handle(), &p),
+                             loop_->worker().handle());
+    } else if (sf.use_get) {
         ucp_request_param_t p{};
         f.get = ucx::Request(ucp_get_nbx(sf.conn->endpoint->handle(), dest, length,
                                          sf.lease.region_address + offset, sf.rkey->handle(), &p),
@@ -667,8 +690,23 @@ void Reader::Core::piece_done(Operation& op, ShardFetch& sf, size_t chunk, size_
     auto it = sf.active.find(chunk);
     if (it == sf.active.end()) return;
     ChunkWork& work = it->second;
-    work.done[piece] = 1;
     const ByteRange r = sf.manifest.chunk_range(chunk);
+    if (op.device != nullptr) {
+        // ucx_device: the piece is in device memory; its copy in the host buffer is what is
+        // verified (and relayed). A failed copy fails the read: the device bytes are unchecked.
+        const uint64_t begin = piece * sf.piece_bytes;
+        const uint64_t length = std::min<uint64_t>(sf.piece_bytes, r.size() - begin);
+        Status copied = op.staging->to_host(
+            work.dest + begin, op.device + sf.shard.range.begin + r.begin + begin, length);
+        if (!copied.ok()) {
+            fail(op, copied.with_context(fmt::format(
+                         "copying chunk {} of version {} shard {} to the host to verify it", chunk,
+                         op.version.version, sf.shard.index)));
+            return;
+        }
+        ++op.device_to_host_copies;
+    }
+    work.done[piece] = 1;
     while (work.submitted < work.pieces && work.done[work.submitted] != 0) {
         const uint64_t begin = work.submitted * sf.piece_bytes;
         const uint64_t length = std::min<uint64_t>(sf.piece_bytes, r.size() - begin);

@@ -187,8 +187,12 @@ for l in (open(p) if os.path.exists(p) else []):
     if not l.strip().startswith("{"): continue
     r = json.loads(l)
     if r.get("skipped") or "error" in r:
-        print("weights gpu:", r.get("reason") or r.get("error")); continue
-    if r["path"] == "pinned_host":
+        print(f"weights gpu {r.get('path', '')}:", r.get("reason") or r.get("error")); continue
+    if r["path"] == "ucx_device":
+        print(f"weights gpu ucx_device (used {r['path_used']}) publish(+device slot)={r['publish_seconds']:.3f}s"
+              f" fetch={r['fetch_seconds']:.3f}s {r['gb_per_s']:.1f} GB/s ratio={r['ratio_to_memcpy']:.2f}"
+              f" verified={r['verified']}")
+    elif r["path"] == "pinned_host":
         print(f"weights gpu pinned {r['bytes']/2**30:.2f} GiB publish={r['publish_seconds']:.3f}s fetch={r['fetch_seconds']:.3f}s"
               f" {r['gb_per_s']:.1f} GB/s memcpy d2h+h2d {r['memcpy_gb_per_s']:.1f} GB/s ratio={r['ratio_to_memcpy']:.2f}"
               f" overlapped={r['fetch_overlapped_fraction']:.2f} verified={r['verified']}")

@@ -34,6 +34,10 @@ public:
     explicit FakeDeviceStaging(int device = 0) : device_(device) {}
 
     int device() const override { return device_; }
+    // kCuda by default, like a real device (UCX without CUDA cannot register it); kHost lets a
+    // UCX without CUDA register and read the fake's memory, to run the ucx_device path on CPU.
+    DeviceMemoryKind memory_kind() const override { return memory_kind_; }
+    void set_memory_kind(DeviceMemoryKind kind) { memory_kind_ = kind; }
 
     Result<DeviceBuffer> allocate(size_t bytes) override {
         auto* p = new std::byte[bytes == 0 ? 1 : bytes]();
@@ -144,6 +148,7 @@ private:
     }
 
     const int device_;
+    DeviceMemoryKind memory_kind_ = DeviceMemoryKind::kCuda;  // set before use
     mutable std::mutex mu_;
     std::deque<Event> queue_;
     std::vector<Event> events_;

@@ -15,6 +15,7 @@
 
 #include "common/weights/publisher.h"
 #include "common/weights/reader.h"
+#include "common/weights/ucx.h"
 #include "tests/fakes/fake_device_staging.h"
 #include "tests/integration/weights/test_support.h"
 
@@ -53,6 +54,20 @@ protected:
         return std::move(*b);
     }
 
+    // A device buffer for the whole layout in `gpu`'s memory.
+    DeviceWeights device_target(FakeDeviceStaging& gpu) {
+        DeviceWeights target;
+        auto buffer = gpu.allocate(layout_.total_bytes());
+        EXPECT_TRUE(buffer.ok());
+        if (buffer.ok()) target.buffer = std::move(*buffer);
+        return target;
+    }
+    // The first byte of `target` that differs from version v's, or nullopt.
+    std::optional<size_t> device_mismatch(const DeviceWeights& target, Version v) {
+        return first_mismatch(
+            {static_cast<const std::byte*>(target.buffer.data()), layout_.total_bytes()}, 41, v);
+    }
+
     Layout layout_;
     VersionDirectory directory_;
 };
@@ -79,10 +94,7 @@ TEST_F(WeightsDevicePath, PublishFromDeviceAndFetchIntoDeviceChunkByChunk) {
     Status s = (*reader)->fetch_to_device(*d, rollout_gpu, target);
     ASSERT_TRUE(s.ok()) << s.to_string();
     ASSERT_EQ(target.version, std::optional<Version>(1));
-    EXPECT_EQ(
-        first_mismatch({static_cast<const std::byte*>(target.buffer.data()), layout_.total_bytes()},
-                       41, 1),
-        std::nullopt);
+    EXPECT_EQ(device_mismatch(target, 1), std::nullopt);
     const auto st = (*reader)->last_device_fetch();
     EXPECT_EQ(st.path, DeviceWeightPath::kPinnedHost);
     EXPECT_EQ(st.bytes, layout_.total_bytes());
@@ -118,8 +130,7 @@ TEST_F(WeightsDevicePath, ACopyFailingMidwayLeavesNoVersionVisible) {
     rollout_gpu.fail_complete_at(2);
     auto reader = Reader::create(reader_options(), layout_);
     ASSERT_TRUE(reader.ok());
-    DeviceWeights target;
-    target.buffer = std::move(*rollout_gpu.allocate(layout_.total_bytes()));
+    DeviceWeights target = device_target(rollout_gpu);
     target.version = 1;  // what it held before
     Status s = (*reader)->fetch_to_device(*directory_.newest(JobId(1)), rollout_gpu, target);
     ASSERT_FALSE(s.ok());
@@ -222,8 +233,7 @@ TEST_F(WeightsDevicePath, ADeviceReaderReadsItsRelayAndRelaysToItsOwnChildren) {
     ASSERT_TRUE((*r1)->fetch(d).ok());
 
     FakeDeviceStaging gpu(0);
-    DeviceWeights target;
-    target.buffer = std::move(*gpu.allocate(layout_.total_bytes()));
+    DeviceWeights target = device_target(gpu);
     const RelayTreeFetch tree = fetch_via_relay_tree(
         std::optional<RelaySource>((*r1)->relay_source()),
         [&](const RelaySource* relay) { return (*r2)->fetch_to_device(d, gpu, target, relay); });
@@ -231,10 +241,7 @@ TEST_F(WeightsDevicePath, ADeviceReaderReadsItsRelayAndRelaysToItsOwnChildren) {
     EXPECT_EQ(tree.source, "job-000001/rollout-1");
     EXPECT_FALSE(tree.relay.has_value());
     ASSERT_EQ(target.version, std::optional<Version>(1));
-    EXPECT_EQ(
-        first_mismatch({static_cast<const std::byte*>(target.buffer.data()), layout_.total_bytes()},
-                       41, 1),
-        std::nullopt);
+    EXPECT_EQ(device_mismatch(target, 1), std::nullopt);
     const DeviceFetchStats st = (*r2)->last_device_fetch();
     EXPECT_TRUE(st.via_relay);
     EXPECT_EQ(st.path, DeviceWeightPath::kPinnedHost);
@@ -271,8 +278,7 @@ TEST_F(WeightsDevicePath, ABadOrDeadRelayIsRefusedAndThePublishersServeTheDevice
     const_cast<std::byte&>(bytes[at]) ^= std::byte{0x5a};
 
     FakeDeviceStaging gpu(0);
-    DeviceWeights target;
-    target.buffer = std::move(*gpu.allocate(layout_.total_bytes()));
+    DeviceWeights target = device_target(gpu);
     auto read = [&](const VersionDescriptor& d) {
         return [&, d](const RelaySource* relay) {
             return (*r2)->fetch_to_device(d, gpu, target, relay);
@@ -290,10 +296,7 @@ TEST_F(WeightsDevicePath, ABadOrDeadRelayIsRefusedAndThePublishersServeTheDevice
     EXPECT_NE(tree.relay->message().find("relay job-000001/rollout-1"), std::string::npos)
         << tree.relay->message();
     ASSERT_EQ(target.version, std::optional<Version>(1));
-    EXPECT_EQ(
-        first_mismatch({static_cast<const std::byte*>(target.buffer.data()), layout_.total_bytes()},
-                       41, 1),
-        std::nullopt);
+    EXPECT_EQ(device_mismatch(target, 1), std::nullopt);
     EXPECT_FALSE((*r2)->last_device_fetch().via_relay);
 
     // The relay is gone: the read of it fails (unreachable or silent), the publishers serve.
@@ -307,10 +310,107 @@ TEST_F(WeightsDevicePath, ABadOrDeadRelayIsRefusedAndThePublishersServeTheDevice
     ASSERT_TRUE(tree.relay.has_value());
     std::cout << "dead relay: " << tree.relay->to_string() << "\n";
     ASSERT_EQ(target.version, std::optional<Version>(2));
-    EXPECT_EQ(
-        first_mismatch({static_cast<const std::byte*>(target.buffer.data()), layout_.total_bytes()},
-                       41, 2),
-        std::nullopt);
+    EXPECT_EQ(device_mismatch(target, 2), std::nullopt);
+}
+
+TEST_F(WeightsDevicePath, WithoutCudaInUcxDeviceSlotsAreNotOfferedOverUcxAndThePinnedPathRuns) {
+    auto probe = ucx::Context::create(publisher_options().ucx);
+    ASSERT_TRUE(probe.ok()) << probe.status().to_string();
+    if ((*probe)->supports_cuda_memory()) {
+        GTEST_SKIP() << "this UCX reports CUDA memory support; tandem_gpu_weights covers it";
+    }
+    FakeDeviceStaging trainer_gpu(0);  // DeviceMemoryKind::kCuda, like a real device
+    PublisherOptions po = publisher_options();
+    po.device_slots = true;
+    auto publisher = Publisher::create(po, layout_, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    DeviceBuffer src = device_version(trainer_gpu, 1);
+    ASSERT_TRUE((*publisher)->publish_from_device(1, src.data(), trainer_gpu).ok());
+    EXPECT_EQ((*publisher)->stats().device_slot_exports, 1u);  // CUDA IPC for this node
+    EXPECT_EQ((*publisher)->stats().ucx_device_exports, 0u);
+    VersionDescriptor d = *directory_.newest(JobId(1));
+    EXPECT_TRUE(d.shards[0].device_rkey.empty());
+    d.shards[0].host = "another-host";  // as a rollout elsewhere sees it
+
+    FakeDeviceStaging rollout_gpu(1);
+    auto reader = Reader::create(reader_options(), layout_);
+    ASSERT_TRUE(reader.ok());
+    const DevicePathChoice choice = (*reader)->device_path(d, &rollout_gpu);
+    EXPECT_EQ(choice.path, DeviceWeightPath::kPinnedHost);
+    EXPECT_NE(choice.reason.find("this UCX cannot register CUDA memory"), std::string::npos)
+        << choice.reason;
+    DeviceWeights target = device_target(rollout_gpu);
+    ASSERT_TRUE((*reader)->fetch_to_device(d, rollout_gpu, target).ok());
+    EXPECT_EQ((*reader)->last_device_fetch().path, DeviceWeightPath::kPinnedHost);
+    EXPECT_EQ(device_mismatch(target, 1), std::nullopt);
+}
+
+// The ucx_device path end to end on CPU: the fake's "device" memory is host memory and says so
+// (DeviceMemoryKind::kHost), so this UCX registers the publisher's device slots and gets from
+// them into the reader's "device" buffer, as a CUDA-enabled UCX would with GPU memory.
+TEST_F(WeightsDevicePath, UcxDeviceSlotsAreGotStraightIntoDeviceMemoryAndVerifiedOnTheHost) {
+    FakeDeviceStaging trainer_gpu(0);
+    trainer_gpu.set_memory_kind(DeviceMemoryKind::kHost);
+    PublisherOptions po = publisher_options();
+    po.device_slots = true;
+    auto publisher = Publisher::create(po, layout_, directory_);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    DeviceBuffer src = device_version(trainer_gpu, 1);
+    ASSERT_TRUE((*publisher)->publish_from_device(1, src.data(), trainer_gpu).ok());
+    EXPECT_EQ((*publisher)->stats().ucx_device_exports, 1u);
+    VersionDescriptor d = *directory_.newest(JobId(1));
+    ASSERT_FALSE(d.shards[0].device_rkey.empty());
+    EXPECT_NE(describe_for_log(d).find("+ucx_device"), std::string::npos);
+    auto via_wire = decode_wire(encode_wire(d).body, encode_wire(d).frames);
+    ASSERT_TRUE(via_wire.ok()) << via_wire.status().to_string();
+    EXPECT_EQ(via_wire->shards[0].device_rkey, d.shards[0].device_rkey);
+    EXPECT_EQ(via_wire->shards[0].device_remote_address, d.shards[0].device_remote_address);
+
+    FakeDeviceStaging rollout_gpu(1);
+    rollout_gpu.set_memory_kind(DeviceMemoryKind::kHost);
+    ReaderOptions ro = reader_options();
+    ro.relay = true;
+    auto reader = Reader::create(ro, layout_);
+    ASSERT_TRUE(reader.ok());
+    // Same process: CUDA IPC cannot serve, ucx_device can.
+    EXPECT_EQ((*reader)->device_path(d, &rollout_gpu).path, DeviceWeightPath::kUcxDevice);
+    DeviceWeights target = device_target(rollout_gpu);
+    Status s = (*reader)->fetch_to_device(d, rollout_gpu, target);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    ASSERT_EQ(target.version, std::optional<Version>(1));
+    EXPECT_EQ(device_mismatch(target, 1), std::nullopt);
+    const DeviceFetchStats st = (*reader)->last_device_fetch();
+    EXPECT_EQ(st.path, DeviceWeightPath::kUcxDevice);
+    EXPECT_EQ(st.bytes, layout_.total_bytes());
+    EXPECT_EQ(st.copies, (layout_.total_bytes() + kChunk - 1) / kChunk);  // one D2H per chunk
+    EXPECT_EQ(rollout_gpu.enqueued(), st.copies);  // no host -> device copy at all
+    // The verified host copy is there too: swap() and relaying work as after fetch().
+    const RelaySource me = (*reader)->relay_source();
+    auto child = Reader::create(reader_options(), layout_);
+    ASSERT_TRUE(child.ok());
+    ASSERT_TRUE((*child)->fetch(d, &me).ok());
+    ASSERT_TRUE((*child)->swap());
+    EXPECT_EQ(first_mismatch((*child)->current()->bytes(), 41, 1), std::nullopt);
+    ASSERT_TRUE((*reader)->swap());
+    EXPECT_EQ((*reader)->current()->version(), 1u);
+
+    // Fetching the same version again still fills the device buffer.
+    std::memset(target.buffer.data(), 0, layout_.total_bytes());
+    ASSERT_TRUE((*reader)->fetch_to_device(d, rollout_gpu, target).ok());
+    EXPECT_EQ(device_mismatch(target, 1), std::nullopt);
+
+    // A device slot whose bytes went bad: the chunk fails its checksum twice and the version is
+    // refused, leaving no version in the target.
+    ASSERT_TRUE((*publisher)->publish_from_device(2, src.data(), trainer_gpu).ok());
+    VersionDescriptor d2 = *directory_.newest(JobId(1));
+    reinterpret_cast<std::byte*>(d2.shards[0].device_remote_address)[3 * kChunk + 5] ^=
+        std::byte{0x21};
+    Status bad = (*reader)->fetch_to_device(d2, rollout_gpu, target);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.code(), StatusCode::kDataLoss) << bad.to_string();
+    EXPECT_NE(bad.message().find("chunk 3 of shard 0"), std::string::npos) << bad.message();
+    EXPECT_NE(bad.message().find("by ucx_device"), std::string::npos) << bad.message();
+    EXPECT_FALSE(target.version.has_value());
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // GPU weights: publish from device memory and copy fetched weights to device memory, staged
-// through pinned host memory; the pipelined paths (chunked publish, fetch_to_device); CUDA IPC
-// between two processes on one device. Skips with the reason when there is no CUDA device (or no
+// through pinned host memory; the pipelined paths (chunked publish, fetch_to_device); one-sided
+// gets into device memory where UCX supports CUDA (ucx_device); CUDA IPC between two processes on
+// one device. Skips with the reason when there is no CUDA device (or no
 // CUDA). The same logic runs on CPU over a fake staging in weights_device_path_test.cc.
 
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include "common/weights/device_staging.h"
 #include "common/weights/publisher.h"
 #include "common/weights/reader.h"
+#include "common/weights/ucx.h"
 #include "tests/integration/weights/test_support.h"
 
 namespace tandem::weights::testing {
@@ -114,6 +116,57 @@ TEST(WeightsGpu, PipelinedPublishFromDeviceAndFetchIntoDevice) {
     EXPECT_EQ(st.copies, (layout.total_bytes() + po.chunk_bytes - 1) / po.chunk_bytes);
     auto back = to_host(**staging, target.buffer.data(), layout.total_bytes());
     EXPECT_EQ(first_mismatch(back.span(), 32, 1), std::nullopt);
+}
+
+// ucx_device: where this UCX reports CUDA memory support (ucp_context_query), the publisher
+// registers its device slots with UCX and the reader gets them straight into device memory, each
+// chunk copied back to the host to be verified. Debian's UCX (bundled by deploy/gpu/bundle.sh)
+// has no CUDA: then this skips, and the pinned path above is what runs.
+TEST(WeightsGpu, UcxDeviceSlotsAreGotStraightIntoDeviceMemory) {
+    auto staging = DeviceStaging::create(0);
+    if (!staging.ok()) GTEST_SKIP() << staging.status().message();
+    PublisherOptions po;
+    po.job = JobId(1);
+    po.chunk_bytes = 1 << 20;
+    po.device_slots = true;  // UCX's default transports: its CUDA ones where it has them
+    auto context = ucx::Context::create(po.ucx);
+    ASSERT_TRUE(context.ok()) << context.status().to_string();
+    if (!(*context)->supports_cuda_memory()) {
+        GTEST_SKIP() << "this UCX cannot register CUDA memory (ucp_context_query reports no "
+                        "UCS_MEMORY_TYPE_CUDA); device weights take pinned_host";
+    }
+    const Layout layout = random_layout(34, 32 << 20);
+    auto host = *HostBuffer::allocate(layout.total_bytes());
+    fill_version(host.span(), 34, 1);
+    auto src = (*staging)->allocate(layout.total_bytes());
+    ASSERT_TRUE(src.ok());
+    ASSERT_TRUE((*staging)->to_device(src->data(), host.data(), host.size()).ok());
+
+    VersionDirectory directory;
+    auto publisher = Publisher::create(po, layout, directory);
+    ASSERT_TRUE(publisher.ok()) << publisher.status().to_string();
+    ASSERT_TRUE((*publisher)->publish_from_device(1, src->data(), **staging).ok());
+    EXPECT_EQ((*publisher)->stats().ucx_device_exports, 1u) << "see the publisher's warning";
+    const VersionDescriptor d = *directory.newest(JobId(1));
+    ASSERT_FALSE(d.shards[0].device_rkey.empty());
+
+    ReaderOptions ro;
+    ro.job = JobId(1);
+    auto reader = Reader::create(ro, layout);
+    ASSERT_TRUE(reader.ok());
+    const DevicePathChoice choice = (*reader)->device_path(d, staging->get());
+    ASSERT_EQ(choice.path, DeviceWeightPath::kUcxDevice) << choice.reason;
+    DeviceWeights target;
+    target.buffer = std::move(*(*staging)->allocate(layout.total_bytes()));
+    Status fetched = (*reader)->fetch_to_device(d, **staging, target);
+    ASSERT_TRUE(fetched.ok()) << fetched.to_string();
+    const auto st = (*reader)->last_device_fetch();
+    std::cout << fmt::format(
+        "weights gpu ucx_device: {} MiB in {:.3f} s, {} device -> host copies\n",
+        layout.total_bytes() >> 20, st.seconds, st.copies);
+    EXPECT_EQ(st.path, DeviceWeightPath::kUcxDevice);
+    auto back = to_host(**staging, target.buffer.data(), layout.total_bytes());
+    EXPECT_EQ(first_mismatch(back.span(), 34, 1), std::nullopt);
 }
 
 // The IPC test runs this binary again as the reader process (a fork of a process that already

@@ -429,10 +429,14 @@ TEST_F(HttpApiRolesTest, OwnershipSurvivesARestartOfTheApi) {
 
 TEST_F(HttpApiRolesTest, DescriptorsOnlyForActorsAndAdmin) {
     submit_ok(JobYaml{});
-    // "c2VjcmV0" is the rkey, "aXBjLXNlY3JldA==" a CUDA IPC handle: capabilities both.
-    const Json descriptor = {
-        {"fingerprint", "f"},
-        {"shards", {{{"rkey", "c2VjcmV0"}, {"cuda_ipc_handle", "aXBjLXNlY3JldA=="}}}}};
+    // "c2VjcmV0" is the rkey, "aXBjLXNlY3JldA==" a CUDA IPC handle, "ZGV2LXNlY3JldA==" a device
+    // slot's rkey: capabilities all.
+    const Json descriptor = {{"fingerprint", "f"},
+                             {"shards",
+                              {{{"rkey", "c2VjcmV0"},
+                                {"cuda_ipc_handle", "aXBjLXNlY3JldA=="},
+                                {"device_rkey", "ZGV2LXNlY3JldA=="},
+                                {"device_remote_address", 1234567}}}}};
     ASSERT_TRUE(versions_->publish(JobId(1), 0, descriptor, "t0").ok());
     for (const std::string p : {"/api/v1/jobs/1/versions/latest", "/api/v1/jobs/1/versions/0",
                                 "/api/v1/jobs/1/versions/0/source"}) {
@@ -446,6 +450,8 @@ TEST_F(HttpApiRolesTest, DescriptorsOnlyForActorsAndAdmin) {
     ASSERT_EQ(viewed.status, 200);
     EXPECT_THAT(viewed.body, Not(HasSubstr("c2VjcmV0")));
     EXPECT_THAT(viewed.body, Not(HasSubstr("aXBjLXNlY3JldA==")));
+    EXPECT_THAT(viewed.body, Not(HasSubstr("ZGV2LXNlY3JldA==")));
+    EXPECT_THAT(viewed.body, Not(HasSubstr("1234567")));
     EXPECT_EQ(body_of(viewed)["versions"][0]["descriptor"]["fingerprint"], "f");  // the rest stays
     EXPECT_THAT(get("/api/v1/jobs/1/versions", {}, bearer("actor-token")).body,
                 HasSubstr("c2VjcmV0"));

@@ -62,6 +62,8 @@ void expect_same(const VersionDescriptor& a, const VersionDescriptor& b) {
         EXPECT_EQ(x.shm_path, y.shm_path);
         EXPECT_EQ(x.pid, y.pid);
         EXPECT_EQ(x.cuda_ipc_handle, y.cuda_ipc_handle);
+        EXPECT_EQ(x.device_rkey, y.device_rkey);
+        EXPECT_EQ(x.device_remote_address, y.device_remote_address);
     }
 }
 
@@ -152,6 +154,38 @@ TEST(VersionDescriptor, MalformedCudaIpcHandleIsRefusedNamingTheShard) {
     auto bad_frame = decode_wire(w.body, w.frames);
     ASSERT_FALSE(bad_frame.ok());
     EXPECT_NE(bad_frame.status().message().find("cuda_ipc_handle_frame 9"), std::string::npos)
+        << bad_frame.status().message();
+}
+
+TEST(VersionDescriptor, UcxDeviceSlotRoundTripsInBothFormsAndNeedsBothFields) {
+    VersionDescriptor d = two_shards();
+    d.shards[1].device_rkey = bytes_of("DEVRKEY-bytes");
+    d.shards[1].device_remote_address = 0x7e0000002000ull;
+    nlohmann::json j = to_json(d);
+    EXPECT_FALSE(j["shards"][0].contains("device_rkey"));  // absent, not empty
+    auto back = descriptor_from_json(j);
+    ASSERT_TRUE(back.ok()) << back.status().to_string();
+    expect_same(d, *back);
+    WireDescriptor w = encode_wire(d);
+    EXPECT_FALSE(w.body["shards"][0].contains("device_rkey_frame"));
+    auto wired = decode_wire(w.body, w.frames);
+    ASSERT_TRUE(wired.ok()) << wired.status().to_string();
+    expect_same(d, *wired);
+    const std::string line = describe_for_log(d);
+    EXPECT_NE(line.find("+ucx_device"), std::string::npos) << line;
+    EXPECT_EQ(line.find("DEVRKEY"), std::string::npos) << line;
+    EXPECT_EQ(line.find("7e0000002000"), std::string::npos) << line;
+
+    j["shards"][1].erase("device_remote_address");
+    auto half = descriptor_from_json(j);
+    ASSERT_FALSE(half.ok());
+    EXPECT_NE(half.status().message().find("shard 1: a device slot needs both device_rkey"),
+              std::string::npos)
+        << half.status().message();
+    w.body["shards"][1]["device_rkey_frame"] = 11;
+    auto bad_frame = decode_wire(w.body, w.frames);
+    ASSERT_FALSE(bad_frame.ok());
+    EXPECT_NE(bad_frame.status().message().find("device_rkey_frame 11"), std::string::npos)
         << bad_frame.status().message();
 }
 

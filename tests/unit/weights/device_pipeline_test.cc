@@ -322,10 +322,46 @@ TEST(ChooseDevicePath, ThePinnedReasonSaysWhatUcxCanDo) {
     in.ucx_cuda_memory = true;
     c = choose_device_path(two_shards(false, "h", 2), in);
     EXPECT_EQ(c.path, DeviceWeightPath::kPinnedHost);
-    EXPECT_NE(c.reason.find("can register CUDA memory, but publishers keep their slots in host"),
+    EXPECT_NE(c.reason.find("this UCX can read device memory, but shard 0 (publisher "
+                            "job-000005/trainer-0) has no device slot registered with UCX"),
               std::string::npos)
         << c.reason;
     EXPECT_EQ(choose_device_path(VersionDescriptor{}, in).path, DeviceWeightPath::kPinnedHost);
+}
+
+TEST(ChooseDevicePath, UcxDeviceWhenBothSidesRegisterDeviceMemoryAndIpcCannotServe) {
+    VersionDescriptor d = two_shards(true, "node-b/boot-9", 200);  // another host
+    for (auto& s : d.shards) {
+        s.device_rkey.assign(16, std::byte{7});
+        s.device_remote_address = 0x7f0000000000 + s.index;
+    }
+    DevicePathInputs in{"node-a/boot-1", 100, true, true};
+    auto c = choose_device_path(d, in);
+    EXPECT_EQ(c.path, DeviceWeightPath::kUcxDevice) << c.reason;
+    EXPECT_EQ(device_weight_path_name(c.path), "ucx_device");
+    EXPECT_NE(c.reason.find("shard 0 was published on another host"), std::string::npos)
+        << c.reason;
+    // This reader's UCX has no CUDA (Debian's): pinned, saying so.
+    in.ucx_cuda_memory = false;
+    c = choose_device_path(d, in);
+    EXPECT_EQ(c.path, DeviceWeightPath::kPinnedHost);
+    EXPECT_NE(c.reason.find("this UCX cannot register CUDA memory"), std::string::npos) << c.reason;
+    // One shard's publisher could not register its slot.
+    in.ucx_cuda_memory = true;
+    d.shards[1].device_rkey.clear();
+    c = choose_device_path(d, in);
+    EXPECT_EQ(c.path, DeviceWeightPath::kPinnedHost);
+    EXPECT_NE(c.reason.find("shard 1 (publisher job-000005/trainer-1) has no device slot "
+                            "registered with UCX"),
+              std::string::npos)
+        << c.reason;
+    // Same host, another process: CUDA IPC still wins (no copy at all).
+    d = two_shards(true, "node-a/boot-1", 200);
+    for (auto& s : d.shards) {
+        s.device_rkey.assign(16, std::byte{7});
+        s.device_remote_address = 0x7f0000000000;
+    }
+    EXPECT_EQ(choose_device_path(d, in).path, DeviceWeightPath::kCudaIpc);
 }
 
 TEST(FakeDeviceStaging, IpcHandlesOpenTheExportedMemoryAndCloseOnce) {
