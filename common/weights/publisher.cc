@@ -278,8 +278,11 @@ Status Publisher::fill_device_slot(Slot& slot, const void* device_shard, DeviceS
             const auto kind = staging.memory_kind() == DeviceMemoryKind::kHost
                                   ? ucx::MemoryRegion::Kind::kHost
                                   : ucx::MemoryRegion::Kind::kCuda;
-            auto region = ucx::MemoryRegion::register_memory(loop_->shared_worker()->context(),
-                                                             buffer.data(), buffer.size(), kind);
+            // On the loop thread, which owns the worker and the context's registrations.
+            auto region = loop_->call([&] {
+                return ucx::MemoryRegion::register_memory(loop_->shared_worker()->context(),
+                                                          buffer.data(), buffer.size(), kind);
+            });
             if (region.ok()) {
                 slot.device_region = std::move(*region);
             } else if (!std::exchange(device_region_warned_, true)) {

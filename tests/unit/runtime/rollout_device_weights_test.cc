@@ -84,6 +84,7 @@ public:
         in.host = kHost;
         in.pid = 200;
         in.ipc_available = true;
+        in.ucx_cuda_memory = ucx_cuda;
         return weights::choose_device_path(v, in);
     }
     Result<std::shared_ptr<const weights::DeviceMappedWeights>> map(
@@ -124,7 +125,11 @@ public:
         const auto vals = values(v.version);
         std::memcpy(target.buffer.data(), vals.data(), kBytes);
         target.version = v.version;
-        last_ = {v.version, DeviceWeightPath::kPinnedHost, 0.002, kBytes, 1, kBytes};
+        // As Reader::fetch_to_device: ucx_device when chosen, unless a relay serves (host memory).
+        const bool direct = relay == nullptr && path(v).path == DeviceWeightPath::kUcxDevice;
+        last_ = {v.version, direct ? DeviceWeightPath::kUcxDevice : DeviceWeightPath::kPinnedHost,
+                 0.002,     kBytes,
+                 1,         direct ? 0 : kBytes};
         return Status();
     }
     Result<weights::DeviceBuffer> allocate(uint64_t bytes) override {
@@ -136,6 +141,7 @@ public:
     std::optional<weights::RelaySource> relay_source() const override { return mine; }
 
     bool fail_map = false, fail_fetch = false, fail_relay = false;
+    bool ucx_cuda = false;                     // this reader's UCX supports CUDA memory
     std::optional<weights::RelaySource> mine;  // set: the reader relays
     int allocations = 0;
     std::shared_ptr<std::atomic<bool>> lease_lost = std::make_shared<std::atomic<bool>>(false);
@@ -319,6 +325,30 @@ TEST(DeviceRolloutWeights, ARelayingRolloutReadsTheRelayTheTreeNamesAndFallsBack
     ASSERT_FALSE(s.ok());
     EXPECT_NE(s.message().find("publisher gone"), std::string::npos) << s.message();
     EXPECT_NE(s.message().find("relay job-000001/rollout-3"), std::string::npos) << s.message();
+}
+
+TEST(DeviceRolloutWeights, DeviceSlotsRegisteredWithUcxAreFetchedByUcxDeviceUnlessARelayServes) {
+    Rig rig;
+    rig.source.ucx_cuda = true;
+    weights::VersionDescriptor d = version(1, "trainer-host", true);
+    d.shards[0].device_rkey.assign(8, std::byte{3});
+    d.shards[0].device_remote_address = 0x1000;
+    ASSERT_TRUE(rig.fetch(d).ok());
+    EXPECT_EQ(rig.dw.stats().ucx_device, 1u);
+    EXPECT_EQ(rig.dw.stats().last_path, "ucx_device");
+    EXPECT_TRUE(rig.logged("weights version 1 on device 0 by ucx_device from publisher"));
+    ASSERT_TRUE(rig.dw.swap().ok());
+    EXPECT_EQ(rig.sink.weights, values(1));
+
+    // In a relay tree the relay serves its host copy: pinned_host, whatever the publishers offer.
+    rig.source.mine = weights::RelaySource{"job-000001/rollout-0", {}, kHost, 200};
+    rig.rt.relay_answer =
+        runtime::RelayChoice(weights::RelaySource{"job-000001/rollout-3", {}, "other-host", 300});
+    d.version = 2;
+    ASSERT_TRUE(rig.fetch(d).ok());
+    EXPECT_EQ(rig.dw.stats().pinned_host, 1u);
+    EXPECT_EQ(rig.dw.stats().via_relay, 1u);
+    EXPECT_EQ(rig.dw.stats().last_path, "pinned_host");
 }
 
 TEST(DeviceRolloutWeights, AVersionMappedThroughCudaIpcNeverJoinsTheRelayTree) {
