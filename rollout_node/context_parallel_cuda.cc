@@ -76,7 +76,9 @@ public:
         kernels::RingEndpointOptions eo;
         eo.placement = p.placement;
         eo.cuda_device = k.device;
-        eo.nccl_stream = k.stream->handle();
+        // nccl_stream left null: NCCL shifts on a stream of the transport's own, ordered against
+        // the rank's stream by events (order_after / order_before), so the next block travels
+        // while this one is attended, as the device ring's own tests run it.
         eo.ops = &k.ops->ring();
         TANDEM_ASSIGN_OR_RETURN(k.endpoint, kernels::make_ring_endpoint(*k.bootstrap, eo));
         TANDEM_ASSIGN_OR_RETURN(k.rank, gpu::DeviceContextParallelRank::create(
