@@ -18,7 +18,7 @@ namespace tandem::cli {
 
 namespace {
 
-constexpr const char* kUsage =
+constexpr const char* kConfigUsage =
     "usage: tandem config check -f FILE [KEY.PATH=VALUE ...]\n"
     "  Validates a cluster file (it has 'nodes') or a job file (it has 'kind'), applies the\n"
     "  overrides, and prints the resolved configuration with every default filled in.\n"
@@ -33,16 +33,16 @@ int check(const std::vector<std::string>& argv) {
                  .aliases = {{"-f", "--file"}, {"-h", "--help"}}};
     auto args = parse_args(argv, spec);
     if (!args.ok()) {
-        std::cerr << "tandem config check: " << args.status().message() << "\n" << kUsage;
+        std::cerr << "tandem config check: " << args.status().message() << "\n" << kConfigUsage;
         return kExitUsage;
     }
     if (args->has("--help")) {
-        std::cout << kUsage;
+        std::cout << kConfigUsage;
         return kExitOk;
     }
     const auto file = args->get("--file");
     if (!file) {
-        std::cerr << "tandem config check: -f FILE is required\n" << kUsage;
+        std::cerr << "tandem config check: -f FILE is required\n" << kConfigUsage;
         return kExitUsage;
     }
     auto overrides = config::parse_overrides(args->positional);
@@ -90,11 +90,11 @@ int check(const std::vector<std::string>& argv) {
 
 int cmd_config(const std::vector<std::string>& args) {
     if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-        (args.empty() ? std::cerr : std::cout) << kUsage;
+        (args.empty() ? std::cerr : std::cout) << kConfigUsage;
         return args.empty() ? kExitUsage : kExitOk;
     }
     if (args[0] == "check") return check({args.begin() + 1, args.end()});
-    std::cerr << "tandem config: unknown subcommand '" << args[0] << "'\n" << kUsage;
+    std::cerr << "tandem config: unknown subcommand '" << args[0] << "'\n" << kConfigUsage;
     return kExitUsage;
 }
 

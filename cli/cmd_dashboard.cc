@@ -13,7 +13,7 @@ namespace tandem::cli {
 
 namespace {
 
-constexpr const char* kUsage =
+constexpr const char* kDashboardUsage =
     "usage: tandem dashboard [--run-dir DIR] [--state-dir DIR] [--port P] [--bind ADDR]\n"
     "  Serves the dashboard of a stopped cluster from its state directory (default\n"
     "  RUN_DIR/state, RUN_DIR default .tandem), read-only, on http://ADDR:P (default\n"
@@ -26,8 +26,8 @@ int cmd_dashboard(const std::vector<std::string>& argv) {
                  .options = {"--run-dir", "--state-dir", "--port", "--bind", "--web-dir"}};
     auto args = parse_args(argv, spec);
     if (!args.ok()) return report(args.status().with_context("tandem dashboard"));
-    if (args->has("--help")) return std::cout << kUsage, kExitOk;
-    if (!args->positional.empty()) return std::cerr << kUsage, kExitUsage;
+    if (args->has("--help")) return std::cout << kDashboardUsage, kExitOk;
+    if (!args->positional.empty()) return std::cerr << kDashboardUsage, kExitUsage;
     coord::HistoryOptions o;
     const std::string run_dir = args->get("--run-dir").value_or(".tandem");
     o.state_dir = args->get("--state-dir").value_or(run_dir + "/state");

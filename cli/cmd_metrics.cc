@@ -14,7 +14,7 @@ namespace tandem::cli {
 
 namespace {
 
-constexpr const char* kUsage =
+constexpr const char* kMetricsUsage =
     "usage: tandem job metrics JOB [--output csv|json] [--address URL] [--token T] [--run-dir "
     "DIR]\n";
 constexpr int kPage = 10000;  // the API's largest page
@@ -42,14 +42,14 @@ int cmd_job_metrics(const std::vector<std::string>& argv) {
     add_cluster_options(spec);
     auto args = parse_args(argv, spec);
     if (!args.ok()) return report(args.status().with_context("tandem job metrics"));
-    if (args->has("--help")) return std::cout << kUsage, kExitOk;
+    if (args->has("--help")) return std::cout << kMetricsUsage, kExitOk;
     // argv[0] is "metrics".
-    if (args->positional.size() != 2) return std::cerr << kUsage, kExitUsage;
+    if (args->positional.size() != 2) return std::cerr << kMetricsUsage, kExitUsage;
     const std::string output = args->get("--output").value_or("csv");
     if (output != "csv" && output != "json") {
         std::cerr << fmt::format("tandem job metrics: --output: expected csv or json, got \"{}\"\n",
                                  output)
-                  << kUsage;
+                  << kMetricsUsage;
         return kExitUsage;
     }
     Args cluster_args = *args;

@@ -30,7 +30,7 @@ namespace tandem::cli {
 
 namespace {
 
-constexpr const char* kUsage =
+constexpr const char* kModelUsage =
     "usage: tandem model COMMAND --model DIR [OPTIONS]\n"
     "  info      [--output json]   architecture, sizes, RoPE, stored dtypes, resident bytes,\n"
     "                              tokenizer; reads headers only\n"
@@ -527,13 +527,13 @@ int run_eval(const Args& args, const std::string& dir) {
 
 int cmd_model(const std::vector<std::string>& argv) {
     if (argv.empty() || argv[0] == "--help" || argv[0] == "-h") {
-        (argv.empty() ? std::cerr : std::cout) << kUsage;
+        (argv.empty() ? std::cerr : std::cout) << kModelUsage;
         return argv.empty() ? kExitUsage : kExitOk;
     }
     const std::string sub = argv[0];
     if (sub != "info" && sub != "tokenize" && sub != "logits" && sub != "generate" &&
         sub != "eval" && sub != "create") {
-        std::cerr << "tandem model: unknown subcommand '" << sub << "'\n" << kUsage;
+        std::cerr << "tandem model: unknown subcommand '" << sub << "'\n" << kModelUsage;
         return kExitUsage;
     }
     ArgSpec spec{.flags = {"--add-special", "--help"},
@@ -543,11 +543,12 @@ int cmd_model(const std::vector<std::string>& argv) {
                  .aliases = {{"-h", "--help"}, {"-f", "--file"}}};
     auto args = parse_args({argv.begin() + 1, argv.end()}, spec);
     if (!args.ok()) {
-        std::cerr << "tandem model " << sub << ": " << args.status().message() << "\n" << kUsage;
+        std::cerr << "tandem model " << sub << ": " << args.status().message() << "\n"
+                  << kModelUsage;
         return kExitUsage;
     }
     if (args->has("--help")) {
-        std::cout << kUsage;
+        std::cout << kModelUsage;
         return kExitOk;
     }
     if (!args->positional.empty() && sub != "eval") {

@@ -22,7 +22,7 @@ namespace tandem::model {
 
 namespace {
 
-float* sized(std::vector<float>& v, int64_t n) {
+float* sized_nonempty(std::vector<float>& v, int64_t n) {
     // Never empty, so a rank with no rows still passes valid pointers to the collectives.
     const int64_t want = std::max<int64_t>(n, 1);
     if (static_cast<int64_t>(v.size()) < want) v.resize(static_cast<size_t>(want));
@@ -334,20 +334,20 @@ Status ContextParallelGenerator::Impl::prefill(int r, const float* params,
         for (int64_t i = 0; i < seg.rows; ++i) R.pos.push_back(static_cast<int32_t>(seg.pos0 + i));
     }
     const ParamPtrs<const float> w(index, params);
-    float* x = sized(R.x, n * h);
+    float* x = sized_nonempty(R.x, n * h);
     for (int64_t i = 0; i < n; ++i) {
         std::memcpy(x + i * h, w.embed + static_cast<int64_t>(prompt[R.pos[i]]) * h,
                     sizeof(float) * h);
     }
-    float* a = sized(R.a, n * h);
-    float* rstd = sized(R.rstd, n);
-    float* q = sized(R.q, n * qd);
-    float* k = sized(R.k, n * kvd);
-    float* v = sized(R.v, n * kvd);
-    float* o = sized(R.o, n * qd);
-    float* lse = sized(R.lse, n * c.num_heads);
-    float* g = sized(R.g, n * inter);
-    float* u = sized(R.u, n * inter);
+    float* a = sized_nonempty(R.a, n * h);
+    float* rstd = sized_nonempty(R.rstd, n);
+    float* q = sized_nonempty(R.q, n * qd);
+    float* k = sized_nonempty(R.k, n * kvd);
+    float* v = sized_nonempty(R.v, n * kvd);
+    float* o = sized_nonempty(R.o, n * qd);
+    float* lse = sized_nonempty(R.lse, n * c.num_heads);
+    float* g = sized_nonempty(R.g, n * inter);
+    float* u = sized_nonempty(R.u, n * inter);
     for (int l = 0; l < c.num_layers; ++l) {
         const auto& L = w.layers[l];
         if (n > 0) {
@@ -377,23 +377,23 @@ Status ContextParallelGenerator::Impl::step(int r, const float* params,
     Rank& R = ranks[static_cast<size_t>(r)];
     const ParamPtrs<const float> w(index, params);
     R.pos.resize(static_cast<size_t>(m));
-    float* x = sized(R.x, m * h);
+    float* x = sized_nonempty(R.x, m * h);
     for (int64_t i = 0; i < m; ++i) {
         R.pos[i] = items[i].pos;
         std::memcpy(x + i * h, w.embed + static_cast<int64_t>(items[i].token) * h,
                     sizeof(float) * h);
     }
-    float* a = sized(R.a, m * h);
-    float* rstd = sized(R.rstd, m);
-    float* q = sized(R.q, m * qd);
-    float* k = sized(R.k, m * kvd);
-    float* v = sized(R.v, m * kvd);
-    float* o = sized(R.o, m * qd);
-    float* lse = sized(R.lse, m * hq);
-    float* g = sized(R.g, m * inter);
-    float* u = sized(R.u, m * inter);
+    float* a = sized_nonempty(R.a, m * h);
+    float* rstd = sized_nonempty(R.rstd, m);
+    float* q = sized_nonempty(R.q, m * qd);
+    float* k = sized_nonempty(R.k, m * kvd);
+    float* v = sized_nonempty(R.v, m * kvd);
+    float* o = sized_nonempty(R.o, m * qd);
+    float* lse = sized_nonempty(R.lse, m * hq);
+    float* g = sized_nonempty(R.g, m * inter);
+    float* u = sized_nonempty(R.u, m * inter);
     const int64_t part = kernels::partial_elems(m, hq, c.head_dim());
-    float* table = sized(R.table, part * options.ranks);
+    float* table = sized_nonempty(R.table, part * options.ranks);
     float* mine_o = table + static_cast<int64_t>(r) * part;
     float* mine_lse = mine_o + m * qd;
     kernels::AttentionParams base;
@@ -446,7 +446,7 @@ Status ContextParallelGenerator::Impl::step(int r, const float* params,
         mlp_forward<float>(c, L, m, a, g, u, g, x);
     }
     if (r == 0) {
-        float* xs = sized(R.xs, m * h);
+        float* xs = sized_nonempty(R.xs, m * h);
         rmsnorm_forward<float>(m, h, x, w.final_norm, c.rms_norm_eps, xs, rstd);
         linear_forward<float>(m, h, c.vocab_size, xs, w.lm_head, logits);
     }

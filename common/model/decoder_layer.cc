@@ -15,12 +15,6 @@ void add_bias(int64_t n, int64_t out, const T* bias, T* y) {
     }
 }
 
-template <typename T>
-T* sized(std::vector<T>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-    return v.data();
-}
-
 }  // namespace
 
 template <typename T>
@@ -49,14 +43,14 @@ void qkv_forward(const ModelConfig& c, const typename ParamPtrs<const T>::Layer&
     add_bias<T>(n, kvd, L.bk, k);
     add_bias<T>(n, kvd, L.bv, v);
     if (L.q_norm) {
-        T* qr = sized(acts.q_raw, n * qd);
-        T* kr = sized(acts.k_raw, n * kvd);
+        T* qr = grown_to(acts.q_raw, n * qd);
+        T* kr = grown_to(acts.k_raw, n * kvd);
         std::memcpy(qr, q, sizeof(T) * n * qd);
         std::memcpy(kr, k, sizeof(T) * n * kvd);
         rmsnorm_forward<T>(n * c.num_heads, d, qr, L.q_norm, c.rms_norm_eps, q,
-                           sized(acts.rstd_q, n * c.num_heads));
+                           grown_to(acts.rstd_q, n * c.num_heads));
         rmsnorm_forward<T>(n * c.num_kv_heads, d, kr, L.k_norm, c.rms_norm_eps, k,
-                           sized(acts.rstd_k, n * c.num_kv_heads));
+                           grown_to(acts.rstd_k, n * c.num_kv_heads));
     }
     rope_apply<T>(n, c.num_heads, pos, rope, q, false);
     rope_apply<T>(n, c.num_kv_heads, pos, rope, k, false);
@@ -71,8 +65,8 @@ void qkv_backward(const ModelConfig& c, const typename ParamPtrs<const T>::Layer
     rope_apply<T>(n, c.num_heads, pos, rope, dq, true);
     rope_apply<T>(n, c.num_kv_heads, pos, rope, dk, true);
     if (L.q_norm) {
-        T* dqr = sized(acts.dq_raw, n * qd);
-        T* dkr = sized(acts.dk_raw, n * kvd);
+        T* dqr = grown_to(acts.dq_raw, n * qd);
+        T* dkr = grown_to(acts.dk_raw, n * kvd);
         rmsnorm_backward<T>(n * c.num_heads, d, acts.q_raw.data(), L.q_norm, acts.rstd_q.data(), dq,
                             dqr, false, G.q_norm);
         rmsnorm_backward<T>(n * c.num_kv_heads, d, acts.k_raw.data(), L.k_norm, acts.rstd_k.data(),

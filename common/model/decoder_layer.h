@@ -57,4 +57,11 @@ void mlp_forward(const ModelConfig& c, const typename ParamPtrs<const T>::Layer&
 template <typename T>
 void bias_backward(int64_t n, int64_t out, const T* dy, T* db);
 
+// Storage for n elements of a reused scratch buffer: grows v when it is smaller, never shrinks it.
+template <typename T>
+T* grown_to(std::vector<T>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+    return v.data();
+}
+
 }  // namespace tandem::model

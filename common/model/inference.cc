@@ -11,11 +11,6 @@ namespace tandem::model {
 
 namespace {
 
-float* sized(std::vector<float>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-    return v.data();
-}
-
 size_t common_segments(std::span<const PagedKvCache::Segment> a,
                        std::span<const PagedKvCache::Segment> b) {
     size_t i = 0;
@@ -75,7 +70,7 @@ Status InferenceEngine::attend(const PagedKvCache& cache, int layer,
         if (shared == 0) {
             const ForwardItem& it = items[i];
             const int64_t r0 = row0_[i], nt = static_cast<int64_t>(it.tokens.size());
-            float* lse = sized(lse_, hq * nt);
+            float* lse = grown_to(lse_, hq * nt);
             kernels::AttentionParams p = base;
             p.tq = nt;
             p.causal = true;
@@ -91,9 +86,9 @@ Status InferenceEngine::attend(const PagedKvCache& cache, int layer,
         }
         // Group path: the shared blocks see all members' queries at once.
         const int64_t m = static_cast<int64_t>(j - i);
-        float* qg = sized(qg_, m * qd);
-        float* og = sized(og_, m * qd);
-        float* lg = sized(lseg_, hq * m);
+        float* qg = grown_to(qg_, m * qd);
+        float* og = grown_to(og_, m * qd);
+        float* lg = grown_to(lseg_, hq * m);
         for (int64_t r = 0; r < m; ++r) {
             std::memcpy(qg + r * qd, q + row0_[i + r] * qd, sizeof(float) * qd);
         }
@@ -152,7 +147,7 @@ Status InferenceEngine::forward(WeightView params, PagedKvCache& cache,
         TANDEM_RETURN_IF_ERROR(
             cache.append(items[i].seq, static_cast<int64_t>(items[i].tokens.size()), slots_));
     }
-    float* x = sized(x_, n * h);
+    float* x = grown_to(x_, n * h);
     for (size_t i = 0; i < items.size(); ++i) {
         for (size_t t = 0; t < items[i].tokens.size(); ++t) {
             const int32_t tok = items[i].tokens[t];
@@ -165,14 +160,14 @@ Status InferenceEngine::forward(WeightView params, PagedKvCache& cache,
                         sizeof(float) * h);
         }
     }
-    float* a = sized(a_, n * h);
-    float* rstd = sized(rstd_, n);
-    float* q = sized(q_, n * qd);
-    float* k = sized(k_, n * kvd);
-    float* v = sized(v_, n * kvd);
-    sized(o_, n * qd);
-    float* g = sized(g_, n * inter);
-    float* u = sized(u_, n * inter);
+    float* a = grown_to(a_, n * h);
+    float* rstd = grown_to(rstd_, n);
+    float* q = grown_to(q_, n * qd);
+    float* k = grown_to(k_, n * kvd);
+    float* v = grown_to(v_, n * kvd);
+    grown_to(o_, n * qd);
+    float* g = grown_to(g_, n * inter);
+    float* u = grown_to(u_, n * inter);
     for (int l = 0; l < c.num_layers; ++l) {
         const auto [begin, end] = layer_ranges_[static_cast<size_t>(l)];
         const auto L = layer_pointers(
@@ -202,7 +197,7 @@ Status InferenceEngine::forward(WeightView params, PagedKvCache& cache,
         }
     }
     const int64_t no = static_cast<int64_t>(out_rows_.size());
-    float* xs = sized(xs_, no * h);
+    float* xs = grown_to(xs_, no * h);
     for (int64_t i = 0; i < no; ++i)
         std::memcpy(xs + i * h, x + out_rows_[i] * h, sizeof(float) * h);
     rmsnorm_forward<float>(no, h, xs, params.widen(index_.final_norm, h, wide_norm_),

@@ -63,7 +63,7 @@ Result<Transformer<T>> Transformer<T>::create(const ModelConfig& config) {
 namespace {
 
 template <typename T>
-T* sized(std::vector<T>& v, int64_t n) {
+T* resized(std::vector<T>& v, int64_t n) {
     v.resize(static_cast<size_t>(n));
     return v.data();
 }
@@ -72,7 +72,7 @@ T* sized(std::vector<T>& v, int64_t n) {
 template <typename T>
 T* gather_behind(std::vector<T>& buf, const T* a, int64_t a_rows, const T* b, int64_t b_rows,
                  int64_t w) {
-    T* out = sized(buf, (a_rows + b_rows) * w);
+    T* out = resized(buf, (a_rows + b_rows) * w);
     std::memcpy(out, a, sizeof(T) * a_rows * w);
     std::memcpy(out + a_rows * w, b, sizeof(T) * b_rows * w);
     return out;
@@ -116,7 +116,7 @@ Status Transformer<T>::run_layers(const T* params, const PackedBatch& batch) {
             pos_[batch.begin[s] + i] = static_cast<int32_t>(first + i);
     }
     // Embedding.
-    T* x = sized(x_out_, n * h);
+    T* x = resized(x_out_, n * h);
     for (int64_t r = 0; r < n; ++r) {
         const int32_t t = tokens_[r];
         if (t < 0 || t >= c.vocab_size) {
@@ -129,16 +129,16 @@ Status Transformer<T>::run_layers(const T* params, const PackedBatch& batch) {
     for (int l = 0; l < c.num_layers; ++l) {
         LayerActs& A = acts_[l];
         const auto& L = w.layers[l];
-        T* x_in = sized(A.x_in, n * h);
+        T* x_in = resized(A.x_in, n * h);
         std::memcpy(x_in, x, sizeof(T) * n * h);
-        T* a = sized(A.a, n * h);
-        rmsnorm_forward<T>(n, h, x_in, L.input_norm, c.rms_norm_eps, a, sized(A.rstd1, n));
-        T* q = sized(A.q, n * qd);
-        T* k = sized(A.k, n * kvd);
-        T* v = sized(A.v, n * kvd);
+        T* a = resized(A.a, n * h);
+        rmsnorm_forward<T>(n, h, x_in, L.input_norm, c.rms_norm_eps, a, resized(A.rstd1, n));
+        T* q = resized(A.q, n * qd);
+        T* k = resized(A.k, n * kvd);
+        T* v = resized(A.v, n * kvd);
         qkv_forward<T>(c, L, rope_, n, pos_.data(), a, q, k, v, A.qk);
-        T* o = sized(A.o, n * qd);
-        T* lse = sized(A.lse, n * c.num_heads);
+        T* o = resized(A.o, n * qd);
+        T* lse = resized(A.lse, n * c.num_heads);
         for (int64_t s = 0; s < batch.num_sequences(); ++s) {
             const int64_t b0 = begin_[s], len = batch.length(s);
             if (len == 0) continue;
@@ -156,14 +156,14 @@ Status Transformer<T>::run_layers(const T* params, const PackedBatch& batch) {
                                                         kc, vc, o + b0 * qd,
                                                         lse + b0 * c.num_heads));
         }
-        T* x_mid = sized(A.x_mid, n * h);
+        T* x_mid = resized(A.x_mid, n * h);
         std::memcpy(x_mid, x_in, sizeof(T) * n * h);
         out_proj_forward<T>(c, L, n, o, x_mid);
-        T* b = sized(A.b, n * h);
-        rmsnorm_forward<T>(n, h, x_mid, L.post_norm, c.rms_norm_eps, b, sized(A.rstd2, n));
-        T* g = sized(A.g, n * inter);
-        T* u = sized(A.u, n * inter);
-        T* sw = sized(A.s, n * inter);
+        T* b = resized(A.b, n * h);
+        rmsnorm_forward<T>(n, h, x_mid, L.post_norm, c.rms_norm_eps, b, resized(A.rstd2, n));
+        T* g = resized(A.g, n * inter);
+        T* u = resized(A.u, n * inter);
+        T* sw = resized(A.s, n * inter);
         std::memcpy(x, x_mid, sizeof(T) * n * h);
         mlp_forward<T>(c, L, n, b, g, u, sw, x);
     }
@@ -175,11 +175,11 @@ void Transformer<T>::head_inputs(const T* params) {
     const ModelConfig& c = config_;
     const ParamPtrs<const T> w(index_, params);
     const int64_t ns = static_cast<int64_t>(srow_.size()), h = c.hidden_size;
-    T* xs = sized(xs_, ns * h);
+    T* xs = resized(xs_, ns * h);
     for (int64_t i = 0; i < ns; ++i)
         std::memcpy(xs + i * h, x_out_.data() + srow_[i] * h, sizeof(T) * h);
-    T* f = sized(f_, ns * h);
-    rmsnorm_forward<T>(ns, h, xs, w.final_norm, c.rms_norm_eps, f, sized(rstd_f_, ns));
+    T* f = resized(f_, ns * h);
+    rmsnorm_forward<T>(ns, h, xs, w.final_norm, c.rms_norm_eps, f, resized(rstd_f_, ns));
 }
 
 template <typename T>
@@ -191,7 +191,7 @@ template <typename T>
 const T* Transformer<T>::head_logits(const T* params, int64_t row0, int64_t rows) {
     const ParamPtrs<const T> w(index_, params);
     const int64_t h = config_.hidden_size, V = config_.vocab_size;
-    T* out = sized(logits_, rows * V);
+    T* out = resized(logits_, rows * V);
     linear_forward<T>(rows, h, V, f_.data() + row0 * h, w.lm_head, out);
     return out;
 }
@@ -227,7 +227,7 @@ Status Transformer<T>::forward(const T* params, const PackedBatch& batch, double
     // Scored values are computed into a compact scratch, then spread to their token index. The
     // logits are made a chunk of rows at a time (all at once when they fit; then backward reuses
     // them, else it recomputes each chunk).
-    T* lp = sized(lp_, 2 * ns);
+    T* lp = resized(lp_, 2 * ns);
     const int64_t chunk = head_chunk_rows();
     for (int64_t r0 = 0; r0 < ns; r0 += chunk) {
         const int64_t rows = std::min(chunk, ns - r0);
@@ -270,23 +270,23 @@ Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
     const int64_t ns = static_cast<int64_t>(srow_.size());
 
     // Head: logits -> final norm -> scatter into dx.
-    T* ws = sized(w_scored_, ns);
+    T* ws = resized(w_scored_, ns);
     for (int64_t i = 0; i < ns; ++i) ws[i] = weight[trow_[i]];
-    T* df = sized(df_, ns * h);
+    T* df = resized(df_, ns * h);
     const int64_t chunk = head_chunk_rows();
     for (int64_t r0 = 0; r0 < ns; r0 += chunk) {
         const int64_t rows = std::min(chunk, ns - r0);
         // One chunk: forward() left its logits; several: recompute this one's.
         const T* lg = ns <= chunk ? logits_.data() : head_logits(params, r0, rows);
-        T* dlogits = sized(dlogits_, rows * V);
+        T* dlogits = resized(dlogits_, rows * V);
         token_logprob_backward<T>(rows, V, lg, target_.data() + r0, inv_temp_, ws + r0, dlogits);
         linear_backward<T>(rows, h, V, f_.data() + r0 * h, w.lm_head, dlogits, df + r0 * h, false,
                            gw.lm_head);
     }
-    T* dxs = sized(dxs_, ns * h);
+    T* dxs = resized(dxs_, ns * h);
     rmsnorm_backward<T>(ns, h, xs_.data(), w.final_norm, rstd_f_.data(), df, dxs, false,
                         gw.final_norm);
-    T* dx = sized(dx_, n * h);
+    T* dx = resized(dx_, n * h);
     std::fill(dx, dx + n * h, T(0));
     for (int64_t i = 0; i < ns; ++i) {
         T* dst = dx + srow_[i] * h;
@@ -294,16 +294,16 @@ Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
         for (int64_t j = 0; j < h; ++j) dst[j] += src[j];
     }
 
-    T* dmid = sized(dmid_, n * h);
-    T* db = sized(db_, n * h);
-    T* da = sized(da_, n * h);
-    T* dO = sized(do_, n * qd);
-    T* dq = sized(dq_, n * qd);
-    T* dk = sized(dk_, n * kvd);
-    T* dv = sized(dv_, n * kvd);
-    T* dg = sized(dg_, n * inter);
-    T* du = sized(du_, n * inter);
-    T* dsw = sized(ds_, n * inter);
+    T* dmid = resized(dmid_, n * h);
+    T* db = resized(db_, n * h);
+    T* da = resized(da_, n * h);
+    T* dO = resized(do_, n * qd);
+    T* dq = resized(dq_, n * qd);
+    T* dk = resized(dk_, n * kvd);
+    T* dv = resized(dv_, n * kvd);
+    T* dg = resized(dg_, n * inter);
+    T* du = resized(du_, n * inter);
+    T* dsw = resized(ds_, n * inter);
     for (int l = c.num_layers - 1; l >= 0; --l) {
         LayerActs& A = acts_[l];
         const auto& L = w.layers[l];
@@ -342,8 +342,8 @@ Status Transformer<T>::backward(const T* params, const T* weight, T* grads) {
                 gather_behind(kc_, A.k.data() + p0 * kvd, plen, A.k.data() + b0 * kvd, len, kvd);
             const T* vc =
                 gather_behind(vc_, A.v.data() + p0 * kvd, plen, A.v.data() + b0 * kvd, len, kvd);
-            T* dkc = sized(dkc_, (plen + len) * kvd);
-            T* dvc = sized(dvc_, (plen + len) * kvd);
+            T* dkc = resized(dkc_, (plen + len) * kvd);
+            T* dvc = resized(dvc_, (plen + len) * kvd);
             TANDEM_RETURN_IF_ERROR(attention_backward<T>(
                 self_attention(c, len, plen), A.q.data() + b0 * qd, kc, vc, A.o.data() + b0 * qd,
                 A.lse.data() + b0 * c.num_heads, dO + b0 * qd, dq + b0 * qd, dkc, dvc));

@@ -47,7 +47,7 @@ Result<M> decode(const Json& j) {
 }
 
 template <typename M>
-Status check(const Json& body) {
+Status check_runtime(const Json& body) {
     return decode<M>(body).status();
 }
 
@@ -87,12 +87,12 @@ Status validate_runtime_body(std::string_view type, const Json& body) {
         Status (*validate)(const Json&);
     };
     static constexpr Entry kTable[] = {
-        {RuntimeHello::kType, &check<RuntimeHello>},
-        {VersionAssign::kType, &check<VersionAssign>},
-        {VersionAssigned::kType, &check<VersionAssigned>},
-        {RelayAssigned::kType, &check<RelayAssigned>},
-        {JobView::kType, &check<JobView>},
-        {JobEvent::kType, &check<JobEvent>},
+        {RuntimeHello::kType, &check_runtime<RuntimeHello>},
+        {VersionAssign::kType, &check_runtime<VersionAssign>},
+        {VersionAssigned::kType, &check_runtime<VersionAssigned>},
+        {RelayAssigned::kType, &check_runtime<RelayAssigned>},
+        {JobView::kType, &check_runtime<JobView>},
+        {JobEvent::kType, &check_runtime<JobEvent>},
     };
     for (const auto& e : kTable) {
         if (e.type == type) return e.validate(body);

@@ -21,6 +21,7 @@ namespace tandem::kernels {
 namespace {
 
 using testkit::all_close;
+using testkit::attention_params;
 using testkit::describe;
 using testkit::make_inputs;
 using testkit::reference_forward;
@@ -118,21 +119,6 @@ GpuOut run_cuda(const testkit::AttentionInputs& in, DType dtype, size_t offset =
     return out;
 }
 
-AttentionParams params(int64_t tq, int64_t tk, int hq, int hkv, int d, bool causal = false,
-                       int64_t q_pos0 = 0, int64_t k_pos0 = 0) {
-    AttentionParams p;
-    p.tq = tq;
-    p.tk = tk;
-    p.hq = hq;
-    p.hkv = hkv;
-    p.d = d;
-    p.scale = default_softmax_scale(d);
-    p.causal = causal;
-    p.q_pos0 = q_pos0;
-    p.k_pos0 = k_pos0;
-    return p;
-}
-
 // Inputs rounded to dtype, so the reference sees exactly what the kernel reads.
 testkit::AttentionInputs rounded_inputs(const AttentionParams& p, DType dtype, uint64_t seed) {
     auto in = make_inputs(p, seed);
@@ -162,34 +148,34 @@ TEST_F(AttentionCuda, MatchesReferenceForEveryDtypeAndShape) {
     uint64_t seed = test_seed();
     for (DType dtype : kDtypes) {
         // d 64 and 128 take the tensor-core kernel for 16-bit inputs; the others the CUDA-core one.
-        expect_matches(params(1, 1, 1, 1, 64), dtype, ++seed);
-        expect_matches(params(100, 130, 4, 2, 64), dtype, ++seed);
-        expect_matches(params(129, 257, 6, 2, 128), dtype, ++seed);
-        expect_matches(params(70, 90, 3, 1, 40), dtype, ++seed);
-        expect_matches(params(65, 80, 2, 2, 256), dtype, ++seed);
-        expect_matches(params(33, 200, 8, 1, 128), dtype, ++seed);
+        expect_matches(attention_params(1, 1, 1, 1, 64), dtype, ++seed);
+        expect_matches(attention_params(100, 130, 4, 2, 64), dtype, ++seed);
+        expect_matches(attention_params(129, 257, 6, 2, 128), dtype, ++seed);
+        expect_matches(attention_params(70, 90, 3, 1, 40), dtype, ++seed);
+        expect_matches(attention_params(65, 80, 2, 2, 256), dtype, ++seed);
+        expect_matches(attention_params(33, 200, 8, 1, 128), dtype, ++seed);
     }
 }
 
 TEST_F(AttentionCuda, CausalWithGlobalOffsetsMatchesReference) {
     uint64_t seed = test_seed() + 100;
     for (DType dtype : kDtypes) {
-        expect_matches(params(200, 200, 4, 2, 128, true), dtype, ++seed);
-        expect_matches(params(8, 300, 4, 1, 64, true, 292, 0), dtype, ++seed);
-        expect_matches(params(90, 77, 2, 1, 64, true, 0, 30), dtype, ++seed);
-        expect_matches(params(50, 60, 2, 2, 48, true, 10, 0), dtype, ++seed);
+        expect_matches(attention_params(200, 200, 4, 2, 128, true), dtype, ++seed);
+        expect_matches(attention_params(8, 300, 4, 1, 64, true, 292, 0), dtype, ++seed);
+        expect_matches(attention_params(90, 77, 2, 1, 64, true, 0, 30), dtype, ++seed);
+        expect_matches(attention_params(50, 60, 2, 2, 48, true, 10, 0), dtype, ++seed);
     }
 }
 
 TEST_F(AttentionCuda, UnalignedPointersFallBackToTheCudaCoreKernel) {
     for (DType dtype : {DType::kF16, DType::kBF16}) {
-        expect_matches(params(70, 70, 2, 1, 64, true), dtype, test_seed() + 7, 1);
+        expect_matches(attention_params(70, 70, 2, 1, 64, true), dtype, test_seed() + 7, 1);
     }
 }
 
 TEST_F(AttentionCuda, RowsThatSeeNoKeyGiveZeroAndMinusInfinity) {
     for (DType dtype : kDtypes) {
-        const AttentionParams p = params(20, 30, 2, 1, 64, true, 0, 10);
+        const AttentionParams p = attention_params(20, 30, 2, 1, 64, true, 0, 10);
         const auto in = rounded_inputs(p, dtype, test_seed());
         const GpuOut out = run_cuda(in, dtype);
         for (int h = 0; h < p.hq; ++h) {
@@ -203,7 +189,7 @@ TEST_F(AttentionCuda, RowsThatSeeNoKeyGiveZeroAndMinusInfinity) {
 
 TEST_F(AttentionCuda, AccumulateMergesAKeyChunkIntoAnEarlierResult) {
     for (DType dtype : kDtypes) {
-        const AttentionParams full = params(64, 160, 4, 2, 64, true, 96, 0);
+        const AttentionParams full = attention_params(64, 160, 4, 2, 64, true, 96, 0);
         const auto in = rounded_inputs(full, dtype, test_seed() + 3);
         const auto ref = reference_forward(full, in.qd, in.kd, in.vd);
         // First keys [0, 100), then [100, 160) merged in.
@@ -227,7 +213,7 @@ TEST_F(AttentionCuda, AccumulateMergesAKeyChunkIntoAnEarlierResult) {
 
 TEST_F(AttentionCuda, TwoRunsAreBitwiseIdentical) {
     for (DType dtype : kDtypes) {
-        const AttentionParams p = params(150, 170, 4, 2, 128, true);
+        const AttentionParams p = attention_params(150, 170, 4, 2, 128, true);
         const auto in = rounded_inputs(p, dtype, test_seed());
         const GpuOut a = run_cuda(in, dtype), b = run_cuda(in, dtype);
         EXPECT_EQ(0, std::memcmp(a.o.data(), b.o.data(), a.o.size() * 4)) << dtype_name(dtype);

@@ -17,7 +17,7 @@
 namespace tandem::coord {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
 class AgentServerTest : public ::testing::Test {
 protected:
@@ -46,8 +46,8 @@ protected:
     }
     // Runs the loop until `done` holds (10 s deadline); returns whether it held.
     bool run_until(const std::function<bool()>& done) {
-        const auto deadline = Clock::now() + std::chrono::seconds(10);
-        while (!done() && Clock::now() < deadline) io_.run_for(std::chrono::milliseconds(5));
+        const auto deadline = SteadyClock::now() + std::chrono::seconds(10);
+        while (!done() && SteadyClock::now() < deadline) io_.run_for(std::chrono::milliseconds(5));
         return done();
     }
 
@@ -65,7 +65,7 @@ TEST_F(AgentServerTest, FloodingPeerIsThrottledWhileAnotherPeerGetsEverythingThr
     start(limits);
     auto flood = peer("flood"), calm = peer("calm");
     constexpr int kFlood = 5000, kCalm = 50;
-    const auto t0 = Clock::now();
+    const auto t0 = SteadyClock::now();
     for (int i = 0; i < kFlood; ++i) send(flood, {"hdr", "body"});
     for (int i = 0; i < kCalm; ++i) send(calm, {"hdr", "body"});
     ASSERT_TRUE(run_until([&] {
@@ -74,7 +74,7 @@ TEST_F(AgentServerTest, FloodingPeerIsThrottledWhileAnotherPeerGetsEverythingThr
     })) << "calm "
         << received_["calm"] << ", flood " << received_["flood"] << ", dropped "
         << server_->dropped_over_budget();
-    const double elapsed_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double elapsed_s = std::chrono::duration<double>(SteadyClock::now() - t0).count();
     EXPECT_EQ(received_["calm"], kCalm);
     EXPECT_LE(received_["flood"], limits.peer_burst + limits.peer_rate_per_s * elapsed_s + 1);
     EXPECT_GE(server_->dropped_over_budget(), static_cast<uint64_t>(kFlood / 2));

@@ -18,6 +18,7 @@ namespace {
 
 using cpu::CpuIsa;
 using testkit::all_close;
+using testkit::attention_params;
 using testkit::describe;
 using testkit::make_inputs;
 using testkit::random_floats;
@@ -27,21 +28,6 @@ using testkit::test_seed;
 using testkit::to_double;
 
 constexpr double kAtol = 1e-5, kRtol = 1e-5;
-
-AttentionParams params(int64_t tq, int64_t tk, int hq, int hkv, int d, bool causal = false,
-                       int64_t q_pos0 = 0, int64_t k_pos0 = 0) {
-    AttentionParams p;
-    p.tq = tq;
-    p.tk = tk;
-    p.hq = hq;
-    p.hkv = hkv;
-    p.d = d;
-    p.scale = default_softmax_scale(d);
-    p.causal = causal;
-    p.q_pos0 = q_pos0;
-    p.k_pos0 = k_pos0;
-    return p;
-}
 
 struct Grads {
     std::vector<float> dq, dk, dv;
@@ -77,14 +63,14 @@ void expect_backward_matches(const AttentionParams& p, uint64_t seed) {
 
 TEST(AttentionBackwardCpu, MatchesReferenceAcrossShapes) {
     const uint64_t seed = test_seed();
-    expect_backward_matches(params(1, 1, 1, 1, 1), seed);
-    expect_backward_matches(params(7, 9, 3, 3, 5), seed + 1);
-    expect_backward_matches(params(70, 130, 4, 2, 64), seed + 2);
-    expect_backward_matches(params(100, 100, 4, 1, 128, true), seed + 3);
-    expect_backward_matches(params(20, 150, 3, 1, 24, true, 130, 0), seed + 4);
-    expect_backward_matches(params(66, 50, 2, 2, 40, true, 0, 30), seed + 5);
+    expect_backward_matches(attention_params(1, 1, 1, 1, 1), seed);
+    expect_backward_matches(attention_params(7, 9, 3, 3, 5), seed + 1);
+    expect_backward_matches(attention_params(70, 130, 4, 2, 64), seed + 2);
+    expect_backward_matches(attention_params(100, 100, 4, 1, 128, true), seed + 3);
+    expect_backward_matches(attention_params(20, 150, 3, 1, 24, true, 130, 0), seed + 4);
+    expect_backward_matches(attention_params(66, 50, 2, 2, 40, true, 0, 30), seed + 5);
     // Two runs of positions (a zigzag shard against another rank's block).
-    AttentionParams two = params(80, 90, 4, 2, 16, true, 10, 0);
+    AttentionParams two = attention_params(80, 90, 4, 2, 16, true, 10, 0);
     two.q_split = 40;
     two.q_pos1 = 150;
     two.k_split = 30;
@@ -102,7 +88,7 @@ double loss(const AttentionParams& p, const std::vector<double>& q, const std::v
 }
 
 TEST(AttentionBackwardCpu, ReferenceGradientsMatchFiniteDifferences) {
-    AttentionParams p = params(3, 4, 2, 1, 3, true, 1, 0);
+    AttentionParams p = attention_params(3, 4, 2, 1, 3, true, 1, 0);
     p.scale = 0.7f;
     const auto in = make_inputs(p, test_seed());
     const auto g = to_double(random_floats(in.q.size(), test_seed() + 5));
@@ -132,7 +118,7 @@ TEST(AttentionBackwardCpu, ReferenceGradientsMatchFiniteDifferences) {
 }
 
 TEST(AttentionBackwardCpu, AccumulateGradsAddsToExistingValues) {
-    const AttentionParams p = params(30, 40, 2, 1, 16, true, 10, 0);
+    const AttentionParams p = attention_params(30, 40, 2, 1, 16, true, 10, 0);
     const auto in = make_inputs(p, test_seed());
     const auto dout = random_floats(in.q.size(), test_seed() + 3);
     std::vector<float> o(in.q.size()), lse(static_cast<size_t>(p.hq * p.tq));
@@ -151,7 +137,8 @@ TEST(AttentionBackwardCpu, AccumulateGradsAddsToExistingValues) {
 }
 
 TEST(AttentionBackwardCpu, RowsWithoutKeysGetZeroGradientAndNoNan) {
-    const AttentionParams p = params(12, 10, 2, 2, 8, true, 0, 6);  // rows 0..5 see nothing
+    const AttentionParams p =
+        attention_params(12, 10, 2, 2, 8, true, 0, 6);  // rows 0..5 see nothing
     const auto in = make_inputs(p, test_seed());
     const auto dout = random_floats(in.q.size(), test_seed() + 9);
     std::vector<float> o(in.q.size()), lse(static_cast<size_t>(p.hq * p.tq));
@@ -166,7 +153,7 @@ TEST(AttentionBackwardCpu, RowsWithoutKeysGetZeroGradientAndNoNan) {
 }
 
 TEST(AttentionBackwardCpu, TwoRunsAreBitwiseIdentical) {
-    const AttentionParams p = params(90, 100, 4, 2, 48, true);
+    const AttentionParams p = attention_params(90, 100, 4, 2, 48, true);
     const auto in = make_inputs(p, test_seed());
     const auto dout = random_floats(in.q.size(), test_seed() + 1);
     std::vector<float> o(in.q.size()), lse(static_cast<size_t>(p.hq * p.tq));

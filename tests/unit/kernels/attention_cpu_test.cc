@@ -19,13 +19,14 @@ namespace {
 
 using cpu::CpuIsa;
 using testkit::all_close;
+using testkit::attention_params;
 using testkit::describe;
 using testkit::make_inputs;
 using testkit::reference_forward;
 using testkit::test_seed;
 
 constexpr double kOAtol = 2e-6, kORtol = 1e-5, kLseAtol = 5e-6, kLseRtol = 2e-6;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+using testkit::kNegInf;
 
 std::vector<CpuIsa> supported_isas() {
     std::vector<CpuIsa> out;
@@ -33,21 +34,6 @@ std::vector<CpuIsa> supported_isas() {
         if (cpu::cpu_isa_supported(isa)) out.push_back(isa);
     }
     return out;
-}
-
-AttentionParams params(int64_t tq, int64_t tk, int hq, int hkv, int d, bool causal = false,
-                       int64_t q_pos0 = 0, int64_t k_pos0 = 0) {
-    AttentionParams p;
-    p.tq = tq;
-    p.tk = tk;
-    p.hq = hq;
-    p.hkv = hkv;
-    p.d = d;
-    p.scale = default_softmax_scale(d);
-    p.causal = causal;
-    p.q_pos0 = q_pos0;
-    p.k_pos0 = k_pos0;
-    return p;
 }
 
 struct Output {
@@ -79,29 +65,29 @@ TEST(AttentionCpu, MatchesReferenceAcrossShapes) {
     const uint64_t seed = test_seed();
     // MHA, GQA, MQA; head dims that are and are not multiples of the vector width; lengths that
     // are and are not multiples of the 64-row blocks.
-    expect_matches_reference(params(1, 1, 1, 1, 1), seed);
-    expect_matches_reference(params(5, 7, 3, 3, 17), seed + 1);
-    expect_matches_reference(params(64, 64, 4, 2, 64), seed + 2);
-    expect_matches_reference(params(100, 130, 6, 2, 128), seed + 3);
-    expect_matches_reference(params(33, 200, 4, 1, 96), seed + 4);
-    expect_matches_reference(params(65, 129, 2, 2, 256), seed + 5);
-    expect_matches_reference(params(3, 70, 5, 1, 3), seed + 6);
+    expect_matches_reference(attention_params(1, 1, 1, 1, 1), seed);
+    expect_matches_reference(attention_params(5, 7, 3, 3, 17), seed + 1);
+    expect_matches_reference(attention_params(64, 64, 4, 2, 64), seed + 2);
+    expect_matches_reference(attention_params(100, 130, 6, 2, 128), seed + 3);
+    expect_matches_reference(attention_params(33, 200, 4, 1, 96), seed + 4);
+    expect_matches_reference(attention_params(65, 129, 2, 2, 256), seed + 5);
+    expect_matches_reference(attention_params(3, 70, 5, 1, 3), seed + 6);
 }
 
 TEST(AttentionCpu, CausalWithGlobalOffsetsMatchesReference) {
     const uint64_t seed = test_seed() + 100;
-    expect_matches_reference(params(130, 130, 4, 2, 64, true), seed);
+    expect_matches_reference(attention_params(130, 130, 4, 2, 64, true), seed);
     // Queries at the end of a longer context (decode / chunked prefill).
-    expect_matches_reference(params(8, 200, 3, 1, 32, true, 192, 0), seed + 1);
+    expect_matches_reference(attention_params(8, 200, 3, 1, 32, true, 192, 0), seed + 1);
     // Keys that start after some queries (those rows see nothing).
-    expect_matches_reference(params(90, 77, 2, 1, 40, true, 0, 30), seed + 2);
+    expect_matches_reference(attention_params(90, 77, 2, 1, 40, true, 0, 30), seed + 2);
     // A key chunk entirely in the past of every query.
-    expect_matches_reference(params(70, 70, 2, 2, 16, true, 500, 100), seed + 3);
+    expect_matches_reference(attention_params(70, 70, 2, 2, 16, true, 500, 100), seed + 3);
 }
 
 TEST(AttentionCpu, TwoRunsOfPositionsMatchReference) {
     // Zigzag-shaped shards: queries at 10..49 then 150..189, keys at 0..29 then 170..219.
-    AttentionParams p = params(80, 80, 4, 2, 32, true, 10, 0);
+    AttentionParams p = attention_params(80, 80, 4, 2, 32, true, 10, 0);
     p.q_split = 40;
     p.q_pos1 = 150;
     p.k_split = 30;
@@ -115,7 +101,7 @@ TEST(AttentionCpu, TwoRunsOfPositionsMatchReference) {
 
 TEST(AttentionCpu, RejectsDecreasingPositions) {
     float buf[64] = {};
-    AttentionParams p = params(4, 4, 1, 1, 4, true, 10, 0);
+    AttentionParams p = attention_params(4, 4, 1, 1, 4, true, 10, 0);
     p.q_split = 2;
     p.q_pos1 = 5;  // 10, 11, then 5: decreasing
     EXPECT_EQ(attention_forward_cpu(p, buf, buf, buf, buf, buf).code(),
@@ -123,7 +109,7 @@ TEST(AttentionCpu, RejectsDecreasingPositions) {
 }
 
 TEST(AttentionCpu, RowsThatSeeNoKeyGiveZeroAndMinusInfinity) {
-    AttentionParams p = params(20, 30, 2, 1, 8, true, 0, 10);  // rows 0..9 see nothing
+    AttentionParams p = attention_params(20, 30, 2, 1, 8, true, 0, 10);  // rows 0..9 see nothing
     const auto in = make_inputs(p, test_seed());
     for (CpuIsa isa : supported_isas()) {
         const Output out = run_cpu(isa, in);
@@ -140,7 +126,7 @@ TEST(AttentionCpu, RowsThatSeeNoKeyGiveZeroAndMinusInfinity) {
         }
     }
     // No keys at all.
-    AttentionParams empty = params(4, 0, 2, 2, 8);
+    AttentionParams empty = attention_params(4, 0, 2, 2, 8);
     const auto in0 = make_inputs(empty, 1);
     const Output out0 = run_cpu(cpu::best_cpu_isa(), in0);
     for (float l : out0.lse) EXPECT_EQ(l, kNegInf);
@@ -148,7 +134,7 @@ TEST(AttentionCpu, RowsThatSeeNoKeyGiveZeroAndMinusInfinity) {
 }
 
 TEST(AttentionCpu, AccumulateOverKeyChunksEqualsOneCall) {
-    const AttentionParams full = params(50, 150, 4, 2, 32, true, 100, 0);
+    const AttentionParams full = attention_params(50, 150, 4, 2, 32, true, 100, 0);
     const auto in = make_inputs(full, test_seed());
     const auto ref = reference_forward(full, in.qd, in.kd, in.vd);
     for (CpuIsa isa : supported_isas()) {
@@ -174,7 +160,7 @@ TEST(AttentionCpu, AccumulateOverKeyChunksEqualsOneCall) {
 }
 
 TEST(AttentionCpu, LseStrideWritesIntoAWiderArray) {
-    AttentionParams p = params(10, 20, 2, 1, 8);
+    AttentionParams p = attention_params(10, 20, 2, 1, 8);
     p.lse_stride = 16;
     const auto in = make_inputs(p, test_seed());
     const auto ref = reference_forward(p, in.qd, in.kd, in.vd);
@@ -189,7 +175,7 @@ TEST(AttentionCpu, LseStrideWritesIntoAWiderArray) {
 
 TEST(AttentionCpu, ExtremeLogitsStayFiniteAndAccurate) {
     // Scores of magnitude up to ~1e4: the online softmax must never overflow.
-    AttentionParams p = params(40, 90, 2, 1, 16, true, 50, 0);
+    AttentionParams p = attention_params(40, 90, 2, 1, 16, true, 50, 0);
     p.scale = 2500.0f;
     const auto in = make_inputs(p, test_seed());
     const auto ref = reference_forward(p, in.qd, in.kd, in.vd);
@@ -204,7 +190,7 @@ TEST(AttentionCpu, ExtremeLogitsStayFiniteAndAccurate) {
 }
 
 TEST(AttentionCpu, TwoRunsAreBitwiseIdentical) {
-    const AttentionParams p = params(130, 150, 4, 2, 72, true, 20, 0);
+    const AttentionParams p = attention_params(130, 150, 4, 2, 72, true, 20, 0);
     const auto in = make_inputs(p, test_seed());
     for (CpuIsa isa : supported_isas()) {
         const Output a = run_cpu(isa, in);
@@ -216,23 +202,23 @@ TEST(AttentionCpu, TwoRunsAreBitwiseIdentical) {
 
 TEST(AttentionCpu, RejectsBadShapes) {
     float buf[16] = {};
-    AttentionParams p = params(1, 1, 3, 2, 4);
+    AttentionParams p = attention_params(1, 1, 3, 2, 4);
     EXPECT_EQ(attention_forward_cpu(p, buf, buf, buf, buf, buf).code(),
               StatusCode::kInvalidArgument);
-    p = params(1, 1, 2, 2, 300);
+    p = attention_params(1, 1, 2, 2, 300);
     EXPECT_EQ(attention_forward_cpu(p, buf, buf, buf, buf, buf).code(),
               StatusCode::kInvalidArgument);
-    p = params(1, 1, 2, 2, 4);
+    p = attention_params(1, 1, 2, 2, 4);
     p.scale = std::numeric_limits<float>::quiet_NaN();
     EXPECT_EQ(attention_forward_cpu(p, buf, buf, buf, buf, buf).code(),
               StatusCode::kInvalidArgument);
-    p = params(1, 1, 1, 1, 4);
+    p = attention_params(1, 1, 1, 1, 4);
     EXPECT_EQ(attention_forward_cpu(p, nullptr, buf, buf, buf, buf).code(),
               StatusCode::kInvalidArgument);
 }
 
 TEST(AttentionCpu, FlopCountCountsCausalMaskExactly) {
-    AttentionParams p = params(4, 4, 1, 1, 2, true);
+    AttentionParams p = attention_params(4, 4, 1, 1, 2, true);
     EXPECT_EQ(attended_entries(p), 1 + 2 + 3 + 4);
     EXPECT_DOUBLE_EQ(attention_forward_flops(p), 4.0 * 2 * 10);
     p.causal = false;

@@ -212,16 +212,9 @@ PagedCase make_paged_case(int hkv, int d, int T, int64_t tk, uint64_t seed, bool
     return c;
 }
 
+// tk stays 0: the paged attention takes the key positions from the pages.
 AttentionParams params(int64_t tq, int hq, int hkv, int d, bool causal, int64_t q_pos0) {
-    AttentionParams p;
-    p.tq = tq;
-    p.hq = hq;
-    p.hkv = hkv;
-    p.d = d;
-    p.scale = default_softmax_scale(d);
-    p.causal = causal;
-    p.q_pos0 = q_pos0;
-    return p;
+    return testkit::attention_params(tq, /*tk=*/0, hq, hkv, d, causal, q_pos0);
 }
 
 TEST(KvPagedAttention, MatchesDoubleReferenceOfTheDequantizedValues) {

@@ -19,12 +19,13 @@ namespace tandem::kernels {
 namespace {
 
 using testkit::all_close;
+using testkit::attention_params;
 using testkit::make_inputs;
 using testkit::reference_forward;
 using testkit::test_seed;
 using testkit::to_float;
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+using testkit::kNegInf;
 
 struct Partials {
     AttentionParams full;
@@ -72,20 +73,6 @@ std::vector<int64_t> random_cuts(int64_t tk, int n, std::mt19937_64& rng) {
     return all_close(lse, parts.ref.lse, 1e-5, 1e-5, "lse");
 }
 
-AttentionParams params(int64_t tq, int64_t tk, int hq, int hkv, int d, bool causal = false,
-                       int64_t q_pos0 = 0) {
-    AttentionParams p;
-    p.tq = tq;
-    p.tk = tk;
-    p.hq = hq;
-    p.hkv = hkv;
-    p.d = d;
-    p.scale = default_softmax_scale(d);
-    p.causal = causal;
-    p.q_pos0 = q_pos0;
-    return p;
-}
-
 // Merges parts in `order` sequentially with merge_attention_into.
 void merge_sequential(const Partials& parts, const std::vector<size_t>& order,
                       std::vector<float>& o, std::vector<float>& lse) {
@@ -101,7 +88,7 @@ void merge_sequential(const Partials& parts, const std::vector<size_t>& order,
 TEST(AttentionMerge, RandomSplitsInEveryOrderMatchTheFullResult) {
     std::mt19937_64 rng(test_seed());
     for (int trial = 0; trial < 6; ++trial) {
-        const AttentionParams p = params(9, 60, 3, 1, 12, trial % 2 == 1, 40);
+        const AttentionParams p = attention_params(9, 60, 3, 1, 12, trial % 2 == 1, 40);
         const Partials parts = make_partials(p, random_cuts(p.tk, 3, rng), test_seed() + trial);
         std::vector<size_t> order(parts.o.size());
         std::iota(order.begin(), order.end(), 0);
@@ -119,7 +106,7 @@ TEST(AttentionMerge, RandomSplitsInEveryOrderMatchTheFullResult) {
 }
 
 TEST(AttentionMerge, TreeAndChainOrdersAgree) {
-    const AttentionParams p = params(7, 80, 2, 2, 10);
+    const AttentionParams p = attention_params(7, 80, 2, 2, 10);
     const Partials parts = make_partials(p, {10, 30, 55}, test_seed());
     std::vector<float> o01 = parts.o[0], l01 = parts.lse[0];
     merge_attention_into(p.tq, p.hq, p.d, o01.data(), l01.data(), parts.o[1].data(),
@@ -132,7 +119,7 @@ TEST(AttentionMerge, TreeAndChainOrdersAgree) {
 }
 
 TEST(AttentionMerge, EmptyChunksAreTheIdentity) {
-    const AttentionParams p = params(5, 40, 2, 1, 8);
+    const AttentionParams p = attention_params(5, 40, 2, 1, 8);
     const Partials parts = make_partials(p, {0, 0, 20, 20, 40}, test_seed());  // 3 empty chunks
     ASSERT_EQ(parts.o.size(), 6u);
     std::vector<size_t> order = {5, 0, 1, 3, 2, 4};
@@ -153,7 +140,7 @@ TEST(AttentionMerge, EmptyChunksAreTheIdentity) {
 
 TEST(AttentionMerge, ExtremeLogitsMergeWithoutOverflow) {
     // Scores scaled to about +-1e4: lse values near 1e4, weights exp(-1e4) underflow to 0.
-    AttentionParams p = params(6, 64, 2, 1, 16);
+    AttentionParams p = attention_params(6, 64, 2, 1, 16);
     p.scale = 2500.0f;
     std::mt19937_64 rng(test_seed());
     const Partials parts = make_partials(p, random_cuts(p.tk, 3, rng), test_seed());
@@ -170,7 +157,7 @@ TEST(AttentionMerge, ExtremeLogitsMergeWithoutOverflow) {
 
 TEST(AttentionMerge, FullyMaskedRowsStayMinusInfinityWithZeroOutput) {
     // Causal with queries before every key: every chunk is empty for every row.
-    AttentionParams p = params(4, 30, 2, 2, 8, true, 0);
+    AttentionParams p = attention_params(4, 30, 2, 2, 8, true, 0);
     p.k_pos0 = 10;
     const Partials parts = make_partials(p, {10, 20}, test_seed());
     std::vector<float> o, lse;

@@ -22,7 +22,7 @@ using testkit::reference_forward;
 using testkit::test_seed;
 using testkit::to_double;
 
-constexpr std::chrono::milliseconds kTimeout{20000};
+constexpr std::chrono::milliseconds kShardedDecodeTimeout{20000};
 
 DecodeConfig decode_config(int64_t block) {
     DecodeConfig c;
@@ -84,8 +84,9 @@ public:
             o[r].resize(static_cast<size_t>(n * cfg_.hq * cfg_.d));
             lse[r].resize(static_cast<size_t>(n * cfg_.hq));
             threads.emplace_back([&, r] {
-                status[r] = sharded_decode_attend(shards_[r], *transports_[r], q.data(), n, q_pos0,
-                                                  o[r].data(), lse[r].data(), kTimeout);
+                status[r] =
+                    sharded_decode_attend(shards_[r], *transports_[r], q.data(), n, q_pos0,
+                                          o[r].data(), lse[r].data(), kShardedDecodeTimeout);
             });
         }
         for (auto& t : threads) t.join();

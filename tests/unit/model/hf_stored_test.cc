@@ -18,8 +18,8 @@
 namespace tandem::model {
 namespace {
 
-const std::string kData = std::string(TANDEM_SOURCE_DIR) + "/tests/data/hf_models";
-const std::vector<int32_t> kTokens = {1, 17, 300, 5, 511, 42, 42, 7, 256, 99, 0, 3, 128, 64};
+const std::string kStoredModels = std::string(TANDEM_SOURCE_DIR) + "/tests/data/hf_models";
+const std::vector<int32_t> kStoredTokens = {1, 17, 300, 5, 511, 42, 42, 7, 256, 99, 0, 3, 128, 64};
 
 std::vector<float> all_logits(const ModelConfig& c, WeightView w,
                               const std::vector<int32_t>& tokens) {
@@ -37,7 +37,7 @@ class StoredDtype : public ::testing::TestWithParam<std::pair<const char*, weigh
 
 TEST_P(StoredDtype, HalfTheResidentBytesAndTheSameLogitsAsWidened) {
     const auto [name, dtype] = GetParam();
-    const std::string dir = kData + "/" + name;
+    const std::string dir = kStoredModels + "/" + name;
     if (!std::filesystem::exists(dir + "/model.safetensors")) GTEST_SKIP() << dir << " is missing";
     auto d = inspect_hf_directory(dir);
     ASSERT_TRUE(d.ok()) << d.status().to_string();
@@ -52,8 +52,8 @@ TEST_P(StoredDtype, HalfTheResidentBytesAndTheSameLogitsAsWidened) {
     EXPECT_EQ(resident_bytes(*d), stored->resident_bytes());
 
     const ModelConfig& c = wide->weights.config();
-    const auto got = all_logits(c, stored->view(), kTokens);
-    const auto ref = all_logits(c, wide->weights.data(), kTokens);
+    const auto got = all_logits(c, stored->view(), kStoredTokens);
+    const auto ref = all_logits(c, wide->weights.data(), kStoredTokens);
     double scale = 0, worst = 0;
     for (float x : ref) scale = std::max(scale, static_cast<double>(std::abs(x)));
     ASSERT_GT(scale, 0);
@@ -77,7 +77,7 @@ INSTANTIATE_TEST_SUITE_P(Hf, StoredDtype,
                                            std::pair{"qwen2_f16", weights::DType::kF16}));
 
 TEST(StoredDtype, F32CheckpointsStayF32) {
-    const std::string dir = kData + "/qwen3";
+    const std::string dir = kStoredModels + "/qwen3";
     if (!std::filesystem::exists(dir + "/model.safetensors")) GTEST_SKIP() << dir << " is missing";
     auto d = inspect_hf_directory(dir);
     ASSERT_TRUE(d.ok()) << d.status().to_string();

@@ -13,7 +13,7 @@
 namespace tandem::weights {
 namespace {
 
-using Kind = DrainEvent::Kind;
+using DrainKind = DrainEvent::Kind;
 using std::chrono::milliseconds;
 using tandem::testing::FakeClock;
 
@@ -45,7 +45,7 @@ protected:
         op.in_flight = in_flight;
         op.complete_on_close = complete_on_close;
         const DrainEvent e = drain.start(op, clock.now(), kWait, kForceWait);
-        if (e.kind == Kind::kStarted) count_drain(stats, e);
+        if (e.kind == DrainKind::kStarted) count_drain(stats, e);
         return e;
     }
     // One step at the clock's time, counted.
@@ -62,7 +62,7 @@ protected:
 };
 
 TEST_F(DrainOfAFailedOperation, NothingInFlightNeedsNoDrain) {
-    EXPECT_EQ(start(0).kind, Kind::kDrained);
+    EXPECT_EQ(start(0).kind, DrainKind::kDrained);
     EXPECT_FALSE(drain.active());
     EXPECT_EQ(op.closes, 0);
     EXPECT_EQ(stats.operations, 0u);
@@ -70,7 +70,7 @@ TEST_F(DrainOfAFailedOperation, NothingInFlightNeedsNoDrain) {
 
 TEST_F(DrainOfAFailedOperation, RequestsThatCompleteWithinTheWaitAreDrainedWithoutAClose) {
     DrainEvent e = start(3);
-    ASSERT_EQ(e.kind, Kind::kStarted);
+    ASSERT_EQ(e.kind, DrainKind::kStarted);
     EXPECT_EQ(e.outstanding, 3u);
     EXPECT_EQ(stats.operations, 1u);
     EXPECT_EQ(stats.requests, 3u);
@@ -80,11 +80,11 @@ TEST_F(DrainOfAFailedOperation, RequestsThatCompleteWithinTheWaitAreDrainedWitho
     clock.advance(kWait - milliseconds(1));
     op.in_flight = 1;
     e = step();
-    EXPECT_EQ(e.kind, Kind::kWaiting);
+    EXPECT_EQ(e.kind, DrainKind::kWaiting);
     EXPECT_EQ(e.outstanding, 1u);
     op.in_flight = 0;
     e = step();
-    EXPECT_EQ(e.kind, Kind::kDrained);
+    EXPECT_EQ(e.kind, DrainKind::kDrained);
     EXPECT_FALSE(e.forced);
     EXPECT_FALSE(drain.active());
     EXPECT_EQ(op.closes, 0);
@@ -97,13 +97,13 @@ TEST_F(DrainOfAFailedOperation, TheWaitRunningOutForceClosesOnceAndTheCloseDrain
     start(2);
     clock.advance(kWait);
     DrainEvent e = step();
-    ASSERT_EQ(e.kind, Kind::kForceClosed);
+    ASSERT_EQ(e.kind, DrainKind::kForceClosed);
     EXPECT_EQ(e.outstanding, 2u);  // what was in flight when the wait ran out
     EXPECT_EQ(e.closed, 2u);
     EXPECT_TRUE(drain.active());
     EXPECT_EQ(stats.forced_closes, 2u);
     e = step();
-    EXPECT_EQ(e.kind, Kind::kDrained);
+    EXPECT_EQ(e.kind, DrainKind::kDrained);
     EXPECT_TRUE(e.forced);
     EXPECT_EQ(op.closes, 1);
     EXPECT_EQ(stats.draining, 0u);
@@ -113,20 +113,20 @@ TEST_F(DrainOfAFailedOperation, TheWaitRunningOutForceClosesOnceAndTheCloseDrain
 TEST_F(DrainOfAFailedOperation, RequestsThatOutliveTheForcedCloseRetireTheMemory) {
     start(1, /*complete_on_close=*/false);
     clock.advance(kWait);
-    EXPECT_EQ(step().kind, Kind::kForceClosed);
+    EXPECT_EQ(step().kind, DrainKind::kForceClosed);
     clock.advance(kForceWait - milliseconds(1));
-    EXPECT_EQ(step().kind, Kind::kWaiting);  // the close gets its own bound
-    EXPECT_EQ(op.closes, 1);                 // and is not asked for twice
+    EXPECT_EQ(step().kind, DrainKind::kWaiting);  // the close gets its own bound
+    EXPECT_EQ(op.closes, 1);                      // and is not asked for twice
     clock.advance(milliseconds(1));
     const DrainEvent e = step();
-    ASSERT_EQ(e.kind, Kind::kRetire);
+    ASSERT_EQ(e.kind, DrainKind::kRetire);
     EXPECT_EQ(e.outstanding, 1u);
     EXPECT_FALSE(drain.active());
     EXPECT_EQ(stats.retired_buffers, 1u);
     EXPECT_EQ(stats.draining, 0u);
     EXPECT_EQ(stats.operations, 1u);
     // Over: asking again neither closes anything nor counts.
-    EXPECT_EQ(drain.step(op, clock.now() + std::chrono::hours(1)).kind, Kind::kDrained);
+    EXPECT_EQ(drain.step(op, clock.now() + std::chrono::hours(1)).kind, DrainKind::kDrained);
     EXPECT_EQ(op.closes, 1);
 }
 
@@ -146,7 +146,7 @@ TEST_F(DrainOfAFailedOperation, AStoppingReadersLoopEndsWhetherTheCloseCompletes
             clock.advance(milliseconds(10));  // one round of worker progress
             ASSERT_LT(++steps, 1000) << "the drain never ended";
         }
-        EXPECT_EQ(last.kind, completes ? Kind::kDrained : Kind::kRetire);
+        EXPECT_EQ(last.kind, completes ? DrainKind::kDrained : DrainKind::kRetire);
         EXPECT_LE(clock.now() - began, kWait + kForceWait + milliseconds(20));
         EXPECT_EQ(stats.draining, 0u);
         EXPECT_EQ(stats.retired_buffers, completes ? 0u : 1u);

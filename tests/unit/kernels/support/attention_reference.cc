@@ -6,9 +6,24 @@
 #include <sstream>
 
 namespace tandem::kernels::testkit {
+
+AttentionParams attention_params(int64_t tq, int64_t tk, int hq, int hkv, int d, bool causal,
+                                 int64_t q_pos0, int64_t k_pos0) {
+    AttentionParams p;
+    p.tq = tq;
+    p.tk = tk;
+    p.hq = hq;
+    p.hkv = hkv;
+    p.d = d;
+    p.scale = default_softmax_scale(d);
+    p.causal = causal;
+    p.q_pos0 = q_pos0;
+    p.k_pos0 = k_pos0;
+    return p;
+}
 namespace {
 
-constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+constexpr double kNegInfDouble = -std::numeric_limits<double>::infinity();
 
 bool visible(const AttentionParams& p, int64_t i, int64_t j) {
     // Written out rather than through query_position/key_position, so the reference does not
@@ -30,15 +45,15 @@ double row_probs(const AttentionParams& p, std::span<const double> q, std::span<
     const int g = h / (p.hq / p.hkv);
     const double* qr = q.data() + (i * p.hq + h) * p.d;
     probs.assign(static_cast<size_t>(p.tk), 0.0);
-    double m = kNegInf;
+    double m = kNegInfDouble;
     for (int64_t j = 0; j < p.tk; ++j) {
         if (!visible(p, i, j)) continue;
         probs[j] = p.scale * dot(qr, k.data() + (j * p.hkv + g) * p.d, p.d);
         m = std::max(m, probs[j]);
     }
-    if (m == kNegInf) {
+    if (m == kNegInfDouble) {
         probs.assign(static_cast<size_t>(p.tk), 0.0);
-        return kNegInf;
+        return kNegInfDouble;
     }
     double sum = 0.0;
     for (int64_t j = 0; j < p.tk; ++j) {
@@ -56,7 +71,7 @@ ReferenceForward reference_forward(const AttentionParams& p, std::span<const dou
                                    std::span<const double> k, std::span<const double> v) {
     ReferenceForward out;
     out.o.assign(static_cast<size_t>(p.tq * p.hq * p.d), 0.0);
-    out.lse.assign(static_cast<size_t>(p.hq * p.tq), kNegInf);
+    out.lse.assign(static_cast<size_t>(p.hq * p.tq), kNegInfDouble);
     std::vector<double> probs;
     for (int h = 0; h < p.hq; ++h) {
         const int g = h / (p.hq / p.hkv);
@@ -84,7 +99,7 @@ ReferenceGrads reference_backward(const AttentionParams& p, std::span<const doub
     for (int h = 0; h < p.hq; ++h) {
         const int kvh = h / (p.hq / p.hkv);
         for (int64_t i = 0; i < p.tq; ++i) {
-            if (row_probs(p, q, k, h, i, probs) == kNegInf) continue;
+            if (row_probs(p, q, k, h, i, probs) == kNegInfDouble) continue;
             const double* qr = q.data() + (i * p.hq + h) * p.d;
             const double* gr = dout.data() + (i * p.hq + h) * p.d;
             double delta = 0.0;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <vector>
@@ -13,6 +14,12 @@
 #include "kernels/attention.h"
 
 namespace tandem::kernels::testkit {
+
+inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// One attention problem's shape with the default softmax scale of head dim d.
+AttentionParams attention_params(int64_t tq, int64_t tk, int hq, int hkv, int d,
+                                 bool causal = false, int64_t q_pos0 = 0, int64_t k_pos0 = 0);
 
 struct ReferenceForward {
     std::vector<double> o;    // [tq, hq, d]
