@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "common/gpu/kv_pages.h"
 #include "rollout_node/context_parallel_plan.h"
 
 namespace tandem::rollout {
@@ -33,13 +34,16 @@ std::unique_ptr<CompletionSampler> make_cpu_sampler(model::GroupGenerator gen) {
 }
 
 std::string cuda_generation_unsupported(const config::JobSpec& job) {
+    // Quantized pages: bf16, int8 and int4 per token, with compression (common/gpu/kv_pages.h);
+    // not on context-parallel device ranks, whose shards are bf16 rows.
     const config::KvCacheSpec& kv = job.rollout.kv_cache;
-    if (kv.dtype != config::KvCacheDType::kF32) {
-        return fmt::format("rollout.kv_cache.dtype {} (the device KV cache is bf16)",
-                           config::enum_name(kv.dtype));
+    if (job.rollout.context_parallel > 1 && kv.dtype != config::KvCacheDType::kF32) {
+        return fmt::format(
+            "rollout.kv_cache.dtype {} with rollout.context_parallel > 1 (the device ranks' "
+            "shards are bf16)",
+            config::enum_name(kv.dtype));
     }
-    if (kv.compress_after_tokens > 0) return "rollout.kv_cache.compress_after_tokens > 0";
-    return "";
+    return gpu::device_kv_unsupported(kv);
 }
 
 Result<gpu::DeviceChoice> rollout_device(const config::JobSpec& job, const gpu::DeviceFacts& facts,

@@ -54,11 +54,14 @@ public:
             stats->generated_tokens = ds.generated_tokens;
             stats->decode_steps = ds.decode_steps;
             stats->peak_blocks = ds.peak_blocks;
-            // bf16 keys and values of every layer: bytes per position, and the peak they held.
-            const int64_t per_token = int64_t{2} * c.num_layers * c.kv_dim() * 2;
-            stats->kv_bytes_per_token = static_cast<double>(per_token);
-            stats->kv_peak_bytes = ds.peak_blocks * block_tokens_ * per_token;
-            stats->kv_compression = 0.5;  // bf16 against f32
+            // Keys and values of every layer in the pool's format (bf16 rows or quantized pages):
+            // bytes per position of a full block, and the peak the blocks held; blocks
+            // compressed so far (their compressed pages are in a pool of their own).
+            const double per_token = static_cast<double>(ds.kv.block_bytes) / ds.kv.block_tokens;
+            stats->kv_bytes_per_token = per_token;
+            stats->kv_peak_bytes = ds.peak_blocks * ds.kv.block_bytes;
+            stats->kv_compression = per_token / (int64_t{2} * c.num_layers * c.kv_dim() * 4);
+            stats->kv_compressed = ds.kv.compressions;
             stats->kv_waves = ds.waves;
             stats->kv_admission_waits = ds.admission_waits;
             stats->kv_prefix_hits = ds.prefix_hits;
@@ -71,7 +74,6 @@ public:
 private:
     std::unique_ptr<gpu::DeviceGenerator> gen_;
     int64_t loaded_ = -1;
-    int64_t block_tokens_ = gpu::DeviceGenerateOptions{}.block_tokens;
 };
 
 }  // namespace
@@ -85,6 +87,7 @@ Result<std::unique_ptr<CompletionSampler>> make_cuda_sampler(const model::ModelC
     o.job = job.name;
     o.prefix_tokens = job.rollout.kv_cache.prefix_tokens;
     o.kv_budget_bytes = job.rollout.kv_cache.budget_bytes;
+    o.kv_cache = model::KvCacheOptions::from_spec(job.rollout.kv_cache, o.block_tokens);
     TANDEM_ASSIGN_OR_RETURN(auto gen, gpu::DeviceGenerator::create(config, o));
     return std::unique_ptr<CompletionSampler>(std::make_unique<CudaSampler>(std::move(gen)));
 }

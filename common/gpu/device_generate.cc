@@ -30,7 +30,7 @@ DeviceGenerator::~DeviceGenerator() {
     graphs_.clear();
     decode_.reset();
     step_ = DeviceBuffer();
-    pool_ = DeviceBuffer();
+    kv_.reset();
     cos_ = DeviceBuffer();
     sin_ = DeviceBuffer();
     model_.reset();
@@ -40,6 +40,11 @@ DeviceGenerator::~DeviceGenerator() {
 Result<std::unique_ptr<DeviceGenerator>> DeviceGenerator::create(const model::ModelConfig& config,
                                                                  DeviceGenerateOptions options,
                                                                  int device) {
+    // rollout.kv_cache: quantized pages take the spec's group as their block size.
+    model::KvCacheOptions kv_options = options.kv_cache;
+    if (kv_options.dtype == kernels::KvDType::kF32) kv_options.block_tokens = options.block_tokens;
+    TANDEM_ASSIGN_OR_RETURN(DeviceKvPlan kv_plan, device_kv_plan(config, kv_options, options.job));
+    options.block_tokens = kv_plan.block_tokens;
     if (options.block_tokens < 1 || options.block_tokens > 1024) {
         return invalid_argument(
             fmt::format("job {}: device generation: block_tokens must be in [1, 1024], got {}",
@@ -66,9 +71,8 @@ Result<std::unique_ptr<DeviceGenerator>> DeviceGenerator::create(const model::Mo
     TANDEM_ASSIGN_OR_RETURN(g->sin_, g->alloc_->allocate(table * 4, "generation RoPE sin"));
     TANDEM_RETURN_IF_ERROR(ops::copy_to_device(*g->stream_, g->cos_.as(), rope.cos(0), table * 4));
     TANDEM_RETURN_IF_ERROR(ops::copy_to_device(*g->stream_, g->sin_.as(), rope.sin(0), table * 4));
-    g->kv_.block_tokens = g->options_.block_tokens;
-    g->kv_.hkv = config.num_kv_heads;
-    g->kv_.d = config.head_dim();
+    TANDEM_ASSIGN_OR_RETURN(g->kv_, DeviceKvPool::create(config, std::move(kv_plan), *g->alloc_,
+                                                         g->options_.decode_splits));
     if (g->options_.prefix_tokens < 0 || g->options_.kv_budget_bytes < 0) {
         return invalid_argument(fmt::format(
             "job {}: device generation: rollout.kv_cache.prefix_tokens and budget_bytes must be "
@@ -94,10 +98,7 @@ Result<std::unique_ptr<DeviceGenerator>> DeviceGenerator::create(const model::Mo
     return g;
 }
 
-int64_t DeviceGenerator::block_bytes() const {
-    return int64_t{2} * config().num_layers * kv_.block_elems() *
-           static_cast<int64_t>(sizeof(Bf16));
-}
+int64_t DeviceGenerator::block_bytes() const { return kv_->block_bytes(); }
 
 Status DeviceGenerator::load(model::WeightView params) {
     loop_->weights_changed();  // a cached system prompt is stale from here on
@@ -134,23 +135,17 @@ Status DeviceGenerator::load_device(std::span<const DeviceF32Piece> pieces) {
 
 Result<StepLayout> DeviceGenerator::reserve(int64_t blocks, int64_t max_rows, int width) {
     const model::ModelConfig& c = config();
-    const bool grow_pool = blocks > kv_.num_blocks;
+    const bool grow_pool = blocks > kv_->blocks();
     const bool new_work = !decode_ || max_rows > layout_.max_rows || width != layout_.width;
     if (grow_pool || new_work) {
         graphs_.clear();  // they read the buffers about to be replaced
         bucket_uses_.clear();
     }
-    if (grow_pool) {
-        pool_ = DeviceBuffer();
-        kernels::cuda::PagedKvShape shape = kv_;
-        kv_.num_blocks = 0;  // until the new pool is there
-        shape.num_blocks = blocks;
-        TANDEM_ASSIGN_OR_RETURN(
-            pool_,
-            alloc_->allocate(
-                static_cast<size_t>(shape.layer_elems() * c.num_layers) * sizeof(Bf16),
-                fmt::format("device KV cache ({} blocks of {} tokens)", blocks, kv_.block_tokens)));
-        kv_ = shape;
+    TANDEM_ASSIGN_OR_RETURN(const bool kv_replaced,
+                            kv_->reserve(blocks, std::max(max_rows, layout_.max_rows)));
+    if (kv_replaced) {
+        graphs_.clear();  // they read the pool and its split workspace
+        bucket_uses_.clear();
     }
     if (new_work) {
         const StepLayout layout{std::max(max_rows, layout_.max_rows), width};
@@ -209,8 +204,6 @@ Status DeviceGenerator::layers(Work& w, int64_t n, const int32_t* tokens, const 
     TANDEM_RETURN_IF_ERROR(ops::embedding_forward(s, n, h, c.vocab_size, tokens, wt.embed, x));
     for (int l = 0; l < c.num_layers; ++l) {
         const auto& L = wt.layers[static_cast<size_t>(l)];
-        Bf16* kpool = pool_.as<Bf16>() + 2 * l * kv_.block_elems() * kv_.num_blocks;
-        Bf16* vpool = kpool + kv_.block_elems() * kv_.num_blocks;
         TANDEM_RETURN_IF_ERROR(ops::rmsnorm_forward(s, n, h, x, L.input_norm, eps, a, nullptr));
         auto heads = [&](const Bf16* wm, const Bf16* bias, const Bf16* norm, int nh, bool rope,
                          Bf16* out) -> Status {
@@ -233,21 +226,11 @@ Status DeviceGenerator::layers(Work& w, int64_t n, const int32_t* tokens, const 
         TANDEM_RETURN_IF_ERROR(heads(L.wq, L.bq, L.q_norm, c.num_heads, true, w.qb.as<Bf16>()));
         TANDEM_RETURN_IF_ERROR(heads(L.wk, L.bk, L.k_norm, c.num_kv_heads, true, w.kb.as<Bf16>()));
         TANDEM_RETURN_IF_ERROR(heads(L.wv, L.bv, nullptr, c.num_kv_heads, false, w.vb.as<Bf16>()));
-        TANDEM_RETURN_IF_ERROR(
-            ops::paged_kv_write(s, kv_, n, slots, w.kb.as<Bf16>(), w.vb.as<Bf16>(), kpool, vpool));
+        TANDEM_RETURN_IF_ERROR(kv_->write(s, l, n, slots, w.kb.as<Bf16>(), w.vb.as<Bf16>()));
         if (paged) {
-            ops::PagedDecode pd;
-            pd.shape = kv_;
-            pd.n = n;
-            pd.hq = c.num_heads;
-            pd.scale = kernels::default_softmax_scale(c.head_dim());
-            pd.block_table = paged->tables;
-            pd.table_width = paged->width;
-            pd.context_lens = paged->context_lens;
-            pd.k_pool = kpool;
-            pd.v_pool = vpool;
-            TANDEM_RETURN_IF_ERROR(
-                ops::paged_decode_attention(s, pd, w.qb.as<Bf16>(), w.o.as<float>()));
+            TANDEM_RETURN_IF_ERROR(kv_->attend(s, l, n, paged->tables, paged->width,
+                                               paged->context_lens, w.qb.as<Bf16>(),
+                                               w.o.as<float>()));
         } else {
             int64_t b0 = 0;
             for (const int64_t len : lens) {
@@ -335,6 +318,8 @@ Status DeviceGenerator::prefill(const PrefillBatch& batch, std::vector<int32_t>&
     }
     TANDEM_ASSIGN_OR_RETURN(DeviceBuffer in, alloc_->allocate(host.size() * 4, "prefill inputs"));
     TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, in.as(), host.data(), host.size() * 4));
+    kv_->written(batch.slots);  // blocks handed out anew hold uncompressed rows
+    TANDEM_RETURN_IF_ERROR(kv_->flush(s));
     const int32_t* d = in.as<const int32_t>();
     Work w;
     TANDEM_RETURN_IF_ERROR(
@@ -369,8 +354,8 @@ Status DeviceGenerator::prefill(const PrefillBatch& batch, std::vector<int32_t>&
 Status DeviceGenerator::copy_blocks(std::span<const int32_t> pairs) {
     TANDEM_ASSIGN_OR_RETURN(DeviceBuffer d, alloc_->allocate(pairs.size() * 4, "forked blocks"));
     TANDEM_RETURN_IF_ERROR(ops::copy_to_device(*stream_, d.as(), pairs.data(), pairs.size() * 4));
-    return ops::paged_copy_blocks(*stream_, kv_, config().num_layers, std::ssize(pairs) / 2,
-                                  d.as<const int32_t>(), pool_.as<Bf16>());
+    kv_->copied(pairs);
+    return kv_->copy_blocks(*stream_, std::ssize(pairs) / 2, d.as<const int32_t>());
 }
 
 Status DeviceGenerator::decode(int64_t rows, std::span<const int32_t> step, int64_t live,
@@ -379,6 +364,8 @@ Status DeviceGenerator::decode(int64_t rows, std::span<const int32_t> step, int6
     // The step's inputs up to the last row's block table (a captured step reads them there).
     const size_t used = static_cast<size_t>(layout_.table() + rows * layout_.width);
     TANDEM_RETURN_IF_ERROR(ops::copy_to_device(s, step_.as(), step.data(), used * 4));
+    // Background compression of the blocks due, before the step reads them (not captured).
+    TANDEM_RETURN_IF_ERROR(kv_->before_decode(s, layout_, live, step));
     const bool use_graph = options_.cuda_graphs && !graphs_failed_;
     auto it = graphs_.find(rows);
     if (use_graph && it == graphs_.end() && ++bucket_uses_[rows] >= 2) {
@@ -432,7 +419,8 @@ Result<std::vector<model::Completion>> DeviceGenerator::generate(
         st.graph_captures = graph_captures_;
         st.graph_note = graph_note_;
         st.peak_blocks = counts.peak_blocks;
-        st.kv_pool_bytes = static_cast<int64_t>(pool_.bytes());
+        st.kv = kv_->stats();
+        st.kv_pool_bytes = st.kv.pool_bytes;
         st.device_peak_bytes = static_cast<int64_t>(alloc_->peak_bytes());
         st.waves = std::ssize(counts.wave_prompts);
         st.admission_waits = counts.admission_waits;

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/gpu/device_kv.h"
 #include "common/gpu/device_model.h"
 #include "common/gpu/generate_loop.h"
 #include "common/gpu/paged_plan.h"
@@ -49,6 +50,14 @@ struct DeviceGenerateOptions {
     // worst-case KV bytes fit (model::admission_waves over block_bytes()).
     int64_t prefix_tokens = 0;
     int64_t kv_budget_bytes = 0;
+    // rollout.kv_cache's format and compression (model::KvCacheOptions::from_spec): f32 keeps
+    // bf16 rows in blocks of block_tokens; bf16, int8 and int4 per token are pages of the CPU
+    // engine's format in blocks of kv_cache.block_tokens (the spec's group); compression
+    // requantizes old full blocks (common/gpu/kv_pages.h). KIVI dtypes are refused.
+    model::KvCacheOptions kv_cache;
+    // Key splits of decode attention: 0 chooses from the rows, the context and the SM count
+    // (decode_splits); > 0 forces that many (tests).
+    int decode_splits = 0;
 };
 
 struct DeviceGenerateStats {
@@ -68,6 +77,7 @@ struct DeviceGenerateStats {
     int64_t prefix_hits = 0;
     int64_t prefix_bytes = 0;
     int64_t evictions = 0;
+    DeviceKvStats kv;  // format, bytes per block by dtype, compressions, last split count
 };
 
 // fp32 values [first, first + count) of the model's flat parameter buffer, at `data` in device
@@ -156,8 +166,7 @@ private:
     std::unique_ptr<kernels::cuda::Gemm> gemm_;
     std::unique_ptr<DeviceModel> model_;
     kernels::cuda::DeviceBuffer cos_, sin_;  // RoPE tables [max_seq_len, head_dim / 2] fp32
-    kernels::cuda::PagedKvShape kv_;
-    kernels::cuda::DeviceBuffer pool_;
+    std::unique_ptr<DeviceKvPool> kv_;       // the KV cache (stored and compressed pages)
     std::unique_ptr<Work> decode_;  // workspace of the decode step, sized for layout_.max_rows
     StepLayout layout_;
     kernels::cuda::DeviceBuffer step_;  // int32 [layout_.size()]

@@ -19,6 +19,12 @@
 //   divergence at a near tie as above (the cached prefix is computed alone and the prompts'
 //   rows attend over its pages with the decode kernel, waves change the GEMM batch); log-probs
 //   on the common prefix |err| <= 2e-2 + 1e-2 |ref|
+//   quantized KV pages (rollout.kv_cache int8 and int4 per token, with background compression
+//   to int2 KIVI) against the CPU engine with the same rollout.kv_cache: the same greedy tokens
+//   or a first divergence at a near tie as above (both quantize the same page format, from
+//   keys that differ by the bf16 path); log-probs |err| <= 5e-2 + 1e-2 |ref|; forced 3-way
+//   split-K against the automatic choice: the same greedy tokens, log-probs |err| <= 1e-3 +
+//   1e-2 |ref|; the pool's bytes per block below the bf16 rows' and compressions counted
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -529,6 +535,85 @@ TEST_F(DeviceGenerateTest, SystemPromptCacheAndKvBudgetKeepTheGreedyCompletions)
             static_cast<long>(cached.prompt_tokens), static_cast<long>(base.prompt_tokens),
             static_cast<long>(waves.peak_blocks), static_cast<long>(base.peak_blocks));
     }
+}
+
+TEST_F(DeviceGenerateTest, QuantizedKvPagesAndCompressionKeepTheCpuEnginesGreedyCompletions) {
+    int salt = 0;
+    for (const int arch : {0, 2}) {
+        const testing::Case cs = testing::cases()[static_cast<size_t>(arch)];
+        const model::ModelConfig& c = cs.config;
+        auto idx = model::ParamIndex::create(c, model::make_param_layout(c).value());
+        ASSERT_TRUE(idx.ok());
+        const std::vector<float> params = testing::random_params(idx.value(), c, 900 + ++salt);
+        const auto prompts = test_prompts(c.vocab_size, 177 + salt);
+        model::SamplingOptions o;
+        o.temperature = 0.0;
+        o.max_new_tokens = 40;
+        for (const auto dtype : {config::KvCacheDType::kInt8, config::KvCacheDType::kInt4}) {
+            config::KvCacheSpec spec;
+            spec.dtype = dtype;
+            spec.group = 8;
+            spec.compress_after_tokens = 16;  // int2 KIVI behind the newest 16 tokens
+            const std::string what = std::string(cs.name) + " " +
+                                     std::string(config::enum_name(dtype)) + " + int2 compression";
+            SCOPED_TRACE(what);
+            DeviceGenerateOptions dopt;
+            dopt.eos_token = -1;
+            dopt.kv_cache = model::KvCacheOptions::from_spec(spec, dopt.block_tokens);
+            auto gen = DeviceGenerator::create(c, dopt);
+            ASSERT_TRUE(gen.ok()) << gen.status().to_string();
+            ASSERT_TRUE((*gen)->load(params.data()).ok());
+            DeviceGenerateStats st;
+            auto got = (*gen)->generate(prompts, 2, o, &st);
+            ASSERT_TRUE(got.ok()) << got.status().to_string();
+            dopt.decode_splits = 3;
+            auto split_gen = DeviceGenerator::create(c, dopt);
+            ASSERT_TRUE(split_gen.ok()) << split_gen.status().to_string();
+            ASSERT_TRUE((*split_gen)->load(params.data()).ok());
+            DeviceGenerateStats split_st;
+            auto split = (*split_gen)->generate(prompts, 2, o, &split_st);
+            ASSERT_TRUE(split.ok()) << split.status().to_string();
+            model::GeneratorOptions copt;
+            copt.eos_token = -1;
+            copt.kv = model::KvCacheOptions::from_spec(spec, copt.block_tokens);
+            auto cpu = model::GroupGenerator::create(c, copt);
+            ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
+            auto want = cpu->generate(params.data(), prompts, 2, o);
+            ASSERT_TRUE(want.ok()) << want.status().to_string();
+            const double e_cpu =
+                expect_same_greedy(what.c_str(), c, params, prompts, *got, *want, 5e-2);
+            const double e_split = expect_same_greedy((what + " split-K 3").c_str(), c, params,
+                                                      prompts, *split, *got, 1e-3);
+            EXPECT_EQ(split_st.kv.last_splits, 3);
+            EXPECT_GT(st.kv.compressions, 0);
+            EXPECT_EQ(st.kv.block_tokens, 8);
+            const int64_t bf16_rows = int64_t{2} * c.num_layers * 8 * c.kv_dim() * 2;
+            EXPECT_LT(st.kv.block_bytes, bf16_rows);
+            std::printf(
+                "quantized kv %s: greedy log-prob max |err| vs CPU %.3g, split-K 3 vs auto %.3g; "
+                "%s block %ld bytes (bf16 rows %ld), %s block %ld, %ld compressions, pool %.2f "
+                "MiB\n",
+                what.c_str(), e_cpu, e_split, st.kv.dtype, static_cast<long>(st.kv.block_bytes),
+                static_cast<long>(bf16_rows), st.kv.compressed_dtype,
+                static_cast<long>(st.kv.compressed_block_bytes),
+                static_cast<long>(st.kv.compressions), st.kv.pool_bytes / 1048576.0);
+        }
+    }
+}
+
+TEST_F(DeviceGenerateTest, KiviKvPagesAreRefusedNamingTheField) {
+    const model::ModelConfig c = testing::base_config();
+    config::KvCacheSpec spec;
+    spec.dtype = config::KvCacheDType::kInt2;
+    DeviceGenerateOptions dopt;
+    dopt.job = "job-8";
+    dopt.kv_cache = model::KvCacheOptions::from_spec(spec, dopt.block_tokens);
+    auto gen = DeviceGenerator::create(c, dopt);
+    ASSERT_FALSE(gen.ok());
+    EXPECT_NE(gen.status().message().find("job job-8: device generation: rollout.kv_cache.dtype "
+                                          "int2"),
+              std::string::npos)
+        << gen.status().message();
 }
 
 TEST_F(DeviceGenerateTest, BadPromptsAreNamed) {

@@ -31,11 +31,25 @@ TEST(RolloutDevice, AutoTakesTheGpuForAJobTheDeviceGeneratorRuns) {
 TEST(RolloutDevice, AutoFallsBackToCpuForSettingsTheDeviceLacksAndSaysWhich) {
     config::JobSpec job;
     job.rollout.device = ComputeDevice::kAuto;
-    job.rollout.kv_cache.dtype = config::KvCacheDType::kInt8;
+    job.rollout.kv_cache.dtype = config::KvCacheDType::kInt2;  // KIVI: not on the device
     auto c = rollout_device(job, gpu_node(), "job-000002");
     ASSERT_TRUE(c.ok()) << c.status().message();
     EXPECT_FALSE(c->cuda());
-    EXPECT_NE(c->reason.find("rollout.kv_cache.dtype int8"), std::string::npos) << c->reason;
+    EXPECT_NE(c->reason.find("rollout.kv_cache.dtype int2"), std::string::npos) << c->reason;
+}
+
+TEST(RolloutDevice, PerTokenQuantizedPagesAndCompressionRunOnTheDevice) {
+    for (const auto dtype : {config::KvCacheDType::kBF16, config::KvCacheDType::kInt8,
+                             config::KvCacheDType::kInt4}) {
+        config::JobSpec job;
+        job.rollout.device = ComputeDevice::kCuda;
+        job.rollout.kv_cache.dtype = dtype;
+        job.rollout.kv_cache.compress_after_tokens = 64;
+        EXPECT_EQ(cuda_generation_unsupported(job), "") << config::enum_name(dtype);
+        auto c = rollout_device(job, gpu_node(), "job-000002");
+        ASSERT_TRUE(c.ok()) << c.status().message();
+        EXPECT_TRUE(c->cuda()) << c->reason;
+    }
 }
 
 TEST(RolloutDevice, TheSystemPromptCacheAndAKvBudgetRunOnTheDevice) {
@@ -52,12 +66,13 @@ TEST(RolloutDevice, TheSystemPromptCacheAndAKvBudgetRunOnTheDevice) {
 TEST(RolloutDevice, ExplicitCudaWithAnUnsupportedSettingNamesTheJobAndBothFields) {
     config::JobSpec job;
     job.rollout.device = ComputeDevice::kCuda;
-    job.rollout.kv_cache.compress_after_tokens = 64;
+    job.rollout.kv_cache.dtype = config::KvCacheDType::kInt4;
+    job.rollout.kv_cache.kivi = true;
     auto c = rollout_device(job, gpu_node(), "job-000002");
     ASSERT_FALSE(c.ok());
     EXPECT_NE(c.status().message().find("job job-000002: rollout.device is cuda but generation on "
                                         "the device does not support "
-                                        "rollout.kv_cache.compress_after_tokens > 0"),
+                                        "rollout.kv_cache.dtype int4 with kivi"),
               std::string::npos)
         << c.status().message();
 }
