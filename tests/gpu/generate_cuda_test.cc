@@ -18,7 +18,8 @@
 //   both, against the same generator without them: the same greedy tokens, or a first
 //   divergence at a near tie as above (the cached prefix is computed alone and the prompts'
 //   rows attend over its pages with the decode kernel, waves change the GEMM batch); log-probs
-//   on the common prefix |err| <= 2e-2 + 1e-2 |ref|
+//   on the common prefix |err| <= 2e-2 + 1e-2 |ref|; after a new weights version the cached
+//   generator's tokens against a fresh one on the new weights, the same way
 //   quantized KV pages (rollout.kv_cache int8 and int4 per token, with background compression
 //   to int2 KIVI) against the CPU engine with the same rollout.kv_cache: the same greedy tokens
 //   or a first divergence at a near tie as above (both quantize the same page format, from
@@ -534,6 +535,33 @@ TEST_F(DeviceGenerateTest, SystemPromptCacheAndKvBudgetKeepTheGreedyCompletions)
             cs.name, e1, e2, e3, static_cast<long>(waves.waves), static_cast<long>(both.waves),
             static_cast<long>(cached.prompt_tokens), static_cast<long>(base.prompt_tokens),
             static_cast<long>(waves.peak_blocks), static_cast<long>(base.peak_blocks));
+
+        // A new weights version drops the cached prefix: the next call's tokens are the new
+        // weights' (a stale prefix would give the old weights' KV to every hit prompt).
+        const std::vector<float> params2 = testing::random_params(idx.value(), c, 950 + which);
+        DeviceGenerateOptions dopt;
+        dopt.eos_token = -1;
+        auto plain = DeviceGenerator::create(c, dopt);
+        dopt.prefix_tokens = 21;
+        auto gen = DeviceGenerator::create(c, dopt);
+        ASSERT_TRUE(gen.ok() && plain.ok());
+        ASSERT_TRUE((*gen)->load(params.data()).ok());
+        (*gen)->set_weights_version(1);
+        ASSERT_TRUE((*gen)->generate(prompts, group, o).ok());
+        ASSERT_TRUE((*gen)->load(params2.data()).ok());
+        (*gen)->set_weights_version(2);
+        DeviceGenerateStats next;
+        auto got2 = (*gen)->generate(prompts, group, o, &next);
+        ASSERT_TRUE(got2.ok()) << got2.status().to_string();
+        EXPECT_EQ(next.evictions, 1);
+        EXPECT_EQ((*gen)->prefix_stats().prefills, 2);
+        ASSERT_TRUE((*plain)->load(params2.data()).ok());
+        auto want2 = (*plain)->generate(prompts, group, o);
+        ASSERT_TRUE(want2.ok()) << want2.status().to_string();
+        const double e4 =
+            expect_same_greedy("new version", c, params2, prompts, *got2, *want2, 2e-2);
+        std::printf("%s: prefix cache after a new version: greedy log-prob max |err| %.3g\n",
+                    cs.name, e4);
     }
 }
 

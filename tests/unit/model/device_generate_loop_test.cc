@@ -178,11 +178,12 @@ void expect_fake_completions(const FakeGenerationBackend& fake,
 }
 
 // Wraps the fake and records, at the first decode step of each call, the references of the
-// cached prefix's blocks.
+// cached prefix's blocks; fails the decode step `fail_at` (counted over its life) when set.
 class RefProbe final : public GenerationBackend {
 public:
     RefProbe(FakeGenerationBackend& fake, const GenerationLoop& loop) : fake_(fake), loop_(loop) {}
     std::vector<int32_t> refs;  // at the first decode step
+    int64_t fail_at = -1, steps = 0;
     Result<StepLayout> reserve(int64_t b, int64_t r, int w) override {
         refs.clear();
         return fake_.reserve(b, r, w);
@@ -199,6 +200,7 @@ public:
                 refs.push_back(loop_.sequences()->pool().refs(b));
             }
         }
+        if (steps++ == fail_at) return internal_error("decode step failed (test)");
         return fake_.decode(rows, step, live, t, l);
     }
 
@@ -339,6 +341,34 @@ GenerationLoopOptions budget_options(int bt, int64_t block, int64_t budget, std:
     opt.block_bytes = block;
     opt.job = std::move(job);
     return opt;
+}
+
+TEST(GenerationLoop, AfterAFailedCallThePoolAndThePrefixStartOver) {
+    const int bt = 4, group = 2;
+    const std::vector<int32_t> prefix = system_prompt(6);
+    FakeGenerationBackend fake(bt, 50);
+    GenerationLoopOptions opt;
+    opt.block_tokens = bt;
+    GenerationLoop loop(opt);
+    RefProbe probe(fake, loop);
+    loop.set_system_prompt(prefix);
+    loop.set_weights_version(1);
+    const auto prompts = with_prefix(prefix, {3, 9}, 1);
+    model::SamplingOptions o;
+    o.max_new_tokens = 5;
+    ASSERT_TRUE(loop.run(probe, tiny(), prompts, group, o).ok());
+    probe.fail_at = probe.steps + 2;  // mid-call: samples hold blocks when it fails
+    auto failed = loop.run(probe, tiny(), prompts, group, o);
+    ASSERT_FALSE(failed.ok());
+    EXPECT_NE(failed.status().message().find("decode step failed"), std::string::npos);
+    GenerationCounts counts;
+    auto out = loop.run(probe, tiny(), prompts, group, o, &counts);
+    ASSERT_TRUE(out.ok()) << out.status().message();
+    expect_fake_completions(fake, prompts, group, o, *out);
+    EXPECT_EQ(counts.evictions, 1) << "the prefix of the failed call is not trusted";
+    EXPECT_EQ(loop.prefix_stats().prefills, 2);
+    // Nothing the failed call held is left: only the prefix's blocks are in use.
+    EXPECT_EQ(loop.sequences()->pool().in_use(), std::ssize(loop.prefix().blocks));
 }
 
 TEST(GenerationLoop, BudgetWavesAreTheCpuEnginesPlanForTheSameBlockBytes) {
