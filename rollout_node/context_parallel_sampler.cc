@@ -35,6 +35,7 @@ Status run_on_ranks(int ranks, const std::function<Status(int)>& fn) {
 
 namespace {
 
+// Owned by the rollout's generation thread; each call runs the ranks' work on threads of its own.
 class ContextParallelSampler final : public CompletionSampler, public DeviceWeightSink {
 public:
     ContextParallelSampler(std::unique_ptr<CompletionSampler> single,
@@ -62,9 +63,10 @@ public:
             return ranks_->load_first(pieces);
         });
         if (s.ok() && P > 1) {
-            s = run_on_ranks(P - 1, [&](int i) -> Status {
-                TANDEM_RETURN_IF_ERROR(ranks_->enter(i + 1));
-                return ranks_->copy_from_first(i + 1);
+            s = run_on_ranks(P, [&](int r) -> Status {
+                if (r == 0) return Status();  // the source
+                TANDEM_RETURN_IF_ERROR(ranks_->enter(r));
+                return ranks_->copy_from_first(r);
             });
         }
         if (!s.ok()) {

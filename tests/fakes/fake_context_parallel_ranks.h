@@ -70,6 +70,8 @@ public:
     }
     Status copy_from_first(int r) override {
         if (r < 1) return internal_error("fake: copy_from_first called for rank 0");
+        if (r == fail_copy)
+            return unavailable("fake: copy to rank " + std::to_string(r) + " failed");
         copies.fetch_add(1);
         *weights_[static_cast<size_t>(r)] = *weights_[0];
         return Status();
@@ -80,6 +82,7 @@ public:
     int logits_calls(int r) const { return ops_[static_cast<size_t>(r)]->logits_calls(); }
 
     bool fail_enter = false;  // every enter() fails
+    int fail_copy = -1;       // copy_from_first fails for this rank
     int first_loads = 0;
     std::atomic<int> copies{0};
 

@@ -300,6 +300,20 @@ TEST(RolloutContextParallel, SamplerRefusesWrongVersionsBadPiecesAndAFailedRing)
     Status bad = rig.sampler->device_weights()->load_device(6, {&short_piece, 1});
     EXPECT_FALSE(bad.ok());
     EXPECT_NE(bad.message().find("version 6"), std::string::npos) << bad.message();
+    // A copy that fails names the rank and the version, and leaves no version to generate with.
+    Rig three;
+    make_rig(three, 3, 16);
+    three.ranks->fail_copy = 2;
+    const DevicePiece whole{three.w.data(), 0, three.total};
+    Status copy = three.sampler->device_weights()->load_device(6, {&whole, 1});
+    ASSERT_FALSE(copy.ok());
+    EXPECT_NE(copy.message().find("loading weights version 6: rank 2: fake: copy to rank 2 failed"),
+              std::string::npos)
+        << copy.message();
+    auto none = three.sampler->generate(nullptr, 6, prompts, 1, so, nullptr);
+    ASSERT_FALSE(none.ok());
+    EXPECT_NE(none.status().message().find("ranks hold none"), std::string::npos)
+        << none.status().message();
     // A too long context is refused before any rank runs.
     Rig again;
     make_rig(again, 2, 16);
