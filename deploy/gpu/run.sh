@@ -73,7 +73,7 @@ declare -A san_suites=(
     [tandem_gpu_kv_attention]='*'
     [tandem_gpu_train]='CudaAttentionBackward.*:DeviceTrainTest.Backward*'
     [tandem_gpu_ring_device]='CudaAttentionMerge.*:CudaDeviceRing.*'
-    [tandem_gpu_generate]='PagedKvTest.*:SamplingTest.*'
+    [tandem_gpu_generate]='PagedKvTest.*:PagedKvPagesTest.*:SamplingTest.*'
     [tandem_gpu_model]='DeviceModelTest.LogitsAndLogProbs*'
 )
 declare -A san_result
@@ -202,9 +202,10 @@ for l in (open(p) if os.path.exists(p) else []):
 PY
 # Generation: the kernels' and the greedy comparison's observed errors (context parallel on
 # device ranks: 'context parallel <arch> P=<ranks>'; the system-prompt cache and KV budget:
-# '<arch>: prefix cache / budget'), tokens/s against transformers.generate.
-grep -h -E 'paged decode|tokens equal the reference|chi-square|greedy log-prob|first divergence' \
-    "$O"/tandem_gpu_generate.txt 2>/dev/null | head -32
+# '<arch>: prefix cache / budget'; quantized KV pages: 'paged pages ...', 'paged decode pages ...',
+# 'quantized kv ...'), tokens/s against transformers.generate.
+grep -h -E 'paged decode|paged pages|tokens equal the reference|chi-square|greedy log-prob|first divergence|quantized kv' \
+    "$O"/tandem_gpu_generate.txt 2>/dev/null | head -48
 python3 - "$O" <<'PY'
 import json, sys, os
 o = sys.argv[1]

@@ -10,7 +10,7 @@
 //   paged_decode_attention over pages (some blocks flagged compressed, read from the second
 //     pool), 1 split and forced 3 and 7 splits, vs attention in double over the host-dequantized
 //     pages with the same bf16 q: |err| <= 2e-4 + 1e-3 |ref|; the split results agree with one
-//     split to 1e-5 ('paged decode pages ...' prints both)
+//     split to 1e-4 (float sums in another order; values up to ~30) ('paged decode pages ...' prints both)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -269,7 +269,7 @@ TEST_F(PagedKvPagesTest, DecodeOverPagesAndCompressedPagesInSplitsMatchesDouble)
             "paged decode pages (int8 + int2 kivi compressed) splits %d: max |err| %.3g, "
             "vs 1 split %.3g\n",
             splits, worst, vs_one);
-        EXPECT_LE(vs_one, 1e-5);
+        EXPECT_LE(vs_one, 1e-4);
     }
 }
 
