@@ -1,6 +1,7 @@
 // rollout.device for the built-in rollout: gpu::resolve_device, then the settings the device
-// generator lacks (quantized KV, context parallelism): auto falls back to cpu saying why, an
-// explicit cuda is refused naming the job and both fields.
+// generator lacks (quantized KV): auto falls back to cpu saying why, an explicit cuda is refused
+// naming the job and both fields (context parallelism on the device: a GPU per rank,
+// rollout_context_parallel_test.cc).
 #include <gtest/gtest.h>
 
 #include "rollout_node/completion_sampler.h"
