@@ -19,7 +19,7 @@ namespace {
 
 using config::ComputeDevice;
 
-gpu::DeviceFacts gpus(std::string assigned, int visible) {
+gpu::DeviceFacts assigned_gpus_facts(std::string assigned, int visible) {
     gpu::DeviceFacts f;
     f.built_with_cuda = true;
     f.visible_devices = visible;
@@ -39,7 +39,7 @@ config::JobSpec cp_job(int ranks, ComputeDevice device) {
 
 TEST(RolloutContextParallel, EachRankTakesItsAssignedGpuAndNcclJoinsThemOnOneHost) {
     const config::JobSpec job = cp_job(3, ComputeDevice::kCuda);
-    auto plan = plan_context_parallel(job, gpus("4,6,7,1", 4), "h1", "job-000009",
+    auto plan = plan_context_parallel(job, assigned_gpus_facts("4,6,7,1", 4), "h1", "job-000009",
                                       {.nccl_available = true});
     ASSERT_TRUE(plan.ok()) << plan.status().to_string();
     ASSERT_EQ(plan->ranks.size(), 3u);
@@ -61,8 +61,8 @@ TEST(RolloutContextParallel, EachRankTakesItsAssignedGpuAndNcclJoinsThemOnOneHos
         << plan->describe();
 
     // Without NCCL in the build the same ranks go over UCX, staged through host memory.
-    auto ucx =
-        plan_context_parallel(job, gpus("4,6,7", 3), "h1", "job-000009", {.nccl_available = false});
+    auto ucx = plan_context_parallel(job, assigned_gpus_facts("4,6,7", 3), "h1", "job-000009",
+                                     {.nccl_available = false});
     ASSERT_TRUE(ucx.ok()) << ucx.status().to_string();
     EXPECT_EQ(ucx->ring.backend, kernels::RingBackend::kUcx);
     EXPECT_TRUE(ucx->ring.host_staging);
@@ -71,7 +71,7 @@ TEST(RolloutContextParallel, EachRankTakesItsAssignedGpuAndNcclJoinsThemOnOneHos
 
 TEST(RolloutContextParallel, FewerGpusThanRanksIsRefusedNamingTheJobAndTheFields) {
     const config::JobSpec job = cp_job(4, ComputeDevice::kCuda);
-    auto few = plan_context_parallel(job, gpus("0,1", 2), "h1", "job-000009", {});
+    auto few = plan_context_parallel(job, assigned_gpus_facts("0,1", 2), "h1", "job-000009", {});
     ASSERT_FALSE(few.ok());
     EXPECT_EQ(few.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(few.status().message().find(
@@ -80,14 +80,16 @@ TEST(RolloutContextParallel, FewerGpusThanRanksIsRefusedNamingTheJobAndTheFields
               std::string::npos)
         << few.status().message();
     // Assigned but not visible to the process.
-    auto hidden = plan_context_parallel(job, gpus("0,1,2,3", 3), "h1", "job-000009", {});
+    auto hidden =
+        plan_context_parallel(job, assigned_gpus_facts("0,1,2,3", 3), "h1", "job-000009", {});
     ASSERT_FALSE(hidden.ok());
     EXPECT_NE(hidden.status().message().find("the actor sees 3 CUDA device(s) "
                                              "(CUDA_VISIBLE_DEVICES=0,1,2,3)"),
               std::string::npos)
         << hidden.status().message();
     // A list the plan cannot read.
-    auto twice = plan_context_parallel(job, gpus("0,1,1,2", 4), "h1", "job-000009", {});
+    auto twice =
+        plan_context_parallel(job, assigned_gpus_facts("0,1,1,2", 4), "h1", "job-000009", {});
     ASSERT_FALSE(twice.ok());
     EXPECT_NE(twice.status().message().find("names GPU 1 twice"), std::string::npos)
         << twice.status().message();
@@ -96,26 +98,31 @@ TEST(RolloutContextParallel, FewerGpusThanRanksIsRefusedNamingTheJobAndTheFields
     EXPECT_NE(uuid.status().message().find("\"GPU-5f3a\", which is not a device index"),
               std::string::npos)
         << uuid.status().message();
-    EXPECT_EQ(context_parallel_gpu_shortfall(cp_job(1, ComputeDevice::kCuda), gpus("", 0)), "");
+    EXPECT_EQ(
+        context_parallel_gpu_shortfall(cp_job(1, ComputeDevice::kCuda), assigned_gpus_facts("", 0)),
+        "");
 }
 
 TEST(RolloutContextParallel, DeviceChoiceTakesCudaWithAGpuPerRankAndSaysWhyNot) {
     // Explicit cuda with a GPU per rank: accepted, the log line says so.
-    auto ok = rollout_device(cp_job(2, ComputeDevice::kCuda), gpus("2,3", 2), "job-000009");
+    auto ok = rollout_device(cp_job(2, ComputeDevice::kCuda), assigned_gpus_facts("2,3", 2),
+                             "job-000009");
     ASSERT_TRUE(ok.ok()) << ok.status().to_string();
     EXPECT_TRUE(ok->cuda());
     EXPECT_NE(ok->reason.find("context parallel over 2 of its GPUs (2,3)"), std::string::npos)
         << ok->reason;
     EXPECT_EQ(cuda_generation_unsupported(cp_job(2, ComputeDevice::kCuda)), "");
     // Explicit cuda with one GPU for two ranks: refused, naming the job and the fields.
-    auto one = rollout_device(cp_job(2, ComputeDevice::kCuda), gpus("3", 1), "job-000009");
+    auto one =
+        rollout_device(cp_job(2, ComputeDevice::kCuda), assigned_gpus_facts("3", 1), "job-000009");
     ASSERT_FALSE(one.ok());
     EXPECT_NE(one.status().message().find("job job-000009: rollout.device is cuda but "
                                           "rollout.context_parallel 2 needs 2 GPUs"),
               std::string::npos)
         << one.status().message();
     // auto stays on the CPU (whose ranks are threads) and says why.
-    auto a = rollout_device(cp_job(2, ComputeDevice::kAuto), gpus("3", 1), "job-000009");
+    auto a =
+        rollout_device(cp_job(2, ComputeDevice::kAuto), assigned_gpus_facts("3", 1), "job-000009");
     ASSERT_TRUE(a.ok()) << a.status().to_string();
     EXPECT_FALSE(a->cuda());
     EXPECT_NE(a->reason.find("cpu (auto: a GPU is there, but rollout.context_parallel 2 needs 2"),
@@ -124,7 +131,7 @@ TEST(RolloutContextParallel, DeviceChoiceTakesCudaWithAGpuPerRankAndSaysWhyNot) 
     // Quantized KV is still the device generator's to refuse (its shards are bf16).
     config::JobSpec q = cp_job(2, ComputeDevice::kCuda);
     q.rollout.kv_cache.dtype = config::KvCacheDType::kInt8;
-    EXPECT_FALSE(rollout_device(q, gpus("2,3", 2), "job-000009").ok());
+    EXPECT_FALSE(rollout_device(q, assigned_gpus_facts("2,3", 2), "job-000009").ok());
 }
 
 TEST(RolloutContextParallel, SplitShardsTheContextsOverOneDeviceAndRefusesTooLong) {
@@ -148,9 +155,9 @@ TEST(RolloutContextParallel, SplitShardsTheContextsOverOneDeviceAndRefusesTooLon
         << too.status().message();
 }
 
-constexpr std::chrono::milliseconds kTimeout{20000};
+constexpr std::chrono::milliseconds kCpTimeout{20000};
 
-model::ModelConfig small_config() {
+model::ModelConfig cp_small_config() {
     model::ModelConfig c;
     c.vocab_size = 15;
     c.hidden_size = 32;
@@ -162,14 +169,14 @@ model::ModelConfig small_config() {
     return c;
 }
 
-std::vector<int32_t> prompt_of(int len) {
+std::vector<int32_t> cp_prompt(int len) {
     std::vector<int32_t> p{1};
     for (int i = 1; i < len; ++i) p.push_back(3 + (i * 7 + len) % 10);
     return p;
 }
 
-struct Rig {
-    model::ModelConfig cfg = small_config();
+struct CpRig {
+    model::ModelConfig cfg = cp_small_config();
     model::ModelWeights w;
     uint64_t total = 0;
     fakes::FakeContextParallelRanks* ranks = nullptr;  // owned by the sampler
@@ -179,13 +186,13 @@ struct Rig {
 };
 
 // The sampler over P fake ranks with max_tokens_per_device M, weights version 5 loaded.
-void make_rig(Rig& rig, int P, int64_t M) {
+void make_cp_rig(CpRig& rig, int P, int64_t M) {
     rig.w = model::ModelWeights::random(rig.cfg, 91, 0.3).value();
     rig.total = static_cast<uint64_t>(rig.w.elements()) * 4;
     rig.go.eos_token = 2;
     rig.go.stop_tokens = {13};
     rig.go.job = "job-000009";
-    auto ranks = fakes::FakeContextParallelRanks::create(rig.cfg, P, kTimeout);
+    auto ranks = fakes::FakeContextParallelRanks::create(rig.cfg, P, kCpTimeout);
     ASSERT_TRUE(ranks.ok()) << ranks.status().to_string();
     rig.ranks = ranks->get();
     auto cpu = model::GroupGenerator::create(rig.cfg, rig.go);
@@ -211,9 +218,9 @@ void make_rig(Rig& rig, int P, int64_t M) {
     ASSERT_TRUE(st.ok()) << st.to_string();
 }
 
-std::vector<model::Completion> cpu_reference(const Rig& rig, int P, int64_t M,
-                                             const std::vector<std::vector<int32_t>>& prompts,
-                                             int G, const model::SamplingOptions& so) {
+std::vector<model::Completion> cp_cpu_reference(const CpRig& rig, int P, int64_t M,
+                                                const std::vector<std::vector<int32_t>>& prompts,
+                                                int G, const model::SamplingOptions& so) {
     model::GeneratorOptions go = rig.go;
     go.context_parallel = P;
     go.max_tokens_per_device = M;
@@ -224,8 +231,8 @@ std::vector<model::Completion> cpu_reference(const Rig& rig, int P, int64_t M,
     return out.ok() ? *out : std::vector<model::Completion>{};
 }
 
-void expect_same(const std::vector<model::Completion>& got,
-                 const std::vector<model::Completion>& want) {
+void expect_same_completions(const std::vector<model::Completion>& got,
+                             const std::vector<model::Completion>& want) {
     ASSERT_EQ(got.size(), want.size());
     for (size_t b = 0; b < got.size(); ++b) {
         EXPECT_EQ(got[b].prompt, want[b].prompt) << "slot " << b;
@@ -243,8 +250,8 @@ TEST(RolloutContextParallel, SamplerMatchesTheCpuGeneratorWithContextParallelism
     for (const int P : {2, 3}) {
         SCOPED_TRACE("P=" + std::to_string(P));
         const int64_t M = 24;
-        Rig rig;
-        make_rig(rig, P, M);
+        CpRig rig;
+        make_cp_rig(rig, P, M);
         ASSERT_TRUE(rig.sampler);
         // Every rank holds the version; rank 0 loaded it, the others copied it.
         EXPECT_EQ(rig.ranks->first_loads, 1);
@@ -257,12 +264,12 @@ TEST(RolloutContextParallel, SamplerMatchesTheCpuGeneratorWithContextParallelism
         so.max_new_tokens = 9;
         // Greedy, long and short prompts interleaved: the batch order comes back.
         so.temperature = 0.0;
-        const std::vector<std::vector<int32_t>> mixed = {prompt_of(5), prompt_of(30), prompt_of(12),
-                                                         prompt_of(37)};
+        const std::vector<std::vector<int32_t>> mixed = {cp_prompt(5), cp_prompt(30), cp_prompt(12),
+                                                         cp_prompt(37)};
         model::GenerateStats gs;
         auto got = rig.sampler->generate(nullptr, 5, mixed, 2, so, &gs);
         ASSERT_TRUE(got.ok()) << got.status().to_string();
-        expect_same(*got, cpu_reference(rig, P, M, mixed, 2, so));
+        expect_same_completions(*got, cp_cpu_reference(rig, P, M, mixed, 2, so));
         EXPECT_EQ(gs.sharded_sequences, 4);  // two long prompts x 2 samples
         EXPECT_EQ(rig.single->prompts_seen, 2);
         EXPECT_EQ(rig.ranks->logits_calls(0) > 0, true);
@@ -275,21 +282,21 @@ TEST(RolloutContextParallel, SamplerMatchesTheCpuGeneratorWithContextParallelism
         so.temperature = 1.0;
         so.top_k = 8;
         so.seed = 4242;
-        const std::vector<std::vector<int32_t>> sampled = {prompt_of(3), prompt_of(9),
-                                                           prompt_of(26), prompt_of(33)};
+        const std::vector<std::vector<int32_t>> sampled = {cp_prompt(3), cp_prompt(9),
+                                                           cp_prompt(26), cp_prompt(33)};
         auto got2 = rig.sampler->generate(nullptr, 5, sampled, 3, so, nullptr);
         ASSERT_TRUE(got2.ok()) << got2.status().to_string();
-        expect_same(*got2, cpu_reference(rig, P, M, sampled, 3, so));
+        expect_same_completions(*got2, cp_cpu_reference(rig, P, M, sampled, 3, so));
     }
 }
 
 TEST(RolloutContextParallel, SamplerRefusesWrongVersionsBadPiecesAndAFailedRing) {
-    Rig rig;
-    make_rig(rig, 2, 16);
+    CpRig rig;
+    make_cp_rig(rig, 2, 16);
     ASSERT_TRUE(rig.sampler);
     model::SamplingOptions so;
     so.max_new_tokens = 4;
-    const std::vector<std::vector<int32_t>> prompts = {prompt_of(20)};
+    const std::vector<std::vector<int32_t>> prompts = {cp_prompt(20)};
     auto wrong = rig.sampler->generate(nullptr, 6, prompts, 1, so, nullptr);
     ASSERT_FALSE(wrong.ok());
     EXPECT_NE(wrong.status().message().find("asked to generate with weights version 6, the "
@@ -301,8 +308,8 @@ TEST(RolloutContextParallel, SamplerRefusesWrongVersionsBadPiecesAndAFailedRing)
     EXPECT_FALSE(bad.ok());
     EXPECT_NE(bad.message().find("version 6"), std::string::npos) << bad.message();
     // A copy that fails names the rank and the version, and leaves no version to generate with.
-    Rig three;
-    make_rig(three, 3, 16);
+    CpRig three;
+    make_cp_rig(three, 3, 16);
     three.ranks->fail_copy = 2;
     const DevicePiece whole{three.w.data(), 0, three.total};
     Status copy = three.sampler->device_weights()->load_device(6, {&whole, 1});
@@ -315,8 +322,8 @@ TEST(RolloutContextParallel, SamplerRefusesWrongVersionsBadPiecesAndAFailedRing)
     EXPECT_NE(none.status().message().find("ranks hold none"), std::string::npos)
         << none.status().message();
     // A too long context is refused before any rank runs.
-    Rig again;
-    make_rig(again, 2, 16);
+    CpRig again;
+    make_cp_rig(again, 2, 16);
     so.max_new_tokens = 20;
     auto too = again.sampler->generate(nullptr, 5, prompts, 1, so, nullptr);
     ASSERT_FALSE(too.ok());
