@@ -10,10 +10,16 @@
 // (rollout.kv_cache.prefix_tokens): every prompt but the first forks it; the timed call prefills
 // it again when its KV pool is larger than the warm-up's (a grown pool starts empty), which
 // "prefix_prefills" says. --budget-mib M: rollout.kv_cache.budget_bytes (admission waves).
+// --kv-dtype f32|bf16|int8|int4: rollout.kv_cache.dtype (f32: bf16 rows; the others quantized
+// pages in blocks of --kv-group tokens), --compress-after N: compress_after_tokens (to int2
+// KIVI), --splits S: decode attention key splits (0: automatic; 1: no split-K). Against the
+// default run of the same shapes these give the cost of quantized pages and what split-K buys
+// on long contexts (few rows, --prompt-len in the thousands).
 //
 //   tandem-bench-gpu-generate [--model qwen2.5-0.5b|llama-3.2-1b|all] [--prompts 64] [--group 8]
 //                             [--new 512] [--prompt-len 128] [--graphs on|off|both]
-//                             [--prefix-tokens 0] [--budget-mib 0]
+//                             [--prefix-tokens 0] [--budget-mib 0] [--kv-dtype f32]
+//                             [--kv-group 32] [--compress-after 0] [--splits 0]
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +27,7 @@
 #include <vector>
 
 #include "bench/model_shapes.h"
+#include "common/config/kv_cache_spec.h"
 #include "common/gpu/device_generate.h"
 #include "common/model/params.h"
 #include "kernels/device.h"
@@ -71,6 +78,9 @@ int main(int argc, char** argv) {
     std::string which = "all", graphs = "both";
     int prompts = 64, group = 8, new_tokens = 512, prompt_len = 128, prefix_tokens = 0;
     int64_t budget_mib = 0;
+    std::string kv_dtype = "f32";
+    config::KvCacheSpec kv;
+    int splits = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
         if (a == "--model")
@@ -89,6 +99,14 @@ int main(int argc, char** argv) {
             prefix_tokens = std::atoi(argv[i + 1]);
         else if (a == "--budget-mib")
             budget_mib = std::atoll(argv[i + 1]);
+        else if (a == "--kv-dtype")
+            kv_dtype = argv[i + 1];
+        else if (a == "--kv-group")
+            kv.group = std::atoi(argv[i + 1]);
+        else if (a == "--compress-after")
+            kv.compress_after_tokens = std::atoi(argv[i + 1]);
+        else if (a == "--splits")
+            splits = std::atoi(argv[i + 1]);
         else {
             std::fprintf(stderr, "tandem-bench-gpu-generate: unknown option %s\n", a.c_str());
             return 2;
@@ -98,6 +116,20 @@ int main(int argc, char** argv) {
         std::fprintf(stderr,
                      "tandem-bench-gpu-generate: --prefix-tokens must be in [0, --prompt-len) and "
                      "--budget-mib >= 0\n");
+        return 2;
+    }
+    bool dtype_known = false;
+    for (const auto& [value, name] : config::EnumNames<config::KvCacheDType>::kNames) {
+        if (kv_dtype == name) {
+            kv.dtype = value;
+            dtype_known = true;
+        }
+    }
+    if (!dtype_known || kv.group < 1 || kv.compress_after_tokens < 0 || splits < 0) {
+        std::fprintf(stderr,
+                     "tandem-bench-gpu-generate: --kv-dtype is one of %s; --kv-group >= 1, "
+                     "--compress-after >= 0, --splits >= 0\n",
+                     config::enum_choices<config::KvCacheDType>().c_str());
         return 2;
     }
     std::string why;
@@ -132,6 +164,8 @@ int main(int argc, char** argv) {
             opt.eos_token = -1;  // every sample generates `new` tokens
             opt.prefix_tokens = prefix_tokens;
             opt.kv_budget_bytes = budget_mib << 20;
+            opt.kv_cache = model::KvCacheOptions::from_spec(kv, opt.block_tokens);
+            opt.decode_splits = splits;
             auto gen = gpu::DeviceGenerator::create(sh.config, opt);
             if (!gen.ok()) {
                 skip(gen.status().to_string());
@@ -168,7 +202,9 @@ int main(int argc, char** argv) {
                 "\"graph_note\": \"%s\", \"peak_blocks\": %ld, \"kv_pool_mib\": %.1f, "
                 "\"device_peak_mib\": %.1f, \"gemm\": \"%s\", \"prefix_tokens\": %d, "
                 "\"prefix_hits\": %ld, \"prefix_prefills\": %ld, \"prompt_rows\": %ld, "
-                "\"budget_mib\": %ld, \"waves\": %ld}\n",
+                "\"budget_mib\": %ld, \"waves\": %ld, \"kv_dtype\": \"%s\", "
+                "\"kv_block_bytes\": %ld, \"kv_block_tokens\": %d, \"compress_after\": %d, "
+                "\"kv_compressions\": %ld, \"splits\": %d, \"last_splits\": %d}\n",
                 sh.name, devices[0].name.c_str(), use_graphs ? "true" : "false", prompts, group,
                 prompt_len, new_tokens, static_cast<long>(st.generated_tokens), s,
                 static_cast<double>(st.generated_tokens) / s, static_cast<long>(st.decode_steps),
@@ -178,7 +214,9 @@ int main(int argc, char** argv) {
                 prefix_tokens, static_cast<long>(st.prefix_hits),
                 static_cast<long>((*gen)->prefix_stats().prefills - prefills0),
                 static_cast<long>(st.prompt_tokens), static_cast<long>(budget_mib),
-                static_cast<long>(st.waves));
+                static_cast<long>(st.waves), st.kv.dtype, static_cast<long>(st.kv.block_bytes),
+                st.kv.block_tokens, kv.compress_after_tokens, static_cast<long>(st.kv.compressions),
+                splits, st.kv.last_splits);
             std::fflush(stdout);
         }
     }

@@ -104,6 +104,16 @@ timeout 240 "$B/tandem-bench-gpu-model" --case train_step > "$O/bench_gpu_train_
 timeout 240 python3 bench/gpu/torch_train_baseline.py > "$O/torch_train.jsonl" 2> "$O/torch_train.err"
 # Generation, 64 prompts x 8 samples x 512 new tokens, against transformers.generate.
 timeout 200 "$B/tandem-bench-gpu-generate" > "$O/bench_gpu_generate.jsonl" 2> "$O/bench_gpu_generate.err"
+# Quantized KV pages and split-K decode (Qwen2.5-0.5B shapes, graphs on): bf16 rows against int8
+# pages with int2 compression (16 x 8 x 256), and one long context (2 x 2, 7680 + 256 tokens)
+# with split-K chosen automatically against none.
+for kv_args in "--kv-dtype f32" "--kv-dtype int8 --compress-after 256" \
+    "--kv-dtype f32 --prompts 2 --group 2 --prompt-len 7680 --splits 1" \
+    "--kv-dtype f32 --prompts 2 --group 2 --prompt-len 7680 --splits 0"; do
+    # shellcheck disable=SC2086  # kv_args is a list of options
+    timeout 100 "$B/tandem-bench-gpu-generate" --model qwen2.5-0.5b --graphs on --prompts 16 \
+        --new 256 $kv_args >> "$O/bench_gpu_generate_kv.jsonl" 2>> "$O/bench_gpu_generate_kv.err"
+done
 timeout 240 python3 bench/gpu/torch_generate_baseline.py > "$O/torch_generate.jsonl" 2> "$O/torch_generate.err"
 echo "== $(head -2 "$O/nvidia-smi.txt" | tail -1)"
 echo "cuBLASLt from: ${cublas_dir:-not found (fallback GEMM kernel)}"
@@ -224,6 +234,13 @@ for r in lines("bench_gpu_generate.jsonl"):
           f" tandem={r['tokens_per_s']:9.0f} tok/s hf_generate={b or float('nan'):9.0f}"
           f" ratio={(r['tokens_per_s']/b) if b else float('nan'):.2f} (goal 2)"
           f" peak={r['device_peak_mib']:.0f} MiB {r['graph_note']}")
+for r in lines("bench_gpu_generate_kv.jsonl"):
+    if r.get("skipped"):
+        print("gpu generate kv bench skipped:", r.get("reason")); continue
+    print(f"generate kv {r['kv_dtype']:<4} compress_after={r['compress_after']} splits={r['splits']}"
+          f" (ran {r['last_splits']}) {r['prompts']}x{r['group']}x{r['new_tokens']} prompt_len={r['prompt_len']}"
+          f" tandem={r['tokens_per_s']:9.0f} tok/s block={r['kv_block_bytes']} B / {r['kv_block_tokens']} tokens"
+          f" compressions={r['kv_compressions']} pool={r['kv_pool_mib']:.0f} MiB")
 PY
 # The device ring: observed errors per case, then prefill / decode time against one device.
 grep -h -E '^(merge table|ring prefill|sharded decode P=|rank [0-9]+: )' "$O/tandem_gpu_ring_device.txt" 2>/dev/null | head -24

@@ -585,21 +585,21 @@ TEST_F(DeviceGenerateTest, QuantizedKvPagesAndCompressionKeepTheCpuEnginesGreedy
             const std::string what = std::string(cs.name) + " " +
                                      std::string(config::enum_name(dtype)) + " + int2 compression";
             SCOPED_TRACE(what);
-            DeviceGenerateOptions dopt;
-            dopt.eos_token = -1;
-            dopt.kv_cache = model::KvCacheOptions::from_spec(spec, dopt.block_tokens);
-            auto gen = DeviceGenerator::create(c, dopt);
-            ASSERT_TRUE(gen.ok()) << gen.status().to_string();
-            ASSERT_TRUE((*gen)->load(params.data()).ok());
-            DeviceGenerateStats st;
-            auto got = (*gen)->generate(prompts, 2, o, &st);
+            // A generator with this rollout.kv_cache and `splits` (0: automatic), its completions.
+            auto run = [&](int splits,
+                           DeviceGenerateStats* st) -> Result<std::vector<model::Completion>> {
+                DeviceGenerateOptions dopt;
+                dopt.eos_token = -1;
+                dopt.kv_cache = model::KvCacheOptions::from_spec(spec, dopt.block_tokens);
+                dopt.decode_splits = splits;
+                TANDEM_ASSIGN_OR_RETURN(auto gen, DeviceGenerator::create(c, dopt));
+                TANDEM_RETURN_IF_ERROR(gen->load(params.data()));
+                return gen->generate(prompts, 2, o, st);
+            };
+            DeviceGenerateStats st, split_st;
+            auto got = run(0, &st);
             ASSERT_TRUE(got.ok()) << got.status().to_string();
-            dopt.decode_splits = 3;
-            auto split_gen = DeviceGenerator::create(c, dopt);
-            ASSERT_TRUE(split_gen.ok()) << split_gen.status().to_string();
-            ASSERT_TRUE((*split_gen)->load(params.data()).ok());
-            DeviceGenerateStats split_st;
-            auto split = (*split_gen)->generate(prompts, 2, o, &split_st);
+            auto split = run(3, &split_st);
             ASSERT_TRUE(split.ok()) << split.status().to_string();
             model::GeneratorOptions copt;
             copt.eos_token = -1;
