@@ -21,7 +21,7 @@ DeviceKvPool::DeviceKvPool(DeviceKvPlan plan, ops::DeviceAllocator& alloc, int l
       hq_(hq),
       sm_count_(sm_count),
       forced_splits_(forced_splits),
-      schedule_(plan_.block_tokens, plan_.compress_after_tokens) {}
+      schedule_(plan_.block_tokens, plan_.compresses() ? plan_.compress_after_tokens : -1) {}
 
 Result<std::unique_ptr<DeviceKvPool>> DeviceKvPool::create(const model::ModelConfig& config,
                                                            DeviceKvPlan plan,
@@ -29,8 +29,8 @@ Result<std::unique_ptr<DeviceKvPool>> DeviceKvPool::create(const model::ModelCon
                                                            int forced_splits) {
     if (plan.compresses() && int64_t{plan.block_tokens} * config.head_dim() > 12288) {
         return invalid_argument(fmt::format(
-            "device KV cache: compression requantizes pages of rollout.kv_cache.group x head_dim "
-            "<= 12288 values a head; {} x {} is more",
+            "device KV cache: sealing or compression requantizes pages of rollout.kv_cache.group "
+            "x head_dim <= 12288 values a head; {} x {} is more",
             plan.block_tokens, config.head_dim()));
     }
     int sm_count = 0;

@@ -7,16 +7,18 @@
 namespace tandem::gpu {
 
 std::string device_kv_unsupported(const config::KvCacheSpec& spec) {
-    if (spec.dtype == config::KvCacheDType::kInt2 ||
-        (spec.dtype == config::KvCacheDType::kInt4 && spec.kivi)) {
-        return fmt::format(
-            "rollout.kv_cache.dtype {}{} (KIVI pages need a full-precision residual window; the "
-            "device cache quantizes each row as it is written: use int8, int4 per token or bf16)",
-            config::enum_name(spec.dtype), spec.kivi ? " with kivi" : "");
-    }
-    if (spec.dtype != config::KvCacheDType::kF32 && spec.compress_after_tokens > 0 &&
-        spec.compress_dtype == config::KvCacheDType::kF32) {
+    if (spec.dtype == config::KvCacheDType::kF32 || spec.compress_after_tokens == 0) return "";
+    if (spec.compress_dtype == config::KvCacheDType::kF32) {
         return "rollout.kv_cache.compress_dtype f32 (compression to a wider format)";
+    }
+    const bool kivi = spec.dtype == config::KvCacheDType::kInt2 ||
+                      (spec.dtype == config::KvCacheDType::kInt4 && spec.kivi);
+    if (kivi && spec.compress_dtype != spec.dtype) {  // the same format: the CPU skips it too
+        return fmt::format(
+            "rollout.kv_cache.compress_dtype {} with dtype {}{} (KIVI pages are already the "
+            "device cache's second pool; compressing them again is not implemented)",
+            config::enum_name(spec.compress_dtype), config::enum_name(spec.dtype),
+            spec.kivi ? " with kivi" : "");
     }
     return "";
 }
@@ -28,16 +30,30 @@ Result<DeviceKvPlan> device_kv_plan(const model::ModelConfig& config,
     const kernels::KvSequenceConfig seq = model::kv_sequence_config(config, options);
     plan.stored = seq.sealed;
     if (options.dtype == kernels::KvDType::kF32) return plan;  // compression needs pages
-    if (plan.stored.kivi()) {
-        return invalid_argument(fmt::format(
-            "job {}: device generation: rollout.kv_cache.dtype {}: KIVI pages need a "
-            "full-precision residual window, which the device cache does not keep (use int8, "
-            "int4 per token or bf16)",
-            job, kernels::kv_dtype_name(options.dtype)));
-    }
     if (Status s = kernels::validate(plan.stored); !s.ok()) {
         return invalid_argument(
             fmt::format("job {}: device generation: rollout.kv_cache: {}", job, s.message()));
+    }
+    if (plan.stored.kivi()) {
+        // bf16 pages until residual_tokens follow a full block, then its KIVI page.
+        if (options.compress_after_tokens > 0 && options.compress_dtype != options.dtype) {
+            return invalid_argument(fmt::format(
+                "job {}: device generation: rollout.kv_cache.compress_dtype {} with dtype {}: "
+                "KIVI pages are compressed no further on the device",
+                job, kernels::kv_dtype_name(options.compress_dtype),
+                kernels::kv_dtype_name(options.dtype)));
+        }
+        if (options.residual_tokens < 0) {
+            return invalid_argument(fmt::format(
+                "job {}: device generation: rollout.kv_cache.residual_tokens must be >= 0", job));
+        }
+        plan.compressed = plan.stored;
+        plan.stored.dtype = kernels::KvDType::kBF16;
+        plan.stored.scheme = kernels::KvScheme::kPerToken;
+        plan.compress = true;
+        plan.compress_after_tokens = options.residual_tokens;
+        plan.kivi_window = true;
+        return plan;
     }
     if (options.compress_after_tokens > 0) {
         if (options.compress_dtype == kernels::KvDType::kF32) {
@@ -55,6 +71,8 @@ Result<DeviceKvPlan> device_kv_plan(const model::ModelConfig& config,
                 fmt::format("job {}: device generation: rollout.kv_cache.compress_dtype: {}", job,
                             s.message()));
         }
+        // The same format again: the CPU compressor skips such blocks, so does the device.
+        plan.compress = !(plan.compressed == plan.stored);
         plan.compress_after_tokens = options.compress_after_tokens;
     }
     return plan;
@@ -105,7 +123,7 @@ void KvCompressionSchedule::copied(std::span<const int32_t> pairs) {
 std::vector<int32_t> KvCompressionSchedule::due(const StepLayout& L, int64_t live,
                                                 std::span<const int32_t> step) {
     std::vector<int32_t> out;
-    if (after_ <= 0) return out;
+    if (after_ < 0) return out;
     for (int64_t r = 0; r < live; ++r) {
         const int64_t written = step[static_cast<size_t>(L.context_lens() + r)] - 1;
         const int32_t* table = step.data() + L.table() + r * L.width;

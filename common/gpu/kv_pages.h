@@ -26,26 +26,31 @@ struct DeviceKvPlan {
     // Format every block is written in. dtype f32 (the default): bf16 rows in one pool per layer
     // and K/V (kernels/cuda/paged_kv.h), no pages. Otherwise pages of the CPU engine's format
     // (kernels/kv_quant.h) with page_tokens = block_tokens, written row by row: bf16, int8 or
-    // int4 per token (the CPU cache's sealed pages of the same rows, byte for byte).
+    // int4 per token (the CPU cache's sealed pages of the same rows, byte for byte); for the KIVI
+    // dtypes (int2, int4 with kivi) bf16 pages, the residual window (exact for the device's bf16
+    // keys and values, where the CPU keeps f32).
     kernels::KvPageFormat stored;
-    // Background compression: a full block whose last position is more than
-    // compress_after_tokens behind its sequence's newest token is requantized to `compressed`
-    // (0: off).
+    // The second pool: a full block with at least compress_after_tokens positions of its row
+    // written after it is requantized into `compressed` once, and read there. KIVI dtypes: their
+    // format, after residual_tokens (the CPU cache's sealing, kv_page_sealable); per-token dtypes
+    // with rollout.kv_cache.compress_after_tokens: compression's target (the CPU compressor's
+    // rule: more than compress_after_tokens behind the newest token).
+    bool compress = false;
     int64_t compress_after_tokens = 0;
     kernels::KvPageFormat compressed;
+    bool kivi_window = false;  // KIVI: `compressed` is the dtype asked for, `stored` its window
     int block_tokens = 16;
     bool paged() const { return stored.dtype != kernels::KvDType::kF32; }
-    bool compresses() const { return compress_after_tokens > 0; }
+    bool compresses() const { return compress; }
 };
 
-// Why the device cache cannot hold `spec` ("" when it can): int2 and int4 with kivi (KIVI keys
-// are quantized per channel over a full page, which needs the CPU cache's full-precision
-// residual window; the device writes each row as it comes), and compression to f32.
+// Why the device cache cannot hold `spec` ("" when it can): compression to f32, and KIVI dtypes
+// compressed to another format (the KIVI pages are already the second pool).
 std::string device_kv_unsupported(const config::KvCacheSpec& spec);
 
 // The plan for `config` from rollout.kv_cache as model::KvCacheOptions::from_spec reads it
 // (quantized: block_tokens = the spec's group, as on the CPU; f32: `options.block_tokens`).
-// Errors name the job and the field: a dtype device_kv_unsupported names, a page format the
+// Errors name the job and the field: what device_kv_unsupported names, a page format the
 // model's head shape does not allow.
 Result<DeviceKvPlan> device_kv_plan(const model::ModelConfig& config,
                                     const model::KvCacheOptions& options, std::string_view job);
@@ -57,15 +62,17 @@ int64_t device_kv_block_bytes(const kernels::KvPageFormat& format, int layers);
 // kv_page_bytes rounded up to 16.
 int64_t device_kv_page_stride(const kernels::KvPageFormat& format);
 
-// Which blocks background compression requantizes: model::PagedKvCache submits a sealed block
-// once its last position is more than compress_after_tokens behind its sequence's newest
-// token. On the device every full block is sealed (rows are quantized as they are written), so
-// at a decode step a row that has written W positions before this step (context W + 1) has the
-// block at table index i due when (i + 1) * block_tokens <= W - compress_after_tokens. A block
-// is compressed once, until it is written again from its first row (a freed block handed out
-// anew). Owned by one generator; not thread-safe.
+// Which blocks go to the second pool: model::PagedKvCache submits a sealed block to its
+// compressor once its last position is more than compress_after_tokens behind its sequence's
+// newest token, and seals a full KIVI block once residual_tokens follow it. On the device every
+// full block is sealed (rows are quantized as they are written), so at a decode step a row that
+// has written W positions before this step (context W + 1) has the block at table index i due
+// when (i + 1) * block_tokens <= W - after_tokens, both rules. A block is requantized once,
+// until it is written again from its first row (a freed block handed out anew). Owned by one
+// generator; not thread-safe.
 class KvCompressionSchedule {
 public:
+    // after_tokens < 0: off (nothing is ever due).
     KvCompressionSchedule(int block_tokens, int64_t after_tokens)
         : bt_(block_tokens), after_(after_tokens) {}
 

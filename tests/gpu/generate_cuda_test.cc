@@ -21,7 +21,8 @@
 //   on the common prefix |err| <= 2e-2 + 1e-2 |ref|; after a new weights version the cached
 //   generator's tokens against a fresh one on the new weights, the same way
 //   quantized KV pages (rollout.kv_cache int8 and int4 per token, with background compression
-//   to int2 KIVI) against the CPU engine with the same rollout.kv_cache: the same greedy tokens
+//   to int2 KIVI; int2 KIVI sealed from a bf16 window of 8 tokens) against the CPU engine with
+//   the same rollout.kv_cache: the same greedy tokens
 //   or a first divergence at a near tie as above (both quantize the same page format, from
 //   keys that differ by the bf16 path); log-probs |err| <= 5e-2 + 1e-2 |ref|; forced 3-way
 //   split-K against the automatic choice: the same greedy tokens, log-probs |err| <= 1e-3 +
@@ -577,13 +578,17 @@ TEST_F(DeviceGenerateTest, QuantizedKvPagesAndCompressionKeepTheCpuEnginesGreedy
         model::SamplingOptions o;
         o.temperature = 0.0;
         o.max_new_tokens = 40;
-        for (const auto dtype : {config::KvCacheDType::kInt8, config::KvCacheDType::kInt4}) {
+        for (const auto dtype : {config::KvCacheDType::kInt8, config::KvCacheDType::kInt4,
+                                 config::KvCacheDType::kInt2}) {
             config::KvCacheSpec spec;
             spec.dtype = dtype;
             spec.group = 8;
             spec.compress_after_tokens = 16;  // int2 KIVI behind the newest 16 tokens
+            spec.residual_tokens = 8;         // int2: bf16 pages until 8 tokens follow a block
+            const bool kivi = dtype == config::KvCacheDType::kInt2;
             const std::string what = std::string(cs.name) + " " +
-                                     std::string(config::enum_name(dtype)) + " + int2 compression";
+                                     std::string(config::enum_name(dtype)) +
+                                     (kivi ? " (bf16 window of 8)" : " + int2 compression");
             SCOPED_TRACE(what);
             // A generator with this rollout.kv_cache and `splits` (0: automatic), its completions.
             auto run = [&](int splits,
@@ -616,7 +621,7 @@ TEST_F(DeviceGenerateTest, QuantizedKvPagesAndCompressionKeepTheCpuEnginesGreedy
             EXPECT_GT(st.kv.compressions, 0);
             EXPECT_EQ(st.kv.block_tokens, 8);
             const int64_t bf16_rows = int64_t{2} * c.num_layers * 8 * c.kv_dim() * 2;
-            EXPECT_LT(st.kv.block_bytes, bf16_rows);
+            EXPECT_LT(kivi ? st.kv.compressed_block_bytes : st.kv.block_bytes, bf16_rows);
             std::printf(
                 "quantized kv %s: greedy log-prob max |err| vs CPU %.3g, split-K 3 vs auto %.3g; "
                 "%s block %ld bytes (bf16 rows %ld), %s block %ld, %ld compressions, pool %.2f "
@@ -629,17 +634,19 @@ TEST_F(DeviceGenerateTest, QuantizedKvPagesAndCompressionKeepTheCpuEnginesGreedy
     }
 }
 
-TEST_F(DeviceGenerateTest, KiviKvPagesAreRefusedNamingTheField) {
+TEST_F(DeviceGenerateTest, KiviPagesCompressedFurtherAreRefusedNamingTheField) {
     const model::ModelConfig c = testing::base_config();
     config::KvCacheSpec spec;
-    spec.dtype = config::KvCacheDType::kInt2;
+    spec.dtype = config::KvCacheDType::kInt4;
+    spec.kivi = true;
+    spec.compress_after_tokens = 32;  // to int2
     DeviceGenerateOptions dopt;
     dopt.job = "job-8";
     dopt.kv_cache = model::KvCacheOptions::from_spec(spec, dopt.block_tokens);
     auto gen = DeviceGenerator::create(c, dopt);
     ASSERT_FALSE(gen.ok());
-    EXPECT_NE(gen.status().message().find("job job-8: device generation: rollout.kv_cache.dtype "
-                                          "int2"),
+    EXPECT_NE(gen.status().message().find("job job-8: device generation: "
+                                          "rollout.kv_cache.compress_dtype int2 with dtype int4"),
               std::string::npos)
         << gen.status().message();
 }

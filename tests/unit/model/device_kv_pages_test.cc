@@ -88,12 +88,38 @@ TEST(DeviceKvPlan, CompressionTargetsTheCpuCompressorsFormat) {
     EXPECT_FALSE(f32->compresses());
 }
 
+TEST(DeviceKvPlan, KiviDtypesAreABf16WindowSealedIntoTheirPagesAfterTheResidualTokens) {
+    const model::ModelConfig c = kv_test_config(256);
+    model::KvCacheOptions o = options_for(config::KvCacheDType::kInt2);
+    o.residual_tokens = 24;
+    auto plan = device_kv_plan(c, o, "job-1");
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    EXPECT_TRUE(plan->kivi_window);
+    EXPECT_EQ(plan->stored.dtype, KvDType::kBF16);
+    EXPECT_FALSE(plan->stored.kivi());
+    EXPECT_TRUE(plan->compresses());
+    EXPECT_EQ(plan->compress_after_tokens, 24);
+    EXPECT_EQ(plan->compressed, model::kv_sequence_config(c, o).sealed);  // the CPU's sealed pages
+    // Compression to the same format is the CPU's no-op; int8 to int8 too.
+    auto same = device_kv_plan(
+        c, options_for(config::KvCacheDType::kInt2, 8, config::KvCacheDType::kInt2), "job-1");
+    ASSERT_TRUE(same.ok());
+    EXPECT_EQ(same->compress_after_tokens, 128);  // the spec's default residual_tokens
+    auto int8 = device_kv_plan(
+        c, options_for(config::KvCacheDType::kInt8, 8, config::KvCacheDType::kInt8), "job-1");
+    ASSERT_TRUE(int8.ok());
+    EXPECT_FALSE(int8->compresses());
+}
+
 TEST(DeviceKvPlan, ErrorsNameTheJobAndTheField) {
     const model::ModelConfig c = kv_test_config(256);
-    auto int2 = device_kv_plan(c, options_for(config::KvCacheDType::kInt2), "job-000007");
-    ASSERT_FALSE(int2.ok());
-    EXPECT_NE(int2.status().message().find("job-000007"), std::string::npos);
-    EXPECT_NE(int2.status().message().find("rollout.kv_cache.dtype int2"), std::string::npos);
+    auto kivi = device_kv_plan(
+        c, options_for(config::KvCacheDType::kInt2, 8, config::KvCacheDType::kInt4), "job-000007");
+    ASSERT_FALSE(kivi.ok());
+    EXPECT_NE(kivi.status().message().find("job-000007"), std::string::npos);
+    EXPECT_NE(kivi.status().message().find("rollout.kv_cache.compress_dtype int4 with dtype int2"),
+              std::string::npos)
+        << kivi.status().message();
     auto wide = device_kv_plan(
         c, options_for(config::KvCacheDType::kInt8, 8, config::KvCacheDType::kF32), "job-2");
     ASSERT_FALSE(wide.ok());
@@ -107,34 +133,45 @@ TEST(DeviceKvPlan, ErrorsNameTheJobAndTheField) {
     EXPECT_EQ(device_kv_unsupported(spec), "");
     spec.dtype = config::KvCacheDType::kInt4;
     EXPECT_EQ(device_kv_unsupported(spec), "");
-    spec.kivi = true;
-    EXPECT_NE(device_kv_unsupported(spec).find("int4 with kivi"), std::string::npos);
+    spec.kivi = true;  // int4 KIVI compressed to int2
+    EXPECT_NE(device_kv_unsupported(spec).find("compress_dtype int2 with dtype int4 with kivi"),
+              std::string::npos);
     spec.kivi = false;
-    spec.dtype = config::KvCacheDType::kInt2;
-    EXPECT_NE(device_kv_unsupported(spec).find("rollout.kv_cache.dtype int2"), std::string::npos);
+    spec.dtype = config::KvCacheDType::kInt2;  // int2 compressed to int2: nothing to do
+    EXPECT_EQ(device_kv_unsupported(spec), "");
+    spec.compress_after_tokens = 0;
+    spec.kivi = true;
+    spec.dtype = config::KvCacheDType::kInt4;
+    EXPECT_EQ(device_kv_unsupported(spec), "");
+    spec.compress_after_tokens = 8;
+    spec.dtype = config::KvCacheDType::kInt8;
+    spec.kivi = false;
+    spec.compress_dtype = config::KvCacheDType::kF32;
+    EXPECT_NE(device_kv_unsupported(spec).find("compress_dtype f32"), std::string::npos);
 }
 
-// One sequence decoding one token a step: the blocks the device schedule compresses at each
-// step are the ones the CPU cache (same format, same compress_after_tokens) hands its
-// compressor when it appends that token, by index in the sequence.
-TEST(KvCompressionSchedule, CompressesTheBlocksTheCpuCacheCompressesAtTheSameStep) {
+// One sequence decoding one token a step: the blocks the device schedule of `plan` sends to its
+// second pool at each step are the ones the CPU cache with the same options has `done` when it
+// appends that token (compressed by its compressor, or sealed), by index in the sequence.
+void expect_the_cpu_caches_steps(const model::KvCacheOptions& o,
+                                 bool (*done)(const model::PagedKvCache&, int32_t block)) {
     const model::ModelConfig c = kv_test_config(256);
-    const int64_t after = 20;
-    const model::KvCacheOptions o = options_for(config::KvCacheDType::kInt8, after);
+    auto plan = device_kv_plan(c, o, "job-1");
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    ASSERT_TRUE(plan->compresses());
     auto cpu = model::PagedKvCache::create(c, o);
     ASSERT_TRUE(cpu.ok()) << cpu.status().message();
     const auto seq = cpu->create();
-    const int bt = o.block_tokens;
+    const int bt = plan->block_tokens;
     const StepLayout layout{1, 16};
-    KvCompressionSchedule schedule(bt, after);
+    KvCompressionSchedule schedule(bt, plan->compress_after_tokens);
     schedule.resize(64, true);
     std::vector<int32_t> blocks;  // the device sequence: block i+1 at index i
     std::mt19937 rng(3);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    const int64_t compressed_page = kernels::kv_page_bytes(cpu->compressor()->target()) * 2;
     std::vector<int> device_done(16, 0), cpu_done(16, 0);
     for (int64_t w = 0; w < 120; ++w) {
-        // CPU: append position w (its compressor sees length w), write its rows, let it finish.
+        // CPU: append position w (it seals and compresses at length w), write its rows.
         std::vector<model::PagedKvCache::Slot> slots;
         ASSERT_TRUE(cpu->append(seq, 1, slots).ok());
         for (int l = 0; l < c.num_layers; ++l) {
@@ -144,9 +181,7 @@ TEST(KvCompressionSchedule, CompressesTheBlocksTheCpuCacheCompressesAtTheSameSte
         }
         cpu->drain_compressor();
         const auto segs = cpu->segments(seq);
-        for (size_t i = 0; i < segs.size(); ++i) {
-            cpu_done[i] = cpu->block_bytes(segs[i].block) == compressed_page ? 1 : 0;
-        }
+        for (size_t i = 0; i < segs.size(); ++i) cpu_done[i] = done(*cpu, segs[i].block) ? 1 : 0;
         // Device: the step writing position w (context w + 1).
         if (w % bt == 0) blocks.push_back(static_cast<int32_t>(blocks.size() + 1));
         std::vector<int32_t> step(static_cast<size_t>(layout.size()), 0);
@@ -158,7 +193,24 @@ TEST(KvCompressionSchedule, CompressesTheBlocksTheCpuCacheCompressesAtTheSameSte
         ASSERT_EQ(device_done, cpu_done) << "after appending position " << w;
     }
     EXPECT_GT(schedule.compressions(), 0);
-    EXPECT_EQ(schedule.compressions(), cpu->compressor()->swapped());
+}
+
+TEST(KvCompressionSchedule, CompressesTheBlocksTheCpuCacheCompressesAtTheSameStep) {
+    const model::KvCacheOptions o = options_for(config::KvCacheDType::kInt8, 20);
+    expect_the_cpu_caches_steps(o, [](const model::PagedKvCache& cpu, int32_t block) {
+        return cpu.sealed(block) &&
+               cpu.block_bytes(block) != cpu.sealed_block_bytes();  // swapped to int2
+    });
+}
+
+TEST(KvCompressionSchedule, SealsKiviBlocksWhenTheCpuCacheSealsThem) {
+    for (const int64_t residual : {0, 12, 24}) {
+        SCOPED_TRACE(residual);
+        model::KvCacheOptions o = options_for(config::KvCacheDType::kInt2);
+        o.residual_tokens = residual;
+        expect_the_cpu_caches_steps(
+            o, [](const model::PagedKvCache& cpu, int32_t block) { return cpu.sealed(block); });
+    }
 }
 
 TEST(KvCompressionSchedule, SharedBlocksOnceAndRewrittenBlocksAgain) {
@@ -195,8 +247,8 @@ TEST(KvCompressionSchedule, SharedBlocksOnceAndRewrittenBlocksAgain) {
     EXPECT_EQ(schedule.flags()[1], 1);
     schedule.resize(32, true);
     EXPECT_EQ(schedule.flags()[1], 0);
-    // No compression: nothing is ever due.
-    KvCompressionSchedule off(bt, 0);
+    // Off: nothing is ever due.
+    KvCompressionSchedule off(bt, -1);
     off.resize(16, true);
     EXPECT_TRUE(off.due(layout, 2, step).empty());
 }

@@ -1,7 +1,7 @@
 // rollout.device for the built-in rollout: gpu::resolve_device, then the settings the device
-// generator lacks (quantized KV): auto falls back to cpu saying why, an explicit cuda is refused
-// naming the job and both fields (context parallelism on the device: a GPU per rank,
-// rollout_context_parallel_test.cc).
+// generator lacks (KIVI pages compressed further, compression to f32): auto falls back to cpu
+// saying why, an explicit cuda is refused naming the job and both fields (context parallelism on
+// the device: a GPU per rank, rollout_context_parallel_test.cc).
 #include <gtest/gtest.h>
 
 #include "rollout_node/completion_sampler.h"
@@ -32,16 +32,20 @@ TEST(RolloutDevice, AutoTakesTheGpuForAJobTheDeviceGeneratorRuns) {
 TEST(RolloutDevice, AutoFallsBackToCpuForSettingsTheDeviceLacksAndSaysWhich) {
     config::JobSpec job;
     job.rollout.device = ComputeDevice::kAuto;
-    job.rollout.kv_cache.dtype = config::KvCacheDType::kInt2;  // KIVI: not on the device
+    job.rollout.kv_cache.dtype = config::KvCacheDType::kInt4;  // KIVI compressed to int2
+    job.rollout.kv_cache.kivi = true;
+    job.rollout.kv_cache.compress_after_tokens = 64;
     auto c = rollout_device(job, gpu_node(), "job-000002");
     ASSERT_TRUE(c.ok()) << c.status().message();
     EXPECT_FALSE(c->cuda());
-    EXPECT_NE(c->reason.find("rollout.kv_cache.dtype int2"), std::string::npos) << c->reason;
+    EXPECT_NE(c->reason.find("rollout.kv_cache.compress_dtype int2 with dtype int4 with kivi"),
+              std::string::npos)
+        << c->reason;
 }
 
-TEST(RolloutDevice, PerTokenQuantizedPagesAndCompressionRunOnTheDevice) {
+TEST(RolloutDevice, QuantizedPagesAndCompressionRunOnTheDevice) {
     for (const auto dtype : {config::KvCacheDType::kBF16, config::KvCacheDType::kInt8,
-                             config::KvCacheDType::kInt4}) {
+                             config::KvCacheDType::kInt4, config::KvCacheDType::kInt2}) {
         config::JobSpec job;
         job.rollout.device = ComputeDevice::kCuda;
         job.rollout.kv_cache.dtype = dtype;
@@ -67,13 +71,14 @@ TEST(RolloutDevice, TheSystemPromptCacheAndAKvBudgetRunOnTheDevice) {
 TEST(RolloutDevice, ExplicitCudaWithAnUnsupportedSettingNamesTheJobAndBothFields) {
     config::JobSpec job;
     job.rollout.device = ComputeDevice::kCuda;
-    job.rollout.kv_cache.dtype = config::KvCacheDType::kInt4;
-    job.rollout.kv_cache.kivi = true;
+    job.rollout.kv_cache.dtype = config::KvCacheDType::kInt8;
+    job.rollout.kv_cache.compress_after_tokens = 64;
+    job.rollout.kv_cache.compress_dtype = config::KvCacheDType::kF32;
     auto c = rollout_device(job, gpu_node(), "job-000002");
     ASSERT_FALSE(c.ok());
     EXPECT_NE(c.status().message().find("job job-000002: rollout.device is cuda but generation on "
                                         "the device does not support "
-                                        "rollout.kv_cache.dtype int4 with kivi"),
+                                        "rollout.kv_cache.compress_dtype f32"),
               std::string::npos)
         << c.status().message();
 }
