@@ -190,6 +190,7 @@ struct DeviceFetchStats {
     uint64_t copies = 0;
     uint64_t overlapped_bytes = 0;  // of bytes, copied while later chunks were still fetched
     bool via_relay = false;         // read from another reader (relay tree), not the publishers
+    bool fell_back = false;         // pinned_host after a failed ucx_device attempt
 };
 
 struct FetchStats {
@@ -258,7 +259,9 @@ public:
     // there) and copies every chunk to `target` as soon as it is verified, overlapping those
     // copies with the network reads of later chunks (DeviceUploader). When device_path() says
     // kUcxDevice (and no relay is given) the chunks are got from the publishers' device slots
-    // straight into `target` instead, each then copied to the host buffer to be verified.
+    // straight into `target` instead, each then copied to the host buffer to be verified; if that
+    // fails the pinned path reads the host slots (a warning; fell_back in the stats), and a
+    // failure other than a refused chunk keeps this reader on the pinned path.
     // target.version is cleared at the start and set when all arrived; on failure it stays empty.
     // Like fetch(), swap() then makes the host copy current, and with `relay` on this reader serves
     // the version downstream from that host copy while it arrives. Logged once per path;
@@ -289,6 +292,8 @@ private:
     mutable std::mutex device_mu_;
     DeviceFetchStats last_device_;                 // guarded by device_mu_
     std::optional<DeviceWeightPath> logged_path_;  // guarded by device_mu_
+    // Why ucx_device failed for reasons other than a refused chunk; then never tried again.
+    std::optional<std::string> ucx_device_failed_;  // guarded by device_mu_
 };
 
 // Fetches the newest version `newest()` offers (it must be at least `at_least`). When that version

@@ -58,18 +58,40 @@ Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& 
             version.version, staging.device(), target.buffer.size(), total));
     }
     const DevicePathChoice choice = device_path(version, &staging);
-    // A relay serves its host buffer: reading one is the pinned path whatever the publishers offer.
-    if (choice.path == DeviceWeightPath::kUcxDevice && relay == nullptr) {
-        return fetch_device_direct(version, staging, target, choice.reason);
+    std::string why = choice.reason;
+    bool fell_back = false;
+    if (relay != nullptr) {
+        why = fmt::format("reading relay {} (relays serve host memory)", relay->reader);
+    } else if (choice.path == DeviceWeightPath::kUcxDevice) {
+        bool broken = false;
+        {
+            std::lock_guard<std::mutex> lock(device_mu_);
+            broken = ucx_device_failed_.has_value();
+            if (broken) why = fmt::format("ucx_device failed before: {}", *ucx_device_failed_);
+        }
+        if (!broken) {
+            Status direct = fetch_device_direct(version, staging, target, choice.reason);
+            if (direct.ok()) return direct;
+            // The host slot serves every version too: read it. A refused chunk may be this
+            // version's device slot only; anything else (UCX cannot get that memory after all, a
+            // timeout) keeps this reader on the pinned path from now on.
+            fell_back = true;
+            why = fmt::format("ucx_device failed: {}", direct.message());
+            Logger("weights")
+                .with({.job = version.job.str(),
+                       .actor = core_->options().reader_id,
+                       .version = version.version})
+                .warn("{}; fetching through pinned host memory", why);
+            if (direct.code() != StatusCode::kDataLoss) {
+                std::lock_guard<std::mutex> lock(device_mu_);
+                ucx_device_failed_ = direct.message();
+            }
+        }
+    } else if (choice.path != DeviceWeightPath::kPinnedHost) {
+        why = fmt::format("a copy was asked for ({}: map_device() would avoid it)", choice.reason);
     }
-    log_path(
-        device_mu_, logged_path_, core_->options().reader_id, version,
-        DeviceWeightPath::kPinnedHost,
-        relay != nullptr ? fmt::format("reading relay {} (relays serve host memory)", relay->reader)
-        : choice.path == DeviceWeightPath::kPinnedHost
-            ? choice.reason
-            : fmt::format("a copy was asked for ({}: map_device() would avoid it)", choice.reason),
-        staging.device());
+    log_path(device_mu_, logged_path_, core_->options().reader_id, version,
+             DeviceWeightPath::kPinnedHost, why, staging.device());
     // Pinned buffers make each chunk's copy a DMA that does not block the enqueue; pin() is a
     // no-op after the first time.
     for (auto region : core_->buffer_memory()) {
@@ -100,7 +122,8 @@ Status Reader::fetch_to_device(const VersionDescriptor& version, DeviceStaging& 
             st.bytes,
             st.copies,
             st.overlapped_bytes,
-            relay != nullptr};
+            relay != nullptr,
+            fell_back};
     }
     if (!s.ok()) {
         return s.with_context(
