@@ -417,6 +417,19 @@ TEST_F(WeightsDevicePath, UcxDeviceSlotsAreGotStraightIntoDeviceMemoryAndVerifie
     ASSERT_TRUE((*reader)->fetch_to_device(*directory_.newest(JobId(1)), rollout_gpu, target).ok());
     EXPECT_EQ((*reader)->last_device_fetch().path, DeviceWeightPath::kUcxDevice);
     EXPECT_EQ(device_mismatch(target, 1), std::nullopt);
+
+    // Any other failure (here the second device -> host copy) also falls back, and keeps this
+    // reader on the pinned path from then on.
+    ASSERT_TRUE((*publisher)->publish_from_device(4, src.data(), trainer_gpu).ok());
+    rollout_gpu.fail_complete_at(rollout_gpu.enqueued() + 2);
+    ASSERT_TRUE((*reader)->fetch_to_device(*directory_.newest(JobId(1)), rollout_gpu, target).ok());
+    EXPECT_TRUE((*reader)->last_device_fetch().fell_back);
+    EXPECT_EQ(device_mismatch(target, 1), std::nullopt);
+    ASSERT_TRUE((*publisher)->publish_from_device(5, src.data(), trainer_gpu).ok());
+    ASSERT_TRUE((*reader)->fetch_to_device(*directory_.newest(JobId(1)), rollout_gpu, target).ok());
+    EXPECT_EQ((*reader)->last_device_fetch().path, DeviceWeightPath::kPinnedHost);
+    EXPECT_FALSE((*reader)->last_device_fetch().fell_back);
+    EXPECT_EQ(device_mismatch(target, 1), std::nullopt);
 }
 
 }  // namespace
