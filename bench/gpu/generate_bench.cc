@@ -10,11 +10,12 @@
 // (rollout.kv_cache.prefix_tokens): every prompt but the first forks it; the timed call prefills
 // it again when its KV pool is larger than the warm-up's (a grown pool starts empty), which
 // "prefix_prefills" says. --budget-mib M: rollout.kv_cache.budget_bytes (admission waves).
-// --kv-dtype f32|bf16|int8|int4: rollout.kv_cache.dtype (f32: bf16 rows; the others quantized
-// pages in blocks of --kv-group tokens), --compress-after N: compress_after_tokens (to int2
-// KIVI), --splits S: decode attention key splits (0: automatic; 1: no split-K). Against the
-// default run of the same shapes these give the cost of quantized pages and what split-K buys
-// on long contexts (few rows, --prompt-len in the thousands).
+// --kv-dtype f32|bf16|int8|int4|int2: rollout.kv_cache.dtype (f32: bf16 rows; the others
+// quantized pages in blocks of --kv-group tokens; int2: bf16 window pages sealed into int2 KIVI;
+// "kv_dtype" is the written format, "kv_second_dtype" the sealed or compressed one),
+// --compress-after N: compress_after_tokens (to int2 KIVI), --splits S: decode attention key splits
+// (0: automatic; 1: no split-K). Against the default run of the same shapes these give the cost of
+// quantized pages and what split-K buys on long contexts (few rows, --prompt-len in the thousands).
 //
 //   tandem-bench-gpu-generate [--model qwen2.5-0.5b|llama-3.2-1b|all] [--prompts 64] [--group 8]
 //                             [--new 512] [--prompt-len 128] [--graphs on|off|both]
@@ -202,7 +203,8 @@ int main(int argc, char** argv) {
                 "\"graph_note\": \"%s\", \"peak_blocks\": %ld, \"kv_pool_mib\": %.1f, "
                 "\"device_peak_mib\": %.1f, \"gemm\": \"%s\", \"prefix_tokens\": %d, "
                 "\"prefix_hits\": %ld, \"prefix_prefills\": %ld, \"prompt_rows\": %ld, "
-                "\"budget_mib\": %ld, \"waves\": %ld, \"kv_dtype\": \"%s\", "
+                "\"budget_mib\": %ld, \"waves\": %ld, \"kv_dtype\": \"%s\", \"kv_second_dtype\": "
+                "\"%s\", "
                 "\"kv_block_bytes\": %ld, \"kv_block_tokens\": %d, \"compress_after\": %d, "
                 "\"kv_compressions\": %ld, \"splits\": %d, \"last_splits\": %d}\n",
                 sh.name, devices[0].name.c_str(), use_graphs ? "true" : "false", prompts, group,
@@ -214,9 +216,9 @@ int main(int argc, char** argv) {
                 prefix_tokens, static_cast<long>(st.prefix_hits),
                 static_cast<long>((*gen)->prefix_stats().prefills - prefills0),
                 static_cast<long>(st.prompt_tokens), static_cast<long>(budget_mib),
-                static_cast<long>(st.waves), st.kv.dtype, static_cast<long>(st.kv.block_bytes),
-                st.kv.block_tokens, kv.compress_after_tokens, static_cast<long>(st.kv.compressions),
-                splits, st.kv.last_splits);
+                static_cast<long>(st.waves), st.kv.dtype, st.kv.compressed_dtype,
+                static_cast<long>(st.kv.block_bytes), st.kv.block_tokens, kv.compress_after_tokens,
+                static_cast<long>(st.kv.compressions), splits, st.kv.last_splits);
             std::fflush(stdout);
         }
     }

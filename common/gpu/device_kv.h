@@ -23,7 +23,9 @@ namespace tandem::gpu {
 
 // What the pool holds and did, for DeviceGenerateStats.
 struct DeviceKvStats {
-    const char* dtype = "bf16";  // stored format (f32 requested: bf16 rows)
+    // The format blocks are written in (f32 requested: bf16 rows; KIVI: "bf16", its window) and
+    // the second pool's (KIVI: the dtype asked for; compression: its target; "" without).
+    const char* dtype = "bf16";
     const char* compressed_dtype = "";
     int block_tokens = 16;
     int64_t block_bytes = 0;  // one block, every layer, stored format

@@ -105,9 +105,9 @@ timeout 240 python3 bench/gpu/torch_train_baseline.py > "$O/torch_train.jsonl" 2
 # Generation, 64 prompts x 8 samples x 512 new tokens, against transformers.generate.
 timeout 200 "$B/tandem-bench-gpu-generate" > "$O/bench_gpu_generate.jsonl" 2> "$O/bench_gpu_generate.err"
 # Quantized KV pages and split-K decode (Qwen2.5-0.5B shapes, graphs on): bf16 rows against int8
-# pages with int2 compression (16 x 8 x 256), and one long context (2 x 2, 7680 + 256 tokens)
-# with split-K chosen automatically against none.
-for kv_args in "--kv-dtype f32" "--kv-dtype int8 --compress-after 256" \
+# pages with int2 compression and int2 KIVI behind a bf16 window (16 x 8 x 256), and one long
+# context (2 x 2, 7680 + 256 tokens) with split-K chosen automatically against none.
+for kv_args in "--kv-dtype f32" "--kv-dtype int8 --compress-after 256" "--kv-dtype int2" \
     "--kv-dtype f32 --prompts 2 --group 2 --prompt-len 7680 --splits 1" \
     "--kv-dtype f32 --prompts 2 --group 2 --prompt-len 7680 --splits 0"; do
     # shellcheck disable=SC2086  # kv_args is a list of options
@@ -237,7 +237,7 @@ for r in lines("bench_gpu_generate.jsonl"):
 for r in lines("bench_gpu_generate_kv.jsonl"):
     if r.get("skipped"):
         print("gpu generate kv bench skipped:", r.get("reason")); continue
-    print(f"generate kv {r['kv_dtype']:<4} compress_after={r['compress_after']} splits={r['splits']}"
+    print(f"generate kv {r['kv_dtype']:<4}->{r.get('kv_second_dtype') or '-':<4} compress_after={r['compress_after']} splits={r['splits']}"
           f" (ran {r['last_splits']}) {r['prompts']}x{r['group']}x{r['new_tokens']} prompt_len={r['prompt_len']}"
           f" tandem={r['tokens_per_s']:9.0f} tok/s block={r['kv_block_bytes']} B / {r['kv_block_tokens']} tokens"
           f" compressions={r['kv_compressions']} pool={r['kv_pool_mib']:.0f} MiB")
