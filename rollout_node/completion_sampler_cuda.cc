@@ -54,12 +54,12 @@ public:
             stats->generated_tokens = ds.generated_tokens;
             stats->decode_steps = ds.decode_steps;
             stats->peak_blocks = ds.peak_blocks;
-            // Keys and values of every layer in the pool's format (bf16 rows or quantized pages):
-            // bytes per position of a full block, and the peak the blocks held; blocks
-            // compressed so far (their compressed pages are in a pool of their own).
+            // Keys and values of every layer in the format blocks are written in (bf16 rows or
+            // quantized pages): bytes per position of a full block; the device memory the peak's
+            // blocks took (a second pool's pages included); blocks sealed or compressed so far.
             const double per_token = static_cast<double>(ds.kv.block_bytes) / ds.kv.block_tokens;
             stats->kv_bytes_per_token = per_token;
-            stats->kv_peak_bytes = ds.peak_blocks * ds.kv.block_bytes;
+            stats->kv_peak_bytes = ds.peak_blocks * gen_->block_bytes();
             stats->kv_compression = per_token / (int64_t{2} * c.num_layers * c.kv_dim() * 4);
             stats->kv_compressed = ds.kv.compressions;
             stats->kv_waves = ds.waves;

@@ -53,11 +53,17 @@ Result<std::unique_ptr<DeviceKvPool>> DeviceKvPool::create(const model::ModelCon
     return p;
 }
 
+int64_t DeviceKvPool::block_bytes() const {
+    int64_t bytes = device_kv_block_bytes(plan_.stored, layers_);
+    if (plan_.compresses()) bytes += device_kv_block_bytes(plan_.compressed, layers_) + 4;
+    return bytes;
+}
+
 DeviceKvStats DeviceKvPool::stats() const {
     DeviceKvStats st;
     st.dtype = plan_.paged() ? kernels::kv_dtype_name(plan_.stored.dtype) : "bf16";
     st.block_tokens = plan_.block_tokens;
-    st.block_bytes = block_bytes();
+    st.block_bytes = device_kv_block_bytes(plan_.stored, layers_);
     if (plan_.compresses()) {
         st.compressed_dtype = kernels::kv_dtype_name(plan_.compressed.dtype);
         st.compressed_block_bytes = device_kv_block_bytes(plan_.compressed, layers_);

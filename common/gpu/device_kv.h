@@ -53,8 +53,10 @@ public:
     const DeviceKvPlan& plan() const { return plan_; }
     const kernels::cuda::PagedKvShape& shape() const { return shape_; }
     int64_t blocks() const { return shape_.num_blocks; }
-    // Bytes of one block, every layer's keys and values, in the stored format.
-    int64_t block_bytes() const { return device_kv_block_bytes(plan_.stored, layers_); }
+    // Device memory one block takes, every layer's keys and values: its stored pages (or bf16
+    // rows), plus its pages and flag in the second pool when there is one (both are allocated
+    // for every block). The KV budget's unit.
+    int64_t block_bytes() const;
     DeviceKvStats stats() const;
 
     // At least `blocks` blocks and a split workspace for decode steps of `max_rows` rows.
