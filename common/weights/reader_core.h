@@ -146,6 +146,14 @@ public:
         size_t needed = 0;
         size_t verified = 0;
         std::deque<InFlight> inflight;
+        // ucx_device: pieces got into device memory whose copy to the host buffer (to be
+        // verified) is in flight, oldest first (the staging completes copies in order).
+        struct HostCopy {
+            size_t chunk = 0;
+            size_t piece = 0;
+            CopyTicket ticket = 0;
+        };
+        std::deque<HostCopy> host_copies;
         std::map<size_t, ChunkWork> active;  // chunks being read, by index
         size_t awaiting_digests = 0;         // chunks whose digest the hasher owes
         uint64_t ready = 0;                  // chunks the source says are readable (relays)
@@ -221,7 +229,15 @@ private:
     void step_chunks(Operation& op, ShardFetch& sf);
     void issue_read(Operation& op, ShardFetch& sf, size_t chunk, ChunkWork& work);
     bool start_chunk(Operation& op, ShardFetch& sf);
+    // A piece arrived: its bytes are in the host buffer (hashed from here), or for ucx_device in
+    // device memory (copied to the host buffer first, see host_copies).
     void piece_done(Operation& op, ShardFetch& sf, size_t chunk, size_t piece);
+    // The piece's bytes are in the host buffer: hand them to the hasher in order.
+    void piece_landed(Operation& op, ShardFetch& sf, size_t chunk, size_t piece);
+    // ucx_device: waits for the oldest copies to the host until at most `keep` are in flight.
+    void finish_host_copies(Operation& op, ShardFetch& sf, size_t keep);
+    // Copies to the host a ucx_device shard keeps in flight while its gets go on.
+    static constexpr size_t kHostCopyDepth = 4;
     void chunk_hashed(Operation& op, ShardFetch& sf, size_t chunk, uint64_t actual);
     void chunk_verified(Operation& op, ShardFetch& sf, size_t chunk, size_t scratch);
     Status accept_lease(Operation& op, ShardFetch& sf);

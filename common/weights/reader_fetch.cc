@@ -652,6 +652,11 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
         piece_done(op, sf, chunk, piece);
         if (op.finished) return;
     }
+    // ucx_device: no get in flight, so nothing to overlap the copies to the host with.
+    if (sf.inflight.empty() && !sf.host_copies.empty()) {
+        finish_host_copies(op, sf, 0);
+        if (op.finished) return;
+    }
     const bool waiting = !sf.inflight.empty() || (sf.await_call != nullptr);
     if (sf.machine.stalled(now, options_.stall_timeout_ms, waiting)) {
         fail(op, deadline_exceeded(fmt::format(
@@ -687,25 +692,51 @@ void Reader::Core::step_chunks(Operation& op, ShardFetch& sf) {
 }
 
 void Reader::Core::piece_done(Operation& op, ShardFetch& sf, size_t chunk, size_t piece) {
+    if (op.device == nullptr) {
+        piece_landed(op, sf, chunk, piece);
+        return;
+    }
+    auto it = sf.active.find(chunk);
+    if (it == sf.active.end()) return;
+    // ucx_device: the piece is in device memory; its copy in the host buffer is what is verified
+    // (and relayed). The copy runs while later gets go on; a failed copy fails the read.
+    const ByteRange r = sf.manifest.chunk_range(chunk);
+    const uint64_t begin = piece * sf.piece_bytes;
+    const uint64_t length = std::min<uint64_t>(sf.piece_bytes, r.size() - begin);
+    auto ticket = op.staging->enqueue_to_host(
+        it->second.dest + begin, op.device + sf.shard.range.begin + r.begin + begin, length);
+    if (!ticket.ok()) {
+        fail(op, ticket.status().with_context(
+                     fmt::format("copying chunk {} of version {} shard {} to the host to verify it",
+                                 chunk, op.version.version, sf.shard.index)));
+        return;
+    }
+    ++op.device_to_host_copies;
+    sf.host_copies.push_back({chunk, piece, *ticket});
+    finish_host_copies(op, sf, kHostCopyDepth);
+}
+
+void Reader::Core::finish_host_copies(Operation& op, ShardFetch& sf, size_t keep) {
+    while (sf.host_copies.size() > keep && !op.finished) {
+        const ShardFetch::HostCopy c = sf.host_copies.front();
+        sf.host_copies.pop_front();
+        Status copied = op.staging->wait(c.ticket);
+        if (!copied.ok()) {
+            fail(op, copied.with_context(
+                         fmt::format("copying chunk {} of version {} shard {} to the host to "
+                                     "verify it",
+                                     c.chunk, op.version.version, sf.shard.index)));
+            return;
+        }
+        piece_landed(op, sf, c.chunk, c.piece);
+    }
+}
+
+void Reader::Core::piece_landed(Operation& op, ShardFetch& sf, size_t chunk, size_t piece) {
     auto it = sf.active.find(chunk);
     if (it == sf.active.end()) return;
     ChunkWork& work = it->second;
     const ByteRange r = sf.manifest.chunk_range(chunk);
-    if (op.device != nullptr) {
-        // ucx_device: the piece is in device memory; its copy in the host buffer is what is
-        // verified (and relayed). A failed copy fails the read: the device bytes are unchecked.
-        const uint64_t begin = piece * sf.piece_bytes;
-        const uint64_t length = std::min<uint64_t>(sf.piece_bytes, r.size() - begin);
-        Status copied = op.staging->to_host(
-            work.dest + begin, op.device + sf.shard.range.begin + r.begin + begin, length);
-        if (!copied.ok()) {
-            fail(op, copied.with_context(fmt::format(
-                         "copying chunk {} of version {} shard {} to the host to verify it", chunk,
-                         op.version.version, sf.shard.index)));
-            return;
-        }
-        ++op.device_to_host_copies;
-    }
     work.done[piece] = 1;
     while (work.submitted < work.pieces && work.done[work.submitted] != 0) {
         const uint64_t begin = work.submitted * sf.piece_bytes;
@@ -859,6 +890,12 @@ void Reader::Core::fail(Operation& op, const Status& status) {
         .warn("reading version {} failed: {}", op.version.version, status.to_string());
     for (auto& sfp : op.shards) {
         ShardFetch& sf = *sfp;
+        if (!sf.host_copies.empty()) {
+            // ucx_device: nothing may write into the host buffer once it is given up. The wait
+            // covers every copy enqueued before the last; its error is secondary to `status`.
+            (void)op.staging->wait(sf.host_copies.back().ticket);
+            sf.host_copies.clear();
+        }
         // Replies not in yet are dropped from now on (nothing is written for them). Requests UCX
         // already runs (gets, rendezvous receives that began) cannot be cancelled in UCX 1.13:
         // they stay in sf.inflight / meta_get / meta_call and are drained below.
