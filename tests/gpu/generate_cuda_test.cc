@@ -22,9 +22,9 @@
 //   generator's tokens against a fresh one on the new weights, the same way
 //   quantized KV pages (rollout.kv_cache int8 and int4 per token, with background compression
 //   to int2 KIVI; int2 KIVI sealed from a bf16 window of 8 tokens) against the CPU engine with
-//   the same rollout.kv_cache: the same greedy tokens
-//   or a first divergence at a near tie as above (both quantize the same page format, from
-//   keys that differ by the bf16 path); log-probs |err| <= 5e-2 + 1e-2 |ref|; forced 3-way
+//   the same rollout.kv_cache: the same greedy tokens or a first divergence at a near tie
+//   (gap <= 0.3 x rms: both quantize the same page format, from keys that differ by the bf16
+//   path, so a code can differ by one step); log-probs |err| <= 1e-1 + 1e-2 |ref|; forced 3-way
 //   split-K against the automatic choice: the same greedy tokens, log-probs |err| <= 1e-3 +
 //   1e-2 |ref|; the pool's bytes per block below the bf16 rows' and compressions counted
 #include <gtest/gtest.h>
@@ -324,7 +324,8 @@ double expect_same_greedy(const char* what, const model::ModelConfig& c,
                           const std::vector<float>& params,
                           const std::vector<std::vector<int32_t>>& prompts,
                           const std::vector<model::Completion>& got,
-                          const std::vector<model::Completion>& want, double lp_abs) {
+                          const std::vector<model::Completion>& want, double lp_abs,
+                          double tie_rms = 0.16) {
     EXPECT_EQ(got.size(), want.size()) << what;
     auto ref = model::Transformer<float>::create(c);
     EXPECT_TRUE(ref.ok());
@@ -359,7 +360,7 @@ double expect_same_greedy(const char* what, const model::ModelConfig& c,
         const double gap = std::abs(row[w.tokens[k]] - row[g.tokens[k]]);
         std::printf("%s sample %zu: first divergence at token %zu, CPU logit gap %.4g (rms %.3g)\n",
                     what, i, k, gap, rms);
-        EXPECT_LE(gap, 0.16 * rms)
+        EXPECT_LE(gap, tie_rms * rms)
             << what << ": sample " << i << " diverges at token " << k << " without a near tie";
     }
     return worst;
@@ -613,8 +614,11 @@ TEST_F(DeviceGenerateTest, QuantizedKvPagesAndCompressionKeepTheCpuEnginesGreedy
             ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
             auto want = cpu->generate(params.data(), prompts, 2, o);
             ASSERT_TRUE(want.ok()) << want.status().to_string();
+            // Both sides quantize, from keys and values that differ by the bf16 path, so codes
+            // near a rounding boundary can differ by one step: looser than bf16 rows (first
+            // estimates, the observed errors are printed).
             const double e_cpu =
-                expect_same_greedy(what.c_str(), c, params, prompts, *got, *want, 5e-2);
+                expect_same_greedy(what.c_str(), c, params, prompts, *got, *want, 1e-1, 0.3);
             const double e_split = expect_same_greedy((what + " split-K 3").c_str(), c, params,
                                                       prompts, *split, *got, 1e-3);
             EXPECT_EQ(split_st.kv.last_splits, 3);
