@@ -47,7 +47,8 @@ Result<std::unique_ptr<DeviceGenerator>> DeviceGenerator::create(const model::Mo
     options.block_tokens = kv_plan.block_tokens;
     if (options.block_tokens < 1 || options.block_tokens > 1024) {
         return invalid_argument(
-            fmt::format("job {}: device generation: block_tokens must be in [1, 1024], got {}",
+            fmt::format("job {}: device generation: block_tokens (rollout.kv_cache.group when the "
+                        "cache is quantized) must be in [1, 1024], got {}",
                         options.job, options.block_tokens));
     }
     if (options.max_prefill_tokens < 1) {
