@@ -1,7 +1,8 @@
 // Quantized KV pages of device generation, the host side, without a device: the formats and
 // bytes per block a job's rollout.kv_cache gives the device cache, the fields its errors name,
-// the compression schedule against the CPU cache's compressor (the same blocks at the same
-// step), the split-K choice, and the split decode's math emulated on the host (each split's
+// the compression schedule against the CPU cache's compressor and sealing (the same blocks at the
+// same step) and inside the generation loop (never a block still written or copied from), the
+// split-K choice, and the split decode's math emulated on the host (each split's
 // partial over its range of int8 pages, merged by log-sum-exp) against the whole attention and
 // a double reference.
 #include <gtest/gtest.h>
@@ -11,11 +12,13 @@
 #include <random>
 #include <vector>
 
+#include "common/gpu/generate_loop.h"
 #include "common/gpu/kv_pages.h"
 #include "common/model/kv_cache.h"
 #include "kernels/cuda/paged_kv.h"
 #include "kernels/kv_sequence.h"
 #include "kernels/merge.h"
+#include "tests/fakes/fake_generation_backend.h"
 #include "tests/unit/model/kv_test_util.h"
 
 namespace tandem::gpu {
@@ -251,6 +254,111 @@ TEST(KvCompressionSchedule, SharedBlocksOnceAndRewrittenBlocksAgain) {
     KvCompressionSchedule off(bt, -1);
     off.resize(16, true);
     EXPECT_TRUE(off.due(layout, 2, step).empty());
+}
+
+// The host backend of the generation loop with the device pool's bookkeeping around it, fed as
+// gpu::DeviceKvPool feeds its schedule (written slots at prefill and decode, copied pairs,
+// before_decode at each step). It checks what the device relies on: a block goes to the second
+// pool only when every row of it is written; no row is ever written into, and no block copied
+// from, a block whose pages are in the second pool (the device would leave them stale there).
+class ScheduleProbe final : public GenerationBackend {
+public:
+    ScheduleProbe(int bt, int64_t after) : fake_(bt, 50), bt_(bt), schedule_(bt, after) {}
+    const std::vector<std::string>& errors() const { return errors_; }
+    const testing::FakeGenerationBackend& fake() const { return fake_; }
+    const KvCompressionSchedule& schedule() const { return schedule_; }
+
+    Result<StepLayout> reserve(int64_t blocks, int64_t max_rows, int width) override {
+        const bool grow = blocks > std::ssize(filled_);
+        if (grow) filled_.assign(static_cast<size_t>(blocks), 0);
+        schedule_.resize(blocks, grow);  // a grown pool starts empty
+        TANDEM_ASSIGN_OR_RETURN(layout_, fake_.reserve(blocks, max_rows, width));
+        return layout_;
+    }
+    Status prefill(const PrefillBatch& batch, std::vector<int32_t>& tokens,
+                   std::vector<float>& logprobs) override {
+        write(batch.slots, "prefill");
+        return fake_.prefill(batch, tokens, logprobs);
+    }
+    Status copy_blocks(std::span<const int32_t> pairs) override {
+        for (size_t i = 0; i + 1 < pairs.size(); i += 2) {
+            if (flag(pairs[i])) errors_.push_back(fmt::format("copy from block {}", pairs[i]));
+            filled_[static_cast<size_t>(pairs[i + 1])] = filled_[static_cast<size_t>(pairs[i])];
+        }
+        schedule_.copied(pairs);
+        return fake_.copy_blocks(pairs);
+    }
+    Status decode(int64_t rows, std::span<const int32_t> step, int64_t live,
+                  std::vector<int32_t>& tokens, std::vector<float>& logprobs) override {
+        write(step.subspan(static_cast<size_t>(layout_.slots()), static_cast<size_t>(live)),
+              "decode");
+        for (const int32_t b : schedule_.due(layout_, live, step)) {
+            if (filled_[static_cast<size_t>(b)] != bt_) {
+                errors_.push_back(fmt::format("block {} compressed with {} of {} rows written", b,
+                                              filled_[static_cast<size_t>(b)], bt_));
+            }
+        }
+        return fake_.decode(rows, step, live, tokens, logprobs);
+    }
+
+private:
+    bool flag(int32_t block) const { return schedule_.flags()[static_cast<size_t>(block)] != 0; }
+    // The slots of one prefill or step, in order (a block's first row comes before its others).
+    void write(std::span<const int32_t> slots, const char* where) {
+        for (const int32_t slot : slots) {
+            if (slot < 0) continue;
+            const int32_t b = slot / bt_, off = slot % bt_;
+            schedule_.written({&slot, 1});  // a first row: the block holds new rows
+            if (b > 0 && flag(b)) {
+                errors_.push_back(fmt::format(
+                    "{} writes row {} of block {}, which is in the second pool", where, off, b));
+            }
+            if (off == 0) filled_[static_cast<size_t>(b)] = 0;
+            filled_[static_cast<size_t>(b)] = std::max(filled_[static_cast<size_t>(b)], off + 1);
+        }
+    }
+
+    testing::FakeGenerationBackend fake_;
+    int bt_;
+    KvCompressionSchedule schedule_;
+    std::vector<int32_t> filled_;  // rows written per block since its first row
+    std::vector<std::string> errors_;
+    StepLayout layout_;
+};
+
+// Generation calls with the system-prompt cache (its pages live across calls), forks, stops and
+// bucket changes: the second pool's schedule never races a write or a copy. after 3: compression
+// (3 rows behind); after 0: KIVI sealing with no window (every full block).
+TEST(KvCompressionSchedule, NeverTakesABlockARowStillWritesOrAForkCopies) {
+    for (const int64_t after : {0, 3, 9}) {
+        SCOPED_TRACE(after);
+        const int bt = 4;
+        ScheduleProbe probe(bt, after);
+        GenerationLoopOptions opt;
+        opt.block_tokens = bt;
+        opt.prefix_tokens = 6;  // one full block and a partial one, forked by the prompts
+        opt.stop_ids = {7, 9, 11, 13, 17};
+        GenerationLoop loop(opt);
+        loop.set_weights_version(1);
+        std::vector<std::vector<int32_t>> prompts;
+        for (const int len : {9, 14, 6, 23, 3}) {
+            prompts.emplace_back();
+            for (int i = 0; i < len; ++i) prompts.back().push_back((i < 6 ? i : 5 * i + len) % 50);
+        }
+        model::ModelConfig c;
+        c.vocab_size = 50;
+        c.max_seq_len = 128;
+        model::SamplingOptions o;
+        o.max_new_tokens = 30;
+        for (int call = 0; call < 2; ++call) {
+            o.seed = 11 + call;
+            auto out = loop.run(probe, c, prompts, 3, o);
+            ASSERT_TRUE(out.ok()) << out.status().message();
+        }
+        for (const auto& e : probe.fake().errors()) ADD_FAILURE() << e;
+        for (const auto& e : probe.errors()) ADD_FAILURE() << e;
+        EXPECT_GT(probe.schedule().compressions(), 0);
+    }
 }
 
 TEST(DecodeSplits, FillTheSmsOnlyWhenRowsDoNotAndLongContextsAllowIt) {
