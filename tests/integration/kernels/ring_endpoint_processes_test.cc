@@ -4,15 +4,11 @@
 // RingDeviceOps; CPU ranks get plain UCX and the CPU ring. Each child checks its rows against the
 // double reference (|err| <= 1e-5 + 1e-5 |ref|, fp32) and reports through its exit status; an
 // alarm kills a hung rank.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "kernels/ring/bootstrap.h"
@@ -20,6 +16,7 @@
 #include "kernels/ring/ring_endpoint.h"
 #include "tests/fakes/host_ring_ops.h"
 #include "tests/unit/kernels/support/attention_reference.h"
+#include "tests/unit/kernels/support/rank_processes.h"
 
 namespace tandem::kernels {
 namespace {
@@ -28,12 +25,8 @@ using testkit::all_close;
 using testkit::make_inputs;
 using testkit::reference_forward;
 
-constexpr std::chrono::milliseconds kTimeout{30000};
-
-int fail(int rank, const std::string& what) {
-    std::fprintf(stderr, "rank %d: %s\n", rank, what.c_str());
-    return 1;
-}
+using testkit::kRankTimeout;
+using testkit::rank_failed;
 
 int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed, bool on_gpu) {
     alarm(90);
@@ -44,17 +37,17 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed, bool 
     bo.listen_fd = rank == 0 ? listen_fd : -1;
     if (rank != 0) ::close(listen_fd);
     auto bootstrap = make_tcp_bootstrap(bo);
-    if (!bootstrap.ok()) return fail(rank, bootstrap.status().to_string());
+    if (!bootstrap.ok()) return rank_failed(rank, bootstrap.status().to_string());
     fakes::HostRingOps ops(rank);
     RingEndpointOptions eo;
     eo.placement = RingRankPlacement{"host-a", 100 + rank, on_gpu ? 0 : -1};
     eo.ops = &ops;
     auto ep = make_ring_endpoint(**bootstrap, eo);
-    if (!ep.ok()) return fail(rank, ep.status().to_string());
+    if (!ep.ok()) return rank_failed(rank, ep.status().to_string());
     const RingChoice& c = (*ep)->choice;
     if (c.backend != RingBackend::kUcx || c.host_staging != on_gpu) {
-        return fail(rank, std::string("unexpected choice ") + ring_backend_name(c.backend) + ": " +
-                              c.reason);
+        return rank_failed(rank, std::string("unexpected choice ") + ring_backend_name(c.backend) +
+                                     ": " + c.reason);
     }
     RingTransport& transport = (*ep)->transport();
 
@@ -65,7 +58,7 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed, bool 
     cfg.d = 16;
     cfg.scale = default_softmax_scale(16);
     cfg.causal = true;
-    cfg.timeout = kTimeout;
+    cfg.timeout = kRankTimeout;
     AttentionParams full;
     full.tq = full.tk = cfg.seq_len;
     full.hq = cfg.hq;
@@ -85,14 +78,14 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed, bool 
     Status s;
     if (on_gpu) {
         auto ring = DeviceRingAttention::create(cfg, transport, ops);
-        if (!ring.ok()) return fail(rank, ring.status().to_string());
+        if (!ring.ok()) return rank_failed(rank, ring.status().to_string());
         s = (*ring)->forward(q.data(), k.data(), v.data(), o.data(), lse.data());
     } else {
         auto ring = RingAttention::create(cfg, transport);
-        if (!ring.ok()) return fail(rank, ring.status().to_string());
+        if (!ring.ok()) return rank_failed(rank, ring.status().to_string());
         s = (*ring)->forward(q.data(), k.data(), v.data(), o.data(), lse.data());
     }
-    if (!s.ok()) return fail(rank, s.to_string());
+    if (!s.ok()) return rank_failed(rank, s.to_string());
     std::vector<double> want_o, want_lse;
     for (const auto& seg : sh.segments) {
         want_o.insert(want_o.end(), ref.o.begin() + seg.pos0 * qrow,
@@ -105,9 +98,9 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed, bool 
         }
     }
     auto r = all_close(o, want_o, 1e-5, 1e-5, "prefill o");
-    if (!r) return fail(rank, r.message());
+    if (!r) return rank_failed(rank, r.message());
     r = all_close(lse, want_lse, 1e-5, 1e-5, "prefill lse");
-    if (!r) return fail(rank, r.message());
+    if (!r) return rank_failed(rank, r.message());
 
     if (on_gpu) {  // one decode step over the prefill's K/V (the query is the last prefill row's)
         DecodeConfig dc;
@@ -117,54 +110,36 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed, bool 
         dc.scale = cfg.scale;
         dc.block_tokens = 4;
         auto shard = DeviceDecodeShard::create(dc, rank, ranks, cfg.seq_len, ops);
-        if (!shard.ok()) return fail(rank, shard.status().to_string());
+        if (!shard.ok()) return rank_failed(rank, shard.status().to_string());
         for (const auto& seg : sh.segments) {
             s = (*shard)->store(seg.pos0, seg.rows, k.data() + seg.local0 * kvrow,
                                 v.data() + seg.local0 * kvrow);
-            if (!s.ok()) return fail(rank, s.to_string());
+            if (!s.ok()) return rank_failed(rank, s.to_string());
         }
         const int64_t last = cfg.seq_len - 1;
         std::vector<float> dec_o(qrow), dec_lse(cfg.hq);
         s = device_sharded_decode_attend(**shard, transport, in.q.data() + last * qrow, 1, last,
-                                         dec_o.data(), dec_lse.data(), kTimeout);
-        if (!s.ok()) return fail(rank, s.to_string());
+                                         dec_o.data(), dec_lse.data(), kRankTimeout);
+        if (!s.ok()) return rank_failed(rank, s.to_string());
         const std::vector<double> want(ref.o.begin() + last * qrow, ref.o.end());
         r = all_close(dec_o, want, 1e-5, 1e-5, "decode o");
-        if (!r) return fail(rank, r.message());
+        if (!r) return rank_failed(rank, r.message());
     }
-    s = (*bootstrap)->barrier(kTimeout);
-    return s.ok() ? 0 : fail(rank, s.to_string());
+    s = (*bootstrap)->barrier(kRankTimeout);
+    return s.ok() ? 0 : rank_failed(rank, s.to_string());
 }
 
 TEST(RingEndpointProcesses, ChoosesUcxAndRunsTheRingAcrossProcesses) {
+    const uint32_t seed = testkit::test_seed();
     for (const bool on_gpu : {true, false}) {
         for (int ranks : {2, 3}) {
-            const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            ASSERT_GE(listener, 0);
-            sockaddr_in addr{};
-            addr.sin_family = AF_INET;
-            addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-            ASSERT_EQ(::listen(listener, ranks), 0);
-            socklen_t len = sizeof(addr);
-            ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-            const int port = ntohs(addr.sin_port);
-            const uint32_t seed = testkit::test_seed();
-            std::vector<pid_t> pids;
-            for (int r = 0; r < ranks; ++r) {
-                const pid_t pid = ::fork();
-                ASSERT_GE(pid, 0);
-                if (pid == 0) ::_exit(rank_main(r, ranks, port, listener, seed, on_gpu));
-                pids.push_back(pid);
-            }
-            ::close(listener);
-            for (int r = 0; r < ranks; ++r) {
-                int status = 0;
-                ASSERT_EQ(::waitpid(pids[r], &status, 0), pids[r]);
-                EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-                    << (on_gpu ? "staged device ring" : "cpu ring") << " P=" << ranks << " rank "
-                    << r << " exited with status " << status << " (seed " << seed << ")";
-            }
+            testkit::run_rank_processes(
+                ranks,
+                [&](int rank, int port, int listen_fd) {
+                    return rank_main(rank, ranks, port, listen_fd, seed, on_gpu);
+                },
+                std::string(on_gpu ? "staged device ring" : "cpu ring") + " (seed " +
+                    std::to_string(seed) + ")");
         }
     }
 }

@@ -2,15 +2,11 @@
 // over the UCX transport, bootstrapped over TCP on loopback. The parent forks the ranks before
 // touching UCX; each child checks its own rows against the double reference and reports through
 // its exit status. Every child arms an alarm, so a hung ring fails the test instead of hanging it.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "kernels/ring/bootstrap.h"
@@ -18,6 +14,7 @@
 #include "kernels/ring/sharded_decode.h"
 #include "kernels/ring_ucx/ucx_transport.h"
 #include "tests/unit/kernels/support/attention_reference.h"
+#include "tests/unit/kernels/support/rank_processes.h"
 
 namespace tandem::kernels {
 namespace {
@@ -29,7 +26,8 @@ using testkit::reference_backward;
 using testkit::reference_forward;
 using testkit::to_double;
 
-constexpr std::chrono::milliseconds kTimeout{30000};
+using testkit::kRankTimeout;
+using testkit::rank_failed;
 
 // Rows of a full [T, row] double tensor held by `shard`.
 std::vector<double> rows_of(const RingShard& shard, const std::vector<double>& full, int64_t row) {
@@ -52,11 +50,6 @@ std::vector<double> lse_of(const RingShard& shard, const std::vector<double>& fu
     return out;
 }
 
-int fail(int rank, const std::string& what) {
-    std::fprintf(stderr, "rank %d: %s\n", rank, what.c_str());
-    return 1;
-}
-
 // One rank's whole life; returns the process exit status.
 int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed) {
     alarm(90);  // watchdog: SIGALRM kills a hung rank
@@ -67,9 +60,9 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed) {
     bo.listen_fd = rank == 0 ? listen_fd : -1;
     if (rank != 0) ::close(listen_fd);
     auto bootstrap = make_tcp_bootstrap(bo);
-    if (!bootstrap.ok()) return fail(rank, bootstrap.status().to_string());
+    if (!bootstrap.ok()) return rank_failed(rank, bootstrap.status().to_string());
     auto transport = make_ucx_ring_transport(**bootstrap);
-    if (!transport.ok()) return fail(rank, transport.status().to_string());
+    if (!transport.ok()) return rank_failed(rank, transport.status().to_string());
 
     RingAttentionConfig cfg;
     cfg.seq_len = 53;
@@ -79,7 +72,7 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed) {
     cfg.scale = default_softmax_scale(16);
     cfg.causal = true;
     cfg.layout = RingLayout::kZigzag;
-    cfg.timeout = kTimeout;
+    cfg.timeout = kRankTimeout;
     AttentionParams full;
     full.tq = full.tk = cfg.seq_len;
     full.hq = cfg.hq;
@@ -93,7 +86,7 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed) {
     const auto grads = reference_backward(full, in.qd, in.kd, in.vd, to_double(dout));
 
     auto ring = RingAttention::create(cfg, **transport);
-    if (!ring.ok()) return fail(rank, ring.status().to_string());
+    if (!ring.ok()) return rank_failed(rank, ring.status().to_string());
     const RingShard& sh = (*ring)->shard();
     const int64_t qrow = cfg.hq * cfg.d, kvrow = cfg.hkv * cfg.d;
     std::vector<float> q(sh.rows * qrow), k(sh.rows * kvrow), v(sh.rows * kvrow), g(sh.rows * qrow),
@@ -104,10 +97,10 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed) {
     gather_rows(sh, in.v.data(), kvrow, v.data());
     gather_rows(sh, dout.data(), qrow, g.data());
     Status s = (*ring)->forward(q.data(), k.data(), v.data(), o.data(), lse.data());
-    if (!s.ok()) return fail(rank, s.to_string());
+    if (!s.ok()) return rank_failed(rank, s.to_string());
     s = (*ring)->backward(q.data(), k.data(), v.data(), o.data(), lse.data(), g.data(), dq.data(),
                           dk.data(), dv.data());
-    if (!s.ok()) return fail(rank, s.to_string());
+    if (!s.ok()) return rank_failed(rank, s.to_string());
     const std::pair<const std::vector<float>*, std::vector<double>> checks[] = {
         {&o, rows_of(sh, ref.o, qrow)},
         {&lse, lse_of(sh, ref.lse, cfg.hq, cfg.seq_len)},
@@ -116,7 +109,7 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed) {
         {&dv, rows_of(sh, grads.dv, kvrow)}};
     for (const auto& [got, want] : checks) {
         const auto r = all_close(*got, want, 1e-5, 1e-5, "ring over ucx");
-        if (!r) return fail(rank, r.message());
+        if (!r) return rank_failed(rank, r.message());
     }
 
     // Sharded decode on the prefill's K/V plus three new tokens.
@@ -127,20 +120,20 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed) {
     dc.scale = cfg.scale;
     dc.block_tokens = 2;
     auto shard = DecodeShard::create(dc, rank, ranks);
-    if (!shard.ok()) return fail(rank, shard.status().to_string());
+    if (!shard.ok()) return rank_failed(rank, shard.status().to_string());
     for (const auto& seg : sh.segments) {
         s = shard->store(seg.pos0, seg.rows, k.data() + seg.local0 * kvrow,
                          v.data() + seg.local0 * kvrow);
-        if (!s.ok()) return fail(rank, s.to_string());
+        if (!s.ok()) return rank_failed(rank, s.to_string());
     }
     const auto nk = random_floats(3 * kvrow, seed + 11), nv = random_floats(3 * kvrow, seed + 12);
     const auto nq = random_floats(3 * qrow, seed + 13);
     s = shard->append(cfg.seq_len, 3, nk.data(), nv.data());
-    if (!s.ok()) return fail(rank, s.to_string());
+    if (!s.ok()) return rank_failed(rank, s.to_string());
     std::vector<float> dec_o(3 * qrow), dec_lse(3 * cfg.hq);
     s = sharded_decode_attend(*shard, **transport, nq.data(), 3, cfg.seq_len, dec_o.data(),
-                              dec_lse.data(), kTimeout);
-    if (!s.ok()) return fail(rank, s.to_string());
+                              dec_lse.data(), kRankTimeout);
+    if (!s.ok()) return rank_failed(rank, s.to_string());
     AttentionParams dp = full;
     dp.tq = 3;
     dp.tk = cfg.seq_len + 3;
@@ -150,44 +143,23 @@ int rank_main(int rank, int ranks, int port, int listen_fd, uint32_t seed) {
     all_v.insert(all_v.end(), nv.begin(), nv.end());
     const auto dref = reference_forward(dp, to_double(nq), all_k, all_v);
     auto r = all_close(dec_o, dref.o, 1e-5, 1e-5, "decode o over ucx");
-    if (!r) return fail(rank, r.message());
+    if (!r) return rank_failed(rank, r.message());
     r = all_close(dec_lse, dref.lse, 1e-5, 1e-5, "decode lse over ucx");
-    if (!r) return fail(rank, r.message());
+    if (!r) return rank_failed(rank, r.message());
     // Everyone must finish its last shift before anyone tears its endpoint down.
-    s = (*bootstrap)->barrier(kTimeout);
-    return s.ok() ? 0 : fail(rank, s.to_string());
+    s = (*bootstrap)->barrier(kRankTimeout);
+    return s.ok() ? 0 : rank_failed(rank, s.to_string());
 }
 
 TEST(UcxRingProcesses, RingAttentionAndDecodeAcrossProcessesMatchTheReference) {
+    const uint32_t seed = testkit::test_seed();
     for (int ranks : {2, 3}) {
-        const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        ASSERT_GE(listener, 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        addr.sin_port = 0;
-        ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-        ASSERT_EQ(::listen(listener, ranks), 0);
-        socklen_t len = sizeof(addr);
-        ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-        const int port = ntohs(addr.sin_port);
-        const uint32_t seed = testkit::test_seed();
-
-        std::vector<pid_t> pids;
-        for (int r = 0; r < ranks; ++r) {
-            const pid_t pid = ::fork();
-            ASSERT_GE(pid, 0);
-            if (pid == 0) ::_exit(rank_main(r, ranks, port, listener, seed));
-            pids.push_back(pid);
-        }
-        ::close(listener);
-        for (int r = 0; r < ranks; ++r) {
-            int status = 0;
-            ASSERT_EQ(::waitpid(pids[r], &status, 0), pids[r]);
-            EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-                << "P=" << ranks << " rank " << r << " exited with status " << status << " (seed "
-                << seed << ")";
-        }
+        testkit::run_rank_processes(
+            ranks,
+            [&](int rank, int port, int listen_fd) {
+                return rank_main(rank, ranks, port, listen_fd, seed);
+            },
+            "UCX ring (seed " + std::to_string(seed) + ")");
     }
 }
 
