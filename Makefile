@@ -34,33 +34,25 @@ test: build
 	fi; \
 	ctest --test-dir $(BUILD_DIR) --output-on-failure --timeout 600 -j $(JOBS) $$exclude
 
-# ASan + UBSan (preset asan: -O0 -g1, the test-hot libraries -O1, build/asan) over the unit and fuzz
-# suites (not the Python ones); .ci/run builds it beside `make test` and runs it after
-# (docs/security.md, "Sanitizers"). ASAN_TESTS picks them:
-#   ci   (the default, what CI runs) 10 of the 17 unit suites and the 3 fuzz replays: the
-#        network-facing ones (common: the config loader, the wire protocol, the coordinator: HTTP
-#        and agents, CURVE), the weight plane, the kernels, the KV kernels, the tokenizer,
-#        monitoring and the node agent. The other 7 (CLI, model, KV model, RL, text task, runtime,
-#        rollout device) would take CI past its 20 minutes on 2 cores;
-#   all  every unit and fuzz suite (target tandem_unit_and_fuzz_suites, tests/CMakeLists.txt, which
-#        collects every suite labelled unit, so a new suite is in it without a list to update);
-#   net  the network-facing ones only, for a quicker check.
+# ASan + UBSan (preset asan: a unity build at -O0 -g1, the test-hot libraries at -O1, build/asan)
+# over the unit and fuzz suites (not the Python ones); .ci/run builds it beside `make test` and runs
+# it after (docs/security.md, "Sanitizers"). ASAN_TESTS picks them:
+#   all  (the default, what CI runs) every unit suite and fuzz replay: the target
+#        tandem_unit_and_fuzz_suites (tests/CMakeLists.txt) collects every suite labelled unit, so
+#        a new suite is in it without a list to update;
+#   net  the network-facing ones only (the config loader, the wire protocol, the coordinator: HTTP
+#        and agents, CURVE), for a quicker check.
 ASAN_NET   := tandem_unit_common tandem_unit_wire tandem_unit_coordinator tandem_unit_curve
-ASAN_CI    := $(ASAN_NET) tandem_unit_weights tandem_unit_kernels tandem_unit_kv_kernels \
-              tandem_unit_tokenizer tandem_unit_monitoring tandem_unit_agent
 ASAN_FUZZ  := tandem_fuzz_config tandem_fuzz_wire tandem_fuzz_http
-ASAN_TESTS ?= ci
+ASAN_TESTS ?= all
 ifeq ($(ASAN_TESTS),all)
 ASAN_BUILD := tandem_unit_and_fuzz_suites
 ASAN_RUN   := -E '^tandem_python_'
-else ifeq ($(ASAN_TESTS),ci)
-ASAN_BUILD := $(ASAN_CI) $(addsuffix _replay,$(ASAN_FUZZ))
-ASAN_RUN   := -R '^($(subst $(eval) ,|,$(strip $(ASAN_CI) $(ASAN_FUZZ))))$$'
 else ifeq ($(ASAN_TESTS),net)
 ASAN_BUILD := $(ASAN_NET) $(addsuffix _replay,$(ASAN_FUZZ))
 ASAN_RUN   := -R '^($(subst $(eval) ,|,$(strip $(ASAN_NET) $(ASAN_FUZZ))))$$'
 else
-$(error ASAN_TESTS=$(ASAN_TESTS): use ci, all or net)
+$(error ASAN_TESTS=$(ASAN_TESTS): use all or net)
 endif
 
 # Builds what test-asan runs, without running it (.ci/run starts it early, see there).
