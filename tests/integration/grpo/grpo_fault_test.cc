@@ -147,7 +147,9 @@ void resume_after_trainer_kill(bool kill_node) {
         EXPECT_NE(ev.find("node_lost"), std::string::npos) << ev;
         const Json finished = c.job(job);
         for (const auto& a : finished["actors"]) {
-            if (a["actor"] == job + "/trainer-0") EXPECT_NE(a["node"], node);
+            if (a["actor"] == job + "/trainer-0") {
+                EXPECT_NE(a["node"], node);
+            }
         }
     }
 
@@ -432,7 +434,9 @@ TEST(GrpoFaults, RolloutNodeLostWithNoRoomLeavesItsActorPendingAndTheJobFinishes
         trainer.pid = static_cast<pid_t>(
             std::atoi(run_cmd(fmt::format("pgrep -P {}", c.pid_of(node))).out.c_str()));
         EXPECT_GT(trainer.pid, 0) << node;
-        if (trainer.pid > 0) EXPECT_EQ(::kill(trainer.pid, SIGSTOP), 0);
+        if (trainer.pid > 0) {
+            EXPECT_EQ(::kill(trainer.pid, SIGSTOP), 0);
+        }
         return kill_rollout_node_without_room(c, job, kSteps, /*submitted=*/true);
     }();
     (void)victim;

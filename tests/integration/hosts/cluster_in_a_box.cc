@@ -255,7 +255,11 @@ ClusterInABox::~ClusterInABox() {
         ::waitpid(p, nullptr, 0);
     }
     for (int i = 0; i < namespaces_made_; ++i) {
-        // Deleting the namespace destroys its ends of the veth pairs, and with them the pairs.
+        // The host's end of each veth pair first: that removes the pair at once. Deleting the
+        // namespace would too, but in the kernel's cleanup work after `ip netns del` returns, so a
+        // loaded machine still listed the pairs afterwards.
+        for (int k = 0; k < options_.networks; ++k)
+            (void)sh(fmt::format("ip link del {}h{}n{} 2>/dev/null", tag_, i, k));
         (void)sh(fmt::format("ip netns del {}", namespace_name(i)));
     }
     if (bridges_made_) {

@@ -72,7 +72,9 @@ TEST(GrpoAcrossHosts, WeightsUseTheNamedInterfaceAndTheJobSurvivesALostHost) {
     EXPECT_LT(killed_at, kSteps) << "the job ended before the kill";
     const Json done = c.get("/api/v1/jobs/" + job);
     for (const auto& a : done["actors"]) {
-        if (a.value("actor", "") == victim_actor) EXPECT_NE(a.value("node", ""), victim);
+        if (a.value("actor", "") == victim_actor) {
+            EXPECT_NE(a.value("node", ""), victim);
+        }
     }
 
     // Weights left the trainer host through eth1: nothing else uses that network, and eth0 (control

@@ -199,7 +199,9 @@ TEST(ClusterMetrics, ExportsEachActorsWeightPlaneCounters) {
     std::map<std::string, double> sb;
     for (const auto& s : st.suffixed) {
         if (s.suffix == "_bucket") sb[s.labels.at("le")] = s.value;
-        if (s.suffix == "_sum") EXPECT_EQ(s.value, 4);  // 2 trajectories 2 versions behind
+        if (s.suffix == "_sum") {
+            EXPECT_EQ(s.value, 4);  // 2 trajectories 2 versions behind
+        }
         EXPECT_EQ(s.labels.at("actor"), "job-000007/trainer-0");
     }
     EXPECT_EQ(sb, (std::map<std::string, double>{{"0", 8}, {"1", 8}, {"2", 10}, {"+Inf", 10}}));

@@ -104,7 +104,7 @@ TEST(RewardCommand, TimeoutFailsAndKillsTheCommand) {
 }
 
 TEST(RewardCommand, MalformedLinesFail) {
-    for (const std::string& line : {"not-a-number", "nan", "1 2", "", "inf"}) {
+    for (const std::string line : {"not-a-number", "nan", "1 2", "", "inf"}) {
         auto rc = start("while read l; do echo '" + line + "'; done");
         ASSERT_TRUE(rc);
         auto r = rc->score(samples(2));

@@ -81,7 +81,9 @@ TEST_P(ReferenceCorpus, DecodeMatchesTheJavaScriptTokenizerAndRoundTrips) {
             tok_->decode(ids, {.skip_special_tokens = true, .clean_up_tokenization_spaces = false}),
             ref["decoded_skip_special"].get<std::string>())
             << ref["name"];
-        if (ref["roundtrip"].get<bool>()) EXPECT_EQ(decoded, text) << ref["name"];
+        if (ref["roundtrip"].get<bool>()) {
+            EXPECT_EQ(decoded, text) << ref["name"];
+        }
     }
 }
 

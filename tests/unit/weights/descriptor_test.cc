@@ -267,7 +267,9 @@ TEST(RelayPlan, TreeWithConfigurableFanOut) {
     EXPECT_EQ(chain[3].depth, 4u);
     // Every reader's source appears before it, so fetches can start in order.
     for (size_t i = 0; i < two.size(); ++i) {
-        if (two[i].source) EXPECT_LT(*two[i].source, i);
+        if (two[i].source) {
+            EXPECT_LT(*two[i].source, i);
+        }
     }
 }
 
