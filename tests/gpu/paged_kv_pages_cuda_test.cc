@@ -10,7 +10,8 @@
 //   paged_decode_attention over pages (some blocks flagged compressed, read from the second
 //     pool), 1 split and forced 3 and 7 splits, vs attention in double over the host-dequantized
 //     pages with the same bf16 q: |err| <= 2e-4 + 1e-3 |ref|; the split results agree with one
-//     split to 1e-4 (float sums in another order; values up to ~30) ('paged decode pages ...' prints both)
+//     split to 1e-4 (float sums in another order; values up to ~30) ('paged decode pages ...'
+//     prints both)
 #include <gtest/gtest.h>
 
 #include <algorithm>
