@@ -126,12 +126,10 @@ Status DeviceRolloutWeights::fetch(const weights::VersionDescriptor& v) {
     // Through the relay tree as a host reader would (fetch_via_relay_tree): only versions this
     // reader fetches join the tree, so a version mapped above is never relayed from here.
     if (auto mine = source_.relay_source()) {
-        auto assigned =
-            rt_.relay_source(v.version, *mine, rt_.clock().now() + kRelaySourceWait);
+        auto assigned = rt_.relay_source(v.version, *mine, rt_.clock().now() + kRelaySourceWait);
         const weights::RelayTreeFetch tree = weights::fetch_via_relay_tree(
-            assigned, [&](const weights::RelaySource* relay) {
-                return source_.fetch(v, fp32_, relay);
-            });
+            assigned,
+            [&](const weights::RelaySource* relay) { return source_.fetch(v, fp32_, relay); });
         if (tree.relay) {
             rt_.log(LogLevel::kWarn,
                     fmt::format("version {} on device {}: {}; read the publishers", v.version,
@@ -182,8 +180,8 @@ std::optional<Status> DeviceRolloutWeights::wait_fetch(Clock::TimePoint deadline
     stats_.last_path = std::string(path);
     stats_.last_reason = p.reason;
     rt_.log(p.fallback ? LogLevel::kWarn : LogLevel::kInfo,
-            fmt::format("weights version {} on device {} by {} from {} ({:.3f} s): {}",
-                        p.version, source_.device(), path, p.source, p.seconds, p.reason));
+            fmt::format("weights version {} on device {} by {} from {} ({:.3f} s): {}", p.version,
+                        source_.device(), path, p.source, p.seconds, p.reason));
     telemetry_.on_fetch({.version = static_cast<int64_t>(p.version),
                          .start_ns = fetch_start_ns_,
                          .seconds = p.seconds,

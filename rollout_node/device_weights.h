@@ -99,15 +99,15 @@ public:
     double last_fetch_s() const override { return last_fetch_s_; }
 
     struct Stats {
-        uint64_t cuda_ipc = 0;       // versions opened through CUDA IPC
-        uint64_t pinned_host = 0;    // versions fetched through the pinned host buffer
-        uint64_t ucx_device = 0;     // versions got from device slots into device memory
-        uint64_t ipc_fallbacks = 0;  // of pinned_host: CUDA IPC was chosen but could not open
-        uint64_t via_relay = 0;      // of pinned_host: read from another rollout (relay tree)
+        uint64_t cuda_ipc = 0;         // versions opened through CUDA IPC
+        uint64_t pinned_host = 0;      // versions fetched through the pinned host buffer
+        uint64_t ucx_device = 0;       // versions got from device slots into device memory
+        uint64_t ipc_fallbacks = 0;    // of pinned_host: CUDA IPC was chosen but could not open
+        uint64_t via_relay = 0;        // of pinned_host: read from another rollout (relay tree)
         uint64_t relay_fallbacks = 0;  // of pinned_host: a relay failed, the publishers served
-        uint64_t switches = 0;       // versions converted into the generator's weights
-        std::string last_path;       // of the last version fetched or mapped
-        std::string last_reason;     // why
+        uint64_t switches = 0;         // versions converted into the generator's weights
+        std::string last_path;         // of the last version fetched or mapped
+        std::string last_reason;       // why
     };
     const Stats& stats() const { return stats_; }
 

@@ -86,9 +86,9 @@ enum class DeviceWeightPath {
 std::string_view device_weight_path_name(DeviceWeightPath path);
 
 struct DevicePathInputs {
-    std::string host;              // this process's host identity (host_identity())
-    int64_t pid = 0;               // this process
-    bool ipc_available = false;    // the reader has a device staging that can open handles
+    std::string host;            // this process's host identity (host_identity())
+    int64_t pid = 0;             // this process
+    bool ipc_available = false;  // the reader has a device staging that can open handles
     // The reader's UCX can register and get into its device memory: supports_cuda_memory() of
     // its context, or a staging whose device memory is host memory (DeviceMemoryKind::kHost).
     bool ucx_cuda_memory = false;

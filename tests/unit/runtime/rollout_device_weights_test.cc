@@ -114,8 +114,8 @@ public:
         target.version.reset();
         if (relay != nullptr) {
             if (fail_relay) {
-                return data_loss(fmt::format("fake: chunk 3 from relay {} failed its checksum twice",
-                                             relay->reader));
+                return data_loss(fmt::format(
+                    "fake: chunk 3 from relay {} failed its checksum twice", relay->reader));
             }
             events_.add(fmt::format("fetch v{} from {}", v.version, relay->reader));
         } else {
