@@ -317,55 +317,6 @@ std::vector<std::vector<int32_t>> test_prompts(int vocab, uint64_t seed) {
             testing::random_tokens(23, vocab, rng)};
 }
 
-// Greedy completions `got` against `want` (the CPU engine's, or the device's by another path):
-// equal tokens with log-probs within lp_abs + 1e-2 |ref|, or a first divergence where the CPU
-// reference holds a near tie (printed). Returns the largest log-prob |err| on the common prefixes.
-double expect_same_greedy(const char* what, const model::ModelConfig& c,
-                          const std::vector<float>& params,
-                          const std::vector<std::vector<int32_t>>& prompts,
-                          const std::vector<model::Completion>& got,
-                          const std::vector<model::Completion>& want, double lp_abs,
-                          double tie_rms = 0.16) {
-    EXPECT_EQ(got.size(), want.size()) << what;
-    auto ref = model::Transformer<float>::create(c);
-    EXPECT_TRUE(ref.ok());
-    double worst = 0;
-    for (size_t i = 0; i < std::min(got.size(), want.size()) && ref.ok(); ++i) {
-        const auto& g = got[i];
-        const auto& w = want[i];
-        size_t k = 0;
-        while (k < g.tokens.size() && k < w.tokens.size() && g.tokens[k] == w.tokens[k]) {
-            const double e = std::abs(g.logprobs[k] - w.logprobs[k]);
-            worst = std::max(worst, e);
-            EXPECT_LE(e, lp_abs + 1e-2 * std::abs(w.logprobs[k]))
-                << what << ": sample " << i << " token " << k;
-            ++k;
-        }
-        if (k == g.tokens.size() && k == w.tokens.size()) continue;
-        if (k == g.tokens.size() || k == w.tokens.size()) {
-            ADD_FAILURE() << what << ": sample " << i << " has " << g.tokens.size()
-                          << " tokens, want " << w.tokens.size();
-            continue;
-        }
-        std::vector<int32_t> seq = prompts[static_cast<size_t>(w.prompt)];
-        seq.insert(seq.end(), w.tokens.begin(), w.tokens.begin() + static_cast<long>(k));
-        model::PackedBatch b;
-        b.add_sequence(seq, 0);
-        std::vector<float> lg(seq.size() * static_cast<size_t>(c.vocab_size));
-        EXPECT_TRUE(ref->logits(params.data(), b, lg.data()).ok());
-        const float* row = lg.data() + (seq.size() - 1) * c.vocab_size;
-        double ss = 0;
-        for (int j = 0; j < c.vocab_size; ++j) ss += double{row[j]} * row[j];
-        const double rms = std::sqrt(ss / c.vocab_size);
-        const double gap = std::abs(row[w.tokens[k]] - row[g.tokens[k]]);
-        std::printf("%s sample %zu: first divergence at token %zu, CPU logit gap %.4g (rms %.3g)\n",
-                    what, i, k, gap, rms);
-        EXPECT_LE(gap, tie_rms * rms)
-            << what << ": sample " << i << " diverges at token " << k << " without a near tie";
-    }
-    return worst;
-}
-
 TEST_F(DeviceGenerateTest, GreedyTokensMatchTheCpuEngineForEachArchitecture) {
     int salt = 0;
     for (const testing::Case& cs : testing::cases()) {
@@ -393,7 +344,9 @@ TEST_F(DeviceGenerateTest, GreedyTokensMatchTheCpuEngineForEachArchitecture) {
         auto want = cpu->generate(params.data(), prompts, 2, o);
         ASSERT_TRUE(want.ok()) << want.status().to_string();
         ASSERT_EQ(got->size(), want->size());
-        const double worst_lp = expect_same_greedy(cs.name, c, params, prompts, *got, *want, 3e-2);
+        const double worst_lp =
+            testing::expect_same_greedy(cs.name, c, params, prompts, *got, *want, 3e-2)
+                .worst_logprob_error;
         std::printf(
             "%s: greedy log-prob max |err| %.3g, %ld decode steps, %ld graph launches, "
             "peak %ld blocks, device peak %.1f MiB %s\n",
@@ -526,11 +479,15 @@ TEST_F(DeviceGenerateTest, SystemPromptCacheAndKvBudgetKeepTheGreedyCompletions)
         EXPECT_GT(waves.waves, 1);
         EXPECT_GT(both.waves, 1);
         EXPECT_LT(cached.prompt_tokens, base.prompt_tokens);
-        const double e1 =
-            expect_same_greedy("system-prompt cache", c, params, prompts, got_cached, want, 2e-2);
+        const double e1 = testing::expect_same_greedy("system-prompt cache", c, params, prompts,
+                                                      got_cached, want, 2e-2)
+                              .worst_logprob_error;
         const double e2 =
-            expect_same_greedy("kv budget", c, params, prompts, got_waves, want, 2e-2);
-        const double e3 = expect_same_greedy("both", c, params, prompts, got_both, want, 2e-2);
+            testing::expect_same_greedy("kv budget", c, params, prompts, got_waves, want, 2e-2)
+                .worst_logprob_error;
+        const double e3 =
+            testing::expect_same_greedy("both", c, params, prompts, got_both, want, 2e-2)
+                .worst_logprob_error;
         std::printf(
             "%s: prefix cache / budget greedy log-prob max |err| %.3g / %.3g / %.3g (cache, "
             "%ld waves, both: %ld waves), prompt rows %ld vs %ld, peak blocks %ld vs %ld\n",
@@ -561,7 +518,8 @@ TEST_F(DeviceGenerateTest, SystemPromptCacheAndKvBudgetKeepTheGreedyCompletions)
         auto want2 = (*plain)->generate(prompts, group, o);
         ASSERT_TRUE(want2.ok()) << want2.status().to_string();
         const double e4 =
-            expect_same_greedy("new version", c, params2, prompts, *got2, *want2, 2e-2);
+            testing::expect_same_greedy("new version", c, params2, prompts, *got2, *want2, 2e-2)
+                .worst_logprob_error;
         std::printf("%s: prefix cache after a new version: greedy log-prob max |err| %.3g\n",
                     cs.name, e4);
     }
@@ -618,9 +576,11 @@ TEST_F(DeviceGenerateTest, QuantizedKvPagesAndCompressionKeepTheCpuEnginesGreedy
             // near a rounding boundary can differ by one step: looser than bf16 rows (first
             // estimates, the observed errors are printed).
             const double e_cpu =
-                expect_same_greedy(what.c_str(), c, params, prompts, *got, *want, 1e-1, 0.3);
-            const double e_split = expect_same_greedy((what + " split-K 3").c_str(), c, params,
-                                                      prompts, *split, *got, 1e-3);
+                testing::expect_same_greedy(what, c, params, prompts, *got, *want, 1e-1, 0.3)
+                    .worst_logprob_error;
+            const double e_split = testing::expect_same_greedy(what + " split-K 3", c, params,
+                                                               prompts, *split, *got, 1e-3)
+                                       .worst_logprob_error;
             EXPECT_EQ(split_st.kv.last_splits, 3);
             EXPECT_GT(st.kv.compressions, 0);
             EXPECT_EQ(st.kv.block_tokens, 8);

@@ -6,15 +6,20 @@
 // hidden / heads), bf16-rounded random weights and a batch with a plain sequence, a prompt shared
 // by two continuations and a prompt + completion. Test-only code.
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "common/gpu/device_model.h"
 #include "common/model/config.h"
+#include "common/model/generate.h"
 #include "common/model/grpo_batch.h"
 #include "common/model/model_weights.h"
 #include "common/model/params.h"
@@ -181,6 +186,64 @@ inline std::vector<model::Trajectory> make_trajectories(const model::ModelConfig
             out[i].behaviour_logprobs.push_back(lp[begin[i] + static_cast<int64_t>(j)] +
                                                 noise(rng));
         }
+    }
+    return out;
+}
+
+struct GreedyComparison {
+    double worst_logprob_error = 0;  // largest log-prob |err| on the common prefixes
+    int diverged = 0;                // samples whose tokens part at a near tie
+};
+
+// Greedy completions `got` against `want` (the CPU engine's, or the device's by another path),
+// slot by slot: equal tokens with log-probs within lp_abs + 1e-2 |ref|, or a first divergence
+// where the CPU reference's logits after the common prefix hold a near tie: |gap| between the two
+// tokens <= tie_rms x the row's rms (printed, "<what> prompt P sample S: first divergence ...").
+inline GreedyComparison expect_same_greedy(const std::string& what, const model::ModelConfig& c,
+                                           const std::vector<float>& params,
+                                           const std::vector<std::vector<int32_t>>& prompts,
+                                           const std::vector<model::Completion>& got,
+                                           const std::vector<model::Completion>& want,
+                                           double lp_abs, double tie_rms = 0.16) {
+    GreedyComparison out;
+    EXPECT_EQ(got.size(), want.size()) << what;
+    auto ref = model::Transformer<float>::create(c);
+    EXPECT_TRUE(ref.ok());
+    for (size_t i = 0; i < std::min(got.size(), want.size()) && ref.ok(); ++i) {
+        const auto& g = got[i];
+        const auto& w = want[i];
+        size_t k = 0;
+        while (k < g.tokens.size() && k < w.tokens.size() && g.tokens[k] == w.tokens[k]) {
+            const double e = std::abs(g.logprobs[k] - w.logprobs[k]);
+            out.worst_logprob_error = std::max(out.worst_logprob_error, e);
+            EXPECT_LE(e, lp_abs + 1e-2 * std::abs(w.logprobs[k]))
+                << what << ": sample " << i << " token " << k;
+            ++k;
+        }
+        if (k == g.tokens.size() && k == w.tokens.size()) continue;
+        if (k == g.tokens.size() || k == w.tokens.size()) {
+            ADD_FAILURE() << what << ": sample " << i << " has " << g.tokens.size()
+                          << " tokens, want " << w.tokens.size();
+            continue;
+        }
+        ++out.diverged;
+        std::vector<int32_t> seq = prompts[static_cast<size_t>(w.prompt)];
+        seq.insert(seq.end(), w.tokens.begin(), w.tokens.begin() + static_cast<long>(k));
+        model::PackedBatch b;
+        b.add_sequence(seq, 0);
+        std::vector<float> lg(seq.size() * static_cast<size_t>(c.vocab_size));
+        EXPECT_TRUE(ref->logits(params.data(), b, lg.data()).ok());
+        const float* row = lg.data() + (seq.size() - 1) * c.vocab_size;
+        double ss = 0;
+        for (int j = 0; j < c.vocab_size; ++j) ss += double{row[j]} * row[j];
+        const double rms = std::sqrt(ss / c.vocab_size);
+        const double gap = std::abs(row[w.tokens[k]] - row[g.tokens[k]]);
+        std::printf(
+            "%s prompt %d sample %d: first divergence at token %zu, CPU logit gap %.4g (rms "
+            "%.3g)\n",
+            what.c_str(), w.prompt, w.sample, k, gap, rms);
+        EXPECT_LE(gap, tie_rms * rms)
+            << what << ": sample " << i << " diverges at token " << k << " without a near tie";
     }
     return out;
 }
