@@ -18,35 +18,17 @@
 #include "common/model/model_weights.h"
 #include "kernels/ring/in_process_transport.h"
 #include "tests/fakes/host_context_parallel_ops.h"
+#include "tests/unit/model/test_util.h"
 
 namespace tandem::gpu {
 namespace {
 
 constexpr std::chrono::milliseconds kTimeout{20000};
 
-model::ModelConfig cp_config() {
-    model::ModelConfig c;
-    c.vocab_size = 15;
-    c.hidden_size = 32;
-    c.num_layers = 2;
-    c.num_heads = 4;  // GQA: 4 query heads on 2 key/value heads
-    c.num_kv_heads = 2;
-    c.intermediate_size = 48;
-    c.max_seq_len = 96;
-    return c;
-}
-
 // Lengths that split unevenly over 2, 3 and 4 ranks (and over 2P zigzag chunks), a one-token and
 // a two-token prompt (no ring prefill; one prefilled row).
 std::vector<std::vector<int32_t>> cp_prompts() {
-    std::vector<std::vector<int32_t>> ps;
-    for (const int len : {23, 37, 1, 2, 30}) {
-        std::vector<int32_t> p{1};
-        for (int i = 1; i < len - 1; ++i) p.push_back(3 + (i * 7 + len) % 10);
-        if (len > 1) p.push_back(14);
-        ps.push_back(p);
-    }
-    return ps;
+    return model::testing::context_parallel_prompts({23, 37, 1, 2, 30});
 }
 
 struct CpRun {
@@ -178,7 +160,7 @@ class DeviceContextParallel : public ::testing::TestWithParam<DeviceCpCase> {};
 
 TEST_P(DeviceContextParallel, EveryRankReturnsTheCpuGeneratorsCompletionsBitwise) {
     const DeviceCpCase& c = GetParam();
-    const model::ModelConfig cfg = cp_config();
+    const model::ModelConfig cfg = model::testing::context_parallel_config();
     auto w = model::ModelWeights::random(cfg, 91, 0.3);
     ASSERT_TRUE(w.ok());
     const auto ps = cp_prompts();
@@ -212,7 +194,7 @@ INSTANTIATE_TEST_SUITE_P(Ranks, DeviceContextParallel,
                                            DeviceCpCase{2, 2, true}, DeviceCpCase{3, 1, true}));
 
 TEST(DeviceContextParallelErrors, HostMemoryTransportAndBadInputsAreNamedOnEveryRank) {
-    const model::ModelConfig cfg = cp_config();
+    const model::ModelConfig cfg = model::testing::context_parallel_config();
     auto w = model::ModelWeights::random(cfg, 91, 0.3);
     ASSERT_TRUE(w.ok());
     {

@@ -15,32 +15,14 @@
 #include "common/model/generate.h"
 #include "common/model/job_setup.h"
 #include "common/model/model_weights.h"
+#include "tests/unit/model/test_util.h"
 
 namespace tandem::model {
 namespace {
 
-ModelConfig cp_config() {
-    ModelConfig c;
-    c.vocab_size = 15;
-    c.hidden_size = 32;
-    c.num_layers = 2;
-    c.num_heads = 4;  // GQA: 4 query heads on 2 key/value heads
-    c.num_kv_heads = 2;
-    c.intermediate_size = 48;
-    c.max_seq_len = 96;
-    return c;
-}
-
 // Lengths that split unevenly over 2 and 4 ranks (and over 2P zigzag chunks), plus a short one.
 std::vector<std::vector<int32_t>> cp_prompts() {
-    std::vector<std::vector<int32_t>> ps;
-    for (const int len : {23, 37, 5, 30}) {
-        std::vector<int32_t> p{1};
-        for (int i = 1; i < len - 1; ++i) p.push_back(3 + (i * 7 + len) % 10);
-        p.push_back(14);
-        ps.push_back(p);
-    }
-    return ps;
+    return testing::context_parallel_prompts({23, 37, 5, 30});
 }
 
 ModelWeights cp_weights(const ModelConfig& cfg) {
@@ -79,7 +61,7 @@ class ContextParallelGeneration : public ::testing::TestWithParam<CpCase> {};
 
 TEST_P(ContextParallelGeneration, SameTokensAsSingleDeviceWithTheSameSeed) {
     const CpCase k = GetParam();
-    const ModelConfig cfg = cp_config();
+    const ModelConfig cfg = testing::context_parallel_config();
     const ModelWeights w = cp_weights(cfg);
     const auto ps = cp_prompts();
     constexpr int kGroup = 4;
@@ -137,7 +119,7 @@ INSTANTIATE_TEST_SUITE_P(RanksAndSharing, ContextParallelGeneration,
                          });
 
 TEST(ContextParallelGeneration, GreedyMatchesSingleDeviceAndRepeatsAcrossCalls) {
-    const ModelConfig cfg = cp_config();
+    const ModelConfig cfg = testing::context_parallel_config();
     const ModelWeights w = cp_weights(cfg);
     const auto ps = cp_prompts();
     SamplingOptions so;
@@ -165,7 +147,7 @@ TEST(ContextParallelGeneration, GreedyMatchesSingleDeviceAndRepeatsAcrossCalls) 
 // peak KV bytes of all ranks' shards shrink (measured int8 0.514x, int2 0.662x of f32: pages of
 // only 4 rows, so partly filled f32 pages and per-channel key scales weigh much here).
 TEST(ContextParallelGeneration, QuantizedShardsStayCloseToF32ShardsAndHoldFewerBytes) {
-    const ModelConfig cfg = cp_config();
+    const ModelConfig cfg = testing::context_parallel_config();
     const ModelWeights w = cp_weights(cfg);
     const auto ps = cp_prompts();
     SamplingOptions so;
@@ -266,7 +248,7 @@ TEST(ContextShardPlan, EveryPositionHasOneOwnerAndNoRankExceedsItsQuota) {
 }
 
 TEST(ContextParallelGeneration, ContextLongerThanAllRanksIsAnErrorNamingTheFields) {
-    const ModelConfig cfg = cp_config();
+    const ModelConfig cfg = testing::context_parallel_config();
     const ModelWeights w = cp_weights(cfg);
     GeneratorOptions o;
     o.context_parallel = 2;
@@ -300,7 +282,7 @@ TEST(ContextParallelGeneration, ContextLongerThanAllRanksIsAnErrorNamingTheField
 }
 
 TEST(ContextParallelGeneration, BadPromptTokenIsRejectedBeforeAnyRankStarts) {
-    const ModelConfig cfg = cp_config();
+    const ModelConfig cfg = testing::context_parallel_config();
     const ModelWeights w = cp_weights(cfg);
     GeneratorOptions o;
     o.context_parallel = 2;

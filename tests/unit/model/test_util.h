@@ -4,7 +4,9 @@
 // gradient checker.
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <random>
 #include <vector>
 
@@ -63,6 +65,34 @@ inline double check_gradient(std::vector<double>& x, const std::vector<double>& 
         }
     }
     return worst;
+}
+
+// The context-parallel tests' model: 2 layers, GQA (4 query heads on 2 key/value heads), a
+// 15-token vocabulary, 96 positions.
+inline ModelConfig context_parallel_config() {
+    ModelConfig c;
+    c.vocab_size = 15;
+    c.hidden_size = 32;
+    c.num_layers = 2;
+    c.num_heads = 4;
+    c.num_kv_heads = 2;
+    c.intermediate_size = 48;
+    c.max_seq_len = 96;
+    return c;
+}
+
+// One prompt per length: token 1, then a fixed pattern over tokens 3..12, then 14 (when the
+// length is above 1).
+inline std::vector<std::vector<int32_t>> context_parallel_prompts(
+    std::initializer_list<int> lengths) {
+    std::vector<std::vector<int32_t>> ps;
+    for (const int len : lengths) {
+        std::vector<int32_t> p{1};
+        for (int i = 1; i < len - 1; ++i) p.push_back(3 + (i * 7 + len) % 10);
+        if (len > 1) p.push_back(14);
+        ps.push_back(p);
+    }
+    return ps;
 }
 
 }  // namespace tandem::model::testing
