@@ -60,28 +60,18 @@ public:
                                                                    "context parallel: projection"));
         TANDEM_RETURN_IF_ERROR(
             ops::rmsnorm_forward(s_, n, h, x, L.input_norm, eps, a.as<Bf16>(), nullptr));
-        auto heads = [&](const Bf16* wt, const Bf16* bias, const Bf16* norm, int count, bool rope,
-                         void* out) -> Status {
-            const int64_t width = int64_t{count} * c_.head_dim();
-            TANDEM_RETURN_IF_ERROR(
-                gemm_.linear(s_, n, h, width, a.as<Bf16>(), wt, proj.as<float>(), false));
-            ops::HeadPrepare hp;
-            hp.n = n;
-            hp.heads = count;
-            hp.d = c_.head_dim();
-            hp.bias = bias;
-            hp.norm_w = norm;
-            hp.eps = eps;
-            if (rope) {
-                hp.cos = cos_.as<const float>();
-                hp.sin = sin_.as<const float>();
-                hp.pos = p.as<const int32_t>();
-            }
-            return ops::head_prepare(s_, hp, proj.as<float>(), static_cast<Bf16*>(out));
-        };
-        TANDEM_RETURN_IF_ERROR(heads(L.wq, L.bq, L.q_norm, c_.num_heads, true, q));
-        TANDEM_RETURN_IF_ERROR(heads(L.wk, L.bk, L.k_norm, c_.num_kv_heads, true, k));
-        return heads(L.wv, L.bv, nullptr, c_.num_kv_heads, false, v);
+        const float* cos_table = cos_.as<const float>();
+        const float* sin_table = sin_.as<const float>();
+        const int32_t* at = p.as<const int32_t>();
+        float* scratch = proj.as<float>();
+        TANDEM_RETURN_IF_ERROR(project_heads(s_, gemm_, c_, n, a.as<Bf16>(),
+                                             {L.wq, L.bq, L.q_norm, c_.num_heads}, cos_table,
+                                             sin_table, at, scratch, static_cast<Bf16*>(q)));
+        TANDEM_RETURN_IF_ERROR(project_heads(s_, gemm_, c_, n, a.as<Bf16>(),
+                                             {L.wk, L.bk, L.k_norm, c_.num_kv_heads}, cos_table,
+                                             sin_table, at, scratch, static_cast<Bf16*>(k)));
+        return project_heads(s_, gemm_, c_, n, a.as<Bf16>(), {L.wv, L.bv, nullptr, c_.num_kv_heads},
+                             nullptr, nullptr, nullptr, scratch, static_cast<Bf16*>(v));
     }
 
     Status finish_layer(int layer, int64_t n, const float* o, float* x) override {

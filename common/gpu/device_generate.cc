@@ -206,27 +206,17 @@ Status DeviceGenerator::layers(Work& w, int64_t n, const int32_t* tokens, const 
     for (int l = 0; l < c.num_layers; ++l) {
         const auto& L = wt.layers[static_cast<size_t>(l)];
         TANDEM_RETURN_IF_ERROR(ops::rmsnorm_forward(s, n, h, x, L.input_norm, eps, a, nullptr));
-        auto heads = [&](const Bf16* wm, const Bf16* bias, const Bf16* norm, int nh, bool rope,
-                         Bf16* out) -> Status {
-            TANDEM_RETURN_IF_ERROR(
-                gemm.linear(s, n, h, int64_t{nh} * c.head_dim(), a, wm, proj, false));
-            ops::HeadPrepare hp;
-            hp.n = n;
-            hp.heads = nh;
-            hp.d = c.head_dim();
-            hp.bias = bias;
-            hp.norm_w = norm;
-            hp.eps = eps;
-            if (rope) {
-                hp.cos = cos_.as<const float>();
-                hp.sin = sin_.as<const float>();
-                hp.pos = positions;
-            }
-            return ops::head_prepare(s, hp, proj, out);
-        };
-        TANDEM_RETURN_IF_ERROR(heads(L.wq, L.bq, L.q_norm, c.num_heads, true, w.qb.as<Bf16>()));
-        TANDEM_RETURN_IF_ERROR(heads(L.wk, L.bk, L.k_norm, c.num_kv_heads, true, w.kb.as<Bf16>()));
-        TANDEM_RETURN_IF_ERROR(heads(L.wv, L.bv, nullptr, c.num_kv_heads, false, w.vb.as<Bf16>()));
+        const float* cos_table = cos_.as<const float>();
+        const float* sin_table = sin_.as<const float>();
+        TANDEM_RETURN_IF_ERROR(project_heads(s, gemm, c, n, a, {L.wq, L.bq, L.q_norm, c.num_heads},
+                                             cos_table, sin_table, positions, proj,
+                                             w.qb.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(project_heads(s, gemm, c, n, a,
+                                             {L.wk, L.bk, L.k_norm, c.num_kv_heads}, cos_table,
+                                             sin_table, positions, proj, w.kb.as<Bf16>()));
+        TANDEM_RETURN_IF_ERROR(project_heads(s, gemm, c, n, a,
+                                             {L.wv, L.bv, nullptr, c.num_kv_heads}, nullptr,
+                                             nullptr, nullptr, proj, w.vb.as<Bf16>()));
         TANDEM_RETURN_IF_ERROR(kv_->write(s, l, n, slots, w.kb.as<Bf16>(), w.vb.as<Bf16>()));
         if (paged) {
             TANDEM_RETURN_IF_ERROR(kv_->attend(s, l, n, paged->tables, paged->width,

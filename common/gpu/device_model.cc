@@ -20,6 +20,26 @@ using kernels::cuda::DeviceBuffer;
 using kernels::cuda::Stream;
 namespace ops = kernels::cuda;
 
+Status project_heads(const Stream& s, ops::Gemm& gemm, const model::ModelConfig& c, int64_t n,
+                     const Bf16* a, const HeadProjection& w, const float* cos, const float* sin,
+                     const int32_t* pos, float* proj, Bf16* out, float* raw, float* rstd) {
+    TANDEM_RETURN_IF_ERROR(gemm.linear(s, n, c.hidden_size, int64_t{w.heads} * c.head_dim(), a,
+                                       w.weight, proj, false));
+    ops::HeadPrepare hp;
+    hp.n = n;
+    hp.heads = w.heads;
+    hp.d = c.head_dim();
+    hp.bias = w.bias;
+    hp.norm_w = w.norm;
+    hp.eps = static_cast<float>(c.rms_norm_eps);
+    hp.cos = cos;
+    hp.sin = sin;
+    hp.pos = pos;
+    hp.raw = raw;
+    hp.rstd = rstd;
+    return ops::head_prepare(s, hp, proj, out);
+}
+
 DeviceModel::DeviceModel(const model::ModelConfig& c, kernels::cuda::DeviceAllocator& alloc,
                          kernels::cuda::Gemm& gemm)
     : config_(c), alloc_(alloc), gemm_(gemm) {}
@@ -195,37 +215,20 @@ Status DeviceModel::run_layers(const Stream& s, const model::PackedBatch& batch,
         // Attention block.
         TANDEM_RETURN_IF_ERROR(ops::rmsnorm_forward(s, n, h, x.as<float>(), L.input_norm, eps, an,
                                                     A ? A->rstd1.as<float>() : nullptr));
-        auto project_heads = [&](const Bf16* wt, const Bf16* bias, const Bf16* norm, int heads,
-                                 bool rope, DeviceBuffer* raw, DeviceBuffer* rstd,
-                                 Bf16* out) -> Status {
-            const int64_t width = int64_t{heads} * c.head_dim();
-            TANDEM_RETURN_IF_ERROR(gemm_.linear(s, n, h, width, an, wt, proj.as<float>(), false));
-            ops::HeadPrepare hp;
-            hp.n = n;
-            hp.heads = heads;
-            hp.d = c.head_dim();
-            hp.bias = bias;
-            hp.norm_w = norm;
-            hp.eps = eps;
-            if (rope) {
-                hp.cos = cos_.as<const float>();
-                hp.sin = sin_.as<const float>();
-                hp.pos = pos;
-            }
-            if (A && norm) {
-                hp.raw = raw->as<float>();
-                hp.rstd = rstd->as<float>();
-            }
-            return ops::head_prepare(s, hp, proj.as<float>(), out);
+        auto heads = [&](const HeadProjection& w, bool rope, DeviceBuffer* raw, DeviceBuffer* rstd,
+                         Bf16* out) -> Status {
+            const bool keep = A && w.norm;  // the q/k norm's inputs, for the backward
+            return project_heads(s, gemm_, c, n, an, w, rope ? cos_.as<const float>() : nullptr,
+                                 rope ? sin_.as<const float>() : nullptr, rope ? pos : nullptr,
+                                 proj.as<float>(), out, keep ? raw->as<float>() : nullptr,
+                                 keep ? rstd->as<float>() : nullptr);
         };
-        TANDEM_RETURN_IF_ERROR(project_heads(L.wq, L.bq, L.q_norm, c.num_heads, true,
-                                             A ? &A->q_raw : nullptr, A ? &A->rstd_q : nullptr,
-                                             qb));
-        TANDEM_RETURN_IF_ERROR(project_heads(L.wk, L.bk, L.k_norm, c.num_kv_heads, true,
-                                             A ? &A->k_raw : nullptr, A ? &A->rstd_k : nullptr,
-                                             kb));
+        TANDEM_RETURN_IF_ERROR(heads({L.wq, L.bq, L.q_norm, c.num_heads}, true,
+                                     A ? &A->q_raw : nullptr, A ? &A->rstd_q : nullptr, qb));
+        TANDEM_RETURN_IF_ERROR(heads({L.wk, L.bk, L.k_norm, c.num_kv_heads}, true,
+                                     A ? &A->k_raw : nullptr, A ? &A->rstd_k : nullptr, kb));
         TANDEM_RETURN_IF_ERROR(
-            project_heads(L.wv, L.bv, nullptr, c.num_kv_heads, false, nullptr, nullptr, vb));
+            heads({L.wv, L.bv, nullptr, c.num_kv_heads}, false, nullptr, nullptr, vb));
         for (int64_t q = 0; q < batch.num_sequences(); ++q) {
             const int64_t b0 = batch.begin[q], len = batch.length(q);
             if (len == 0) continue;

@@ -92,4 +92,20 @@ private:
     std::unique_ptr<Saved> saved_;  // the last train_forward's activations
 };
 
+// One attention input of a layer for n rows: proj = a [n, hidden] x weight (fp32, into the scratch
+// `proj`), then kernels::cuda::head_prepare into out: the bias, Qwen3's q/k norm (norm not null;
+// its pre-norm rows and rstd kept in raw/rstd when those are not null) and RoPE at `pos` with the
+// tables cos/sin (pos null: no rotation, as for V). Enqueues on s only.
+struct HeadProjection {
+    const kernels::cuda::Bf16* weight = nullptr;
+    const kernels::cuda::Bf16* bias = nullptr;
+    const kernels::cuda::Bf16* norm = nullptr;
+    int heads = 0;
+};
+Status project_heads(const kernels::cuda::Stream& s, kernels::cuda::Gemm& gemm,
+                     const model::ModelConfig& c, int64_t n, const kernels::cuda::Bf16* a,
+                     const HeadProjection& w, const float* cos, const float* sin,
+                     const int32_t* pos, float* proj, kernels::cuda::Bf16* out,
+                     float* raw = nullptr, float* rstd = nullptr);
+
 }  // namespace tandem::gpu
